@@ -1,0 +1,181 @@
+"""One diagnostic type for syntax and semantic errors, and its three renderings.
+
+Human output follows rustc/Terraform: `error[E012]: message`, `--> file:line:col`,
+the source line with a caret under the offending token, then `= help: ...`.
+`--format json` mirrors `terraform validate -json`; `--format github` prints
+workflow annotation lines.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import dataclass
+from typing import Iterable, Sequence
+
+from .source import Span
+
+
+@dataclass(frozen=True)
+class Diagnostic:
+    code: str  # E0xx error, W0xx warning
+    message: str
+    span: Span | None = None
+    help: str | None = None
+
+    @property
+    def severity(self) -> str:
+        return "error" if self.code.startswith("E") else "warning"
+
+    @property
+    def is_error(self) -> bool:
+        return self.severity == "error"
+
+    def sort_key(self):
+        if self.span is None:
+            return ("", 0, 0, self.code)
+        return (self.span.file, self.span.line, self.span.column, self.code)
+
+
+class SpecError(Exception):
+    """Raised where work cannot go on; carries the diagnostics that explain why."""
+
+    def __init__(self, diagnostics: Sequence[Diagnostic]):
+        self.diagnostics = list(diagnostics)
+        super().__init__("\n".join(render_plain(d) for d in self.diagnostics))
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
+    """`did you mean `x`?` for the closest choice, or None when nothing is close."""
+    choices = list(choices)
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in choices}
+        close = [lowered[word.lower()]] if word.lower() in lowered else []
+    return f"did you mean `{close[0]}`?" if close else None
+
+
+def one_of(choices: Iterable[str]) -> str:
+    names = [f"`{c}`" for c in choices]
+    if len(names) <= 1:
+        return "".join(names)
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
+def join_help(*parts: str | None) -> str | None:
+    text = "  ".join(p for p in parts if p)
+    return text or None
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _snippet(span: Span) -> tuple[str, int, int]:
+    """The span's first line with tabs expanded, and the caret's start and width."""
+    raw = span.source.line(span.line)
+    before = raw[: span.column - 1].expandtabs(4)
+    if span.end_line == span.line:
+        inside = raw[span.column - 1 : span.end_column - 1]
+    else:
+        inside = raw[span.column - 1 :]
+    inside = inside.expandtabs(4)
+    return raw.expandtabs(4), len(before), max(1, len(inside.rstrip()) or 1)
+
+
+def render_plain(d: Diagnostic) -> str:
+    return "\n".join(text for text, _ in _human_lines(d))
+
+
+def _human_lines(d: Diagnostic) -> list[tuple[str, str]]:
+    """(text, style) lines of the human rendering; style names are rich styles."""
+    colour = "bold red" if d.is_error else "bold yellow"
+    lines = [(f"{d.severity}[{d.code}]: {d.message}", colour)]
+    if d.span is not None:
+        number = str(d.span.line)
+        pad = " " * len(number)
+        code, start, width = _snippet(d.span)
+        lines += [
+            (f"{pad}--> {d.span}", "blue"),
+            (f"{pad} |", "blue"),
+            (f"{number} | {code}", ""),
+            (f"{pad} | {' ' * start}{'^' * width}", colour),
+        ]
+    if d.help:
+        lines.append((f"{' ' * (len(str(d.span.line)) if d.span else 0)} = help: {d.help}", "cyan"))
+    return lines
+
+
+def summary_line(diagnostics: Sequence[Diagnostic]) -> str:
+    errors = sum(d.is_error for d in diagnostics)
+    warnings = len(diagnostics) - errors
+    parts = []
+    if errors:
+        parts.append(f"{errors} error{'s' * (errors != 1)}")
+    if warnings:
+        parts.append(f"{warnings} warning{'s' * (warnings != 1)}")
+    return ", ".join(parts) if parts else "no problems"
+
+
+def print_human(diagnostics: Sequence[Diagnostic], console) -> None:
+    """Print to a rich Console (colour when it is a terminal)."""
+    from rich.text import Text
+
+    for d in diagnostics:
+        for text, style in _human_lines(d):
+            console.print(Text(text, style=style), soft_wrap=True)
+        console.print()
+
+
+def _position(span: Span, end: bool) -> dict:
+    if end:
+        return {"line": span.end_line, "column": span.end_column, "byte": span.end}
+    return {"line": span.line, "column": span.column, "byte": span.start}
+
+
+def to_json(d: Diagnostic) -> dict:
+    out = {"severity": d.severity, "code": d.code, "summary": d.message, "detail": d.help or ""}
+    if d.span is not None:
+        out["range"] = {
+            "filename": d.span.file,
+            "start": _position(d.span, end=False),
+            "end": _position(d.span, end=True),
+        }
+        out["snippet"] = {"code": d.span.source.line(d.span.line), "start_line": d.span.line}
+    return out
+
+
+def render_json(diagnostics: Sequence[Diagnostic], files: Sequence[str]) -> str:
+    errors = sum(d.is_error for d in diagnostics)
+    return json.dumps(
+        {
+            "format_version": "1.0",
+            "valid": errors == 0,
+            "files": list(files),
+            "error_count": errors,
+            "warning_count": len(diagnostics) - errors,
+            "diagnostics": [to_json(d) for d in diagnostics],
+        },
+        indent=2,
+    )
+
+
+def _escape_github(text: str, property_value: bool = False) -> str:
+    text = text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    if property_value:
+        text = text.replace(":", "%3A").replace(",", "%2C")
+    return text
+
+
+def render_github(d: Diagnostic) -> str:
+    level = "error" if d.is_error else "warning"
+    props = [f"title={_escape_github(d.code, True)}"]
+    if d.span is not None:
+        props = [
+            f"file={_escape_github(d.span.file, True)}",
+            f"line={d.span.line}",
+            f"col={d.span.column}",
+            f"endLine={d.span.end_line}",
+            f"endColumn={d.span.end_column}",
+        ] + props
+    message = d.message + (f" (help: {d.help})" if d.help else "")
+    return f"::{level} {','.join(props)}::{_escape_github(message)}"
