@@ -1,0 +1,378 @@
+"""The language's vocabulary as data: blocks, keys, call signatures, metrics.
+
+The checker validates against these tables, the resolver fills their defaults,
+`sftc diff` compares through them and docs/language.md documents them. Defaults
+are written as source text, exactly as a user would write them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .types import (
+    Bool,
+    Calls,
+    Column,
+    Enum,
+    Every,
+    InitModel,
+    ListOf,
+    Mixture,
+    Num,
+    OneOf,
+    Param,
+    Quantity,
+    Record,
+    Seeded,
+    Share,
+    Signature,
+    Str,
+    TrainTokenizer,
+    Type,
+)
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    type: Type
+    default: str | None = None  # source text; None: absent unless given
+    doc: str = ""
+    required: bool = False
+    label: str | None = None  # `split eval = ...`: the one label this key takes
+    default_from: str | None = None  # another key of the same block whose value is the default
+
+
+POSITIVE = Num(low=0, open_low=True)
+NON_NEGATIVE = Num(low=0)
+COUNT = Num(low=1, integer=True)
+SEED = Num(low=0, integer=True)
+PATH = Str(non_empty=True, doc="a path string")
+OFF = Enum(("off",))
+STEPS_OR_SHARE = OneOf((Share(low=0, high=1, open_high=True), Quantity(("steps",)), Num(low=0, high=0)))
+
+# ---------------------------------------------------------------- model
+
+LAYER_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
+
+BASE_MODEL = OneOf(
+    (
+        Calls(
+            {
+                "hf": Signature(
+                    (
+                        Param("path", PATH, required=True, doc="a local checkpoint directory or a hub id"),
+                        Param("revision", Str(), doc="a hub revision (branch, tag or commit)"),
+                    ),
+                    positional=1,
+                    doc="a Hugging Face checkpoint: a local directory, or a hub id when online",
+                ),
+            },
+            what="base model",
+        ),
+        InitModel(
+            Calls(
+                {
+                    "llama": Signature(
+                        (
+                            Param("layers", COUNT, required=True, doc="decoder layers"),
+                            Param("dim", COUNT, required=True, doc="hidden size"),
+                            Param("heads", COUNT, required=True, doc="attention heads"),
+                            Param("kv_heads", COUNT, default_from="heads", doc="key/value heads (grouped-query)"),
+                            Param("ffn", COUNT, required=True, doc="feed-forward (intermediate) size"),
+                            Param("vocab", COUNT, doc="vocabulary size; default: the tokenizer's"),
+                            Param("head_dim", COUNT, doc="per-head size; default dim / heads"),
+                            Param("rope_theta", POSITIVE, "10000.0", doc="rotary embedding base"),
+                            Param("norm_eps", POSITIVE, "1e-5", doc="RMSNorm epsilon"),
+                            Param("tie_embeddings", Bool(), "off", doc="share input and output embeddings"),
+                            Param("max_seq_len", COUNT, "4096", doc="longest sequence the positions support"),
+                        ),
+                        doc="a Llama-architecture decoder with fresh random weights",
+                    )
+                },
+                what="architecture",
+            )
+        ),
+    )
+)
+
+TOKENIZER = OneOf(
+    (
+        Enum(("base",)),
+        Calls(
+            {
+                "hf": Signature((Param("path", PATH, required=True),), positional=1, doc="a tokenizer directory"),
+                "sentencepiece": Signature(
+                    (Param("path", PATH, required=True),), positional=1, doc="a sentencepiece `.model` file"
+                ),
+            },
+            what="tokenizer",
+        ),
+        TrainTokenizer(
+            Calls(
+                {
+                    "sentencepiece": Signature(
+                        (
+                            Param("vocab", Num(low=64, high=1_000_000, integer=True), required=True),
+                            Param("model_type", Enum(("unigram", "bpe")), "unigram"),
+                            Param("split_digits", Bool(), "on", doc="every digit its own token"),
+                            Param("byte_fallback", Bool(), "on"),
+                            Param("character_coverage", Num(low=0.9, high=1.0), "1.0"),
+                        ),
+                        doc="train a sentencepiece tokenizer on a data source's text",
+                    )
+                },
+                what="tokenizer",
+            )
+        ),
+    )
+)
+
+ADAPTER = OneOf(
+    (
+        Enum(("none",)),
+        Calls(
+            {
+                "lora": Signature(
+                    (
+                        Param("rank", Num(low=1, high=4096, integer=True), "16"),
+                        Param("alpha", POSITIVE, default_from="rank", doc="scaling numerator; default: rank"),
+                        Param("dropout", Num(low=0, high=1, open_high=True), "0.0"),
+                        Param("targets", ListOf(Enum(LAYER_TARGETS)), "[q, k, v, o]"),
+                    ),
+                    doc="low-rank adapters on the listed projections; the base stays frozen",
+                )
+            },
+            what="adapter",
+        ),
+    )
+)
+
+MODEL_KEYS = (
+    Key("base", BASE_MODEL, required=True, doc="the model to fine-tune: `hf(\"dir\")` or `init llama(...)`"),
+    Key("tokenizer", TOKENIZER, "base", doc="`base` (the checkpoint's), `hf(\"dir\")`, `sentencepiece(\"file.model\")` or `train sentencepiece(vocab = N) on SOURCE`"),
+    Key("dtype", Enum(("float32", "bfloat16")), "float32", doc="parameter and compute dtype; optimizer state stays float32"),
+    Key("adapter", ADAPTER, "none", doc="`none` (full fine-tune) or `lora(...)`"),
+)
+
+# ---------------------------------------------------------------- data
+
+SOURCES = Calls(
+    {
+        "jsonl": Signature((Param("path", PATH, required=True),), positional=1, doc="JSON lines; globs allowed"),
+        "json": Signature(
+            (Param("path", PATH, required=True), Param("field", Str(), doc="the key holding the rows")),
+            positional=1,
+            doc="a JSON array of objects (or under `field`)",
+        ),
+        "csv": Signature(
+            (Param("path", PATH, required=True), Param("delimiter", Str(non_empty=True), '","')),
+            positional=1,
+            doc="CSV with a header row",
+        ),
+        "parquet": Signature((Param("path", PATH, required=True),), positional=1, doc="Parquet files"),
+        "text": Signature((Param("path", PATH, required=True),), positional=1, doc="plain text, one row per line in column `text`"),
+        "disk": Signature((Param("path", PATH, required=True),), positional=1, doc="a dataset saved with `save_to_disk`"),
+        "hf_dataset": Signature(
+            (
+                Param("name", Str(non_empty=True), required=True),
+                Param("split", Str(non_empty=True), '"train"'),
+                Param("subset", Str()),
+                Param("revision", Str()),
+            ),
+            positional=1,
+            doc="a dataset from the Hugging Face hub (or its local cache)",
+        ),
+    },
+    what="data source",
+)
+LOCAL_SOURCES = ("jsonl", "json", "csv", "parquet", "text", "disk")
+
+DATA_KEYS = (
+    Key(
+        "split",
+        OneOf((Seeded(Share(low=0, high=1, open_low=True, open_high=True)), SOURCES)),
+        label="eval",
+        doc="held-out rows: `split eval = 5% seed 7` or `split eval = jsonl(\"eval.jsonl\")`",
+    ),
+    Key("overflow", Enum(("drop", "truncate", "error")), "drop", doc="rows longer than `train.seq_len`: counted and reported"),
+    Key("on_bad_row", Enum(("error", "skip")), "error", doc="a malformed row stops the run, or is skipped and counted"),
+)
+
+TEMPLATE_KEYS = (
+    Key("prompt", Str(), doc="the prompt text; `{column}` placeholders"),
+    Key("completion", Str(), doc="the trained text; `{column}` placeholders; EOS is appended"),
+    Key("messages", Column(), doc="the column holding `[{role, content}]` conversations"),
+    Key("train_on", Enum(("assistant", "last_assistant", "all")), doc="which turns of `messages` are trained (default `assistant`)"),
+)
+MESSAGE_ROLES = ("system", "user", "assistant", "tool")
+
+# ---------------------------------------------------------------- train
+
+OPTIMIZERS = Calls(
+    {
+        "adamw": Signature(
+            (
+                Param("lr", POSITIVE, "2e-5"),
+                Param("b1", Num(low=0, high=1, open_high=True), "0.9"),
+                Param("b2", Num(low=0, high=1, open_high=True), "0.999"),
+                Param("eps", POSITIVE, "1e-8"),
+                Param("weight_decay", NON_NEGATIVE, "0.0"),
+            )
+        ),
+        "adafactor": Signature(
+            (
+                Param("lr", POSITIVE, "2e-5"),
+                Param("decay_rate", Num(low=0, high=1), "0.8"),
+                Param("eps", POSITIVE, "1e-30"),
+                Param("clip_threshold", POSITIVE, "1.0"),
+                Param("weight_decay", NON_NEGATIVE, "0.0"),
+            )
+        ),
+        "lion": Signature(
+            (
+                Param("lr", POSITIVE, "2e-5"),
+                Param("b1", Num(low=0, high=1, open_high=True), "0.9"),
+                Param("b2", Num(low=0, high=1, open_high=True), "0.99"),
+                Param("weight_decay", NON_NEGATIVE, "0.0"),
+            )
+        ),
+        "sgd": Signature(
+            (
+                Param("lr", POSITIVE, "2e-5"),
+                Param("momentum", Num(low=0, high=1, open_high=True), "0.0"),
+                Param("nesterov", Bool(), "off"),
+                Param("weight_decay", NON_NEGATIVE, "0.0"),
+            )
+        ),
+    },
+    what="optimizer",
+)
+
+MIN_LR = OneOf((Share(low=0, high=1), NON_NEGATIVE))
+SCHEDULES = Calls(
+    {
+        "constant": Signature((Param("warmup", STEPS_OR_SHARE, "0"),)),
+        "linear": Signature((Param("warmup", STEPS_OR_SHARE, "0"), Param("min_lr", MIN_LR, "0"))),
+        "cosine": Signature((Param("warmup", STEPS_OR_SHARE, "0"), Param("min_lr", MIN_LR, "0"))),
+        "wsd": Signature(
+            (
+                Param("warmup", STEPS_OR_SHARE, "0"),
+                Param("decay", STEPS_OR_SHARE, "10%", doc="length of the final decay"),
+                Param("min_lr", MIN_LR, "0"),
+            )
+        ),
+    },
+    what="schedule",
+)
+
+AUTO_OR_COUNT = OneOf((Enum(("auto",)), COUNT))
+MESH = Record(
+    Signature(
+        (
+            Param("data", AUTO_OR_COUNT, "auto", doc="data-parallel replicas"),
+            Param("fsdp", AUTO_OR_COUNT, "1", doc="parameter-sharded data parallelism"),
+            Param("tensor", COUNT, "1", doc="tensor (model) parallelism"),
+        )
+    )
+)
+
+TRAIN_KEYS = (
+    Key("data", Mixture(), doc="sources and sampling weights; default: every declared source, concatenated"),
+    Key("epochs", Num(low=0, open_low=True), doc="passes over the training rows (default 1 when `steps` is absent)"),
+    Key("steps", COUNT, doc="optimizer steps (instead of `epochs`)"),
+    Key("batch", COUNT, "8", doc="sequences per optimizer step, global"),
+    Key("micro", COUNT, default_from="batch", doc="sequences per forward pass; accumulation = batch / micro"),
+    Key("seq_len", Num(low=8, high=1_048_576, integer=True), "1024", doc="tokens per sequence"),
+    Key("packing", Bool(), "off", doc="pack several examples into each sequence"),
+    Key("optimizer", OPTIMIZERS, "adamw(lr = 2e-5)", doc="adamw, adafactor, lion or sgd"),
+    Key("schedule", SCHEDULES, "cosine(warmup = 3%, min_lr = 10%)", doc="learning-rate schedule; warmup as a share or `N steps`; min_lr as a share of lr or absolute"),
+    Key("clip", OneOf((OFF, POSITIVE)), "1.0", doc="global gradient-norm clipping, or `off`"),
+    Key("remat", Enum(("off", "full", "dots")), "off", doc="activation recomputation policy"),
+    Key("seed", SEED, "42", doc="initialisation, shuffling and dropout seed"),
+    Key("mesh", MESH, "(data = auto, fsdp = 1, tensor = 1)", doc="device mesh; the product must equal the device count"),
+    Key("checkpoint", OneOf((OFF, Every())), "every 500 steps keep 3", doc="`every N steps keep K` or `off`; the final state is always saved"),
+    Key("log_every", OneOf((Enum(("auto",)), Quantity(("steps",)))), "auto", doc="metrics logging interval; `auto` logs every step of runs up to 200 steps, about 200 records otherwise"),
+)
+
+# ---------------------------------------------------------------- eval
+
+GENERATION = Calls(
+    {
+        "greedy": Signature((Param("max_new_tokens", COUNT, "128"),)),
+        "sample": Signature(
+            (
+                Param("max_new_tokens", COUNT, "128"),
+                Param("temperature", POSITIVE, "1.0"),
+                Param("top_p", Num(low=0, high=1, open_low=True), "1.0"),
+                Param("top_k", Num(low=0, integer=True), "0", doc="0: no top-k cut"),
+                Param("seed", SEED, "0"),
+            )
+        ),
+    },
+    what="decoding",
+)
+
+EVAL_KEYS = (
+    Key("every", OneOf((OFF, Quantity(("steps", "epochs")))), "off", doc="periodic evaluation of loss metrics; the final one always runs"),
+    Key("generate", OneOf((OFF, GENERATION)), "off", doc="decoding for generation metrics: `greedy(...)` or `sample(...)`"),
+    Key("samples", OneOf((Enum(("all",)), COUNT)), "200", doc="eval rows used for generation metrics"),
+)
+
+# ---------------------------------------------------------------- output
+
+OUTPUT_KEYS = (
+    Key("dir", Str(non_empty=True), '"runs/{name}"', doc="run directory; `{name}` is the spec's name"),
+    Key("export", Enum(("hf", "peft", "none")), "hf", doc="format written after an accepted run"),
+    Key("shard_size", Quantity(("KiB", "MiB", "GiB", "KB", "MB", "GB")), "5 GiB", doc="largest safetensors shard of the export"),
+)
+
+BLOCKS: dict[str, tuple[Key, ...]] = {
+    "model": MODEL_KEYS,
+    "train": TRAIN_KEYS,
+    "eval": EVAL_KEYS,
+    "accept": (),
+    "output": OUTPUT_KEYS,
+}
+REQUIRED_BLOCKS = ("model",)
+DECLARATIONS = ("sft", "use", "data", "template")
+
+# ---------------------------------------------------------------- metrics
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    better: str | None  # "higher", "lower", or None when neither is better
+    low: float
+    high: float
+    generation: bool
+    doc: str
+    pattern: bool = False  # takes a regex pattern as first argument
+
+
+METRICS: dict[str, Metric] = {
+    m.name: m
+    for m in (
+        Metric("loss", "lower", 0, math.inf, False, "mean cross-entropy over trained eval tokens"),
+        Metric("perplexity", "lower", 1, math.inf, False, "exp(loss)"),
+        Metric("token_accuracy", "higher", 0, 1, False, "share of trained eval tokens predicted exactly"),
+        Metric("exact_match", "higher", 0, 1, True, "share of generations equal to the reference (normalised)"),
+        Metric("rouge_1", "higher", 0, 1, True, "ROUGE-1 F1 (rouge-score)"),
+        Metric("rouge_2", "higher", 0, 1, True, "ROUGE-2 F1 (rouge-score)"),
+        Metric("rouge_l", "higher", 0, 1, True, "ROUGE-L F1 (rouge-score)"),
+        Metric("bleu", "higher", 0, 100, True, "corpus BLEU (sacrebleu), 0-100"),
+        Metric("chrf", "higher", 0, 100, True, "corpus chrF (sacrebleu), 0-100"),
+        Metric("json_valid", "higher", 0, 1, True, "share of generations that parse as JSON"),
+        Metric("json_match", "higher", 0, 1, True, "share of generations whose parsed JSON equals the reference's"),
+        Metric("regex", "higher", 0, 1, True, "share of generations matching `regex(\"pattern\")`", pattern=True),
+        Metric("mean_tokens", None, 0, math.inf, True, "mean generated tokens"),
+        Metric("max_tokens", None, 0, math.inf, True, "longest generation in tokens"),
+    )
+}
+COMPARATORS = ("<=", ">=", "<", ">", "==")
+
+
+def keys_of(block: str) -> dict[str, Key]:
+    return {k.name: k for k in BLOCKS[block]}
