@@ -1,0 +1,1 @@
+"""sftc runtime: executes a compiled Plan (data, models, training, evaluation, export)."""

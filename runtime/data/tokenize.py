@@ -1,0 +1,354 @@
+"""Batched, cached tokenization of one source into token ids and per-token "trained" flags.
+
+For each raw row the output holds ``input_ids`` (the whole example, BOS/EOS
+included) and ``trained`` (same length, 1 where the token is a training
+*target*, i.e. where the loss is taken when predicting it). Label shift does not
+happen here; it happens once, in ``batches.shift_example``.
+
+How token spans are found: the rendered text and, for every trained character
+span ``[s, e)``, the prefixes ``text[:s]`` and ``text[:e]`` are tokenized (all
+in one batched call). The span's first token is where the tokens of
+``text[:s]`` stop being a prefix of the full tokenization (so a prompt
+tokenizes exactly as it will at inference; when a token merges across the
+boundary the span starts at the divergence, as TRL does, and the row is counted
+in ``boundary_merges``). For prompt/completion and text, EOS is appended
+(trained) unless the tokenizer already put it there.
+
+Caching: ``Dataset.map(batched=True)`` writes an Arrow file named by a key over
+the source's content fingerprint, the template, the tokenizer's fingerprint and
+this module's version; a second run with the same key reads the file instead of
+tokenizing (``TokenizedSource.cache_hit``). ``seq_len``, splits and overflow are
+applied afterwards, so changing them never re-tokenizes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import datasets
+import numpy as np
+import pyarrow as pa
+
+from .errors import BadRowError, DataError, SourceError, TemplateNotPrefixStableError, shorten
+from .plan import TemplateSpec
+from .sources import LoadedSource, RejectedRow
+from .templates import RowProblem, parse_template, render_chat, render_prompt_completion, render_text
+
+PIPELINE_VERSION = "sftc-data-1"
+TOKENIZE_BATCHES = 0  # number of batches actually tokenized in this process (cache misses); tests read it
+
+_FEATURES = datasets.Features({
+    "input_ids": datasets.List(datasets.Value("int32")),
+    "trained": datasets.List(datasets.Value("int8")),
+    "row": datasets.Value("int64"),
+    "bad": datasets.Value("string"),  # "" for a good row, else the reason
+    "bad_column": datasets.Value("string"),
+    "bad_turn": datasets.Value("int32"),
+    "merges": datasets.Value("int32"),
+})
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    """A stable hash of everything that changes how a tokenizer turns text into ids."""
+    h = hashlib.sha256()
+    h.update(type(tokenizer).__name__.encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        h.update(backend.to_str().encode())
+    else:  # slow tokenizers: fall back to datasets' pickling hasher
+        from datasets.fingerprint import Hasher
+
+        h.update(Hasher.hash(tokenizer).encode())
+    extra = {
+        "chat_template": getattr(tokenizer, "chat_template", None),
+        "special": {k: str(v) for k, v in sorted((getattr(tokenizer, "special_tokens_map", {}) or {}).items())},
+        "bos": getattr(tokenizer, "bos_token_id", None),
+        "eos": getattr(tokenizer, "eos_token_id", None),
+        "add_bos": getattr(tokenizer, "add_bos_token", None),
+        "add_eos": getattr(tokenizer, "add_eos_token", None),
+    }
+    h.update(json.dumps(extra, sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class Mode:
+    """A resolved template: ``kind`` is prompt_completion | messages | text."""
+
+    kind: str
+    prompt: str | None = None
+    completion: str | None = None
+    column: str | None = None
+    train_on: str = "assistant"
+
+
+def resolve_mode(template: TemplateSpec, columns: list[str], source: str) -> Mode:
+    """Turn a TemplateSpec (possibly empty: conventional columns) into a concrete Mode."""
+    if template.mode == "prompt_completion":
+        parse_template(template.prompt or "")  # raise TemplateError early
+        parse_template(template.completion or "")
+        return Mode("prompt_completion", prompt=template.prompt, completion=template.completion)
+    if template.mode == "messages":
+        return Mode("messages", column=template.messages, train_on=template.train_on)
+    if "messages" in columns:
+        return Mode("messages", column="messages", train_on=template.train_on)
+    if "prompt" in columns and "completion" in columns:
+        return Mode("prompt_completion", prompt="{prompt}", completion="{completion}")
+    if "text" in columns:
+        return Mode("text", column="text")
+    raise SourceError(
+        f"data {source}: no template and no conventional columns (messages, or prompt + completion, "
+        f"or text); columns are {columns}. Add a template for {source}.")
+
+
+@dataclass
+class TokenizedSource:
+    """A source after templating and tokenization: flat arrays, one example per good row.
+
+    ``tokens[offsets[i]:offsets[i+1]]`` are the ids of example i; ``trained`` the
+    same slice of 0/1 flags; ``rows[i]`` its raw row index in the LoadedSource.
+    """
+
+    name: str
+    mode: Mode
+    tokens: np.ndarray  # int32, flat
+    trained: np.ndarray  # int8, flat
+    offsets: np.ndarray  # int64, n+1
+    rows: np.ndarray  # int64, n
+    raw_rows: int
+    bad_rows: list[RejectedRow]
+    boundary_merges: int
+    cache_hit: bool
+    cache_file: str | None
+    fingerprint: str
+    key: str
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def example(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        return self.tokens[a:b], self.trained[a:b]
+
+    def bad_reasons(self) -> Counter:
+        return Counter(r.reason.split(":")[0] for r in self.bad_rows)
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+class _Tokenize:
+    """The batched map function (a class so datasets never needs to hash it: the key is explicit)."""
+
+    def __init__(self, loaded: LoadedSource, mode: Mode, tokenizer: Any):
+        self.loaded, self.mode, self.tok = loaded, mode, tokenizer
+        self.on_bad_row = loaded.spec.on_bad_row
+        self.eos = tokenizer.eos_token_id
+        self.eos_text = tokenizer.eos_token
+        if mode.kind == "prompt_completion":
+            self.p_parts = parse_template(mode.prompt or "")
+            self.c_parts = parse_template(mode.completion or "")
+
+    def render(self, row: dict[str, Any]):
+        m = self.mode
+        if m.kind == "prompt_completion":
+            return render_prompt_completion(self.p_parts, self.c_parts, row)
+        if m.kind == "text":
+            return render_text(m.column, row)
+        if m.column not in row:
+            raise RowProblem(f"missing column {m.column!r}", column=m.column)
+        return render_chat(self.tok, row[m.column], m.column, m.train_on)
+
+    def error(self, index: int, row: dict[str, Any], p: RowProblem) -> BadRowError:
+        file, number = self.loaded.locate(index)
+        cls = TemplateNotPrefixStableError if p.unstable else BadRowError
+        reason = p.reason
+        if p.unstable:
+            reason += (" -- use train_on = last_assistant, split conversations into one example per "
+                       "assistant turn, or a prefix-stable chat template")
+        err = cls(self.loaded.spec.name, file, number, p.column, reason, shorten(row), turn=p.turn)
+        return err
+
+    def _ids(self, texts: list[str], special: bool) -> list[list[int]]:
+        if not texts:
+            return []
+        ids = self.tok(texts, add_special_tokens=special)["input_ids"]
+        return [list(x) for x in ids]
+
+    def __call__(self, batch: dict[str, list], indices: list[int]) -> dict[str, list]:
+        global TOKENIZE_BATCHES
+        TOKENIZE_BATCHES += 1
+        n = len(indices)
+        cols = list(batch)
+        out: dict[str, list] = {k: [] for k in _FEATURES}
+        rendered: list[Any] = [None] * n
+        problems: list[RowProblem | None] = [None] * n
+        for j in range(n):
+            row = {k: batch[k][j] for k in cols}
+            try:
+                rendered[j] = self.render(row)
+            except RowProblem as p:
+                if p.unstable or self.on_bad_row == "error":
+                    raise self.error(indices[j], row, p) from None
+                problems[j] = p
+        # One batched tokenizer call for the full texts and every span boundary prefix.
+        texts: list[str] = []
+        plan: list[tuple[int, list[tuple[int, int]]] | None] = []
+        special = self.mode.kind != "messages"
+        for r in rendered:
+            if r is None:
+                plan.append(None)
+                continue
+            full_at = len(texts)
+            texts.append(r.text)
+            bounds = []
+            for s, e in r.spans:
+                bounds.append((len(texts), len(texts) + 1))
+                texts.append(r.text[:s])
+                texts.append(r.text[:e])
+            plan.append((full_at, bounds))
+        ids = self._ids(texts, special)
+        for j in range(n):
+            p, r, pl = problems[j], rendered[j], plan[j]
+            out["row"].append(indices[j])
+            if pl is None:
+                assert p is not None
+                out["input_ids"].append([])
+                out["trained"].append([])
+                out["bad"].append(p.reason)
+                out["bad_column"].append(p.column or "")
+                out["bad_turn"].append(-1 if p.turn is None else p.turn)
+                out["merges"].append(0)
+                continue
+            full_at, bounds = pl
+            full = ids[full_at]
+            trained = [0] * len(full)
+            merges = 0
+            for (si, ei), (s, e) in zip(bounds, r.spans):
+                pre_s, pre_e = self._strip_end_eos(ids[si], r.text[:s]), self._strip_end_eos(ids[ei], r.text[:e])
+                ts = _common_prefix(pre_s, full)
+                if ts < len(pre_s):
+                    merges += 1
+                if e >= len(r.text):
+                    te = len(full)
+                else:
+                    te = _common_prefix(pre_e, full)
+                    if te < len(pre_e):
+                        merges += 1
+                for t in range(ts, te):
+                    trained[t] = 1
+            if r.append_eos and (not full or full[-1] != self.eos):
+                full = full + [self.eos]
+                trained.append(1)
+            trained[0] = 0  # the first token is never a target: nothing predicts it
+            if not any(trained):
+                row = {k: batch[k][j] for k in cols}
+                prob = RowProblem("no trainable tokens after tokenization", column=None)
+                if self.on_bad_row == "error":
+                    raise self.error(indices[j], row, prob)
+                out["input_ids"].append([])
+                out["trained"].append([])
+                out["bad"].append(prob.reason)
+                out["bad_column"].append("")
+                out["bad_turn"].append(-1)
+                out["merges"].append(0)
+                continue
+            out["input_ids"].append(full)
+            out["trained"].append(trained)
+            out["bad"].append("")
+            out["bad_column"].append("")
+            out["bad_turn"].append(-1)
+            out["merges"].append(merges)
+        return out
+
+    def _strip_end_eos(self, ids: list[int], text: str) -> list[int]:
+        # Post-processors that append EOS to every encoding ("$A </s>") would make every
+        # prefix diverge at its end; ignore an EOS the text itself does not contain.
+        if ids and ids[-1] == self.eos and not (self.eos_text and text.endswith(self.eos_text)):
+            return ids[:-1]
+        return ids
+
+
+def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any,
+                    cache_dir: str | None = None, batch_size: int = 1000,
+                    num_proc: int | None = None) -> TokenizedSource:
+    """Template and tokenize every row of ``loaded`` (cached; see the module docstring)."""
+    spec = loaded.spec
+    if tokenizer.eos_token_id is None:
+        raise DataError("the tokenizer has no EOS token: completions could not be closed; set eos_token")
+    mode = resolve_mode(template, loaded.dataset.column_names, spec.name)
+    key_obj = {
+        "version": PIPELINE_VERSION,
+        "source": loaded.fingerprint,
+        "kind": spec.kind, "field": spec.field, "split": spec.split, "subset": spec.subset,
+        "mode": dataclasses.asdict(mode),
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+    }
+    key = hashlib.sha256(json.dumps(key_obj, sort_keys=True).encode()).hexdigest()[:40]
+    root = os.path.join(os.path.expanduser(str(cache_dir or datasets.config.HF_DATASETS_CACHE)), "sftc-tokenized")
+    os.makedirs(root, exist_ok=True)
+    cache_file = os.path.join(root, f"{key}.arrow")
+    use_cache = datasets.is_caching_enabled()
+    hit = use_cache and os.path.exists(cache_file)
+    datasets.disable_progress_bars()
+    ds = loaded.dataset.map(
+        _Tokenize(loaded, mode, tokenizer), batched=True, batch_size=batch_size, with_indices=True,
+        remove_columns=loaded.dataset.column_names, features=_FEATURES,
+        cache_file_name=cache_file if use_cache else None, new_fingerprint=key,
+        load_from_cache_file=use_cache, num_proc=num_proc, desc=f"tokenizing {spec.name}",
+    )
+    table: pa.Table = ds.with_format("arrow")[:]
+    bad = np.asarray(table.column("bad").to_numpy(zero_copy_only=False), dtype=object)
+    rows = table.column("row").to_numpy().astype(np.int64)
+    bad_mask = bad != ""
+    bad_rows = list(loaded.rejected)
+    if bad_mask.any():
+        bad_cols = table.column("bad_column").to_pylist()
+        bad_turns = table.column("bad_turn").to_pylist()
+        for i in np.nonzero(bad_mask)[0]:
+            file, number = loaded.locate(int(rows[i]))
+            if spec.on_bad_row == "error":  # found in a cache written by a skip run
+                raw = loaded.dataset[int(rows[i])]
+                t = bad_turns[i]
+                raise BadRowError(spec.name, file, number, bad_cols[i] or None, str(bad[i]), shorten(raw),
+                                  turn=None if t < 0 else t)
+            bad_rows.append(RejectedRow(file, number, bad_cols[i] or None, str(bad[i]), ""))
+    good = ~bad_mask
+    ids_col = table.column("input_ids").combine_chunks()
+    tr_col = table.column("trained").combine_chunks()
+    offsets_all = ids_col.offsets.to_numpy().astype(np.int64)
+    tokens_all = ids_col.values.to_numpy().astype(np.int32)
+    trained_all = tr_col.values.to_numpy().astype(np.int8)
+    if offsets_all[0] != 0:  # sliced arrays
+        tokens_all = tokens_all[offsets_all[0]:]
+        trained_all = trained_all[offsets_all[0]:]
+        offsets_all = offsets_all - offsets_all[0]
+    lengths = np.diff(offsets_all)[good]
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    # bad rows have zero length, so the flat arrays need no compaction
+    if int(offsets[-1]) != len(tokens_all):
+        raise AssertionError("bad rows must have no tokens")
+    merges = int(table.column("merges").to_numpy().sum())
+    if good.sum() == 0:
+        reasons = Counter(r.reason for r in bad_rows).most_common(3)
+        raise DataError(f"data {spec.name}: none of its {len(loaded)} rows became an example; "
+                        f"most common problems: {reasons}")
+    return TokenizedSource(
+        name=spec.name, mode=mode, tokens=tokens_all, trained=trained_all, offsets=offsets,
+        rows=rows[good], raw_rows=len(loaded) + len(loaded.rejected), bad_rows=bad_rows,
+        boundary_merges=merges, cache_hit=hit, cache_file=cache_file if use_cache else None,
+        fingerprint=loaded.fingerprint, key=key)
