@@ -1,0 +1,499 @@
+"""Whole-spec checks on a resolved Spec: references, files and columns, arithmetic,
+acceptance consistency. Per-file checks (syntax, keys, types) ran in validate.py.
+
+`check_spec_file` is what `sftc check` calls: load, resolve, check, sorted diagnostics.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import ast, schema
+from .columns import Columns, ColumnsError, read_columns
+from .devices import detect_devices
+from .diagnostics import Diagnostic, did_you_mean, join_help, one_of
+from .files import FileSystem
+from .placeholders import placeholders
+from .resolve import DataSource, Spec, load_spec
+from .validate import gate_key, metric_parts
+
+
+def arg(call: ast.Call | None, name: str) -> ast.Value | None:
+    if call is None:
+        return None
+    found = call.kwarg(name)
+    return found.value if found is not None else None
+
+
+def offline_mode(flag: bool) -> bool:
+    return flag or any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
+
+
+def hub_reachable(timeout: float = 1.5) -> bool:
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def looks_like_hub_id(text: str) -> bool:
+    return not text.startswith((".", "/", "~")) and text.count("/") == 1 and " " not in text
+
+
+@dataclass
+class _Context:
+    spec: Spec
+    files: FileSystem
+    devices: int
+    offline: bool
+    problems: list[Diagnostic]
+    devices_given: bool = False
+    _hub: bool | None = None
+
+    def report(self, diagnostic: Diagnostic) -> None:
+        self.problems.append(diagnostic)
+
+    def hub(self) -> bool:
+        if self._hub is None:
+            self._hub = not self.offline and hub_reachable()
+        return self._hub
+
+    def hub_skip_reason(self) -> str:
+        return "offline" if self.offline else "the hub is unreachable"
+
+
+# ---------------------------------------------------------------- model
+
+
+def _check_model(ctx: _Context) -> None:
+    spec = ctx.spec
+    if "model" not in spec.block_spans:
+        ctx.report(Diagnostic("E014", "the spec needs a `model` block", spec.anchor, "add `model { base = hf(\"dir\") }` or `model { base = init llama(...) }`"))
+        return
+    base = spec.value("model", "base")
+    if base is None:
+        ctx.report(Diagnostic("E014", "`model` needs `base`", spec.block_spans["model"], "add `base = hf(\"dir\")` or `base = init llama(...)`"))
+        return
+    tokenizer = spec.value("model", "tokenizer")
+    adapter = spec.value("model", "adapter")
+    if isinstance(base, ast.Call):
+        _check_model_dir(ctx, base, spec.dir_of("model", "base"))
+    if isinstance(base, ast.Init):
+        if isinstance(tokenizer, ast.Name) and tokenizer.name == "base":
+            ctx.report(
+                Diagnostic(
+                    "E024",
+                    "an `init` model has no tokenizer of its own",
+                    spec.span("model", "tokenizer") or base.span,
+                    "set `tokenizer = train sentencepiece(vocab = N) on SOURCE`, `hf(\"dir\")` or `sentencepiece(\"file.model\")`",
+                )
+            )
+        if isinstance(adapter, ast.Call):
+            ctx.report(Diagnostic("E024", "a LoRA adapter needs a pretrained base; an `init` model trains in full", adapter.span, "remove `adapter`, or use `base = hf(\"dir\")`"))
+        vocab = arg(base.call, "vocab")
+        if isinstance(tokenizer, ast.TrainOn) and isinstance(vocab, ast.Number):
+            trained = arg(tokenizer.call, "vocab")
+            if isinstance(trained, ast.Number) and trained.value > vocab.value:
+                ctx.report(Diagnostic("E024", f"model vocab {vocab.value} is smaller than the tokenizer's {trained.value}", vocab.span, "leave `vocab` out to use the tokenizer's size"))
+        dim, heads, head_dim = arg(base.call, "dim"), arg(base.call, "heads"), arg(base.call, "head_dim")
+        kv = arg(base.call, "kv_heads")
+        if isinstance(heads, ast.Number) and isinstance(kv, ast.Number) and heads.value % kv.value:
+            ctx.report(Diagnostic("E024", f"heads ({heads.value}) must be a multiple of kv_heads ({kv.value})", kv.span))
+        if head_dim is None and isinstance(dim, ast.Number) and isinstance(heads, ast.Number) and dim.value % heads.value:
+            ctx.report(Diagnostic("E024", f"dim ({dim.value}) must be a multiple of heads ({heads.value})", dim.span, "or set `head_dim`"))
+    if isinstance(tokenizer, ast.Call):
+        path = arg(tokenizer, "path")
+        if isinstance(path, ast.Str):
+            base_dir = spec.dir_of("model", "tokenizer")
+            if tokenizer.head.name == "sentencepiece" and not ctx.files.is_file(base_dir / path.value):
+                ctx.report(Diagnostic("E035", f"tokenizer file `{path.value}` not found", path.span, f"paths are relative to {base_dir}"))
+            if tokenizer.head.name == "hf":
+                _check_model_dir(ctx, tokenizer, base_dir, what="tokenizer")
+    if isinstance(tokenizer, ast.TrainOn):
+        _check_source_ref(ctx, tokenizer.source)
+    if isinstance(spec.value("output", "export"), ast.Name) and spec.value("output", "export").name == "peft" and not isinstance(adapter, ast.Call):
+        ctx.report(Diagnostic("E070", "`export = peft` needs `adapter = lora(...)`", spec.span("output", "export"), "use `export = hf` for a full fine-tune"))
+
+
+def _check_model_dir(ctx: _Context, call: ast.Call, base_dir: Path, what: str = "model") -> None:
+    path = arg(call, "path")
+    if not isinstance(path, ast.Str):
+        return
+    local = (base_dir / path.value) if not os.path.isabs(path.value) else Path(path.value)
+    if ctx.files.exists(local):
+        if not ctx.files.is_file(local / ("config.json" if what == "model" else "tokenizer_config.json")) and not ctx.files.is_file(local / "tokenizer.json"):
+            ctx.report(Diagnostic("E036", f"`{path.value}` is not a Hugging Face {what} directory (no config.json)", path.span))
+        return
+    if looks_like_hub_id(path.value):
+        if not ctx.hub():
+            ctx.report(Diagnostic("W001", f"{what} `{path.value}` not checked: {ctx.hub_skip_reason()}", path.span, "it must be in the Hugging Face cache or reachable when the run starts"))
+        return
+    ctx.report(Diagnostic("E036", f"{what} directory `{path.value}` not found", path.span, f"paths are relative to {base_dir}"))
+
+
+# ---------------------------------------------------------------- data
+
+
+def _check_source_ref(ctx: _Context, name: ast.Name) -> bool:
+    if name.name in ctx.spec.data:
+        return True
+    ctx.report(
+        Diagnostic(
+            "E030",
+            f"unknown data source `{name.name}`",
+            name.span,
+            join_help(did_you_mean(name.name, ctx.spec.data), f"(declared: {', '.join(ctx.spec.data) or 'none'})"),
+        )
+    )
+    return False
+
+
+def _source_columns(ctx: _Context, source: DataSource, call: ast.Call) -> Columns | None:
+    """Columns of a source call (None when unknown); reports missing/empty/broken files."""
+    kind = call.head.name
+    options = {a.name.name: a.value.value for a in call.args if a.name and isinstance(a.value, ast.Str)}
+    if kind == "hf_dataset":
+        return _hub_columns(ctx, call, options)
+    path_node = arg(call, "path")
+    if not isinstance(path_node, ast.Str):
+        return None
+    pattern = source.base_dir / path_node.value
+    if any(ch in path_node.value for ch in "*?["):
+        matches = ctx.files.glob(pattern)
+        if not matches:
+            ctx.report(Diagnostic("E035", f"no file matches `{path_node.value}`", path_node.span, f"paths are relative to {source.base_dir}"))
+            return None
+        path = matches[0]
+    else:
+        path = pattern
+        exists = ctx.files.exists(path) if kind == "disk" else ctx.files.is_file(path)
+        if not exists:
+            ctx.report(Diagnostic("E035", f"data file `{path_node.value}` not found", path_node.span, f"paths are relative to {source.base_dir}"))
+            return None
+    if kind != "disk" and type(ctx.files) is FileSystem and path.stat().st_size == 0:
+        ctx.report(Diagnostic("E035", f"data file `{path_node.value}` is empty", path_node.span))
+        return None
+    try:
+        return read_columns(kind, path, ctx.files, options)
+    except ColumnsError as error:
+        ctx.report(Diagnostic("E046", f"data file `{path_node.value}` {error}", path_node.span, f"it should be {kind}"))
+        return None
+
+
+def _hub_columns(ctx: _Context, call: ast.Call, options: dict) -> Columns | None:
+    name = options.get("name") or ""
+    if not ctx.hub():
+        ctx.report(Diagnostic("W001", f"columns of hub dataset `{name}` not checked: {ctx.hub_skip_reason()}", call.span, "placeholders are checked when the hub is reachable"))
+        return None
+    try:
+        import datasets
+
+        builder = datasets.load_dataset_builder(name, options.get("subset"), revision=options.get("revision"))
+        features = builder.info.features
+    except Exception as error:  # the hub client raises many kinds
+        ctx.report(Diagnostic("E035", f"hub dataset `{name}` cannot be loaded: {error}", call.span))
+        return None
+    if features is None:
+        return None
+    return Columns(frozenset(features), frozenset())
+
+
+def _check_data(ctx: _Context) -> dict[str, Columns | None]:
+    columns: dict[str, Columns | None] = {}
+    for source in ctx.spec.data.values():
+        columns[source.name] = _source_columns(ctx, source, source.source)
+        split = source.settings.get("split")
+        if split is not None and isinstance(split.value, ast.Call):
+            eval_columns = _source_columns(ctx, source, split.value)
+            if columns[source.name] is not None and eval_columns is not None:
+                columns[source.name] = Columns(
+                    columns[source.name].names & eval_columns.names, columns[source.name].nested & eval_columns.nested
+                )
+    return columns
+
+
+def _check_templates(ctx: _Context, columns: dict[str, Columns | None]) -> None:
+    covered: dict[str, ast.Name] = {}
+    for template in ctx.spec.templates.values():
+        settings = template.settings
+        has_messages = "messages" in settings
+        has_prompt = "prompt" in settings or "completion" in settings
+        where = f"template `{template.name}`"
+        anchor = template.span
+        if has_messages and has_prompt:
+            first = settings.get("prompt") or settings.get("completion")
+            ctx.report(Diagnostic("E042", f"{where} mixes `messages` with `prompt`/`completion`", first.span, "a template is either prompt/completion or messages"))
+        elif not has_messages and not has_prompt:
+            ctx.report(Diagnostic("E042", f"{where} needs `prompt` and `completion`, or `messages`", anchor))
+        elif has_prompt and "completion" not in settings:
+            ctx.report(Diagnostic("E042", f"{where} needs `completion`", anchor, "the completion is the text the model learns to write"))
+        elif has_prompt and "prompt" not in settings:
+            ctx.report(Diagnostic("E042", f"{where} needs `prompt`", anchor))
+        if not has_messages and settings.get("train_on") is not None and not settings["train_on"].is_default:
+            ctx.report(Diagnostic("E042", "`train_on` applies to `messages` templates only", settings["train_on"].span))
+        for source in template.sources:
+            if not _check_source_ref(ctx, source):
+                continue
+            if source.name in covered:
+                ctx.report(Diagnostic("E043", f"`{source.name}` already has a template", source.span, f"see line {covered[source.name].span.line}; a source takes one template"))
+                continue
+            covered[source.name] = source
+            known = columns.get(source.name)
+            _check_template_columns(ctx, template, source.name, known)
+    for name, source in ctx.spec.data.items():
+        if name in covered or columns.get(name) is None:
+            continue
+        known = columns[name]
+        if not ((known.has("prompt") and known.has("completion")) or known.has("messages")):
+            ctx.report(
+                Diagnostic(
+                    "E044",
+                    f"`{name}` has no template and no `prompt`/`completion` or `messages` columns",
+                    source.span,
+                    f"add `template NAME for {name} {{ prompt = \"...\"  completion = \"...\" }}` (columns: {', '.join(known.all)})",
+                )
+            )
+
+
+def _check_template_columns(ctx: _Context, template, source: str, known: Columns | None) -> None:
+    for key in ("prompt", "completion"):
+        setting = template.settings.get(key)
+        if setting is None or not isinstance(setting.value, ast.Str):
+            continue
+        found, problems = placeholders(setting.value)
+        for problem in problems:
+            if problem not in ctx.problems:
+                ctx.report(problem)
+        if key == "completion" and not setting.value.value.strip():
+            ctx.report(Diagnostic("E042", "the completion template is empty", setting.value.span))
+        if known is None:
+            continue
+        for placeholder in found:
+            if not known.has(placeholder.path):
+                ctx.report(
+                    Diagnostic(
+                        "E040",
+                        f"`{{{placeholder.path}}}` is not a column of `{source}`",
+                        placeholder.span,
+                        join_help(did_you_mean(placeholder.path, known.all), f"(columns: {', '.join(known.all)})"),
+                    )
+                )
+    messages = template.settings.get("messages")
+    if messages is not None and isinstance(messages.value, ast.Name) and known is not None:
+        if not known.has(messages.value.name):
+            ctx.report(
+                Diagnostic(
+                    "E040",
+                    f"`{messages.value.name}` is not a column of `{source}`",
+                    messages.value.span,
+                    join_help(did_you_mean(messages.value.name, known.all), f"(columns: {', '.join(known.all)})"),
+                )
+            )
+
+
+# ---------------------------------------------------------------- train
+
+
+def _mixture_sources(value: ast.Value | None) -> list[ast.Name]:
+    if value is None:
+        return []
+    terms = value.terms if isinstance(value, ast.Sum) else (value,)
+    out = []
+    for term in terms:
+        node = term.value if isinstance(term, ast.Weighted) else term
+        if isinstance(node, ast.Name):
+            out.append(node)
+    return out
+
+
+def _int(value) -> int | None:
+    return value.value if isinstance(value, ast.Number) and isinstance(value.value, int) else None
+
+
+def _check_train(ctx: _Context) -> list[str]:
+    """Returns the names of the sources that are trained on."""
+    spec = ctx.spec
+    mixture = spec.value("train", "data")
+    trained: list[str] = []
+    if mixture is None:
+        trained = list(spec.data)
+        if not trained:
+            ctx.report(Diagnostic("E014", "the spec declares no data", spec.anchor, "add `data NAME = jsonl(\"file.jsonl\")`"))
+    else:
+        seen: set[str] = set()
+        for name in _mixture_sources(mixture):
+            if name.name in seen:
+                ctx.report(Diagnostic("E013", f"`{name.name}` appears twice in the mixture", name.span))
+                continue
+            seen.add(name.name)
+            if _check_source_ref(ctx, name):
+                trained.append(name.name)
+        for name, source in spec.data.items():
+            if name not in seen:
+                ctx.report(Diagnostic("W004", f"data `{name}` is declared but not trained on", source.span, "add it to `train.data` or remove it"))
+
+    epochs, steps = spec.blocks["train"].get("epochs"), spec.blocks["train"].get("steps")
+    if epochs is not None and steps is not None:
+        ctx.report(Diagnostic("E056", "set `epochs` or `steps`, not both", steps.span, f"`epochs` is set at line {epochs.span.line}"))
+    total_steps = _int(steps.value) if steps is not None else None
+
+    batch, micro = _int(spec.value("train", "batch")), _int(spec.value("train", "micro"))
+    if batch and micro and (micro > batch or batch % micro):
+        ctx.report(
+            Diagnostic(
+                "E052",
+                f"batch {batch} is not a multiple of micro {micro}",
+                spec.span("train", "micro") or spec.span("train", "batch"),
+                "accumulation = batch / micro must be a whole number",
+            )
+        )
+    _check_mesh(ctx, batch, micro)
+    _check_schedule(ctx, total_steps)
+    checkpoint = spec.value("train", "checkpoint")
+    if spec.span("train", "checkpoint") is not None and not spec.blocks["train"]["checkpoint"].is_default and isinstance(checkpoint, ast.Every) and total_steps and unit_is(checkpoint.unit, "steps") and checkpoint.amount.value > total_steps:
+        ctx.report(Diagnostic("W005", f"checkpoint interval {checkpoint.amount.value} exceeds the {total_steps} training steps", spec.span("train", "checkpoint"), "only the final checkpoint will be written"))
+    every = spec.value("eval", "every")
+    if not spec.blocks["eval"]["every"].is_default and isinstance(every, ast.Quantity) and total_steps and unit_is(every.unit, "steps") and every.amount.value > total_steps:
+        ctx.report(Diagnostic("W005", f"eval interval {every.amount.value} exceeds the {total_steps} training steps", spec.span("eval", "every"), "only the final evaluation will run"))
+    return trained
+
+
+def unit_is(name: ast.Name, unit: str) -> bool:
+    from .types import unit_of
+
+    return unit_of(name) == unit
+
+
+def _check_mesh(ctx: _Context, batch: int | None, micro: int | None) -> None:
+    mesh = ctx.spec.value("train", "mesh")
+    if not isinstance(mesh, ast.Tuple):
+        return
+    span = ctx.spec.span("train", "mesh")
+    sizes = {a.name.name: a.value for a in mesh.args if a.name}
+    autos = [name for name, v in sizes.items() if isinstance(v, ast.Name)]
+    fixed = 1
+    for v in sizes.values():
+        if isinstance(v, ast.Number):
+            fixed *= v.value
+    where = f"--devices {ctx.devices}" if ctx.devices_given else f"{ctx.devices} device{'s' * (ctx.devices != 1)} present"
+    if len(autos) > 1:
+        ctx.report(Diagnostic("E055", f"only one mesh axis can be `auto` ({' and '.join(autos)} are)", span))
+        return
+    if autos:
+        if ctx.devices % fixed:
+            ctx.report(Diagnostic("E055", f"the mesh's fixed axes ({fixed} devices) do not divide the device count ({where})", span))
+            return
+        sizes[autos[0]] = ast.Number(ctx.devices // fixed)
+    elif fixed != ctx.devices:
+        ctx.report(Diagnostic("E055", f"the mesh covers {fixed} devices but there are {ctx.devices} ({where})", span, "set one axis to `auto`, or pass `--devices N` to check for another machine"))
+        return
+    parallel = sizes["data"].value * sizes["fsdp"].value
+    for label, count in (("batch", batch), ("micro", micro)):
+        if count and count % parallel:
+            ctx.report(
+                Diagnostic(
+                    "E053",
+                    f"{label} {count} does not split over {parallel} data-parallel devices (data x fsdp)",
+                    ctx.spec.span("train", label),
+                    f"make {label} a multiple of {parallel}",
+                )
+            )
+            break
+
+
+def _check_schedule(ctx: _Context, total_steps: int | None) -> None:
+    schedule = ctx.spec.value("train", "schedule")
+    if not isinstance(schedule, ast.Call):
+        return
+    warmup, decay = arg(schedule, "warmup"), arg(schedule, "decay")
+    if total_steps and isinstance(warmup, ast.Quantity) and warmup.amount.value >= total_steps:
+        ctx.report(Diagnostic("E054", f"warmup {warmup.amount.value} steps is not shorter than training ({total_steps} steps)", warmup.span))
+    if isinstance(warmup, ast.Percent) and isinstance(decay, ast.Percent) and warmup.value + decay.value > 1:
+        ctx.report(Diagnostic("E054", f"warmup {warmup.text} and decay {decay.text} add up to more than the whole run", decay.span))
+    if total_steps and isinstance(warmup, ast.Quantity) and isinstance(decay, ast.Quantity) and warmup.amount.value + decay.amount.value > total_steps:
+        ctx.report(Diagnostic("E054", "warmup and decay add up to more than the whole run", decay.span))
+
+
+# ---------------------------------------------------------------- accept
+
+
+def has_eval_rows(source: DataSource) -> bool:
+    return "split" in source.settings
+
+
+def _check_accept(ctx: _Context, trained: list[str]) -> None:
+    spec = ctx.spec
+    generate = spec.value("eval", "generate")
+    generating = not (isinstance(generate, ast.Name) and generate.name == "off")
+    any_eval = any(has_eval_rows(spec.data[name]) for name in trained if name in spec.data)
+    bounds: dict[str, dict[str, ast.Gate]] = {}
+    for gate in spec.gates:
+        name, source, _pattern = metric_parts(gate.metric)
+        metric = schema.METRICS[name]
+        if metric.generation and not generating:
+            ctx.report(
+                Diagnostic(
+                    "E060",
+                    f"`{name}` is a generation metric but `eval.generate` is off",
+                    gate.metric.span,
+                    "add `generate = greedy(max_new_tokens = 128)` to the `eval` block",
+                )
+            )
+        if source is not None:
+            if _check_source_ref(ctx, source) and not has_eval_rows(spec.data[source.name]):
+                ctx.report(
+                    Diagnostic(
+                        "E061",
+                        f"`{source.name}` has no eval rows to compute `{name}` on",
+                        source.span,
+                        f"add `split eval = 5%` to `data {source.name}`",
+                    )
+                )
+        elif not any_eval and trained:
+            ctx.report(Diagnostic("E061", f"no trained source has eval rows to compute `{name}` on", gate.metric.span, "add `split eval = 5%` (or a separate eval file) to a data source"))
+        text, side = gate_key(gate)
+        bounds.setdefault(text, {})[side] = gate
+    for text, sides in bounds.items():
+        upper, lower = sides.get("upper"), sides.get("lower")
+        if upper is not None and lower is not None:
+            hi, lo = upper.value.value, lower.value.value
+            if lo > hi or (lo == hi and (upper.op == "<" or lower.op == ">")):
+                ctx.report(Diagnostic("E062", f"`{text}` cannot be both {lower.op} {lower.value.text} and {upper.op} {upper.value.text}", upper.span))
+
+
+def _check_output(ctx: _Context) -> None:
+    directory = ctx.spec.value("output", "dir")
+    if isinstance(directory, ast.Str):
+        found, problems = placeholders(directory)
+        for problem in problems:
+            ctx.report(problem)
+        for placeholder in found:
+            if placeholder.path != "name":
+                ctx.report(Diagnostic("E040", f"`{{{placeholder.path}}}` is not known in `output.dir`", placeholder.span, "only `{name}` (the spec's name) is filled in"))
+
+
+# ---------------------------------------------------------------- entry points
+
+
+def check_spec(spec: Spec, devices: int | None = None, offline: bool = False, files: FileSystem | None = None) -> list[Diagnostic]:
+    ctx = _Context(spec, files or FileSystem(), devices or detect_devices(), offline_mode(offline), [], devices is not None)
+    _check_model(ctx)
+    columns = _check_data(ctx)
+    _check_templates(ctx, columns)
+    trained = _check_train(ctx)
+    _check_accept(ctx, trained)
+    _check_output(ctx)
+    return ctx.problems
+
+
+def check_spec_file(path: str | Path, devices: int | None = None, offline: bool = False, files: FileSystem | None = None) -> tuple[Spec | None, list[Diagnostic]]:
+    """Everything `sftc check` proves about one spec; diagnostics sorted by place."""
+    spec, problems = load_spec(path, files)
+    if spec is not None:
+        problems = problems + check_spec(spec, devices, offline, files)
+    unique = list(dict.fromkeys(problems))
+    return spec, sorted(unique, key=Diagnostic.sort_key)

@@ -1,0 +1,142 @@
+"""`sftc`: the command line. Each subcommand is a small function returning its exit code.
+
+Exit codes: 0 success (valid, formatted, same), 1 the answer is "no" (invalid,
+would reformat, different), 2 usage or input errors; `sftc run` adds 3 for a
+rejected run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from . import __version__
+
+
+def _console(stderr: bool = False):
+    from rich.console import Console
+
+    return Console(stderr=stderr, highlight=False)
+
+
+# ---------------------------------------------------------------- check
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .check import check_spec_file
+    from .diagnostics import print_human, render_github, render_json, summary_line
+
+    everything = []
+    started = time.perf_counter()
+    for path in args.specs:
+        _spec, problems = check_spec_file(path, devices=args.devices, offline=args.offline)
+        everything.extend(problems)
+        if args.format == "human":
+            console = _console(stderr=True)
+            print_human(problems, console)
+            errors = sum(d.is_error for d in problems)
+            if errors:
+                console.print(f"[bold red]✗[/] {path}: {summary_line(problems)}")
+            else:
+                note = f" ({summary_line(problems)})" if problems else ""
+                console.print(f"[bold green]✓[/] {path} is valid{note}")
+        elif args.format == "github":
+            for d in problems:
+                print(render_github(d))
+    if args.format == "json":
+        print(render_json(everything, args.specs))
+    elif args.format == "human" and len(args.specs) > 1:
+        elapsed = time.perf_counter() - started
+        _console(stderr=True).print(f"{len(args.specs)} specs checked in {elapsed:.2f}s: {summary_line(everything)}")
+    return 1 if any(d.is_error for d in everything) else 0
+
+
+# ---------------------------------------------------------------- fmt
+
+
+def cmd_fmt(args: argparse.Namespace) -> int:
+    import difflib
+
+    from .diagnostics import print_human
+    from .fmt import format_text
+
+    console = _console(stderr=True)
+    changed, broken = [], False
+    for path in args.specs:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            console.print(f"[bold red]error[/]: cannot read {path}: {error}")
+            broken = True
+            continue
+        formatted, problems = format_text(text, path)
+        if formatted is None:
+            print_human(problems, console)
+            broken = True
+            continue
+        if formatted == text:
+            continue
+        changed.append(path)
+        if args.check or args.diff:
+            if args.diff:
+                sys.stdout.writelines(
+                    difflib.unified_diff(text.splitlines(True), formatted.splitlines(True), f"a/{path}", f"b/{path}")
+                )
+        else:
+            Path(path).write_text(formatted, encoding="utf-8")
+            print(path)
+    if broken:
+        return 2
+    if args.check and changed:
+        for path in changed:
+            console.print(f"[yellow]would reformat[/] {path}")
+        return 1
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sftc", description="Compile and run supervised fine-tuning specs (.sft).")
+    parser.add_argument("--version", action="version", version=f"sftc {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    check = commands.add_parser("check", help="prove a spec is right, without a GPU")
+    check.add_argument("specs", nargs="+", metavar="SPEC")
+    check.add_argument("--format", choices=("human", "json", "github"), default="human")
+    check.add_argument("--devices", type=_positive_int, default=None, help="device count the mesh must fit (default: the devices present)")
+    check.add_argument("--offline", action="store_true", help="skip checks that need the Hugging Face hub, and say so")
+    check.set_defaults(run=cmd_check)
+
+    fmt = commands.add_parser("fmt", help="rewrite specs in the canonical layout")
+    fmt.add_argument("specs", nargs="+", metavar="SPEC")
+    fmt.add_argument("--check", action="store_true", help="change nothing; exit 1 when a file would change")
+    fmt.add_argument("--diff", action="store_true", help="print what would change as a unified diff")
+    fmt.set_defaults(run=cmd_fmt)
+
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
