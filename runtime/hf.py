@@ -1,0 +1,350 @@
+"""Hugging Face checkpoints: import into `runtime.models.Transformer`, export back.
+
+Stable API::
+
+    model, config = load_pretrained("models/SmolLM2-135M", dtype="bfloat16")
+    logits = model(input_ids)                        # [B, L] int -> [B, L, V] float32
+    save_pretrained(model, config, "runs/x/export", tokenizer=tok)
+    # transformers.AutoModelForCausalLM.from_pretrained("runs/x/export") loads it unchanged
+
+Import reads ``config.json`` and ``model.safetensors`` or a sharded
+``model.safetensors.index.json``. The model is first created shape-only
+(``nnx.eval_shape``), then each tensor is read, transformed, checked and cast
+once, so no parameter is materialised twice. Pickled ``pytorch_model.bin``
+files are refused (unpickling runs arbitrary code); ``trust_remote_code`` is
+never used. A hub id (``org/name``) is fetched with ``huggingface_hub`` when
+the hub is reachable; offline it fails with a `CheckpointError` saying what to do.
+
+Parameter names map through `WEIGHT_TABLE` (a declarative table) and the
+`TRANSFORMS` hooks; nothing else in this file knows HF names.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from runtime.models.config import ModelConfig, UnsupportedModelError
+from runtime.models.transformer import Transformer
+
+__all__ = ["CheckpointError", "WEIGHT_TABLE", "TRANSFORMS", "load_pretrained", "save_pretrained",
+           "read_config", "resolve_checkpoint", "hf_to_ours_name"]
+
+
+class CheckpointError(Exception):
+    """A checkpoint cannot be read or written; the message says what to do."""
+
+
+# ours (Flax state path, {i} = layer)   hugging face tensor name                               transform
+WEIGHT_TABLE: tuple[tuple[str, str, str | None], ...] = (
+    ("embed.embedding",                 "model.embed_tokens.weight",                          None),
+    ("layers.{i}.attn_norm.scale",      "model.layers.{i}.input_layernorm.weight",            None),
+    ("layers.{i}.attn.q.kernel",        "model.layers.{i}.self_attn.q_proj.weight",           "transpose"),
+    ("layers.{i}.attn.q.bias",          "model.layers.{i}.self_attn.q_proj.bias",             None),
+    ("layers.{i}.attn.k.kernel",        "model.layers.{i}.self_attn.k_proj.weight",           "transpose"),
+    ("layers.{i}.attn.k.bias",          "model.layers.{i}.self_attn.k_proj.bias",             None),
+    ("layers.{i}.attn.v.kernel",        "model.layers.{i}.self_attn.v_proj.weight",           "transpose"),
+    ("layers.{i}.attn.v.bias",          "model.layers.{i}.self_attn.v_proj.bias",             None),
+    ("layers.{i}.attn.o.kernel",        "model.layers.{i}.self_attn.o_proj.weight",           "transpose"),
+    ("layers.{i}.attn.o.bias",          "model.layers.{i}.self_attn.o_proj.bias",             None),
+    ("layers.{i}.attn.q_norm.scale",    "model.layers.{i}.self_attn.q_norm.weight",           None),
+    ("layers.{i}.attn.k_norm.scale",    "model.layers.{i}.self_attn.k_norm.weight",           None),
+    ("layers.{i}.mlp_norm.scale",       "model.layers.{i}.post_attention_layernorm.weight",   None),
+    ("layers.{i}.mlp.gate.kernel",      "model.layers.{i}.mlp.gate_proj.weight",              "transpose"),
+    ("layers.{i}.mlp.gate.bias",        "model.layers.{i}.mlp.gate_proj.bias",                None),
+    ("layers.{i}.mlp.up.kernel",        "model.layers.{i}.mlp.up_proj.weight",                "transpose"),
+    ("layers.{i}.mlp.up.bias",          "model.layers.{i}.mlp.up_proj.bias",                  None),
+    ("layers.{i}.mlp.down.kernel",      "model.layers.{i}.mlp.down_proj.weight",              "transpose"),
+    ("layers.{i}.mlp.down.bias",        "model.layers.{i}.mlp.down_proj.bias",                None),
+    ("final_norm.scale",                "model.norm.weight",                                  None),
+    ("lm_head.kernel",                  "lm_head.weight",                                     "transpose"),
+)
+
+# name -> (hf -> ours, ours -> hf); both receive and return arrays (jax or numpy).
+TRANSFORMS: dict[str, tuple[Callable[[Any], Any], Callable[[Any], Any]]] = {
+    "transpose": (lambda a: a.T, lambda a: a.T),
+}
+
+# Tensors some checkpoints carry that hold no learned weights.
+IGNORED_HF_TENSORS = (re.compile(r"model\.layers\.\d+\.self_attn\.rotary_emb\.inv_freq"),)
+
+_OURS_TO_HF = {ours: (hf, t) for ours, hf, t in WEIGHT_TABLE}
+_HF_TO_OURS = {hf: (ours, t) for ours, hf, t in WEIGHT_TABLE}
+_LAYER = re.compile(r"(?<=layers\.)(\d+)(?=\.)")
+
+
+def _template(name: str) -> tuple[str, str | None]:
+    m = _LAYER.search(name)
+    if not m:
+        return name, None
+    return name[:m.start()] + "{i}" + name[m.end():], m.group(1)
+
+
+def ours_to_hf_name(ours: str) -> tuple[str, str | None]:
+    """Our state path (``layers.3.attn.q.kernel``) -> (HF tensor name, transform name)."""
+    template, layer = _template(ours)
+    if template not in _OURS_TO_HF:
+        raise CheckpointError(f"parameter {ours!r} has no Hugging Face name in WEIGHT_TABLE")
+    hf, transform = _OURS_TO_HF[template]
+    return (hf.format(i=layer) if layer is not None else hf), transform
+
+
+def hf_to_ours_name(hf: str) -> str | None:
+    """HF tensor name -> our state path, or None when the table has no row for it."""
+    template, layer = _template(hf)
+    if template not in _HF_TO_OURS:
+        return None
+    ours = _HF_TO_OURS[template][0]
+    return ours.format(i=layer) if layer is not None else ours
+
+
+# --------------------------------------------------------------------------- locate
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
+
+
+def _offline() -> bool:
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def resolve_checkpoint(path: str | os.PathLike, revision: str | None = None) -> Path:
+    """A local checkpoint directory for ``path``: the directory itself, or a hub snapshot.
+
+    Hub ids (``org/name``) are tried only when no such local path exists. With
+    ``HF_HUB_OFFLINE=1`` only the local hub cache is consulted.
+    """
+    p = Path(path).expanduser()
+    if p.is_dir():
+        return p
+    if p.exists():
+        raise CheckpointError(f"{path}: expected a checkpoint directory (with config.json), got a file")
+    name = str(path)
+    if not _HUB_ID.match(name):
+        raise CheckpointError(f"{path}: no such directory. Point hf(...) at a local Hugging Face "
+                              "checkpoint directory or a hub id like 'org/name'.")
+    try:
+        from huggingface_hub import snapshot_download
+
+        local = snapshot_download(name, revision=revision, allow_patterns=_HUB_PATTERNS,
+                                  local_files_only=_offline())
+    except Exception as e:  # the hub client raises many types; all mean "not available"
+        why = ("HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache" if _offline()
+               else "the Hugging Face hub is unreachable or has no such repository")
+        raise CheckpointError(
+            f"cannot load {name!r}: {why} ({type(e).__name__}). Download it where the hub is "
+            f"reachable (`hf download {name} --local-dir DIR`) and use hf(\"DIR\"), or unset "
+            "HF_HUB_OFFLINE if this machine is online.") from None
+    return Path(local)
+
+
+def read_config(directory: str | os.PathLike, **overrides) -> ModelConfig:
+    """`ModelConfig` from ``directory/config.json`` (either transformers generation)."""
+    cfg_path = Path(directory) / "config.json"
+    if not cfg_path.is_file():
+        raise CheckpointError(f"{directory}: no config.json; this is not a Hugging Face model directory")
+    try:
+        raw = json.loads(cfg_path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{cfg_path}:{e.lineno}:{e.colno}: invalid JSON: {e.msg}") from None
+    try:
+        return ModelConfig.from_hf_config(raw, **overrides)
+    except UnsupportedModelError as e:
+        raise CheckpointError(f"{cfg_path}: {e}") from None
+    except KeyError as e:
+        raise CheckpointError(f"{cfg_path}: missing required key {e.args[0]!r}") from None
+
+
+# --------------------------------------------------------------------------- reading
+class _Weights:
+    """Tensor name -> file for a single or sharded safetensors checkpoint; reads lazily."""
+
+    def __init__(self, directory: Path, stack: contextlib.ExitStack):
+        self.directory = directory
+        self._stack = stack
+        self._handles: dict[str, Any] = {}
+        single = directory / "model.safetensors"
+        index = directory / "model.safetensors.index.json"
+        if index.is_file():
+            weight_map = json.loads(index.read_text())["weight_map"]
+            self.files = {name: directory / f for name, f in weight_map.items()}
+        elif single.is_file():
+            self.files = {name: single for name in self._open(single).keys()}
+        else:
+            pickled = [f.name for f in directory.glob("pytorch_model*.bin")]
+            if pickled:
+                raise CheckpointError(
+                    f"{directory}: only pickled PyTorch weights ({', '.join(sorted(pickled))}); "
+                    "these are refused because unpickling can run arbitrary code. Convert them "
+                    "once, in a trusted environment, with: python -c \"from transformers import "
+                    f"AutoModelForCausalLM as M; M.from_pretrained('{directory}')"
+                    f".save_pretrained('{directory}-safetensors')\" and load that directory.")
+            raise CheckpointError(f"{directory}: no model.safetensors or "
+                                  "model.safetensors.index.json found")
+        missing = sorted({str(f.name) for f in self.files.values() if not f.is_file()})
+        if missing:
+            raise CheckpointError(f"{directory}: shard file(s) listed in the index are missing: "
+                                  f"{', '.join(missing)}")
+
+    def _open(self, file: Path):
+        from safetensors import safe_open
+
+        key = str(file)
+        if key not in self._handles:
+            self._handles[key] = self._stack.enter_context(safe_open(key, framework="flax"))
+        return self._handles[key]
+
+    def get(self, name: str) -> jax.Array:
+        return self._open(self.files[name]).get_tensor(name)
+
+
+def load_pretrained(path: str | os.PathLike, dtype: str = "float32", *,
+                    revision: str | None = None, **config_overrides) -> tuple[Transformer, ModelConfig]:
+    """Load a Hugging Face Llama-family checkpoint: ``(model, config)``.
+
+    ``path``: a local directory (config.json + safetensors), or a hub id when
+    the hub is reachable. ``dtype``: parameter and compute dtype
+    (``"float32"``, ``"bfloat16"``, ...); weights are cast on load.
+    ``config_overrides`` replace `ModelConfig` fields (e.g. ``attention_impl``).
+
+    ``model(input_ids)`` with ``input_ids`` an int ``[batch, length]`` array
+    returns float32 logits ``[batch, length, vocab]``.
+
+    Raises `CheckpointError` for an unsupported model type, pickled weights,
+    missing tensors, unexpected tensors and shape mismatches (naming the tensor).
+    """
+    directory = resolve_checkpoint(path, revision)
+    config = read_config(directory, **config_overrides)
+    jdtype = jnp.dtype(dtype)
+    abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0), dtype=jdtype))
+    graphdef, state = nnx.split(abstract)
+    with contextlib.ExitStack() as stack:
+        weights = _Weights(directory, stack)
+        used: set[str] = set()
+        leaves = []
+        for key_path, variable in nnx.to_flat_state(state):
+            ours = ".".join(str(k) for k in key_path)
+            hf_name, transform = ours_to_hf_name(ours)
+            if hf_name not in weights.files:
+                raise CheckpointError(
+                    f"{directory}: tensor {hf_name!r} is missing (config.json describes a "
+                    f"{config.model_type} model that needs it). The weights do not match config.json.")
+            array = weights.get(hf_name)
+            if transform is not None:
+                array = TRANSFORMS[transform][0](array)
+            expected = tuple(variable.get_value().shape)
+            if tuple(array.shape) != expected:
+                raw_shape = tuple(weights.get(hf_name).shape) if transform else tuple(array.shape)
+                raise CheckpointError(
+                    f"{directory}: tensor {hf_name!r} has shape {raw_shape}, but config.json "
+                    f"implies {expected if not transform else expected[::-1]}. The weights do not "
+                    "match config.json.")
+            used.add(hf_name)
+            leaves.append((key_path, variable.replace(jnp.asarray(array, jdtype))))
+        unused = sorted(n for n in weights.files if n not in used
+                        and not any(p.fullmatch(n) for p in IGNORED_HF_TENSORS)
+                        and not (config.tie_embeddings and n == "lm_head.weight"))
+        if unused:
+            raise CheckpointError(
+                f"{directory}: {len(unused)} tensor(s) this {config.model_type} model does not use, "
+                f"e.g. {', '.join(unused[:5])}. The checkpoint is not the architecture its "
+                "config.json names; nothing was loaded.")
+    model = nnx.merge(graphdef, nnx.from_flat_state(leaves))
+    return model, config
+
+
+# --------------------------------------------------------------------------- writing
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMG]i?B|B)?\s*$", re.IGNORECASE)
+_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30}
+
+
+def parse_size(size: int | str) -> int:
+    """``"5GB"`` -> 5_000_000_000, ``"500MiB"`` -> 524_288_000, ints unchanged."""
+    if isinstance(size, int):
+        return size
+    m = _SIZE.match(size)
+    if not m:
+        raise ValueError(f"cannot read size {size!r}; use e.g. '5GB', '500MB' or a byte count")
+    return int(float(m.group(1)) * _UNITS[(m.group(2) or "B").upper()])
+
+
+def _hf_tensors(model: Transformer, dtype: str | None) -> Iterator[tuple[str, np.ndarray]]:
+    import ml_dtypes  # noqa: F401  (numpy bfloat16)
+
+    for key_path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        ours = ".".join(str(k) for k in key_path)
+        hf_name, transform = ours_to_hf_name(ours)
+        array = np.asarray(jax.device_get(variable.get_value()))
+        if transform is not None:
+            array = TRANSFORMS[transform][1](array)
+        if dtype is not None:
+            array = array.astype(jnp.dtype(dtype))
+        yield hf_name, np.ascontiguousarray(array)
+
+
+def save_pretrained(model: Transformer, config: ModelConfig, path: str | os.PathLike,
+                    tokenizer=None, *, max_shard_size: int | str = "5GB",
+                    dtype: str | None = None) -> Path:
+    """Write a Hugging Face checkpoint directory that transformers loads unchanged.
+
+    Files: ``config.json``, ``generation_config.json``, ``model.safetensors``
+    (or ``model-0000i-of-0000n.safetensors`` + ``model.safetensors.index.json``
+    when larger than ``max_shard_size``), and, with ``tokenizer`` (a
+    transformers tokenizer), its files including the chat template. Existing
+    weight files in ``path`` are replaced. ``dtype`` converts the weights
+    (default: the model's dtype). Token ids missing from ``config`` (bos, eos,
+    pad) are taken from the tokenizer.
+    """
+    from safetensors.numpy import save_file
+    from transformers import GenerationConfig
+
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    save_dtype = jnp.dtype(dtype or model.dtype).name
+    if tokenizer is not None:
+        ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
+               "pad_token_id": tokenizer.pad_token_id}
+        config = config.replace(**{k: v for k, v in ids.items()
+                                   if getattr(config, k) is None and v is not None})
+    hf_config = config.to_hf_config(dtype=save_dtype)
+    hf_config.save_pretrained(out)
+    GenerationConfig.from_model_config(hf_config).save_pretrained(out)
+
+    limit = parse_size(max_shard_size)
+    shards: list[dict[str, np.ndarray]] = [{}]
+    sizes = [0]
+    total = 0
+    for name, array in _hf_tensors(model, save_dtype):
+        if sizes[-1] and sizes[-1] + array.nbytes > limit:
+            shards.append({})
+            sizes.append(0)
+        shards[-1][name] = array
+        sizes[-1] += array.nbytes
+        total += array.nbytes
+
+    for stale in list(out.glob("model*.safetensors")) + [out / "model.safetensors.index.json"]:
+        if stale.exists():
+            stale.unlink()
+    metadata = {"format": "pt"}
+    if len(shards) == 1:
+        save_file(shards[0], str(out / "model.safetensors"), metadata=metadata)
+    else:
+        weight_map = {}
+        for i, shard in enumerate(shards, 1):
+            fname = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+            save_file(shard, str(out / fname), metadata=metadata)
+            weight_map.update({name: fname for name in shard})
+        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+        (out / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    return out

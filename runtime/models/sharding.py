@@ -1,0 +1,50 @@
+"""Logical axis names for parameters and activations.
+
+Every parameter carries its logical axes as ``out_sharding`` metadata (read it
+with ``nnx.get_partition_spec(state)`` inside ``nnx.logical_axis_rules(rules)``),
+and key activations pass through `constrain`. The mapping from logical names to
+mesh axes is data owned by the mesh code, e.g.::
+
+    rules = (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("heads", "tensor"),
+             ("kv_heads", "tensor"), ("mlp", "tensor"), ("vocab", "tensor"))
+    with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
+        ...
+
+Without a mesh, or without rules, `constrain` is the identity, so the model
+runs unchanged on one device.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import jax
+from flax import nnx
+from flax.core import spmd as core_spmd
+
+__all__ = ["LOGICAL_AXES", "constrain", "partitioned"]
+
+# batch, length: activation axes; the rest name parameter (and activation) dimensions.
+# "heads"/"kv_heads" also name the flattened heads*head_dim dimension of 2-D kernels.
+LOGICAL_AXES = ("batch", "length", "embed", "heads", "kv_heads", "head_dim", "mlp", "vocab")
+
+
+def partitioned(init: Callable, names: Sequence[str | None]) -> Callable:
+    """Wrap an initializer so the parameter records its logical axis names.
+
+    Sharding is not applied eagerly: logical names only become mesh axes once
+    rules exist (see the module docstring).
+    """
+    return nnx.with_partitioning(init, tuple(names), eager_sharding=False)
+
+
+def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
+    """``with_sharding_constraint`` by logical names; identity without a mesh or rules."""
+    mesh = jax.sharding.get_abstract_mesh()
+    if mesh.empty:
+        return x
+    rules = dict(core_spmd.get_logical_axis_rules())
+    if not rules:
+        return x
+    spec = jax.P(*(rules.get(n) if n is not None else None for n in names))
+    return jax.lax.with_sharding_constraint(x, spec)

@@ -1,0 +1,116 @@
+"""Logits of the JAX decoder equal transformers+torch for every supported architecture."""
+
+from __future__ import annotations
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from runtime.hf import load_pretrained
+
+from conftest import ARCH_CASES
+
+ARCHS = sorted(ARCH_CASES)
+
+
+def _padded_batch(seed=0, vocab=256):
+    rng = np.random.RandomState(seed)
+    ids = rng.randint(3, vocab, size=(3, 14)).astype(np.int64)
+    mask = np.ones_like(ids)
+    mask[1, 9:] = 0          # right padding
+    mask[2, :5] = 0          # left padding
+    ids[mask == 0] = 0
+    positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
+    return ids, mask, positions
+
+
+@pytest.fixture(scope="module")
+def loaded(hf_checkpoint):
+    cache = {}
+
+    def get(case, **kw):
+        key = (case, tuple(sorted(kw.items())))
+        if key not in cache:
+            directory, _ = hf_checkpoint(case)
+            cache[key] = load_pretrained(directory, **kw)
+        return cache[key]
+
+    return get
+
+
+@pytest.mark.parametrize("case", ARCHS)
+def test_logits_match_transformers_on_padded_batch(case, hf_checkpoint, loaded):
+    _, torch_model = hf_checkpoint(case)
+    model, config = loaded(case)
+    ids, mask, positions = _padded_batch()
+    with torch.no_grad():
+        ref = torch_model(torch.tensor(ids), attention_mask=torch.tensor(mask),
+                          position_ids=torch.tensor(positions)).logits.numpy()
+    ours = np.asarray(model(jnp.asarray(ids), attention_mask=jnp.asarray(mask)))
+    assert ours.shape == (3, 14, config.vocab_size)
+    real = mask.astype(bool)
+    assert np.abs(ref[real]).max() > 1.0  # the comparison is not trivially small numbers
+    np.testing.assert_allclose(ours[real], ref[real], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("case", ARCHS)
+def test_packed_segments_equal_examples_alone(case, loaded):
+    model, _ = loaded(case)
+    rng = np.random.RandomState(1)
+    lengths = [5, 7, 3]
+    examples = [rng.randint(3, 256, size=n) for n in lengths]
+    packed = np.concatenate(examples + [np.zeros(2, np.int64)])[None]
+    segments = np.concatenate([np.full(n, i + 1) for i, n in enumerate(lengths)] + [np.zeros(2)])[None]
+    logits = np.asarray(model(jnp.asarray(packed), segment_ids=jnp.asarray(segments, jnp.int32)))
+    start = 0
+    for ex in examples:
+        alone = np.asarray(model(jnp.asarray(ex[None])))[0]
+        np.testing.assert_allclose(logits[0, start:start + len(ex)], alone, atol=1e-4, rtol=0)
+        start += len(ex)
+    # and it is not the unsegmented result
+    plain = np.asarray(model(jnp.asarray(packed)))
+    assert np.abs(plain[0, 5:12] - logits[0, 5:12]).max() > 1e-2
+
+
+@pytest.mark.parametrize("case", ["llama", "mistral", "qwen2"])
+def test_attention_implementations_agree(case, loaded):
+    xla, _ = loaded(case)
+    jnn, config = loaded(case, attention_impl="dot_product_attention")
+    assert config.attention_impl == "dot_product_attention"
+    ids, mask, _ = _padded_batch(seed=3)
+    segments = np.array([[1] * 6 + [2] * 8, [1] * 9 + [0] * 5, [0] * 5 + [1] * 9])
+    for seg in (mask, segments):
+        a = np.asarray(xla(jnp.asarray(ids), segment_ids=jnp.asarray(seg)))
+        b = np.asarray(jnn(jnp.asarray(ids), segment_ids=jnp.asarray(seg)))
+        real = seg > 0
+        np.testing.assert_allclose(a[real], b[real], atol=1e-5, rtol=0)
+
+
+def test_bfloat16_forward_close_to_float32(hf_checkpoint, loaded):
+    """bf16 parameters and compute stay as close to float32 as torch's own bf16 does.
+
+    Stated tolerance: max |logit error| <= 1.5 x torch-bf16's max error and
+    <= 5% of the largest |logit|; mean error <= 1% of it.
+    """
+    import copy
+
+    _, torch_model = hf_checkpoint("llama31")
+    f32, _ = loaded("llama31")
+    bf16, _ = loaded("llama31", dtype="bfloat16")
+    assert bf16.embed.embedding[...].dtype == jnp.bfloat16
+    ids, mask, positions = _padded_batch(seed=5)
+    a = np.asarray(f32(jnp.asarray(ids), attention_mask=jnp.asarray(mask)))
+    b = np.asarray(bf16(jnp.asarray(ids), attention_mask=jnp.asarray(mask)))
+    assert b.dtype == np.float32
+    with torch.no_grad():
+        t16 = copy.deepcopy(torch_model).to(torch.bfloat16)
+        t = t16(torch.tensor(ids), attention_mask=torch.tensor(mask),
+                position_ids=torch.tensor(positions)).logits.float().numpy()
+    real = mask.astype(bool)
+    ours_err = np.abs(a[real] - b[real])
+    torch_err = np.abs(a[real] - t[real])
+    scale = np.abs(a[real]).max()
+    assert ours_err.max() <= 1.5 * torch_err.max(), (ours_err.max(), torch_err.max())
+    assert ours_err.max() <= 0.05 * scale and ours_err.mean() <= 0.01 * scale
+    assert (a[real].argmax(-1) == b[real].argmax(-1)).mean() > 0.9
