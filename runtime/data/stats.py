@@ -1,0 +1,73 @@
+"""What happened to the data: per-source counts that ``sftc plan`` and run manifests report."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class SourceStats:
+    """Counts for one source. Every row is accounted for:
+
+    ``rows == bad_rows + train_examples + eval_examples + dropped_overflow + dropped_no_trainable``
+    (``truncated`` examples are kept, so they are inside the example counts).
+    """
+
+    name: str
+    fingerprint: str
+    mode: str  # prompt_completion | messages | text
+    rows: int = 0
+    bad_rows: int = 0
+    bad_reasons: dict[str, int] = field(default_factory=dict)
+    bad_examples: list[str] = field(default_factory=list)  # first few "file:row: reason"
+    train_examples: int = 0
+    eval_examples: int = 0
+    dropped_overflow: int = 0
+    truncated: int = 0
+    dropped_no_trainable: int = 0  # truncation would have cut every trained token
+    train_tokens: int = 0  # input positions of kept train examples (after truncation)
+    train_trained_tokens: int = 0
+    eval_tokens: int = 0
+    max_tokens: int = 0  # longest example before overflow handling
+    boundary_merges: int = 0  # rows where a token spans the prompt/completion boundary
+    cache_hit: bool = False
+    epoch_examples: int = 0  # examples drawn from this source per epoch (after weights)
+
+
+@dataclass
+class DataStats:
+    seq_len: int
+    packing: bool
+    global_batch_size: int
+    sources: dict[str, SourceStats] = field(default_factory=dict)
+    rows_per_epoch: int = 0  # sequences (packed rows) in epoch 0
+    steps_per_epoch: float = 0.0  # rows_per_epoch / global_batch_size
+    total_steps: int = 0
+    efficiency: float = 0.0  # non-padding share of train positions in epoch 0
+    eval_rows: int = 0
+
+    @property
+    def tokens_per_step(self) -> int:
+        return self.seq_len * self.global_batch_size
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["tokens_per_step"] = self.tokens_per_step
+        return d
+
+    def summary(self) -> str:
+        """A few human lines, in the style of ``sftc plan``."""
+        parts = [f"{s.name} {s.train_examples:,} train / {s.eval_examples:,} eval" for s in self.sources.values()]
+        dropped = sum(s.dropped_overflow + s.dropped_no_trainable for s in self.sources.values())
+        trunc = sum(s.truncated for s in self.sources.values())
+        bad = sum(s.bad_rows for s in self.sources.values())
+        lines = [
+            "data     " + "   ".join(parts),
+            f"         {'packing' if self.packing else 'padding'} {self.efficiency * 100:.1f} % full   "
+            f"dropped {dropped:,} (overflow)   truncated {trunc:,}   bad rows {bad:,}",
+            f"steps    {self.total_steps:,} ({self.steps_per_epoch:.1f} per epoch)   "
+            f"{self.global_batch_size} seq x {self.seq_len} tok = {self.tokens_per_step:,} tok/step",
+        ]
+        return "\n".join(lines)
