@@ -179,3 +179,59 @@ def render_github(d: Diagnostic) -> str:
         ] + props
     message = d.message + (f" (help: {d.help})" if d.help else "")
     return f"::{level} {','.join(props)}::{_escape_github(message)}"
+
+
+# ---------------------------------------------------------------- the catalogue
+
+CODES: dict[str, str] = {
+    "E001": "syntax error: a token where it cannot stand",
+    "E002": "unterminated string, stray character or a file that is not UTF-8",
+    "E003": "unknown escape in a string",
+    "E004": "a bracket or brace that is never closed",
+    "E010": "unknown block",
+    "E011": "unknown key",
+    "E012": "unknown argument of a call",
+    "E013": "something given twice (key, block, declaration, argument, list item)",
+    "E014": "something required is missing",
+    "E015": "unknown value, call or source kind",
+    "E016": "the `sft` header is not first",
+    "E017": "a label, gate or setting in the wrong place",
+    "E020": "wrong type",
+    "E021": "unknown unit",
+    "E022": "value out of range",
+    "E024": "settings of the model that contradict each other",
+    "E030": "unknown data source",
+    "E032": "unknown metric",
+    "E033": "a spec or `use` file that does not exist",
+    "E034": "`use` files that include each other",
+    "E035": "a data or tokenizer file that is missing or empty",
+    "E036": "a model directory that is missing or not a Hugging Face checkpoint",
+    "E040": "a placeholder or column that the source does not have",
+    "E041": "a malformed placeholder",
+    "E042": "an incomplete or mixed template",
+    "E043": "a source with two templates",
+    "E044": "a source with neither a template nor conventional columns",
+    "E046": "a data file that cannot be read as its kind",
+    "E051": "mixture weights that are not positive or not given for every source",
+    "E052": "`batch` not a multiple of `micro`",
+    "E053": "a batch that does not split over the data-parallel devices",
+    "E054": "warmup or decay not shorter than training",
+    "E055": "a mesh that does not fit the devices",
+    "E056": "both `epochs` and `steps`",
+    "E060": "a generation metric without `eval.generate`",
+    "E061": "a metric with no eval rows to compute it on",
+    "E062": "gates that contradict each other",
+    "E063": "a threshold outside the metric's range",
+    "E064": "two gates on the same bound of a metric",
+    "E070": "an export format the model cannot produce",
+    "W001": "a check skipped because the hub is offline or unreachable",
+    "W004": "a data source declared but not trained on",
+    "W005": "an interval longer than the whole run",
+}
+
+
+def codes_markdown() -> str:
+    """The catalogue as a Markdown table, for docs/language.md."""
+    rows = ["| code | meaning |", "|---|---|"]
+    rows += [f"| `{code}` | {title} |" for code, title in CODES.items()]
+    return "\n".join(rows)
