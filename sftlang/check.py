@@ -248,11 +248,11 @@ def _check_templates(ctx: _Context, columns: dict[str, Columns | None]) -> None:
         if name in covered or columns.get(name) is None:
             continue
         known = columns[name]
-        if not ((known.has("prompt") and known.has("completion")) or known.has("messages")):
+        if not ((known.has("prompt") and known.has("completion")) or known.has("messages") or known.has("text")):
             ctx.report(
                 Diagnostic(
                     "E044",
-                    f"`{name}` has no template and no `prompt`/`completion` or `messages` columns",
+                    f"`{name}` has no template and no `prompt`/`completion`, `messages` or `text` columns",
                     source.span,
                     f"add `template NAME for {name} {{ prompt = \"...\"  completion = \"...\" }}` (columns: {', '.join(known.all)})",
                 )
