@@ -199,6 +199,10 @@ def _load_file(spec: SourceSpec, path: str, cache_dir: str | None) -> datasets.D
                                    cache_dir=cache_dir, **kwargs)
     except StopIteration as e:  # datasets' json builder on a file with no records
         raise SourceError(f"data {spec.name}: {path} has no rows") from e
+    except ValueError as e:
+        if "corresponds to no data" in str(e):  # only blank lines
+            raise SourceError(f"data {spec.name}: {path} has no rows") from e
+        raise
     if len(ds) == 0:
         raise SourceError(f"data {spec.name}: {path} has no rows")
     return ds
