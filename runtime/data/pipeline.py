@@ -116,7 +116,7 @@ class DataPipeline:
                 st.rows += ts.raw_rows
                 st.bad_rows += len(ts.bad_rows)
                 for r in ts.bad_rows:
-                    key = r.reason.split(" (")[0]
+                    key = r.reason.split(" (")[0].split(":")[0]
                     st.bad_reasons[key] = st.bad_reasons.get(key, 0) + 1
                     if len(st.bad_examples) < 5:
                         col = f" [{r.column}]" if r.column else ""

@@ -101,8 +101,8 @@ def _lookup(row: dict[str, Any], path: tuple[str, ...]) -> str:
             where = "column" if i == 0 else "field"
             raise RowProblem(f"missing {where} {key!r}", column=col)
         value = value[key]
-    if value is None:
-        raise RowProblem("value is null", column=col)
+    if value is None:  # datasets fills a key missing from some rows of a file with null
+        raise RowProblem("value is null or missing", column=col)
     if not isinstance(value, str):
         raise RowProblem(f"value is {type(value).__name__} ({str(value)[:40]}), not a string", column=col)
     return value
