@@ -96,6 +96,55 @@ def cmd_fmt(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- diff
+
+
+def _load_for_diff(argument: str, console):
+    """(Spec, reader, label) of `PATH`, `REV:PATH` or a run directory; None after printing why not."""
+    from rich.text import Text
+
+    from .diagnostics import print_human
+    from .files import FileSystem, git_revision
+    from .resolve import load_spec
+
+    try:
+        revision = git_revision(argument)
+    except FileNotFoundError as error:
+        console.print(Text.assemble(("error", "bold red"), f": {error}"), soft_wrap=True)
+        return None
+    files, path = revision if revision is not None else (FileSystem(), Path(argument))
+    if files.exists(path) and not files.is_file(path) and files.is_file(path / "spec.sft"):
+        path = path / "spec.sft"  # a run directory: the resolved spec it ran
+    spec, problems = load_spec(path, files)
+    if spec is None:
+        print_human(problems, console)
+        console.print(Text.assemble(("error", "bold red"), f": {argument} does not resolve; nothing to compare"), soft_wrap=True)
+        return None
+    return spec, files, argument
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from rich.text import Text
+
+    from .diff import diff_specs, render_lines, to_json
+    from .fingerprint import fingerprint_pair
+
+    errors = _console(stderr=True)
+    sides = [_load_for_diff(argument, errors) for argument in (args.old, args.new)]
+    if any(side is None for side in sides):
+        return 2
+    (old, old_files, old_label), (new, new_files, new_label) = sides
+    old_prints, new_prints = fingerprint_pair(old, old_files, new, new_files)
+    result = diff_specs(old, new, old_prints, new_prints)
+    if args.format == "json":
+        print(to_json(result, old_label, new_label))
+    else:
+        console = _console()
+        for text, style in render_lines(result):
+            console.print(Text(text, style=style), soft_wrap=True)
+    return 0 if result.same else 1
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -116,6 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
     fmt.add_argument("--check", action="store_true", help="change nothing; exit 1 when a file would change")
     fmt.add_argument("--diff", action="store_true", help="print what would change as a unified diff")
     fmt.set_defaults(run=cmd_fmt)
+
+    diff = commands.add_parser("diff", help="what differs between two specs, after `use` and defaults")
+    diff.add_argument("old", metavar="A", help="a spec, `REV:path` (git) or a run directory")
+    diff.add_argument("new", metavar="B", help="a spec, `REV:path` (git) or a run directory")
+    diff.add_argument("--format", choices=("human", "json"), default="human")
+    diff.set_defaults(run=cmd_diff)
 
     return parser
 
