@@ -1,0 +1,286 @@
+"""A checked, resolved Spec -> the Plan the runtime executes.
+
+Every value comes out of the syntax tree here, once: the runtime never sees an
+AST. Paths become absolute (relative to the file that wrote them), shares of the
+learning rate become absolute rates, units become step counts. What depends on
+the data (steps of an `epochs` run, warmup given as a share) is left for
+`runtime.planner`, which fills it in before a run starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from runtime.data.plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
+from runtime.plan import (
+    EvalPlan,
+    GatePlan,
+    GenerationPlan,
+    LoraPlan,
+    ModelPlan,
+    OptimizerPlan,
+    OutputPlan,
+    Plan,
+    SchedulePlan,
+    TokenizerPlan,
+    TrainPlan,
+)
+
+from . import ast
+from .check import arg
+from .emit import emit_spec
+from .resolve import DataSource, Spec
+from .types import BOOLEANS, BYTE_UNITS, unit_of
+from .validate import metric_parts, metric_text
+
+
+def _py(node):
+    """A plain Python value of a simple node."""
+    if node is None:
+        return None
+    if isinstance(node, (ast.Number, ast.Str)):
+        return node.value
+    if isinstance(node, ast.Percent):
+        return node.value
+    if isinstance(node, ast.Name):
+        return BOOLEANS.get(node.name, node.name)
+    if isinstance(node, ast.List):
+        return tuple(_py(item) for item in node.items)
+    raise TypeError(f"not a simple value: {node!r}")
+
+
+def _kwargs(call: ast.Call) -> dict:
+    return {a.name.name: _py(a.value) for a in call.args if a.name is not None}
+
+
+def _local_or_hub(text: str, base_dir: Path) -> str:
+    candidate = Path(text).expanduser()
+    candidate = candidate if candidate.is_absolute() else base_dir / candidate
+    return str(candidate.resolve()) if candidate.exists() else text
+
+
+# ---------------------------------------------------------------- data
+
+
+def _source_spec(name: str, call: ast.Call, base_dir: Path, settings: dict) -> SourceSpec:
+    kind = call.head.name
+    options = _kwargs(call)
+    overflow = _py(settings["overflow"].value) if "overflow" in settings else "drop"
+    on_bad_row = _py(settings["on_bad_row"].value) if "on_bad_row" in settings else "error"
+    evaluation = None
+    split = settings.get("split")
+    if split is not None:
+        value = split.value
+        if isinstance(value, ast.Call):
+            evaluation = EvalSplit(source=_source_spec(f"{name}/eval", value, base_dir, {}))
+        elif isinstance(value, ast.Seeded):
+            evaluation = EvalSplit(fraction=value.value.value, seed=value.seed.value)
+        else:
+            evaluation = EvalSplit(fraction=value.value, seed=0)
+    if kind == "hf_dataset":
+        return SourceSpec(
+            name=name,
+            kind=kind,
+            hub=options["name"],
+            split=options.get("split"),
+            subset=options.get("subset"),
+            revision=options.get("revision"),
+            eval=evaluation,
+            overflow=overflow,
+            on_bad_row=on_bad_row,
+        )
+    path = Path(options["path"]).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    return SourceSpec(
+        name=name,
+        kind=kind,
+        paths=(os.path.normpath(path),),
+        field=options.get("field"),
+        eval=evaluation,
+        overflow=overflow,
+        on_bad_row=on_bad_row,
+    )
+
+
+def _template_spec(settings: dict) -> TemplateSpec:
+    if "messages" in settings:
+        return TemplateSpec(messages=settings["messages"].value.name, train_on=_py(settings["train_on"].value))
+    return TemplateSpec(prompt=settings["prompt"].value.value, completion=settings["completion"].value.value)
+
+
+def _mixture(value) -> tuple[list[str], dict[str, float] | None]:
+    terms = value.terms if isinstance(value, ast.Sum) else (value,)
+    names, weights = [], {}
+    for term in terms:
+        if isinstance(term, ast.Weighted):
+            names.append(term.value.name)
+            weights[term.value.name] = float(term.weight.value)
+        else:
+            names.append(term.name)
+    return names, (weights or None)
+
+
+def _data_plan(spec: Spec) -> DataPlan:
+    mixture = spec.value("train", "data")
+    names, weights = _mixture(mixture) if mixture is not None else (list(spec.data), None)
+    sources = tuple(_source(spec.data[n]) for n in names)
+    templates = {}
+    for template in spec.templates.values():
+        for source in template.sources:
+            if source.name in names:
+                templates[source.name] = _template_spec(template.settings)
+    steps = spec.value("train", "steps")
+    epochs = spec.value("train", "epochs")
+    return DataPlan(
+        sources=sources,
+        templates=templates,
+        weights=weights,
+        seq_len=_py(spec.value("train", "seq_len")),
+        packing=_py(spec.value("train", "packing")),
+        seed=_py(spec.value("train", "seed")),
+        global_batch_size=_py(spec.value("train", "batch")),
+        epochs=None if steps is not None else (_py(epochs) if epochs is not None else 1),
+        steps=_py(steps),
+    )
+
+
+def _source(source: DataSource) -> SourceSpec:
+    return _source_spec(source.name, source.source, source.base_dir, source.settings)
+
+
+# ---------------------------------------------------------------- model
+
+
+def _model_plan(spec: Spec) -> ModelPlan:
+    base = spec.value("model", "base")
+    tokenizer = spec.value("model", "tokenizer")
+    adapter = spec.value("model", "adapter")
+    base_dir = spec.dir_of("model", "base")
+    if isinstance(tokenizer, ast.TrainOn):
+        source = spec.data[tokenizer.source.name]
+        tokenizer_plan = TokenizerPlan("train", source=_source(source), options=_kwargs(tokenizer.call))
+    elif isinstance(tokenizer, ast.Call):
+        path = _local_or_hub(_py(arg(tokenizer, "path")), spec.dir_of("model", "tokenizer"))
+        tokenizer_plan = TokenizerPlan(tokenizer.head.name, path=path)
+    else:
+        tokenizer_plan = TokenizerPlan("base")
+    lora = None
+    if isinstance(adapter, ast.Call):
+        options = _kwargs(adapter)
+        lora = LoraPlan(options["rank"], float(options["alpha"]), float(options["dropout"]), tuple(options["targets"]))
+    dtype = _py(spec.value("model", "dtype"))
+    if isinstance(base, ast.Init):
+        return ModelPlan("init", dtype, tokenizer_plan, architecture=base.call.head.name, init=_kwargs(base.call), adapter=lora)
+    options = _kwargs(base)
+    return ModelPlan("hf", dtype, tokenizer_plan, path=_local_or_hub(options["path"], base_dir), revision=options.get("revision"), adapter=lora)
+
+
+# ---------------------------------------------------------------- train / eval
+
+
+def _steps_or_share(node) -> tuple[int | None, float | None]:
+    if isinstance(node, ast.Percent):
+        return None, node.value
+    if isinstance(node, ast.Quantity):
+        return int(node.amount.value), None
+    return int(node.value), None  # `0`
+
+
+def _train_plan(spec: Spec) -> TrainPlan:
+    get = lambda key: spec.value("train", key)  # noqa: E731
+    optimizer = get("optimizer")
+    options = _kwargs(optimizer)
+    lr = float(options.pop("lr"))
+    schedule = get("schedule")
+    warmup_steps, warmup_share = _steps_or_share(arg(schedule, "warmup"))
+    decay = arg(schedule, "decay")
+    decay_steps, decay_share = _steps_or_share(decay) if decay is not None else (None, None)
+    min_lr = arg(schedule, "min_lr")
+    min_lr_value = 0.0 if min_lr is None else (min_lr.value * lr if isinstance(min_lr, ast.Percent) else float(min_lr.value))
+    checkpoint = get("checkpoint")
+    every_steps = every_epochs = None
+    keep = 3
+    if isinstance(checkpoint, ast.Every):
+        keep = checkpoint.keep.value if checkpoint.keep is not None else 3
+        if unit_of(checkpoint.unit) == "steps":
+            every_steps = int(checkpoint.amount.value)
+        else:
+            every_epochs = float(checkpoint.amount.value)
+    mesh = get("mesh")
+    log_every = get("log_every")
+    clip = get("clip")
+    return TrainPlan(
+        steps=_py(get("steps")),
+        micro=_py(get("micro")),
+        optimizer=OptimizerPlan(optimizer.head.name, lr, options),
+        schedule=SchedulePlan(schedule.head.name, min_lr_value, warmup_steps, warmup_share, decay_steps, decay_share),
+        clip=None if isinstance(clip, ast.Name) else float(clip.value),
+        remat=get("remat").name,
+        mesh={a.name.name: _py(a.value) for a in mesh.args},
+        checkpoint_every=every_steps,
+        checkpoint_every_epochs=every_epochs,
+        keep=keep,
+        log_every=None if isinstance(log_every, ast.Name) else int(log_every.amount.value),
+    )
+
+
+def _eval_plan(spec: Spec) -> EvalPlan:
+    every = spec.value("eval", "every")
+    every_steps = every_epochs = None
+    if isinstance(every, ast.Quantity):
+        if unit_of(every.unit) == "steps":
+            every_steps = int(every.amount.value)
+        else:
+            every_epochs = float(every.amount.value)
+    generate = spec.value("eval", "generate")
+    generation = None
+    if isinstance(generate, ast.Call):
+        options = _kwargs(generate)
+        generation = GenerationPlan(greedy=generate.head.name == "greedy", **options)
+    samples = spec.value("eval", "samples")
+    return EvalPlan(every_steps, every_epochs, generation, None if isinstance(samples, ast.Name) else samples.value)
+
+
+def _gates(spec: Spec) -> tuple[GatePlan, ...]:
+    out = []
+    for gate in spec.gates:
+        name, source, pattern = metric_parts(gate.metric)
+        out.append(
+            GatePlan(
+                metric=name,
+                op=gate.op,
+                threshold=float(gate.value.value),
+                source=source.name if source is not None else None,
+                pattern=pattern.value if pattern is not None else None,
+                text=metric_text(gate.metric),
+            )
+        )
+    return tuple(out)
+
+
+def _output_plan(spec: Spec) -> OutputPlan:
+    directory = spec.value("output", "dir").value.replace("{name}", spec.name)
+    size = spec.value("output", "shard_size")
+    return OutputPlan(
+        dir=str(Path(directory).expanduser().resolve()),
+        export=_py(spec.value("output", "export")),
+        shard_size=int(size.amount.value * BYTE_UNITS[unit_of(size.unit)]),
+    )
+
+
+def lower(spec: Spec) -> Plan:
+    """The Plan of a spec that `check_spec` accepted (it assumes a valid spec)."""
+    text = emit_spec(spec)
+    return Plan(
+        name=spec.name,
+        spec_path=str(spec.path),
+        spec_hash=hashlib.sha256(text.encode()).hexdigest(),
+        model=_model_plan(spec),
+        data=_data_plan(spec),
+        train=_train_plan(spec),
+        eval=_eval_plan(spec),
+        gates=_gates(spec),
+        output=_output_plan(spec),
+    )
