@@ -1,0 +1,160 @@
+"""Lowering a spec to a Plan, and writing the resolved spec back out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from runtime.data.plan import EvalSplit, TemplateSpec
+from runtime.plan import Plan
+from sftlang.check import check_spec_file
+from sftlang.emit import emit_spec
+from sftlang.lower import lower
+from sftlang.resolve import load_spec
+
+SPEC = """\
+sft "lowered"
+model {
+    base = init llama(layers = 2, dim = 64, heads = 4, kv_heads = 2, ffn = 128)
+    tokenizer = train sentencepiece(vocab = 300) on qa
+}
+data qa = jsonl("data/qa.jsonl") {
+    split eval = 10% seed 3
+    overflow = truncate
+}
+data chats = jsonl("data/chats.jsonl") {
+    split eval = jsonl("data/chats-eval.jsonl")
+}
+template answer for qa {
+    prompt = "Q: {question}\\nA: "
+    completion = "{answer}"
+}
+template dialog for chats {
+    messages = turns
+    train_on = last_assistant
+}
+train {
+    data = qa * 3 + chats * 1
+    epochs = 2
+    batch = 8
+    micro = 4
+    optimizer = adamw(lr = 1e-3, weight_decay = 0.1)
+    schedule = wsd(warmup = 20 steps, decay = 20%, min_lr = 10%)
+    clip = off
+    checkpoint = every 50 steps keep 2
+    log_every = 5 steps
+}
+eval {
+    every = 0.5 epochs
+    generate = sample(max_new_tokens = 24, temperature = 0.7, top_p = 0.9)
+    samples = all
+}
+accept {
+    loss <= 2
+    json_valid >= 95%
+    regex("^\\\\{", qa) >= 0.5
+}
+output {
+    dir = "out/{name}"
+    export = none
+    shard_size = 200 MiB
+}
+"""
+
+
+@pytest.fixture()
+def project(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "qa.jsonl").write_text('{"question": "q", "answer": "{}"}\n')
+    chat = '{"turns": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}\n'
+    (data / "chats.jsonl").write_text(chat)
+    (data / "chats-eval.jsonl").write_text(chat)
+    (tmp_path / "spec.sft").write_text(SPEC)
+    return tmp_path
+
+
+def test_spec_is_valid(project):
+    _, problems = check_spec_file(project / "spec.sft", devices=1)
+    assert problems == []
+
+
+def test_every_setting_is_lowered(project):
+    spec, _ = load_spec(project / "spec.sft")
+    plan = lower(spec)
+    data = plan.data
+    qa, chats = data.sources
+    assert qa.paths == (str(project / "data" / "qa.jsonl"),)
+    assert qa.eval == EvalSplit(fraction=0.1, seed=3) and qa.overflow == "truncate" and qa.on_bad_row == "error"
+    assert chats.eval.source.paths == (str(project / "data" / "chats-eval.jsonl"),)
+    assert data.templates == {
+        "qa": TemplateSpec(prompt="Q: {question}\nA: ", completion="{answer}"),
+        "chats": TemplateSpec(messages="turns", train_on="last_assistant"),
+    }
+    assert data.weights == {"qa": 3.0, "chats": 1.0}
+    assert (data.epochs, data.steps, data.global_batch_size, data.seq_len, data.packing, data.seed) == (2, None, 8, 1024, False, 42)
+    train = plan.train
+    assert train.steps is None and train.micro == 4 and plan.accumulation == 2
+    assert (train.optimizer.name, train.optimizer.lr) == ("adamw", 1e-3)
+    assert train.optimizer.options == {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.1}
+    schedule = train.schedule
+    assert (schedule.name, schedule.warmup_steps, schedule.decay_share) == ("wsd", 20, 0.2)
+    assert schedule.min_lr == pytest.approx(1e-4)
+    assert train.clip is None and train.remat == "off" and train.mesh == {"data": "auto", "fsdp": 1, "tensor": 1}
+    assert (train.checkpoint_every, train.keep, train.log_every) == (50, 2, 5)
+    assert (plan.eval.every_epochs, plan.eval.samples) == (0.5, None)
+    assert plan.eval.generate.greedy is False and plan.eval.generate.temperature == 0.7
+    assert [(g.metric, g.op, g.threshold, g.source, g.pattern) for g in plan.gates] == [
+        ("loss", "<=", 2.0, None, None),
+        ("json_valid", ">=", 0.95, None, None),
+        ("regex", ">=", 0.5, "qa", "^\\{"),
+    ]
+    model = plan.model
+    assert (model.kind, model.architecture, model.init["kv_heads"], model.init["vocab"] if "vocab" in model.init else None) == ("init", "llama", 2, None)
+    assert model.tokenizer.kind == "train" and model.tokenizer.options["vocab"] == 300 and model.tokenizer.source.name == "qa"
+    assert plan.output.dir == str(project / "out" / "lowered") and plan.output.export == "none"
+    assert plan.output.shard_size == 200 * 2**20
+
+
+def test_plan_round_trips_through_json(project):
+    spec, _ = load_spec(project / "spec.sft")
+    plan = lower(spec)
+    assert Plan.from_json(plan.to_json()) == plan
+
+
+def test_emitted_spec_resolves_to_the_same_plan(project):
+    spec, _ = load_spec(project / "spec.sft")
+    text = emit_spec(spec)
+    (project / "resolved.sft").write_text(text)
+    again, problems = load_spec(project / "resolved.sft")
+    assert problems == []
+    assert emit_spec(again) == text
+    first, second = lower(spec), lower(again)
+    assert second.spec_hash == first.spec_hash
+    assert second.data == first.data and second.train == first.train and second.gates == first.gates
+
+
+def test_hash_ignores_layout_and_explicit_defaults(project):
+    spec, _ = load_spec(project / "spec.sft")
+    edited = SPEC.replace("    batch = 8\n", "    batch   =   8\n    seq_len = 1024\n    remat = off\n")
+    (project / "edited.sft").write_text(edited)
+    other, _ = load_spec(project / "edited.sft")
+    assert lower(other).spec_hash == lower(spec).spec_hash
+    (project / "changed.sft").write_text(SPEC.replace("micro = 4", "micro = 2"))
+    changed, _ = load_spec(project / "changed.sft")
+    assert lower(changed).spec_hash != lower(spec).spec_hash
+
+
+def test_used_file_paths_are_rebased(project):
+    (project / "base").mkdir()
+    (project / "base" / "extra.jsonl").write_text('{"prompt": "p", "completion": "c"}\n')
+    (project / "base" / "common.sft").write_text('data extra = jsonl("extra.jsonl")\n')
+    (project / "child.sft").write_text(SPEC.replace('sft "lowered"\n', 'sft "lowered"\nuse "base/common.sft"\n').replace("qa * 3 + chats * 1", "qa * 3 + chats * 1 + extra * 1"))
+    spec, _ = load_spec(project / "child.sft")
+    text = emit_spec(spec)
+    assert 'data extra = jsonl(path = "base/extra.jsonl")' in text
+    assert Path(lower(spec).data.source("extra").paths[0]) == project / "base" / "extra.jsonl"
+    absolute = emit_spec(spec, absolute_paths=True)
+    assert f'jsonl(path = "{project / "base" / "extra.jsonl"}")' in absolute
