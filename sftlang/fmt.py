@@ -40,6 +40,7 @@ idempotent; tests/test_fmt.py checks both on generated specs.
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from dataclasses import dataclass
 
 from . import ast
@@ -128,13 +129,16 @@ def _number_text(value) -> str:
 
 
 def _percent_text(fraction: float) -> str:
-    """`0.05` -> `5%`: the shortest fixed-point text whose value / 100 is `fraction`."""
+    """`0.05` -> `5%`: the fewest significant digits whose value / 100 reads back as `fraction`."""
     if not math.isfinite(fraction):
         raise ValueError(f"format_value: {fraction!r} has no .sft spelling")
-    for digits in range(0, 20):
-        text = f"{fraction * 100:.{digits}f}"
+    scaled = fraction * 100
+    for digits in range(17):
+        text = format(Decimal(f"{scaled:.{digits}e}"), "f")
         if float(text) / 100 == fraction:
             break
+    else:  # no decimal text reads back exactly (`1/3`): the nearest short one
+        text = format(Decimal(repr(scaled)), "f")
     if "." in text:
         text = text.rstrip("0").rstrip(".")
     return ("0" if text == "-0" else text) + "%"
