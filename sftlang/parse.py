@@ -181,7 +181,9 @@ class _Builder:
         raw = str(token)
         span = self.span_of(token)
         if token.type == "LONG_STRING":
-            value = _dedent_long(_unescape(raw[3:-3], span, self.problems, 3))
+            # dedent the lines as written, then decode: an escaped `\n` or `\t` is text, not layout
+            _unescape(raw[3:-3], span, self.problems, 3)  # diagnostics at their source columns
+            value = _unescape(_dedent_long(raw[3:-3]), span, [], 3)
         else:
             value = _unescape(raw[1:-1], span, self.problems, 1)
         return ast.Str(value, raw, span)

@@ -381,3 +381,12 @@ def test_fmt_keeps_the_tree_and_comments_and_is_idempotent(text):
         assert "\n\n\n" not in out
     # literals without their source text render canonically and read back the same
     assert tree(format_spec(_without_source_text(original))) == original
+
+
+def test_escapes_in_triple_quoted_text_are_text_not_layout():
+    # parser regression: escapes used to be decoded before dedenting, so a leading `\t` was
+    # eaten as indentation and an escaped `\n` took part in the common-indent computation
+    value = _value('"""\n    \\tx\n    a\\n  b\n    c\n    """')
+    assert value.value == "\tx\na\n  b\nc\n"
+    assert format_value(value) == '"""\n    \\tx\n    a\\n  b\n    c\n    """'
+    assert format_value(dataclasses.replace(value, raw="")) == '"\\tx\\na\\n  b\\nc\\n"'
