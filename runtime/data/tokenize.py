@@ -40,7 +40,7 @@ from .plan import TemplateSpec
 from .sources import LoadedSource, RejectedRow
 from .templates import RowProblem, parse_template, render_chat, render_prompt_completion, render_text
 
-PIPELINE_VERSION = "sftc-data-1"
+PIPELINE_VERSION = "sftc-data-2"
 TOKENIZE_BATCHES = 0  # number of batches actually tokenized in this process (cache misses); tests read it
 
 _FEATURES = datasets.Features({
@@ -186,7 +186,8 @@ class _Tokenize:
     def _ids(self, texts: list[str], special: bool) -> list[list[int]]:
         if not texts:
             return []
-        ids = self.tok(texts, add_special_tokens=special)["input_ids"]
+        ids = self.tok(texts, add_special_tokens=special, return_attention_mask=False,
+                       return_token_type_ids=False)["input_ids"]
         return [list(x) for x in ids]
 
     def __call__(self, batch: dict[str, list], indices: list[int]) -> dict[str, list]:
@@ -217,9 +218,13 @@ class _Tokenize:
             texts.append(r.text)
             bounds = []
             for s, e in r.spans:
-                bounds.append((len(texts), len(texts) + 1))
+                si = len(texts)
                 texts.append(r.text[:s])
-                texts.append(r.text[:e])
+                if e >= len(r.text):  # the span runs to the end: no prefix needed
+                    bounds.append((si, -1))
+                else:
+                    bounds.append((si, len(texts)))
+                    texts.append(r.text[:e])
             plan.append((full_at, bounds))
         ids = self._ids(texts, special)
         for j in range(n):
@@ -239,18 +244,18 @@ class _Tokenize:
             trained = [0] * len(full)
             merges = 0
             for (si, ei), (s, e) in zip(bounds, r.spans):
-                pre_s, pre_e = self._strip_end_eos(ids[si], r.text[:s]), self._strip_end_eos(ids[ei], r.text[:e])
+                pre_s = self._strip_end_eos(ids[si], r.text[:s])
                 ts = _common_prefix(pre_s, full)
                 if ts < len(pre_s):
                     merges += 1
-                if e >= len(r.text):
+                if ei < 0:
                     te = len(full)
                 else:
+                    pre_e = self._strip_end_eos(ids[ei], r.text[:e])
                     te = _common_prefix(pre_e, full)
                     if te < len(pre_e):
                         merges += 1
-                for t in range(ts, te):
-                    trained[t] = 1
+                trained[ts:te] = [1] * max(0, te - ts)
             if r.append_eos and (not full or full[-1] != self.eos):
                 full = full + [self.eos]
                 trained.append(1)
