@@ -111,7 +111,7 @@ def _parser() -> tuple[lark.Lark, _Layout, _Comments]:
 
 # ---------------------------------------------------------------- strings
 
-_ESCAPES = {"n": "\n", "t": "\t", '"': '"', "\\": "\\", "r": "\r", "{": "\\{", "}": "\\}"}
+_ESCAPES = {"n": "\n", "t": "\t", "r": "\r", '"': '"', "\\": "\\"}
 
 
 def _unescape(body: str, span, problems: list[Diagnostic], offset: int) -> str:
@@ -129,7 +129,7 @@ def _unescape(body: str, span, problems: list[Diagnostic], offset: int) -> str:
                         "E003",
                         f"unknown escape `\\{nxt}` in string",
                         span.sub(offset + i, offset + i + 2),
-                        "strings know `\\n`, `\\t`, `\\\"` and `\\\\`; write `\\\\` for a backslash",
+                        "strings know `\\n`, `\\t`, `\\r`, `\\\"` and `\\\\`; write `\\\\` for a backslash",
                     )
                 )
                 out.append(nxt)
