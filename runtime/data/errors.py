@@ -41,17 +41,18 @@ class BadRowError(DataError):
     """One input row cannot become a training example (``on_bad_row = error``).
 
     Attributes: ``source``, ``file`` (None for hub/disk datasets), ``row``
-    (1-based row number inside ``file``, or inside the dataset), ``column``
+    (1-based: the line number for jsonl/csv/text files, ``unit == "line"``; else the
+    record number inside ``file`` or the dataset, ``unit == "row"``), ``column``
     (None when not about one column), ``reason`` and ``row_text`` (shortened).
     """
 
     def __init__(self, source: str, file: str | None, row: int, column: str | None,
-                 reason: str, row_text: str, turn: int | None = None):
+                 reason: str, row_text: str, turn: int | None = None, unit: str = "row"):
         self.source, self.file, self.row, self.column = source, file, row, column
-        self.reason, self.row_text, self.turn = reason, row_text, turn
-        where = f"{file}, row {row}" if file else f"row {row}"
+        self.reason, self.row_text, self.turn, self.unit = reason, row_text, turn, unit
+        where = f"{file}, {unit} {row}" if file else f"row {row}"
         col = f", column {column!r}" if column else ""
-        trn = f", turn {turn}" if turn is not None else ""
+        trn = f", message {turn}" if turn is not None else ""
         super().__init__(
             f"bad row in source {source!r} ({where}{col}{trn}): {reason}\n"
             f"  row: {row_text}\n"

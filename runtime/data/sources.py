@@ -229,7 +229,7 @@ def _load_local(spec: SourceSpec, cache_dir: str | None) -> LoadedSource:
                 lineno, reason, raw = bad[0]
                 more = f" ({len(bad) - 1} more bad lines in this file)" if len(bad) > 1 else ""
                 raise BadRowError(spec.name, path, lineno, None, reason + more,
-                                  shorten(raw.decode("utf-8", "backslashreplace"))) from None
+                                  shorten(raw.decode("utf-8", "backslashreplace")), unit="line") from None
             for lineno, reason, raw in bad:
                 rejected.append(RejectedRow(path, lineno, None, reason,
                                             shorten(raw.decode("utf-8", "backslashreplace"))))

@@ -180,7 +180,8 @@ class _Tokenize:
         if p.unstable:
             reason += (" -- use train_on = last_assistant, split conversations into one example per "
                        "assistant turn, or a prefix-stable chat template")
-        err = cls(self.loaded.spec.name, file, number, p.column, reason, shorten(row), turn=p.turn)
+        err = cls(self.loaded.spec.name, file, number, p.column, reason, shorten(row), turn=p.turn,
+                  unit=self.loaded.unit)
         return err
 
     def _ids(self, texts: list[str], special: bool) -> list[list[int]]:
@@ -330,7 +331,7 @@ def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any
                 raw = loaded.dataset[int(rows[i])]
                 t = bad_turns[i]
                 raise BadRowError(spec.name, file, number, bad_cols[i] or None, str(bad[i]), shorten(raw),
-                                  turn=None if t < 0 else t)
+                                  turn=None if t < 0 else t, unit=loaded.unit)
             bad_rows.append(RejectedRow(file, number, bad_cols[i] or None, str(bad[i]), ""))
     good = ~bad_mask
     ids_col = table.column("input_ids").combine_chunks()

@@ -50,7 +50,7 @@ def test_bad_row_error_names_file_row_column_and_text(tmp_path, case):
     assert (err.file, err.row, err.column) == (path, BAD_ROW[case], column)
     assert reason in err.reason
     msg = str(err)
-    assert f"{path}, row {BAD_ROW[case]}" in msg and repr(column) in msg and "on_bad_row = skip" in msg
+    assert f"{path}, line {BAD_ROW[case]}" in msg and repr(column) in msg and "on_bad_row = skip" in msg
     assert err.row_text and len(err.row_text) <= 200
 
 
@@ -93,7 +93,7 @@ def test_invalid_utf8_in_csv(tmp_path):
     tok = wordlevel_tokenizer()
     with pytest.raises(BadRowError) as e:
         build_pipeline(plan_for(path, "error", kind="csv"), tok, cache_dir=str(tmp_path / "c"))
-    assert e.value.row == 3 and "invalid UTF-8" in e.value.reason
+    assert e.value.row == 3 and "invalid UTF-8" in e.value.reason and "b.csv, line 3" in str(e.value)
     p = build_pipeline(plan_for(path, "skip", kind="csv"), tok, cache_dir=str(tmp_path / "c"))
     assert p.stats.sources["s"].bad_rows == 1 and p.stats.sources["s"].train_examples == 2
 
@@ -115,7 +115,7 @@ def test_error_mode_after_a_cached_skip_run_still_raises(tmp_path):
     path = write_jsonl(str(tmp_path / "b.jsonl"), [GOOD, {"q": None, "a": "x"}])
     tok = wordlevel_tokenizer()
     build_pipeline(plan_for(path, "skip"), tok, cache_dir=str(tmp_path / "c"))
-    with pytest.raises(BadRowError, match="row 2"):
+    with pytest.raises(BadRowError, match="b.jsonl, line 2"):
         build_pipeline(plan_for(path, "error"), tok, cache_dir=str(tmp_path / "c"))
 
 
