@@ -1,0 +1,1 @@
+"""Training: learning-rate schedules, optimizers, the jitted train step, the loop."""

@@ -1,0 +1,123 @@
+"""The train step: one pure function, jitted once with explicit shardings.
+
+A step takes the state and a global batch shaped [accumulation, micro, seq_len]
+(see runtime.data.batches for the fields), runs the micro-batches in a
+`lax.scan`, and updates once. The loss is the mean over every trained token of
+the global batch: per micro-batch we sum token losses and count tokens, and
+divide once at the end, so the number (and the gradient) is the same whatever
+the accumulation or the mesh, and padding never dilutes it.
+
+Mixed precision: `params` is the float32 master copy the optimizer updates; the
+forward runs on a copy cast to the model's compute dtype (bfloat16 when the spec
+says so). A step whose loss or gradient is not finite changes nothing and says
+so in its metrics, so the loop can stop with the last good state intact.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from flax import nnx
+
+from .. import mesh as meshlib
+
+
+class TrainState(NamedTuple):
+    step: jax.Array  # int32 scalar: optimizer steps taken
+    params: Any  # pure dict of float32 trainable arrays
+    opt_state: Any
+
+
+def cast(tree, dtype):
+    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
+
+
+def token_statistics(graphdef, params, frozen, batch, compute_dtype) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """(sum of token losses, (trained tokens, correctly predicted trained tokens)) of a micro-batch."""
+    model = nnx.merge(graphdef, cast(params, compute_dtype), cast(frozen, compute_dtype))
+    logits = model(batch["input_ids"], positions=batch["positions"], segment_ids=batch["segment_ids"])
+    logits = logits.astype(jnp.float32)
+    mask = batch["loss_mask"].astype(jnp.float32)
+    target_logits = jnp.take_along_axis(logits, batch["targets"][..., None], axis=-1)[..., 0]
+    losses = jax.nn.logsumexp(logits, axis=-1) - target_logits
+    correct = (jnp.argmax(logits, axis=-1) == batch["targets"]).astype(jnp.float32)
+    return jnp.sum(losses * mask), (jnp.sum(mask), jnp.sum(correct * mask))
+
+
+def train_step(state: TrainState, frozen, batch, *, graphdef, tx: optax.GradientTransformation, schedule: Callable, compute_dtype) -> tuple[TrainState, dict]:
+    grad_fn = jax.value_and_grad(token_statistics, argnums=1, has_aux=True)
+
+    def micro(carry, micro_batch):
+        grads, loss_sum, tokens, correct = carry
+        (loss, (count, right)), g = grad_fn(graphdef, state.params, frozen, micro_batch, compute_dtype)
+        grads = jax.tree.map(jnp.add, grads, g)
+        return (grads, loss_sum + loss, tokens + count, correct + right), None
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    start = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
+    (grads, loss_sum, tokens, correct), _ = jax.lax.scan(micro, start, batch)
+    denominator = jnp.maximum(tokens, 1.0)
+    grads = jax.tree.map(lambda g: g / denominator, grads)
+    loss = loss_sum / denominator
+    grad_norm = optax.global_norm(grads)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    stepped = TrainState(state.step + 1, params, opt_state)
+    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), stepped, state)
+    metrics = {
+        "loss": loss,
+        "grad_norm": grad_norm,
+        "lr": schedule(state.step),
+        "tokens": tokens,
+        "token_accuracy": correct / denominator,
+        "finite": finite,
+    }
+    return new_state, metrics
+
+
+def _like_params(tree, params_structure, param_shardings, fallback):
+    """Shardings for an optimizer state: subtrees shaped like the params get theirs."""
+    if jax.tree.structure(tree) == params_structure:
+        return param_shardings
+    if isinstance(tree, (tuple, list)) and not hasattr(tree, "shape"):
+        children = [_like_params(t, params_structure, param_shardings, fallback) for t in tree]
+        return type(tree)(*children) if hasattr(tree, "_fields") else type(tree)(children)
+    if isinstance(tree, dict):
+        return {k: _like_params(v, params_structure, param_shardings, fallback) for k, v in tree.items()}
+    return jax.tree.map(lambda _: fallback, tree)
+
+
+def state_shardings(abstract_state: TrainState, param_shardings, mesh) -> TrainState:
+    replicated = meshlib.replicated(mesh)
+    structure = jax.tree.structure(abstract_state.params)
+    return TrainState(
+        step=replicated,
+        params=param_shardings,
+        opt_state=_like_params(abstract_state.opt_state, structure, param_shardings, replicated),
+    )
+
+
+def compile_step(graphdef, tx, schedule, compute_dtype, shardings: TrainState, frozen_shardings, mesh):
+    """The jitted step: state donated, batch split over data x fsdp, metrics replicated."""
+    step = functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=schedule, compute_dtype=compute_dtype)
+    return jax.jit(
+        step,
+        in_shardings=(shardings, frozen_shardings, meshlib.batch_sharding(mesh)),
+        out_shardings=(shardings, meshlib.replicated(mesh)),
+        donate_argnums=(0,),
+    )
+
+
+def init_state(params, tx, shardings: TrainState) -> TrainState:
+    """The first state, built directly with its shardings (parameters are float32 masters)."""
+
+    def build(p):
+        p = cast(p, jnp.float32)
+        return TrainState(jnp.zeros((), jnp.int32), p, tx.init(p))
+
+    return jax.jit(build, out_shardings=shardings)(params)

@@ -1,0 +1,203 @@
+"""The train step against references: hand-computed schedules, a hand-computed
+masked loss, accumulation and mesh invariance, and a NaN that changes nothing."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from flax import nnx
+
+from runtime import mesh as meshlib
+from runtime.models import ModelConfig, build
+from runtime.plan import OptimizerPlan
+from runtime.train import optim, schedule, step
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ModelConfig.llama(layers=2, dim=64, heads=4, kv_heads=2, ffn=128, vocab=128)
+ADAMW = OptimizerPlan("adamw", 1e-2, {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.01})
+
+
+# ---------------------------------------------------------------- schedules
+
+
+def test_warmup_then_cosine_by_hand():
+    lr = schedule.learning_rate("cosine", 1.0, 0.1, total=11, warmup=2)
+    got = [float(lr(s)) for s in range(11)]
+    expected = [0.5, 1.0] + [0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (s - 2) / 8)) for s in range(2, 11)]
+    assert got == pytest.approx(expected, abs=1e-6)
+    assert got[-1] == pytest.approx(0.1)
+
+
+def test_linear_constant_and_wsd_by_hand():
+    linear = schedule.learning_rate("linear", 1.0, 0.0, total=5, warmup=0)
+    assert [float(linear(s)) for s in range(5)] == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
+    constant = schedule.learning_rate("constant", 2.0, 0.0, total=4, warmup=1)
+    assert [float(constant(s)) for s in range(4)] == pytest.approx([2.0, 2.0, 2.0, 2.0])
+    wsd = schedule.learning_rate("wsd", 1.0, 0.0, total=10, warmup=2, decay=4)
+    assert [float(wsd(s)) for s in range(10)] == pytest.approx([0.5, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25, 0.0])
+
+
+def test_warmup_must_be_shorter_than_training():
+    with pytest.raises(ValueError, match="warmup"):
+        schedule.learning_rate("cosine", 1.0, 0.0, total=10, warmup=10)
+
+
+def test_weight_decay_skips_norms_and_biases():
+    mask = optim.decay_mask({"kernel": jnp.ones((2, 2)), "scale": jnp.ones(2), "bias": jnp.ones(3)})
+    assert mask == {"kernel": True, "scale": False, "bias": False}
+
+
+# ---------------------------------------------------------------- the step
+
+
+def _random_batch(rng, accumulation, micro, length=24):
+    ids = rng.integers(0, CONFIG.vocab_size, (accumulation, micro, length)).astype(np.int32)
+    segments = np.ones_like(ids)
+    segments[..., -5:] = 0  # padding at the end of each row
+    return {
+        "input_ids": ids,
+        "targets": np.roll(ids, -1, -1),
+        "loss_mask": ((rng.random(ids.shape) > 0.4) & (segments > 0)).astype(np.float32),
+        "positions": np.broadcast_to(np.arange(length, dtype=np.int32), ids.shape).copy(),
+        "segment_ids": segments,
+    }
+
+
+@pytest.fixture(scope="module")
+def setup():
+    model = build(CONFIG, 0)
+    graphdef, params, frozen = nnx.split(model, nnx.Param, ...)
+    params, frozen = params.to_pure_dict(), frozen.to_pure_dict()
+    mesh = meshlib.make_mesh(meshlib.mesh_shape({"data": "auto"}, jax.device_count()))
+    abstract = nnx.split(nnx.eval_shape(lambda: build(CONFIG, 0)), nnx.Param, ...)[1]
+    lr = schedule.learning_rate("constant", 1e-2, 0.0, total=100, warmup=0)
+    tx = optim.optimizer(ADAMW, lr, clip=1.0)
+    abstract_state = jax.eval_shape(lambda p: step.TrainState(jnp.zeros((), jnp.int32), p, tx.init(p)), params)
+    shardings = step.state_shardings(abstract_state, meshlib.state_shardings(abstract, mesh), mesh)
+    frozen_shardings = jax.tree.map(lambda _: meshlib.replicated(mesh), frozen)
+    fn = step.compile_step(graphdef, tx, lr, jnp.float32, shardings, frozen_shardings, mesh)
+    return model, graphdef, params, frozen, tx, shardings, fn
+
+
+def test_loss_is_the_mean_over_trained_tokens_of_the_global_batch(setup):
+    model, graphdef, params, frozen, tx, shardings, fn = setup
+    batch = _random_batch(np.random.default_rng(1), 2, 3)
+    _, metrics = fn(step.init_state(params, tx, shardings), frozen, batch)
+    flat = {k: v.reshape(6, -1) for k, v in batch.items()}
+    logits = np.asarray(model(flat["input_ids"], positions=flat["positions"], segment_ids=flat["segment_ids"]), np.float64)
+    logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+    nll = -np.take_along_axis(logp, flat["targets"][..., None], -1)[..., 0]
+    expected = (nll * flat["loss_mask"]).sum() / flat["loss_mask"].sum()
+    assert float(metrics["loss"]) == pytest.approx(expected, rel=1e-5)
+    assert float(metrics["tokens"]) == flat["loss_mask"].sum()
+
+
+def test_accumulation_does_not_change_the_update(setup):
+    """Same loss, gradient and (plain SGD, so linear in the gradient) update."""
+    _, graphdef, params, frozen, _, _, _ = setup
+    sgd = optim.optimizer(OptimizerPlan("sgd", 0.1, {"momentum": 0.0, "nesterov": False, "weight_decay": 0.0}), lambda s: 0.1, clip=None)
+    mesh = meshlib.make_mesh(meshlib.mesh_shape({"data": "auto"}, jax.device_count()))
+    abstract = nnx.split(nnx.eval_shape(lambda: build(CONFIG, 0)), nnx.Param, ...)[1]
+    abstract_state = jax.eval_shape(lambda p: step.TrainState(jnp.zeros((), jnp.int32), p, sgd.init(p)), params)
+    shardings = step.state_shardings(abstract_state, meshlib.state_shardings(abstract, mesh), mesh)
+    fn = step.compile_step(graphdef, sgd, lambda s: 0.1, jnp.float32, shardings, jax.tree.map(lambda _: meshlib.replicated(mesh), frozen), mesh)
+    batch = _random_batch(np.random.default_rng(2), 1, 4)
+    split = {k: v.reshape(2, 2, -1) for k, v in batch.items()}
+    one, m1 = fn(step.init_state(params, sgd, shardings), frozen, batch)
+    two, m2 = fn(step.init_state(params, sgd, shardings), frozen, split)
+    assert float(m1["loss"]) == pytest.approx(float(m2["loss"]), rel=1e-6)
+    assert float(m1["grad_norm"]) == pytest.approx(float(m2["grad_norm"]), rel=1e-5)
+    for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(two.params)):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+def test_the_loss_falls(setup):
+    _, graphdef, params, frozen, tx, shardings, fn = setup
+    batch = _random_batch(np.random.default_rng(3), 1, 4)
+    state = step.init_state(params, tx, shardings)
+    losses = []
+    for _ in range(15):
+        state, metrics = fn(state, frozen, batch)
+        losses.append(float(metrics["loss"]))
+    assert losses[-1] < 0.5 * losses[0]
+    assert int(state.step) == 15
+
+
+def test_a_non_finite_step_changes_nothing(setup):
+    _, graphdef, params, frozen, tx, shardings, fn = setup
+    state = step.init_state(params, tx, shardings)
+    before = jax.tree.map(np.asarray, state)
+    poisoned = jax.tree.map(lambda p: p.at[(0,) * p.ndim].set(jnp.nan), state.params)
+    state = step.TrainState(state.step, poisoned, state.opt_state)
+    kept = jax.tree.map(np.asarray, state)
+    new, metrics = fn(state, frozen, _random_batch(np.random.default_rng(4), 1, 2))
+    assert not bool(metrics["finite"])
+    assert int(new.step) == 0
+    for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(new)):
+        np.testing.assert_array_equal(a, np.asarray(b))
+    del before
+
+
+# ---------------------------------------------------------------- sharded = unsharded
+
+_SHARDED = textwrap.dedent(
+    """
+    import json, sys
+    import jax, jax.numpy as jnp, numpy as np
+    from flax import nnx
+    from runtime import mesh as meshlib
+    from runtime.models import ModelConfig, build
+    from runtime.plan import OptimizerPlan
+    from runtime.train import optim, schedule, step
+
+    config = ModelConfig.llama(layers=2, dim=64, heads=4, kv_heads=2, ffn=128, vocab=128)
+    plan = OptimizerPlan("adamw", 1e-2, {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.01})
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 128, (2, 8, 16)).astype(np.int32)
+    batch = {"input_ids": ids, "targets": np.roll(ids, -1, -1), "loss_mask": (rng.random(ids.shape) > 0.3).astype(np.float32),
+             "positions": np.broadcast_to(np.arange(16, dtype=np.int32), ids.shape).copy(), "segment_ids": np.ones_like(ids)}
+    out = {}
+    for name, shape in (("one", {"data": 1, "fsdp": 1, "tensor": 1}), ("eight", {"data": 2, "fsdp": 2, "tensor": 2})):
+        devices = jax.devices()[: shape["data"] * shape["fsdp"] * shape["tensor"]]
+        mesh = meshlib.make_mesh(shape, devices)
+        model = build(config, 0)
+        graphdef, params, frozen = nnx.split(model, nnx.Param, ...)
+        params, frozen = params.to_pure_dict(), frozen.to_pure_dict()
+        abstract = nnx.split(nnx.eval_shape(lambda: build(config, 0)), nnx.Param, ...)[1]
+        lr = schedule.learning_rate("cosine", 1e-2, 1e-3, total=10, warmup=2)
+        tx = optim.optimizer(plan, lr, clip=1.0)
+        abstract_state = jax.eval_shape(lambda p: step.TrainState(jnp.zeros((), jnp.int32), p, tx.init(p)), params)
+        shardings = step.state_shardings(abstract_state, meshlib.state_shardings(abstract, mesh), mesh)
+        fn = step.compile_step(graphdef, tx, lr, jnp.float32, shardings, jax.tree.map(lambda _: meshlib.replicated(mesh), frozen), mesh)
+        state = step.init_state(params, tx, shardings)
+        losses = []
+        for _ in range(3):
+            state, metrics = fn(state, frozen, batch)
+            losses.append(float(metrics["loss"]))
+        q = state.params["layers"][0]["attn"]["q"]["kernel"]
+        out[name] = {"losses": losses, "q": np.asarray(q).tolist(), "q_spec": str(q.sharding.spec), "devices": len(q.sharding.device_set)}
+    print(json.dumps(out))
+    """
+)
+
+
+def test_sharded_step_equals_unsharded():
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
+    done = subprocess.run([sys.executable, "-c", _SHARDED], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    one, eight = result["one"], result["eight"]
+    assert eight["devices"] == 8 and eight["q_spec"] == "P('fsdp', 'tensor')"
+    np.testing.assert_allclose(one["losses"], eight["losses"], rtol=1e-5)
+    np.testing.assert_allclose(np.array(one["q"]), np.array(eight["q"]), atol=1e-5)
