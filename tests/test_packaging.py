@@ -25,3 +25,15 @@ def test_wheel_ships_the_grammar_and_parses_outside_the_checkout(tmp_path):
     assert done.returncode == 0, done.stderr
     location, problems = done.stdout.splitlines()
     assert location.startswith(str(tmp_path / "site")) and problems == "[]"
+
+
+def test_every_package_is_listed_in_pyproject():
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(ROOT).parts)
+        for top in ("sftlang", "runtime")
+        for init in (ROOT / top).rglob("__init__.py")
+    }
+    assert found - listed == set()
