@@ -13,9 +13,9 @@ Checkpoints from/to Hugging Face: `runtime.hf.load_pretrained` / `save_pretraine
 
 from .config import ARCHITECTURES, ModelConfig, UnsupportedModelError
 from .generate import GREEDY, Sampling, generate, generate_padded
-from .transformer import KVCache, Transformer, build, init_cache
+from .transformer import KVCache, Transformer, build, forward, init_cache
 
 __all__ = [
     "ARCHITECTURES", "GREEDY", "KVCache", "ModelConfig", "Sampling", "Transformer",
-    "UnsupportedModelError", "build", "generate", "generate_padded", "init_cache",
+    "UnsupportedModelError", "build", "forward", "generate", "generate_padded", "init_cache",
 ]

@@ -3,8 +3,9 @@
 `generate` takes prompts as token lists, left-pads them into a batch (prompt
 length rounded up to a bucket so few shapes compile), runs one prefill call
 and a `lax.while_loop` of one-token decode steps inside a single jitted
-function (compiled once per batch size, prompt bucket, length and sampling
-settings), and stops as soon as every row has produced an EOS.
+function (compiled once per batch size, prompt bucket, length, greedy or not
+and top-k; temperature and top-p are runtime values), and stops as soon as
+every row has produced an EOS.
 
 `generate_padded` is the same on an already padded ``[B, P]`` array with an
 attention mask; left, right or mixed padding all work because padding slots
@@ -55,32 +56,39 @@ class Sampling:
 GREEDY = Sampling()
 
 
-def _filter_logits(logits: jax.Array, sampling: Sampling) -> jax.Array:
-    logits = logits / sampling.temperature
+def _filter_logits(logits: jax.Array, sampling: Sampling, temperature=None, top_p=None) -> jax.Array:
+    """Temperature, then top-k (static), then top-p; removed tokens get the lowest logit.
+
+    ``temperature``/``top_p`` may be traced values (they default to ``sampling``'s).
+    """
+    temperature = sampling.temperature if temperature is None else temperature
+    top_p = sampling.top_p if top_p is None else top_p
+    logits = logits / temperature
     neg = jnp.finfo(logits.dtype).min
-    if sampling.top_k > 0 and sampling.top_k < logits.shape[-1]:
+    if 0 < sampling.top_k < logits.shape[-1]:
         kth = jax.lax.top_k(logits, sampling.top_k)[0][..., -1:]
         logits = jnp.where(logits < kth, neg, logits)
-    if sampling.top_p < 1.0:
-        sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
-        probs = jax.nn.softmax(sorted_logits, axis=-1)
-        cumulative = jnp.cumsum(probs, axis=-1)
-        # keep the smallest prefix whose mass reaches top_p (always at least one token)
-        keep = (cumulative - probs) < sampling.top_p
-        threshold = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
-        logits = jnp.where(logits < threshold, neg, logits)
-    return logits
+    sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
+    probs = jax.nn.softmax(sorted_logits, axis=-1)
+    cumulative = jnp.cumsum(probs, axis=-1)
+    # keep the smallest prefix whose mass reaches top_p (always at least one token)
+    keep = (cumulative - probs) < top_p
+    threshold = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
+    filtered = jnp.where(logits < threshold, neg, logits)
+    return jnp.where(top_p < 1.0, filtered, logits)
 
 
-def _next_token(logits: jax.Array, sampling: Sampling, rng: jax.Array) -> jax.Array:
+def _next_token(logits, sampling: Sampling, temperature, top_p, rng) -> jax.Array:
     if sampling.greedy:
         return jnp.argmax(logits, axis=-1).astype(jnp.int32)
-    return jax.random.categorical(rng, _filter_logits(logits, sampling), axis=-1).astype(jnp.int32)
+    filtered = _filter_logits(logits, sampling, temperature, top_p)
+    return jax.random.categorical(rng, filtered, axis=-1).astype(jnp.int32)
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "sampling", "cache_dtype"))
-def _generate_jit(graphdef, state, ids, mask, eos_ids, rng, *, max_new_tokens: int,
-                  sampling: Sampling, cache_dtype):
+def _generate_jit(graphdef, state, ids, mask, eos_ids, rng, temperature, top_p, *,
+                  max_new_tokens: int, sampling: Sampling, cache_dtype):
+    # `sampling` here only carries what must be static: greedy or not, and top_k.
     model: Transformer = nnx.merge(graphdef, state)
     b, p = ids.shape
     cache = init_cache(model.config, b, p + max_new_tokens, cache_dtype)
@@ -92,7 +100,7 @@ def _generate_jit(graphdef, state, ids, mask, eos_ids, rng, *, max_new_tokens: i
     n_real = jnp.sum(mask, axis=1)
 
     rng, sub = jax.random.split(rng)
-    token = _next_token(next_logits, sampling, sub)
+    token = _next_token(next_logits, sampling, temperature, top_p, sub)
     out = jnp.zeros((b, max_new_tokens), jnp.int32)
 
     def is_eos(t):
@@ -105,13 +113,13 @@ def _generate_jit(graphdef, state, ids, mask, eos_ids, rng, *, max_new_tokens: i
     def body(carry):
         step, token, out, done, cache, rng = carry
         out = out.at[:, step].set(jnp.where(done, 0, token))
-        lengths_done = done
+        was_done = done
         done = done | is_eos(token)
         pos = (n_real + step)[:, None]
-        seg = jnp.where(lengths_done, 0, 1)[:, None].astype(jnp.int32)
+        seg = jnp.where(was_done, 0, 1)[:, None].astype(jnp.int32)
         logits, cache = model.decode(token[:, None], pos, seg, cache)
         rng, sub = jax.random.split(rng)
-        token = _next_token(logits[:, 0], sampling, sub)
+        token = _next_token(logits[:, 0], sampling, temperature, top_p, sub)
         return step + 1, token, out, done, cache, rng
 
     done0 = jnp.zeros((b,), bool)
@@ -146,8 +154,10 @@ def generate_padded(model: Transformer, input_ids, attention_mask, max_new_token
         rng = jax.random.key(rng)
     eos = sorted(set(int(e) for e in eos_ids)) or [-1]
     graphdef, state = nnx.split(model)
+    static = Sampling(temperature=0.0 if sampling.greedy else 1.0, top_k=sampling.top_k)
     out, _ = _generate_jit(graphdef, state, ids, mask, jnp.asarray(eos, jnp.int32), rng,
-                           max_new_tokens=int(max_new_tokens), sampling=sampling,
+                           jnp.float32(sampling.temperature or 1.0), jnp.float32(sampling.top_p),
+                           max_new_tokens=int(max_new_tokens), sampling=static,
                            cache_dtype=jnp.dtype(model.dtype).name)
     out = np.asarray(out)
     eos_set = set(eos)

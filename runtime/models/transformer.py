@@ -21,6 +21,7 @@ Parameters (all 2-D kernels are ``[in, out]``)::
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -32,7 +33,7 @@ from .config import ModelConfig
 from .rope import apply_rope, inverse_frequencies, rope_tables
 from .sharding import constrain, partitioned
 
-__all__ = ["Transformer", "KVCache", "build", "init_cache"]
+__all__ = ["Transformer", "KVCache", "build", "forward", "init_cache"]
 
 
 def _dtype(dtype) -> jnp.dtype:
@@ -259,3 +260,21 @@ def build(config: ModelConfig, rngs: nnx.Rngs | int = 0, dtype="float32") -> Tra
     if isinstance(rngs, int):
         rngs = nnx.Rngs(params=rngs)
     return Transformer(config, rngs=rngs, dtype=dtype)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _forward_jit(graphdef, state, input_ids, positions, segment_ids):
+    return nnx.merge(graphdef, state)(input_ids, positions=positions, segment_ids=segment_ids)
+
+
+def forward(model: Transformer, input_ids, positions=None, segment_ids=None, attention_mask=None):
+    """``model(...)`` compiled with ``jax.jit`` (once per shape): logits ``[B, L, V]`` float32.
+
+    Same arguments as `Transformer.__call__`. Calling the model directly runs
+    op by op, which is fine inside a traced function but slow on its own.
+    """
+    if segment_ids is None and attention_mask is not None:
+        segment_ids = attention_mask
+    graphdef, state = nnx.split(model)
+    as_int = lambda a: None if a is None else jnp.asarray(a, jnp.int32)  # noqa: E731
+    return _forward_jit(graphdef, state, as_int(input_ids), as_int(positions), as_int(segment_ids))

@@ -14,7 +14,7 @@ import torch
 import transformers
 
 from runtime.hf import CheckpointError, load_pretrained, parse_size, save_pretrained
-from runtime.models import ModelConfig, build
+from runtime.models import ModelConfig, build, forward
 
 IDS = np.random.RandomState(7).randint(3, 256, size=(2, 11))
 
@@ -40,7 +40,7 @@ def test_export_round_trip_loads_in_transformers(case, hf_checkpoint, tmp_path):
     # and our own re-import of the export gives the same logits as before
     again, config2 = load_pretrained(out)
     assert config2.replace(attention_impl=config.attention_impl) == config
-    np.testing.assert_array_equal(np.asarray(again(jnp.asarray(IDS))), np.asarray(model(jnp.asarray(IDS))))
+    np.testing.assert_array_equal(np.asarray(forward(again, IDS)), np.asarray(forward(model, IDS)))
 
 
 def test_sharded_import_and_export(hf_checkpoint, tmp_path):
@@ -51,7 +51,7 @@ def test_sharded_import_and_export(hf_checkpoint, tmp_path):
     assert len(list(sharded.glob("model-*.safetensors"))) > 2
     model, config = load_pretrained(sharded)
     ref, _ = load_pretrained(directory)
-    np.testing.assert_array_equal(np.asarray(model(jnp.asarray(IDS))), np.asarray(ref(jnp.asarray(IDS))))
+    np.testing.assert_array_equal(np.asarray(forward(model, IDS)), np.asarray(forward(ref, IDS)))
 
     out = save_pretrained(model, config, tmp_path / "export", max_shard_size="100KB")
     index = json.loads((out / "model.safetensors.index.json").read_text())
@@ -78,7 +78,7 @@ def test_legacy_config_json_is_read(hf_checkpoint, tmp_path):
     model, config = load_pretrained(legacy)
     assert config.rope_theta == 500000.0
     assert config.rope_scaling_dict["rope_type"] == "llama3"
-    np.testing.assert_allclose(np.asarray(model(jnp.asarray(IDS))), _torch_logits(torch_model), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(np.asarray(forward(model, IDS)), _torch_logits(torch_model), atol=1e-4, rtol=0)
 
 
 def test_bf16_export_and_fresh_model_export(tmp_path):

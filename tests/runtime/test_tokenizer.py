@@ -66,7 +66,7 @@ def test_export_with_model_reloads_identically(trained, tmp_path):
     from transformers import AutoModelForCausalLM
 
     from runtime.hf import load_pretrained, save_pretrained
-    from runtime.models import ModelConfig, build
+    from runtime.models import ModelConfig, build, forward
 
     tok, _ = trained
     config = ModelConfig.llama(layers=1, dim=32, heads=2, ffn=64, vocab=len(tok))
@@ -89,7 +89,7 @@ def test_export_with_model_reloads_identically(trained, tmp_path):
     hf = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
     with torch.no_grad():
         ref = hf(torch.tensor(ids)).logits.numpy()
-    np.testing.assert_allclose(np.asarray(again(jnp.asarray(ids))), ref, atol=1e-4, rtol=0)
+    np.testing.assert_allclose(np.asarray(forward(again, ids)), ref, atol=1e-4, rtol=0)
 
 
 def test_wrap_bpe_sentencepiece_model(tmp_path):
