@@ -5,10 +5,15 @@ with ``nnx.get_partition_spec(state)`` inside ``nnx.logical_axis_rules(rules)``)
 and key activations pass through `constrain`. The mapping from logical names to
 mesh axes is data owned by the mesh code, e.g.::
 
-    rules = (("batch", ("data", "fsdp")), ("embed", "fsdp"), ("heads", "tensor"),
-             ("kv_heads", "tensor"), ("mlp", "tensor"), ("vocab", "tensor"))
+    rules = (("batch", ("data", "fsdp")), ("length", None), ("embed", "fsdp"),
+             ("heads", "tensor"), ("kv_heads", "tensor"), ("head_dim", None),
+             ("mlp", "tensor"), ("vocab", "tensor"))
     with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
+        specs = nnx.get_partition_spec(nnx.state(model))   # PartitionSpecs over mesh axes
         ...
+
+The rules must name every axis in `LOGICAL_AXES` (``None`` = replicated):
+flax passes unknown logical names through as mesh axis names.
 
 Without a mesh, or without rules, `constrain` is the identity, so the model
 runs unchanged on one device.
