@@ -21,7 +21,6 @@ Parameter names map through `WEIGHT_TABLE` (a declarative table) and the
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -166,19 +165,20 @@ def read_config(directory: str | os.PathLike, **overrides) -> ModelConfig:
 
 # --------------------------------------------------------------------------- reading
 class _Weights:
-    """Tensor name -> file for a single or sharded safetensors checkpoint; reads lazily."""
+    """Tensor name -> file for a single or sharded safetensors checkpoint."""
 
-    def __init__(self, directory: Path, stack: contextlib.ExitStack):
+    def __init__(self, directory: Path):
+        from safetensors import safe_open
+
         self.directory = directory
-        self._stack = stack
-        self._handles: dict[str, Any] = {}
         single = directory / "model.safetensors"
         index = directory / "model.safetensors.index.json"
         if index.is_file():
             weight_map = json.loads(index.read_text())["weight_map"]
             self.files = {name: directory / f for name, f in weight_map.items()}
         elif single.is_file():
-            self.files = {name: single for name in self._open(single).keys()}
+            with safe_open(str(single), framework="flax") as f:
+                self.files = {name: single for name in f.keys()}
         else:
             pickled = [f.name for f in directory.glob("pytorch_model*.bin")]
             if pickled:
@@ -195,16 +195,17 @@ class _Weights:
             raise CheckpointError(f"{directory}: shard file(s) listed in the index are missing: "
                                   f"{', '.join(missing)}")
 
-    def _open(self, file: Path):
+    def read_by_file(self, names: list[str]) -> Iterator[tuple[str, jax.Array]]:
+        """Yield ``(name, array)`` one file at a time, each file mapped only while it is read."""
         from safetensors import safe_open
 
-        key = str(file)
-        if key not in self._handles:
-            self._handles[key] = self._stack.enter_context(safe_open(key, framework="flax"))
-        return self._handles[key]
-
-    def get(self, name: str) -> jax.Array:
-        return self._open(self.files[name]).get_tensor(name)
+        by_file: dict[Path, list[str]] = {}
+        for name in names:
+            by_file.setdefault(self.files[name], []).append(name)
+        for file, file_names in by_file.items():
+            with safe_open(str(file), framework="flax") as f:
+                for name in file_names:
+                    yield name, f.get_tensor(name)
 
 
 def load_pretrained(path: str | os.PathLike, dtype: str = "float32", *,
@@ -227,37 +228,37 @@ def load_pretrained(path: str | os.PathLike, dtype: str = "float32", *,
     jdtype = jnp.dtype(dtype)
     abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0), dtype=jdtype))
     graphdef, state = nnx.split(abstract)
-    with contextlib.ExitStack() as stack:
-        weights = _Weights(directory, stack)
-        used: set[str] = set()
-        leaves = []
-        for key_path, variable in nnx.to_flat_state(state):
-            ours = ".".join(str(k) for k in key_path)
-            hf_name, transform = ours_to_hf_name(ours)
-            if hf_name not in weights.files:
-                raise CheckpointError(
-                    f"{directory}: tensor {hf_name!r} is missing (config.json describes a "
-                    f"{config.model_type} model that needs it). The weights do not match config.json.")
-            array = weights.get(hf_name)
-            if transform is not None:
-                array = TRANSFORMS[transform][0](array)
-            expected = tuple(variable.get_value().shape)
-            if tuple(array.shape) != expected:
-                raw_shape = tuple(weights.get(hf_name).shape) if transform else tuple(array.shape)
-                raise CheckpointError(
-                    f"{directory}: tensor {hf_name!r} has shape {raw_shape}, but config.json "
-                    f"implies {expected if not transform else expected[::-1]}. The weights do not "
-                    "match config.json.")
-            used.add(hf_name)
-            leaves.append((key_path, variable.replace(jnp.asarray(array, jdtype))))
-        unused = sorted(n for n in weights.files if n not in used
-                        and not any(p.fullmatch(n) for p in IGNORED_HF_TENSORS)
-                        and not (config.tie_embeddings and n == "lm_head.weight"))
-        if unused:
+    weights = _Weights(directory)
+    wanted: dict[str, tuple[Any, Any, str | None]] = {}  # hf name -> (key path, variable, transform)
+    for key_path, variable in nnx.to_flat_state(state):
+        hf_name, transform = ours_to_hf_name(".".join(str(k) for k in key_path))
+        if hf_name not in weights.files:
             raise CheckpointError(
-                f"{directory}: {len(unused)} tensor(s) this {config.model_type} model does not use, "
-                f"e.g. {', '.join(unused[:5])}. The checkpoint is not the architecture its "
-                "config.json names; nothing was loaded.")
+                f"{directory}: tensor {hf_name!r} is missing (config.json describes a "
+                f"{config.model_type} model that needs it). The weights do not match config.json.")
+        wanted[hf_name] = (key_path, variable, transform)
+    unused = sorted(n for n in weights.files if n not in wanted
+                    and not any(p.fullmatch(n) for p in IGNORED_HF_TENSORS)
+                    and not (config.tie_embeddings and n == "lm_head.weight"))
+    if unused:
+        raise CheckpointError(
+            f"{directory}: {len(unused)} tensor(s) this {config.model_type} model does not use, "
+            f"e.g. {', '.join(unused[:5])}. The checkpoint is not the architecture its "
+            "config.json names; nothing was loaded.")
+    leaves = []
+    for hf_name, array in weights.read_by_file(list(wanted)):
+        key_path, variable, transform = wanted[hf_name]
+        expected = tuple(variable.get_value().shape)
+        stored = tuple(array.shape)
+        if transform is not None:
+            array = TRANSFORMS[transform][0](array)
+        if tuple(array.shape) != expected:
+            implied = expected if transform is None else expected[::-1]
+            raise CheckpointError(
+                f"{directory}: tensor {hf_name!r} has shape {stored}, but config.json implies "
+                f"{implied}. The weights do not match config.json.")
+        leaves.append((key_path, variable.replace(jnp.asarray(array, jdtype))))
+        del array
     model = nnx.merge(graphdef, nnx.from_flat_state(leaves))
     return model, config
 
