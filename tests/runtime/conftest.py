@@ -8,11 +8,6 @@ tolerance, saved with ``save_pretrained`` (no hub access).
 from __future__ import annotations
 
 import pytest
-import torch
-
-# The reference models are tiny: one thread, or torch's thread pool fights XLA's for the
-# 2 cores (measured: a 64x96 linear went from ~0.1 ms to 12 ms once JAX had run).
-torch.set_num_threads(1)
 
 TINY = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
@@ -39,6 +34,9 @@ def make_torch_model(case: str, seed: int = 0):
     import torch
     import transformers
 
+    # The reference models are tiny: one thread, or torch's thread pool fights XLA's for the
+    # 2 cores (measured: a 64x96 linear went from ~0.1 ms to 12 ms once JAX had run).
+    torch.set_num_threads(1)
     cls_name, overrides = ARCH_CASES[case]
     config = getattr(transformers, cls_name)(**{**TINY, **overrides})
     config._attn_implementation = "eager"

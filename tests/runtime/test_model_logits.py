@@ -147,11 +147,13 @@ def test_blocked_attention_equals_full():
     seg = jnp.asarray(np.repeat([[1, 2, 3, 0], [1, 1, 2, 2]], 50, axis=1))
     pos = jnp.asarray(rng.randint(0, 50, size=(2, 200)))
     idx = jnp.arange(200)
+    full_fn = jax.jit(_attend_einsum)
+    blocked_fn = jax.jit(lambda q, k, v, m: _attend_blocked(q, k, v, m, 64))
     for window in (None, 7):
         mask = make_mask(seg, seg, idx, idx, pos, pos, window)
-        full = np.asarray(_attend_einsum(q, k, v, mask))
-        np.testing.assert_allclose(np.asarray(_attend_blocked(q, k, v, mask, 64)), full, atol=1e-5)
-        np.testing.assert_allclose(np.asarray(attend(q, k, v, mask)), full, atol=1e-5)
-    grads = [jax.grad(lambda q: (f(q, k, v, mask) ** 2).sum())(q)
+        full = np.asarray(full_fn(q, k, v, mask))
+        np.testing.assert_allclose(np.asarray(blocked_fn(q, k, v, mask)), full, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(jax.jit(attend)(q, k, v, mask)), full, atol=1e-5)
+    grads = [jax.jit(jax.grad(lambda q, f=f: (f(q, k, v, mask) ** 2).sum()))(q)
              for f in (_attend_einsum, lambda *a: _attend_blocked(*a, 64))]
     np.testing.assert_allclose(np.asarray(grads[0]), np.asarray(grads[1]), atol=1e-4)
