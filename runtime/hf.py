@@ -294,7 +294,7 @@ def _hf_tensors(model: Transformer, dtype: str | None) -> Iterator[tuple[str, np
 
 def save_pretrained(model: Transformer, config: ModelConfig, path: str | os.PathLike,
                     tokenizer=None, *, max_shard_size: int | str = "5GB",
-                    dtype: str | None = None) -> Path:
+                    dtype: str | None = None, generation_config=None) -> Path:
     """Write a Hugging Face checkpoint directory that transformers loads unchanged.
 
     Files: ``config.json``, ``generation_config.json``, ``model.safetensors``
@@ -303,7 +303,9 @@ def save_pretrained(model: Transformer, config: ModelConfig, path: str | os.Path
     transformers tokenizer), its files including the chat template. Existing
     weight files in ``path`` are replaced. ``dtype`` converts the weights
     (default: the model's dtype). Token ids missing from ``config`` (bos, eos,
-    pad) are taken from the tokenizer.
+    pad) are taken from the tokenizer. ``generation_config`` (a dict or a
+    ``transformers.GenerationConfig``, e.g. the base model's sampling defaults)
+    replaces the one derived from the config.
     """
     from safetensors.numpy import save_file
     from transformers import GenerationConfig
@@ -318,7 +320,11 @@ def save_pretrained(model: Transformer, config: ModelConfig, path: str | os.Path
                                    if getattr(config, k) is None and v is not None})
     hf_config = config.to_hf_config(dtype=save_dtype)
     hf_config.save_pretrained(out)
-    GenerationConfig.from_model_config(hf_config).save_pretrained(out)
+    if generation_config is None:
+        generation_config = GenerationConfig.from_model_config(hf_config)
+    elif isinstance(generation_config, dict):
+        generation_config = GenerationConfig(**generation_config)
+    generation_config.save_pretrained(out)
 
     limit = parse_size(max_shard_size)
     shards: list[dict[str, np.ndarray]] = [{}]

@@ -21,6 +21,7 @@ ARCH_CASES = {
         "high_freq_factor": 4.0, "original_max_position_embeddings": 16})),
     "llama_linear": ("LlamaConfig", dict(rope_parameters={
         "rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0})),
+    "llama_bias": ("LlamaConfig", dict(attention_bias=True, mlp_bias=True, head_dim=8)),
     "mistral": ("MistralConfig", dict(sliding_window=5, rope_parameters={
         "rope_type": "default", "rope_theta": 1000000.0})),
     "qwen2": ("Qwen2Config", dict(use_sliding_window=True, sliding_window=5, max_window_layers=1,

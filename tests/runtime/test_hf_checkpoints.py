@@ -24,7 +24,7 @@ def _torch_logits(model, ids=IDS):
         return model(torch.tensor(ids)).logits.float().numpy()
 
 
-@pytest.mark.parametrize("case", ["llama31", "qwen2", "qwen3", "smollm2", "mistral"])
+@pytest.mark.parametrize("case", ["llama31", "llama_bias", "qwen2", "qwen3", "smollm2", "mistral"])
 def test_export_round_trip_loads_in_transformers(case, hf_checkpoint, tmp_path):
     directory, torch_model = hf_checkpoint(case)
     model, config = load_pretrained(directory)
@@ -84,8 +84,11 @@ def test_legacy_config_json_is_read(hf_checkpoint, tmp_path):
 def test_bf16_export_and_fresh_model_export(tmp_path):
     config = ModelConfig.llama(layers=2, dim=64, heads=4, kv_heads=2, ffn=96, vocab=128)
     model = build(config, rngs=3, dtype="bfloat16")
-    out = save_pretrained(model, config, tmp_path / "fresh")
+    out = save_pretrained(model, config, tmp_path / "fresh",
+                          generation_config={"do_sample": True, "temperature": 0.7, "top_p": 0.9})
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
+    generation = transformers.GenerationConfig.from_pretrained(out)
+    assert (generation.do_sample, generation.temperature, generation.top_p) == (True, 0.7, 0.9)
     reloaded = transformers.AutoModelForCausalLM.from_pretrained(out).eval()
     assert reloaded.dtype == torch.bfloat16
     embed = reloaded.model.embed_tokens.weight.detach().float().numpy()

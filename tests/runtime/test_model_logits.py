@@ -11,7 +11,7 @@ from runtime.hf import load_pretrained
 from runtime.models import forward
 
 # the cases of tests/runtime/conftest.py ARCH_CASES (not imported: conftest is not a module to import)
-ARCHS = ["llama", "llama31", "llama_linear", "mistral", "qwen2", "qwen3", "smollm2"]
+ARCHS = ["llama", "llama31", "llama_bias", "llama_linear", "mistral", "qwen2", "qwen3", "smollm2"]
 
 
 def _padded_batch(seed=0, vocab=256):
