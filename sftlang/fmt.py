@@ -25,7 +25,8 @@ Rules:
 - between entries, one blank line where the source had one or more; none
   after `{` or before `}`;
 - comments keep their place: own-line comments stay before what follows them,
-  a trailing comment stays on its line two spaces after the code, a comment on
+  a trailing comment stays on its line two spaces after the code (the trailing
+  comments of consecutive entries line up), a comment on
   a block's opening line stays there, comments before `}` stay at the end of
   the block, a comment inside a value spread over several lines moves to just
   before its entry. None is dropped and their order never changes;
@@ -361,13 +362,29 @@ def _render_body(elements: list) -> list[str]:
                 run.append(i)
     close_run()
 
+    code = {
+        i: f"{INDENT}{e.left.ljust(widths[i])} {e.op} {e.right}" for i, e in enumerate(elements) if isinstance(e, _Line)
+    }
+    # Trailing comments of consecutive single-line entries line up (gofmt style);
+    # any other line ends the group.
+    comment_at: dict[int, int] = {}
+    group: list[int] = []
+    for i, element in enumerate(elements + [_BLANK]):
+        if isinstance(element, _Line) and element.trailing and not element.multiline:
+            group.append(i)
+            continue
+        column = max((len(code[j]) for j in group), default=0)
+        comment_at.update({j: column for j in group})
+        group = []
     lines = []
     for i, element in enumerate(elements):
         if element is _BLANK:
             lines.append("")
         elif isinstance(element, _Line):
-            text = f"{INDENT}{element.left.ljust(widths[i])} {element.op} {element.right}"
-            lines.append(text + (f"  {element.trailing}" if element.trailing else ""))
+            text = code[i]
+            if element.trailing:
+                text = text.ljust(comment_at.get(i, len(text))) + f"  {element.trailing}"
+            lines.append(text)
         else:
             lines.append(INDENT + element[1])
     return lines

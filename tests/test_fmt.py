@@ -193,8 +193,9 @@ def test_language_example_round_trips_and_is_idempotent():
     assert fmt(out) == out
     assert comment_texts(out) == comment_texts(source)
     assert "    split eval = 5% seed 7  # or: eval = jsonl(\"data/tickets-eval.jsonl\")\n" in out
-    assert "    overflow   = drop  #" in out
-    assert "    bleu(faq)   >= 20  # a metric on one source's eval rows\n" in out
+    # trailing comments of consecutive entries line up
+    assert "    overflow   = drop       # drop | truncate" in out
+    assert "    bleu(faq)   >= 20    # a metric on one source's eval rows\n" in out
     assert "    checkpoint = every 200 steps keep 3\n}\n" in out
     # a continuation comment under a trailing one becomes an own-line comment at the entry's indentation
     assert "    tokenizer = base  # or hf(\"dir\"), sentencepiece(\"tok.model\"),\n" \
@@ -390,3 +391,22 @@ def test_escapes_in_triple_quoted_text_are_text_not_layout():
     assert value.value == "\tx\na\n  b\nc\n"
     assert format_value(value) == '"""\n    \\tx\n    a\\n  b\n    c\n    """'
     assert format_value(dataclasses.replace(value, raw="")) == '"\\tx\\na\\n  b\\nc\\n"'
+
+
+def test_trailing_comments_of_consecutive_entries_line_up():
+    source = (
+        "train {\n"
+        "    steps = 10 # short\n"
+        "    batch = 32     # global\n"
+        "    optimizer = adamw(lr = 1e-3)\n"
+        "    seed = 1 # alone\n"
+        "}\n"
+    )
+    assert fmt(source) == (
+        "train {\n"
+        "    steps     = 10  # short\n"
+        "    batch     = 32  # global\n"
+        "    optimizer = adamw(lr = 1e-3)\n"
+        "    seed      = 1  # alone\n"
+        "}\n"
+    )
