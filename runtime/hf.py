@@ -137,12 +137,18 @@ def resolve_checkpoint(path: str | os.PathLike, revision: str | None = None) -> 
         local = snapshot_download(name, revision=revision, allow_patterns=_HUB_PATTERNS,
                                   local_files_only=_offline())
     except Exception as e:  # the hub client raises many types; all mean "not available"
-        why = ("HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache" if _offline()
-               else "the Hugging Face hub is unreachable or has no such repository")
+        kind = type(e).__name__
+        if _offline():
+            why = ("HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache; unset "
+                   "HF_HUB_OFFLINE if this machine is online, or")
+        elif kind in ("RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError"):
+            why = ("the hub has no such repository or revision, or it is private/gated (log in "
+                   "with `hf auth login`); check the id, or")
+        else:
+            why = "the Hugging Face hub is unreachable from this machine;"
         raise CheckpointError(
-            f"cannot load {name!r}: {why} ({type(e).__name__}). Download it where the hub is "
-            f"reachable (`hf download {name} --local-dir DIR`) and use hf(\"DIR\"), or unset "
-            "HF_HUB_OFFLINE if this machine is online.") from None
+            f"cannot load {name!r}: {why} download it where the hub is reachable "
+            f"(`hf download {name} --local-dir DIR`) and use hf(\"DIR\") ({kind}).") from None
     return Path(local)
 
 
