@@ -69,7 +69,9 @@ def attend(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, mask: jnp.ndarray,
         if t == s and t > block:
             return _attend_blocked(q, k, v, mask, block)
         return _attend_einsum(q, k, v, mask)
-    implementation = "cudnn" if impl == "cudnn" else None
+    # cuDNN flash attention serves self-attention (training, scoring); cached decoding
+    # (queries != keys) uses jax.nn's default backend.
+    implementation = "cudnn" if impl == "cudnn" and q.shape[1] == k.shape[1] else None
     return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], implementation=implementation)
 
 
