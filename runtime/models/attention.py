@@ -84,9 +84,8 @@ def _attend_blocked(q, k, v, mask, block: int):
     """Causal self-attention by query blocks, each against only its key prefix.
 
     Valid because `make_mask` is causal in storage order: queries in
-    ``[start, stop)`` never see keys at ``>= stop``. Skipping the upper
-    triangle's blocks measured ~4x faster forward and ~1.7x faster gradient
-    than the full einsum at length 256 on a 2-core CPU.
+    ``[start, stop)`` never see keys at ``>= stop``, so the blocks above the
+    diagonal (about half the work) are never computed.
     """
     outs = []
     for start in range(0, q.shape[1], block):
