@@ -21,6 +21,7 @@ runs unchanged on one device.
 
 from __future__ import annotations
 
+import math
 from typing import Callable, Sequence
 
 import jax
@@ -44,12 +45,28 @@ def partitioned(init: Callable, names: Sequence[str | None]) -> Callable:
 
 
 def constrain(x: jax.Array, names: Sequence[str | None]) -> jax.Array:
-    """``with_sharding_constraint`` by logical names; identity without a mesh or rules."""
+    """``with_sharding_constraint`` by logical names; identity without a mesh or rules.
+
+    A mesh axis is used at most once (the first dimension that asks for it keeps
+    it: with ``batch -> (data, fsdp)`` and ``embed -> fsdp`` an activation
+    ``[tokens, embed]`` is sharded over tokens only), and a dimension whose size
+    does not divide over its mesh axes stays replicated.
+    """
     mesh = jax.sharding.get_abstract_mesh()
     if mesh.empty:
         return x
     rules = dict(core_spmd.get_logical_axis_rules())
     if not rules:
         return x
-    spec = jax.P(*(rules.get(n) if n is not None else None for n in names))
-    return jax.lax.with_sharding_constraint(x, spec)
+    used: set[str] = set()
+    spec = []
+    for name, size in zip(names, x.shape):
+        axes = rules.get(name) if name is not None else None
+        flat = () if axes is None else ((axes,) if isinstance(axes, str) else tuple(axes))
+        flat = tuple(a for a in flat if a in mesh.axis_names and a not in used)
+        if not flat or size % math.prod(mesh.shape[a] for a in flat):
+            spec.append(None)
+            continue
+        used.update(flat)
+        spec.append(flat[0] if len(flat) == 1 else flat)
+    return jax.lax.with_sharding_constraint(x, jax.P(*spec))
