@@ -59,6 +59,10 @@ class BadRowError(DataError):
             f"  help: fix the row, or set `on_bad_row = skip` on data {source} to count and skip such rows"
         )
 
+    def __reduce__(self):  # picklable, so it crosses `Dataset.map(num_proc=N)` worker boundaries
+        return (type(self), (self.source, self.file, self.row, self.column, self.reason, self.row_text,
+                             self.turn, self.unit))
+
 
 class TemplateNotPrefixStableError(BadRowError):
     """The chat template renders an earlier turn differently once later turns follow.

@@ -124,3 +124,14 @@ def test_long_row_text_is_shortened(tmp_path):
     with pytest.raises(BadRowError) as e:
         build_pipeline(plan_for(path, "error"), wordlevel_tokenizer(), cache_dir=str(tmp_path / "c"))
     assert len(e.value.row_text) == 200 and e.value.row_text.endswith("…")
+
+
+def test_bad_row_error_crosses_worker_processes(tmp_path):
+    import pickle
+
+    err = BadRowError("s", "/f.jsonl", 3, "q", "value is null or missing", "{}", turn=None, unit="line")
+    again = pickle.loads(pickle.dumps(err))
+    assert (type(again), str(again), again.row, again.unit) == (BadRowError, str(err), 3, "line")
+    path = write_jsonl(str(tmp_path / "b.jsonl"), [GOOD] * 30 + [{"q": None, "a": "x"}])
+    with pytest.raises(BadRowError, match="b.jsonl, line 31"):
+        build_pipeline(plan_for(path, "error"), wordlevel_tokenizer(), cache_dir=str(tmp_path / "c"), num_proc=2)
