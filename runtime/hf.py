@@ -308,7 +308,7 @@ def save_pretrained(model: Transformer, config: ModelConfig, path: str | os.Path
     when larger than ``max_shard_size``), and, with ``tokenizer`` (a
     transformers tokenizer), its files including the chat template. Existing
     weight files in ``path`` are replaced. ``dtype`` converts the weights
-    (default: the model's dtype). Token ids missing from ``config`` (bos, eos,
+    (default: the model's parameter dtype). Token ids missing from ``config`` (bos, eos,
     pad) are taken from the tokenizer. ``generation_config`` (a dict or a
     ``transformers.GenerationConfig``, e.g. the base model's sampling defaults)
     replaces the one derived from the config.
@@ -318,7 +318,7 @@ def save_pretrained(model: Transformer, config: ModelConfig, path: str | os.Path
 
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    save_dtype = jnp.dtype(dtype or model.dtype).name
+    save_dtype = jnp.dtype(dtype or model.param_dtype).name
     if tokenizer is not None:
         ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                "pad_token_id": tokenizer.pad_token_id}

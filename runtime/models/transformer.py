@@ -36,28 +36,30 @@ from .sharding import constrain, partitioned
 __all__ = ["Transformer", "KVCache", "build", "forward", "init_cache"]
 
 
-def _dtype(dtype) -> jnp.dtype:
-    return jnp.dtype(dtype)
+class _Dtypes(NamedTuple):
+    compute: jnp.dtype
+    param: jnp.dtype
 
 
 class RMSNorm(nnx.Module):
     """``scale * (x / rms(x))``, normalised in float32 and cast back (as Hugging Face does)."""
 
-    def __init__(self, dim: int, eps: float, *, dtype, axis: str = "embed"):
+    def __init__(self, dim: int, eps: float, *, dtype: _Dtypes, axis: str = "embed"):
         self.eps = eps
-        self.scale = nnx.Param(jnp.ones((dim,), dtype), out_sharding=(axis,), eager_sharding=False)
+        self.dtype = dtype.compute
+        self.scale = nnx.Param(jnp.ones((dim,), dtype.param), out_sharding=(axis,), eager_sharding=False)
 
     def __call__(self, x: jax.Array) -> jax.Array:
         xf = x.astype(jnp.float32)
         var = jnp.mean(xf * xf, axis=-1, keepdims=True)
-        y = (xf * jax.lax.rsqrt(var + self.eps)).astype(x.dtype)
-        return self.scale[...] * y
+        y = (xf * jax.lax.rsqrt(var + self.eps)).astype(self.dtype)
+        return self.scale[...].astype(self.dtype) * y
 
 
 def _linear(din: int, dout: int, names: tuple[str, str], bias: bool, config: ModelConfig,
-            dtype, rngs: nnx.Rngs) -> nnx.Linear:
+            dtype: _Dtypes, rngs: nnx.Rngs) -> nnx.Linear:
     return nnx.Linear(
-        din, dout, use_bias=bias, dtype=dtype, param_dtype=dtype,
+        din, dout, use_bias=bias, dtype=dtype.compute, param_dtype=dtype.param,
         kernel_init=partitioned(nnx.initializers.normal(config.initializer_range), names),
         bias_init=partitioned(nnx.initializers.zeros_init(), names[1:]),
         rngs=rngs)
@@ -173,13 +175,14 @@ class Transformer(nnx.Module):
     ``nnx.merge(graphdef, state)(...)`` inside the traced function.
     """
 
-    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, dtype="float32"):
-        dtype = _dtype(dtype)
+    def __init__(self, config: ModelConfig, *, rngs: nnx.Rngs, dtype="float32", param_dtype=None):
+        dtype = _Dtypes(jnp.dtype(dtype), jnp.dtype(param_dtype or dtype))
         c = config
         self.config = c
-        self.dtype = dtype
+        self.dtype = dtype.compute
+        self.param_dtype = dtype.param
         self.embed = nnx.Embed(
-            c.vocab_size, c.hidden_size, dtype=dtype, param_dtype=dtype,
+            c.vocab_size, c.hidden_size, dtype=dtype.compute, param_dtype=dtype.param,
             embedding_init=partitioned(nnx.initializers.normal(c.initializer_range), ("vocab", "embed")),
             rngs=rngs)
         self.layers = nnx.List([Block(c, i, dtype=dtype, rngs=rngs) for i in range(c.num_layers)])
@@ -251,15 +254,19 @@ class Transformer(nnx.Module):
         return logits, KVCache(keys, values, k_seg, k_pos, start + l)
 
 
-def build(config: ModelConfig, rngs: nnx.Rngs | int = 0, dtype="float32") -> Transformer:
+def build(config: ModelConfig, rngs: nnx.Rngs | int = 0, dtype="float32",
+          param_dtype=None) -> Transformer:
     """A fresh, randomly initialised model (the language's ``init llama(...)``).
+
+    ``dtype`` is the compute dtype; parameters are stored in ``param_dtype``
+    (default: the same), e.g. float32 master weights with bfloat16 compute.
 
     Weights follow Hugging Face's Llama init: normal(0, initializer_range) for
     every kernel and the embedding, zeros for biases, ones for norms.
     """
     if isinstance(rngs, int):
         rngs = nnx.Rngs(params=rngs)
-    return Transformer(config, rngs=rngs, dtype=dtype)
+    return Transformer(config, rngs=rngs, dtype=dtype, param_dtype=param_dtype)
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -157,3 +157,19 @@ def test_blocked_attention_equals_full():
     grads = [jax.jit(jax.grad(lambda q, f=f: (f(q, k, v, mask) ** 2).sum()))(q)
              for f in (_attend_einsum, lambda *a: _attend_blocked(*a, 64))]
     np.testing.assert_allclose(np.asarray(grads[0]), np.asarray(grads[1]), atol=1e-4)
+
+
+def test_float32_parameters_with_bfloat16_compute():
+    """param_dtype=float32, dtype=bfloat16 computes exactly like bf16 parameters."""
+    import jax
+    from flax import nnx
+
+    from runtime.models import ModelConfig, build
+
+    config = ModelConfig.llama(layers=2, dim=64, heads=4, kv_heads=2, ffn=96, vocab=128)
+    mixed = build(config, 0, dtype="bfloat16", param_dtype="float32")
+    assert mixed.embed.embedding[...].dtype == jnp.float32
+    pure = build(config, 0, dtype="bfloat16")
+    nnx.update(pure, jax.tree.map(lambda a: a.astype(jnp.bfloat16), nnx.state(mixed, nnx.Param)))
+    ids = np.random.RandomState(0).randint(0, 128, (2, 9))
+    np.testing.assert_array_equal(np.asarray(forward(mixed, ids)), np.asarray(forward(pure, ids)))
