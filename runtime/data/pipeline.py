@@ -389,13 +389,18 @@ class DataPipeline:
     def eval_prompts(self, source: str | None = None) -> list[tuple[Example, np.ndarray, np.ndarray]]:
         """(example, prompt ids, reference completion ids) of eval examples, for generation metrics.
 
-        The prompt is every token before the first trained token; the reference is
-        the trained tokens (including the closing EOS / end-of-turn token).
+        The reference is the *last* run of trained tokens (the completion, or the final
+        assistant turn, with its closing EOS / end-of-turn token); the prompt is every
+        token before it, exactly what the model is given at inference.
         """
         out = []
         for ex in self.examples(source=source, split="eval"):
-            first = int(np.argmax(ex.trained > 0))
-            out.append((ex, ex.tokens[:first], ex.tokens[first:][ex.trained[first:] > 0]))
+            t = np.asarray(ex.trained) > 0
+            end = len(t) - int(np.argmax(t[::-1]))
+            start = end
+            while start > 0 and t[start - 1]:
+                start -= 1
+            out.append((ex, ex.tokens[:start], ex.tokens[start:end]))
         return out
 
 

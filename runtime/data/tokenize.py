@@ -297,6 +297,9 @@ def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any
     if tokenizer.eos_token_id is None:
         raise DataError("the tokenizer has no EOS token: completions could not be closed; set eos_token")
     mode = resolve_mode(template, loaded.dataset.column_names, spec.name)
+    if mode.kind == "messages" and not getattr(tokenizer, "chat_template", None):
+        raise DataError(f"data {spec.name} is a conversation column ({mode.column!r}) but the tokenizer has no "
+                        "chat template; use a tokenizer that ships one, or a prompt/completion template")
     key_obj = {
         "version": PIPELINE_VERSION,
         "source": loaded.fingerprint,

@@ -263,3 +263,22 @@ def test_cross_check_with_transformers_generation_tags(tmp_path):
         t, m = ts.example(i)
         assert t.tolist() == list(ref["input_ids"])
         assert m.tolist() == list(ref["assistant_masks"])
+
+
+def test_messages_without_a_chat_template_is_a_clear_error(tmp_path):
+    from runtime.data.errors import DataError
+
+    with pytest.raises(DataError, match="tokenizer has no chat template"):
+        tokenized(tmp_path, [{"messages": CONV}], TemplateSpec(), wordlevel_tokenizer())
+
+
+def test_eval_prompts_of_a_chat_end_at_the_last_assistant_turn(tmp_path):
+    from runtime.data.plan import EvalSplit
+
+    tok = wordlevel_tokenizer(CHATML)
+    path = write_jsonl(str(tmp_path / "m.jsonl"), [{"messages": CONV}] * 2)
+    plan = DataPlan(sources=(SourceSpec(name="m", kind="jsonl", paths=(path,), eval=EvalSplit(fraction=0.5, seed=0)),),
+                    seq_len=64, global_batch_size=1)
+    [(ex, prompt, ref)] = build_pipeline(plan, tok, cache_dir=str(tmp_path / "c")).eval_prompts("m")
+    assert tok.convert_ids_to_tokens(ref.tolist()) == ["ok", "bye", "<|im_end|>"]
+    assert prompt.tolist() == list(tok.apply_chat_template(CONV[:-1], add_generation_prompt=True)["input_ids"])
