@@ -72,8 +72,9 @@ class LoadedSource:
         lm = self.line_maps[k] if k < len(self.line_maps) else None
         if lm is not None:
             return self.files[k], int(lm[local])
-        if self.spec.kind == "jsonl":
-            return self.files[k], _nth_nonblank_line(self.files[k], local)
+        if self.spec.kind == "jsonl":  # datasets skips blank lines: map rows to line numbers once per file
+            self.line_maps[k] = _nonblank_lines(self.files[k])
+            return self.files[k], int(self.line_maps[k][local])
         if self.spec.kind == "text":
             return self.files[k], local + 1
         if self.spec.kind == "csv":
@@ -81,15 +82,10 @@ class LoadedSource:
         return self.files[k], local + 1
 
 
-def _nth_nonblank_line(path: str, n: int) -> int:
-    seen = -1
+def _nonblank_lines(path: str) -> np.ndarray:
+    """1-based numbers of the lines of ``path`` that are not blank."""
     with open(path, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                seen += 1
-                if seen == n:
-                    return lineno
-    return n + 1
+        return np.asarray([n for n, line in enumerate(f, 1) if line.strip()], dtype=np.int64)
 
 
 # ---------------------------------------------------------------- paths & fingerprints

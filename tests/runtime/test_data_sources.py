@@ -34,6 +34,13 @@ def test_jsonl_glob_reads_files_in_sorted_order_with_provenance(tmp_path):
     assert loaded.locate(2) == (str(tmp_path / "part-1.jsonl"), 2)
 
 
+def test_jsonl_line_numbers_count_blank_lines(tmp_path):
+    (tmp_path / "b.jsonl").write_text('{"q": "hello", "a": "hi"}\n\n   \n{"q": "thanks", "a": "ok"}\n')
+    loaded = load_source(SourceSpec(name="s", kind="jsonl", paths=(str(tmp_path / "b.jsonl"),)),
+                         cache_dir=str(tmp_path / "c"))
+    assert len(loaded) == 2 and loaded.locate(1) == (str(tmp_path / "b.jsonl"), 4)
+
+
 def test_json_csv_parquet_text_disk(tmp_path):
     c = str(tmp_path / "c")
     (tmp_path / "doc.json").write_text(json.dumps({"version": 1, "data": ROWS}))
