@@ -1,0 +1,372 @@
+"""The run report: `report.md` + `report.json` (+ `loss.png`) in the run directory, and the
+gate table for the terminal.
+
+`report.md` reads top to bottom as the answer to "is this run good enough, and why":
+
+1. the verdict line and the run facts (name, steps, duration, spec hash, ...);
+2. the gate table: gate, value, threshold, verdict (a failing gate says why when it has no value);
+3. every metric per source (`all` = every eval row / every generated sample);
+4. the loss curve (`loss.png`: train loss and eval loss over steps, from `metrics.jsonl`);
+5. data statistics;
+6. generations next to their references, worst first by the first failing generation gate
+   (or, when none fails, the first generation gate), each with its score on that metric.
+
+`report.json` holds the same facts, every metric value, every verdict and every
+sample (with its score) for machines; non-finite numbers are written as strings
+("nan", "inf") so the file is strict JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from . import metrics as M
+from .gates import TOKEN_METRICS, Verdict, accepted, metric_key
+from .generation import Sample
+
+__all__ = ["write_report", "write_loss_chart", "loss_series", "rank_samples", "gate_table", "print_gates",
+           "summary_line", "format_value"]
+
+_GENERATION = set(M.GENERATION_METRICS) | {"regex"}
+
+
+# ---------------------------------------------------------------- values
+
+
+def format_value(metric: str, value: float | None) -> str:
+    """A metric value for tables: BLEU/chrF with 2 decimals, token counts with 1, others with 4."""
+    if value is None:
+        return "—"
+    value = float(value)
+    if not math.isfinite(value):
+        return str(value)
+    if metric in ("bleu", "chrf"):
+        return f"{value:.2f}"
+    if metric == "mean_tokens":
+        return f"{value:.1f}"
+    if metric == "max_tokens":
+        return f"{value:.0f}"
+    return f"{value:.4f}"
+
+
+def _threshold_text(v: Verdict) -> str:
+    return f"{v.op} {v.threshold:g}"
+
+
+def summary_line(verdicts: Sequence[Verdict]) -> str:
+    """`accepted: all 3 gates hold` / `rejected: 1 of 3 gates failed: bleu(faq) >= 20`."""
+    if not verdicts:
+        return "accepted: no gates"
+    failed = [v for v in verdicts if not v.passed]
+    if not failed:
+        return f"accepted: all {len(verdicts)} gate{'s' if len(verdicts) != 1 else ''} hold"
+    return (f"rejected: {len(failed)} of {len(verdicts)} gate{'s' if len(verdicts) != 1 else ''} failed: "
+            + ", ".join(v.text for v in failed))
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, float):
+        return x if math.isfinite(x) else str(x)
+    if isinstance(x, Mapping):
+        return {("null" if k is None else str(k)): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if hasattr(x, "item") and callable(x.item):  # numpy scalars
+        return _jsonable(x.item())
+    if hasattr(x, "to_dict") and callable(x.to_dict):
+        return _jsonable(x.to_dict())
+    return x
+
+
+# ---------------------------------------------------------------- loss curve
+
+
+def _number(x: Any) -> float | None:
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    return float(x) if math.isfinite(x) else None
+
+
+def loss_series(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[float], list[float]]]:
+    """(name, steps, losses) series from `metrics.jsonl` records: `train loss`, `eval loss`,
+    and `eval loss (SOURCE)` per source. A step written twice (training resumed from an
+    earlier checkpoint) keeps its latest value; non-finite losses are left out."""
+    by_series: dict[str, dict[int, float]] = {}
+    for r in records:
+        if r.get("kind") == "train":
+            name = "train loss"
+        elif r.get("kind") == "eval":
+            name = "eval loss" if r.get("source") is None else f"eval loss ({r['source']})"
+        else:
+            continue
+        loss, step = _number(r.get("loss")), r.get("step")
+        if loss is None or not isinstance(step, int):
+            continue
+        by_series.setdefault(name, {})[step] = loss
+    order = sorted(by_series, key=lambda n: (n != "train loss", n != "eval loss", n))
+    return [(n, [float(s) for s in sorted(by_series[n])], [by_series[n][s] for s in sorted(by_series[n])])
+            for n in order]
+
+
+def write_loss_chart(run_dir: str | Path, records: Sequence[Mapping[str, Any]] | None = None,
+                     title: str = "loss") -> Path | None:
+    """`loss.png` in ``run_dir`` from ``records`` (default: its `metrics.jsonl`); None without losses."""
+    from ..plot import line_chart
+    from ..train.metrics_log import read_metrics
+
+    if records is None:
+        records = read_metrics(run_dir)
+    series = loss_series(records)
+    if not series:
+        return None
+    return line_chart(Path(run_dir) / "loss.png", series, title)
+
+
+# ---------------------------------------------------------------- ranking samples
+
+
+def _ranking_verdict(verdicts: Sequence[Verdict]) -> Verdict | None:
+    gen = [v for v in verdicts if v.metric in _GENERATION and not (v.metric == "regex" and v.pattern is None)]
+    failing = [v for v in gen if not v.passed]
+    return (failing or gen or [None])[0]
+
+
+def rank_samples(samples: Sequence[Sample], verdicts: Sequence[Verdict]
+                 ) -> tuple[list[tuple[Sample, float | None]], Verdict | None]:
+    """Samples worst first by the first failing generation gate (else the first generation
+    gate): the gate's own source first, ordered by each sample's score on that metric
+    (lowest first for `>=`/`>` gates, highest first for `<=`/`<`, farthest from the
+    threshold for `==`), then the other samples in order. Without a generation gate,
+    the samples in order with no score."""
+    verdict = _ranking_verdict(verdicts)
+    if verdict is None or not samples:
+        return [(s, None) for s in samples], None
+    scope = [i for i, s in enumerate(samples) if verdict.source is None or s.source == verdict.source]
+    chosen = [samples[i] for i in scope]
+    scores = M.sample_scores(verdict.metric, [s.generated for s in chosen], [s.reference for s in chosen],
+                             [s.tokens for s in chosen], verdict.pattern) if chosen else []
+    if verdict.op in ("<=", "<"):
+        key = lambda k: (-scores[k], k)  # noqa: E731
+    elif verdict.op == "==":
+        key = lambda k: (-abs(scores[k] - verdict.threshold), k)  # noqa: E731
+    else:
+        key = lambda k: (scores[k], k)  # noqa: E731
+    ranked = [(chosen[k], scores[k]) for k in sorted(range(len(chosen)), key=key)]
+    in_scope = set(scope)
+    ranked += [(s, None) for i, s in enumerate(samples) if i not in in_scope]
+    return ranked, verdict
+
+
+# ---------------------------------------------------------------- markdown
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _fence(text: str, info: str = "text") -> str:
+    longest, run = 0, 0
+    for ch in text:
+        run = run + 1 if ch == "`" else 0
+        longest = max(longest, run)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{info}\n{text}\n{fence}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = float(seconds)
+    h, rem = divmod(int(round(seconds)), 3600)
+    m, s = divmod(rem, 60)
+    if h:
+        return f"{h}h {m:02d}m {s:02d}s"
+    if m:
+        return f"{m}m {s:02d}s"
+    return f"{seconds:.1f}s"
+
+
+def _fact(key: str, value: Any) -> str:
+    if key.endswith("_s") and isinstance(value, (int, float)):
+        return _duration(value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]], align: Sequence[str] | None = None) -> list[str]:
+    align = align or ["l"] * len(header)
+    sep = ["---:" if a == "r" else ":---:" if a == "c" else "---" for a in align]
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "| " + " | ".join(sep) + " |"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def _metric_rows(values: Mapping[str, float], sources: Sequence[str]) -> list[list[str]]:
+    rows = []
+    for metric in TOKEN_METRICS + M.GENERATION_METRICS:
+        cells = [values.get(metric_key(metric, s)) for s in [None, *sources]]
+        if all(c is None for c in cells):
+            continue
+        rows.append([f"`{metric}`", *(format_value(metric, c) for c in cells)])
+    return rows
+
+
+_STAT_COLUMNS = ("rows", "train_examples", "eval_examples", "bad_rows", "dropped_overflow", "truncated",
+                 "dropped_no_trainable", "train_tokens", "eval_tokens", "max_tokens")
+
+
+def _data_lines(stats: Mapping[str, Any]) -> list[str]:
+    lines: list[str] = []
+    scalars = [(k, v) for k, v in stats.items() if not isinstance(v, (Mapping, list, tuple))]
+    if scalars:
+        lines += _table(["", "value"], [[k, _fact(k, v)] for k, v in scalars], ["l", "r"]) + [""]
+    sources = stats.get("sources")
+    if isinstance(sources, Mapping) and sources:
+        first = next(iter(sources.values()))
+        cols = [c for c in _STAT_COLUMNS if c in first] or [
+            k for k, v in first.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        rows = [[name, *(_fact(c, s.get(c, "")) for c in cols)] for name, s in sources.items()]
+        lines += _table(["source", *cols], rows, ["l", *("r" * len(cols))]) + [""]
+    return lines
+
+
+def _sample_lines(ranked: Sequence[tuple[Sample, float | None]], verdict: Verdict | None, limit: int,
+                  prompt_chars: int) -> list[str]:
+    lines: list[str] = []
+    shown = ranked[:limit]
+    if verdict is not None:
+        lines += [f"Worst first by `{verdict.gate}` ({'failing' if not verdict.passed else 'first generation'} "
+                  f"gate), {len(shown)} of {len(ranked)} samples.", ""]
+    else:
+        lines += [f"{len(shown)} of {len(ranked)} samples, in eval order.", ""]
+    for n, (s, score) in enumerate(shown, 1):
+        where = f"{s.file}:{s.line}" if s.file else f"row {s.line}"
+        head = f"### {n}. `{s.source}` — {where}"
+        if score is not None and verdict is not None:
+            head += f" — {verdict.metric} {format_value(verdict.metric, score)}"
+        head += f" — {s.tokens} tokens" + ("" if s.finished else " (cut at max_new_tokens)")
+        prompt = s.prompt
+        cut = ""
+        if len(prompt) > prompt_chars:
+            prompt, cut = "…" + prompt[-prompt_chars:], f" (its last {prompt_chars} characters)"
+        lines += [head, "", f"Prompt{cut}:", "", _fence(prompt), "", "Reference:", "", _fence(s.reference), "",
+                  "Generated:", "", _fence(s.generated), ""]
+    return lines
+
+
+def write_report(run_dir: str | Path, *, verdicts: Sequence[Verdict], values: Mapping[str, float],
+                 samples: Sequence[Sample] = (), facts: Mapping[str, Any] | None = None,
+                 data_stats: Mapping[str, Any] | None = None,
+                 records: Sequence[Mapping[str, Any]] | None = None,
+                 sources: Sequence[str] | None = None, limit: int = 20,
+                 prompt_chars: int = 800) -> tuple[Path, Path]:
+    """Write `report.md`, `report.json` and `loss.png` into ``run_dir``; returns the two report paths.
+
+    ``facts``: run facts shown at the top, in order (`name`, `steps`, `duration_s`,
+    `spec_hash`, ...; keys ending in `_s` are shown as durations). ``records``:
+    `metrics.jsonl` records for the loss curve (default: read from ``run_dir``).
+    ``sources``: the per-source columns (default: every source named in ``values``
+    or ``samples``). ``limit`` generations are shown in the markdown (all of them
+    go to the JSON), prompts cut to their last ``prompt_chars`` characters.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    facts = dict(facts or {})
+    if sources is None:
+        seen = [s.source for s in samples]
+        for key in values:
+            if key.endswith(")") and "(" in key and not key.startswith("regex("):
+                seen.append(key[key.index("(") + 1:-1])
+        sources = list(dict.fromkeys(seen))
+    chart = write_loss_chart(run_dir, records)
+    ranked, by = rank_samples(samples, verdicts)
+    ok = accepted(verdicts)
+    name = facts.get("name", run_dir.name)
+
+    md: list[str] = [f"# {name}: {'accepted' if ok else 'rejected'}", "", f"**{summary_line(verdicts)}**", ""]
+    if facts:
+        md += _table(["", ""], [[k, _fact(k, v)] for k, v in facts.items()]) + [""]
+    md += ["## Gates", ""]
+    if verdicts:
+        rows = [[f"`{v.gate}`", format_value(v.metric, v.value), _threshold_text(v),
+                 ("✓ pass" if v.passed else "✗ fail") + (f": {v.reason}" if v.reason else "")] for v in verdicts]
+        md += _table(["gate", "value", "threshold", "verdict"], rows, ["l", "r", "r", "l"]) + [""]
+    else:
+        md += ["No `accept` gates: the run is accepted as is.", ""]
+    md += ["## Metrics", ""]
+    metric_rows = _metric_rows(values, sources)
+    if metric_rows:
+        md += _table(["metric", "all", *sources], metric_rows, ["l", *("r" * (1 + len(sources)))]) + [""]
+        md += ["`all`: every eval row for loss, perplexity and token accuracy; every generated sample for "
+               "the generation metrics. A source column uses that source's rows only. See docs/evaluation.md.",
+               ""]
+    else:
+        md += ["No metrics were computed.", ""]
+    md += ["## Loss", ""]
+    md += ([f"![loss curve]({chart.name})", ""] if chart is not None else ["No losses were logged.", ""])
+    if data_stats:
+        md += ["## Data", ""] + _data_lines(data_stats)
+    md += ["## Generations", ""]
+    md += _sample_lines(ranked, by, limit, prompt_chars) if samples else ["No generations (eval.generate is off).", ""]
+
+    md_path = run_dir / "report.md"
+    md_path.write_text("\n".join(md).rstrip() + "\n", encoding="utf-8")
+
+    per_source: dict[str, dict[str, float]] = {}
+    for scope in [None, *sources]:
+        row = {m: values[metric_key(m, scope)] for m in TOKEN_METRICS + M.GENERATION_METRICS
+               if metric_key(m, scope) in values}
+        if row:
+            per_source["all" if scope is None else scope] = row
+    doc = {
+        "name": name,
+        "accepted": ok,
+        "summary": summary_line(verdicts),
+        "facts": facts,
+        "gates": [v.to_dict() for v in verdicts],
+        "metrics": dict(values),
+        "per_source": per_source,
+        "loss_curve": chart.name if chart is not None else None,
+        "data": data_stats,
+        "ranked_by": by.gate if by is not None else None,
+        "samples": [{**s.to_dict(), "score": score} for s, score in ranked],
+    }
+    json_path = run_dir / "report.json"
+    json_path.write_text(json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    return md_path, json_path
+
+
+# ---------------------------------------------------------------- terminal
+
+
+def gate_table(verdicts: Sequence[Verdict], title: str | None = None):
+    """A rich Table: gate, value, threshold, verdict (green ✓ / red ✗ with the reason)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title=title, title_justify="left", show_edge=False, pad_edge=False)
+    table.add_column("gate", style="bold")
+    table.add_column("value", justify="right")
+    table.add_column("threshold", justify="right")
+    table.add_column("verdict")
+    for v in verdicts:
+        verdict = Text("✓ pass", style="bold green") if v.passed else Text("✗ fail", style="bold red")
+        if v.reason:
+            verdict.append(f"  {v.reason}", style="red")
+        table.add_row(v.gate, format_value(v.metric, v.value), _threshold_text(v), verdict)
+    return table
+
+
+def print_gates(verdicts: Sequence[Verdict], console=None) -> None:
+    """Print the gate table and the summary line (green when accepted, red when not)."""
+    from rich.console import Console
+
+    console = console or Console()
+    if verdicts:
+        console.print(gate_table(verdicts))
+    console.print(summary_line(verdicts), style="bold green" if accepted(verdicts) else "bold red",
+                  highlight=False)

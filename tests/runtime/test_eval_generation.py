@@ -1,0 +1,110 @@
+"""Eval generation: prompts exactly as in training, rows spread over sources, stop tokens
+stripped, and batched generation equal to one prompt at a time."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+
+from data_helpers import CHATML, WORDS, wordlevel_tokenizer, write_jsonl
+from runtime.data.pipeline import build_pipeline
+from runtime.data.plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
+from runtime.evaluate import Sample, generate_eval, select_prompts, stop_ids
+from runtime.models import ModelConfig, build, generate
+from runtime.plan import GenerationPlan
+
+PC = TemplateSpec(prompt="question : {q} answer :", completion=" {a}")
+GREEDY = GenerationPlan(greedy=True, max_new_tokens=6)
+
+
+def rows(n, seed):
+    rnd = random.Random(seed)
+    words = WORDS[14:70]
+    return [{"q": " ".join(rnd.choice(words) for _ in range(rnd.randint(1, 9))),
+             "a": " ".join(rnd.choice(words) for _ in range(rnd.randint(1, 4)))} for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("evalgen")
+    tok = wordlevel_tokenizer()
+    specs = (SourceSpec(name="a", kind="jsonl", paths=(write_jsonl(str(tmp / "a.jsonl"), rows(40, 1)),),
+                        eval=EvalSplit(fraction=0.2, seed=3)),
+             SourceSpec(name="b", kind="jsonl", paths=(write_jsonl(str(tmp / "b.jsonl"), rows(10, 2)),),
+                        eval=EvalSplit(fraction=0.2, seed=3)))
+    plan = DataPlan(sources=specs, templates={"a": PC, "b": PC}, seq_len=48, global_batch_size=4, epochs=1)
+    pipeline = build_pipeline(plan, tok, cache_dir=str(tmp / "c"))
+    # weights drawn wide (std 0.3) so greedy choices are far from ties
+    config = ModelConfig.llama(layers=2, dim=64, heads=4, kv_heads=2, ffn=128, vocab=len(tok), initializer_range=0.3)
+    model = build(config, rngs=0)
+    return tok, pipeline, model
+
+
+def test_rows_are_spread_over_sources_in_row_order(setup):
+    tok, pipeline, _ = setup
+    a, b = pipeline.eval_prompts("a"), pipeline.eval_prompts("b")
+    assert (len(a), len(b)) == (8, 2)
+    chosen = select_prompts(pipeline, 5)
+    assert [(ex.source, ex.row) for ex, _, _ in chosen] == [
+        ("a", a[0][0].row), ("b", b[0][0].row), ("a", a[1][0].row), ("b", b[1][0].row), ("a", a[2][0].row)]
+    every = select_prompts(pipeline, None)
+    assert len(every) == 10 and [ex.source for ex, _, _ in every][4:] == ["a"] * 6
+    assert len(select_prompts(pipeline, 100)) == 10
+
+
+def test_batched_equals_one_by_one_and_prompts_are_the_training_prompts(setup):
+    tok, pipeline, model = setup
+    # 7 rows in batches of 3: the last batch is short (filled with copies, which must not leak)
+    batched = generate_eval(model, tok, pipeline, GREEDY, samples=7, seed=0, batch_size=3)
+    single = generate_eval(model, tok, pipeline, GREEDY, samples=7, seed=0, batch_size=1)
+    assert batched == single
+    assert len(batched) == 7 and all(isinstance(s, Sample) for s in batched)
+    for s, (ex, prompt, ref) in zip(batched, select_prompts(pipeline, 7)):
+        assert (s.source, s.file, s.line) == (ex.source, ex.file, ex.line)
+        assert s.prompt == tok.decode(prompt.tolist())
+        assert s.prompt.startswith("<s> question :") and s.prompt.endswith("answer :")
+        assert ref[-1] == tok.eos_token_id and s.reference == tok.decode(ref[:-1].tolist())
+        raw = generate(model, [prompt.tolist()], 6, eos_ids=[tok.eos_token_id])[0]
+        assert s.generated == tok.decode(raw, skip_special_tokens=True)
+
+
+def test_generation_stops_at_the_stop_token_and_strips_it(setup):
+    tok, pipeline, model = setup
+    free = generate_eval(model, tok, pipeline, GREEDY, samples=10, batch_size=4, eos_ids=[])
+    assert all(s.tokens == 6 and not s.finished for s in free)
+    raw = [generate(model, [p.tolist()], 6)[0] for _, p, _ in select_prompts(pipeline, 10)]
+    # stop on the most frequent generated token: rows that produce it end there, without it
+    counts = np.bincount(np.concatenate(raw))
+    stop = int(counts.argmax())
+    stopped = generate_eval(model, tok, pipeline, GREEDY, samples=10, batch_size=4, eos_ids=[stop])
+    assert any(s.finished for s in stopped) and not all(s.finished for s in stopped)
+    for tokens, f, s in zip(raw, free, stopped):
+        if stop in tokens:
+            cut = tokens.index(stop)
+            assert s.finished and s.tokens == cut
+            assert s.generated == tok.decode(tokens[:cut], skip_special_tokens=True)
+        else:
+            assert not s.finished and s == f
+
+
+def test_stop_ids_are_eos_and_the_special_tokens_closing_references():
+    tok = wordlevel_tokenizer(CHATML)
+    im_end, eos = tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id
+    word = tok.convert_tokens_to_ids("paris")
+    assert stop_ids(tok, [np.array([word, im_end]), np.array([word, word])]) == sorted({eos, im_end})
+    assert stop_ids(tok) == [eos]
+
+
+def test_chat_reference_drops_the_end_of_turn(tmp_path):
+    tok = wordlevel_tokenizer(CHATML)
+    conv = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "ok bye"}]
+    path = write_jsonl(str(tmp_path / "m.jsonl"), [{"messages": conv}] * 2)
+    plan = DataPlan(sources=(SourceSpec(name="m", kind="jsonl", paths=(path,), eval=EvalSplit(fraction=0.5, seed=0)),),
+                    seq_len=64, global_batch_size=1)
+    pipeline = build_pipeline(plan, tok, cache_dir=str(tmp_path / "c"))
+    model = build(ModelConfig.llama(layers=1, dim=32, heads=2, ffn=64, vocab=len(tok)), rngs=1)
+    [s] = generate_eval(model, tok, pipeline, GenerationPlan(greedy=True, max_new_tokens=3), samples=None)
+    assert s.reference == "ok bye"
+    assert s.prompt.endswith("<|im_start|> assistant")
