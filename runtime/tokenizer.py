@@ -177,6 +177,7 @@ def from_sentencepiece(model_file: str | os.PathLike, *, add_bos: bool = True,
 def train_sentencepiece(texts: Iterable[str], vocab_size: int, out_dir: str | os.PathLike, *,
                         model_type: str = "unigram", character_coverage: float = 0.9995,
                         max_sentence_length: int = 16384, num_threads: int = 1,
+                        split_digits: bool = True, byte_fallback: bool = True,
                         chat_template: str | None = DEFAULT_CHAT_TEMPLATE):
     """Train a SentencePiece model on ``texts`` and return it as a fast tokenizer.
 
@@ -207,7 +208,7 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, out_dir: str | os
     try:
         spm.SentencePieceTrainer.train(
             sentence_iterator=sentences(), model_prefix=str(prefix), vocab_size=int(vocab_size),
-            model_type=model_type, byte_fallback=True, split_digits=True,
+            model_type=model_type, byte_fallback=bool(byte_fallback), split_digits=bool(split_digits),
             character_coverage=character_coverage, normalization_rule_name="identity",
             remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
             unk_id=0, bos_id=1, eos_id=2, pad_id=3,

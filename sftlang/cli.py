@@ -172,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--format", choices=("human", "json"), default="human")
     diff.set_defaults(run=cmd_diff)
 
+    from .run_commands import register
+
+    register(commands)
     return parser
 
 

@@ -74,7 +74,8 @@ def _source_spec(name: str, call: ast.Call, base_dir: Path, settings: dict) -> S
     if split is not None:
         value = split.value
         if isinstance(value, ast.Call):
-            evaluation = EvalSplit(source=_source_spec(f"{name}/eval", value, base_dir, {}))
+            inherited = {k: v for k, v in settings.items() if k in ("overflow", "on_bad_row")}
+            evaluation = EvalSplit(source=_source_spec(f"{name}/eval", value, base_dir, inherited))
         elif isinstance(value, ast.Seeded):
             evaluation = EvalSplit(fraction=value.value.value, seed=value.seed.value)
         else:

@@ -371,7 +371,7 @@ METRICS: dict[str, Metric] = {
         Metric("max_tokens", None, 0, math.inf, True, "longest generation in tokens"),
     )
 }
-COMPARATORS = ("<=", ">=", "<", ">", "==")
+COMPARATORS = ("<=", ">=", "<", ">")
 
 
 def keys_of(block: str) -> dict[str, Key]:

@@ -374,7 +374,8 @@ class Calls(Type):
     what: str = "call"  # "optimizer", "schedule", ... for messages
 
     def describe(self):
-        return f"a {self.what} ({one_of(v + '(...)' for v in self.variants)})"
+        article = "an" if self.what[:1] in "aeiou" else "a"
+        return f"{article} {self.what} ({one_of(v + '(...)' for v in self.variants)})"
 
     def accepts(self, node):
         return isinstance(node, ast.Call) and node.head.name in self.variants

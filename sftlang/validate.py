@@ -4,7 +4,7 @@ well-formed gates. Whole-spec checks (references, arithmetic) live in check.py."
 from __future__ import annotations
 
 from . import ast, schema
-from .diagnostics import Diagnostic, did_you_mean, join_help
+from .diagnostics import Diagnostic, did_you_mean, join_help, one_of
 from .types import Report
 
 _TOP_WORDS = tuple(schema.BLOCKS) + schema.DECLARATIONS
@@ -183,8 +183,8 @@ def _validate_metric_args(metric: schema.Metric, node: ast.Name | ast.Call, repo
 
 def _validate_threshold(metric: schema.Metric, gate: ast.Gate, report: Report) -> None:
     value = gate.value
-    if gate.op not in ("<=", ">=", "<", ">"):
-        report(Diagnostic("E020", f"use `<=`, `>=`, `<` or `>` in a gate, not `{gate.op}`", gate.span))
+    if gate.op not in schema.COMPARATORS:
+        report(Diagnostic("E020", f"a gate compares with {one_of(schema.COMPARATORS)}, not `{gate.op}`", gate.span))
         return
     if isinstance(value, ast.Percent):
         if metric.high != 1:

@@ -1,0 +1,200 @@
+"""`sftc plan`: what a run will do, before anything is allocated on a device.
+
+Model size, data counts (rows, drops, truncations, packing efficiency), steps and
+tokens, the mesh and how the main tensors are sharded on it, an estimate of the
+memory per device (parameters, gradients, optimizer state, activations) against
+the memory the devices have, and the FLOPs. Estimates are labelled as such.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from . import mesh as meshlib
+from .models.config import ModelConfig
+from .prepare import Prepared
+
+GiB = 2**30
+
+
+def parameter_count(config: ModelConfig) -> dict[str, int]:
+    """Parameters by part, from the config alone (matches the built model)."""
+    d, h, kv, hd, f, v, n = (
+        config.hidden_size,
+        config.num_heads,
+        config.num_kv_heads,
+        config.head_dim,
+        config.intermediate_size,
+        config.vocab_size,
+        config.num_layers,
+    )
+    attention = d * h * hd + 2 * d * kv * hd + h * hd * d
+    if config.qkv_bias:
+        attention += h * hd + 2 * kv * hd
+    if config.o_bias:
+        attention += d
+    if config.qk_norm:
+        attention += 2 * hd
+    mlp = 3 * d * f + (2 * f + d if config.mlp_bias else 0)
+    layers = n * (attention + mlp + 2 * d)
+    embed = v * d
+    head = 0 if config.tie_embeddings else v * d
+    return {"embedding": embed, "layers": layers, "head": head, "norm": d, "total": embed + layers + head + d}
+
+
+def flops_per_token(config: ModelConfig, seq_len: int) -> float:
+    """Training FLOPs per token: 6 x (matrix parameters) for forward + backward, plus the
+    causal attention scores and values (2 matmuls of seq_len/2 average keys, x3 for backward)."""
+    counts = parameter_count(config)
+    matrices = counts["layers"] + (counts["head"] or counts["embedding"])
+    attention = 2 * 2 * config.num_layers * config.num_heads * config.head_dim * (seq_len / 2)
+    return 6 * matrices + 3 * attention
+
+
+def optimizer_bytes(name: str, options: dict, config: ModelConfig, params: int) -> int:
+    if name == "adamw":
+        return 2 * 4 * params
+    if name == "lion":
+        return 4 * params
+    if name == "sgd":
+        return 4 * params if options.get("momentum") else 0
+    # adafactor: row and column statistics per matrix, full statistics for vectors
+    d, f, v = config.hidden_size, config.intermediate_size, config.vocab_size
+    per_layer = 4 * 2 * d + 2 * (d + config.num_kv_heads * config.head_dim) + 3 * (d + f)
+    return 4 * (config.num_layers * per_layer + 2 * (v + d))
+
+
+def activation_bytes(config: ModelConfig, tokens: int, seq_len: int, remat: str, compute_bytes: int) -> int:
+    """Saved activations of one micro-batch on one device (estimate)."""
+    d, f = config.hidden_size, config.intermediate_size
+    kv = config.num_kv_heads * config.head_dim
+    per_token_layer = (6 * d + 2 * kv + 3 * f + config.num_heads * seq_len) * compute_bytes
+    if remat == "full":
+        per_token_layer = d * compute_bytes
+    elif remat == "dots":
+        per_token_layer = (2 * d + 2 * kv + 2 * f) * compute_bytes
+    layers = config.num_layers * tokens * per_token_layer
+    logits = 2 * tokens * config.vocab_size * 4
+    return int(layers + logits)
+
+
+def device_memory() -> tuple[int | None, str]:
+    import jax
+
+    device = jax.devices()[0]
+    stats = device.memory_stats() if hasattr(device, "memory_stats") else None
+    if stats and stats.get("bytes_limit"):
+        return int(stats["bytes_limit"]), device.device_kind
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), f"{device.platform} host memory"
+    except (ValueError, OSError):
+        return None, device.platform
+
+
+def _human(n: float, unit: str = "") -> str:
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f}{suffix}{unit}"
+    return f"{n:.0f}{unit}"
+
+
+def plan_report(prepared: Prepared, as_dict: bool = False) -> Any:
+    import jax
+
+    plan, config, stats = prepared.plan, prepared.config, prepared.pipeline.stats
+    counts = parameter_count(config)
+    total_params = counts["total"]
+    trainable = total_params
+    devices = jax.device_count()
+    shape = meshlib.mesh_shape(plan.train.mesh, devices)
+    mesh = meshlib.make_mesh(shape)
+    parallel = shape["data"] * shape["fsdp"]
+    compute_bytes = 2 if plan.model.dtype == "bfloat16" else 4
+    shard = shape["fsdp"] * shape["tensor"]
+    params_b = total_params * 4 / shard + (total_params * 2 / shard if compute_bytes == 2 else 0)
+    grads_b = trainable * 4 / shard
+    opt_b = optimizer_bytes(plan.train.optimizer.name, dict(plan.train.optimizer.options), config, trainable) / shard
+    micro_tokens = plan.train.micro // parallel * plan.data.seq_len
+    act_b = activation_bytes(config, micro_tokens, plan.data.seq_len, plan.train.remat, compute_bytes) / max(shape["tensor"], 1)
+    memory = params_b + grads_b + opt_b + act_b
+    limit, memory_kind = device_memory()
+    tokens_per_step = plan.data.global_batch_size * plan.data.seq_len
+    step_flops = flops_per_token(config, plan.data.seq_len) * tokens_per_step
+    steps = plan.train.steps
+    per_epoch = stats.steps_per_epoch or 0
+    example_tensors = {
+        "embed.embedding": (("vocab", "embed"), (config.vocab_size, config.hidden_size)),
+        "attn.q.kernel": (("embed", "heads"), (config.hidden_size, config.num_heads * config.head_dim)),
+        "mlp.up.kernel": (("embed", "mlp"), (config.hidden_size, config.intermediate_size)),
+        "batch": (("batch", "length"), (plan.train.micro, plan.data.seq_len)),
+    }
+    shardings = {name: str(meshlib.spec_for(names, dims, mesh)) for name, (names, dims) in example_tensors.items()}
+    report = {
+        "name": plan.name,
+        "model": {
+            "architecture": config.model_type,
+            "layers": config.num_layers,
+            "dim": config.hidden_size,
+            "heads": config.num_heads,
+            "kv_heads": config.num_kv_heads,
+            "vocab": config.vocab_size,
+            "params": total_params,
+            "trainable": trainable,
+            "dtype": plan.model.dtype,
+            "source": plan.model.path if plan.model.kind == "hf" else "init",
+        },
+        "data": stats.to_dict(),
+        "steps": steps,
+        "epochs": steps / per_epoch if per_epoch else None,
+        "tokens_per_step": tokens_per_step,
+        "warmup_steps": plan.train.schedule.warmup_steps,
+        "accumulation": plan.accumulation,
+        "mesh": shape,
+        "shardings": shardings,
+        "memory_per_device": {"params": params_b, "grads": grads_b, "optimizer": opt_b, "activations": act_b, "total": memory, "available": limit},
+        "flops_per_step": step_flops,
+        "flops_total": step_flops * steps,
+        "gates": [g.text + f" {g.op} {g.threshold:g}" for g in plan.gates],
+    }
+    if as_dict:
+        return report
+    return _render(report, plan, stats, memory_kind)
+
+
+def _render(r: dict, plan, stats, memory_kind: str) -> str:
+    m, mem = r["model"], r["memory_per_device"]
+    tuning = "full fine-tune" if plan.model.adapter is None else f"LoRA rank {plan.model.adapter.rank}"
+    lines = [
+        f"model    {m['architecture']} {_human(m['params'])} ({m['layers']} layers, dim {m['dim']}, {m['heads']} heads / {m['kv_heads']} kv, vocab {m['vocab']:,})   {tuning}, {m['dtype']}",
+        f"         trainable {m['trainable']:,} of {m['params']:,} parameters   from {m['source']}",
+    ]
+    lines += stats.summary().splitlines()[:2]
+    epochs = f"{r['epochs']:.1f} epochs" if r["epochs"] else "?"
+    lines.append(
+        f"steps    {r['steps']:,} ({epochs})   {plan.data.global_batch_size} seq x {plan.data.seq_len} tok = {r['tokens_per_step']:,} tok/step"
+        f"   warmup {r['warmup_steps']}   accumulation {r['accumulation']}"
+    )
+    o = plan.train.optimizer
+    lines.append(
+        f"optim    {o.name} lr {o.lr:g} -> {plan.train.schedule.min_lr:g} ({plan.train.schedule.name})   "
+        f"clip {plan.train.clip if plan.train.clip is not None else 'off'}   "
+        + "   ".join(f"{k} {v}" for k, v in o.options.items())
+    )
+    shape = r["mesh"]
+    count = shape["data"] * shape["fsdp"] * shape["tensor"]
+    lines.append(f"mesh     {count} device{'s' * (count != 1)}: data {shape['data']} x fsdp {shape['fsdp']} x tensor {shape['tensor']}")
+    lines.append("         " + "   ".join(f"{k} {v}" for k, v in r["shardings"].items()))
+    available = f" of {mem['available'] / GiB:.1f} GiB {memory_kind}" if mem["available"] else ""
+    lines.append(
+        f"memory   {mem['total'] / GiB:.3f} GiB/device (params {mem['params'] / GiB:.3f}, grads {mem['grads'] / GiB:.3f}, "
+        f"optimizer {mem['optimizer'] / GiB:.3f}, activations {mem['activations'] / GiB:.3f}; estimate){available}"
+    )
+    if mem["available"] and mem["total"] > mem["available"]:
+        lines.append("[bold red]warning[/]: the estimate exceeds device memory; lower `micro`, use `remat = full`, `dtype = bfloat16`, or more `fsdp`")
+    lines.append(f"compute  {_human(r['flops_per_step'], 'FLOP')}/step, {_human(r['flops_total'], 'FLOP')} in total")
+    gates = ", ".join(g.text for g in plan.gates) or "nothing (no `accept` block)"
+    total_tokens = r["tokens_per_step"] * r["steps"]
+    lines.append(f"[bold]Plan:[/] {r['steps']:,} steps over {_human(total_tokens)} tokens; accept on {gates}.")
+    return "\n".join(lines)

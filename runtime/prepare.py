@@ -1,0 +1,205 @@
+"""Before the first step: the tokenizer, the tokenized data, the model's config,
+and the numbers that depend on the data (steps of an `epochs` run, warmup and
+decay given as shares). `sftc plan` shows what this decides; `sftc run` saves
+the decided plan in the run directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from .data.plan import SourceSpec, TemplateSpec
+from .models.config import ModelConfig
+from .plan import Plan, SchedulePlan
+
+
+TOKENIZER_CACHE_VERSION = 1
+
+
+class PrepareError(Exception):
+    """Something the run needs before training cannot be had; the message says what to do."""
+
+
+@dataclass
+class Prepared:
+    plan: Plan  # every number decided
+    tokenizer: Any
+    pipeline: Any  # runtime.data.pipeline.DataPipeline
+    config: ModelConfig
+    checkpoint: Path | None  # the base checkpoint directory of an `hf(...)` model
+
+
+# ---------------------------------------------------------------- tokenizer
+
+
+def _texts(spec: SourceSpec, template: TemplateSpec, cache_dir: str | None) -> Iterator[str]:
+    """Training text of a source, for tokenizer training: each train row rendered as
+    the model will read it (prompt + completion, the turns of a conversation, or the text)."""
+    from .data.pipeline import eval_rows_for
+    from .data.sources import load_source
+    from .data.templates import RowProblem, parse_template, render_parts
+
+    loaded = load_source(spec, cache_dir)
+    held = set()
+    if spec.eval is not None and spec.eval.fraction is not None:
+        held = set(eval_rows_for(len(loaded), float(spec.eval.fraction), int(spec.eval.seed)).tolist())
+    columns = set(loaded.dataset.column_names)
+    if template.prompt is not None:
+        parts = parse_template(template.prompt) + parse_template(template.completion)
+    elif template.messages is not None or "messages" in columns:
+        parts = None
+    elif "prompt" in columns and "completion" in columns:
+        parts = parse_template("{prompt}{completion}")
+    else:
+        parts = parse_template("{text}")
+    column = template.messages or "messages"
+    for index, row in enumerate(loaded.dataset):
+        if index in held:
+            continue
+        if parts is None:
+            turns = row.get(column) or []
+            yield "\n".join(t.get("content") or "" for t in turns if isinstance(t, dict))
+            continue
+        try:
+            yield render_parts(parts, row)
+        except RowProblem:
+            continue  # bad rows are counted and reported by the data pipeline itself
+
+
+def default_cache() -> Path:
+    """Where tokenized data and trained tokenizers are cached across runs ($SFTC_CACHE)."""
+    return Path(os.environ.get("SFTC_CACHE", Path.home() / ".cache" / "sftc"))
+
+
+def load_tokenizer(plan: Plan, cache_dir: Path):
+    """The plan's tokenizer. A trained one is cached by (source content, template,
+    options), so `sftc plan` and every later run of the same spec reuse it."""
+    from . import tokenizer as tok
+
+    spec = plan.model.tokenizer
+    if spec.kind == "base":
+        if plan.model.kind != "hf":
+            raise PrepareError("an `init` model has no tokenizer of its own; set `model.tokenizer`")
+        from .hf import resolve_checkpoint
+
+        return tok.load_tokenizer(resolve_checkpoint(plan.model.path, plan.model.revision))
+    if spec.kind == "hf":
+        return tok.load_tokenizer(spec.path)
+    if spec.kind == "sentencepiece":
+        return tok.from_sentencepiece(spec.path)
+    from .data.sources import source_fingerprint
+
+    names = {s.name for s in plan.data.sources}
+    template = plan.data.template_for(spec.source.name) if spec.source.name in names else TemplateSpec()
+    key = json.dumps(
+        [source_fingerprint(spec.source, str(cache_dir / "data")), dataclasses.asdict(template), dict(spec.options),
+         dataclasses.asdict(spec.source.eval) if spec.source.eval else None, TOKENIZER_CACHE_VERSION],
+        sort_keys=True,
+    )
+    target = cache_dir / "tokenizers" / hashlib.sha256(key.encode()).hexdigest()[:20]
+    if (target / "tokenizer.json").exists():
+        return tok.load_tokenizer(target)
+    options = spec.options
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    trained = tok.train_sentencepiece(
+        _texts(spec.source, template, str(cache_dir / "data")),
+        options["vocab"],
+        partial,
+        model_type=options.get("model_type", "unigram"),
+        character_coverage=options.get("character_coverage", 1.0),
+        split_digits=options.get("split_digits", True),
+        byte_fallback=options.get("byte_fallback", True),
+    )
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    del trained  # reload from the cache directory, as every later run will
+    return tok.load_tokenizer(target)
+
+
+# ---------------------------------------------------------------- model config
+
+
+def model_config(plan: Plan, tokenizer) -> tuple[ModelConfig, Path | None]:
+    model = plan.model
+    if model.kind == "init":
+        init = dict(model.init)
+        vocab = init.pop("vocab", None) or len(tokenizer)
+        if vocab < len(tokenizer):
+            raise PrepareError(f"`init {model.architecture}(vocab = {vocab})` is smaller than the tokenizer's {len(tokenizer)} tokens")
+        config = ModelConfig.llama(
+            layers=init.pop("layers"),
+            dim=init.pop("dim"),
+            heads=init.pop("heads"),
+            kv_heads=init.pop("kv_heads", None),
+            ffn=init.pop("ffn"),
+            vocab=vocab,
+            head_dim=init.pop("head_dim", None),
+            rope_theta=float(init.pop("rope_theta", 10000.0)),
+            rms_norm_eps=float(init.pop("norm_eps", 1e-5)),
+            tie_embeddings=bool(init.pop("tie_embeddings", False)),
+            max_position_embeddings=int(init.pop("max_seq_len", 4096)),
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+        if init:
+            raise PrepareError(f"`init {model.architecture}(...)` arguments not understood: {', '.join(init)}")
+        return config, None
+    from .hf import read_config, resolve_checkpoint
+
+    directory = resolve_checkpoint(model.path, model.revision)
+    config = read_config(directory)
+    if len(tokenizer) > config.vocab_size:
+        raise PrepareError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary holds {config.vocab_size}")
+    return config, directory
+
+
+# ---------------------------------------------------------------- numbers
+
+
+def _steps(share: float | None, steps: int | None, total: int) -> int:
+    if steps is not None:
+        return int(steps)
+    return int(round((share or 0.0) * total))
+
+
+def decide(plan: Plan, total_steps: int) -> Plan:
+    """The plan with its step count and schedule lengths in steps."""
+    if total_steps < 1:
+        raise PrepareError("the data gives no training step: every example was dropped or the sources are empty")
+    schedule = plan.train.schedule
+    warmup = _steps(schedule.warmup_share, schedule.warmup_steps, total_steps)
+    decay = _steps(schedule.decay_share, schedule.decay_steps, total_steps) if schedule.name == "wsd" else None
+    if warmup >= total_steps and total_steps > 1:
+        raise PrepareError(f"warmup ({warmup} steps) is not shorter than training ({total_steps} steps)")
+    decided = SchedulePlan(schedule.name, schedule.min_lr, warmup_steps=warmup, decay_steps=decay)
+    train = dataclasses.replace(plan.train, steps=total_steps, schedule=decided)
+    return dataclasses.replace(plan, train=train)
+
+
+def log_interval(plan: Plan) -> int:
+    """`log_every = auto`: every step up to 200 steps, then about 200 records per run."""
+    if plan.train.log_every is not None:
+        return plan.train.log_every
+    return max(1, math.ceil(plan.train.steps / 200)) if plan.train.steps > 200 else 1
+
+
+def prepare(plan: Plan, cache_dir: Path | None = None) -> Prepared:
+    """Tokenizer, model config, tokenized data and the decided plan (cached work is reused)."""
+    from .data.pipeline import DataPipeline
+
+    cache_dir = Path(cache_dir) if cache_dir is not None else default_cache()
+    tokenizer = load_tokenizer(plan, cache_dir)
+    config, checkpoint = model_config(plan, tokenizer)
+    pipeline = DataPipeline(plan.data, tokenizer, str(cache_dir / "data"))
+    steps = plan.train.steps if plan.train.steps is not None else pipeline.total_steps
+    return Prepared(decide(plan, steps), tokenizer, pipeline, config, checkpoint)

@@ -1,0 +1,115 @@
+"""A run directory and what goes in it: the resolved spec, the decided plan, the
+manifest, metrics, checkpoints, the report and the export.
+
+    runs/<name>/<timestamp>/
+        spec.sft        the resolved spec (use applied, defaults written, absolute paths)
+        plan.json       the plan with every number decided
+        manifest.json   spec hash, data fingerprints and stats, package versions, devices
+        metrics.jsonl   training and eval records (runtime.train.metrics_log)
+        tb/             TensorBoard event files
+        tokenizer/      the tokenizer the run used (Hugging Face files)
+        checkpoints/    Orbax checkpoints (train state + data position)
+        status.json     how the run ended: done | interrupted | nan | error
+        loss.png, report.md, report.json, export/
+
+`sftc run` on a spec whose latest run directory holds an unfinished run of the
+same spec (same hash) resumes it; `--fresh` always starts a new directory.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+from typing import Any
+
+from .plan import Plan
+
+FINISHED = ("done",)
+
+
+def new_run_dir(root: Path) -> Path:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    path = root / stamp
+    suffix = 1
+    while path.exists():
+        suffix += 1
+        path = root / f"{stamp}-{suffix}"
+    path.mkdir(parents=True)
+    return path
+
+
+def read_status(run_dir: Path) -> dict:
+    path = run_dir / "status.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def write_status(run_dir: Path, status: str, **details: Any) -> None:
+    record = {"status": status, "time": _dt.datetime.now().isoformat(timespec="seconds"), **details}
+    (run_dir / "status.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def resumable(root: Path, spec_hash: str) -> Path | None:
+    """The newest run directory of this spec that did not finish, if it is the newest run of all."""
+    if not root.is_dir():
+        return None
+    runs = sorted((p for p in root.iterdir() if (p / "plan.json").is_file()), key=lambda p: p.name)
+    if not runs:
+        return None
+    latest = runs[-1]
+    plan = json.loads((latest / "plan.json").read_text())
+    if plan.get("spec_hash") != spec_hash or read_status(latest).get("status") in FINISHED:
+        return None
+    return latest
+
+
+def package_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    names = ("sftc", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "transformers", "datasets", "tokenizers", "sentencepiece", "numpy")
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "absent"
+    return out
+
+
+def devices_summary() -> dict[str, Any]:
+    import jax
+
+    devices = jax.devices()
+    return {
+        "platform": devices[0].platform,
+        "kind": devices[0].device_kind,
+        "count": len(devices),
+        "processes": jax.process_count(),
+    }
+
+
+def write_manifest(run_dir: Path, plan: Plan, stats: dict, fingerprints: dict[str, str]) -> None:
+    manifest = {
+        "name": plan.name,
+        "spec_path": plan.spec_path,
+        "spec_hash": plan.spec_hash,
+        "data": {"fingerprints": fingerprints, "stats": stats},
+        "packages": package_versions(),
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "devices": devices_summary(),
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "cwd": os.getcwd(),
+    }
+    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def write_plan(run_dir: Path, plan: Plan) -> None:
+    (run_dir / "plan.json").write_text(plan.to_json(indent=2) + "\n")
+
+
+def read_plan(run_dir: Path) -> Plan:
+    return Plan.from_json((Path(run_dir) / "plan.json").read_text())
