@@ -93,7 +93,7 @@ def _number(x: Any) -> float | None:
 def loss_series(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[float], list[float]]]:
     """(name, steps, losses) series from `metrics.jsonl` records: `train loss`, `eval loss`,
     and `eval loss (SOURCE)` per source. A step written twice (training resumed from an
-    earlier checkpoint) keeps its latest value; non-finite losses are left out."""
+    earlier checkpoint) keeps its latest value; a non-finite latest value leaves the step out."""
     by_series: dict[str, dict[int, float]] = {}
     for r in records:
         if r.get("kind") == "train":
@@ -102,13 +102,15 @@ def loss_series(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[fl
             name = "eval loss" if r.get("source") is None else f"eval loss ({r['source']})"
         else:
             continue
-        loss, step = _number(r.get("loss")), r.get("step")
-        if loss is None or not isinstance(step, int):
-            continue
-        by_series.setdefault(name, {})[step] = loss
-    order = sorted(by_series, key=lambda n: (n != "train loss", n != "eval loss", n))
-    return [(n, [float(s) for s in sorted(by_series[n])], [by_series[n][s] for s in sorted(by_series[n])])
-            for n in order]
+        step = r.get("step")
+        if isinstance(step, int) and "loss" in r:
+            by_series.setdefault(name, {})[step] = _number(r["loss"])  # None: not finite
+    out = []
+    for n in sorted(by_series, key=lambda n: (n != "train loss", n != "eval loss", n)):
+        points = sorted((s, v) for s, v in by_series[n].items() if v is not None)
+        if points:
+            out.append((n, [float(s) for s, _ in points], [v for _, v in points]))
+    return out
 
 
 def write_loss_chart(run_dir: str | Path, records: Sequence[Mapping[str, Any]] | None = None,
@@ -223,7 +225,7 @@ def _data_lines(stats: Mapping[str, Any]) -> list[str]:
     lines: list[str] = []
     scalars = [(k, v) for k, v in stats.items() if not isinstance(v, (Mapping, list, tuple))]
     if scalars:
-        lines += _table(["", "value"], [[k, _fact(k, v)] for k, v in scalars], ["l", "r"]) + [""]
+        lines += _table(["data", "value"], [[k, _fact(k, v)] for k, v in scalars], ["l", "r"]) + [""]
     sources = stats.get("sources")
     if isinstance(sources, Mapping) and sources:
         first = next(iter(sources.values()))
@@ -289,7 +291,7 @@ def write_report(run_dir: str | Path, *, verdicts: Sequence[Verdict], values: Ma
 
     md: list[str] = [f"# {name}: {'accepted' if ok else 'rejected'}", "", f"**{summary_line(verdicts)}**", ""]
     if facts:
-        md += _table(["", ""], [[k, _fact(k, v)] for k, v in facts.items()]) + [""]
+        md += _table(["run", ""], [[k, _fact(k, v)] for k, v in facts.items()]) + [""]
     md += ["## Gates", ""]
     if verdicts:
         rows = [[f"`{v.gate}`", format_value(v.metric, v.value), _threshold_text(v),

@@ -97,14 +97,40 @@ def test_stop_ids_are_eos_and_the_special_tokens_closing_references():
     assert stop_ids(tok) == [eos]
 
 
-def test_chat_reference_drops_the_end_of_turn(tmp_path):
+def test_chat_reference_drops_the_end_of_turn(setup, tmp_path):
+    model = setup[2]  # same vocabulary: the chat template adds no tokens
     tok = wordlevel_tokenizer(CHATML)
     conv = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "ok bye"}]
     path = write_jsonl(str(tmp_path / "m.jsonl"), [{"messages": conv}] * 2)
     plan = DataPlan(sources=(SourceSpec(name="m", kind="jsonl", paths=(path,), eval=EvalSplit(fraction=0.5, seed=0)),),
                     seq_len=64, global_batch_size=1)
     pipeline = build_pipeline(plan, tok, cache_dir=str(tmp_path / "c"))
-    model = build(ModelConfig.llama(layers=1, dim=32, heads=2, ffn=64, vocab=len(tok)), rngs=1)
-    [s] = generate_eval(model, tok, pipeline, GenerationPlan(greedy=True, max_new_tokens=3), samples=None)
+    [s] = generate_eval(model, tok, pipeline, GREEDY, samples=None)
     assert s.reference == "ok bye"
     assert s.prompt.endswith("<|im_start|> assistant")
+
+
+def test_sampling_is_seeded(setup):
+    tok, pipeline, model = setup
+    hot = GenerationPlan(greedy=False, max_new_tokens=6, temperature=1.5, top_p=0.95, seed=0)
+    a = generate_eval(model, tok, pipeline, hot, samples=4, batch_size=4)
+    assert a == generate_eval(model, tok, pipeline, hot, samples=4, batch_size=4, seed=0)
+    assert a != generate_eval(model, tok, pipeline, hot, samples=4, batch_size=4, seed=1)
+
+
+def test_generations_to_gates_and_report(setup, tmp_path):
+    from runtime.evaluate import accepted, compute_metrics, judge, write_report
+    from runtime.plan import GatePlan
+
+    tok, pipeline, model = setup
+    samples = generate_eval(model, tok, pipeline, GREEDY, samples=None, batch_size=4)
+    gates = (GatePlan("rouge_l", ">=", 0.0, source="b", text="rouge_l(b)"),
+             GatePlan("exact_match", ">=", 1.01, text="exact_match"),  # impossible
+             GatePlan("max_tokens", "<=", 6, text="max_tokens"))
+    values = compute_metrics(samples, {None: {"loss": 5.0}, "a": {"loss": 5.1}, "b": {"loss": 4.9}}, gates=gates)
+    verdicts = judge(gates, values)
+    assert [v.passed for v in verdicts] == [True, False, True] and not accepted(verdicts)
+    md, js = write_report(tmp_path, verdicts=verdicts, values=values, samples=samples, facts={"name": "tiny"})
+    text = md.read_text()
+    assert "rejected: 1 of 3 gates failed: exact_match >= 1.01" in text
+    assert "Worst first by `exact_match` (failing gate), 10 of 10 samples." in text
