@@ -83,7 +83,7 @@ def _rouge_scores(preds: Sequence[str], refs: Sequence[str], key: str) -> list[f
 
         _SCORER = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL"])
     # rouge-score's argument order is score(target, prediction)
-    return [_SCORER.score(r, p)[key].fmeasure for p, r in zip(preds, refs)]
+    return [float(_SCORER.score(r, p)[key].fmeasure) for p, r in zip(preds, refs)]
 
 
 def _rouge(preds: Sequence[str], refs: Sequence[str], key: str) -> float:

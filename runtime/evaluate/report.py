@@ -262,7 +262,7 @@ def _sample_lines(ranked: Sequence[tuple[Sample, float | None]], verdict: Verdic
 
 def write_report(run_dir: str | Path, *, verdicts: Sequence[Verdict], values: Mapping[str, float],
                  samples: Sequence[Sample] = (), facts: Mapping[str, Any] | None = None,
-                 data_stats: Mapping[str, Any] | None = None,
+                 data_stats: Mapping[str, Any] | Any | None = None,
                  records: Sequence[Mapping[str, Any]] | None = None,
                  sources: Sequence[str] | None = None, limit: int = 20,
                  prompt_chars: int = 800) -> tuple[Path, Path]:
@@ -274,10 +274,13 @@ def write_report(run_dir: str | Path, *, verdicts: Sequence[Verdict], values: Ma
     ``sources``: the per-source columns (default: every source named in ``values``
     or ``samples``). ``limit`` generations are shown in the markdown (all of them
     go to the JSON), prompts cut to their last ``prompt_chars`` characters.
+    ``data_stats``: a `DataStats` or its ``to_dict()``.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     facts = dict(facts or {})
+    if data_stats is not None and hasattr(data_stats, "to_dict"):  # a runtime.data.stats.DataStats
+        data_stats = data_stats.to_dict()
     if sources is None:
         seen = [s.source for s in samples]
         for key in values:
