@@ -6,6 +6,8 @@ Stable API::
     logits = model(input_ids)                        # [B, L] int -> [B, L, V] float32
     save_pretrained(model, config, "runs/x/export", tokenizer=tok)
     # transformers.AutoModelForCausalLM.from_pretrained("runs/x/export") loads it unchanged
+    save_peft(lora_model, config, "runs/x/adapter", "models/SmolLM2-135M", plan.model.adapter)
+    # peft.PeftModel.from_pretrained(base, "runs/x/adapter") loads the LoRA adapter
 
 Import reads ``config.json`` and ``model.safetensors`` or a sharded
 ``model.safetensors.index.json``. The model is first created shape-only
@@ -36,7 +38,7 @@ from runtime.models.config import ModelConfig, UnsupportedModelError
 from runtime.models.transformer import Transformer
 
 __all__ = ["CheckpointError", "WEIGHT_TABLE", "TRANSFORMS", "load_pretrained", "save_pretrained",
-           "read_config", "resolve_checkpoint", "hf_to_ours_name"]
+           "read_config", "resolve_checkpoint", "hf_to_ours_name", "save_peft", "load_peft"]
 
 
 class CheckpointError(Exception):
@@ -361,3 +363,134 @@ def save_pretrained(model: Transformer, config: ModelConfig, path: str | os.Path
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
     return out
+
+
+# --------------------------------------------------------------------------- peft adapters
+PEFT_PREFIX = "base_model.model."
+_PEFT_UNSUPPORTED = {"use_dora": False, "use_rslora": False, "bias": "none", "lora_bias": False,
+                     "fan_in_fan_out": False, "modules_to_save": None, "layers_to_transform": None,
+                     "rank_pattern": {}, "alpha_pattern": {}}
+
+
+def _peft_module(ours_path: tuple) -> tuple[str, str | None]:
+    """Adapter state path (``layers.0.attn.q``) -> (HF module name, the kernel's transform)."""
+    hf_name, transform = ours_to_hf_name(".".join(str(k) for k in ours_path) + ".kernel")
+    if not hf_name.endswith(".weight"):
+        raise CheckpointError(f"{hf_name!r} is not a module weight; it cannot carry a LoRA adapter")
+    return hf_name[: -len(".weight")], transform
+
+
+def save_peft(model: Transformer, config: ModelConfig, path: str | os.PathLike,
+              base_model_name_or_path: str, lora, tokenizer=None, *, dtype: str | None = None) -> Path:
+    """Write a peft LoRA adapter directory: ``adapter_config.json`` + ``adapter_model.safetensors``.
+
+    ``model`` carries adapters from `runtime.models.lora.add_lora` with the
+    settings of ``lora`` (a `LoraPlan`). The result loads with
+    ``peft.PeftModel.from_pretrained(base, path)`` where ``base`` is the
+    transformers model at ``base_model_name_or_path`` (recorded in the config),
+    and with vLLM's LoRA loader. Tensors are named like peft's
+    (``base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight``
+    ``[r, in]``, ``...lora_B.weight`` ``[out, r]``) and stored in ``dtype``
+    (default: the adapters' own, float32). With ``tokenizer``, its files are
+    written too (as trainers usually do).
+    """
+    import ml_dtypes  # noqa: F401  (numpy bfloat16)
+    from safetensors.numpy import save_file
+
+    from runtime.models.lora import lora_layers
+
+    layers = list(lora_layers(model))
+    if not layers:
+        raise CheckpointError("the model has no LoRA adapters; use save_pretrained for a full model")
+    tensors: dict[str, np.ndarray] = {}
+    modules: set[str] = set()
+    for ours_path, layer in layers:
+        if (layer.rank, layer.alpha) != (lora.rank, float(lora.alpha)):
+            raise CheckpointError(f"adapter {'.'.join(map(str, ours_path))} has rank {layer.rank}, "
+                                  f"alpha {layer.alpha}; the plan says rank {lora.rank}, alpha {lora.alpha}")
+        module, transform = _peft_module(ours_path)
+        modules.add(module.rsplit(".", 1)[-1])
+        for which, variable in (("A", layer.lora_a), ("B", layer.lora_b)):
+            array = np.asarray(jax.device_get(variable.get_value()))
+            if transform is not None:
+                array = TRANSFORMS[transform][1](array)
+            if dtype is not None:
+                array = array.astype(jnp.dtype(dtype))
+            tensors[f"{PEFT_PREFIX}{module}.lora_{which}.weight"] = np.ascontiguousarray(array)
+    alpha = int(lora.alpha) if float(lora.alpha).is_integer() else float(lora.alpha)
+    adapter_config = {
+        "peft_type": "LORA",
+        "task_type": "CAUSAL_LM",
+        "base_model_name_or_path": str(base_model_name_or_path),
+        "revision": None,
+        "inference_mode": True,
+        "r": int(lora.rank),
+        "lora_alpha": alpha,
+        "lora_dropout": float(lora.dropout),
+        "target_modules": sorted(modules),
+        "init_lora_weights": True,
+        "layers_pattern": None,
+        **_PEFT_UNSUPPORTED,
+    }
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
+    save_file(dict(sorted(tensors.items())), str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out)
+    return out
+
+
+def load_peft(model: Transformer, path: str | os.PathLike) -> tuple[Transformer, Any]:
+    """Add the LoRA adapter saved at ``path`` (peft format) to ``model``: ``(model, LoraPlan)``.
+
+    ``model`` (e.g. from `load_pretrained` of the adapter's base) gains
+    adapters in place. Only plain LoRA is read (no DoRA, rsLoRA, per-module
+    ranks, biases or extra saved modules); anything else is a `CheckpointError`.
+    """
+    from safetensors import safe_open
+
+    from runtime.models.lora import TARGETS, add_lora, lora_layers
+    from runtime.plan import LoraPlan
+
+    directory = Path(path)
+    cfg_path, weights_path = directory / "adapter_config.json", directory / "adapter_model.safetensors"
+    if not cfg_path.is_file() or not weights_path.is_file():
+        raise CheckpointError(f"{directory}: expected adapter_config.json and adapter_model.safetensors")
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("peft_type") != "LORA":
+        raise CheckpointError(f"{cfg_path}: peft_type {cfg.get('peft_type')!r} is not supported (only LORA)")
+    for key, plain in _PEFT_UNSUPPORTED.items():
+        value = cfg.get(key)
+        if value and value != plain:
+            raise CheckpointError(f"{cfg_path}: {key} = {cfg[key]!r} is not supported")
+    by_hf = {_peft_module(("layers", 0, block, proj))[0].rsplit(".", 1)[-1]: target
+             for target, (block, proj) in TARGETS.items()}
+    wanted = cfg.get("target_modules")
+    if not isinstance(wanted, list) or any(m not in by_hf for m in wanted):
+        raise CheckpointError(f"{cfg_path}: target_modules {wanted!r} must be a list of "
+                              f"{', '.join(by_hf)}")
+    targets = {by_hf[m] for m in wanted}
+    plan = LoraPlan(int(cfg["r"]), float(cfg["lora_alpha"]), float(cfg.get("lora_dropout", 0.0)),
+                    tuple(t for t in TARGETS if t in targets))
+    add_lora(model, plan)
+    with safe_open(str(weights_path), framework="flax") as f:
+        stored = set(f.keys())
+        for ours_path, layer in lora_layers(model):
+            module, transform = _peft_module(ours_path)
+            for which, variable in (("A", layer.lora_a), ("B", layer.lora_b)):
+                name = f"{PEFT_PREFIX}{module}.lora_{which}.weight"
+                if name not in stored:
+                    raise CheckpointError(f"{weights_path}: tensor {name!r} is missing")
+                stored.discard(name)
+                array = f.get_tensor(name)
+                if transform is not None:
+                    array = TRANSFORMS[transform][0](array)
+                if tuple(array.shape) != tuple(variable.shape):
+                    raise CheckpointError(f"{weights_path}: tensor {name!r} has shape {tuple(array.shape)}, "
+                                          f"expected {tuple(variable.shape)[::-1]}")
+                variable.set_value(jnp.asarray(array, variable.get_value().dtype))
+    if stored:
+        raise CheckpointError(f"{weights_path}: {len(stored)} tensor(s) this model does not use, "
+                              f"e.g. {', '.join(sorted(stored)[:3])}")
+    return model, plan
