@@ -100,11 +100,12 @@ def cmd_preview(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from runtime import run as rundir
     from runtime.data.sources import source_fingerprint
-    from runtime.plot import line_chart
+    from runtime.evaluate.final import evaluate_run
+    from runtime.evaluate.report import print_gates
     from runtime.prepare import prepare
     from runtime.train.loop import train
     from runtime.train.progress import progress_for
-    from runtime.train.metrics_log import MetricsLog, read_metrics
+    from runtime.train.metrics_log import MetricsLog
 
     console = Console(stderr=True, highlight=False)
     compiled = _compile(args.spec, console)
@@ -134,14 +135,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     except _runtime_errors() as error:
         rundir.write_status(run_dir, "error", message=str(error))
         return _runtime_error(console, error)
-    records = read_metrics(run_dir)
-    train_points = [(r["step"], r["loss"]) for r in records if r.get("kind") == "train"]
-    eval_points = [(r["step"], r["loss"]) for r in records if r.get("kind") == "eval" and r.get("source") is None]
-    series = [("train loss", *zip(*train_points))] if train_points else []
-    if eval_points:
-        series.append(("eval loss", *zip(*eval_points)))
-    if series:
-        line_chart(run_dir / "loss.png", series, f"loss - {plan.name}")
     rundir.write_status(run_dir, result.status, steps=result.steps, seconds=round(time.time() - started, 1), message=result.message)
     if result.status == "interrupted":
         console.print(f"[yellow]{result.message}[/]")
@@ -149,12 +142,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     if result.status == "nan":
         console.print(f"[bold red]error[/]: {result.message}")
         return EXIT_FAIL
-    final = [r for r in records if r.get("kind") == "eval" and r.get("source") is None]
-    summary = f"trained {result.steps} steps in {time.time() - started:.0f}s; final train loss {result.last_loss:.4f}"
-    if final:
-        summary += f", eval loss {final[-1]['loss']:.4f}"
-    console.print(f"[bold green]✓[/] {summary}")
-    return EXIT_OK
+    train_seconds = time.time() - started
+    console.print(f"[bold green]✓[/] trained {result.steps} steps in {train_seconds:.0f}s; final train loss {result.last_loss:.4f}")
+    facts = {"name": plan.name, "run_dir": str(run_dir), "steps": result.steps, "train_s": round(train_seconds, 1), "spec_hash": plan.spec_hash}
+    try:
+        with console.status("evaluating: generating eval completions"):
+            outcome = evaluate_run(prepared, result, run_dir, facts, force_export=args.export)
+    except _runtime_errors() as error:
+        rundir.write_status(run_dir, "error", message=str(error))
+        return _runtime_error(console, error)
+    rundir.write_status(run_dir, "done", steps=result.steps, seconds=round(time.time() - started, 1), accepted=outcome.accepted)
+    if outcome.verdicts:
+        print_gates(outcome.verdicts, console)
+    console.print(f"report: {outcome.report}")
+    if outcome.export is not None:
+        console.print(f"export: {outcome.export}")
+    elif not outcome.accepted and plan.output.export != "none":
+        console.print("no export: the run was not accepted (`sftc run --export` exports anyway)")
+    return EXIT_OK if outcome.accepted else EXIT_REJECTED
 
 
 def register(commands) -> None:
@@ -174,4 +179,5 @@ def register(commands) -> None:
     run = commands.add_parser("run", help="train, evaluate, apply `accept`, export")
     run.add_argument("spec", metavar="SPEC")
     run.add_argument("--fresh", action="store_true", help="start a new run even if an unfinished one can be resumed")
+    run.add_argument("--export", action="store_true", help="export even when a gate fails")
     run.set_defaults(run=cmd_run)

@@ -9,7 +9,7 @@ the accumulation or the mesh, and padding never dilutes it.
 
 Mixed precision: `params` is the float32 master copy the optimizer updates; the
 forward runs on a copy cast to the model's compute dtype (bfloat16 when the spec
-says so). A step whose loss or gradient is not finite changes nothing and says
+says so). A step whose loss, gradient or new parameters are not finite changes nothing and says
 so in its metrics, so the loop can stop with the last good state intact.
 """
 
@@ -66,7 +66,7 @@ def train_step(state: TrainState, frozen, batch, *, graphdef, tx: optax.Gradient
     grad_norm = optax.global_norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(params))
     stepped = TrainState(state.step + 1, params, opt_state)
     new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), stepped, state)
     metrics = {

@@ -1,0 +1,165 @@
+"""`sftc run` end to end on a tiny spec: the run directory, a resumed run equal to an
+uninterrupted one, Ctrl-C, a non-finite loss, `--fresh`, and `sftc plan` / `preview`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from data_helpers import wordlevel_tokenizer
+from runtime.train.metrics_log import read_metrics
+from sftlang.cli import main
+
+NUMBERS = "zero one two three four five six seven eight nine".split()
+
+SPEC = """\
+sft "tiny"
+model {
+    base = init llama(layers = 1, dim = 32, heads = 2, ffn = 64)
+    tokenizer = hf("tok")
+}
+data sums = jsonl("sums.jsonl") {
+    split eval = 10% seed 1
+}
+template add for sums {
+    prompt = "what is {a} plus {b} ? "
+    completion = "{c}"
+}
+train {
+    steps = 12
+    batch = 8
+    micro = 4
+    seq_len = 16
+    optimizer = adamw(lr = 1e-2)
+    schedule = cosine(warmup = 2 steps)
+    checkpoint = every 4 steps keep 5
+}
+output {
+    dir = "runs/{name}"
+}
+"""
+
+
+@pytest.fixture()
+def project(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SFTC_CACHE", str(tmp_path / "cache"))
+    wordlevel_tokenizer().save_pretrained(str(tmp_path / "tok"))
+    rows = [{"a": NUMBERS[a], "b": NUMBERS[b], "c": NUMBERS[(a + b) % 10]} for a in range(10) for b in range(10)]
+    (tmp_path / "sums.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "tiny.sft").write_text(SPEC)
+    return tmp_path
+
+
+def _runs(project: Path) -> list[Path]:
+    return sorted((project / "runs" / "tiny").iterdir())
+
+
+def _final_params(run_dir: Path):
+    import jax
+
+    from runtime.train.checkpoint import Checkpoints
+
+    checkpoints = Checkpoints(run_dir / "checkpoints", keep=5)
+    step = checkpoints.latest_step()
+    state = checkpoints.manager.restore(step)  # raw restore: numpy arrays
+    checkpoints.close()
+    return step, jax.tree.leaves(state["state"]["params"] if isinstance(state["state"], dict) else state["state"].params)
+
+
+def test_run_writes_a_complete_run_directory(project, capsys):
+    assert main(["run", "tiny.sft"]) == 0
+    (run_dir,) = _runs(project)
+    for name in ("spec.sft", "plan.json", "manifest.json", "metrics.jsonl", "status.json", "loss.png", "report.md", "report.json", "tokenizer/tokenizer.json", "export/config.json", "export/model.safetensors"):
+        assert (run_dir / name).exists(), name
+    assert list((run_dir / "tb").iterdir()), "TensorBoard event files"
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert plan["train"]["steps"] == 12 and plan["train"]["schedule"]["warmup_steps"] == 2
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert set(manifest["data"]["fingerprints"]) == {"sums"} and manifest["packages"]["jax"]
+    assert manifest["spec_hash"] == plan["spec_hash"]
+    assert json.loads((run_dir / "status.json").read_text())["status"] == "done"
+    train = [r for r in read_metrics(run_dir) if r["kind"] == "train"]
+    assert [r["step"] for r in train] == list(range(1, 13))  # a short run logs every step
+    assert all({"loss", "lr", "tokens_per_s", "grad_norm"} <= set(r) for r in train)
+    assert train[-1]["loss"] < train[0]["loss"]
+    evals = [r for r in read_metrics(run_dir) if r["kind"] == "eval"]
+    assert evals and {"loss", "perplexity", "token_accuracy"} <= set(evals[-1])
+    assert "trained 12 steps" in capsys.readouterr().err
+    # the resolved spec in the run directory is a spec of its own
+    assert main(["check", str(run_dir / "spec.sft"), "--devices", "1"]) == 0
+
+
+def test_resumed_run_equals_uninterrupted_run(project, monkeypatch):
+    assert main(["run", "tiny.sft"]) == 0
+    (whole,) = _runs(project)
+    from runtime.data.pipeline import DataPipeline
+
+    original = DataPipeline.batch
+
+    def interrupt_at_seven(self, step, rows=None):
+        if step == 7:
+            raise KeyboardInterrupt
+        return original(self, step, rows)
+
+    monkeypatch.setattr(DataPipeline, "batch", interrupt_at_seven)
+    assert main(["run", "tiny.sft", "--fresh"]) == 130
+    interrupted = _runs(project)[-1]
+    assert json.loads((interrupted / "status.json").read_text())["status"] == "interrupted"
+    monkeypatch.setattr(DataPipeline, "batch", original)
+    assert main(["run", "tiny.sft"]) == 0  # resumes the unfinished run, in the same directory
+    assert _runs(project)[-1] == interrupted
+    events = [r["event"] for r in read_metrics(interrupted) if r["kind"] == "event"]
+    assert events[:2] == ["start", "checkpoint"] and "resume" in events and events[-1] == "done"
+    step_a, params_a = _final_params(whole)
+    step_b, params_b = _final_params(interrupted)
+    assert step_a == step_b == 12
+    for a, b in zip(params_a, params_b):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    assert main(["run", "tiny.sft"]) == 0  # finished: a new run, not a resume
+    assert len(_runs(project)) == 3
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_state(project, monkeypatch, capsys):
+    from runtime.data.pipeline import DataPipeline
+
+    original = DataPipeline.batch
+
+    def poisoned_at_five(self, step, rows=None):
+        batch = original(self, step, rows)
+        if step == 5:
+            batch["loss_mask"] = batch["loss_mask"] * np.nan
+        return batch
+
+    monkeypatch.setattr(DataPipeline, "batch", poisoned_at_five)
+    assert main(["run", "tiny.sft"]) == 1
+    (run_dir,) = _runs(project)
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["status"] == "nan" and "step 6" in status["message"]
+    assert "not finite" in capsys.readouterr().err
+    step, params = _final_params(run_dir)
+    assert step == 5  # the state after the last good step
+    assert all(np.isfinite(np.asarray(p)).all() for p in params)
+
+
+def test_plan_and_preview(project, capsys):
+    assert main(["plan", "tiny.sft"]) == 0
+    out = capsys.readouterr().out
+    assert "model    llama" in out and "steps    12" in out and "memory" in out and "Plan: 12 steps" in out
+    assert main(["plan", "tiny.sft", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["steps"] == 12 and report["tokens_per_step"] == 8 * 16 and report["model"]["params"] > 0
+    assert main(["preview", "tiny.sft", "-n", "2", "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert len(records) == 2
+    assert all(len(r["input_ids"]) == len(r["trained"]) and sum(r["trained"]) >= 2 for r in records)
+
+
+def test_invalid_spec_runs_nothing(project, capsys):
+    (project / "tiny.sft").write_text(SPEC.replace("batch = 8", "batch = 7"))
+    assert main(["run", "tiny.sft"]) == 1
+    assert "E052" in capsys.readouterr().err
+    assert not (project / "runs").exists()
