@@ -107,13 +107,19 @@ def plan_report(prepared: Prepared, as_dict: bool = False) -> Any:
     counts = parameter_count(config)
     total_params = counts["total"]
     trainable = total_params
+    if plan.model.adapter is not None:
+        from .models.lora import count_lora_params
+
+        trainable = count_lora_params(config, plan.model.adapter)
+        total_params += trainable
     devices = jax.device_count()
     shape = meshlib.mesh_shape(plan.train.mesh, devices)
     mesh = meshlib.make_mesh(shape)
     parallel = shape["data"] * shape["fsdp"]
     compute_bytes = 2 if plan.model.dtype == "bfloat16" else 4
     shard = shape["fsdp"] * shape["tensor"]
-    params_b = total_params * 4 / shard + (total_params * 2 / shard if compute_bytes == 2 else 0)
+    frozen = total_params - trainable  # kept in the compute dtype; the trainable part has a float32 master
+    params_b = (trainable * 4 + frozen * compute_bytes + (trainable * compute_bytes if compute_bytes == 2 else 0)) / shard
     grads_b = trainable * 4 / shard
     opt_b = optimizer_bytes(plan.train.optimizer.name, dict(plan.train.optimizer.options), config, trainable) / shard
     micro_tokens = plan.train.micro // parallel * plan.data.seq_len

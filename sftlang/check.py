@@ -115,8 +115,12 @@ def _check_model(ctx: _Context) -> None:
                 _check_model_dir(ctx, tokenizer, base_dir, what="tokenizer")
     if isinstance(tokenizer, ast.TrainOn):
         _check_source_ref(ctx, tokenizer.source)
-    if isinstance(spec.value("output", "export"), ast.Name) and spec.value("output", "export").name == "peft" and not isinstance(adapter, ast.Call):
-        ctx.report(Diagnostic("E070", "`export = peft` needs `adapter = lora(...)`", spec.span("output", "export"), "use `export = hf` for a full fine-tune"))
+    export = spec.value("output", "export")
+    if isinstance(export, ast.Name) and export.name == "peft":
+        if not isinstance(adapter, ast.Call):
+            ctx.report(Diagnostic("E070", "`export = peft` needs `adapter = lora(...)`", spec.span("output", "export"), "use `export = hf` for a full fine-tune"))
+        elif isinstance(base, ast.Init):
+            ctx.report(Diagnostic("E070", "`export = peft` needs a pretrained `base = hf(...)` for the adapter to apply to", spec.span("output", "export"), "use `export = hf`"))
 
 
 def _check_model_dir(ctx: _Context, call: ast.Call, base_dir: Path, what: str = "model") -> None:

@@ -44,30 +44,49 @@ def _compute_dtype(name: str):
     return jnp.bfloat16 if name == "bfloat16" else jnp.float32
 
 
+def _with_adapter(model, prepared: Prepared, seed: int):
+    adapter = prepared.plan.model.adapter
+    if adapter is None:
+        return model
+    from ..models import lora
+
+    return lora.add_lora(model, adapter, rngs=seed)
+
+
+def _trainable(prepared: Prepared):
+    from ..models import lora
+
+    return lora.trainable_filter(prepared.plan.model.adapter)
+
+
 def initial_params(prepared: Prepared, seed: int):
-    """(graphdef, float32 trainable params, frozen) of the model the plan names."""
+    """(graphdef, float32 trainable params, frozen) of the model the plan names. With a
+    LoRA adapter only the adapter trains and the base is frozen in the compute dtype."""
     compute = _compute_dtype(prepared.plan.model.dtype)
     config = prepared.config
-    if prepared.plan.model.adapter is not None:
-        raise PrepareError("LoRA adapters are not supported by this runtime yet; remove `model.adapter` for a full fine-tune")
     if prepared.checkpoint is None:
         model = build(config, rngs=seed, dtype=compute, param_dtype=jnp.float32)
     else:
         from ..hf import load_pretrained
 
         loaded, _ = load_pretrained(prepared.checkpoint, dtype="float32")
-        model = build_abstract = nnx.eval_shape(lambda: build(config, 0, dtype=compute, param_dtype=jnp.float32))
-        graphdef, _ = nnx.split(build_abstract)
-        _, state = nnx.split(loaded)
-        model = nnx.merge(graphdef, state)
-    graphdef, params, frozen = nnx.split(model, nnx.Param, ...)
-    return graphdef, params.to_pure_dict(), frozen.to_pure_dict()
+        graphdef, _ = nnx.split(nnx.eval_shape(lambda: build(config, 0, dtype=compute, param_dtype=jnp.float32)))
+        model = nnx.merge(graphdef, nnx.split(loaded)[1])
+    model = _with_adapter(model, prepared, seed)
+    graphdef, params, frozen = nnx.split(model, _trainable(prepared), ...)
+    frozen = step.cast(frozen.to_pure_dict(), compute)
+    return graphdef, params.to_pure_dict(), frozen
 
 
-def _abstract_params(prepared: Prepared):
+def _abstract_states(prepared: Prepared):
+    """Abstract (trainable, frozen) nnx States: shapes and logical axis names."""
     compute = _compute_dtype(prepared.plan.model.dtype)
-    abstract = nnx.eval_shape(lambda: build(prepared.config, 0, dtype=compute, param_dtype=jnp.float32))
-    return nnx.split(abstract, nnx.Param, ...)[1]
+
+    def make():
+        return _with_adapter(build(prepared.config, 0, dtype=compute, param_dtype=jnp.float32), prepared, 0)
+
+    _, trainable, frozen = nnx.split(nnx.eval_shape(make), _trainable(prepared), ...)
+    return trainable, frozen
 
 
 class Stepper:
@@ -88,16 +107,20 @@ class Stepper:
         )
         self.tx = optim.optimizer(plan.train.optimizer, self.schedule, plan.train.clip)
         self.graphdef, params, self.frozen = initial_params(prepared, plan.data.seed)
-        abstract_params = _abstract_params(prepared)
+        abstract_params, abstract_frozen = _abstract_states(prepared)
         self.abstract_state = jax.eval_shape(
             lambda p: step.TrainState(jnp.zeros((), jnp.int32), p, self.tx.init(p)), params
         )
         self.shardings = step.state_shardings(self.abstract_state, meshlib.state_shardings(abstract_params, self.mesh), self.mesh)
-        frozen_shardings = jax.tree.map(lambda _: meshlib.replicated(self.mesh), self.frozen)
+        frozen_shardings = meshlib.state_shardings(abstract_frozen, self.mesh)
         self.frozen = jax.device_put(self.frozen, frozen_shardings)
         self.initial = params
         self.compute = _compute_dtype(plan.model.dtype)
-        self.step_fn = step.compile_step(self.graphdef, self.tx, self.schedule, self.compute, self.shardings, frozen_shardings, self.mesh)
+        dropout = plan.model.adapter.dropout if plan.model.adapter is not None else 0.0
+        self.step_fn = step.compile_step(
+            self.graphdef, self.tx, self.schedule, self.compute, self.shardings, frozen_shardings, self.mesh,
+            dropout_seed=plan.data.seed if dropout > 0 else None,
+        )
         self.eval_fn = jax.jit(
             functools.partial(step.token_statistics, self.graphdef, compute_dtype=self.compute),
             out_shardings=meshlib.replicated(self.mesh),

@@ -24,6 +24,7 @@ import optax
 from flax import nnx
 
 from .. import mesh as meshlib
+from ..models import lora
 
 
 class TrainState(NamedTuple):
@@ -36,10 +37,12 @@ def cast(tree, dtype):
     return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
-def token_statistics(graphdef, params, frozen, batch, compute_dtype) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
-    """(sum of token losses, (trained tokens, correctly predicted trained tokens)) of a micro-batch."""
+def token_statistics(graphdef, params, frozen, batch, compute_dtype, dropout_key=None) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    """(sum of token losses, (trained tokens, correctly predicted trained tokens)) of a
+    micro-batch. `dropout_key` turns adapter dropout on (training only)."""
     model = nnx.merge(graphdef, cast(params, compute_dtype), cast(frozen, compute_dtype))
-    logits = model(batch["input_ids"], positions=batch["positions"], segment_ids=batch["segment_ids"])
+    with lora.dropout_rng(dropout_key):
+        logits = model(batch["input_ids"], positions=batch["positions"], segment_ids=batch["segment_ids"])
     logits = logits.astype(jnp.float32)
     mask = batch["loss_mask"].astype(jnp.float32)
     target_logits = jnp.take_along_axis(logits, batch["targets"][..., None], axis=-1)[..., 0]
@@ -48,18 +51,23 @@ def token_statistics(graphdef, params, frozen, batch, compute_dtype) -> tuple[ja
     return jnp.sum(losses * mask), (jnp.sum(mask), jnp.sum(correct * mask))
 
 
-def train_step(state: TrainState, frozen, batch, *, graphdef, tx: optax.GradientTransformation, schedule: Callable, compute_dtype) -> tuple[TrainState, dict]:
+def train_step(state: TrainState, frozen, batch, *, graphdef, tx: optax.GradientTransformation, schedule: Callable, compute_dtype, dropout_seed: int | None = None) -> tuple[TrainState, dict]:
     grad_fn = jax.value_and_grad(token_statistics, argnums=1, has_aux=True)
+    accumulation = jax.tree.leaves(batch)[0].shape[0]
 
-    def micro(carry, micro_batch):
+    def micro(carry, inputs):
+        micro_batch, index = inputs
         grads, loss_sum, tokens, correct = carry
-        (loss, (count, right)), g = grad_fn(graphdef, state.params, frozen, micro_batch, compute_dtype)
+        key = None
+        if dropout_seed is not None:  # a function of (seed, step, micro-batch): resumes reproduce it
+            key = jax.random.fold_in(jax.random.fold_in(jax.random.key(dropout_seed), state.step), index)
+        (loss, (count, right)), g = grad_fn(graphdef, state.params, frozen, micro_batch, compute_dtype, key)
         grads = jax.tree.map(jnp.add, grads, g)
         return (grads, loss_sum + loss, tokens + count, correct + right), None
 
     zeros = jax.tree.map(jnp.zeros_like, state.params)
     start = (zeros, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32), jnp.zeros((), jnp.float32))
-    (grads, loss_sum, tokens, correct), _ = jax.lax.scan(micro, start, batch)
+    (grads, loss_sum, tokens, correct), _ = jax.lax.scan(micro, start, (batch, jnp.arange(accumulation)))
     denominator = jnp.maximum(tokens, 1.0)
     grads = jax.tree.map(lambda g: g / denominator, grads)
     loss = loss_sum / denominator
@@ -102,9 +110,11 @@ def state_shardings(abstract_state: TrainState, param_shardings, mesh) -> TrainS
     )
 
 
-def compile_step(graphdef, tx, schedule, compute_dtype, shardings: TrainState, frozen_shardings, mesh):
+def compile_step(graphdef, tx, schedule, compute_dtype, shardings: TrainState, frozen_shardings, mesh, dropout_seed: int | None = None):
     """The jitted step: state donated, batch split over data x fsdp, metrics replicated."""
-    step = functools.partial(train_step, graphdef=graphdef, tx=tx, schedule=schedule, compute_dtype=compute_dtype)
+    step = functools.partial(
+        train_step, graphdef=graphdef, tx=tx, schedule=schedule, compute_dtype=compute_dtype, dropout_seed=dropout_seed
+    )
     return jax.jit(
         step,
         in_shardings=(shardings, frozen_shardings, meshlib.batch_sharding(mesh)),

@@ -163,3 +163,54 @@ def test_invalid_spec_runs_nothing(project, capsys):
     assert main(["run", "tiny.sft"]) == 1
     assert "E052" in capsys.readouterr().err
     assert not (project / "runs").exists()
+
+
+LORA_SPEC = """\
+sft "tiny-lora"
+model {
+    base = hf("base")
+    adapter = lora(rank = 4, alpha = 8, dropout = 0.1, targets = [q, v])
+}
+data sums = jsonl("sums.jsonl") {
+    split eval = 10% seed 1
+}
+template add for sums {
+    prompt = "what is {a} plus {b} ? "
+    completion = "{c}"
+}
+train {
+    steps = 6
+    batch = 4
+    seq_len = 16
+    optimizer = adamw(lr = 1e-2)
+}
+output {
+    dir = "runs/{name}"
+    export = peft
+}
+"""
+
+
+def test_lora_run_trains_only_the_adapter_and_exports_for_peft(project):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = wordlevel_tokenizer()
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(project / "base")
+    tokenizer.save_pretrained(str(project / "base"))
+    (project / "lora.sft").write_text(LORA_SPEC)
+    assert main(["run", "lora.sft"]) == 0
+    (run_dir,) = sorted((project / "runs" / "tiny-lora").iterdir())
+    export = run_dir / "export"
+    assert json.loads((export / "adapter_config.json").read_text())["r"] == 4
+    base = AutoModelForCausalLM.from_pretrained(project / "base")
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(project / "base"), export)
+    ids = torch.tensor([tokenizer("what is two plus three ?")["input_ids"]])
+    with torch.no_grad():
+        assert not torch.allclose(base(ids).logits, tuned(ids).logits)  # the adapter learned something
+    plan = json.loads((run_dir / "plan.json").read_text())
+    assert plan["model"]["adapter"] == {"rank": 4, "alpha": 8.0, "dropout": 0.1, "targets": ["q", "v"]}
