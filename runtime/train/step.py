@@ -24,6 +24,7 @@ import optax
 from flax import nnx
 
 from .. import mesh as meshlib
+from .cross_entropy import cross_entropy
 from ..models import lora
 
 
@@ -39,16 +40,17 @@ def cast(tree, dtype):
 
 def token_statistics(graphdef, params, frozen, batch, compute_dtype, dropout_key=None) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """(sum of token losses, (trained tokens, correctly predicted trained tokens)) of a
-    micro-batch. `dropout_key` turns adapter dropout on (training only)."""
+    micro-batch. `dropout_key` turns adapter dropout on (training only).
+
+    Token loss ``logsumexp(logits) - logits[target]``, correct ``argmax(logits) == target``;
+    `cross_entropy` computes both with one cheap pass for the gradient."""
     model = nnx.merge(graphdef, cast(params, compute_dtype), cast(frozen, compute_dtype))
     with lora.dropout_rng(dropout_key):
         logits = model(batch["input_ids"], positions=batch["positions"], segment_ids=batch["segment_ids"])
     logits = logits.astype(jnp.float32)
-    mask = batch["loss_mask"].astype(jnp.float32)
-    target_logits = jnp.take_along_axis(logits, batch["targets"][..., None], axis=-1)[..., 0]
-    losses = jax.nn.logsumexp(logits, axis=-1) - target_logits
-    correct = (jnp.argmax(logits, axis=-1) == batch["targets"]).astype(jnp.float32)
-    return jnp.sum(losses * mask), (jnp.sum(mask), jnp.sum(correct * mask))
+    losses, correct = cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["targets"].reshape(-1))
+    mask = batch["loss_mask"].astype(jnp.float32).reshape(-1)
+    return jnp.sum(losses * mask), (jnp.sum(mask), jnp.sum(correct.astype(jnp.float32) * mask))
 
 
 def train_step(state: TrainState, frozen, batch, *, graphdef, tx: optax.GradientTransformation, schedule: Callable, compute_dtype, dropout_seed: int | None = None) -> tuple[TrainState, dict]:

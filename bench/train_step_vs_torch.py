@@ -1,0 +1,161 @@
+"""sftc's train step against transformers + torch, side by side in one process.
+
+The same Llama config and batch trained both ways, float32, AdamW, every token
+trained (full rows of random tokens):
+
+* peer: ``transformers.LlamaForCausalLM(LlamaConfig(...))`` (SDPA attention),
+  ``torch.optim.AdamW``, gradient clipping at 1.0, ``torch.set_num_threads``
+  = the number of CPU cores (JAX's CPU client uses them all too);
+* sftc: `runtime.bench` (the jitted step of `runtime.train.step` with the
+  optimizer/schedule of a run: AdamW, clipping 1.0, cosine schedule).
+
+The two are timed in alternating rounds (sftc, torch, sftc, torch, ...) so that
+noise from anything else on the machine hits both; each side's number is the
+median of its per-step times over all rounds.
+
+    .venv/bin/python bench/train_step_vs_torch.py                 # the issue's ~7M shape
+    .venv/bin/python bench/train_step_vs_torch.py --steps 10 --rounds 3 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+
+def _args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--dim", type=int, default=256)
+    p.add_argument("--heads", type=int, default=8)
+    p.add_argument("--kv-heads", type=int, default=4)
+    p.add_argument("--ffn", type=int, default=688)
+    p.add_argument("--vocab", type=int, default=8192)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--seq-len", type=int, default=256)
+    p.add_argument("--steps", type=int, default=5, help="timed steps per round and side")
+    p.add_argument("--rounds", type=int, default=4, help="alternating rounds (sftc, torch) after warm-up")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
+    p.add_argument("--only", choices=("sftc", "torch"), help="run one side only")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    return p.parse_args(argv)
+
+
+class Torch:
+    """LlamaForCausalLM + AdamW, one full step per `step()` (zero_grad, forward, backward, clip, update)."""
+
+    def __init__(self, a, threads: int):
+        import torch
+        from transformers import LlamaConfig, LlamaForCausalLM
+
+        torch.set_num_threads(threads)
+        torch.manual_seed(0)
+        self.torch = torch
+        config = LlamaConfig(
+            vocab_size=a.vocab, hidden_size=a.dim, intermediate_size=a.ffn, num_hidden_layers=a.layers,
+            num_attention_heads=a.heads, num_key_value_heads=a.kv_heads, max_position_embeddings=max(a.seq_len, 2048),
+            tie_word_embeddings=False, attn_implementation="sdpa",
+        )
+        self.model = LlamaForCausalLM(config).float().train()
+        self.params = sum(p.numel() for p in self.model.parameters())
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+        g = torch.Generator().manual_seed(0)
+        ids = torch.randint(0, a.vocab, (a.batch, a.seq_len + 1), generator=g)
+        self.inputs, self.targets = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
+
+    def step(self) -> float:
+        torch = self.torch
+        started = time.perf_counter()
+        self.opt.zero_grad(set_to_none=True)
+        logits = self.model(input_ids=self.inputs).logits
+        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), self.targets.reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+        self.opt.step()
+        float(loss)
+        return time.perf_counter() - started
+
+
+class Sftc:
+    """`runtime.bench.StepBench`: the compiled step of a run, timed in rounds."""
+
+    def __init__(self, a):
+        from runtime.bench import StepBench
+        from runtime.models import ModelConfig
+
+        config = ModelConfig.llama(layers=a.layers, dim=a.dim, heads=a.heads, kv_heads=a.kv_heads, ffn=a.ffn, vocab=a.vocab)
+        self.bench = StepBench(config, batch=a.batch, seq_len=a.seq_len, dtype="float32")
+        self.params = self.bench.params
+
+    def step(self) -> float:
+        return self.bench.run(1)[0]
+
+
+def main(argv=None) -> dict:
+    a = _args(argv)
+    import jax
+    import torch
+    import transformers
+
+    tokens = a.batch * a.seq_len
+    sides = ("sftc", "torch") if a.only is None else (a.only,)
+    times: dict[str, list[float]] = {s: [] for s in sides}
+    peers = {}
+    for side in sides:
+        peers[side] = Sftc(a) if side == "sftc" else Torch(a, a.threads)
+        for _ in range(a.warmup):
+            peers[side].step()
+    for _ in range(a.rounds):
+        for side in sides:
+            times[side].extend(peers[side].step() for _ in range(a.steps))
+
+    out = {
+        "machine": {
+            "cpu_count": os.cpu_count(),
+            "processor": platform.processor() or platform.machine(),
+            "python": platform.python_version(),
+            "jax": jax.__version__,
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "torch_threads": torch.get_num_threads(),
+        },
+        "shape": {"layers": a.layers, "dim": a.dim, "heads": a.heads, "kv_heads": a.kv_heads, "ffn": a.ffn,
+                  "vocab": a.vocab, "batch": a.batch, "seq_len": a.seq_len, "dtype": "float32"},
+    }
+    for side in sides:
+        median = statistics.median(times[side])
+        out[side] = {"params": peers[side].params, "step_ms": median * 1e3, "step_ms_min": min(times[side]) * 1e3,
+                     "tokens_per_s": tokens / median, "timed_steps": len(times[side])}
+    if "sftc" in sides:
+        out["sftc"]["compile_s"] = peers["sftc"].bench.compile_s
+    if len(sides) == 2:
+        out["ratio"] = out["sftc"]["tokens_per_s"] / out["torch"]["tokens_per_s"]
+    if a.json:
+        print(json.dumps(out, indent=2))
+        return out
+    m, s = out["machine"], out["shape"]
+    print(f"machine  {m['cpu_count']} CPU cores ({m['processor']}), python {m['python']}, jax {m['jax']}, "
+          f"torch {m['torch']} ({m['torch_threads']} threads), transformers {m['transformers']}")
+    print(f"model    Llama {s['layers']} layers, dim {s['dim']}, {s['heads']}/{s['kv_heads']} heads, ffn {s['ffn']}, "
+          f"vocab {s['vocab']}; batch {s['batch']} x {s['seq_len']}, float32, AdamW")
+    for side in sides:
+        r = out[side]
+        name = "sftc (jax)" if side == "sftc" else "torch"
+        print(f"{name:<11}{r['params']:>10,} params  {r['step_ms']:7.1f} ms/step (best {r['step_ms_min']:.1f})  "
+              f"{r['tokens_per_s']:8,.0f} tokens/s  [{r['timed_steps']} steps]")
+    if "ratio" in out:
+        print(f"ratio      sftc / torch tokens/s = {out['ratio']:.2f}")
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,100 @@
+"""`sftc bench` (runtime.bench) and the exactness of the step's fast paths."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from runtime import bench
+from runtime.models import ModelConfig
+from runtime.plan import OptimizerPlan
+from runtime.train.cross_entropy import cross_entropy
+
+TINY = ModelConfig.llama(layers=1, dim=32, heads=4, kv_heads=2, ffn=64, vocab=64)
+
+
+@pytest.fixture(scope="module")
+def result():
+    return bench.bench_step(TINY, batch=4, micro=2, seq_len=16, steps=2, warmup=1)
+
+
+def test_bench_reports_the_documented_keys(result):
+    for key in ("tokens_per_s", "step_ms", "compile_s", "params", "mfu", "peak_mem_bytes", "flops_per_step"):
+        assert key in result
+    assert result["tokens_per_s"] > 0 and result["step_ms"] > 0 and result["compile_s"] > 0
+    assert result["tokens_per_s"] == pytest.approx(4 * 16 / (result["step_ms"] / 1e3))
+    assert result["mfu"] is None  # a CPU's peak is unknown
+    assert result["peak_mem_bytes"] > 0 and result["peak_mem_source"] == "process_rss"
+    assert np.isfinite(result["loss"]) and result["micro"] == 2 and result["steps"] == 2
+    json.dumps(result)  # --json prints it as is
+
+
+def test_params_and_flops_follow_the_documented_formula(result):
+    c = TINY
+    kernels = c.num_layers * (2 * 32 * 32 + 2 * 32 * 16 + 3 * 32 * 64) + 32 * 64  # q,o + k,v + mlp; head
+    norms = (2 * c.num_layers + 1) * 32
+    assert result["params"] == kernels + norms + 64 * 32  # + the input embedding
+    attention = 6 * c.num_layers * 16 * c.num_heads * c.head_dim
+    assert result["flops_per_step"] == 4 * 16 * (6 * kernels + attention)
+
+
+def test_peak_flops_table():
+    assert bench.peak_flops("NVIDIA H100 80GB HBM3", "bfloat16") == 989e12
+    assert bench.peak_flops("NVIDIA H100 PCIe", "bfloat16") == 756e12
+    assert bench.peak_flops("NVIDIA A100-SXM4-80GB", "float32") == 156e12
+    assert bench.peak_flops("TPU v5 lite", "bfloat16") == 197e12
+    assert bench.peak_flops("cpu", "float32") is None
+
+
+def test_format_bench_is_human(result):
+    text = bench.format_bench({**result, "mfu": 0.4123})
+    assert "tokens/s" in text and "41.2 %" in text and "MiB (process peak RSS)" in text
+    assert "2 micro-batches of 2" in text
+    assert "n/a" in bench.format_bench(result)
+
+
+def test_bench_rejects_bad_shapes():
+    with pytest.raises(ValueError, match="micro-batches"):
+        bench.bench_step(TINY, batch=4, micro=3, seq_len=8, steps=1)
+    with pytest.raises(ValueError, match="dtype"):
+        bench.bench_step(TINY, batch=4, seq_len=8, steps=1, dtype="float16")
+
+
+def test_other_optimizers_bench():
+    sgd = OptimizerPlan("sgd", 0.1, {"momentum": 0.9, "nesterov": False, "weight_decay": 0.0})
+    out = bench.bench_step(TINY, batch=2, seq_len=8, steps=1, warmup=0, optimizer=sgd, clip=None)
+    assert out["tokens_per_s"] > 0
+
+
+# ------------------------------------------------ the fast cross-entropy is the plain one
+
+
+def _plain(logits, targets):
+    target = jnp.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]
+    return jax.nn.logsumexp(logits, axis=-1) - target, jnp.argmax(logits, axis=-1) == targets
+
+
+def test_cross_entropy_equals_the_plain_expressions_and_their_gradient():
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(40, 33)) * 3, jnp.float32)
+    targets = jnp.asarray(rng.integers(0, 33, 40), jnp.int32)
+    weights = jnp.asarray(rng.random(40), jnp.float32)
+    losses, correct = jax.jit(cross_entropy)(logits, targets)
+    ref_losses, ref_correct = _plain(logits, targets)
+    np.testing.assert_allclose(losses, ref_losses, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(correct, ref_correct)
+    grad = jax.jit(jax.grad(lambda x: jnp.sum(cross_entropy(x, targets)[0] * weights)))(logits)
+    ref_grad = jax.grad(lambda x: jnp.sum(_plain(x, targets)[0] * weights))(logits)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-5, atol=1e-7)
+
+
+def test_cross_entropy_accuracy_breaks_ties_like_argmax():
+    logits = jnp.array([[1.0, 3.0, 3.0, 0.0]] * 4 + [[2.0, 2.0, 2.0, 2.0]] * 2)
+    targets = jnp.array([1, 2, 0, 3, 0, 3])  # first maximum, a later tied maximum, smaller, smaller; all tied
+    _, correct = cross_entropy(logits, targets)
+    np.testing.assert_array_equal(correct, jnp.argmax(logits, -1) == targets)
+    assert correct.tolist() == [True, False, False, False, True, False]
