@@ -162,6 +162,179 @@ def cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK if outcome.accepted else EXIT_REJECTED
 
 
+# ---------------------------------------------------------------- eval, generate, chat, export
+
+
+def _load(args, console: Console):
+    from runtime.inference import load_trained
+
+    with console.status(f"loading {args.run_dir}"):
+        return load_trained(args.run_dir, getattr(args, "step", None))
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Re-evaluate a run's checkpoint, with its own gates or those of an edited spec."""
+    import dataclasses
+    import datetime
+
+    from runtime.evaluate.gates import accepted, compute_metrics, judge
+    from runtime.evaluate.generation import generate_eval
+    from runtime.evaluate.report import print_gates, write_report
+    from runtime.train.loop import Stepper
+
+    console = Console(stderr=True, highlight=False)
+    try:
+        trained = _load(args, console)
+        plan = trained.plan
+        if args.spec is not None:
+            compiled = _compile(args.spec, console)
+            if compiled is None:
+                return EXIT_FAIL
+            edited, _ = compiled
+            plan = dataclasses.replace(plan, gates=edited.gates, eval=edited.eval)
+            trained.prepared.plan = plan
+        with console.status("evaluating"):
+            prepared = trained.with_data()
+            stepper = Stepper(prepared)
+            token_metrics = {}
+            sources = [s.name for s in plan.data.sources if s.eval is not None]
+            for source in [None] + (sources if len(sources) > 1 else []):
+                metrics = stepper.evaluate(trained.params, prepared.pipeline.eval_batches(stepper.micro, source=source))
+                if metrics:
+                    token_metrics[source] = metrics
+            samples = []
+            if plan.eval.generate is not None:
+                samples = generate_eval(trained.model, trained.tokenizer, prepared.pipeline, plan.eval.generate, plan.eval.samples, seed=plan.eval.generate.seed)
+        values = compute_metrics(samples, token_metrics, gates=plan.gates, eval_sources=sources)
+        verdicts = judge(plan.gates, values)
+    except _runtime_errors() as error:
+        return _runtime_error(console, error)
+    out = Path(args.run_dir) / "evals" / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out.mkdir(parents=True)
+    facts = {"run": str(args.run_dir), "step": trained.step, "spec": args.spec or "the run's own"}
+    report, _ = write_report(out, verdicts=verdicts, values=values, samples=samples, facts=facts, data_stats=prepared.pipeline.stats, records=[])
+    if verdicts:
+        print_gates(verdicts, console)
+    else:
+        for key in sorted(values):
+            console.print(f"{key:24} {values[key]:.4f}")
+    console.print(f"report: {report}")
+    return EXIT_OK if accepted(verdicts) else EXIT_REJECTED
+
+
+def _generation_settings(args, trained):
+    generation = trained.plan.eval.generate
+    max_new = args.max_new_tokens or (generation.max_new_tokens if generation else 128)
+    temperature = args.temperature if args.temperature is not None else (0.0 if generation is None or generation.greedy else generation.temperature)
+    return max_new, temperature
+
+
+def _stop_ids(tokenizer) -> set[int]:
+    stops = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
+    for token in ("<|im_end|>", "<|eot_id|>", "<|end|>"):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
+            stops.add(token_id)
+    return stops
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    import json
+
+    from runtime.inference import prompt_ids, stream
+
+    console = Console(stderr=True, highlight=False)
+    if (args.prompt is None) == (args.file is None):
+        console.print("[bold red]error[/]: give exactly one of --prompt TEXT or --file prompts.jsonl")
+        return EXIT_USAGE
+    try:
+        trained = _load(args, console)
+        if args.prompt is not None:
+            inputs = [args.prompt]
+        else:
+            lines = Path(args.file).read_text(encoding="utf-8").splitlines()
+            inputs = []
+            for number, line in enumerate(lines, start=1):
+                if line.strip():
+                    try:
+                        inputs.append(json.loads(line))
+                    except json.JSONDecodeError as error:
+                        console.print(f"[bold red]error[/]: {args.file}:{number}: not JSON ({error.msg})")
+                        return EXIT_USAGE
+        max_new, temperature = _generation_settings(args, trained)
+        stops = _stop_ids(trained.tokenizer)
+        for index, value in enumerate(inputs):
+            ids = prompt_ids(trained.plan, trained.tokenizer, value, source=args.source)
+            out = [t for t in stream(trained.model, ids, max_new, stops, temperature, seed=args.seed + index) if t not in stops]
+            text = trained.tokenizer.decode(out, skip_special_tokens=True)
+            if args.json:
+                print(json.dumps({"input": value, "completion": text, "tokens": len(out)}))
+            else:
+                print(text)
+    except (OSError, KeyError) as error:
+        return _runtime_error(console, error)
+    except _runtime_errors() as error:
+        return _runtime_error(console, error)
+    return EXIT_OK
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    from runtime.inference import prompt_ids, stream, template_for
+
+    console = Console(stderr=True, highlight=False)
+    try:
+        trained = _load(args, console)
+    except _runtime_errors() as error:
+        return _runtime_error(console, error)
+    template = template_for(trained.plan, args.source)
+    conversational = template.messages is not None
+    max_new, temperature = _generation_settings(args, trained)
+    stops = _stop_ids(trained.tokenizer)
+    out = Console(highlight=False)
+    out.print(f"[dim]{trained.plan.name} at step {trained.step}; {'a conversation' if conversational else 'each line is a new prompt'}; Ctrl-D to quit[/]")
+    history: list[dict] = []
+    while True:
+        try:
+            text = input("> ")
+        except (EOFError, KeyboardInterrupt):
+            out.print()
+            return EXIT_OK
+        if not text.strip():
+            continue
+        ids = prompt_ids(trained.plan, trained.tokenizer, text, history=history if conversational else None, source=args.source)
+        produced: list[int] = []
+        shown = ""
+        try:
+            for token in stream(trained.model, ids, max_new, stops, temperature, seed=len(history)):
+                if token in stops:
+                    break
+                produced.append(token)
+                decoded = trained.tokenizer.decode(produced, skip_special_tokens=True)
+                out.print(decoded[len(shown):], end="", soft_wrap=True)
+                shown = decoded
+        except KeyboardInterrupt:
+            pass
+        out.print()
+        if conversational:
+            history += [{"role": "user", "content": text}, {"role": "assistant", "content": shown}]
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from runtime.evaluate.final import export_model
+
+    console = Console(stderr=True, highlight=False)
+    try:
+        trained = _load(args, console)
+        if args.format == "peft" and trained.plan.model.adapter is None:
+            console.print("[bold red]error[/]: this run trained every weight (no LoRA adapter); use --format hf")
+            return EXIT_USAGE
+        path = export_model(trained.prepared, trained.model, Path(args.out), args.format)
+    except _runtime_errors() as error:
+        return _runtime_error(console, error)
+    console.print(f"[bold green]✓[/] exported step {trained.step} of {args.run_dir} to {path} ({args.format})")
+    return EXIT_OK
+
+
 def register(commands) -> None:
     plan = commands.add_parser("plan", help="what a run will do: data, steps, parameters, mesh, memory, FLOPs")
     plan.add_argument("spec", metavar="SPEC")
@@ -181,3 +354,30 @@ def register(commands) -> None:
     run.add_argument("--fresh", action="store_true", help="start a new run even if an unfinished one can be resumed")
     run.add_argument("--export", action="store_true", help="export even when a gate fails")
     run.set_defaults(run=cmd_run)
+
+    evaluate = commands.add_parser("eval", help="re-evaluate a run's checkpoint (optionally with an edited spec's gates)")
+    evaluate.add_argument("run_dir", metavar="RUN", help="a run directory: runs/<name>/<timestamp>")
+    evaluate.add_argument("--spec", default=None, help="judge with this spec's `eval` and `accept` blocks")
+    evaluate.add_argument("--step", type=int, default=None, help="a checkpoint step (default: the latest)")
+    evaluate.set_defaults(run=cmd_eval)
+
+    for name, handler, text in (("generate", cmd_generate, "completions from a trained run"), ("chat", cmd_chat, "talk to a trained run, streaming tokens")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("run_dir", metavar="RUN", help="a run directory: runs/<name>/<timestamp>")
+        if name == "generate":
+            sub.add_argument("--prompt", default=None, help="the input text (fills the template's one placeholder)")
+            sub.add_argument("--file", default=None, help="a JSON-lines file of rows (template columns)")
+            sub.add_argument("--json", action="store_true", help="one JSON object per completion")
+        sub.add_argument("--source", default=None, help="use this source's template (default: the first)")
+        sub.add_argument("--step", type=int, default=None, help="a checkpoint step (default: the latest)")
+        sub.add_argument("--max-new-tokens", type=int, default=None)
+        sub.add_argument("--temperature", type=float, default=None, help="0 is greedy (default: the spec's eval.generate)")
+        sub.add_argument("--seed", type=int, default=0)
+        sub.set_defaults(run=handler)
+
+    export = commands.add_parser("export", help="write a checkpoint transformers / peft / vLLM load as is")
+    export.add_argument("run_dir", metavar="RUN", help="a run directory: runs/<name>/<timestamp>")
+    export.add_argument("--format", choices=("hf", "peft"), default="hf")
+    export.add_argument("--step", type=int, default=None, help="a checkpoint step (default: the latest)")
+    export.add_argument("out", metavar="OUT", help="the directory to write")
+    export.set_defaults(run=cmd_export)
