@@ -288,6 +288,13 @@ def cmd_chat(args: argparse.Namespace) -> int:
         return _runtime_error(console, error)
     template = template_for(trained.plan, args.source)
     conversational = template.messages is not None
+    if template.prompt is not None:
+        from runtime.data.templates import placeholders
+
+        columns = sorted(set(placeholders(template.prompt)))
+        if len(columns) != 1:
+            console.print(f"[bold red]error[/]: chat fills a prompt template with one placeholder; this one takes {', '.join(columns) or 'none'} (use `sftc generate --file`)")
+            return EXIT_USAGE
     max_new, temperature = _generation_settings(args, trained)
     stops = _stop_ids(trained.tokenizer)
     out = Console(highlight=False)
