@@ -126,6 +126,9 @@ def _load_for_diff(argument: str, console):
 def cmd_diff(args: argparse.Namespace) -> int:
     from rich.text import Text
 
+    import json
+
+    from . import run_diff
     from .diff import diff_specs, render_lines, to_json
     from .fingerprint import fingerprint_pair
 
@@ -136,13 +139,23 @@ def cmd_diff(args: argparse.Namespace) -> int:
     (old, old_files, old_label), (new, new_files, new_label) = sides
     old_prints, new_prints = fingerprint_pair(old, old_files, new, new_files)
     result = diff_specs(old, new, old_prints, new_prints)
+    runs = None
+    if all(run_diff.is_run_dir(Path(a)) for a in (args.old, args.new)):
+        runs = run_diff.diff_runs(Path(args.old), Path(args.new))
     if args.format == "json":
-        print(to_json(result, old_label, new_label))
+        out = json.loads(to_json(result, old_label, new_label))
+        if runs is not None:
+            out["runs"] = run_diff.to_dict(runs)
+            out["same"] = out["same"] and runs.same
+        print(json.dumps(out, indent=2))
     else:
         console = _console()
         for text, style in render_lines(result):
             console.print(Text(text, style=style), soft_wrap=True)
-    return 0 if result.same else 1
+        if runs is not None:
+            for text, style in run_diff.render_lines(runs, Path(args.old).name, Path(args.new).name):
+                console.print(Text(text, style=style), soft_wrap=True)
+    return 0 if result.same and (runs is None or runs.same) else 1
 
 
 # ---------------------------------------------------------------- parser

@@ -1,0 +1,134 @@
+"""`sftc diff RUN_A RUN_B`: beyond the spec diff, what two runs measured and ran on.
+
+Reads each run directory's report.json (metrics) and manifest.json (data
+fingerprints, package versions, devices); plain JSON, so no runtime import.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .schema import METRICS
+
+
+@dataclass(frozen=True)
+class MetricDelta:
+    metric: str
+    old: float | None
+    new: float | None
+    verdict: str  # "better" | "worse" | "same" | "changed" | "added" | "removed"
+
+
+@dataclass
+class RunDiff:
+    metrics: list[MetricDelta] = field(default_factory=list)
+    fingerprints: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    packages: list[tuple[str, str | None, str | None]] = field(default_factory=list)
+    devices: tuple[dict, dict] | None = None
+
+    @property
+    def same(self) -> bool:
+        return not self.fingerprints and not self.packages and all(m.verdict == "same" for m in self.metrics) and self.devices is None
+
+
+def is_run_dir(path: Path) -> bool:
+    return path.is_dir() and (path / "spec.sft").is_file() and (path / "plan.json").is_file()
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _number(value) -> float | None:
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+def _direction(metric: str) -> str | None:
+    base = metric.split("(", 1)[0]
+    known = METRICS.get(base)
+    return known.better if known else None
+
+
+def _verdict(metric: str, old: float | None, new: float | None) -> str:
+    if old is None:
+        return "added"
+    if new is None:
+        return "removed"
+    if math.isclose(old, new, rel_tol=1e-9, abs_tol=1e-12):
+        return "same"
+    better = _direction(metric)
+    if better is None:
+        return "changed"
+    return "better" if (new < old) == (better == "lower") else "worse"
+
+
+def _pairs(old: dict, new: dict) -> list[tuple[str, str | None, str | None]]:
+    keys = list(dict.fromkeys([*old, *new]))
+    return [(k, old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)]
+
+
+def diff_runs(old_dir: Path, new_dir: Path) -> RunDiff:
+    old_report, new_report = _read(old_dir / "report.json"), _read(new_dir / "report.json")
+    old_metrics, new_metrics = old_report.get("metrics", {}), new_report.get("metrics", {})
+    result = RunDiff()
+    for metric in dict.fromkeys([*old_metrics, *new_metrics]):
+        base = metric.split("(", 1)[0]
+        if base != metric and old_metrics.get(metric) == old_metrics.get(base) and new_metrics.get(metric) == new_metrics.get(base):
+            continue  # a single source's value equal to the overall one says nothing new
+        old, new = _number(old_metrics.get(metric)), _number(new_metrics.get(metric))
+        result.metrics.append(MetricDelta(metric, old, new, _verdict(metric, old, new)))
+    old_manifest, new_manifest = _read(old_dir / "manifest.json"), _read(new_dir / "manifest.json")
+    result.fingerprints = _pairs(old_manifest.get("data", {}).get("fingerprints", {}), new_manifest.get("data", {}).get("fingerprints", {}))
+    result.packages = _pairs(old_manifest.get("packages", {}), new_manifest.get("packages", {}))
+    if old_manifest.get("devices") != new_manifest.get("devices"):
+        result.devices = (old_manifest.get("devices", {}), new_manifest.get("devices", {}))
+    return result
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def render_lines(result: RunDiff, old_label: str, new_label: str, all_metrics: bool = False) -> list[tuple[str, str]]:
+    """(text, rich style) lines: the metric table (changed metrics, or all), then data, packages, devices."""
+    shown = [m for m in result.metrics if all_metrics or m.verdict != "same"]
+    lines: list[tuple[str, str]] = []
+    if shown:
+        width = max(len("metric"), *(len(m.metric) for m in shown))
+        column = max(10, len(old_label), len(new_label))
+        lines.append((f"{'metric'.ljust(width)}  {old_label:>{column}}  {new_label:>{column}}  {'change':>10}", "bold"))
+        style = {"better": "green", "worse": "red", "added": "green", "removed": "red"}
+        for m in shown:
+            change = "" if m.old is None or m.new is None else f"{m.new - m.old:+.4g}"
+            text = f"{m.metric.ljust(width)}  {_fmt(m.old):>{column}}  {_fmt(m.new):>{column}}  {change:>10}  {m.verdict}"
+            lines.append((text, style.get(m.verdict, "")))
+    elif result.metrics:
+        lines.append(("metrics: all equal", "dim"))
+    for name, old, new in result.fingerprints:
+        lines.append((f"~ data {name}  fingerprint {str(old)[:12]} -> {str(new)[:12]}", "yellow"))
+    for name, old, new in result.packages:
+        lines.append((f"~ package {name}  {old} -> {new}", "yellow"))
+    if result.devices is not None:
+        old, new = result.devices
+        describe = lambda d: f"{d.get('count')} x {d.get('kind')}"  # noqa: E731
+        lines.append((f"~ devices  {describe(old)} -> {describe(new)}", "yellow"))
+    return lines
+
+
+def to_dict(result: RunDiff) -> dict:
+    return {
+        "metrics": [m.__dict__ for m in result.metrics],
+        "data_fingerprints": [{"source": n, "old": o, "new": w} for n, o, w in result.fingerprints],
+        "packages": [{"package": n, "old": o, "new": w} for n, o, w in result.packages],
+        "devices": list(result.devices) if result.devices else None,
+    }

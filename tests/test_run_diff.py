@@ -1,0 +1,43 @@
+"""`sftc diff RUN_A RUN_B`: the spec diff plus metric deltas (better/worse by each
+metric's direction), changed data fingerprints and package versions."""
+
+import json
+
+from sftlang.cli import main
+
+SPEC = 'sft "r"\nmodel {\n    base = hf("org/model")\n}\ndata d = jsonl("{data}")\ntrain {\n    optimizer = adamw(lr = {lr})\n}\n'
+
+
+def _run(root, name, lr, metrics, fingerprint, jax_version):
+    run = root / name
+    run.mkdir()
+    (run / "spec.sft").write_text(SPEC.replace("{data}", str(root / "d.jsonl")).replace("{lr}", lr))
+    (run / "plan.json").write_text("{}")
+    (run / "report.json").write_text(json.dumps({"metrics": metrics}))
+    manifest = {"data": {"fingerprints": {"d": fingerprint}}, "packages": {"jax": jax_version}, "devices": {"count": 1, "kind": "cpu"}}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    return run
+
+
+def test_run_diff_shows_metric_deltas_with_direction(tmp_path, capsys):
+    (tmp_path / "d.jsonl").write_text('{"prompt": "p", "completion": "c"}\n')
+    a = _run(tmp_path, "v2", "2e-5", {"loss": 1.31, "rouge_l": 0.41, "mean_tokens": 50, "loss(d)": 1.31}, "aaa", "0.10.2")
+    b = _run(tmp_path, "v3", "1e-5", {"loss": 1.12, "rouge_l": 0.40, "mean_tokens": 55, "loss(d)": 1.12}, "bbb", "0.10.3")
+    assert main(["diff", str(a), str(b)]) == 1
+    out = capsys.readouterr().out
+    assert "~ train.optimizer.lr  2e-5 -> 1e-5" in out
+    lines = {line.split()[0]: line for line in out.splitlines() if line.split()}
+    assert lines["loss"].split()[-2:] == ["-0.19", "better"]
+    assert lines["rouge_l"].split()[-2:] == ["-0.01", "worse"]
+    assert lines["mean_tokens"].split()[-1] == "changed"
+    assert "loss(d)" not in lines  # one source equal to the overall value: not repeated
+    assert "~ data d  fingerprint aaa -> bbb" in out and "~ package jax  0.10.2 -> 0.10.3" in out
+
+
+def test_identical_runs_are_the_same(tmp_path, capsys):
+    (tmp_path / "d.jsonl").write_text('{"prompt": "p", "completion": "c"}\n')
+    a = _run(tmp_path, "a", "2e-5", {"loss": 1.0}, "x", "1")
+    b = _run(tmp_path, "b", "2e-5", {"loss": 1.0}, "x", "1")
+    assert main(["diff", str(a), str(b), "--format", "json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["same"] is True and out["runs"]["metrics"][0]["verdict"] == "same"
