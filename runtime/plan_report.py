@@ -13,6 +13,7 @@ import os
 from typing import Any
 
 from . import mesh as meshlib
+from .bench import flops_per_token
 from .models.config import ModelConfig
 from .prepare import Prepared
 
@@ -42,15 +43,6 @@ def parameter_count(config: ModelConfig) -> dict[str, int]:
     embed = v * d
     head = 0 if config.tie_embeddings else v * d
     return {"embedding": embed, "layers": layers, "head": head, "norm": d, "total": embed + layers + head + d}
-
-
-def flops_per_token(config: ModelConfig, seq_len: int) -> float:
-    """Training FLOPs per token: 6 x (matrix parameters) for forward + backward, plus the
-    causal attention scores and values (2 matmuls of seq_len/2 average keys, x3 for backward)."""
-    counts = parameter_count(config)
-    matrices = counts["layers"] + (counts["head"] or counts["embedding"])
-    attention = 2 * 2 * config.num_layers * config.num_heads * config.head_dim * (seq_len / 2)
-    return 6 * matrices + 3 * attention
 
 
 def optimizer_bytes(name: str, options: dict, config: ModelConfig, params: int) -> int:
@@ -127,7 +119,7 @@ def plan_report(prepared: Prepared, as_dict: bool = False) -> Any:
     memory = params_b + grads_b + opt_b + act_b
     limit, memory_kind = device_memory()
     tokens_per_step = plan.data.global_batch_size * plan.data.seq_len
-    step_flops = flops_per_token(config, plan.data.seq_len) * tokens_per_step
+    step_flops = flops_per_token(config, total_params, plan.data.seq_len) * tokens_per_step
     steps = plan.train.steps
     per_epoch = stats.steps_per_epoch or 0
     example_tensors = {

@@ -342,6 +342,50 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- bench
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Steady-state throughput of the spec's train step on synthetic tokens of its shapes."""
+    import json
+
+    from runtime.bench import bench_step, format_bench
+    from runtime.prepare import default_cache, load_tokenizer, model_config
+
+    console = Console(stderr=True, highlight=False)
+    compiled = _compile(args.spec, console)
+    if compiled is None:
+        return EXIT_FAIL
+    plan, _ = compiled
+    try:
+        with console.status("loading the tokenizer and the model config"):
+            tokenizer = load_tokenizer(plan, default_cache())
+            config, _ = model_config(plan, tokenizer)
+        if plan.model.adapter is not None:
+            console.print("[yellow]note[/]: the LoRA adapter is not part of the benchmark: it times a full fine-tune step of the base")
+        with console.status(f"compiling and timing {args.steps} steps"):
+            result = bench_step(
+                config,
+                batch=plan.data.global_batch_size,
+                micro=plan.train.micro,
+                seq_len=plan.data.seq_len,
+                steps=args.steps,
+                dtype=plan.model.dtype,
+                optimizer=plan.train.optimizer,
+                mesh=plan.train.mesh,
+                clip=plan.train.clip,
+                schedule=plan.train.schedule.name,
+                seed=plan.data.seed,
+            )
+    except _runtime_errors() as error:
+        return _runtime_error(console, error)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        Console(highlight=False, soft_wrap=True).print(format_bench(result))
+    return EXIT_OK
+
+
 def register(commands) -> None:
     plan = commands.add_parser("plan", help="what a run will do: data, steps, parameters, mesh, memory, FLOPs")
     plan.add_argument("spec", metavar="SPEC")
@@ -388,3 +432,9 @@ def register(commands) -> None:
     export.add_argument("--step", type=int, default=None, help="a checkpoint step (default: the latest)")
     export.add_argument("out", metavar="OUT", help="the directory to write")
     export.set_defaults(run=cmd_export)
+
+    bench = commands.add_parser("bench", help="steady-state training throughput of the spec's model and shapes")
+    bench.add_argument("spec", metavar="SPEC")
+    bench.add_argument("--steps", type=int, default=10, help="timed steps after the warm-up (default 10)")
+    bench.add_argument("--json", action="store_true", help="one JSON object")
+    bench.set_defaults(run=cmd_bench)

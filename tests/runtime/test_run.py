@@ -214,3 +214,11 @@ def test_lora_run_trains_only_the_adapter_and_exports_for_peft(project):
         assert not torch.allclose(base(ids).logits, tuned(ids).logits)  # the adapter learned something
     plan = json.loads((run_dir / "plan.json").read_text())
     assert plan["model"]["adapter"] == {"rank": 4, "alpha": 8.0, "dropout": 0.1, "targets": ["q", "v"]}
+
+
+def test_bench_prints_the_documented_keys(project, capsys):
+    assert main(["bench", "tiny.sft", "--steps", "2", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert {"tokens_per_s", "step_ms", "compile_s", "params", "mfu", "peak_mem_bytes"} <= set(result)
+    assert result["tokens_per_s"] > 0 and result["mfu"] is None  # no known peak for a CPU
+    assert (result["batch"], result["micro"], result["seq_len"]) == (8, 4, 16)
