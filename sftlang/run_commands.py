@@ -175,11 +175,11 @@ def _load(args, console: Console):
 def cmd_eval(args: argparse.Namespace) -> int:
     """Re-evaluate a run's checkpoint, with its own gates or those of an edited spec."""
     import dataclasses
-    import datetime
 
     from runtime.evaluate.gates import accepted, compute_metrics, judge
     from runtime.evaluate.generation import generate_eval
     from runtime.evaluate.report import print_gates, write_report
+    from runtime.run import new_run_dir
     from runtime.train.loop import Stepper
 
     console = Console(stderr=True, highlight=False)
@@ -209,8 +209,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         verdicts = judge(plan.gates, values)
     except _runtime_errors() as error:
         return _runtime_error(console, error)
-    out = Path(args.run_dir) / "evals" / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out.mkdir(parents=True)
+    out = new_run_dir(Path(args.run_dir) / "evals")
     facts = {"run": str(args.run_dir), "step": trained.step, "spec": args.spec or "the run's own"}
     report, _ = write_report(out, verdicts=verdicts, values=values, samples=samples, facts=facts, data_stats=prepared.pipeline.stats, records=[])
     if verdicts:
