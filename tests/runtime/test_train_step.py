@@ -164,13 +164,16 @@ _SHARDED = textwrap.dedent(
     config = ModelConfig.llama(layers=2, dim=64, heads=4, kv_heads=2, ffn=128, vocab=128)
     plan = OptimizerPlan("adamw", 1e-2, {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.01})
     rng = np.random.default_rng(0)
-    ids = rng.integers(0, 128, (2, 8, 16)).astype(np.int32)
-    batch = {"input_ids": ids, "targets": np.roll(ids, -1, -1), "loss_mask": (rng.random(ids.shape) > 0.3).astype(np.float32),
-             "positions": np.broadcast_to(np.arange(16, dtype=np.int32), ids.shape).copy(), "segment_ids": np.ones_like(ids)}
+    ids = rng.integers(0, 128, (1, 8, 16)).astype(np.int32)
+    global_batch = {"input_ids": ids, "targets": np.roll(ids, -1, -1), "loss_mask": (rng.random(ids.shape) > 0.3).astype(np.float32),
+                    "positions": np.broadcast_to(np.arange(16, dtype=np.int32), ids.shape).copy(), "segment_ids": np.ones_like(ids)}
+    cases = [("1,1,1", 1), ("8,1,1", 1), ("2,4,1", 1), ("2,2,2", 1), ("1,1,1", 4)]
     out = {}
-    for name, shape in (("one", {"data": 1, "fsdp": 1, "tensor": 1}), ("eight", {"data": 2, "fsdp": 2, "tensor": 2})):
-        devices = jax.devices()[: shape["data"] * shape["fsdp"] * shape["tensor"]]
-        mesh = meshlib.make_mesh(shape, devices)
+    for name, accumulation in cases:
+        data, fsdp, tensor = map(int, name.split(","))
+        devices = jax.devices()[: data * fsdp * tensor]
+        mesh = meshlib.make_mesh({"data": data, "fsdp": fsdp, "tensor": tensor}, devices)
+        batch = {k: v.reshape(accumulation, 8 // accumulation, 16) for k, v in global_batch.items()}
         model = build(config, 0)
         graphdef, params, frozen = nnx.split(model, nnx.Param, ...)
         params, frozen = params.to_pure_dict(), frozen.to_pure_dict()
@@ -182,22 +185,27 @@ _SHARDED = textwrap.dedent(
         fn = step.compile_step(graphdef, tx, lr, jnp.float32, shardings, jax.tree.map(lambda _: meshlib.replicated(mesh), frozen), mesh)
         state = step.init_state(params, tx, shardings)
         losses = []
-        for _ in range(3):
+        for _ in range(5):
             state, metrics = fn(state, frozen, batch)
             losses.append(float(metrics["loss"]))
         q = state.params["layers"][0]["attn"]["q"]["kernel"]
-        out[name] = {"losses": losses, "q": np.asarray(q).tolist(), "q_spec": str(q.sharding.spec), "devices": len(q.sharding.device_set)}
+        out[f"{name} x{accumulation}"] = {"losses": losses, "q": np.asarray(q).tolist(), "q_spec": str(q.sharding.spec),
+                                          "devices": len(q.sharding.device_set)}
     print(json.dumps(out))
     """
 )
 
 
-def test_sharded_step_equals_unsharded():
+def test_loss_trajectory_is_the_same_on_every_mesh_and_accumulation():
+    """5 steps on 8 simulated devices: meshes (1,1,1), (8,1,1), (2,4,1), (2,2,2) and
+    accumulation 1 vs 4 at equal global batch give the same losses and weights."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "JAX_PLATFORMS": "cpu"}
     done = subprocess.run([sys.executable, "-c", _SHARDED], capture_output=True, text=True, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    one, eight = result["one"], result["eight"]
-    assert eight["devices"] == 8 and eight["q_spec"] == "P('fsdp', 'tensor')"
-    np.testing.assert_allclose(one["losses"], eight["losses"], rtol=1e-5)
-    np.testing.assert_allclose(np.array(one["q"]), np.array(eight["q"]), atol=1e-5)
+    reference = result.pop("1,1,1 x1")
+    assert result["2,2,2 x1"]["devices"] == 8 and result["2,2,2 x1"]["q_spec"] == "P('fsdp', 'tensor')"
+    assert result["8,1,1 x1"]["devices"] == 8  # pure data parallelism: weights on every device
+    for name, case in result.items():
+        np.testing.assert_allclose(case["losses"], reference["losses"], rtol=1e-5, err_msg=name)
+        np.testing.assert_allclose(np.array(case["q"]), np.array(reference["q"]), atol=2e-5, err_msg=name)
