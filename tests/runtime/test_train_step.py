@@ -208,4 +208,6 @@ def test_loss_trajectory_is_the_same_on_every_mesh_and_accumulation():
     assert result["8,1,1 x1"]["devices"] == 8  # pure data parallelism: weights on every device
     for name, case in result.items():
         np.testing.assert_allclose(case["losses"], reference["losses"], rtol=1e-5, err_msg=name)
-        np.testing.assert_allclose(np.array(case["q"]), np.array(reference["q"]), atol=2e-5, err_msg=name)
+        # Adam divides by sqrt(v): a gradient entry near zero flips its update on a last-bit difference,
+        # so weights agree to a small fraction of one step (lr 1e-2), not to float32 precision
+        np.testing.assert_allclose(np.array(case["q"]), np.array(reference["q"]), atol=5e-4, err_msg=name)
