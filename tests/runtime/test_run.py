@@ -222,3 +222,69 @@ def test_bench_prints_the_documented_keys(project, capsys):
     assert {"tokens_per_s", "step_ms", "compile_s", "params", "mfu", "peak_mem_bytes"} <= set(result)
     assert result["tokens_per_s"] > 0 and result["mfu"] is None  # no known peak for a CPU
     assert (result["batch"], result["micro"], result["seq_len"]) == (8, 4, 16)
+
+
+_SLOW_RUN = """
+import sys, time
+from runtime.data.pipeline import DataPipeline
+original = DataPipeline.batch
+def slow(self, step, rows=None):
+    time.sleep(0.3)
+    return original(self, step, rows)
+DataPipeline.batch = slow
+from sftlang.cli import main
+sys.exit(main(["run", "tiny.sft"]))
+"""
+
+
+def test_a_run_killed_between_checkpoints_resumes_to_the_same_end(project):
+    """SIGKILL after step 6 (checkpoints every 4): restarting ends with the same weights and
+    the same per-step metrics as an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    assert main(["run", "tiny.sft"]) == 0
+    (whole,) = _runs(project)
+    child = subprocess.Popen([sys.executable, "-c", _SLOW_RUN], cwd=project, env=os.environ.copy(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    killed_dir = None
+    while time.time() < deadline and killed_dir is None:
+        time.sleep(0.1)
+        for run_dir in _runs(project):
+            if run_dir == whole:
+                continue
+            steps = [r["step"] for r in read_metrics(run_dir) if r["kind"] == "train"]
+            if steps and max(steps) >= 6:
+                child.send_signal(signal.SIGKILL)
+                killed_dir = run_dir
+    child.wait()
+    assert killed_dir is not None, "the child run never reached step 6"
+    assert not (killed_dir / "status.json").exists()  # killed: it could not say anything
+    assert main(["run", "tiny.sft"]) == 0
+    assert _runs(project)[-1] == killed_dir
+    step_a, params_a = _final_params(whole)
+    step_b, params_b = _final_params(killed_dir)
+    assert step_a == step_b == 12
+    for a, b in zip(params_a, params_b):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+
+    def last_per_step(run_dir):
+        return {r["step"]: r["loss"] for r in read_metrics(run_dir) if r["kind"] == "train"}
+
+    assert last_per_step(killed_dir) == pytest.approx(last_per_step(whole), rel=1e-6)
+
+
+def test_a_tiny_run_overfits_a_handful_of_examples(project):
+    rows = [{"a": "one", "b": "two", "c": "three"}, {"a": "two", "b": "two", "c": "four"},
+            {"a": "three", "b": "five", "c": "eight"}, {"a": "four", "b": "five", "c": "nine"}]
+    (project / "sums.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = SPEC.replace("    split eval = 10% seed 1\n", "").replace("steps = 12", "steps = 60").replace("batch = 8\n    micro = 4", "batch = 4\n    micro = 4")
+    (project / "tiny.sft").write_text(spec.replace("cosine(warmup = 2 steps)", "constant"))
+    assert main(["run", "tiny.sft"]) == 0
+    (run_dir,) = _runs(project)
+    losses = [r["loss"] for r in read_metrics(run_dir) if r["kind"] == "train"]
+    assert losses[0] > 1.0 and losses[-1] < 0.05
