@@ -9,6 +9,14 @@ trained (full rows of random tokens):
 * sftc: `runtime.bench` (the jitted step of `runtime.train.step` with the
   optimizer/schedule of a run: AdamW, clipping 1.0, cosine schedule).
 
+Both run in one process under the same glibc malloc settings: by default those
+of `runtime.allocator` (freed memory kept for reuse, which speeds up both
+sides), or glibc's own with ``--malloc system``. The script also prints how
+much CPU other processes took during the timed rounds (/proc/stat minus this
+process): on a 2-core machine anything else running slows torch's OpenMP
+threads far more than JAX's (a torch step went from ~0.42 s to several seconds
+with one other busy process), so only quiet runs compare.
+
 The two are timed in alternating rounds (sftc, torch, sftc, torch, ...) so that
 noise from anything else on the machine hits both; each side's number is the
 median of its per-step times over all rounds.
@@ -29,6 +37,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+if "--malloc" in sys.argv and sys.argv[sys.argv.index("--malloc") + 1:][:1] == ["system"]:
+    os.environ["SFTC_MALLOC"] = "system"
+from runtime import allocator  # noqa: E402
+
+allocator.reuse_freed_memory()  # first thing, for both sides: see runtime.allocator
 
 
 def _args(argv=None):
@@ -46,8 +59,27 @@ def _args(argv=None):
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     p.add_argument("--only", choices=("sftc", "torch"), help="run one side only")
+    p.add_argument("--malloc", choices=("reuse", "system"), default="reuse",
+                   help="glibc malloc as runtime.allocator tunes it (default, both sides) or as it comes")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p.parse_args(argv)
+
+
+def _busy_seconds() -> float | None:
+    """CPU seconds all processes have run so far (/proc/stat), None off Linux."""
+    try:
+        fields = open("/proc/stat").readline().split()[1:]
+    except OSError:
+        return None
+    user, nice, system, idle, iowait, irq, softirq, steal = (int(x) for x in fields[:8])
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+
+
+def _own_seconds() -> float:
+    import resource
+
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
 
 
 class Torch:
@@ -81,7 +113,7 @@ class Torch:
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
-        float(loss)
+        loss.detach().item()
         return time.perf_counter() - started
 
 
@@ -114,9 +146,12 @@ def main(argv=None) -> dict:
         peers[side] = Sftc(a) if side == "sftc" else Torch(a, a.threads)
         for _ in range(a.warmup):
             peers[side].step()
+    busy, own, started = _busy_seconds(), _own_seconds(), time.perf_counter()
     for _ in range(a.rounds):
         for side in sides:
             times[side].extend(peers[side].step() for _ in range(a.steps))
+    wall = time.perf_counter() - started
+    others = None if busy is None else max(0.0, (_busy_seconds() - busy) - (_own_seconds() - own)) / (wall * os.cpu_count())
 
     out = {
         "machine": {
@@ -127,6 +162,8 @@ def main(argv=None) -> dict:
             "torch": torch.__version__,
             "transformers": transformers.__version__,
             "torch_threads": torch.get_num_threads(),
+            "malloc": allocator.status(),
+            "other_processes_cpu_share": others,
         },
         "shape": {"layers": a.layers, "dim": a.dim, "heads": a.heads, "kv_heads": a.kv_heads, "ffn": a.ffn,
                   "vocab": a.vocab, "batch": a.batch, "seq_len": a.seq_len, "dtype": "float32"},
@@ -145,6 +182,11 @@ def main(argv=None) -> dict:
     m, s = out["machine"], out["shape"]
     print(f"machine  {m['cpu_count']} CPU cores ({m['processor']}), python {m['python']}, jax {m['jax']}, "
           f"torch {m['torch']} ({m['torch_threads']} threads), transformers {m['transformers']}")
+    share = m["other_processes_cpu_share"]
+    if share is not None:
+        verdict = "quiet" if share < 0.05 else "NOT quiet: other processes competed for the cores, numbers are unreliable"
+        print(f"load     other processes used {100 * share:.0f}% of the CPU during the timed rounds ({verdict}); "
+              f"malloc {m['malloc']}")
     print(f"model    Llama {s['layers']} layers, dim {s['dim']}, {s['heads']}/{s['kv_heads']} heads, ffn {s['ffn']}, "
           f"vocab {s['vocab']}; batch {s['batch']} x {s['seq_len']}, float32, AdamW")
     for side in sides:

@@ -31,6 +31,11 @@ devices where the backend reports memory stats (GPU, TPU); otherwise (CPU) the
 process's peak resident set size from ``resource.getrusage``, which includes the
 Python interpreter and the compiler.
 
+Host memory on CPU: importing this module calls
+`runtime.allocator.reuse_freed_memory` (glibc keeps freed blocks for reuse, so a
+step's temporary buffer does not page-fault anew each step); the result says
+whether it is on (``allocator``) and counts ``page_faults_per_step``.
+
 Example::
 
     >>> cfg = ModelConfig.llama(layers=4, dim=256, heads=8, kv_heads=4, ffn=688, vocab=8192)
@@ -53,10 +58,12 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from . import mesh as meshlib
+from . import allocator, mesh as meshlib
 from .models import ModelConfig, build
 from .plan import OptimizerPlan
 from .train import optim, schedule as schedulelib, step as steplib
+
+allocator.reuse_freed_memory()  # before JAX's CPU threads first allocate (see runtime.allocator)
 
 __all__ = ["PEAK_FLOPS", "DEFAULT_OPTIMIZER", "StepBench", "bench_step", "flops_per_token", "peak_flops", "format_bench"]
 
@@ -155,6 +162,7 @@ class StepBench:
         micro = batch if micro is None else micro
         if micro < 1 or batch % micro:
             raise ValueError(f"batch {batch} is not a whole number of micro-batches of {micro}")
+        allocator.reuse_freed_memory()
         if dtype not in ("float32", "bfloat16"):
             raise ValueError(f"dtype must be float32 or bfloat16, not {dtype!r}")
         self.devices = list(devices) if devices is not None else jax.devices()
@@ -187,15 +195,18 @@ class StepBench:
         self.compiled = step_fn.lower(self.state, self.frozen, self.data).compile()  # called as runtime.train.loop does
         self.compile_s = time.perf_counter() - started
         self.loss = float("nan")
+        self.faults_per_step = 0.0
 
     def run(self, steps: int) -> list[float]:
         """Run `steps` steps, each waited for; their wall times in seconds."""
         times = []
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         for _ in range(steps):
             started = time.perf_counter()
             self.state, metrics = self.compiled(self.state, self.frozen, self.data)
             jax.block_until_ready((self.state, metrics))
             times.append(time.perf_counter() - started)
+        self.faults_per_step = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / max(steps, 1)
         if steps:
             self.loss = float(metrics["loss"])
             if not math.isfinite(self.loss):
@@ -220,6 +231,8 @@ class StepBench:
             "mfu": None if peak is None else flops / step_s / (peak * len(self.devices)),
             "peak_mem_bytes": peak_mem,
             "peak_mem_source": mem_source,
+            "page_faults_per_step": self.faults_per_step,
+            "allocator": allocator.status(),
             "loss": self.loss,
             "batch": self.batch,
             "micro": self.micro,
@@ -306,6 +319,7 @@ def format_bench(result: Mapping[str, Any]) -> str:
         ("achieved", _si(r["flops_per_step"] * 1e3 / r["step_ms"], "FLOP/s")),
         ("MFU", mfu),
         ("peak memory", f"{r['peak_mem_bytes'] / 2**20:,.0f} MiB ({mem_note})"),
+        ("host memory", f"{r['page_faults_per_step']:,.0f} page faults/step, malloc {r['allocator']}"),
     ]
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
