@@ -90,25 +90,26 @@ def train_step(state: TrainState, frozen, batch, *, graphdef, tx: optax.Gradient
     return new_state, metrics
 
 
-def _like_params(tree, params_structure, param_shardings, fallback):
-    """Shardings for an optimizer state: subtrees shaped like the params get theirs."""
-    if jax.tree.structure(tree) == params_structure:
-        return param_shardings
+def _like_params(tree, params, param_shardings, fallback):
+    """Shardings for an optimizer state: a subtree shaped like the params (Adam's moments)
+    gets theirs, leaf by leaf where the shapes agree (adafactor's factored statistics
+    share the tree but not the shapes: those are replicated)."""
+    if jax.tree.structure(tree) == jax.tree.structure(params):
+        return jax.tree.map(lambda leaf, p, s: s if leaf.shape == p.shape else fallback, tree, params, param_shardings)
     if isinstance(tree, (tuple, list)) and not hasattr(tree, "shape"):
-        children = [_like_params(t, params_structure, param_shardings, fallback) for t in tree]
+        children = [_like_params(t, params, param_shardings, fallback) for t in tree]
         return type(tree)(*children) if hasattr(tree, "_fields") else type(tree)(children)
     if isinstance(tree, dict):
-        return {k: _like_params(v, params_structure, param_shardings, fallback) for k, v in tree.items()}
+        return {k: _like_params(v, params, param_shardings, fallback) for k, v in tree.items()}
     return jax.tree.map(lambda _: fallback, tree)
 
 
 def state_shardings(abstract_state: TrainState, param_shardings, mesh) -> TrainState:
     replicated = meshlib.replicated(mesh)
-    structure = jax.tree.structure(abstract_state.params)
     return TrainState(
         step=replicated,
         params=param_shardings,
-        opt_state=_like_params(abstract_state.opt_state, structure, param_shardings, replicated),
+        opt_state=_like_params(abstract_state.opt_state, abstract_state.params, param_shardings, replicated),
     )
 
 

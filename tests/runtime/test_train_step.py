@@ -211,3 +211,30 @@ def test_loss_trajectory_is_the_same_on_every_mesh_and_accumulation():
         # Adam divides by sqrt(v): a gradient entry near zero flips its update on a last-bit difference,
         # so weights agree to a small fraction of one step (lr 1e-2), not to float32 precision
         np.testing.assert_allclose(np.array(case["q"]), np.array(reference["q"]), atol=5e-4, err_msg=name)
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        OptimizerPlan("adafactor", 1e-2, {"decay_rate": 0.8, "eps": 1e-30, "clip_threshold": 1.0, "weight_decay": 0.01}),
+        OptimizerPlan("lion", 1e-3, {"b1": 0.9, "b2": 0.99, "weight_decay": 0.01}),
+        OptimizerPlan("sgd", 0.5, {"momentum": 0.9, "nesterov": True, "weight_decay": 0.0}),
+    ],
+    ids=lambda p: p.name,
+)
+def test_every_optimizer_trains(setup, plan):
+    _, graphdef, params, frozen, _, _, _ = setup
+    lr = schedule.learning_rate("constant", plan.lr, 0.0, total=100, warmup=0)
+    tx = optim.optimizer(plan, lr, clip=1.0)
+    mesh = meshlib.make_mesh(meshlib.mesh_shape({"data": "auto"}, jax.device_count()))
+    abstract = nnx.split(nnx.eval_shape(lambda: build(CONFIG, 0)), nnx.Param, ...)[1]
+    abstract_state = jax.eval_shape(lambda p: step.TrainState(jnp.zeros((), jnp.int32), p, tx.init(p)), params)
+    shardings = step.state_shardings(abstract_state, meshlib.state_shardings(abstract, mesh), mesh)
+    fn = step.compile_step(graphdef, tx, lr, jnp.float32, shardings, jax.tree.map(lambda _: meshlib.replicated(mesh), frozen), mesh)
+    state = step.init_state(params, tx, shardings)
+    batch = _random_batch(np.random.default_rng(5), 1, 4)
+    losses = []
+    for _ in range(12):
+        state, metrics = fn(state, frozen, batch)
+        losses.append(float(metrics["loss"]))
+    assert losses[-1] < 0.7 * losses[0], losses
