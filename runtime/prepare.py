@@ -200,6 +200,7 @@ def prepare(plan: Plan, cache_dir: Path | None = None) -> Prepared:
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache()
     tokenizer = load_tokenizer(plan, cache_dir)
     config, checkpoint = model_config(plan, tokenizer)
+    config = config.replace(remat=plan.train.remat)
     pipeline = DataPipeline(plan.data, tokenizer, str(cache_dir / "data"))
     steps = plan.train.steps if plan.train.steps is not None else pipeline.total_steps
     return Prepared(decide(plan, steps), tokenizer, pipeline, config, checkpoint)

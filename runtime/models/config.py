@@ -29,6 +29,9 @@ from typing import Any, Mapping
 __all__ = ["ARCHITECTURES", "Architecture", "ModelConfig", "UnsupportedModelError"]
 
 
+REMAT_POLICIES = ("off", "full", "dots")
+
+
 class UnsupportedModelError(ValueError):
     """A checkpoint's configuration describes a model this runtime cannot run."""
 
@@ -81,6 +84,10 @@ class ModelConfig:
     (``rope_type`` plus its parameters, e.g. ``factor``) so the config stays
     hashable; `rope_scaling_dict` gives it back as a dict.
 
+    ``remat`` is a runtime choice too: ``"off"``, ``"full"`` (each decoder layer
+    keeps only its input for the backward pass and recomputes the rest) or
+    ``"dots"`` (layers keep their matmul outputs, recompute the elementwise work).
+
     ``attention_impl`` is a runtime choice, not part of the checkpoint:
     ``"xla"`` (einsum, works everywhere) or ``"dot_product_attention"``
     (``jax.nn.dot_product_attention``, which uses cuDNN flash attention on GPU
@@ -111,6 +118,7 @@ class ModelConfig:
     eos_token_id: int | tuple[int, ...] | None = None
     pad_token_id: int | None = None
     attention_impl: str = "xla"
+    remat: str = "off"
 
     def __post_init__(self):
         if self.model_type not in ARCHITECTURES:
@@ -123,6 +131,8 @@ class ModelConfig:
         if self.layer_types is not None and len(self.layer_types) != self.num_layers:
             raise ValueError(f"layer_types has {len(self.layer_types)} entries for "
                              f"{self.num_layers} layers")
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"remat must be one of {', '.join(REMAT_POLICIES)}, not {self.remat!r}")
         if self.attention_impl not in ("xla", "dot_product_attention", "cudnn"):
             raise ValueError(f"attention_impl must be 'xla', 'dot_product_attention' or "
                              f"'cudnn', not {self.attention_impl!r}")

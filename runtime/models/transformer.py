@@ -154,6 +154,18 @@ def init_cache(config: ModelConfig, batch: int, length: int, dtype="float32") ->
                    jnp.zeros((), jnp.int32))
 
 
+def _rematerialized(layer, x, shape, cos, sin, masks, remat: str):
+    """A decoder layer under `jax.checkpoint`: `full` saves only the layer's input for
+    the backward pass, `dots` also its matmul outputs."""
+    policy = (jax.checkpoint_policies.nothing_saveable if remat == "full"
+              else jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
+
+    def run(layer, x, cos, sin, masks):
+        return layer(x, shape, cos, sin, masks, None)[0]
+
+    return nnx.remat(run, policy=policy)(layer, x, cos, sin, masks)
+
+
 class Transformer(nnx.Module):
     """Decoder-only transformer; ``model(input_ids)`` gives logits ``[B, L, V]`` (float32).
 
@@ -204,6 +216,9 @@ class Transformer(nnx.Module):
         cos, sin = rope_tables(positions, inverse_frequencies(self.config))
         new_keys, new_values = [], []
         for i, layer in enumerate(self.layers):
+            if cache is None and self.config.remat != "off":
+                x = _rematerialized(layer, x, (b, l), cos, sin, masks, self.config.remat)
+                continue
             kv = None if cache is None else (cache.keys[i], cache.values[i], cache.index)
             x, kv = layer(x, (b, l), cos, sin, masks, kv)
             if kv is not None:

@@ -183,6 +183,7 @@ train {
     batch = 4
     seq_len = 16
     optimizer = adamw(lr = 1e-2)
+    remat = full
 }
 output {
     dir = "runs/{name}"

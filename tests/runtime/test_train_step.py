@@ -238,3 +238,24 @@ def test_every_optimizer_trains(setup, plan):
         state, metrics = fn(state, frozen, batch)
         losses.append(float(metrics["loss"]))
     assert losses[-1] < 0.7 * losses[0], losses
+
+
+def test_remat_recomputes_instead_of_storing_with_identical_gradients():
+    ids = np.random.default_rng(0).integers(0, CONFIG.vocab_size, (4, 128)).astype(np.int32)
+    results = {}
+    for remat in ("off", "full", "dots"):
+        graphdef, state = nnx.split(build(CONFIG.replace(remat=remat), 0))
+
+        def loss(s, graphdef=graphdef):
+            return nnx.merge(graphdef, s)(ids).mean()
+
+        compiled = jax.jit(jax.value_and_grad(loss)).lower(state).compile()
+        value, grads = compiled(state)
+        memory = compiled.memory_analysis()
+        results[remat] = (float(value), jax.tree.leaves(grads), memory.temp_size_in_bytes if memory else None)
+    for remat in ("full", "dots"):
+        assert results[remat][0] == pytest.approx(results["off"][0], rel=1e-6)
+        for a, b in zip(results[remat][1], results["off"][1]):
+            np.testing.assert_allclose(a, b, atol=1e-7)
+    if results["off"][2] is not None:
+        assert results["full"][2] < results["off"][2]
