@@ -99,6 +99,9 @@ def _check_model(ctx: _Context) -> None:
             trained = arg(tokenizer.call, "vocab")
             if isinstance(trained, ast.Number) and trained.value > vocab.value:
                 ctx.report(Diagnostic("E024", f"model vocab {vocab.value} is smaller than the tokenizer's {trained.value}", vocab.span, "leave `vocab` out to use the tokenizer's size"))
+        longest, seq_len = arg(base.call, "max_seq_len"), spec.value("train", "seq_len")
+        if isinstance(longest, ast.Number) and isinstance(seq_len, ast.Number) and seq_len.value > longest.value:
+            ctx.report(Diagnostic("E024", f"train.seq_len {seq_len.value} is longer than the model's max_seq_len {longest.value}", spec.span("train", "seq_len") or longest.span, f"raise `max_seq_len` to at least {seq_len.value}"))
         dim, heads, head_dim = arg(base.call, "dim"), arg(base.call, "heads"), arg(base.call, "head_dim")
         kv = arg(base.call, "kv_heads")
         if isinstance(heads, ast.Number) and isinstance(kv, ast.Number) and heads.value % kv.value:

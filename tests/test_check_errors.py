@@ -137,6 +137,7 @@ CASES = {
     "init model with base tokenizer": Case("E024", {4: "    tokenizer = base"}, 4, "tokenizer"),
     "heads not multiple of kv_heads": Case("E024", {3: "    base = init llama(layers = 2, dim = 64, heads = 4, kv_heads = 3, ffn = 128)"}, 3, "3"),
     "lora on init model": Case("E024", {4: "    tokenizer = train sentencepiece(vocab = 256) on tickets\n    adapter = lora()"}, 5, "lora"),
+    "sequence longer than the model's positions": Case("E024", {3: "    base = init llama(layers = 2, dim = 64, heads = 4, ffn = 128, max_seq_len = 512)", 15: "    seq_len = 1024"}, 15, "seq_len"),
     "vocab smaller than tokenizer": Case("E024", {3: "    base = init llama(layers = 2, dim = 64, heads = 4, ffn = 128, vocab = 100)"}, 3, "100"),
     # ---- acceptance
     "generation metric without generate": Case("E060", {18: "    samples = 10"}, 22, "exact_match"),
