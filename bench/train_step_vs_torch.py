@@ -4,7 +4,7 @@ The same Llama config and batch trained both ways, float32, AdamW, every token
 trained (full rows of random tokens):
 
 * peer: ``transformers.LlamaForCausalLM(LlamaConfig(...))`` (SDPA attention),
-  ``torch.optim.AdamW``, gradient clipping at 1.0, ``torch.set_num_threads``
+  ``torch.optim.AdamW(fused=True)``, gradient clipping at 1.0, ``torch.set_num_threads``
   = the number of CPU cores (JAX's CPU client uses them all too);
 * sftc: `runtime.bench` (the jitted step of `runtime.train.step` with the
   optimizer/schedule of a run: AdamW, clipping 1.0, cosine schedule).
@@ -99,7 +99,9 @@ class Torch:
         )
         self.model = LlamaForCausalLM(config).float().train()
         self.params = sum(p.numel() for p in self.model.parameters())
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01)
+        # fused=True: torch's fastest AdamW on CPU (measured ~8 ms/step faster than the default loop here)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
+                                     fused=True)
         g = torch.Generator().manual_seed(0)
         ids = torch.randint(0, a.vocab, (a.batch, a.seq_len + 1), generator=g)
         self.inputs, self.targets = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
