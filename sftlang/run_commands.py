@@ -15,8 +15,16 @@ from .diagnostics import print_human, summary_line
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_REJECTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
+def _start_runtime() -> None:
+    """Before JAX first computes: keep freed host memory for reuse (see runtime.allocator)."""
+    from runtime.allocator import reuse_freed_memory
+
+    reuse_freed_memory()
+
+
 def _compile(path: str, console: Console, devices: int | None = None):
     """The lowered plan of a spec, or None after printing why it is not valid."""
+    _start_runtime()
     from .emit import emit_spec
     from .lower import lower
 
@@ -168,6 +176,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _load(args, console: Console):
     from runtime.inference import load_trained
 
+    _start_runtime()
     with console.status(f"loading {args.run_dir}"):
         return load_trained(args.run_dir, getattr(args, "step", None))
 
