@@ -8,7 +8,6 @@ the memory the devices have, and the FLOPs. Estimates are labelled as such.
 
 from __future__ import annotations
 
-import math
 import os
 from typing import Any
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from . import ast, schema
 from .columns import Columns, ColumnsError, read_columns
 from .devices import detect_devices
-from .diagnostics import Diagnostic, did_you_mean, join_help, one_of
+from .diagnostics import Diagnostic, did_you_mean, join_help
 from .files import FileSystem
 from .placeholders import placeholders
 from .resolve import DataSource, Spec, load_spec

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import difflib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import ast, schema
 from .fingerprint import Fingerprint, row_delta

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from sftlang.cli import main
 from sftlang.diff import diff_specs, render_human, text_diff

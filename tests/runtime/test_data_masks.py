@@ -7,7 +7,7 @@ import pytest
 
 from data_helpers import CHATML, LLAMA3, MISTRAL, THINK_DROPPING, ZEPHYR, bpe_tokenizer, ids, wordlevel_tokenizer, write_jsonl
 from runtime.data.batches import assemble, shift_example
-from runtime.data.errors import BadRowError, TemplateNotPrefixStableError
+from runtime.data.errors import TemplateNotPrefixStableError
 from runtime.data.pipeline import build_pipeline
 from runtime.data.plan import DataPlan, SourceSpec, TemplateSpec
 from runtime.data.sources import load_source

@@ -13,7 +13,7 @@ import datasets
 import pytest
 
 from data_helpers import write_jsonl
-from runtime.data.errors import HubUnavailableError, SourceError
+from runtime.data.errors import SourceError
 from runtime.data.plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
 from runtime.data.sources import load_source, source_fingerprint
 

@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import sys
 
-import jax.numpy as jnp
 import numpy as np
 import pytest
 import torch

@@ -7,7 +7,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
 
 from runtime.models import ModelConfig, build
 from runtime.models.sharding import LOGICAL_AXES, constrain

@@ -60,7 +60,6 @@ def test_trained_tokenizer_encodes_like_sentencepiece(trained):
 
 
 def test_export_with_model_reloads_identically(trained, tmp_path):
-    import jax.numpy as jnp
     import numpy as np
     import torch
     from transformers import AutoModelForCausalLM
