@@ -82,18 +82,23 @@ def test_bfloat16_bench():
 
 def test_bench_on_a_data_parallel_mesh():
     code = (
-        "import json; from runtime import bench; from runtime.models import ModelConfig\n"
+        "import json, statistics; from runtime import bench; from runtime.models import ModelConfig\n"
         "cfg = ModelConfig.llama(layers=1, dim=32, heads=4, kv_heads=2, ffn=64, vocab=8192)\n"
-        "r = bench.bench_step(cfg, batch=4, seq_len=256, steps=2, warmup=1, mesh={'data': 2, 'fsdp': 1, 'tensor': 1})\n"
-        "print(json.dumps(r))"
+        "b = bench.StepBench(cfg, batch=4, seq_len=256, mesh={'data': 2, 'fsdp': 1, 'tensor': 1})\n"
+        "faults = []\n"
+        "for _ in range(6):\n"
+        "    b.run(1)\n"
+        "    faults.append(b.faults_per_step)\n"
+        "print(json.dumps({**b.result(b.run(1)), 'median_faults': statistics.median(faults[1:])}))"
     )
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2", "JAX_PLATFORMS": "cpu"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-3000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["devices"] == 2 and out["mesh"] == {"data": 2, "fsdp": 1, "tensor": 1}
-    # 32 MB of logits per device: with glibc's own settings ~21k page faults per step, reused ~100
-    assert out["allocator"] == "reuse" and out["page_faults_per_step"] < 2000
+    # 32 MB of logits per device: with glibc's own settings ~21k page faults every step; reused:
+    # none on most steps (a step that grows the heap still faults)
+    assert out["allocator"] == "reuse" and out["median_faults"] < 2000
 
 
 # ------------------------------------------------ the fast cross-entropy is the plain one
@@ -124,3 +129,28 @@ def test_cross_entropy_accuracy_breaks_ties_like_argmax():
     _, correct = cross_entropy(logits, targets)
     np.testing.assert_array_equal(correct, jnp.argmax(logits, -1) == targets)
     assert correct.tolist() == [True, False, False, False, True, False]
+
+
+# ------------------------------------------------ the hand-written attention gradient is autodiff's
+
+
+@pytest.mark.parametrize("window", [None, 7])
+def test_blocked_attention_gradient_equals_autodiff(window):
+    from runtime.models.attention import _attend_blocked, _attend_einsum, make_mask
+
+    rng = np.random.default_rng(0)
+    q, k, v = (jnp.asarray(rng.normal(size=(2, 150, heads, 8)), jnp.float32) for heads in (6, 2, 2))
+    weights = jnp.asarray(rng.normal(size=(2, 150, 6, 8)), jnp.float32)
+    seg = jnp.asarray(np.repeat([[1, 2, 3, 0], [1, 1, 2, 2]], [60, 50, 30, 10], axis=1))  # packed, then padding
+    idx = jnp.arange(150)
+    mask = make_mask(seg, seg, idx, idx, idx[None].repeat(2, 0), idx[None].repeat(2, 0), window)
+
+    def loss(f):
+        return lambda q, k, v: jnp.sum(f(q, k, v) * weights)
+
+    blocked = jax.jit(jax.value_and_grad(loss(lambda *a: _attend_blocked(*a, mask, 64)), argnums=(0, 1, 2)))
+    plain = jax.jit(jax.value_and_grad(loss(lambda *a: _attend_einsum(*a, mask)), argnums=(0, 1, 2)))
+    (value, grads), (ref_value, ref_grads) = blocked(q, k, v), plain(q, k, v)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-5)
+    for got, want in zip(grads, ref_grads):
+        np.testing.assert_allclose(got, want, atol=2e-5, rtol=1e-5)
