@@ -75,6 +75,24 @@ def _busy_seconds() -> float | None:
     return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
+def _matmul_probe() -> float:
+    """GFLOP/s of a 2048^3 float32 numpy matmul (best of 5): how fast the cores are right now.
+
+    On a shared virtual machine the same code runs at very different speeds when a
+    neighbour loads the physical cores (measured here: 356 vs 126 GFLOP/s), which
+    /proc/stat does not show; both sides are timed in alternation for that reason."""
+    import numpy as np
+
+    a = np.random.default_rng(0).random((2048, 2048), dtype=np.float32)
+    a @ a
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        a @ a
+        best = min(best, time.perf_counter() - started)
+    return 2 * 2048**3 / best / 1e9
+
+
 def _own_seconds() -> float:
     import resource
 
@@ -148,12 +166,14 @@ def main(argv=None) -> dict:
         peers[side] = Sftc(a) if side == "sftc" else Torch(a, a.threads)
         for _ in range(a.warmup):
             peers[side].step()
+    probe_before = _matmul_probe()
     busy, own, started = _busy_seconds(), _own_seconds(), time.perf_counter()
     for _ in range(a.rounds):
         for side in sides:
             times[side].extend(peers[side].step() for _ in range(a.steps))
     wall = time.perf_counter() - started
     others = None if busy is None else max(0.0, (_busy_seconds() - busy) - (_own_seconds() - own)) / (wall * os.cpu_count())
+    probe_after = _matmul_probe()
 
     out = {
         "machine": {
@@ -166,6 +186,7 @@ def main(argv=None) -> dict:
             "torch_threads": torch.get_num_threads(),
             "malloc": allocator.status(),
             "other_processes_cpu_share": others,
+            "numpy_matmul_gflops": [probe_before, probe_after],
         },
         "shape": {"layers": a.layers, "dim": a.dim, "heads": a.heads, "kv_heads": a.kv_heads, "ffn": a.ffn,
                   "vocab": a.vocab, "batch": a.batch, "seq_len": a.seq_len, "dtype": "float32"},
@@ -189,6 +210,8 @@ def main(argv=None) -> dict:
         verdict = "quiet" if share < 0.05 else "NOT quiet: other processes competed for the cores, numbers are unreliable"
         print(f"load     other processes used {100 * share:.0f}% of the CPU during the timed rounds ({verdict}); "
               f"malloc {m['malloc']}")
+    probe = m["numpy_matmul_gflops"]
+    print(f"cores    numpy 2048^3 float32 matmul {probe[0]:.0f} GFLOP/s before, {probe[1]:.0f} after")
     print(f"model    Llama {s['layers']} layers, dim {s['dim']}, {s['heads']}/{s['kv_heads']} heads, ffn {s['ffn']}, "
           f"vocab {s['vocab']}; batch {s['batch']} x {s['seq_len']}, float32, AdamW")
     for side in sides:
