@@ -111,7 +111,12 @@ def prompt_ids(plan: Plan, tokenizer, value: str | Mapping[str, Any], history: l
             target = target.setdefault(key, {})
         target[fields[0][-1]] = value
         value = row
-    return tokenizer(render_parts(parts, value))["input_ids"]
+    prompt = render_parts(parts, value)
+    if template.chat:
+        messages = ([{"role": "system", "content": template.system}] if template.system else []) + [{"role": "user", "content": prompt}]
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return tokenizer(text, add_special_tokens=False)["input_ids"]
+    return tokenizer(prompt)["input_ids"]
 
 
 # ---------------------------------------------------------------- streaming

@@ -242,6 +242,12 @@ def _check_templates(ctx: _Context, columns: dict[str, Columns | None]) -> None:
             ctx.report(Diagnostic("E042", f"{where} needs `prompt`", anchor))
         if not has_messages and settings.get("train_on") is not None and not settings["train_on"].is_default:
             ctx.report(Diagnostic("E042", "`train_on` applies to `messages` templates only", settings["train_on"].span))
+        chat = settings.get("chat")
+        chat_on = chat is not None and isinstance(chat.value, ast.Name) and chat.value.name in ("on", "true")
+        if has_messages and chat_on:
+            ctx.report(Diagnostic("E042", "`chat = on` wraps prompt/completion; a `messages` template is rendered with the chat template already", chat.span))
+        if "system" in settings and not chat_on:
+            ctx.report(Diagnostic("E042", "`system` needs `chat = on`", settings["system"].span, "add `chat = on`, or put the system message in the conversation"))
         for source in template.sources:
             if not _check_source_ref(ctx, source):
                 continue

@@ -108,7 +108,13 @@ def _source_spec(name: str, call: ast.Call, base_dir: Path, settings: dict) -> S
 def _template_spec(settings: dict) -> TemplateSpec:
     if "messages" in settings:
         return TemplateSpec(messages=settings["messages"].value.name, train_on=_py(settings["train_on"].value))
-    return TemplateSpec(prompt=settings["prompt"].value.value, completion=settings["completion"].value.value)
+    system = settings.get("system")
+    return TemplateSpec(
+        prompt=settings["prompt"].value.value,
+        completion=settings["completion"].value.value,
+        chat=_py(settings["chat"].value) if "chat" in settings else False,
+        system=system.value.value if system is not None else None,
+    )
 
 
 def _mixture(value) -> tuple[list[str], dict[str, float] | None]:

@@ -205,6 +205,8 @@ TEMPLATE_KEYS = (
     Key("completion", Str(), doc="the trained text; `{column}` placeholders; EOS is appended"),
     Key("messages", Column(), doc="the column holding `[{role, content}]` conversations"),
     Key("train_on", Enum(("assistant", "last_assistant", "all")), doc="which turns of `messages` are trained (default `assistant`)"),
+    Key("chat", Bool(), "off", doc="render prompt/completion through the tokenizer's chat template: the prompt as the user turn, the completion as the assistant's (for instruct models)"),
+    Key("system", Str(), doc="a system message before the prompt (with `chat = on`)"),
 )
 MESSAGE_ROLES = ("system", "user", "assistant", "tool")
 

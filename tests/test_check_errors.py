@@ -119,6 +119,7 @@ CASES = {
     "unclosed placeholder": Case("E041", {11: '    completion = "{answer"'}, 11, "{"),
     "empty placeholder": Case("E041", {11: '    completion = "{answer} {}"'}, 11, "{}"),
     "template without completion": Case("E042", {11: ""}, 9, "answer"),
+    "system message without chat": Case("E042", {11: '    completion = "{answer}"\n    system = "be brief"'}, 12, "system"),
     "template mixing forms": Case("E042", {11: "    messages = question"}, 10, "prompt"),
     "two templates for a source": Case("E043", {12: '}\ntemplate other for tickets {\n    prompt = "x"\n    completion = "y"\n}'}, 13, "tickets"),
     "no template, no conventional columns": Case("E044", {9: "", 10: "", 11: "", 12: ""}, 6, "tickets"),

@@ -29,6 +29,8 @@ data chats = jsonl("data/chats.jsonl") {
 template answer for qa {
     prompt = "Q: {question}\\nA: "
     completion = "{answer}"
+    chat = on
+    system = "Answer in JSON."
 }
 template dialog for chats {
     messages = turns
@@ -90,7 +92,7 @@ def test_every_setting_is_lowered(project):
     assert qa.eval == EvalSplit(fraction=0.1, seed=3) and qa.overflow == "truncate" and qa.on_bad_row == "error"
     assert chats.eval.source.paths == (str(project / "data" / "chats-eval.jsonl"),)
     assert data.templates == {
-        "qa": TemplateSpec(prompt="Q: {question}\nA: ", completion="{answer}"),
+        "qa": TemplateSpec(prompt="Q: {question}\nA: ", completion="{answer}", chat=True, system="Answer in JSON."),
         "chats": TemplateSpec(messages="turns", train_on="last_assistant"),
     }
     assert data.weights == {"qa": 3.0, "chats": 1.0}

@@ -167,6 +167,10 @@ class TemplateSpec:
         literal braces. Every inserted value must be a string (a missing column, a
         null or a number is a bad row). The prompt is never trained; the completion
         and the EOS token appended after it are. ``prompt`` may be ``""``.
+        With ``chat`` the pair goes through the tokenizer's chat template instead,
+        as a user turn (after an optional ``system`` message) and the assistant's
+        answer: what an instruct model expects. The assistant turn, with the
+        template's end-of-turn token, is trained.
       * messages: ``messages`` names a column holding ``[{role, content}, ...]``,
         rendered with the tokenizer's chat template. ``train_on`` is
         ``assistant`` (every assistant turn), ``last_assistant`` (only the final
@@ -180,6 +184,8 @@ class TemplateSpec:
     completion: str | None = None
     messages: str | None = None
     train_on: str = "assistant"
+    chat: bool = False
+    system: str | None = None
 
     def __post_init__(self) -> None:
         _check((self.prompt is None) == (self.completion is None),
@@ -187,6 +193,8 @@ class TemplateSpec:
         _check(not (self.messages is not None and self.prompt is not None),
                "TemplateSpec takes prompt/completion or messages, not both")
         _check(self.train_on in TRAIN_ON, f"train_on must be one of {TRAIN_ON}, got {self.train_on!r}")
+        _check(not self.chat or self.prompt is not None, "TemplateSpec.chat wraps prompt/completion; set both")
+        _check(self.system is None or self.chat, "TemplateSpec.system needs chat=True")
 
     @property
     def mode(self) -> str:

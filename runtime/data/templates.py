@@ -140,6 +140,18 @@ def render_prompt_completion(prompt_parts: Sequence[Part], completion_parts: Seq
     return Rendered(text, ((len(prompt), len(text)),), True, True, (None,))
 
 
+def chat_messages(prompt_parts: Sequence[Part], completion_parts: Sequence[Part], row: dict[str, Any],
+                  system: str | None) -> list[dict[str, str]]:
+    """A prompt/completion row as a conversation: [system], user = prompt, assistant = completion."""
+    completion = render_parts(completion_parts, row)
+    if not completion.strip():
+        col = next((".".join(p) for p in completion_parts if isinstance(p, tuple)), None)
+        raise RowProblem("empty completion", column=col)
+    messages = [{"role": "system", "content": system}] if system else []
+    return messages + [{"role": "user", "content": render_parts(prompt_parts, row)},
+                       {"role": "assistant", "content": completion}]
+
+
 def render_text(column: str, row: dict[str, Any]) -> Rendered:
     text = _lookup(row, (column,))
     if not text.strip():

@@ -38,7 +38,7 @@ import pyarrow as pa
 from .errors import BadRowError, DataError, SourceError, TemplateNotPrefixStableError, shorten
 from .plan import TemplateSpec
 from .sources import LoadedSource, RejectedRow
-from .templates import RowProblem, parse_template, render_chat, render_prompt_completion, render_text
+from .templates import RowProblem, chat_messages, parse_template, render_chat, render_prompt_completion, render_text
 
 PIPELINE_VERSION = "sftc-data-2"
 TOKENIZE_BATCHES = 0  # number of batches actually tokenized in this process (cache misses); tests read it
@@ -86,6 +86,8 @@ class Mode:
     completion: str | None = None
     column: str | None = None
     train_on: str = "assistant"
+    chat: bool = False  # prompt/completion through the chat template (a user and an assistant turn)
+    system: str | None = None
 
 
 def resolve_mode(template: TemplateSpec, columns: list[str], source: str) -> Mode:
@@ -93,7 +95,8 @@ def resolve_mode(template: TemplateSpec, columns: list[str], source: str) -> Mod
     if template.mode == "prompt_completion":
         parse_template(template.prompt or "")  # raise TemplateError early
         parse_template(template.completion or "")
-        return Mode("prompt_completion", prompt=template.prompt, completion=template.completion)
+        return Mode("prompt_completion", prompt=template.prompt, completion=template.completion,
+                    chat=template.chat, system=template.system)
     if template.mode == "messages":
         return Mode("messages", column=template.messages, train_on=template.train_on)
     if "messages" in columns:
@@ -165,6 +168,8 @@ class _Tokenize:
 
     def render(self, row: dict[str, Any]):
         m = self.mode
+        if m.kind == "prompt_completion" and m.chat:
+            return render_chat(self.tok, chat_messages(self.p_parts, self.c_parts, row, m.system), "prompt", "last_assistant")
         if m.kind == "prompt_completion":
             return render_prompt_completion(self.p_parts, self.c_parts, row)
         if m.kind == "text":
@@ -210,7 +215,7 @@ class _Tokenize:
         # One batched tokenizer call for the full texts and every span boundary prefix.
         texts: list[str] = []
         plan: list[tuple[int, list[tuple[int, int]]] | None] = []
-        special = self.mode.kind != "messages"
+        special = self.mode.kind != "messages" and not self.mode.chat
         for r in rendered:
             if r is None:
                 plan.append(None)
@@ -300,6 +305,8 @@ def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any
     if mode.kind == "messages" and not getattr(tokenizer, "chat_template", None):
         raise DataError(f"data {spec.name} is a conversation column ({mode.column!r}) but the tokenizer has no "
                         "chat template; use a tokenizer that ships one, or a prompt/completion template")
+    if mode.chat and not getattr(tokenizer, "chat_template", None):
+        raise DataError(f"data {spec.name}: `chat = on` needs a tokenizer with a chat template; this one has none")
     key_obj = {
         "version": PIPELINE_VERSION,
         "source": loaded.fingerprint,
