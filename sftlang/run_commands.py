@@ -1,5 +1,6 @@
-"""The commands that hand a compiled plan to the runtime: `sftc plan`, `sftc run`,
-`sftc preview`. The runtime (and JAX) is imported only when one of them runs."""
+"""The commands that hand a compiled plan, or a trained run, to the runtime:
+`sftc plan`, `preview`, `run`, `eval`, `generate`, `chat`, `export`, `bench`.
+The runtime (and JAX) is imported only when one of them runs."""
 
 from __future__ import annotations
 
@@ -38,7 +39,9 @@ def _compile(path: str, console: Console, devices: int | None = None):
 
 
 def _runtime_error(console: Console, error: Exception) -> int:
-    console.print(f"[bold red]error[/]: {error}")
+    from rich.text import Text
+
+    console.print(Text.assemble(("error", "bold red"), f": {error}"), soft_wrap=True)  # no markup: messages hold [brackets]
     return EXIT_FAIL
 
 
