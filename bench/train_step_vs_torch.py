@@ -56,7 +56,7 @@ def _args(argv=None):
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--steps", type=int, default=5, help="timed steps per round and side")
     p.add_argument("--rounds", type=int, default=4, help="alternating rounds (sftc, torch) after warm-up")
-    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--warmup", type=int, default=4, help="untimed steps per side first (default 4: the CPU heap settles)")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     p.add_argument("--only", choices=("sftc", "torch"), help="run one side only")
     p.add_argument("--malloc", choices=("reuse", "system"), default="reuse",

@@ -260,7 +260,7 @@ def bench_step(
     optimizer: OptimizerPlan | None = None,
     mesh: Mapping[str, int | str] | None = None,
     *,
-    warmup: int = 2,
+    warmup: int = 4,
     clip: float | None = 1.0,
     schedule: str = "cosine",
     seed: int = 0,
@@ -272,6 +272,9 @@ def bench_step(
     micro-batch (default ``batch``; ``batch // micro`` micro-batches are
     accumulated inside the step); ``dtype``: compute dtype (``float32`` or
     ``bfloat16``; parameters and optimizer state stay float32, as in a run);
+    ``warmup``: untimed steps first (compilation is separate; the default 4 also
+    lets the CPU heap settle: with `runtime.allocator` the second to fourth step
+    may still grow it, measured ~100k page faults each, then none);
     ``optimizer``: an `OptimizerPlan` (default AdamW); ``mesh``: sizes of
     ``data``/``fsdp``/``tensor`` (one may be ``"auto"``; default: every device
     on ``data``); ``clip``/``schedule``: as a run's (they cost a little time).
