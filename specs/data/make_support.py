@@ -33,11 +33,13 @@ also appears in the training file.
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import sys
 from pathlib import Path
+
+import generated_files
+from generated_files import render
 
 HERE = Path(__file__).resolve().parent
 TRAIN_FILE = HERE / "support-train.jsonl"
@@ -357,10 +359,6 @@ def generate(count: int, seed: int, ids: list[str], balanced: bool, exclude: set
     return rows
 
 
-def render(rows: list[dict]) -> bytes:
-    return "".join(json.dumps(r, ensure_ascii=True) + "\n" for r in rows).encode("ascii")
-
-
 def build() -> dict[Path, bytes]:
     train_ids, eval_ids = id_pools()
     train = generate(TRAIN_ROWS, TRAIN_SEED, train_ids, balanced=False)
@@ -368,26 +366,8 @@ def build() -> dict[Path, bytes]:
     return {TRAIN_FILE: render(train), EVAL_FILE: render(evaluation)}
 
 
-def write_or_check(files: dict[Path, bytes], check: bool) -> int:
-    stale = [path for path, data in files.items() if not path.is_file() or path.read_bytes() != data]
-    if check:
-        for path in stale:
-            print(f"{path.name}: differs from what {Path(__file__).name} generates; rerun it without --check", file=sys.stderr)
-        if not stale:
-            print("up to date: " + ", ".join(p.name for p in files))
-        return 1 if stale else 0
-    for path, data in files.items():
-        path.write_bytes(data)
-        rows = data.count(b"\n")
-        print(f"wrote {path.name}: {rows} rows, {len(data):,} bytes")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--check", action="store_true", help="regenerate in memory; exit 1 if the files on disk differ")
-    args = parser.parse_args(argv)
-    return write_or_check(build(), args.check)
+    return generated_files.main(build, __doc__.split("\n")[0], Path(__file__).name, argv)
 
 
 if __name__ == "__main__":
