@@ -118,12 +118,30 @@ def compile_step(graphdef, tx, schedule, compute_dtype, shardings: TrainState, f
     step = functools.partial(
         train_step, graphdef=graphdef, tx=tx, schedule=schedule, compute_dtype=compute_dtype, dropout_seed=dropout_seed
     )
-    return jax.jit(
+    jitted = jax.jit(
         step,
         in_shardings=(shardings, frozen_shardings, meshlib.batch_sharding(mesh)),
         out_shardings=(shardings, meshlib.replicated(mesh)),
         donate_argnums=(0,),
     )
+    return OnMesh(jitted, mesh)
+
+
+class OnMesh:
+    """A jitted function traced under the mesh and the logical axis rules, so the
+    model's activation constraints (runtime.models.sharding.constrain) take effect.
+    (`jax.set_mesh` cannot be entered inside a jit, so it wraps the call.)"""
+
+    def __init__(self, jitted, mesh):
+        self.jitted, self.mesh = jitted, mesh
+
+    def __call__(self, *args):
+        with jax.set_mesh(self.mesh), nnx.logical_axis_rules(meshlib.RULES):
+            return self.jitted(*args)
+
+    def lower(self, *args):
+        with jax.set_mesh(self.mesh), nnx.logical_axis_rules(meshlib.RULES):
+            return self.jitted.lower(*args)
 
 
 def init_state(params, tx, shardings: TrainState) -> TrainState:
