@@ -87,8 +87,8 @@ def device_memory() -> tuple[int | None, str]:
 def _human(n: float, unit: str = "") -> str:
     for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(n) >= scale:
-            return f"{n / scale:.1f}{suffix}{unit}"
-    return f"{n:.0f}{unit}"
+            return f"{n / scale:.1f}{' ' if unit else ''}{suffix}{unit}"
+    return f"{n:.0f}{' ' if unit else ''}{unit}"
 
 
 def plan_report(prepared: Prepared, as_dict: bool = False) -> Any:
