@@ -27,9 +27,8 @@ class Trained:
     model: Any  # an nnx Transformer with the trained weights
     step: int
     prepared: Prepared  # without a data pipeline; `with_data()` adds it
-    graphdef: Any = None
-    params: Any = None
-    frozen: Any = None
+    stepper: Any  # runtime.train.loop.Stepper: the model on its mesh, for evaluation
+    params: Any  # the trained (float32) parameters
 
     def with_data(self) -> Prepared:
         """The prepared plan with its (cached) data pipeline, for evaluation."""
@@ -68,7 +67,7 @@ def load_trained(run_dir: str | Path, step: int | None = None) -> Trained:
     state, _ = checkpoints.restore(abstract_like(stepper.abstract_state, stepper.shardings), step)
     checkpoints.close()
     model = nnx.merge(stepper.graphdef, state.params, stepper.frozen)
-    return Trained(plan, tokenizer, config, model, int(state.step), prepared, stepper.graphdef, state.params, stepper.frozen)
+    return Trained(plan, tokenizer, config, model, int(state.step), prepared, stepper, state.params)
 
 
 # ---------------------------------------------------------------- prompts

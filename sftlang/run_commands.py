@@ -192,7 +192,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from runtime.evaluate.generation import generate_eval
     from runtime.evaluate.report import print_gates, write_report
     from runtime.run import new_run_dir
-    from runtime.train.loop import Stepper
+    from runtime.train.loop import token_metrics
 
     console = Console(stderr=True, highlight=False)
     try:
@@ -207,17 +207,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
             trained.prepared.plan = plan
         with console.status("evaluating"):
             prepared = trained.with_data()
-            stepper = Stepper(prepared)
-            token_metrics = {}
+            by_source = token_metrics(trained.stepper, prepared, trained.params)
             sources = [s.name for s in plan.data.sources if s.eval is not None]
-            for source in [None] + (sources if len(sources) > 1 else []):
-                metrics = stepper.evaluate(trained.params, prepared.pipeline.eval_batches(stepper.micro, source=source))
-                if metrics:
-                    token_metrics[source] = metrics
             samples = []
             if plan.eval.generate is not None:
                 samples = generate_eval(trained.model, trained.tokenizer, prepared.pipeline, plan.eval.generate, plan.eval.samples, seed=plan.eval.generate.seed)
-        values = compute_metrics(samples, token_metrics, gates=plan.gates, eval_sources=sources)
+        values = compute_metrics(samples, by_source, gates=plan.gates, eval_sources=sources)
         verdicts = judge(plan.gates, values)
     except _runtime_errors() as error:
         return _runtime_error(console, error)

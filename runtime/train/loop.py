@@ -147,16 +147,23 @@ class Stepper:
         return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "token_accuracy": right / tokens, "tokens": tokens}
 
 
-def _eval_records(stepper: Stepper, prepared: Prepared, params, step_number: int) -> list[dict]:
-    pipeline = prepared.pipeline
-    records = []
+def token_metrics(stepper: Stepper, prepared: Prepared, params) -> dict[str | None, dict]:
+    """Eval loss, perplexity and token accuracy over every eval row (key None) and,
+    when several sources have eval rows, per source."""
     has_eval = [s.name for s in prepared.plan.data.sources if s.eval is not None]
-    scopes = [None] + (has_eval if len(has_eval) > 1 else [])
-    for source in scopes:
-        metrics = stepper.evaluate(params, pipeline.eval_batches(stepper.micro, source=source))
+    out = {}
+    for source in [None] + (has_eval if len(has_eval) > 1 else []):
+        metrics = stepper.evaluate(params, prepared.pipeline.eval_batches(stepper.micro, source=source))
         if metrics:
-            records.append({"kind": "eval", "step": step_number, "split": "eval", "source": source, **metrics})
-    return records
+            out[source] = metrics
+    return out
+
+
+def _eval_records(stepper: Stepper, prepared: Prepared, params, step_number: int) -> list[dict]:
+    return [
+        {"kind": "eval", "step": step_number, "split": "eval", "source": source, **metrics}
+        for source, metrics in token_metrics(stepper, prepared, params).items()
+    ]
 
 
 def train(prepared: Prepared, run_dir: Path, progress=None, log: MetricsLog | None = None) -> TrainResult:
