@@ -22,6 +22,16 @@ class TemplateError(DataError):
     """A template string is malformed (e.g. an unmatched ``{``)."""
 
 
+class ChatTemplateError(DataError):
+    """The tokenizer's chat template cannot render any row here: jinja2 is missing or too old,
+    the tokenizer has no chat template, or the template does not compile.
+
+    Kept apart from ``BadRowError`` on purpose: the fault is the environment's or the
+    tokenizer's, so counting it as bad data (and with ``on_bad_row = skip`` silently
+    emptying the source) would hide it.
+    """
+
+
 def shorten(value: Any, limit: int = 200) -> str:
     """A one-line, length-limited rendering of a row for error messages."""
     if isinstance(value, (bytes, bytearray)):

@@ -23,16 +23,19 @@ Two shapes (see ``TemplateSpec``):
   into one example per assistant turn, or pass a prefix-stable template.
 
 Problems with one row raise ``RowProblem`` (turned into ``BadRowError`` or a
-skip count by the caller).
+skip count by the caller). A chat template that cannot render anything (jinja2
+missing, no template, a template that does not compile) raises
+``ChatTemplateError`` instead: that is never one row's fault.
 """
 
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .errors import TemplateError
+from .errors import ChatTemplateError, TemplateError
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _NAME = re.compile(r"^[^.\s{}]+(\.[^.\s{}]+)*$")
@@ -199,6 +202,41 @@ def _special_strings(tokenizer: Any) -> tuple[str, ...]:
     return result
 
 
+JINJA_HELP = ("transformers renders chat templates with jinja2 (>= 3.1.6), a dependency of sftc: reinstall "
+              "sftc (`pip install -e .`) or run `pip install 'jinja2>=3.1.6'` in this environment")
+
+
+def require_chat_template(tokenizer: Any, needs: str) -> None:
+    """Fail before the first row when no row could be rendered, so no row is blamed for it.
+
+    ``needs`` opens the message: what is rendered (``"data chats: `chat = on`"``).
+    """
+    if not getattr(tokenizer, "chat_template", None):
+        raise ChatTemplateError(f"{needs} is rendered with the tokenizer's chat template, but this tokenizer has "
+                                "no chat template; use a tokenizer that ships one, or a plain prompt/completion "
+                                "template")
+    try:
+        import jinja2  # noqa: F401 - transformers needs it only once a template is rendered
+    except ImportError as e:
+        raise ChatTemplateError(f"{needs} is rendered with jinja2, which cannot be imported ({e})\n"
+                                f"  help: {JINJA_HELP}") from None
+
+
+def _chat_failure(tokenizer: Any, error: Exception, column: str, turn: int) -> Exception:
+    """Sort an exception from ``apply_chat_template``: the environment's or the template's
+    (``ChatTemplateError``: fatal, whatever ``on_bad_row`` says) or this row's (``RowProblem``)."""
+    if isinstance(error, ImportError):
+        return ChatTemplateError(f"the chat template cannot be rendered: {error}\n  help: {JINJA_HELP}")
+    if not getattr(tokenizer, "chat_template", None):
+        return ChatTemplateError(f"the tokenizer has no chat template ({type(error).__name__}: {error})")
+    jinja2 = sys.modules.get("jinja2")  # loaded whenever jinja raised the error
+    if jinja2 is not None and isinstance(error, jinja2.TemplateSyntaxError):
+        return ChatTemplateError(f"the tokenizer's chat template does not compile: {error} (template line "
+                                 f"{error.lineno}); fix `chat_template` in the tokenizer's files")
+    # jinja's raise_exception (bad role order), a message the template cannot format, ...
+    return RowProblem(f"chat template failed: {type(error).__name__}: {error}", column=column, turn=turn)
+
+
 def render_chat(tokenizer: Any, messages: Any, column: str, train_on: str) -> Rendered:
     """Render a conversation and locate its trained spans by growing prefixes."""
     msgs = _check_messages(messages, column)
@@ -209,9 +247,10 @@ def render_chat(tokenizer: Any, messages: Any, column: str, train_on: str) -> Re
     def render(ms: list[dict[str, str]], gen: bool) -> str:
         try:
             return tokenizer.apply_chat_template(ms, tokenize=False, add_generation_prompt=gen)
-        except Exception as e:  # noqa: BLE001 - jinja's raise_exception, bad roles, ...
-            raise RowProblem(f"chat template failed: {type(e).__name__}: {e}", column=column,
-                             turn=len(ms) - 1) from None
+        except (OSError, MemoryError):  # the machine's problem, not the row's nor the template's
+            raise
+        except Exception as e:  # noqa: BLE001 - sorted into the environment's fault or this row's
+            raise _chat_failure(tokenizer, e, column, len(ms) - 1) from e
 
     full = render(msgs, False)
     if train_on == "all":

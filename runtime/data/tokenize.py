@@ -35,12 +35,13 @@ import datasets
 import numpy as np
 import pyarrow as pa
 
-from .errors import BadRowError, DataError, SourceError, TemplateNotPrefixStableError, shorten
+from .errors import BadRowError, ChatTemplateError, DataError, SourceError, TemplateNotPrefixStableError, shorten
 from .plan import TemplateSpec
 from .sources import LoadedSource, RejectedRow
-from .templates import RowProblem, chat_messages, parse_template, render_chat, render_prompt_completion, render_text
+from .templates import (RowProblem, chat_messages, parse_template, render_chat, render_prompt_completion, render_text,
+                        require_chat_template)
 
-PIPELINE_VERSION = "sftc-data-2"
+PIPELINE_VERSION = "sftc-data-3"  # 3: caches of 2 may hold rows a missing jinja2 marked bad
 TOKENIZE_BATCHES = 0  # number of batches actually tokenized in this process (cache misses); tests read it
 
 _FEATURES = datasets.Features({
@@ -212,6 +213,8 @@ class _Tokenize:
                 if p.unstable or self.on_bad_row == "error":
                     raise self.error(indices[j], row, p) from None
                 problems[j] = p
+            except ChatTemplateError as e:  # no row renders: stop, whatever on_bad_row says
+                raise ChatTemplateError(f"data {self.loaded.spec.name}: {e}") from None
         # One batched tokenizer call for the full texts and every span boundary prefix.
         texts: list[str] = []
         plan: list[tuple[int, list[tuple[int, int]]] | None] = []
@@ -302,11 +305,10 @@ def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any
     if tokenizer.eos_token_id is None:
         raise DataError("the tokenizer has no EOS token: completions could not be closed; set eos_token")
     mode = resolve_mode(template, loaded.dataset.column_names, spec.name)
-    if mode.kind == "messages" and not getattr(tokenizer, "chat_template", None):
-        raise DataError(f"data {spec.name} is a conversation column ({mode.column!r}) but the tokenizer has no "
-                        "chat template; use a tokenizer that ships one, or a prompt/completion template")
-    if mode.chat and not getattr(tokenizer, "chat_template", None):
-        raise DataError(f"data {spec.name}: `chat = on` needs a tokenizer with a chat template; this one has none")
+    if mode.kind == "messages":
+        require_chat_template(tokenizer, f"data {spec.name}: the conversation column {mode.column!r}")
+    if mode.chat:
+        require_chat_template(tokenizer, f"data {spec.name}: `chat = on`")
     key_obj = {
         "version": PIPELINE_VERSION,
         "source": loaded.fingerprint,
