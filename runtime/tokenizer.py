@@ -29,9 +29,13 @@ They add ``<s>`` at the start of each encoded text, like Llama tokenizers.
 
 from __future__ import annotations
 
+import io
 import os
+import re
 from pathlib import Path
 from typing import Iterable
+
+from .vocab_range import CharacterCount, explain, smallest_vocab
 
 __all__ = [
     "DEFAULT_CHAT_TEMPLATE", "TokenizerError", "ensure_pad_token", "from_sentencepiece",
@@ -47,6 +51,13 @@ DEFAULT_CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
 )
+
+
+# On a vocabulary error, a corpus of at most this many characters is trained once more
+# with PROBE_VOCAB pieces: sentencepiece then names the largest vocabulary it allows
+# (~30 ms on 400 short texts).
+PROBE_CHARACTERS = 2_000_000
+PROBE_VOCAB = 1_000_000
 
 
 class TokenizerError(Exception):
@@ -72,6 +83,12 @@ def ensure_pad_token(tokenizer):
             return tokenizer
     raise TokenizerError("the tokenizer has no pad, unknown or end-of-sequence token to pad with; "
                          "add one to the tokenizer files (special_tokens_map / tokenizer_config.json)")
+
+
+def _number_after(text: str, marker: str) -> int | None:
+    """The integer after ``marker`` in a sentencepiece error message, if it is there."""
+    found = re.search(re.escape(marker) + r"\s*(\d+)", text)
+    return int(found.group(1)) if found else None
 
 
 def _check_fast(tokenizer, source: str):
@@ -193,21 +210,30 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, out_dir: str | os
     out.mkdir(parents=True, exist_ok=True)
     prefix = out / "tokenizer"
     count = 0
+    characters = CharacterCount(max_sentence_length)
+    kept: list[str] | None = []  # a small corpus is kept to find its largest vocabulary on failure
+    kept_characters = 0
 
     def sentences():
-        nonlocal count
+        nonlocal count, kept, kept_characters
         for text in texts:
             if not isinstance(text, str):
                 raise TokenizerError(f"train sentencepiece: item {count} is a "
                                      f"{type(text).__name__}, expected text")
             if text:
                 count += 1
+                characters.add(text)
+                kept_characters += len(text)
+                if kept is not None:
+                    kept.append(text)
+                    if kept_characters > PROBE_CHARACTERS:
+                        kept = None
                 yield text
 
-    spm.set_random_generator_seed(0)
-    try:
+    def train(sentence_iterator, size, **where):
+        spm.set_random_generator_seed(0)
         spm.SentencePieceTrainer.train(
-            sentence_iterator=sentences(), model_prefix=str(prefix), vocab_size=int(vocab_size),
+            sentence_iterator=sentence_iterator, vocab_size=int(size),
             model_type=model_type, byte_fallback=bool(byte_fallback), split_digits=bool(split_digits),
             character_coverage=character_coverage, normalization_rule_name="identity",
             remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
@@ -215,15 +241,41 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, out_dir: str | os
             unk_piece="<unk>", bos_piece="<s>", eos_piece="</s>", pad_piece="<pad>",
             num_threads=num_threads, shuffle_input_sentence=False, input_sentence_size=0,
             max_sentence_length=max_sentence_length, train_extremely_large_corpus=False,
-            minloglevel=2)
+            minloglevel=2, **where)
+
+    def largest() -> int | None:
+        """The most pieces the kept corpus yields (sentencepiece names it when asked for too many)."""
+        if not kept:
+            return None
+        try:
+            train(iter(kept), PROBE_VOCAB, model_writer=io.BytesIO())
+        except Exception as e:
+            return _number_after(str(e), "value <=")
+        return None
+
+    try:
+        train(sentences(), vocab_size, model_prefix=str(prefix))
     except TokenizerError:
         raise
     except Exception as e:
-        hint = ""
-        if "Vocabulary size" in str(e) or "vocab_size" in str(e):
-            hint = " The texts are too few for this vocabulary: lower vocab or add data."
-        raise TokenizerError(f"train sentencepiece(vocab = {vocab_size}) on {count} texts "
-                             f"failed: {str(e).rstrip('.')}.{hint}") from None
+        text = str(e)
+        needed = characters.required(character_coverage)
+        smallest = smallest_vocab(needed, bool(byte_fallback))
+        where = f"train sentencepiece(vocab = {vocab_size}) on {count} texts"
+        if "smaller than required_chars" in text:
+            smallest = _number_after(text, " vs ") or smallest
+            most = largest()
+            fix = f"set vocab between {smallest} and {most}" if most else f"raise vocab to at least {smallest}"
+            raise TokenizerError(
+                f"{where}: vocab {vocab_size} is too small: the vocabulary needs "
+                f"{explain(smallest - smallest_vocab(0, bool(byte_fallback)), bool(byte_fallback))}; "
+                f"{fix}") from None
+        if "too high" in text and (most := _number_after(text, "value <=")):
+            raise TokenizerError(
+                f"{where}: vocab {vocab_size} is too large: these texts yield at most {most} pieces; "
+                f"set vocab between {smallest} and {most} (at least "
+                f"{explain(needed, bool(byte_fallback))}), or add text") from None
+        raise TokenizerError(f"{where} failed: {text.rstrip('.')}.") from None
     (out / "tokenizer.vocab").unlink(missing_ok=True)
     # the trainer records the output path; drop it so equal texts give equal bytes anywhere
     model_file = prefix.with_suffix(".model")

@@ -11,8 +11,11 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.vocab_range import explain, fixed_pieces, smallest_vocab
+
 from . import ast, schema
 from .columns import Columns, ColumnsError, read_columns
+from .corpus import held_out_by_fraction, training_characters
 from .devices import detect_devices
 from .diagnostics import Diagnostic, did_you_mean, join_help
 from .files import FileSystem
@@ -116,14 +119,41 @@ def _check_model(ctx: _Context) -> None:
                 ctx.report(Diagnostic("E035", f"tokenizer file `{path.value}` not found", path.span, f"paths are relative to {base_dir}"))
             if tokenizer.head.name == "hf":
                 _check_model_dir(ctx, tokenizer, base_dir, what="tokenizer")
-    if isinstance(tokenizer, ast.TrainOn):
-        _check_source_ref(ctx, tokenizer.source)
+    if isinstance(tokenizer, ast.TrainOn) and _check_source_ref(ctx, tokenizer.source):
+        _check_tokenizer_vocab(ctx, tokenizer)
     export = spec.value("output", "export")
     if isinstance(export, ast.Name) and export.name == "peft":
         if not isinstance(adapter, ast.Call):
             ctx.report(Diagnostic("E070", "`export = peft` needs `adapter = lora(...)`", spec.span("output", "export"), "use `export = hf` for a full fine-tune"))
         elif isinstance(base, ast.Init):
             ctx.report(Diagnostic("E070", "`export = peft` needs a pretrained `base = hf(...)` for the adapter to apply to", spec.span("output", "export"), "use `export = hf`"))
+
+
+def _check_tokenizer_vocab(ctx: _Context, tokenizer: ast.TrainOn) -> None:
+    """`train sentencepiece(vocab = N)` must hold a piece for every character of the source's
+    text (plus the byte and special pieces); the run would stop at tokenizer training."""
+    vocab, coverage = arg(tokenizer.call, "vocab"), arg(tokenizer.call, "character_coverage")
+    if not isinstance(vocab, ast.Number) or (isinstance(coverage, ast.Number) and coverage.value < 1):
+        return  # below full coverage the rare characters needed depend on the whole text
+    fallback = arg(tokenizer.call, "byte_fallback")
+    byte_fallback = not (isinstance(fallback, ast.Name) and fallback.name in ("off", "false"))
+    source = ctx.spec.data[tokenizer.source.name]
+    template = next((t for t in ctx.spec.templates.values() if any(s.name == source.name for s in t.sources)), None)
+    characters = training_characters(source, template, ctx.files)
+    if characters is None:  # unread text has at least one character
+        if vocab.value <= smallest_vocab(0, byte_fallback):
+            ctx.report(Diagnostic("E047", f"vocab {vocab.value} is too small: it needs {fixed_pieces(byte_fallback)} + a piece per distinct character of `{source.name}`'s text", vocab.span, f"set `vocab` above {smallest_vocab(0, byte_fallback)}"))
+        return
+    needed = characters.required(min_texts=2 if held_out_by_fraction(source) else 1)
+    if vocab.value < smallest_vocab(needed, byte_fallback):
+        ctx.report(
+            Diagnostic(
+                "E047",
+                f"vocab {vocab.value} is too small for the text of `{source.name}`: it needs {explain(needed, byte_fallback)}",
+                vocab.span,
+                f"set `vocab` to at least {smallest_vocab(needed, byte_fallback)}",
+            )
+        )
 
 
 def _check_model_dir(ctx: _Context, call: ast.Call, base_dir: Path, what: str = "model") -> None:

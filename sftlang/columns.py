@@ -1,5 +1,6 @@
-"""The columns of a local data file, read cheaply (header or first rows, never the
-whole file), so `sftc check` can prove template placeholders before a run."""
+"""The columns and first rows of a local data file, read cheaply (header or first rows,
+never more than SAMPLE_BYTES of a big file), so `sftc check` can prove template
+placeholders and a trained tokenizer's vocabulary before a run."""
 
 from __future__ import annotations
 
@@ -57,10 +58,15 @@ def _head(files: FileSystem, path: Path) -> bytes:
     return files.read_bytes(path)[:SAMPLE_BYTES]
 
 
-def _jsonl(files: FileSystem, path: Path) -> Columns:
-    rows = []
+def _complete_lines(files: FileSystem, path: Path) -> list[bytes]:
+    """The lines of the file's head, without a last line the read may have cut."""
     lines = _head(files, path).split(b"\n")
-    for number, line in enumerate(lines[:-1] if len(lines) > 1 else lines, start=1):
+    return lines[:-1] if len(lines) > 1 else lines
+
+
+def _jsonl_rows(files: FileSystem, path: Path, limit: int | None) -> list[dict]:
+    rows = []
+    for number, line in enumerate(_complete_lines(files, path), start=1):
         if not line.strip():
             continue
         try:
@@ -70,12 +76,16 @@ def _jsonl(files: FileSystem, path: Path) -> Columns:
         if not isinstance(row, dict):
             raise ColumnsError(f"line {number} is not a JSON object")
         rows.append(row)
-        if len(rows) >= SAMPLE_ROWS:
+        if limit is not None and len(rows) >= limit:
             break
-    return _from_rows(rows)
+    return rows
 
 
-def _json(files: FileSystem, path: Path, field: str | None) -> Columns:
+def _jsonl(files: FileSystem, path: Path) -> Columns:
+    return _from_rows(_jsonl_rows(files, path, SAMPLE_ROWS))
+
+
+def _json_data(files: FileSystem, path: Path, field: str | None):
     try:
         data = json.loads(files.read_bytes(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
@@ -84,6 +94,11 @@ def _json(files: FileSystem, path: Path, field: str | None) -> Columns:
         if not isinstance(data, dict) or field not in data:
             raise ColumnsError(f"has no top-level key `{field}`")
         data = data[field]
+    return data
+
+
+def _json(files: FileSystem, path: Path, field: str | None) -> Columns:
+    data = _json_data(files, path, field)
     if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
         return Columns(frozenset(data), frozenset())  # columnar: {"col": [...]}
     if not isinstance(data, list) or not all(isinstance(r, dict) for r in data[:SAMPLE_ROWS]):
@@ -140,6 +155,24 @@ def _feature_paths(prefix: str, feature, out: set[str]) -> None:
         for key, inner in feature.items():
             out.add(f"{prefix}.{key}")
             _feature_paths(f"{prefix}.{key}", inner, out)
+
+
+def sample_rows(kind: str, path: Path, files: FileSystem, options: dict) -> list[dict] | None:
+    """The rows in the first SAMPLE_BYTES of a local file (all rows of a `json` file), as the
+    runtime will load them; None for kinds not sampled (parquet, disk)."""
+    if kind == "jsonl":
+        return _jsonl_rows(files, path, None)
+    if kind == "json":
+        data = _json_data(files, path, options.get("field"))
+        if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
+            return [dict(zip(data, values)) for values in zip(*data.values())]
+        return [row for row in data if isinstance(row, dict)] if isinstance(data, list) else []
+    if kind == "csv":
+        text = b"\n".join(_complete_lines(files, path)).decode("utf-8", errors="replace")
+        return list(csv.DictReader(io.StringIO(text), delimiter=options.get("delimiter", ",")))
+    if kind == "text":
+        return [{"text": line.decode("utf-8", errors="replace").rstrip("\r")} for line in _complete_lines(files, path)]
+    return None
 
 
 def read_columns(kind: str, path: Path, files: FileSystem, options: dict) -> Columns:

@@ -212,6 +212,7 @@ CODES: dict[str, str] = {
     "E043": "a source with two templates",
     "E044": "a source with neither a template nor conventional columns",
     "E046": "a data file that cannot be read as its kind",
+    "E047": "a trained tokenizer's vocabulary smaller than its text's characters need",
     "E051": "mixture weights that are not positive or not given for every source",
     "E052": "`batch` not a multiple of `micro`",
     "E053": "a batch that does not split over the data-parallel devices",

@@ -22,7 +22,7 @@ sft "demo"
 
 model {
     base = init llama(layers = 2, dim = 64, heads = 4, ffn = 128)
-    tokenizer = train sentencepiece(vocab = 256) on rows
+    tokenizer = train sentencepiece(vocab = 300) on rows
 }
 
 data rows = jsonl("rows.jsonl") {
@@ -136,7 +136,7 @@ def test_several_semantic_errors_in_one_pass(project):
 
 
 def test_several_reference_errors_in_one_pass(project):
-    text = VALID.replace("{question}", "{qestion}").replace("split eval = 10%", "overflow = drop").replace("sentencepiece(vocab = 256) on rows", "sentencepiece(vocab = 256) on row")
+    text = VALID.replace("{question}", "{qestion}").replace("split eval = 10%", "overflow = drop").replace("sentencepiece(vocab = 300) on rows", "sentencepiece(vocab = 300) on row")
     _, problems = check_spec_file(write(project / "bad.sft", text), devices=1)
     assert [c for c, _, _ in codes(problems)] == ["E030", "E040", "E061"]
 
@@ -221,6 +221,47 @@ def test_conventional_columns_need_no_template(project):
     text = VALID.replace('jsonl("rows.jsonl")', 'jsonl("pc.jsonl")').split("template qa")[0] + "train {\n    steps = 5\n}\n"
     _, problems = check_spec_file(write(project / "demo.sft", text), devices=1)
     assert problems == []
+
+
+def _twelve_word_rows(path: Path, rows: int = 400) -> None:
+    import random
+
+    rng = random.Random(0)
+    words = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()
+    path.write_text("".join(json.dumps({"text": " ".join(rng.choice(words) for _ in range(12))}) + "\n" for _ in range(rows)))
+
+
+def _tokenizer_spec(vocab: int, source: str = 'jsonl("words.jsonl")', extra: str = "") -> str:
+    return (f'sft "words"\nmodel {{\n    base = init llama(layers = 2, dim = 64, heads = 4, ffn = 128)\n'
+            f'    tokenizer = train sentencepiece(vocab = {vocab}{extra}) on words\n}}\n'
+            f'data words = {source}\ntrain {{\n    steps = 5\n}}\n')
+
+
+def test_trained_tokenizer_vocab_must_hold_every_character(project):
+    """The text has 21 letters and the space: with byte fallback a vocabulary needs
+    256 + 4 + 22 = 282 pieces (NOTES finding 10); the run would fail at tokenizer training."""
+    _twelve_word_rows(project / "words.jsonl")
+    _, problems = check_spec_file(write(project / "words.sft", _tokenizer_spec(200)), devices=1)
+    assert [(d.code, d.span.line, d.span.column, d.message, d.help) for d in problems] == [(
+        "E047", 4, 45,
+        "vocab 200 is too small for the text of `words`: it needs 256 byte pieces + 4 special pieces + 22 distinct characters = 282",
+        "set `vocab` to at least 282")]
+    for fits in (_tokenizer_spec(282), _tokenizer_spec(100, extra=", byte_fallback = off"),
+                 _tokenizer_spec(200, extra=", character_coverage = 0.9995")):
+        assert check_spec_file(write(project / "words.sft", fits), devices=1)[1] == [], fits
+
+
+def test_trained_tokenizer_vocab_on_text_not_read(project):
+    """Parquet text is not sampled; every text still needs the byte and special pieces and one more."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["abc"]}), project / "words.parquet")
+    _, problems = check_spec_file(write(project / "words.sft", _tokenizer_spec(260, 'parquet("words.parquet")')), devices=1)
+    assert [(d.code, d.message, d.help) for d in problems] == [(
+        "E047", "vocab 260 is too small: it needs 256 byte pieces + 4 special pieces + a piece per distinct character of `words`'s text",
+        "set `vocab` above 260")]
+    assert check_spec_file(write(project / "words.sft", _tokenizer_spec(261, 'parquet("words.parquet")')), devices=1)[1] == []
 
 
 def test_hub_dataset_offline_is_a_warning_not_an_error(project):

@@ -18,7 +18,7 @@ BASE = """\
 sft "t"
 model {
     base = init llama(layers = 2, dim = 64, heads = 4, ffn = 128)
-    tokenizer = train sentencepiece(vocab = 256) on tickets
+    tokenizer = train sentencepiece(vocab = 300) on tickets
 }
 data tickets = jsonl("tickets.jsonl") {
     split eval = 10% seed 1
@@ -106,7 +106,7 @@ CASES = {
     # ---- references
     "unknown source in mixture": Case("E030", {15: "    data = tickts"}, 15, "tickts"),
     "template for unknown source": Case("E030", {9: "template answer for tickts {"}, 9, "tickts"),
-    "tokenizer on unknown source": Case("E030", {4: "    tokenizer = train sentencepiece(vocab = 256) on faq"}, 4, "faq"),
+    "tokenizer on unknown source": Case("E030", {4: "    tokenizer = train sentencepiece(vocab = 300) on faq"}, 4, "faq"),
     "unknown metric": Case("E032", {22: "    exact_mach >= 0.5"}, 22, "exact_mach"),
     "use file missing": Case("E033", {1: 'use "no-such-base.sft"'}, 1, '"no-such-base.sft"'),
     "data file missing": Case("E035", {6: 'data tickets = jsonl("missing.jsonl") {'}, 6, '"missing.jsonl"'),
@@ -137,7 +137,8 @@ CASES = {
     # ---- model consistency
     "init model with base tokenizer": Case("E024", {4: "    tokenizer = base"}, 4, "tokenizer"),
     "heads not multiple of kv_heads": Case("E024", {3: "    base = init llama(layers = 2, dim = 64, heads = 4, kv_heads = 3, ffn = 128)"}, 3, "3"),
-    "lora on init model": Case("E024", {4: "    tokenizer = train sentencepiece(vocab = 256) on tickets\n    adapter = lora()"}, 5, "lora"),
+    "tokenizer vocab below the characters": Case("E047", {4: "    tokenizer = train sentencepiece(vocab = 262) on tickets"}, 4, "262"),
+    "lora on init model": Case("E024", {4: "    tokenizer = train sentencepiece(vocab = 300) on tickets\n    adapter = lora()"}, 5, "lora"),
     "sequence longer than the model's positions": Case("E024", {3: "    base = init llama(layers = 2, dim = 64, heads = 4, ffn = 128, max_seq_len = 512)", 15: "    seq_len = 1024"}, 15, "seq_len"),
     "vocab smaller than tokenizer": Case("E024", {3: "    base = init llama(layers = 2, dim = 64, heads = 4, ffn = 128, vocab = 100)"}, 3, "100"),
     # ---- acceptance

@@ -136,5 +136,45 @@ def test_loader_errors(tmp_path):
     (tmp_path / "junk.model").write_bytes(b"\x00garbage")
     with pytest.raises(TokenizerError, match="not a SentencePiece model"):
         from_sentencepiece(tmp_path / "junk.model")
-    with pytest.raises(TokenizerError, match="too few for this vocabulary"):
+    with pytest.raises(TokenizerError, match="vocab 5000 is too large"):
         train_sentencepiece(["tiny corpus"] * 5, 5000, tmp_path / "small")
+
+
+def _twelve_words(rows=400, seed=0):
+    rng = random.Random(seed)
+    words = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()
+    return [" ".join(rng.choice(words) for _ in range(12)) for _ in range(rows)]
+
+
+def test_vocab_errors_give_the_valid_range(tmp_path):
+    """400 short rows (22 distinct characters, the space included) allow 282 to 294 pieces:
+    a vocabulary outside says which way to go and how far."""
+    with pytest.raises(TokenizerError) as small:
+        train_sentencepiece(_twelve_words(), 200, tmp_path / "small")
+    assert str(small.value) == (
+        "train sentencepiece(vocab = 200) on 400 texts: vocab 200 is too small: the vocabulary needs "
+        "256 byte pieces + 4 special pieces + 22 distinct characters = 282; set vocab between 282 and 294")
+    with pytest.raises(TokenizerError) as large:
+        train_sentencepiece(_twelve_words(), 4096, tmp_path / "large")
+    assert str(large.value) == (
+        "train sentencepiece(vocab = 4096) on 400 texts: vocab 4096 is too large: these texts yield at "
+        "most 294 pieces; set vocab between 282 and 294 (at least 256 byte pieces + 4 special pieces + "
+        "22 distinct characters = 282), or add text")
+    for edge in (282, 294):
+        assert len(train_sentencepiece(_twelve_words(), edge, tmp_path / str(edge))) == edge
+
+
+@pytest.mark.parametrize("coverage", [1.0, 0.9995, 0.99])
+@pytest.mark.parametrize("byte_fallback", [True, False])
+def test_character_count_matches_the_trainer(tmp_path, coverage, byte_fallback):
+    """`sftc check` states the smallest vocabulary from `CharacterCount`: it must be the
+    number the trainer itself requires (spaces, NUL, tabs, emoji, a too-long text)."""
+    from runtime.vocab_range import CharacterCount, smallest_vocab
+
+    texts = _corpus(300) + SAMPLES + ["nul\0byte", "x" * 10 + "Q" * 20000, "▁ literal"] * 3
+    count = CharacterCount()
+    for text in texts:
+        count.add(text)
+    expected = smallest_vocab(count.required(coverage), byte_fallback)
+    with pytest.raises(TokenizerError, match=f"= {expected}; "):
+        train_sentencepiece(texts, expected - 1, tmp_path, character_coverage=coverage, byte_fallback=byte_fallback)

@@ -1,0 +1,100 @@
+"""The characters of a local source's training text, so `sftc check` can prove that
+`train sentencepiece(vocab = N) on SOURCE` is large enough before a run starts.
+
+The text is what the run trains the tokenizer on (runtime/prepare.py `_texts`): each
+row rendered by its template's prompt and completion, the turns of a `messages`
+column joined by newlines, the `prompt` and `completion` columns, or the `text`
+column. Only the head of a big file is read (`columns.sample_rows`), so the count
+never exceeds what the run will see, with one exception handled here: rows held out
+for eval by a fraction (`split eval = 5%`) are not known without the whole file, so
+a character then counts only when at least two rows have it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from runtime.vocab_range import CharacterCount
+
+from . import ast
+from .columns import ColumnsError, sample_rows
+from .files import FileSystem
+from .resolve import DataSource, Template
+
+
+def _first_file(source: DataSource, files: FileSystem) -> Path | None:
+    path = source.source.kwarg("path")
+    if path is None or not isinstance(path.value, ast.Str):
+        return None
+    pattern = source.base_dir / path.value.value
+    if any(ch in path.value.value for ch in "*?["):
+        matches = files.glob(pattern)
+        return matches[0] if matches else None
+    return pattern if files.is_file(pattern) else None
+
+
+def _renderer(template: Template | None, columns: set[str]):
+    """row -> training text (None for a row the run skips), chosen as the run chooses."""
+    from runtime.data.templates import RowProblem, parse_template, render_parts
+
+    settings = template.settings if template is not None else {}
+    prompt, completion = settings.get("prompt"), settings.get("completion")
+    messages = settings.get("messages")
+    if prompt is not None and completion is not None:
+        if not (isinstance(prompt.value, ast.Str) and isinstance(completion.value, ast.Str)):
+            return None
+        parts = parse_template(prompt.value.value) + parse_template(completion.value.value)
+    elif messages is not None or "messages" in columns:
+        column = messages.value.name if messages is not None and isinstance(messages.value, ast.Name) else "messages"
+
+        def turns(row: dict) -> str | None:
+            contents = [t.get("content") or "" for t in row.get(column) or [] if isinstance(t, dict)]
+            return "\n".join(contents) if all(isinstance(c, str) for c in contents) else None
+
+        return turns
+    elif {"prompt", "completion"} <= columns:
+        parts = parse_template("{prompt}{completion}")
+    else:
+        parts = parse_template("{text}")
+
+    def render(row: dict) -> str | None:
+        try:
+            return render_parts(parts, row)
+        except RowProblem:
+            return None
+
+    return render
+
+
+def training_characters(source: DataSource, template: Template | None, files: FileSystem) -> CharacterCount | None:
+    """The characters of the source's training text as the tokenizer trainer counts them;
+    None when the file cannot be sampled (hub, parquet, disk, missing or unreadable)."""
+    path = _first_file(source, files)
+    if path is None:
+        return None
+    options = {a.name.name: a.value.value for a in source.source.args if a.name and isinstance(a.value, ast.Str)}
+    try:
+        rows = sample_rows(source.source.head.name, path, files, options)
+    except (ColumnsError, OSError, UnicodeDecodeError):
+        return None  # reported by the column check
+    if not rows:
+        return None
+    from runtime.data.errors import TemplateError
+
+    try:
+        render = _renderer(template, {key for row in rows for key in row})
+    except TemplateError:
+        return None  # reported by the template check
+    if render is None:
+        return None
+    count = CharacterCount()
+    for row in rows:
+        text = render(row)
+        if text:
+            count.add(text)
+    return count
+
+
+def held_out_by_fraction(source: DataSource) -> bool:
+    split = source.settings.get("split")
+    return split is not None and not isinstance(split.value, ast.Call)
