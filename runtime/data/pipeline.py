@@ -42,7 +42,7 @@ from .errors import DataError, SequenceTooLongError, shorten
 from .packing import pack_bfd, packing_efficiency
 from .plan import DataPlan, SourceSpec, TemplateSpec
 from .sources import LoadedSource, load_source
-from .stats import DataStats, SourceStats
+from .stats import DataStats, SourceStats, no_train_examples
 from .tokenize import TokenizedSource, tokenize_source
 
 _TAG_SHUFFLE, _TAG_ROWS, _TAG_SOURCE = 0, 1, 100
@@ -91,6 +91,7 @@ class DataPipeline:
         self._loaded: list[LoadedSource] = []
         self._owner: list[str] = []  # source name (the data block) of each table
         gid_src, gid_local, gid_keep, gid_split, gid_full = [], [], [], [], []
+        self._train_positions: dict[str, list[np.ndarray]] = {}  # for an error that says why none is left
         self.stats = DataStats(seq_len=self.seq_len, packing=bool(plan.packing), global_batch_size=self.batch_size)
         for spec in plan.sources:
             template = plan.template_for(spec.name)
@@ -131,6 +132,7 @@ class DataPipeline:
                     is_eval = np.isin(ts.rows, held)
                 else:
                     is_eval = np.zeros(len(ts), bool)
+                self._train_positions.setdefault(spec.name, []).append(lengths[~is_eval] - 1)
                 keep = self._apply_overflow(ts, loaded, part_spec, lengths, st)
                 ok = keep > 0
                 idx = np.nonzero(ok)[0]
@@ -165,6 +167,7 @@ class DataPipeline:
         self._epoch_cache: OrderedDict[int, list[np.ndarray]] = OrderedDict()
         self._rows_per_epoch: list[int] = []
         self._check_weights()
+        del self._train_positions
         self._finish_stats()
 
     # ------------------------------------------------------------ construction helpers
@@ -204,10 +207,15 @@ class DataPipeline:
         names = list(w) if w is not None else [s.name for s in self.plan.sources]
         for name in names:
             if len(self._train_by_source[name]) == 0 and (w is not None):
-                raise DataError(f"data {name} has weight {w[name]} but no train examples "
-                                f"(rows {self.stats.sources[name].rows}, eval {self.stats.sources[name].eval_examples})")
+                raise DataError(self._why_empty(f"data {name} has weight {w[name]} but no train examples", [name]))
         if sum(len(self._train_by_source[n]) for n in names) == 0:
-            raise DataError("no train examples in any source")
+            raise DataError(self._why_empty("no train examples in any source", names))
+
+    def _why_empty(self, headline: str, names: list[str]) -> str:
+        overflow = {s.name: s.overflow for s in self.plan.sources}
+        return no_train_examples(headline, [
+            (self.stats.sources[n], np.concatenate(self._train_positions.get(n) or [np.zeros(0, np.int64)]), overflow[n])
+            for n in names], self.seq_len)
 
     def _finish_stats(self) -> None:
         rows0 = self.epoch_rows(0)

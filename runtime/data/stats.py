@@ -6,6 +6,8 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 
 @dataclass
 class SourceStats:
@@ -71,3 +73,49 @@ class DataStats:
             f"{self.global_batch_size} seq x {self.seq_len} tok = {self.tokens_per_step:,} tok/step",
         ]
         return "\n".join(lines)
+
+
+
+def no_train_examples(headline: str, sources: list[tuple[SourceStats, np.ndarray, str]], seq_len: int) -> str:
+    """The error when sources give nothing to train on: each one's rows accounted for
+    (overflow, truncation, bad rows, eval), its lengths against ``seq_len``, what to change.
+
+    ``sources`` holds (stats, positions, overflow setting); positions are the train-split
+    examples' lengths as ``seq_len`` counts them (tokens - 1), before overflow handling.
+    """
+    lines, helps = [headline], []
+    longest, p95s, truncatable = 0, [], []
+    for source, positions, overflow in sources:
+        fates = []
+        if source.dropped_overflow:
+            fates.append(f"{source.dropped_overflow:,} longer than seq_len {seq_len} and dropped (overflow = {overflow})")
+        if source.dropped_no_trainable:
+            fates.append(f"{source.dropped_no_trainable:,} dropped because truncating to seq_len {seq_len} "
+                         "would cut every trained token")
+        if source.bad_rows:
+            reasons = ", ".join(f"{reason}: {n:,}" for reason, n in source.bad_reasons.items())
+            fates.append(f"{source.bad_rows:,} bad rows skipped ({reasons})")
+        if source.eval_examples:
+            fates.append(f"{source.eval_examples:,} held out for eval")
+        lines.append(f"  data {source.name}: {source.rows:,} rows" + "".join(", " + f for f in fates))
+        if source.rows == 0:
+            helps.append(f"`data {source.name}` has no rows: check its file (or split)")
+        if len(positions):
+            low, mid, p95, high = (int(v) for v in np.percentile(positions, [0, 50, 95, 100], method="higher"))
+            lines.append(f"    tokens per example: min {low:,}, median {mid:,}, p95 {p95:,}, max {high:,}; "
+                         f"seq_len is {seq_len:,}")
+            if high > seq_len:
+                longest, p95s = max(longest, high), p95s + [p95]
+                if overflow != "truncate":
+                    truncatable.append(f"`data {source.name}`")
+        if source.bad_rows:
+            first = f" (first: {source.bad_examples[0]})" if source.bad_examples else ""
+            helps.append(f"fix the bad rows or the template of `{source.name}`{first}")
+    if longest:
+        fix = f"raise `seq_len` in `train` to at least {longest:,}"
+        if seq_len < max(p95s) < longest:
+            fix += f" ({max(p95s):,} keeps 95 % of the rows)"
+        if truncatable:
+            fix += f", or set `overflow = truncate` in {' and '.join(truncatable)}"
+        helps.insert(0, fix)
+    return "\n".join(lines + [f"  = help: {h}" for h in helps])

@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 import runtime.data.tokenize as tokenize_mod
 from data_helpers import WORDS, wordlevel_tokenizer, write_jsonl
-from runtime.data.errors import SequenceTooLongError
+from runtime.data.errors import DataError, SequenceTooLongError
 from runtime.data.packing import pack_bfd
 from runtime.data.pipeline import build_pipeline, eval_rows_for
 from runtime.data.plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
@@ -226,6 +226,39 @@ def test_overflow_error_names_the_row(tmp_path, tok):
     with pytest.raises(SequenceTooLongError, match=r"a\.jsonl, line 2\): example has 26 positions > seq_len 10 "
                                                    r"\(2 such examples"):
         make(tmp_path, tok, [("a", overflow_rows(), dict(overflow="error"))], seq_len=10)
+
+
+def test_every_row_too_long_says_how_long_and_what_to_change(tmp_path, tok):
+    """400 rows of 76-96 positions against seq_len 64: the error accounts for every row,
+    gives the lengths against seq_len and names both settings that fix it."""
+    rows = [{"q": " ".join(["one"] * (70 + i % 21)), "a": "hi"} for i in range(400)]  # n + 6 positions
+    with pytest.raises(DataError) as error:
+        make(tmp_path, tok, [("long", rows, {})], seq_len=64)
+    assert str(error.value) == (
+        "no train examples in any source\n"
+        "  data long: 400 rows, 400 longer than seq_len 64 and dropped (overflow = drop)\n"
+        "    tokens per example: min 76, median 86, p95 95, max 96; seq_len is 64\n"
+        "  = help: raise `seq_len` in `train` to at least 96 (95 keeps 95 % of the rows), "
+        "or set `overflow = truncate` in `data long`")
+
+
+def test_no_train_examples_names_each_sources_cause(tmp_path, tok):
+    long_prompts = [{"q": " ".join(["one"] * 20), "a": "hi"}] * 3  # the answer lies past seq_len 10
+    long_or_bad = [{"q": "hello"}] * 2 + [{"q": "hello", "a": " ".join(["two"] * 12)}] * 3
+    with pytest.raises(DataError) as error:
+        make(tmp_path, tok, [("cut", long_prompts, dict(overflow="truncate")),
+                             ("mixed", long_or_bad, dict(on_bad_row="skip"))], seq_len=10)
+    lines = str(error.value).split("\n")
+    assert lines[:6] == [
+        "no train examples in any source",
+        "  data cut: 3 rows, 3 dropped because truncating to seq_len 10 would cut every trained token",
+        "    tokens per example: min 26, median 26, p95 26, max 26; seq_len is 10",
+        "  data mixed: 5 rows, 3 longer than seq_len 10 and dropped (overflow = drop), 2 bad rows skipped "
+        "(value is null or missing: 2)",
+        "    tokens per example: min 18, median 18, p95 18, max 18; seq_len is 10",
+        "  = help: raise `seq_len` in `train` to at least 26, or set `overflow = truncate` in `data mixed`"]
+    assert lines[6].startswith("  = help: fix the bad rows or the template of `mixed` (first: ")
+    assert len(lines) == 7
 
 
 # ------------------------------------------------------------------ cache
