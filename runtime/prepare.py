@@ -10,12 +10,12 @@ import dataclasses
 import hashlib
 import json
 import math
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from .cache import default_cache
 from .data.plan import SourceSpec, TemplateSpec
 from .models.config import ModelConfig
 from .plan import Plan, SchedulePlan
@@ -72,11 +72,6 @@ def _texts(spec: SourceSpec, template: TemplateSpec, cache_dir: str | None) -> I
             yield render_parts(parts, row)
         except RowProblem:
             continue  # bad rows are counted and reported by the data pipeline itself
-
-
-def default_cache() -> Path:
-    """Where tokenized data and trained tokenizers are cached across runs ($SFTC_CACHE)."""
-    return Path(os.environ.get("SFTC_CACHE", Path.home() / ".cache" / "sftc"))
 
 
 def load_tokenizer(plan: Plan, cache_dir: Path):

@@ -17,10 +17,13 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_REJECTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 13
 
 
 def _start_runtime() -> None:
-    """Before JAX first computes: keep freed host memory for reuse (see runtime.allocator)."""
+    """Before JAX first computes: keep freed host memory for reuse (see runtime.allocator);
+    before any library is imported: its warnings go to a log file (see runtime.logs)."""
     from runtime.allocator import reuse_freed_memory
+    from runtime.logs import route_library_logs
 
     reuse_freed_memory()
+    route_library_logs()
 
 
 def _compile(path: str, console: Console, devices: int | None = None):
