@@ -202,8 +202,8 @@ def _special_strings(tokenizer: Any) -> tuple[str, ...]:
     return result
 
 
-JINJA_HELP = ("transformers renders chat templates with jinja2 (>= 3.1.6), a dependency of sftc: reinstall "
-              "sftc (`pip install -e .`) or run `pip install 'jinja2>=3.1.6'` in this environment")
+JINJA_HELP = ("transformers renders chat templates with jinja2 (>= 3.1.6), which sftc depends on: reinstall sftc "
+              "(in a checkout: `pip install -e .`) or run `pip install 'jinja2>=3.1.6'` in this environment")
 
 
 def require_chat_template(tokenizer: Any, needs: str) -> None:
