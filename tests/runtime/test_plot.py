@@ -1,45 +1,49 @@
-"""The dependency-free PNG chart is a valid PNG whose pixels show the curve."""
-
-import struct
-import zlib
+"""The loss chart a user opens: a PNG of the stated size that shows both curves, with
+labelled axes, a legend and a title."""
 
 import numpy as np
+from matplotlib.image import imread
 
-from runtime.plot import line_chart, write_png
+from runtime.plot import SIZE, chart, line_chart
 
-
-def _decode(data: bytes) -> np.ndarray:
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    at, idat, size = 8, b"", None
-    while at < len(data):
-        (length,) = struct.unpack(">I", data[at : at + 4])
-        kind, body = data[at + 4 : at + 8], data[at + 8 : at + 8 + length]
-        (crc,) = struct.unpack(">I", data[at + 8 + length : at + 12 + length])
-        assert crc == zlib.crc32(kind + body) & 0xFFFFFFFF
-        if kind == b"IHDR":
-            size = struct.unpack(">II", body[:8])
-        elif kind == b"IDAT":
-            idat += body
-        at += 12 + length
-    width, height = size
-    raw = np.frombuffer(zlib.decompress(idat), np.uint8).reshape(height, width * 3 + 1)
-    assert (raw[:, 0] == 0).all()
-    return raw[:, 1:].reshape(height, width, 3)
+BLUE, ORANGE = np.array([31, 119, 180]), np.array([255, 127, 14])  # matplotlib's C0, C1
 
 
-def test_write_png_round_trips(tmp_path):
-    image = np.random.default_rng(0).integers(0, 255, (7, 5, 3), dtype=np.uint8)
-    assert (_decode(write_png(tmp_path / "x.png", image).read_bytes()) == image).all()
+def _series():
+    x = np.arange(1, 51)
+    return [("train loss", x, 3 - x / 25), ("eval loss", x[::10], 2.5 - x[::10] / 25)]
 
 
-def test_line_chart_draws_each_series_in_its_colour(tmp_path):
-    x = np.arange(50)
-    path = line_chart(tmp_path / "loss.png", [("train", x, 3 - x / 25), ("eval", x[::10], 2.5 - x[::10] / 25)], "loss")
-    pixels = _decode(path.read_bytes())
-    assert pixels.shape == (400, 720, 3)
-    blue = (pixels == (31, 119, 180)).all(-1)
-    orange = (pixels == (255, 127, 14)).all(-1)
-    assert blue.sum() > 500 and orange.sum() > 300
-    rows, cols = np.nonzero(blue[:, :600])
-    left, right = rows[cols < 150].mean(), rows[(cols > 450) & (cols < 600)].mean()
-    assert left < right  # a falling curve: high on the left (small row index)
+def _near(pixels: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    return (np.abs(pixels.astype(int) - colour).max(-1) <= 12)
+
+
+def test_chart_has_both_curves_labelled():
+    figure = chart(_series(), "loss by step")
+    (axes,) = figure.axes
+    lines = axes.get_lines()
+    assert [line.get_label() for line in lines] == ["train loss", "eval loss"]
+    assert lines[0].get_xdata().tolist() == list(range(1, 51))
+    assert np.allclose(lines[1].get_ydata(), 2.5 - np.arange(1, 51, 10) / 25)
+    assert (axes.get_xlabel(), axes.get_ylabel(), axes.get_title()) == ("step", "loss", "loss by step")
+    assert [t.get_text() for t in axes.get_legend().get_texts()] == ["train loss", "eval loss"]
+    assert axes.get_yscale() == "linear"
+
+
+def test_a_loss_falling_over_decades_is_drawn_on_a_log_scale():
+    x = np.arange(1, 801)
+    axes = chart([("train loss", x, 5 * np.exp(-x / 80))], "loss").axes[0]
+    assert axes.get_yscale() == "log" and axes.get_ylabel() == "loss (log scale)"
+
+
+def test_png_shows_both_curves(tmp_path):
+    path = line_chart(tmp_path / "loss.png", _series(), "loss by step")
+    pixels = (imread(path)[..., :3] * 255).round()
+    assert pixels.shape == (SIZE[1], SIZE[0], 3)
+    blue, orange = _near(pixels, BLUE), _near(pixels, ORANGE)
+    # whole curves across the plot, not only the legend's short samples
+    assert len(np.unique(np.nonzero(blue)[1])) > SIZE[0] // 2
+    assert len(np.unique(np.nonzero(orange)[1])) > SIZE[0] // 2
+    # the train curve falls: its pixels sit higher (smaller row) on the left than on the right
+    rows, cols = np.nonzero(blue[:, : SIZE[0] * 3 // 4])
+    assert rows[cols < SIZE[0] // 4].mean() < rows[cols > SIZE[0] // 2].mean()
