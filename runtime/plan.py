@@ -4,37 +4,59 @@ Plain frozen dataclasses, JSON round-trippable, importing nothing heavy (the
 compiler imports this module; it must never pull in JAX). The compiler decides
 every number it can from the spec alone; the few that depend on the data (the
 step count of an `epochs` run, warmup and decay given as shares) are decided by
-`runtime.planner` once the data is tokenized, and the plan saved in the run
-directory has them all.
+`runtime.prepare` once the data is tokenized, and the plan saved in the run
+directory has them all. Settings that come in variants (optimizer, schedule,
+`init` architecture, tokenizer training) are the typed classes of
+`runtime.plan_types`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Mapping
 
 from .data.plan import DataPlan, SourceSpec
+from .plan_types import (
+    ARCHITECTURES,
+    OPTIMIZERS,
+    SCHEDULES,
+    TOKENIZER_TRAINERS,
+    Length,
+    LlamaInit,
+    Optimizer,
+    Schedule,
+    SentencepieceTraining,
+    variant,
+)
 
-PLAN_VERSION = 1
+PLAN_VERSION = 2  # 2: typed optimizer, schedule, init and tokenizer-training settings
+
+
+class PlanVersionError(ValueError):
+    """A plan.json written by another sftc: its layout is not this one's."""
 
 
 @dataclass(frozen=True)
 class TokenizerPlan:
     """`base` (the checkpoint's), `hf` (a directory), `sentencepiece` (a .model file),
-    or `train` (sentencepiece trained on `source`'s training text with `options`)."""
+    or `train` (trained on `source`'s training text as `training` says)."""
 
     kind: str
     path: str | None = None
     source: SourceSpec | None = None
-    options: Mapping[str, Any] = field(default_factory=dict)
+    training: SentencepieceTraining | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TokenizerPlan":
         d = dict(d)
-        source = d.pop("source", None)
-        return cls(**d, source=SourceSpec.from_dict(source) if source is not None else None)
+        source, training = d.pop("source", None), d.pop("training", None)
+        return cls(
+            **d,
+            source=SourceSpec.from_dict(source) if source is not None else None,
+            training=variant(TOKENIZER_TRAINERS, training, "tokenizer trainer") if training is not None else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -51,46 +73,48 @@ class LoraPlan:
 
 @dataclass(frozen=True)
 class ModelPlan:
-    """`hf`: `path` is a local directory or hub id; `init`: `architecture` + `init`
-    (ModelConfig keyword arguments; `vocab` None means the tokenizer's size)."""
+    """`hf`: `path` is a local directory or hub id; `init`: fresh weights of the
+    architecture `init` describes (its `vocab` None means the tokenizer's size)."""
 
     kind: str  # "hf" | "init"
     dtype: str
     tokenizer: TokenizerPlan
     path: str | None = None
     revision: str | None = None
-    architecture: str | None = None
-    init: Mapping[str, Any] = field(default_factory=dict)
+    init: LlamaInit | None = None
     adapter: LoraPlan | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ModelPlan":
         d = dict(d)
-        adapter = d.pop("adapter", None)
+        adapter, init = d.pop("adapter", None), d.pop("init", None)
         return cls(
             **{**d, "tokenizer": TokenizerPlan.from_dict(d["tokenizer"])},
+            init=variant(ARCHITECTURES, init, "architecture") if init is not None else None,
             adapter=LoraPlan.from_dict(adapter) if adapter is not None else None,
         )
 
 
-@dataclass(frozen=True)
-class OptimizerPlan:
-    name: str  # adamw | adafactor | lion | sgd
-    lr: float
-    options: Mapping[str, Any] = field(default_factory=dict)  # b1, b2, eps, weight_decay, ...
+# ---- the untyped constructors of PLAN_VERSION 1, kept only while runtime.bench and
+# runtime.engine use them; write `AdamW(lr=1e-4, weight_decay=0.01)`,
+# `Cosine(warmup=Length(steps=1))` (runtime.plan_types) and annotate `Optimizer`, `Schedule`.
 
 
-@dataclass(frozen=True)
-class SchedulePlan:
-    """Shares (`warmup_share`, `decay_share`) are turned into steps by the planner;
-    `min_lr` is absolute."""
+def OptimizerPlan(name: str, lr: float, options: Mapping[str, Any] = {}) -> Optimizer:  # noqa: N802, B006
+    return OPTIMIZERS[name](lr=lr, **options)
 
-    name: str  # constant | linear | cosine | wsd
-    min_lr: float
-    warmup_steps: int | None = None
-    warmup_share: float | None = None
-    decay_steps: int | None = None
-    decay_share: float | None = None
+
+def SchedulePlan(name: str, min_lr: float = 0.0, warmup_steps: int | None = None, warmup_share: float | None = None,  # noqa: N802
+                 decay_steps: int | None = None, decay_share: float | None = None) -> Schedule:
+    def length(steps: int | None, share: float | None) -> Length:
+        return Length(share=share) if share is not None else Length(steps=steps or 0)
+
+    settings: dict[str, Any] = {"warmup": length(warmup_steps, warmup_share)}
+    if name != "constant":
+        settings["min_lr"] = min_lr
+    if name == "wsd":
+        settings["decay"] = length(decay_steps, decay_share)
+    return SCHEDULES[name](**settings)
 
 
 @dataclass(frozen=True)
@@ -101,8 +125,8 @@ class TrainPlan:
 
     steps: int | None
     micro: int
-    optimizer: OptimizerPlan
-    schedule: SchedulePlan
+    optimizer: Optimizer
+    schedule: Schedule  # shares of the run turned into steps by the planner
     clip: float | None
     remat: str
     mesh: Mapping[str, int | str]  # data / fsdp / tensor; `auto` resolved against the devices at run time
@@ -111,10 +135,15 @@ class TrainPlan:
     keep: int
     log_every: int | None  # None: auto
 
+    def __post_init__(self) -> None:
+        if self.schedule.min_lr > self.optimizer.lr:  # `sftc check` reports it in the spec (E057)
+            raise ValueError(f"min_lr {self.schedule.min_lr:g} is above lr {self.optimizer.lr:g}: the schedule would raise the rate")
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TrainPlan":
         d = dict(d)
-        return cls(**{**d, "optimizer": OptimizerPlan(**d["optimizer"]), "schedule": SchedulePlan(**d["schedule"])})
+        optimizer, schedule = variant(OPTIMIZERS, d["optimizer"], "optimizer"), variant(SCHEDULES, d["schedule"], "schedule")
+        return cls(**{**d, "optimizer": optimizer, "schedule": schedule})
 
 
 @dataclass(frozen=True)
@@ -188,8 +217,13 @@ class Plan:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Plan":
         d = dict(d)
-        if d.get("version") != PLAN_VERSION:
-            raise ValueError(f"plan version {d.get('version')} is not {PLAN_VERSION}; recompile the spec")
+        version = d.get("version")
+        if version != PLAN_VERSION:
+            other = "an older" if isinstance(version, int) and version < PLAN_VERSION else "another"
+            raise PlanVersionError(
+                f"this plan was written by {other} sftc (plan version {version}; this sftc reads version {PLAN_VERSION}); "
+                "compile the spec again (`sftc run --fresh SPEC` for a new run), or use the sftc that wrote it"
+            )
         return cls(
             **{
                 **d,

@@ -14,6 +14,7 @@ from typing import Any
 from . import mesh as meshlib
 from .bench import flops_per_token
 from .models.config import ModelConfig
+from .plan_types import AdamW, Constant, Lion, Optimizer, Sgd
 from .prepare import Prepared
 
 GiB = 2**30
@@ -44,13 +45,13 @@ def parameter_count(config: ModelConfig) -> dict[str, int]:
     return {"embedding": embed, "layers": layers, "head": head, "norm": d, "total": embed + layers + head + d}
 
 
-def optimizer_bytes(name: str, options: dict, config: ModelConfig, params: int) -> int:
-    if name == "adamw":
+def optimizer_bytes(optimizer: Optimizer, config: ModelConfig, params: int) -> int:
+    if isinstance(optimizer, AdamW):
         return 2 * 4 * params
-    if name == "lion":
+    if isinstance(optimizer, Lion):
         return 4 * params
-    if name == "sgd":
-        return 4 * params if options.get("momentum") else 0
+    if isinstance(optimizer, Sgd):
+        return 4 * params if optimizer.momentum else 0
     # adafactor: row and column statistics per matrix, full statistics for vectors
     d, f, v = config.hidden_size, config.intermediate_size, config.vocab_size
     per_layer = 4 * 2 * d + 2 * (d + config.num_kv_heads * config.head_dim) + 3 * (d + f)
@@ -112,7 +113,7 @@ def plan_report(prepared: Prepared, as_dict: bool = False) -> Any:
     frozen = total_params - trainable  # kept in the compute dtype; the trainable part has a float32 master
     params_b = (trainable * 4 + frozen * compute_bytes + (trainable * compute_bytes if compute_bytes == 2 else 0)) / shard
     grads_b = trainable * 4 / shard
-    opt_b = optimizer_bytes(plan.train.optimizer.name, dict(plan.train.optimizer.options), config, trainable) / shard
+    opt_b = optimizer_bytes(plan.train.optimizer, config, trainable) / shard
     micro_tokens = plan.train.micro // parallel * plan.data.seq_len
     act_b = activation_bytes(config, micro_tokens, plan.data.seq_len, plan.train.remat, compute_bytes) / max(shape["tensor"], 1)
     memory = params_b + grads_b + opt_b + act_b
@@ -173,11 +174,12 @@ def _render(r: dict, plan, stats, memory_kind: str) -> str:
         f"steps    {r['steps']:,} ({epochs})   {plan.data.global_batch_size} seq x {plan.data.seq_len} tok = {r['tokens_per_step']:,} tok/step"
         f"   warmup {r['warmup_steps']}   accumulation {r['accumulation']}"
     )
-    o = plan.train.optimizer
+    o, schedule = plan.train.optimizer, plan.train.schedule
+    rate = f"lr {o.lr:g}" if isinstance(schedule, Constant) else f"lr {o.lr:g} -> {schedule.min_lr:g}"
     lines.append(
-        f"optim    {o.name} lr {o.lr:g} -> {plan.train.schedule.min_lr:g} ({plan.train.schedule.name})   "
+        f"optim    {o.name} {rate} ({schedule.name})   "
         f"clip {plan.train.clip if plan.train.clip is not None else 'off'}   "
-        + "   ".join(f"{k} {v}" for k, v in o.options.items())
+        + "   ".join(f"{k} {v}" for k, v in o.arguments().items() if k != "lr")
     )
     shape = r["mesh"]
     count = shape["data"] * shape["fsdp"] * shape["tensor"]

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from .cache import default_cache
 from .data.plan import SourceSpec, TemplateSpec
 from .models.config import ModelConfig
-from .plan import Plan, SchedulePlan
+from .plan import Plan
 
 
 TOKENIZER_CACHE_VERSION = 1
@@ -94,25 +94,25 @@ def load_tokenizer(plan: Plan, cache_dir: Path):
 
     names = {s.name for s in plan.data.sources}
     template = plan.data.template_for(spec.source.name) if spec.source.name in names else TemplateSpec()
+    training = spec.training
     key = json.dumps(
-        [source_fingerprint(spec.source, str(cache_dir / "data")), dataclasses.asdict(template), dict(spec.options),
+        [source_fingerprint(spec.source, str(cache_dir / "data")), dataclasses.asdict(template), training.arguments(),
          dataclasses.asdict(spec.source.eval) if spec.source.eval else None, TOKENIZER_CACHE_VERSION],
         sort_keys=True,
     )
     target = cache_dir / "tokenizers" / hashlib.sha256(key.encode()).hexdigest()[:20]
     if (target / "tokenizer.json").exists():
         return tok.load_tokenizer(target)
-    options = spec.options
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     trained = tok.train_sentencepiece(
         _texts(spec.source, template, str(cache_dir / "data")),
-        options["vocab"],
+        training.vocab,
         partial,
-        model_type=options.get("model_type", "unigram"),
-        character_coverage=options.get("character_coverage", 1.0),
-        split_digits=options.get("split_digits", True),
-        byte_fallback=options.get("byte_fallback", True),
+        model_type=training.model_type,
+        character_coverage=training.character_coverage,
+        split_digits=training.split_digits,
+        byte_fallback=training.byte_fallback,
     )
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
@@ -126,28 +126,26 @@ def load_tokenizer(plan: Plan, cache_dir: Path):
 def model_config(plan: Plan, tokenizer) -> tuple[ModelConfig, Path | None]:
     model = plan.model
     if model.kind == "init":
-        init = dict(model.init)
-        vocab = init.pop("vocab", None) or len(tokenizer)
+        init = model.init
+        vocab = init.vocab or len(tokenizer)
         if vocab < len(tokenizer):
-            raise PrepareError(f"`init {model.architecture}(vocab = {vocab})` is smaller than the tokenizer's {len(tokenizer)} tokens")
+            raise PrepareError(f"`init {init.name}(vocab = {vocab})` is smaller than the tokenizer's {len(tokenizer)} tokens")
         config = ModelConfig.llama(
-            layers=init.pop("layers"),
-            dim=init.pop("dim"),
-            heads=init.pop("heads"),
-            kv_heads=init.pop("kv_heads", None),
-            ffn=init.pop("ffn"),
+            layers=init.layers,
+            dim=init.dim,
+            heads=init.heads,
+            kv_heads=init.kv_heads,
+            ffn=init.ffn,
             vocab=vocab,
-            head_dim=init.pop("head_dim", None),
-            rope_theta=float(init.pop("rope_theta", 10000.0)),
-            rms_norm_eps=float(init.pop("norm_eps", 1e-5)),
-            tie_embeddings=bool(init.pop("tie_embeddings", False)),
-            max_position_embeddings=int(init.pop("max_seq_len", 4096)),
+            head_dim=init.head_dim,
+            rope_theta=init.rope_theta,
+            rms_norm_eps=init.norm_eps,
+            tie_embeddings=init.tie_embeddings,
+            max_position_embeddings=init.max_seq_len,
             bos_token_id=tokenizer.bos_token_id,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
         )
-        if init:
-            raise PrepareError(f"`init {model.architecture}(...)` arguments not understood: {', '.join(init)}")
         return config, None
     from .hf import read_config, resolve_checkpoint
 
@@ -161,22 +159,17 @@ def model_config(plan: Plan, tokenizer) -> tuple[ModelConfig, Path | None]:
 # ---------------------------------------------------------------- numbers
 
 
-def _steps(share: float | None, steps: int | None, total: int) -> int:
-    if steps is not None:
-        return int(steps)
-    return int(round((share or 0.0) * total))
-
-
 def decide(plan: Plan, total_steps: int) -> Plan:
     """The plan with its step count and schedule lengths in steps."""
     if total_steps < 1:
         raise PrepareError("the data gives no training step: every example was dropped or the sources are empty")
-    schedule = plan.train.schedule
-    warmup = _steps(schedule.warmup_share, schedule.warmup_steps, total_steps)
-    decay = _steps(schedule.decay_share, schedule.decay_steps, total_steps) if schedule.name == "wsd" else None
+    decided = plan.train.schedule.decided(total_steps)
+    # `sftc check` proves these (E054) when the spec gives `steps`; here the data gave the count
+    warmup, decay = decided.warmup_steps, decided.decay_steps or 0
     if warmup >= total_steps and total_steps > 1:
         raise PrepareError(f"warmup ({warmup} steps) is not shorter than training ({total_steps} steps)")
-    decided = SchedulePlan(schedule.name, schedule.min_lr, warmup_steps=warmup, decay_steps=decay)
+    if warmup + decay > total_steps:
+        raise PrepareError(f"warmup ({warmup} steps) and decay ({decay} steps) add up to more than training ({total_steps} steps)")
     train = dataclasses.replace(plan.train, steps=total_steps, schedule=decided)
     return dataclasses.replace(plan, train=train)
 

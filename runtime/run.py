@@ -26,7 +26,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .plan import Plan
+from .plan import Plan, PlanVersionError
 
 FINISHED = ("done",)
 
@@ -112,4 +112,10 @@ def write_plan(run_dir: Path, plan: Plan) -> None:
 
 
 def read_plan(run_dir: Path) -> Plan:
-    return Plan.from_json((Path(run_dir) / "plan.json").read_text())
+    """The run's plan; a plan.json another sftc wrote is a PrepareError that says so."""
+    try:
+        return Plan.from_json((Path(run_dir) / "plan.json").read_text())
+    except PlanVersionError as error:
+        from .prepare import PrepareError
+
+        raise PrepareError(f"{run_dir}: {error}") from None

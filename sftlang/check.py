@@ -459,6 +459,16 @@ def _check_schedule(ctx: _Context, total_steps: int | None) -> None:
         ctx.report(Diagnostic("E054", f"warmup {warmup.text} and decay {decay.text} add up to more than the whole run", decay.span))
     if total_steps and isinstance(warmup, ast.Quantity) and isinstance(decay, ast.Quantity) and warmup.amount.value + decay.amount.value > total_steps:
         ctx.report(Diagnostic("E054", "warmup and decay add up to more than the whole run", decay.span))
+    min_lr, lr = arg(schedule, "min_lr"), arg(ctx.spec.value("train", "optimizer"), "lr")
+    if isinstance(min_lr, ast.Number) and isinstance(lr, ast.Number) and min_lr.value > lr.value:
+        ctx.report(
+            Diagnostic(
+                "E057",
+                f"min_lr {min_lr.text} is above the optimizer's lr {lr.text}: the schedule would raise the rate",
+                min_lr.span,
+                "write a share such as `min_lr = 10%`, or a rate below lr",
+            )
+        )
 
 
 # ---------------------------------------------------------------- accept

@@ -219,6 +219,7 @@ CODES: dict[str, str] = {
     "E054": "warmup or decay not shorter than training",
     "E055": "a mesh that does not fit the devices",
     "E056": "both `epochs` and `steps`",
+    "E057": "a schedule whose `min_lr` is above the optimizer's `lr`",
     "E060": "a generation metric without `eval.generate`",
     "E061": "a metric with no eval rows to compute it on",
     "E062": "gates that contradict each other",

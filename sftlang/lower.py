@@ -4,7 +4,7 @@ Every value comes out of the syntax tree here, once: the runtime never sees an
 AST. Paths become absolute (relative to the file that wrote them), shares of the
 learning rate become absolute rates, units become step counts. What depends on
 the data (steps of an `epochs` run, warmup given as a share) is left for
-`runtime.planner`, which fills it in before a run starts.
+`runtime.prepare`, which fills it in before a run starts.
 """
 
 from __future__ import annotations
@@ -20,13 +20,12 @@ from runtime.plan import (
     GenerationPlan,
     LoraPlan,
     ModelPlan,
-    OptimizerPlan,
     OutputPlan,
     Plan,
-    SchedulePlan,
     TokenizerPlan,
     TrainPlan,
 )
+from runtime.plan_types import ARCHITECTURES, OPTIMIZERS, SCHEDULES, TOKENIZER_TRAINERS, Length, Schedule
 
 from . import ast
 from .check import arg
@@ -167,7 +166,8 @@ def _model_plan(spec: Spec) -> ModelPlan:
     base_dir = spec.dir_of("model", "base")
     if isinstance(tokenizer, ast.TrainOn):
         source = spec.data[tokenizer.source.name]
-        tokenizer_plan = TokenizerPlan("train", source=_source(source), options=_kwargs(tokenizer.call))
+        training = TOKENIZER_TRAINERS[tokenizer.call.head.name](**_kwargs(tokenizer.call))
+        tokenizer_plan = TokenizerPlan("train", source=_source(source), training=training)
     elif isinstance(tokenizer, ast.Call):
         path = _local_or_hub(_py(arg(tokenizer, "path")), spec.dir_of("model", "tokenizer"))
         tokenizer_plan = TokenizerPlan(tokenizer.head.name, path=path)
@@ -179,7 +179,7 @@ def _model_plan(spec: Spec) -> ModelPlan:
         lora = LoraPlan(options["rank"], float(options["alpha"]), float(options["dropout"]), tuple(options["targets"]))
     dtype = _py(spec.value("model", "dtype"))
     if isinstance(base, ast.Init):
-        return ModelPlan("init", dtype, tokenizer_plan, architecture=base.call.head.name, init=_kwargs(base.call), adapter=lora)
+        return ModelPlan("init", dtype, tokenizer_plan, init=ARCHITECTURES[base.call.head.name](**_kwargs(base.call)), adapter=lora)
     options = _kwargs(base)
     return ModelPlan("hf", dtype, tokenizer_plan, path=_local_or_hub(options["path"], base_dir), revision=options.get("revision"), adapter=lora)
 
@@ -187,25 +187,31 @@ def _model_plan(spec: Spec) -> ModelPlan:
 # ---------------------------------------------------------------- train / eval
 
 
-def _steps_or_share(node) -> tuple[int | None, float | None]:
+def _length(node) -> Length:
+    """`20 steps`, `3%` or `0`."""
     if isinstance(node, ast.Percent):
-        return None, node.value
+        return Length(share=node.value)
     if isinstance(node, ast.Quantity):
-        return int(node.amount.value), None
-    return int(node.value), None  # `0`
+        return Length(steps=int(node.amount.value))
+    return Length(steps=int(node.value))
+
+
+def _schedule(call: ast.Call, lr: float) -> Schedule:
+    """`warmup` and `decay` become Lengths; `min_lr` given as a share of lr becomes a rate."""
+    settings = {}
+    for a in call.args:
+        name, value = a.name.name, a.value
+        if name == "min_lr":
+            settings[name] = value.value * lr if isinstance(value, ast.Percent) else float(value.value)
+        else:
+            settings[name] = _length(value)
+    return SCHEDULES[call.head.name](**settings)
 
 
 def _train_plan(spec: Spec) -> TrainPlan:
     get = lambda key: spec.value("train", key)  # noqa: E731
     optimizer = get("optimizer")
-    options = _kwargs(optimizer)
-    lr = float(options.pop("lr"))
-    schedule = get("schedule")
-    warmup_steps, warmup_share = _steps_or_share(arg(schedule, "warmup"))
-    decay = arg(schedule, "decay")
-    decay_steps, decay_share = _steps_or_share(decay) if decay is not None else (None, None)
-    min_lr = arg(schedule, "min_lr")
-    min_lr_value = 0.0 if min_lr is None else (min_lr.value * lr if isinstance(min_lr, ast.Percent) else float(min_lr.value))
+    optimizer_settings = OPTIMIZERS[optimizer.head.name](**_kwargs(optimizer))
     checkpoint = get("checkpoint")
     every_steps = every_epochs = None
     keep = 3
@@ -221,8 +227,8 @@ def _train_plan(spec: Spec) -> TrainPlan:
     return TrainPlan(
         steps=_py(get("steps")),
         micro=_py(get("micro")),
-        optimizer=OptimizerPlan(optimizer.head.name, lr, options),
-        schedule=SchedulePlan(schedule.head.name, min_lr_value, warmup_steps, warmup_share, decay_steps, decay_share),
+        optimizer=optimizer_settings,
+        schedule=_schedule(get("schedule"), optimizer_settings.lr),
         clip=None if isinstance(clip, ast.Name) else float(clip.value),
         remat=get("remat").name,
         mesh={a.name.name: _py(a.value) for a in mesh.args},

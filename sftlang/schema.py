@@ -2,13 +2,20 @@
 
 The checker validates against these tables, the resolver fills their defaults,
 `sftc diff` compares through them and docs/language.md documents them. Defaults
-are written as source text, exactly as a user would write them.
+are written as source text, exactly as a user would write them. The calls whose
+settings the plan carries as typed classes (optimizers, `init llama`, `train
+sentencepiece`) take their names, defaults and ranges from those classes
+(`runtime.plan_types`), so each exists once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 from dataclasses import dataclass
+
+from runtime import plan_types
 
 from .types import (
     Bool,
@@ -52,6 +59,37 @@ PATH = Str(non_empty=True, doc="a path string")
 OFF = Enum(("off",))
 STEPS_OR_SHARE = OneOf((Share(low=0, high=1, open_high=True), Quantity(("steps",)), Num(low=0, high=0)))
 
+
+def source_text(value) -> str:
+    """A default as a user writes it: `on`, `unigram`, `4096`, `2e-5`, `0.9`."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, float):
+        return re.sub(r"e([+-])0*(\d)", lambda m: "e" + m.group(1).replace("+", "") + m.group(2), repr(value))
+    return str(value)
+
+
+def _type_of(rule: plan_types.Rule) -> Type:
+    if rule.flag:
+        return Bool()
+    if rule.choices:
+        return Enum(rule.choices)
+    return Num(rule.low, rule.high, rule.integer, rule.open_low, rule.open_high)
+
+
+def signature_of(settings: type, doc: str = "") -> Signature:
+    """The call signature of a typed plan setting: its fields in order, their defaults
+    (None: absent unless given), ranges and docs."""
+    params = []
+    for f in dataclasses.fields(settings):
+        if not f.init:
+            continue
+        rule = f.metadata["rule"]
+        required = f.default is dataclasses.MISSING
+        default = None if required or f.default is None else source_text(f.default)
+        params.append(Param(f.name, _type_of(rule), default, required, rule.doc, rule.default_from))
+    return Signature(tuple(params), doc=doc)
+
 # ---------------------------------------------------------------- model
 
 LAYER_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
@@ -73,24 +111,7 @@ BASE_MODEL = OneOf(
         ),
         InitModel(
             Calls(
-                {
-                    "llama": Signature(
-                        (
-                            Param("layers", COUNT, required=True, doc="decoder layers"),
-                            Param("dim", COUNT, required=True, doc="hidden size"),
-                            Param("heads", COUNT, required=True, doc="attention heads"),
-                            Param("kv_heads", COUNT, default_from="heads", doc="key/value heads (grouped-query)"),
-                            Param("ffn", COUNT, required=True, doc="feed-forward (intermediate) size"),
-                            Param("vocab", COUNT, doc="vocabulary size; default: the tokenizer's"),
-                            Param("head_dim", COUNT, doc="per-head size; default dim / heads"),
-                            Param("rope_theta", POSITIVE, "10000.0", doc="rotary embedding base"),
-                            Param("norm_eps", POSITIVE, "1e-5", doc="RMSNorm epsilon"),
-                            Param("tie_embeddings", Bool(), "off", doc="share input and output embeddings"),
-                            Param("max_seq_len", COUNT, "4096", doc="longest sequence the positions support"),
-                        ),
-                        doc="a Llama-architecture decoder with fresh random weights",
-                    )
-                },
+                {"llama": signature_of(plan_types.LlamaInit, doc="a Llama-architecture decoder with fresh random weights")},
                 what="architecture",
             )
         ),
@@ -111,18 +132,7 @@ TOKENIZER = OneOf(
         ),
         TrainTokenizer(
             Calls(
-                {
-                    "sentencepiece": Signature(
-                        (
-                            Param("vocab", Num(low=64, high=1_000_000, integer=True), required=True),
-                            Param("model_type", Enum(("unigram", "bpe")), "unigram"),
-                            Param("split_digits", Bool(), "on", doc="every digit its own token"),
-                            Param("byte_fallback", Bool(), "on"),
-                            Param("character_coverage", Num(low=0.9, high=1.0), "1.0"),
-                        ),
-                        doc="train a sentencepiece tokenizer on a data source's text",
-                    )
-                },
+                {"sentencepiece": signature_of(plan_types.SentencepieceTraining, doc="train a sentencepiece tokenizer on a data source's text")},
                 what="tokenizer",
             )
         ),
@@ -212,46 +222,11 @@ MESSAGE_ROLES = ("system", "user", "assistant", "tool")
 
 # ---------------------------------------------------------------- train
 
-OPTIMIZERS = Calls(
-    {
-        "adamw": Signature(
-            (
-                Param("lr", POSITIVE, "2e-5"),
-                Param("b1", Num(low=0, high=1, open_high=True), "0.9"),
-                Param("b2", Num(low=0, high=1, open_high=True), "0.999"),
-                Param("eps", POSITIVE, "1e-8"),
-                Param("weight_decay", NON_NEGATIVE, "0.0"),
-            )
-        ),
-        "adafactor": Signature(
-            (
-                Param("lr", POSITIVE, "2e-5"),
-                Param("decay_rate", Num(low=0, high=1), "0.8"),
-                Param("eps", POSITIVE, "1e-30"),
-                Param("clip_threshold", POSITIVE, "1.0"),
-                Param("weight_decay", NON_NEGATIVE, "0.0"),
-            )
-        ),
-        "lion": Signature(
-            (
-                Param("lr", POSITIVE, "2e-5"),
-                Param("b1", Num(low=0, high=1, open_high=True), "0.9"),
-                Param("b2", Num(low=0, high=1, open_high=True), "0.99"),
-                Param("weight_decay", NON_NEGATIVE, "0.0"),
-            )
-        ),
-        "sgd": Signature(
-            (
-                Param("lr", POSITIVE, "2e-5"),
-                Param("momentum", Num(low=0, high=1, open_high=True), "0.0"),
-                Param("nesterov", Bool(), "off"),
-                Param("weight_decay", NON_NEGATIVE, "0.0"),
-            )
-        ),
-    },
-    what="optimizer",
-)
+OPTIMIZERS = Calls({name: signature_of(settings) for name, settings in plan_types.OPTIMIZERS.items()}, what="optimizer")
 
+# Schedules are written as the user thinks of them (`warmup = 3%`, `min_lr = 10%`) and
+# lowered to plan_types' Length and absolute rates; tests/test_plan_types.py ties the
+# names and defaults below to plan_types.SCHEDULES.
 MIN_LR = OneOf((Share(low=0, high=1), NON_NEGATIVE))
 SCHEDULES = Calls(
     {

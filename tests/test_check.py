@@ -264,6 +264,22 @@ def test_trained_tokenizer_vocab_on_text_not_read(project):
     assert check_spec_file(write(project / "words.sft", _tokenizer_spec(261, 'parquet("words.parquet")')), devices=1)[1] == []
 
 
+def test_absolute_min_lr_above_lr_is_an_error(project):
+    """`cosine(min_lr = 0.5)` under `adamw(lr = 1e-5)` would raise the rate 50,000x (issue 9, failure 7)."""
+
+    def problems(optimizer: str, schedule: str):
+        text = VALID.replace("    batch = 4\n", f"    batch = 4\n    optimizer = {optimizer}\n    schedule = {schedule}\n")
+        return check_spec_file(write(project / "lr.sft", text), devices=1)[1]
+
+    assert [(d.code, d.span.line, d.span.column, d.message, d.help) for d in problems("adamw(lr = 1e-5)", "cosine(min_lr = 0.5)")] == [(
+        "E057", 21, 32, "min_lr 0.5 is above the optimizer's lr 1e-5: the schedule would raise the rate",
+        "write a share such as `min_lr = 10%`, or a rate below lr")]
+    assert [(d.code, d.message) for d in problems("lion()", "wsd(min_lr = 1e-4)")] == [
+        ("E057", "min_lr 1e-4 is above the optimizer's lr 2e-5: the schedule would raise the rate")]
+    for fine in ("cosine(min_lr = 10%)", "linear(min_lr = 1e-6)", "cosine(min_lr = 1e-5)", "constant"):
+        assert problems("adamw(lr = 1e-5)", fine) == [], fine
+
+
 def test_hub_dataset_offline_is_a_warning_not_an_error(project):
     text = VALID.replace('jsonl("rows.jsonl")', 'hf_dataset("org/faq", split = "train")')
     _, problems = check_spec_file(write(project / "demo.sft", text), devices=1, offline=True)

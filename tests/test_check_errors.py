@@ -134,6 +134,7 @@ CASES = {
     "two auto axes": Case("E055", {15: "    mesh = (data = auto, fsdp = auto)"}, 15, "mesh"),
     "mesh does not divide devices": Case("E055", {15: "    mesh = (data = auto, tensor = 3)"}, 15, "mesh", devices=4),
     "epochs and steps": Case("E056", {15: "    epochs = 2"}, 14, "steps"),
+    "min_lr above lr": Case("E057", {15: "    optimizer = adamw(lr = 1e-5)\n    schedule = cosine(min_lr = 0.5)"}, 16, "0.5"),
     # ---- model consistency
     "init model with base tokenizer": Case("E024", {4: "    tokenizer = base"}, 4, "tokenizer"),
     "heads not multiple of kv_heads": Case("E024", {3: "    base = init llama(layers = 2, dim = 64, heads = 4, kv_heads = 3, ffn = 128)"}, 3, "3"),

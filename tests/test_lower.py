@@ -8,6 +8,7 @@ import pytest
 
 from runtime.data.plan import EvalSplit, TemplateSpec
 from runtime.plan import Plan
+from runtime.plan_types import AdamW, Length, LlamaInit, SentencepieceTraining, Wsd
 from sftlang.check import check_spec_file
 from sftlang.emit import emit_spec
 from sftlang.lower import lower
@@ -99,11 +100,9 @@ def test_every_setting_is_lowered(project):
     assert (data.epochs, data.steps, data.global_batch_size, data.seq_len, data.packing, data.seed) == (2, None, 8, 1024, False, 42)
     train = plan.train
     assert train.steps is None and train.micro == 4 and plan.accumulation == 2
-    assert (train.optimizer.name, train.optimizer.lr) == ("adamw", 1e-3)
-    assert train.optimizer.options == {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.1}
-    schedule = train.schedule
-    assert (schedule.name, schedule.warmup_steps, schedule.decay_share) == ("wsd", 20, 0.2)
-    assert schedule.min_lr == pytest.approx(1e-4)
+    assert train.optimizer == AdamW(lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.1)
+    assert train.schedule == Wsd(warmup=Length(steps=20), decay=Length(share=0.2), min_lr=train.schedule.min_lr)
+    assert train.schedule.min_lr == pytest.approx(1e-4)  # 10% of lr
     assert train.clip is None and train.remat == "off" and train.mesh == {"data": "auto", "fsdp": 1, "tensor": 1}
     assert (train.checkpoint_every, train.keep, train.log_every) == (50, 2, 5)
     assert (plan.eval.every_epochs, plan.eval.samples) == (0.5, None)
@@ -114,8 +113,9 @@ def test_every_setting_is_lowered(project):
         ("regex", ">=", 0.5, "qa", "^\\{"),
     ]
     model = plan.model
-    assert (model.kind, model.architecture, model.init["kv_heads"], model.init["vocab"] if "vocab" in model.init else None) == ("init", "llama", 2, None)
-    assert model.tokenizer.kind == "train" and model.tokenizer.options["vocab"] == 300 and model.tokenizer.source.name == "qa"
+    assert model.kind == "init" and model.init == LlamaInit(layers=2, dim=64, heads=4, kv_heads=2, ffn=128)
+    assert model.tokenizer.kind == "train" and model.tokenizer.training == SentencepieceTraining(vocab=300)
+    assert model.tokenizer.source.name == "qa"
     assert plan.output.dir == str(project / "out" / "lowered") and plan.output.export == "none"
     assert plan.output.shard_size == 200 * 2**20
 

@@ -1,13 +1,14 @@
-"""Optax optimizers from the plan: clipping, masked weight decay, the schedule."""
+"""Optax optimizers from the plan: one table from each typed optimizer to optax,
+then clipping, masked weight decay and the schedule."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable
 
 import jax
 import optax
 
-from ..plan import OptimizerPlan
+from ..plan_types import Adafactor, AdamW, Lion, Optimizer, Sgd
 
 
 def decay_mask(params) -> Any:
@@ -15,30 +16,30 @@ def decay_mask(params) -> Any:
     return jax.tree.map(lambda p: getattr(p, "ndim", 0) >= 2, params)
 
 
-def optimizer(plan: OptimizerPlan, schedule, clip: float | None) -> optax.GradientTransformation:
-    o: Mapping[str, Any] = plan.options
-    decay = float(o.get("weight_decay", 0.0))
-    if plan.name == "adamw":
-        core = optax.adamw(schedule, b1=o["b1"], b2=o["b2"], eps=o["eps"], weight_decay=decay, mask=decay_mask)
-    elif plan.name == "lion":
-        core = optax.lion(schedule, b1=o["b1"], b2=o["b2"], weight_decay=decay, mask=decay_mask)
-    elif plan.name == "adafactor":
-        core = optax.adafactor(
-            schedule,
-            decay_rate=o["decay_rate"],
-            eps=o["eps"],
-            clipping_threshold=o["clip_threshold"],
-            multiply_by_parameter_scale=False,
-        )
-        if decay > 0:
-            core = optax.chain(core, _decoupled_decay(decay, schedule))
-    elif plan.name == "sgd":
-        core = optax.chain(
-            optax.add_decayed_weights(decay, mask=decay_mask),
-            optax.sgd(schedule, momentum=o["momentum"] or None, nesterov=bool(o["nesterov"])),
-        )
-    else:
-        raise ValueError(f"unknown optimizer {plan.name!r}")
+def _adafactor(o: Adafactor, schedule) -> optax.GradientTransformation:
+    core = optax.adafactor(
+        schedule, decay_rate=o.decay_rate, eps=o.eps, clipping_threshold=o.clip_threshold, multiply_by_parameter_scale=False
+    )
+    return optax.chain(core, _decoupled_decay(o.weight_decay, schedule)) if o.weight_decay > 0 else core
+
+
+# Each setting is named as the spec writes it; where optax's name differs, it is written here.
+OPTAX: dict[type[Optimizer], Callable[[Any, Any], optax.GradientTransformation]] = {
+    AdamW: lambda o, schedule: optax.adamw(
+        schedule, b1=o.b1, b2=o.b2, eps=o.eps, weight_decay=o.weight_decay, mask=decay_mask
+    ),
+    Lion: lambda o, schedule: optax.lion(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay, mask=decay_mask),
+    Adafactor: _adafactor,
+    Sgd: lambda o, schedule: optax.chain(
+        optax.add_decayed_weights(o.weight_decay, mask=decay_mask),
+        optax.sgd(schedule, momentum=o.momentum or None, nesterov=o.nesterov),
+    ),
+}
+
+
+def optimizer(plan: Optimizer, schedule, clip: float | None) -> optax.GradientTransformation:
+    """`plan`'s optax optimizer driven by `schedule` (step -> rate), after global-norm clipping."""
+    core = OPTAX[type(plan)](plan, schedule)
     if clip is None:
         return core
     return optax.chain(optax.clip_by_global_norm(clip), core)

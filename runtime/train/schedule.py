@@ -17,6 +17,16 @@ import math
 
 import jax.numpy as jnp
 
+from ..plan_types import Schedule
+
+
+def build(schedule: Schedule, lr: float, total: int):
+    """The step -> rate function of a decided plan schedule (warmup and decay in steps)
+    over a `total`-step run from `lr`."""
+    if not schedule.is_decided:
+        raise ValueError(f"{schedule} has shares of the run not yet turned into steps (Schedule.decided)")
+    return learning_rate(schedule.name, lr, schedule.min_lr, total, schedule.warmup_steps, schedule.decay_steps or 0)
+
 
 def learning_rate(name: str, lr: float, min_lr: float, total: int, warmup: int, decay: int = 0):
     """A function step -> learning rate (works on Python ints and traced arrays)."""

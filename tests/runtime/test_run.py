@@ -77,7 +77,7 @@ def test_run_writes_a_complete_run_directory(project, capsys):
         assert (run_dir / name).exists(), name
     assert list((run_dir / "tb").iterdir()), "TensorBoard event files"
     plan = json.loads((run_dir / "plan.json").read_text())
-    assert plan["train"]["steps"] == 12 and plan["train"]["schedule"]["warmup_steps"] == 2
+    assert plan["train"]["steps"] == 12 and plan["train"]["schedule"]["warmup"] == {"steps": 2, "share": None}
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert set(manifest["data"]["fingerprints"]) == {"sums"} and manifest["packages"]["jax"]
     assert manifest["spec_hash"] == plan["spec_hash"]
