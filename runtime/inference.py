@@ -1,19 +1,25 @@
-"""A trained run, loaded for use: its plan, tokenizer and weights (any checkpoint),
-prompts rendered exactly as in training, and token-by-token streaming decode.
+"""A trained run, loaded for use: its plan, tokenizer and weights (any checkpoint), and
+answers to prompts decoded as evaluation decodes them.
 
-`sftc eval`, `sftc generate`, `sftc chat` and `sftc export` start here.
+`sftc eval`, `sftc generate`, `sftc chat` and `sftc export` start here. Prompts are
+rendered by `runtime.data.prompts` (the training templates), stop at its `stop_ids`, and
+are decoded by `runtime.models.generate` (`answers` batched like evaluation, `reply`
+streamed token by token for `sftc chat`): one rule each, whoever asks.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Sequence
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
+from .data.prompts import Prompt, stop_ids
+from .data.tokenize import Mode, resolve_mode
+from .evaluate.generation import answer_ids, pad_id, sampling_for
+from .models.generate import Sampling, stream
 from .plan import Plan
 from .prepare import PrepareError, Prepared, model_config
 from .run import read_plan
@@ -70,87 +76,65 @@ def load_trained(run_dir: str | Path, step: int | None = None) -> Trained:
     return Trained(plan, tokenizer, config, model, int(state.step), prepared, stepper, state.params)
 
 
-# ---------------------------------------------------------------- prompts
+# ---------------------------------------------------------------- prompts and answers
+
+# The columns that make training read a source without a template as each kind (`resolve_mode`).
+_CONVENTIONAL = {"messages": ["messages"], "prompt_completion": ["prompt", "completion"], "text": ["text"]}
 
 
-def template_for(plan: Plan, source: str | None = None):
+def source_mode(plan: Plan, run_dir: str | Path, source: str | None = None) -> Mode:
+    """How ``source`` (default: the plan's first) renders a row: its template, or for a source
+    read by its conventional columns, the kind training chose from them (the run's manifest)."""
     names = [s.name for s in plan.data.sources]
     if source is not None and source not in names:
         raise PrepareError(f"no source `{source}` in this run (sources: {', '.join(names)})")
-    return plan.data.template_for(source or names[0])
+    name = source or names[0]
+    template = plan.data.template_for(name)
+    if template.mode != "conventional":
+        return resolve_mode(template, [], name)
+    manifest = Path(run_dir) / "manifest.json"
+    try:
+        kind = json.loads(manifest.read_text())["data"]["stats"]["sources"][name]["mode"]
+    except (OSError, ValueError, KeyError) as error:
+        raise PrepareError(f"{manifest} does not say which columns source `{name}` was trained on "
+                           f"({type(error).__name__}: {error})") from None
+    return resolve_mode(template, _CONVENTIONAL[kind], name)
 
 
-def prompt_ids(plan: Plan, tokenizer, value: str | Mapping[str, Any], history: list[dict] | None = None, source: str | None = None) -> list[int]:
-    """Token ids of a prompt rendered as in training.
+@dataclass(frozen=True)
+class Decoding:
+    """How `sftc generate` and `sftc chat` decode: the spec's `eval.generate`, each setting overridable."""
 
-    `value` is a row (a dict of columns) or a text: with a prompt/completion
-    template whose prompt has one placeholder the text fills it; a `messages`
-    template takes it as the next user turn (after `history`); a source with
-    conventional columns takes it as the prompt itself.
-    """
-    from .data.templates import parse_template, render_parts
-
-    template = template_for(plan, source)
-    if template.messages is not None or (template.prompt is None and history is not None):
-        messages = list(history or []) + [{"role": "user", "content": value if isinstance(value, str) else value.get("content", "")}]
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
-    if template.prompt is None:
-        text = value if isinstance(value, str) else value["prompt"]
-        return tokenizer(text)["input_ids"]
-    parts = parse_template(template.prompt)
-    fields = [p for p in parts if isinstance(p, tuple)]
-    if isinstance(value, str):
-        if len({p for p in fields}) != 1:
-            names = ", ".join(".".join(p) for p in fields) or "none"
-            raise PrepareError(f"the prompt template takes the columns {names}; pass a JSON row with --file instead of --prompt")
-        row: dict = {}
-        target = row
-        for key in fields[0][:-1]:
-            target = target.setdefault(key, {})
-        target[fields[0][-1]] = value
-        value = row
-    prompt = render_parts(parts, value)
-    if template.chat:
-        messages = ([{"role": "system", "content": template.system}] if template.system else []) + [{"role": "user", "content": prompt}]
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        return tokenizer(text, add_special_tokens=False)["input_ids"]
-    return tokenizer(prompt)["input_ids"]
+    max_new_tokens: int
+    sampling: Sampling
+    seed: int
 
 
-# ---------------------------------------------------------------- streaming
+def decoding(plan: Plan, max_new_tokens: int | None = None, temperature: float | None = None,
+             top_p: float | None = None, top_k: int | None = None, seed: int | None = None) -> Decoding:
+    """The run's generation settings with overrides (None keeps the spec's; no `eval.generate`: greedy, 128 tokens)."""
+    generation = plan.eval.generate
+    if max_new_tokens is None:
+        max_new_tokens = generation.max_new_tokens if generation is not None else 128
+    if seed is None:
+        seed = generation.seed if generation is not None else 0
+    return Decoding(int(max_new_tokens), sampling_for(generation, temperature, top_p, top_k), int(seed))
 
 
-def stream(model, ids: list[int], max_new_tokens: int, eos_ids: set[int], temperature: float = 0.0, seed: int = 0) -> Iterator[int]:
-    """Yield generated token ids one at a time (KV cache; prefill once, then one token per call)."""
-    from flax import nnx
+def answers(trained: Trained, prompts: Sequence[Prompt], settings: Decoding) -> list[tuple[list[int], bool]]:
+    """Each prompt's answer ids (stop token removed) and whether it stopped: evaluation's decoding."""
+    return answer_ids(trained.model, trained.tokenizer, [p.ids for p in prompts], settings.max_new_tokens,
+                      settings.sampling, settings.seed)
 
-    from .models import init_cache
 
-    config = model.config
-    length = len(ids) + max_new_tokens
-    if length > config.max_position_embeddings:
-        max_new_tokens = max(0, config.max_position_embeddings - len(ids))
-        length = len(ids) + max_new_tokens
-    graphdef, state = nnx.split(model)
-
-    @jax.jit
-    def run(state, tokens, positions, cache):
-        return nnx.merge(graphdef, state).decode(tokens, positions, jnp.ones_like(tokens), cache)
-
-    cache = init_cache(config, 1, length, dtype=model.dtype)
-    tokens = jnp.asarray([ids], jnp.int32)
-    logits, cache = run(state, tokens, jnp.arange(len(ids), dtype=jnp.int32)[None], cache)
-    rng = np.random.default_rng(seed)
-    for i in range(max_new_tokens):
-        last = np.asarray(logits[0, -1], np.float64)
-        if temperature > 0:
-            p = np.exp((last - last.max()) / temperature)
-            token = int(rng.choice(len(p), p=p / p.sum()))
-        else:
-            token = int(last.argmax())
-        yield token
-        if token in eos_ids:
+def reply(trained: Trained, prompt: Prompt, settings: Decoding, turn: int = 0,
+          stops: Sequence[int] | None = None) -> Iterator[int]:
+    """Stream one answer's ids, the stop token not yielded: the tokens `answers` gives for ``prompt`` alone
+    (turn ``t`` draws from ``fold_in(key(seed), t)``, so turn 0 is batch 0 of ``sftc generate``)."""
+    stops = stop_ids(trained.tokenizer) if stops is None else stops
+    key = jax.random.fold_in(jax.random.key(settings.seed), turn)
+    for token in stream(trained.model, prompt.ids, settings.max_new_tokens, stops, settings.sampling, key,
+                        pad_id=pad_id(trained.tokenizer)):
+        if token in stops:
             return
-        position = jnp.asarray([[len(ids) + i]], jnp.int32)
-        logits, cache = run(state, jnp.asarray([[token]], jnp.int32), position, cache)
+        yield token

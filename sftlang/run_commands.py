@@ -232,83 +232,91 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _generation_settings(args, trained):
-    generation = trained.plan.eval.generate
-    max_new = args.max_new_tokens or (generation.max_new_tokens if generation else 128)
-    temperature = args.temperature if args.temperature is not None else (0.0 if generation is None or generation.greedy else generation.temperature)
-    return max_new, temperature
+    """The spec's `eval.generate` with the command line's overrides (ValueError: an impossible setting)."""
+    from runtime.inference import decoding
+
+    return decoding(trained.plan, args.max_new_tokens, args.temperature, args.top_p, args.top_k, args.seed)
 
 
-def _stop_ids(tokenizer) -> set[int]:
-    stops = {tokenizer.eos_token_id} if tokenizer.eos_token_id is not None else set()
-    for token in ("<|im_end|>", "<|eot_id|>", "<|end|>"):
-        token_id = tokenizer.convert_tokens_to_ids(token)
-        if isinstance(token_id, int) and token_id != tokenizer.unk_token_id:
-            stops.add(token_id)
-    return stops
+def _read_rows(path: str) -> list[tuple[int, object]]:
+    """(line number, JSON value) of each non-blank line; ValueError names the line that is not JSON."""
+    import json
+
+    rows = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append((number, json.loads(line)))
+            except json.JSONDecodeError as error:
+                raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from None
+            if not isinstance(rows[-1][1], (dict, str)):
+                raise ValueError(f"{path}:{number}: a row is a JSON object of columns (or a string), "
+                                 f"not {type(rows[-1][1]).__name__}")
+    return rows
 
 
 def cmd_generate(args: argparse.Namespace) -> int:
+    """Completions of `--prompt` or of each `--file` row, rendered and decoded as evaluation does."""
     import json
 
-    from runtime.inference import prompt_ids, stream
+    from runtime.data.prompts import PromptError, render_prompt
+    from runtime.inference import answers, source_mode
 
     console = Console(stderr=True, highlight=False)
     if (args.prompt is None) == (args.file is None):
         console.print("[bold red]error[/]: give exactly one of --prompt TEXT or --file prompts.jsonl")
         return EXIT_USAGE
     try:
+        inputs = [(None, args.prompt)] if args.prompt is not None else _read_rows(args.file)
         trained = _load(args, console)
-        if args.prompt is not None:
-            inputs = [args.prompt]
-        else:
-            lines = Path(args.file).read_text(encoding="utf-8").splitlines()
-            inputs = []
-            for number, line in enumerate(lines, start=1):
-                if line.strip():
-                    try:
-                        inputs.append(json.loads(line))
-                    except json.JSONDecodeError as error:
-                        console.print(f"[bold red]error[/]: {args.file}:{number}: not JSON ({error.msg})")
-                        return EXIT_USAGE
-        max_new, temperature = _generation_settings(args, trained)
-        stops = _stop_ids(trained.tokenizer)
-        for index, value in enumerate(inputs):
-            ids = prompt_ids(trained.plan, trained.tokenizer, value, source=args.source)
-            out = [t for t in stream(trained.model, ids, max_new, stops, temperature, seed=args.seed + index) if t not in stops]
-            text = trained.tokenizer.decode(out, skip_special_tokens=True)
-            if args.json:
-                print(json.dumps({"input": value, "completion": text, "tokens": len(out)}))
-            else:
-                print(text)
-    except (OSError, KeyError) as error:
+        mode = source_mode(trained.plan, args.run_dir, args.source)
+        settings = _generation_settings(args, trained)
+        prompts = []
+        for number, value in inputs:
+            try:
+                prompts.append(render_prompt(trained.tokenizer, mode, value))
+            except PromptError as error:
+                raise PromptError(f"{args.file}:{number}: {error}" if number is not None else str(error)) from None
+        with console.status(f"generating {len(prompts)} completion{'s' * (len(prompts) != 1)}"):
+            results = answers(trained, prompts, settings)
+    except ValueError as error:  # a file that is not JSON rows, an impossible sampling setting
+        _runtime_error(console, error)
+        return EXIT_USAGE
+    except OSError as error:
         return _runtime_error(console, error)
     except _runtime_errors() as error:
         return _runtime_error(console, error)
+    for (_, value), (ids, finished) in zip(inputs, results):
+        text = trained.tokenizer.decode(ids, skip_special_tokens=True)
+        if args.json:
+            print(json.dumps({"input": value, "completion": text, "tokens": len(ids), "finished": finished}))
+        else:
+            print(text)
     return EXIT_OK
 
 
 def cmd_chat(args: argparse.Namespace) -> int:
-    from runtime.inference import prompt_ids, stream, template_for
+    """Talk to a run: each answer streamed as it is decoded; chat templates keep the conversation."""
+    from runtime.data.prompts import PromptError, check_text, render_prompt, stop_ids
+    from runtime.inference import reply, source_mode
 
     console = Console(stderr=True, highlight=False)
     try:
         trained = _load(args, console)
+        mode = source_mode(trained.plan, args.run_dir, args.source)
+        check_text(mode)
+        settings = _generation_settings(args, trained)
+        stops = stop_ids(trained.tokenizer)
+    except (PromptError, ValueError) as error:
+        _runtime_error(console, error)
+        return EXIT_USAGE
     except _runtime_errors() as error:
         return _runtime_error(console, error)
-    template = template_for(trained.plan, args.source)
-    conversational = template.messages is not None
-    if template.prompt is not None:
-        from runtime.data.templates import placeholders
-
-        columns = sorted(set(placeholders(template.prompt)))
-        if len(columns) != 1:
-            console.print(f"[bold red]error[/]: chat fills a prompt template with one placeholder; this one takes {', '.join(columns) or 'none'} (use `sftc generate --file`)")
-            return EXIT_USAGE
-    max_new, temperature = _generation_settings(args, trained)
-    stops = _stop_ids(trained.tokenizer)
+    conversational = mode.kind == "messages" or mode.chat
     out = Console(highlight=False)
     out.print(f"[dim]{trained.plan.name} at step {trained.step}; {'a conversation' if conversational else 'each line is a new prompt'}; Ctrl-D to quit[/]")
     history: list[dict] = []
+    turn = 0
     while True:
         try:
             text = input("> ")
@@ -317,22 +325,25 @@ def cmd_chat(args: argparse.Namespace) -> int:
             return EXIT_OK
         if not text.strip():
             continue
-        ids = prompt_ids(trained.plan, trained.tokenizer, text, history=history if conversational else None, source=args.source)
+        try:
+            prompt = render_prompt(trained.tokenizer, mode, text, history)
+        except PromptError as error:
+            _runtime_error(console, error)
+            continue
         produced: list[int] = []
         shown = ""
         try:
-            for token in stream(trained.model, ids, max_new, stops, temperature, seed=len(history)):
-                if token in stops:
-                    break
+            for token in reply(trained, prompt, settings, turn, stops):
                 produced.append(token)
                 decoded = trained.tokenizer.decode(produced, skip_special_tokens=True)
-                out.print(decoded[len(shown):], end="", soft_wrap=True)
+                out.print(decoded[len(shown):], end="", soft_wrap=True, markup=False)
                 shown = decoded
         except KeyboardInterrupt:
             pass
         out.print()
+        turn += 1
         if conversational:
-            history += [{"role": "user", "content": text}, {"role": "assistant", "content": shown}]
+            history = prompt.conversation + [{"role": "assistant", "content": shown}]
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -426,13 +437,15 @@ def register(commands) -> None:
         sub.add_argument("run_dir", metavar="RUN", help="a run directory: runs/<name>/<timestamp>")
         if name == "generate":
             sub.add_argument("--prompt", default=None, help="the input text (fills the template's one placeholder)")
-            sub.add_argument("--file", default=None, help="a JSON-lines file of rows (template columns)")
+            sub.add_argument("--file", default=None, help="a JSON-lines file of rows in the source's columns (a conversation's last assistant turn is dropped)")
             sub.add_argument("--json", action="store_true", help="one JSON object per completion")
         sub.add_argument("--source", default=None, help="use this source's template (default: the first)")
         sub.add_argument("--step", type=int, default=None, help="a checkpoint step (default: the latest)")
-        sub.add_argument("--max-new-tokens", type=int, default=None)
+        sub.add_argument("--max-new-tokens", type=int, default=None, help="(default: the spec's eval.generate, else 128)")
         sub.add_argument("--temperature", type=float, default=None, help="0 is greedy (default: the spec's eval.generate)")
-        sub.add_argument("--seed", type=int, default=0)
+        sub.add_argument("--top-p", type=float, default=None, help="nucleus sampling, in (0, 1]; applies when temperature > 0 (default: the spec's)")
+        sub.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens, 0 = all; applies when temperature > 0 (default: the spec's)")
+        sub.add_argument("--seed", type=int, default=None, help="the sampling seed (default: the spec's eval.generate seed)")
         sub.set_defaults(run=handler)
 
     export = commands.add_parser("export", help="write a checkpoint transformers / peft / vLLM load as is")

@@ -162,7 +162,6 @@ class _Tokenize:
         self.loaded, self.mode, self.tok = loaded, mode, tokenizer
         self.on_bad_row = loaded.spec.on_bad_row
         self.eos = tokenizer.eos_token_id
-        self.eos_text = tokenizer.eos_token
         if mode.kind == "prompt_completion":
             self.p_parts = parse_template(mode.prompt or "")
             self.c_parts = parse_template(mode.completion or "")
@@ -290,11 +289,19 @@ class _Tokenize:
         return out
 
     def _strip_end_eos(self, ids: list[int], text: str) -> list[int]:
-        # Post-processors that append EOS to every encoding ("$A </s>") would make every
-        # prefix diverge at its end; ignore an EOS the text itself does not contain.
-        if ids and ids[-1] == self.eos and not (self.eos_text and text.endswith(self.eos_text)):
-            return ids[:-1]
-        return ids
+        return prefix_ids(self.tok, ids, text)
+
+
+def prefix_ids(tokenizer: Any, ids: list[int], text: str) -> list[int]:
+    """The ids of ``text`` as the start of a longer example: without an EOS the text does not contain.
+
+    Post-processors that append EOS to every encoding ("$A </s>") would make every
+    prefix diverge at its end (and a prompt end in EOS).
+    """
+    eos, eos_text = tokenizer.eos_token_id, tokenizer.eos_token
+    if ids and ids[-1] == eos and not (eos_text and text.endswith(eos_text)):
+        return ids[:-1]
+    return ids
 
 
 def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any,

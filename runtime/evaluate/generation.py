@@ -10,15 +10,15 @@ the sources are interleaved round-robin and the first ``samples`` taken, so a
 small ``samples`` still covers every source with eval rows (``samples=None``:
 all eval rows).
 
-Stopping and decoding: a row stops at its first stop token: the tokenizer's EOS,
-and every special token that closes a reference (an end-of-turn such as
-``<|im_end|>`` or ``<|eot_id|>``). The stop token is removed, and the rest is
-decoded with ``skip_special_tokens=True``; references are decoded the same way.
-``tokens`` counts the generated tokens without the stop token.
+Stopping and decoding: a row stops at its first stop token (`runtime.data.prompts.stop_ids`:
+the EOS and the chat template's end-of-turn token, the rule `sftc generate` and `sftc chat`
+follow too). The stop token is removed, and the rest is decoded with
+``skip_special_tokens=True``; references are decoded the same way. ``tokens`` counts the
+generated tokens without the stop token.
 
-Batched greedy generation gives the same tokens as one prompt at a time (the
-decoder masks padding); with sampling, each batch draws from
-``fold_in(key(seed), batch_index)``.
+Decoding is `answer_ids`, shared with `sftc generate`: `runtime.models.generate.generate_many`
+in length-sorted batches (batched greedy equals one prompt at a time, the decoder masks
+padding; with sampling, each batch draws from ``fold_in(key(seed), batch_index)``).
 """
 
 from __future__ import annotations
@@ -29,7 +29,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["Sample", "generate_eval", "select_prompts", "stop_ids"]
+from ..data.prompts import stop_ids
+
+__all__ = ["Sample", "answer_ids", "cut_at_stop", "generate_eval", "pad_id", "sampling_for", "select_prompts",
+           "stop_ids"]
 
 
 @dataclass(frozen=True)
@@ -68,25 +71,48 @@ def select_prompts(pipeline: Any, samples: int | None) -> list[tuple[Any, np.nda
     return chosen if samples is None else chosen[:samples]
 
 
-def stop_ids(tokenizer: Any, references: Iterable[Sequence[int]] = ()) -> list[int]:
-    """The tokenizer's EOS plus every special token that ends a reference (end-of-turn tokens)."""
-    special = set(int(i) for i in getattr(tokenizer, "all_special_ids", []) or [])
-    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
-    special |= {int(i) for i, token in added.items() if getattr(token, "special", False)}
-    out = set()
-    if tokenizer.eos_token_id is not None:
-        out.add(int(tokenizer.eos_token_id))
-    for ref in references:
-        if len(ref) and int(ref[-1]) in special:
-            out.add(int(ref[-1]))
-    return sorted(out)
+def sampling_for(generation: Any, temperature: float | None = None, top_p: float | None = None,
+                 top_k: int | None = None) -> Any:
+    """The `Sampling` of a `runtime.plan.GenerationPlan` (None: greedy), each setting overridable."""
+    from ..models.generate import Sampling
+
+    if temperature is None:
+        temperature = 0.0 if generation is None or generation.greedy else float(generation.temperature)
+    if top_p is None:
+        top_p = 1.0 if generation is None else float(generation.top_p)
+    if top_k is None:
+        top_k = 0 if generation is None else int(generation.top_k)
+    return Sampling(temperature=float(temperature), top_p=float(top_p), top_k=int(top_k))
 
 
-def _strip_stop(tokens: Sequence[int], stops: set[int]) -> tuple[list[int], bool]:
+def cut_at_stop(tokens: Sequence[int], stops: Iterable[int]) -> tuple[list[int], bool]:
+    """``tokens`` without a final stop token, and whether there was one."""
     tokens = [int(t) for t in tokens]
-    if tokens and tokens[-1] in stops:
+    if tokens and tokens[-1] in set(stops):
         return tokens[:-1], True
     return tokens, False
+
+
+def pad_id(tokenizer: Any) -> int:
+    """The id prompts are padded with (masked out: any id would do, one is chosen for all)."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return int(pad if pad is not None else 0)
+
+
+def answer_ids(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int, sampling: Any,
+               seed: int, batch_size: int = 32, eos_ids: Sequence[int] | None = None) -> list[tuple[list[int], bool]]:
+    """Each prompt's answer: its new token ids without the stop token, and whether a stop token ended it.
+
+    ``eos_ids`` overrides the stop tokens (default `stop_ids`).
+    """
+    import jax
+
+    from ..models.generate import generate_many
+
+    stops = list(eos_ids) if eos_ids is not None else stop_ids(tokenizer)
+    new = generate_many(model, prompts, int(max_new_tokens), eos_ids=stops, sampling=sampling,
+                        rng=jax.random.key(int(seed)), pad_id=pad_id(tokenizer), batch_size=batch_size)
+    return [cut_at_stop(tokens, stops) for tokens in new]
 
 
 def generate_eval(model: Any, tokenizer: Any, pipeline: Any, generation: Any, samples: int | None,
@@ -99,10 +125,6 @@ def generate_eval(model: Any, tokenizer: Any, pipeline: Any, generation: Any, sa
     Prompts are batched ``batch_size`` at a time, sorted by length so that rows
     of a batch need little padding; the result is in `select_prompts` order.
     """
-    import jax
-
-    from ..models.generate import Sampling, generate
-
     chosen = select_prompts(pipeline, samples)
     if not chosen:
         return []
@@ -112,32 +134,12 @@ def generate_eval(model: Any, tokenizer: Any, pipeline: Any, generation: Any, sa
             raise ValueError(f"data {ex.source} ({where}): the eval example has no prompt tokens (every token "
                              f"is trained), so there is nothing to generate from. help: give the source a "
                              f"prompt/completion or messages template, or gate it on token metrics only")
-    stops = list(eos_ids) if eos_ids is not None else stop_ids(tokenizer, (ref for _, _, ref in chosen))
-    stop_set = set(int(s) for s in stops)
-    sampling = (Sampling() if generation.greedy else
-                Sampling(temperature=float(generation.temperature), top_p=float(generation.top_p),
-                         top_k=int(generation.top_k)))
-    key = jax.random.key(int(generation.seed if seed is None else seed))
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    pad = int(pad if pad is not None else 0)
-
-    order = sorted(range(len(chosen)), key=lambda i: (len(chosen[i][1]), i))
-    size = max(1, min(int(batch_size), len(chosen)))
-    outputs: list[list[int] | None] = [None] * len(chosen)
-    for b, start in enumerate(range(0, len(order), size)):
-        idx = order[start:start + size]
-        prompts = [chosen[i][1].tolist() for i in idx]
-        # a short last batch is filled with copies so the batch shape (and compilation) is reused
-        prompts += [prompts[-1]] * (size - len(prompts))
-        new = generate(model, prompts, int(generation.max_new_tokens), eos_ids=stops, sampling=sampling,
-                       rng=jax.random.fold_in(key, b), pad_id=pad)
-        for i, tokens in zip(idx, new):
-            outputs[i] = tokens
-
+    stops = list(eos_ids) if eos_ids is not None else stop_ids(tokenizer)
+    answers = answer_ids(model, tokenizer, [prompt.tolist() for _, prompt, _ in chosen], generation.max_new_tokens,
+                         sampling_for(generation), generation.seed if seed is None else seed, batch_size, stops)
     result = []
-    for (ex, prompt, ref), tokens in zip(chosen, outputs):
-        gen, finished = _strip_stop(tokens, stop_set)
-        ref_ids, _ = _strip_stop(ref.tolist(), stop_set)
+    for (ex, prompt, ref), (gen, finished) in zip(chosen, answers):
+        ref_ids, _ = cut_at_stop(ref.tolist(), stops)
         result.append(Sample(
             source=ex.source, file=ex.file, line=int(ex.line),
             prompt=tokenizer.decode(prompt.tolist(), skip_special_tokens=False),

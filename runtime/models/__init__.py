@@ -12,10 +12,10 @@ Checkpoints from/to Hugging Face: `runtime.hf.load_pretrained` / `save_pretraine
 """
 
 from .config import ARCHITECTURES, ModelConfig, UnsupportedModelError
-from .generate import GREEDY, Sampling, generate, generate_padded
+from .generate import GREEDY, Sampling, generate, generate_many, generate_padded, stream
 from .transformer import KVCache, Transformer, build, forward, init_cache
 
 __all__ = [
     "ARCHITECTURES", "GREEDY", "KVCache", "ModelConfig", "Sampling", "Transformer",
-    "UnsupportedModelError", "build", "forward", "generate", "generate_padded", "init_cache",
+    "UnsupportedModelError", "build", "forward", "generate", "generate_many", "generate_padded", "init_cache", "stream",
 ]

@@ -1,22 +1,32 @@
-"""Batched autoregressive generation with a KV cache: greedy or sampled, stopping on EOS.
+"""Autoregressive generation with a KV cache: greedy or sampled, stopping on EOS. The one decoder
+of evaluation, `sftc generate` and `sftc chat`.
 
 `generate` takes prompts as token lists, left-pads them into a batch (prompt
 length rounded up to a bucket so few shapes compile), runs one prefill call
 and a `lax.while_loop` of one-token decode steps inside a single jitted
 function (compiled once per batch size, prompt bucket, length, greedy or not
 and top-k; temperature and top-p are runtime values), and stops as soon as
-every row has produced an EOS.
+every row has produced an EOS. `generate_many` runs any number of prompts
+through it in length-sorted batches.
 
 `generate_padded` is the same on an already padded ``[B, P]`` array with an
 attention mask; left, right or mixed padding all work because padding slots
 are masked out of the cache and positions count real tokens only.
+
+`stream` yields one prompt's tokens as they are chosen (`sftc chat`). It calls
+the same `_prefill` and `_advance` functions as the while-loop, each jitted
+once per shape, from a Python loop: the tokens, the padding and the key
+sequence are those of `generate` for that prompt, and the consumer can stop
+at any token (Ctrl-C) without waiting for the compiled loop to finish. A host
+callback inside the while-loop was the other way; it cannot be stopped early
+and would tie every batched generation to a host round trip per token.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -25,7 +35,7 @@ from flax import nnx
 
 from .transformer import Transformer, init_cache
 
-__all__ = ["Sampling", "GREEDY", "generate", "generate_padded"]
+__all__ = ["Sampling", "GREEDY", "generate", "generate_many", "generate_padded", "stream"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,22 +95,38 @@ def _next_token(logits, sampling: Sampling, temperature, top_p, rng) -> jax.Arra
     return jax.random.categorical(rng, filtered, axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "sampling", "cache_dtype"))
-def _generate_jit(graphdef, state, ids, mask, eos_ids, rng, temperature, top_p, *,
-                  max_new_tokens: int, sampling: Sampling, cache_dtype):
-    # `sampling` here only carries what must be static: greedy or not, and top_k.
-    model: Transformer = nnx.merge(graphdef, state)
+def _prefill(model: Transformer, ids, mask, rng, temperature, top_p, *, max_new_tokens: int,
+             sampling: Sampling, cache_dtype):
+    """Run the padded prompt into a fresh cache and choose each row's first new token."""
     b, p = ids.shape
     cache = init_cache(model.config, b, p + max_new_tokens, cache_dtype)
     mask = mask.astype(jnp.int32)
     positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
     logits, cache = model.decode(ids, positions, mask, cache)
     last = jnp.max(jnp.where(mask > 0, jnp.arange(p)[None], 0), axis=1)
-    next_logits = logits[jnp.arange(b), last]
     n_real = jnp.sum(mask, axis=1)
-
     rng, sub = jax.random.split(rng)
-    token = _next_token(next_logits, sampling, temperature, top_p, sub)
+    token = _next_token(logits[jnp.arange(b), last], sampling, temperature, top_p, sub)
+    return token, n_real, cache, rng
+
+
+def _advance(model: Transformer, token, step, n_real, live, cache, rng, temperature, top_p, *,
+             sampling: Sampling):
+    """Write ``token`` (the ``step``-th new one) into the cache and choose the next; ``live`` 0 masks a stopped row."""
+    pos = (n_real + step)[:, None]
+    logits, cache = model.decode(token[:, None], pos, live.astype(jnp.int32)[:, None], cache)
+    rng, sub = jax.random.split(rng)
+    return _next_token(logits[:, 0], sampling, temperature, top_p, sub), cache, rng
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "sampling", "cache_dtype"))
+def _generate_jit(graphdef, state, ids, mask, eos_ids, rng, temperature, top_p, *,
+                  max_new_tokens: int, sampling: Sampling, cache_dtype):
+    # `sampling` here only carries what must be static: greedy or not, and top_k.
+    model: Transformer = nnx.merge(graphdef, state)
+    b = ids.shape[0]
+    token, n_real, cache, rng = _prefill(model, ids, mask, rng, temperature, top_p, max_new_tokens=max_new_tokens,
+                                         sampling=sampling, cache_dtype=cache_dtype)
     out = jnp.zeros((b, max_new_tokens), jnp.int32)
 
     def is_eos(t):
@@ -115,11 +141,8 @@ def _generate_jit(graphdef, state, ids, mask, eos_ids, rng, temperature, top_p, 
         out = out.at[:, step].set(jnp.where(done, 0, token))
         was_done = done
         done = done | is_eos(token)
-        pos = (n_real + step)[:, None]
-        seg = jnp.where(was_done, 0, 1)[:, None].astype(jnp.int32)
-        logits, cache = model.decode(token[:, None], pos, seg, cache)
-        rng, sub = jax.random.split(rng)
-        token = _next_token(logits[:, 0], sampling, temperature, top_p, sub)
+        token, cache, rng = _advance(model, token, step, n_real, ~was_done, cache, rng, temperature, top_p,
+                                     sampling=sampling)
         return step + 1, token, out, done, cache, rng
 
     done0 = jnp.zeros((b,), bool)
@@ -128,8 +151,46 @@ def _generate_jit(graphdef, state, ids, mask, eos_ids, rng, temperature, top_p, 
     return out, step
 
 
+@functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "sampling", "cache_dtype"))
+def _prefill_jit(graphdef, state, ids, mask, rng, temperature, top_p, *, max_new_tokens: int,
+                 sampling: Sampling, cache_dtype):
+    return _prefill(nnx.merge(graphdef, state), ids, mask, rng, temperature, top_p,
+                    max_new_tokens=max_new_tokens, sampling=sampling, cache_dtype=cache_dtype)
+
+
+@functools.partial(jax.jit, static_argnames=("graphdef", "sampling"), donate_argnames=("cache",))
+def _advance_jit(graphdef, state, token, step, n_real, cache, rng, temperature, top_p, *, sampling: Sampling):
+    return _advance(nnx.merge(graphdef, state), token, step, n_real, jnp.ones_like(token), cache, rng,
+                    temperature, top_p, sampling=sampling)
+
+
 def _bucket(n: int, multiple: int) -> int:
     return max(multiple, -(-n // multiple) * multiple)
+
+
+def _key(rng: jax.Array | int | None) -> jax.Array:
+    return jax.random.key(rng or 0) if rng is None or isinstance(rng, int) else rng
+
+
+def _decoding(model: Transformer, sampling: Sampling, rng) -> tuple:
+    """What every compiled call takes: graphdef and state, the key, the runtime temperature and
+    top_p, and the static part of ``sampling`` (greedy or not, top_k: what changes the program)."""
+    graphdef, state = nnx.split(model)
+    static = Sampling() if sampling.greedy else Sampling(temperature=1.0, top_k=sampling.top_k)
+    return (graphdef, state, _key(rng), jnp.float32(sampling.temperature or 1.0), jnp.float32(sampling.top_p),
+            static, jnp.dtype(model.dtype).name)
+
+
+def _left_pad(prompts: Sequence[Sequence[int]], bucket: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    width = _bucket(max(len(p) for p in prompts), bucket)
+    ids = np.full((len(prompts), width), pad_id, np.int32)
+    mask = np.zeros((len(prompts), width), np.int32)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = p
+        mask[i, width - len(p):] = 1
+    return ids, mask
 
 
 def generate_padded(model: Transformer, input_ids, attention_mask, max_new_tokens: int,
@@ -148,21 +209,13 @@ def generate_padded(model: Transformer, input_ids, attention_mask, max_new_token
         raise ValueError(f"input_ids {ids.shape} and attention_mask {mask.shape} must both be [B, P]")
     if not bool(jnp.all(jnp.sum(mask, axis=1) > 0)):
         raise ValueError("every prompt needs at least one token")
-    if rng is None:
-        rng = 0
-    if isinstance(rng, int):
-        rng = jax.random.key(rng)
     eos = sorted(set(int(e) for e in eos_ids)) or [-1]
-    graphdef, state = nnx.split(model)
-    static = Sampling(temperature=0.0 if sampling.greedy else 1.0, top_k=sampling.top_k)
-    out, _ = _generate_jit(graphdef, state, ids, mask, jnp.asarray(eos, jnp.int32), rng,
-                           jnp.float32(sampling.temperature or 1.0), jnp.float32(sampling.top_p),
-                           max_new_tokens=int(max_new_tokens), sampling=static,
-                           cache_dtype=jnp.dtype(model.dtype).name)
-    out = np.asarray(out)
+    graphdef, state, rng, temperature, top_p, static, cache_dtype = _decoding(model, sampling, rng)
+    out, _ = _generate_jit(graphdef, state, ids, mask, jnp.asarray(eos, jnp.int32), rng, temperature, top_p,
+                           max_new_tokens=int(max_new_tokens), sampling=static, cache_dtype=cache_dtype)
     eos_set = set(eos)
     results = []
-    for row in out.tolist():
+    for row in np.asarray(out).tolist():
         tokens = []
         for t in row:
             tokens.append(t)
@@ -188,12 +241,61 @@ def generate(model: Transformer, prompt_ids_list: Sequence[Sequence[int]], max_n
     prompts = [list(map(int, p)) for p in prompt_ids_list]
     if not prompts:
         return []
-    if any(len(p) == 0 for p in prompts):
-        raise ValueError("every prompt needs at least one token")
-    width = _bucket(max(len(p) for p in prompts), bucket)
-    ids = np.full((len(prompts), width), pad_id, np.int32)
-    mask = np.zeros((len(prompts), width), np.int32)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = p
-        mask[i, width - len(p):] = 1
+    ids, mask = _left_pad(prompts, bucket, pad_id)
     return generate_padded(model, ids, mask, max_new_tokens, eos_ids, sampling, rng)
+
+
+def generate_many(model: Transformer, prompt_ids_list: Sequence[Sequence[int]], max_new_tokens: int,
+                  eos_ids: Sequence[int] = (), sampling: Sampling = GREEDY,
+                  rng: jax.Array | int | None = None, pad_id: int = 0,
+                  batch_size: int = 32) -> list[list[int]]:
+    """`generate` over any number of prompts, ``batch_size`` at a time; results in the input order.
+
+    Prompts are sorted by length so that a batch needs little padding; a short
+    last batch is filled with copies so its shape (and compilation) is reused.
+    Batch ``b`` samples with ``fold_in(rng, b)``: the same prompts in the same
+    order give the same tokens, whoever asks (evaluation or ``sftc generate``).
+    """
+    prompts = [list(map(int, p)) for p in prompt_ids_list]
+    if not prompts:
+        return []
+    key = _key(rng)
+    order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
+    size = max(1, min(int(batch_size), len(prompts)))
+    outputs: list[list[int]] = [[] for _ in prompts]
+    for b, start in enumerate(range(0, len(order), size)):
+        idx = order[start:start + size]
+        batch = [prompts[i] for i in idx]
+        batch += [batch[-1]] * (size - len(batch))
+        new = generate(model, batch, max_new_tokens, eos_ids=eos_ids, sampling=sampling,
+                       rng=jax.random.fold_in(key, b), pad_id=pad_id)
+        for i, tokens in zip(idx, new):
+            outputs[i] = tokens
+    return outputs
+
+
+def stream(model: Transformer, prompt: Sequence[int], max_new_tokens: int, eos_ids: Sequence[int] = (),
+           sampling: Sampling = GREEDY, rng: jax.Array | int | None = None, pad_id: int = 0,
+           bucket: int = 16) -> Iterator[int]:
+    """Yield the new tokens of one prompt as they are chosen: what ``generate(model, [prompt], ...)[0]``
+    returns (the stop token included), one token at a time.
+
+    The prompt is padded as `generate` pads it and goes through the same prefill and
+    step functions with the same key sequence; each is compiled once per prompt bucket
+    and ``max_new_tokens``. Stopping the iteration stops the decoding.
+    """
+    if max_new_tokens <= 0:
+        return
+    ids, mask = _left_pad([list(map(int, prompt))], bucket, pad_id)
+    graphdef, state, rng, temperature, top_p, static, cache_dtype = _decoding(model, sampling, rng)
+    token, n_real, cache, rng = _prefill_jit(graphdef, state, jnp.asarray(ids), jnp.asarray(mask), rng,
+                                             temperature, top_p, max_new_tokens=int(max_new_tokens),
+                                             sampling=static, cache_dtype=cache_dtype)
+    stops = set(int(e) for e in eos_ids)
+    for step in range(int(max_new_tokens)):
+        chosen = int(token[0])
+        yield chosen
+        if chosen in stops or step + 1 == max_new_tokens:
+            return
+        token, cache, rng = _advance_jit(graphdef, state, token, jnp.int32(step), n_real, cache, rng,
+                                         temperature, top_p, sampling=static)

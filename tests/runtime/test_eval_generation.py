@@ -89,12 +89,18 @@ def test_generation_stops_at_the_stop_token_and_strips_it(setup):
             assert not s.finished and s == f
 
 
-def test_stop_ids_are_eos_and_the_special_tokens_closing_references():
+def test_stop_ids_are_what_references_end_with(setup, tmp_path):
     tok = wordlevel_tokenizer(CHATML)
-    im_end, eos = tok.convert_tokens_to_ids("<|im_end|>"), tok.eos_token_id
-    word = tok.convert_tokens_to_ids("paris")
-    assert stop_ids(tok, [np.array([word, im_end]), np.array([word, word])]) == sorted({eos, im_end})
-    assert stop_ids(tok) == [eos]
+    conv = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "ok bye"}]
+    path = write_jsonl(str(tmp_path / "m.jsonl"), [{"messages": conv}] * 2)
+    plan = DataPlan(sources=(SourceSpec(name="m", kind="jsonl", paths=(path,), eval=EvalSplit(fraction=0.5, seed=0)),),
+                    seq_len=64, global_batch_size=1)
+    [(_, _, chat_ref)] = build_pipeline(plan, tok, cache_dir=str(tmp_path / "c")).eval_prompts()
+    assert stop_ids(tok) == sorted({tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")})
+    assert chat_ref[-1] in stop_ids(tok)
+    plain, pipeline = setup[0], setup[1]
+    assert stop_ids(plain) == [plain.eos_token_id]
+    assert all(ref[-1] in stop_ids(plain) for _, _, ref in pipeline.eval_prompts())
 
 
 def test_chat_reference_drops_the_end_of_turn(setup, tmp_path):

@@ -1,4 +1,5 @@
-"""KV-cache generation: greedy equals transformers' generate; batching changes nothing; sampling."""
+"""KV-cache generation: greedy equals transformers' generate; batching changes nothing; sampling;
+streaming is the same decoding one token at a time."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from runtime.hf import load_pretrained
-from runtime.models import Sampling, generate, generate_padded
+from runtime.models import ModelConfig, Sampling, build, generate, generate_many, generate_padded, stream
 
 PROMPTS = [[1, 17, 45, 99, 3, 201, 77], [1, 5], [1, 250, 13, 13, 88, 42, 7, 19, 160, 4, 8]]
 
@@ -96,3 +97,18 @@ def test_filter_logits_keeps_the_right_tokens():
     assert kept(Sampling(temperature=1.0, top_p=0.96)) == [True, True, True, True]
     with pytest.raises(ValueError):
         Sampling(top_p=0.0)
+
+
+def test_stream_and_generate_many_are_generate():
+    # weights drawn wide (std 0.3) so greedy choices are far from ties
+    model = build(ModelConfig.llama(layers=2, dim=64, heads=4, kv_heads=2, ffn=128, vocab=256,
+                                    initializer_range=0.3), rngs=0)
+    free = generate(model, PROMPTS, 10)
+    eos = [free[0][3]]  # row 0 stops early, after (and with) the first of these
+    for sampling in (Sampling(), Sampling(temperature=1.2, top_p=0.9, top_k=40)):
+        for p in PROMPTS:
+            one = generate(model, [p], 10, eos_ids=eos, sampling=sampling, rng=3)[0]
+            assert list(stream(model, p, 10, eos_ids=eos, sampling=sampling, rng=3)) == one
+    assert list(stream(model, PROMPTS[0], 10, eos_ids=eos)) == free[0][:free[0].index(eos[0]) + 1]
+    # any number of prompts, in length-sorted batches, in the input order
+    assert generate_many(model, PROMPTS * 2, 10, batch_size=4) == free * 2
