@@ -145,7 +145,7 @@ class Sftc:
         from runtime.models import ModelConfig
 
         config = ModelConfig.llama(layers=a.layers, dim=a.dim, heads=a.heads, kv_heads=a.kv_heads, ffn=a.ffn, vocab=a.vocab)
-        self.bench = StepBench(config, batch=a.batch, seq_len=a.seq_len, dtype="float32")
+        self.bench = StepBench.for_shape(config, batch=a.batch, seq_len=a.seq_len, dtype="float32")
         self.params = self.bench.params
 
     def step(self) -> float:

@@ -7,7 +7,8 @@ then times ``steps`` more. The batch is synthetic and sits on the device for the
 whole benchmark: full rows (one packed example per row, positions 0..L-1), every
 token trained, so the numbers are the step's own, not the data pipeline's.
 
-FLOPs per step (the model FLOPs behind MFU, the convention of PaLM / MaxText)::
+FLOPs per step (the model FLOPs behind MFU, the convention of PaLM / MaxText; computed by
+`runtime.flops`, which `sftc plan` shares)::
 
     flops_per_step = tokens * (6 * matmul_params + 6 * layers * seq_len * heads * head_dim)
 
@@ -54,20 +55,20 @@ import time
 from typing import Any, Mapping
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import nnx
 
-from . import allocator, mesh as meshlib
-from .models import ModelConfig, build
-from .plan import OptimizerPlan
-from .train import optim, schedule as schedulelib, step as steplib
+from . import allocator
+from .engine import Engine, StepSettings, load_weights
+from .flops import flops_per_token
+from .models import ModelConfig
+from .plan import Plan
+from .plan_types import SCHEDULES, AdamW, Length, Optimizer
 
 allocator.reuse_freed_memory()  # before JAX's CPU threads first allocate (see runtime.allocator)
 
-__all__ = ["PEAK_FLOPS", "DEFAULT_OPTIMIZER", "StepBench", "bench_step", "flops_per_token", "peak_flops", "format_bench"]
+__all__ = ["PEAK_FLOPS", "DEFAULT_OPTIMIZER", "StepBench", "bench_plan", "bench_step", "flops_per_token", "peak_flops", "format_bench"]
 
-DEFAULT_OPTIMIZER = OptimizerPlan("adamw", 1e-4, {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.01})
+DEFAULT_OPTIMIZER = AdamW(lr=1e-4, weight_decay=0.01)
 
 # Dense peak FLOP/s per JAX device, by a substring of `device.device_kind`
 # (first match wins, so more specific names come first). "float32" on NVIDIA is
@@ -103,21 +104,6 @@ def peak_flops(device_kind: str, dtype: str) -> float | None:
     return None
 
 
-def matmul_params(config: ModelConfig, params: int) -> int:
-    """Parameters that take part in a matmul: all but the input embedding and the norm scales."""
-    c = config
-    norms = (2 * c.num_layers + 1) * c.hidden_size + (2 * c.num_layers * c.head_dim if c.qk_norm else 0)
-    embedding = 0 if c.tie_embeddings else c.vocab_size * c.hidden_size
-    return params - norms - embedding
-
-
-def flops_per_token(config: ModelConfig, params: int, seq_len: int) -> float:
-    """Model FLOPs of forward + backward per trained token (see the module docstring)."""
-    c = config
-    attention = 6 * c.num_layers * seq_len * c.num_heads * c.head_dim
-    return 6.0 * matmul_params(config, params) + attention
-
-
 def synthetic_batch(config: ModelConfig, accumulation: int, micro: int, seq_len: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Full rows of random tokens ``[accumulation, micro, seq_len]``, every token trained."""
     rng = np.random.default_rng(seed)
@@ -151,51 +137,49 @@ def _peak_memory(devices) -> tuple[int, str]:
 class StepBench:
     """The compiled train step of one shape, its state and a synthetic batch, ready to time.
 
-    `bench_step` is the one-call form; `bench/` uses this class directly to time
-    rounds interleaved with a peer. Arguments as in `bench_step`.
+    The step is built by `runtime.engine.Engine` from `settings`, exactly as a run builds
+    it (LoRA adapters, dtype, accumulation, clipping and mesh included). `bench_step` and
+    `bench_plan` are the one-call forms; `bench/` uses this class directly to time rounds
+    interleaved with a peer.
     """
 
-    def __init__(self, config: ModelConfig, batch: int, micro: int | None = None, seq_len: int = 256,
-                 dtype: str = "float32", optimizer: OptimizerPlan | None = None,
-                 mesh: Mapping[str, int | str] | None = None, *, clip: float | None = 1.0,
-                 schedule: str = "cosine", total_steps: int = 1000, seed: int = 0, devices=None):
-        micro = batch if micro is None else micro
-        if micro < 1 or batch % micro:
-            raise ValueError(f"batch {batch} is not a whole number of micro-batches of {micro}")
+    def __init__(self, config: ModelConfig, settings: StepSettings, seq_len: int = 256, devices=None):
         allocator.reuse_freed_memory()
-        if dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be float32 or bfloat16, not {dtype!r}")
-        self.devices = list(devices) if devices is not None else jax.devices()
-        self.mesh_shape = meshlib.mesh_shape(mesh or {"data": "auto"}, len(self.devices))
-        mesh_ = meshlib.make_mesh(self.mesh_shape, self.devices)
-        parallel = self.mesh_shape["data"] * self.mesh_shape["fsdp"]
-        if micro % parallel:
-            raise ValueError(f"micro {micro} does not split over {parallel} data-parallel devices (data x fsdp)")
-        self.config, self.batch, self.micro, self.seq_len, self.dtype = config, batch, micro, seq_len, dtype
-        compute = jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
-        optimizer = optimizer or DEFAULT_OPTIMIZER
-
-        lr = schedulelib.learning_rate(schedule, optimizer.lr, 0.0, max(total_steps, 2), 1)
-        tx = optim.optimizer(optimizer, lr, clip)
-        model = build(config, rngs=seed, dtype=compute, param_dtype=jnp.float32)
-        graphdef, params, frozen = nnx.split(model, nnx.Param, ...)
-        param_shardings = meshlib.state_shardings(params, mesh_)
-        params, frozen = params.to_pure_dict(), frozen.to_pure_dict()
-        self.params = int(sum(np.prod(p.shape) for p in jax.tree.leaves(params)))
-        abstract = jax.eval_shape(lambda p: steplib.TrainState(jnp.zeros((), jnp.int32), p, tx.init(p)), params)
-        shardings = steplib.state_shardings(abstract, param_shardings, mesh_)
-        frozen_shardings = jax.tree.map(lambda _: meshlib.replicated(mesh_), frozen)
-        self.frozen = jax.device_put(frozen, frozen_shardings)
-        self.state = steplib.init_state(params, tx, shardings)
-        del model, params
-        data = synthetic_batch(config, batch // micro, micro, seq_len, seed)
-        self.data = jax.device_put(data, meshlib.batch_sharding(mesh_))
-        step_fn = steplib.compile_step(graphdef, tx, lr, compute, shardings, frozen_shardings, mesh_)
+        if settings.dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be float32 or bfloat16, not {settings.dtype!r}")
+        engine = Engine(settings, config, devices)
+        self.devices, self.mesh_shape = engine.devices, engine.mesh_shape
+        self.config, self.seq_len, self.dtype = config, seq_len, settings.dtype
+        self.micro, self.batch = settings.micro, settings.micro * settings.accumulation
+        params, frozen = load_weights(settings, config, None)
+        self.trainable = int(sum(np.prod(p.shape) for p in jax.tree.leaves(params)))
+        self.params = self.trainable + int(sum(np.prod(p.shape) for p in jax.tree.leaves(frozen)))
+        self.frozen = engine.place_frozen(frozen)
+        self.state = engine.fresh_state(params)
+        del params, frozen
+        data = synthetic_batch(config, settings.accumulation, settings.micro, seq_len, settings.seed)
+        self.data = jax.device_put(data, engine.batch_sharding)
         started = time.perf_counter()
-        self.compiled = step_fn.lower(self.state, self.frozen, self.data).compile()  # called as runtime.train.loop does
+        self.compiled = engine.step_fn.lower(self.state, self.frozen, self.data).compile()  # called as the run's loop does
         self.compile_s = time.perf_counter() - started
         self.loss = float("nan")
         self.faults_per_step = 0.0
+
+    @classmethod
+    def for_shape(cls, config: ModelConfig, batch: int, micro: int | None = None, seq_len: int = 256,
+                  dtype: str = "float32", optimizer: Optimizer | None = None,
+                  mesh: Mapping[str, int | str] | None = None, *, clip: float | None = 1.0,
+                  schedule: str = "cosine", total_steps: int = 1000, seed: int = 0, devices=None) -> "StepBench":
+        """A full fine-tune step of these shapes, without a spec (arguments as in `bench_step`)."""
+        micro = batch if micro is None else micro
+        if micro < 1 or batch % micro:
+            raise ValueError(f"batch {batch} is not a whole number of micro-batches of {micro}")
+        settings = StepSettings(
+            steps=max(total_steps, 2), micro=micro, accumulation=batch // micro, dtype=dtype,
+            optimizer=optimizer or DEFAULT_OPTIMIZER, schedule=SCHEDULES[schedule](warmup=Length(steps=1)).decided(max(total_steps, 2)),
+            clip=clip, mesh=mesh or {"data": "auto"}, seed=seed,
+        )
+        return cls(config, settings, seq_len, devices)
 
     def run(self, steps: int) -> list[float]:
         """Run `steps` steps, each waited for; their wall times in seconds."""
@@ -227,6 +211,7 @@ class StepBench:
             "step_ms_min": min(times) * 1e3,
             "compile_s": self.compile_s,
             "params": self.params,
+            "trainable_params": self.trainable,
             "flops_per_step": flops,
             "mfu": None if peak is None else flops / step_s / (peak * len(self.devices)),
             "peak_mem_bytes": peak_mem,
@@ -257,7 +242,7 @@ def bench_step(
     seq_len: int = 256,
     steps: int = 10,
     dtype: str = "float32",
-    optimizer: OptimizerPlan | None = None,
+    optimizer: Optimizer | None = None,
     mesh: Mapping[str, int | str] | None = None,
     *,
     warmup: int = 4,
@@ -275,7 +260,7 @@ def bench_step(
     ``warmup``: untimed steps first (compilation is separate; the default 4 also
     lets the CPU heap settle: with `runtime.allocator` the second to fourth step
     may still grow it, measured ~100k page faults each, then none);
-    ``optimizer``: an `OptimizerPlan` (default AdamW); ``mesh``: sizes of
+    ``optimizer``: a `runtime.plan_types.Optimizer` (default AdamW); ``mesh``: sizes of
     ``data``/``fsdp``/``tensor`` (one may be ``"auto"``; default: every device
     on ``data``); ``clip``/``schedule``: as a run's (they cost a little time).
 
@@ -288,8 +273,24 @@ def bench_step(
     """
     if steps < 1:
         raise ValueError("steps must be at least 1")
-    bench = StepBench(config, batch, micro, seq_len, dtype, optimizer, mesh, clip=clip, schedule=schedule,
-                      total_steps=warmup + steps, seed=seed, devices=devices)
+    bench = StepBench.for_shape(config, batch, micro, seq_len, dtype, optimizer, mesh, clip=clip, schedule=schedule,
+                                total_steps=warmup + steps, seed=seed, devices=devices)
+    return _timed(bench, steps, warmup)
+
+
+def bench_plan(plan: Plan, config: ModelConfig, steps: int = 10, warmup: int = 4, devices=None) -> dict[str, Any]:
+    """`bench_step` for a spec's plan: its model, adapter, dtype, optimizer, batch, mesh and
+    shapes. The step count and schedule do not change a step's cost; a plan whose steps
+    depend on the data is timed as if it ran `warmup + steps` steps."""
+    from .prepare import decide
+
+    if plan.train.steps is None or plan.train.schedule.warmup_steps is None:
+        plan = decide(plan, plan.train.steps or max(warmup + steps, 100))
+    bench = StepBench(config.replace(remat=plan.train.remat), StepSettings.of(plan), plan.data.seq_len, devices)
+    return _timed(bench, steps, warmup)
+
+
+def _timed(bench: StepBench, steps: int, warmup: int) -> dict[str, Any]:
     bench.run(warmup)
     return bench.result(bench.run(steps), warmup)
 
@@ -314,7 +315,7 @@ def format_bench(result: Mapping[str, Any]) -> str:
     rows = [
         ("device", f"{r['devices']} x {r['device_kind']} ({r['platform']}), mesh {mesh}"),
         ("batch", f"{batch}, {r['dtype']}"),
-        ("parameters", f"{r['params']:,}"),
+        ("parameters", f"{r['params']:,}" + (f" ({r['trainable_params']:,} trainable)" if r.get("trainable_params", r["params"]) != r["params"] else "")),
         ("compile", f"{r['compile_s']:.1f} s"),
         ("step", f"{r['step_ms']:.1f} ms (best {r['step_ms_min']:.1f} ms, {r['steps']} timed after {r['warmup']} warm-up)"),
         ("tokens/s", f"{r['tokens_per_s']:,.0f}"),

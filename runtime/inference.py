@@ -33,8 +33,10 @@ class Trained:
     model: Any  # an nnx Transformer with the trained weights
     step: int
     prepared: Prepared  # without a data pipeline; `with_data()` adds it
-    stepper: Any  # runtime.train.loop.Stepper: the model on its mesh, for evaluation
+    engine: Any  # runtime.engine.Engine: the model's steps on its mesh, for evaluation
     params: Any  # the trained (float32) parameters
+    frozen: Any  # the frozen (base) parameters, placed on the engine's mesh
+    notes: tuple[str, ...] = ()  # e.g. a newer checkpoint that did not restore
 
     def with_data(self) -> Prepared:
         """The prepared plan with its (cached) data pipeline, for evaluation."""
@@ -51,8 +53,8 @@ def load_trained(run_dir: str | Path, step: int | None = None) -> Trained:
     from flax import nnx
 
     from . import tokenizer as tok
-    from .train.checkpoint import Checkpoints, abstract_like
-    from .train.loop import Stepper
+    from .engine import Engine, StepSettings, load_weights
+    from .train.checkpoint import Checkpoints
 
     run_dir = Path(run_dir)
     if not (run_dir / "plan.json").is_file():
@@ -61,7 +63,10 @@ def load_trained(run_dir: str | Path, step: int | None = None) -> Trained:
     tokenizer = tok.load_tokenizer(run_dir / "tokenizer")
     config, checkpoint = model_config(plan, tokenizer)
     prepared = Prepared(plan, tokenizer, None, config, checkpoint)
-    stepper = Stepper(prepared)
+    engine = Engine(StepSettings.of(plan), config)
+    params, frozen = load_weights(engine.settings, config, checkpoint)
+    del params  # the trained ones come from the checkpoint
+    frozen = engine.place_frozen(frozen)
     checkpoints = Checkpoints(run_dir / "checkpoints", keep=plan.train.keep)
     available = checkpoints.all_steps()
     if not available:
@@ -70,10 +75,25 @@ def load_trained(run_dir: str | Path, step: int | None = None) -> Trained:
     if step is not None and step not in available:
         checkpoints.close()
         raise PrepareError(f"no checkpoint at step {step} in {run_dir} (checkpoints: {', '.join(map(str, available))})")
-    state, _ = checkpoints.restore(abstract_like(stepper.abstract_state, stepper.shardings), step)
-    checkpoints.close()
-    model = nnx.merge(stepper.graphdef, state.params, stepper.frozen)
-    return Trained(plan, tokenizer, config, model, int(state.step), prepared, stepper, state.params)
+    notes: tuple[str, ...] = ()
+    try:
+        if step is not None:
+            state, _ = checkpoints.restore(engine.restore_target(), step)
+        else:
+            restored = checkpoints.restore_newest_good(engine.restore_target(), move_aside=False)
+            if restored.state is None:
+                reasons = "; ".join(f"{s}: {r}" for s, r in restored.skipped)
+                raise PrepareError(f"no checkpoint of {run_dir} restores ({reasons})")
+            state = restored.state
+            notes = tuple(f"checkpoint {s} does not restore ({r}); using {restored.step}" for s, r in restored.skipped)
+    except PrepareError:
+        raise
+    except Exception as error:  # noqa: BLE001 - orbax raises many types for a bad checkpoint
+        raise PrepareError(f"checkpoint {step} of {run_dir} does not restore: {type(error).__name__}: {error}") from None
+    finally:
+        checkpoints.close()
+    model = nnx.merge(engine.graphdef, state.params, frozen)
+    return Trained(plan, tokenizer, config, model, int(state.step), prepared, engine, state.params, frozen, notes)
 
 
 # ---------------------------------------------------------------- prompts and answers

@@ -23,7 +23,6 @@ from .plan_types import (
     OPTIMIZERS,
     SCHEDULES,
     TOKENIZER_TRAINERS,
-    Length,
     LlamaInit,
     Optimizer,
     Schedule,
@@ -95,28 +94,6 @@ class ModelPlan:
         )
 
 
-# ---- the untyped constructors of PLAN_VERSION 1, kept only while runtime.bench and
-# runtime.engine use them; write `AdamW(lr=1e-4, weight_decay=0.01)`,
-# `Cosine(warmup=Length(steps=1))` (runtime.plan_types) and annotate `Optimizer`, `Schedule`.
-
-
-def OptimizerPlan(name: str, lr: float, options: Mapping[str, Any] = {}) -> Optimizer:  # noqa: N802, B006
-    return OPTIMIZERS[name](lr=lr, **options)
-
-
-def SchedulePlan(name: str, min_lr: float = 0.0, warmup_steps: int | None = None, warmup_share: float | None = None,  # noqa: N802
-                 decay_steps: int | None = None, decay_share: float | None = None) -> Schedule:
-    def length(steps: int | None, share: float | None) -> Length:
-        return Length(share=share) if share is not None else Length(steps=steps or 0)
-
-    settings: dict[str, Any] = {"warmup": length(warmup_steps, warmup_share)}
-    if name != "constant":
-        settings["min_lr"] = min_lr
-    if name == "wsd":
-        settings["decay"] = length(decay_steps, decay_share)
-    return SCHEDULES[name](**settings)
-
-
 @dataclass(frozen=True)
 class TrainPlan:
     """The optimisation side. Batch size, sequence length, packing, seed and the
@@ -134,6 +111,7 @@ class TrainPlan:
     checkpoint_every_epochs: float | None
     keep: int
     log_every: int | None  # None: auto
+    max_skipped_steps: int = 0  # non-finite steps a run may skip (update refused) before it stops
 
     def __post_init__(self) -> None:
         if self.schedule.min_lr > self.optimizer.lr:  # `sftc check` reports it in the spec (E057)

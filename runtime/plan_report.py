@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from . import mesh as meshlib
-from .bench import flops_per_token
+from .flops import flops_per_token
 from .models.config import ModelConfig
 from .plan_types import AdamW, Constant, Lion, Optimizer, Sgd
 from .prepare import Prepared

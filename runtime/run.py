@@ -9,11 +9,12 @@ manifest, metrics, checkpoints, the report and the export.
         tb/             TensorBoard event files
         tokenizer/      the tokenizer the run used (Hugging Face files)
         checkpoints/    Orbax checkpoints (train state + data position)
-        status.json     how the run ended: done | interrupted | nan | error
+        status.json     where the run stands: trained (evaluation to do) | done | interrupted | nan | error
         loss.png, report.md, report.json, export/
 
-`sftc run` on a spec whose latest run directory holds an unfinished run of the
-same spec (same hash) resumes it; `--fresh` always starts a new directory.
+`sftc run` resumes the latest run directory when it is unfinished (interrupted, or
+trained but not yet evaluated) and its inputs still match (`runtime.resume`); when they
+do not, it refuses and lists the differences. `--fresh` always starts a new directory.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from typing import Any
 
 from .plan import Plan, PlanVersionError
 
-FINISHED = ("done",)
+FINISHED = ("done",)  # "trained" means evaluation is still to do: `sftc run` finishes it
 
 
 def new_run_dir(root: Path) -> Path:
@@ -52,16 +53,20 @@ def write_status(run_dir: Path, status: str, **details: Any) -> None:
     (run_dir / "status.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
-def resumable(root: Path, spec_hash: str) -> Path | None:
-    """The newest run directory of this spec that did not finish, if it is the newest run of all."""
+def unfinished(root: Path) -> Path | None:
+    """The newest run directory under `root` if it did not finish and has a checkpoint to
+    resume from (a run that failed before its first checkpoint has nothing to continue).
+    Whether its inputs still match is `runtime.resume.differences`'s question."""
     if not root.is_dir():
         return None
     runs = sorted((p for p in root.iterdir() if (p / "plan.json").is_file()), key=lambda p: p.name)
     if not runs:
         return None
     latest = runs[-1]
-    plan = json.loads((latest / "plan.json").read_text())
-    if plan.get("spec_hash") != spec_hash or read_status(latest).get("status") in FINISHED:
+    if read_status(latest).get("status") in FINISHED:
+        return None
+    checkpoints = latest / "checkpoints"
+    if not checkpoints.is_dir() or not any(p.name.isdigit() for p in checkpoints.iterdir()):
         return None
     return latest
 
@@ -91,12 +96,13 @@ def devices_summary() -> dict[str, Any]:
     }
 
 
-def write_manifest(run_dir: Path, plan: Plan, stats: dict, fingerprints: dict[str, str]) -> None:
+def write_manifest(run_dir: Path, plan: Plan, stats: dict, fingerprints: dict[str, str], tokenizer: str) -> None:
     manifest = {
         "name": plan.name,
         "spec_path": plan.spec_path,
         "spec_hash": plan.spec_hash,
         "data": {"fingerprints": fingerprints, "stats": stats},
+        "tokenizer": tokenizer,
         "packages": package_versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),

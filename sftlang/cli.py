@@ -201,12 +201,20 @@ def _positive_int(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command not in ("check", "fmt", "diff"):
+        from .run_commands import _start_runtime
+
+        _start_runtime()  # before any runtime module imports a library that prints
     try:
         return args.run(args)
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 0
+    except Exception as error:  # noqa: BLE001 - never a traceback on screen (SFTC_DEBUG=1 shows it)
+        from .run_commands import _internal_error
+
+        return _internal_error(_console(stderr=True), error)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,10 @@
 """Content fingerprints of the data a spec reads, so `sftc diff` can tell when the
 same `jsonl("data/tickets.jsonl")` now points at different rows.
 
-A local source's fingerprint is the sha256 of the bytes of every file it reads
-(globs expanded, in sorted order; file names do not count, so a renamed file
-with the same bytes is the same data) and its row count:
+A local source's fingerprint is the content digest of every file it reads
+(globs expanded, in sorted order), by the one rule the runtime uses too
+(`runtime.data.content`: file names do not count, so a renamed file with the
+same bytes is the same data), and its row count:
 
     jsonl, text   non-empty lines
     csv           non-empty records after each file's header row
@@ -27,6 +28,8 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from runtime.data import content
 
 from . import ast, schema
 from .files import FileSystem, GitRevision
@@ -212,14 +215,11 @@ def fingerprint_source(call: ast.Call, base_dir: Path, files: FileSystem | None 
     paths = _expand(files, base_dir / written, kind) if written else []
     if not paths:
         return Fingerprint(kind, None, None, error=f"`{written}` not found")
-    digest = hashlib.sha256()
     multiset: Counter | None = Counter() if lines and kind in LINE_KINDS else None
     rows: int | None = 0
+    digests = []
     for path in paths:
-        file_digest = hashlib.sha256()
-        for chunk in _chunks(files, path):
-            file_digest.update(chunk)
-        digest.update(file_digest.digest())
+        digests.append(content.file_digest(_chunks(files, path)))
         if kind in ("jsonl", "text"):
             count = _count_line_rows(files, path, multiset)
         elif kind == "csv":
@@ -233,7 +233,7 @@ def fingerprint_source(call: ast.Call, base_dir: Path, files: FileSystem | None 
         rows = None if rows is None or count is None else rows + count
     if kind == "disk":
         rows = _count_disk_rows(files, paths)
-    return Fingerprint(kind, digest.hexdigest(), rows, tuple(str(p) for p in paths), lines=multiset)
+    return Fingerprint(kind, content.combine(digests), rows, tuple(str(p) for p in paths), lines=multiset)
 
 
 def source_calls(spec) -> dict[str, tuple[ast.Call, Path]]:

@@ -236,6 +236,7 @@ def _train_plan(spec: Spec) -> TrainPlan:
         checkpoint_every_epochs=every_epochs,
         keep=keep,
         log_every=None if isinstance(log_every, ast.Name) else int(log_every.amount.value),
+        max_skipped_steps=int(_py(get("max_skipped_steps"))),
     )
 
 

@@ -41,10 +41,42 @@ def _compile(path: str, console: Console, devices: int | None = None):
     return lower(spec), emit_spec(spec, absolute_paths=True)
 
 
-def _runtime_error(console: Console, error: Exception) -> int:
+def _say(console: Console, kind: str, message: str) -> None:
+    """`error: ...` / `warning: ...` without markup interpretation: messages hold [brackets]."""
     from rich.text import Text
 
-    console.print(Text.assemble(("error", "bold red"), f": {error}"), soft_wrap=True)  # no markup: messages hold [brackets]
+    style = "bold red" if kind == "error" else "yellow"
+    console.print(Text.assemble((kind, style), f": {message}"), soft_wrap=True)
+
+
+def _runtime_error(console: Console, error: Exception) -> int:
+    _say(console, "error", str(error))
+    return EXIT_FAIL
+
+
+def _internal_error(console: Console, error: BaseException, run_dir: Path | None = None) -> int:
+    """A failure sftc did not foresee (a bug, or an environment problem): one line on the
+    screen, the traceback in a file (and in `status.json` of a run), never a wall of text."""
+    import os
+    import traceback
+
+    from runtime.prepare import default_cache
+
+    if os.environ.get("SFTC_DEBUG"):
+        raise error
+    text = "".join(traceback.format_exception(error))
+    where = (run_dir if run_dir is not None else default_cache()) / "traceback.txt"
+    try:
+        where.parent.mkdir(parents=True, exist_ok=True)
+        where.write_text(text)
+    except OSError:
+        where = None
+    if run_dir is not None:
+        from runtime import run as rundir
+
+        rundir.write_status(run_dir, "error", message=f"{type(error).__name__}: {error}", traceback=str(where))
+    detail = f"the traceback is in {where}" if where else "set SFTC_DEBUG=1 to see the traceback"
+    _say(console, "error", f"sftc failed unexpectedly: {type(error).__name__}: {error}\n  = note: {detail}; please report it")
     return EXIT_FAIL
 
 
@@ -112,14 +144,14 @@ def cmd_preview(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from rich.text import Text
+
     from runtime import run as rundir
     from runtime.data.sources import source_fingerprint
-    from runtime.evaluate.final import evaluate_run
-    from runtime.evaluate.report import print_gates
+    from runtime.data.tokenize import tokenizer_fingerprint
+    from runtime.logs import route_library_logs
     from runtime.prepare import prepare
-    from runtime.train.loop import train
-    from runtime.train.progress import progress_for
-    from runtime.train.metrics_log import MetricsLog
+    from runtime.resume import differences
 
     console = Console(stderr=True, highlight=False)
     compiled = _compile(args.spec, console)
@@ -127,45 +159,82 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_FAIL
     plan, resolved_text = compiled
     root = Path(plan.output.dir)
-    run_dir = None if args.fresh else rundir.resumable(root, plan.spec_hash)
-    resuming = run_dir is not None
-    run_dir = run_dir or rundir.new_run_dir(root)
-    console.print(f"{'resuming' if resuming else 'run'} [bold]{plan.name}[/] in {run_dir}")
-    (run_dir / "spec.sft").write_text(f"# resolved by sftc from {plan.spec_path}\n" + resolved_text)
     started = time.time()
     try:
         with console.status("preparing: tokenizer, data (cached after the first time)"):
             prepared = prepare(plan)
-        plan = prepared.plan
-        rundir.write_plan(run_dir, plan)
-        fingerprints = {s.name: source_fingerprint(s) for s in plan.data.sources}
-        rundir.write_manifest(run_dir, plan, prepared.pipeline.stats.to_dict(), fingerprints)
+        fingerprints = {s.name: source_fingerprint(s) for s in prepared.plan.data.sources}
+        tokenizer_print = tokenizer_fingerprint(prepared.tokenizer)
+        run_dir = None if args.fresh else rundir.unfinished(root)
+        if run_dir is not None:
+            changed = differences(run_dir, prepared.plan, fingerprints, tokenizer_print)
+            if changed:
+                console.print(Text.assemble(("error", "bold red"), f": the unfinished run {run_dir} was trained on other inputs; resuming it would mix them:"), soft_wrap=True)
+                for line in changed:
+                    console.print(Text("    " + line, style="yellow"), soft_wrap=True)
+                console.print("  = help: `sftc run --fresh` starts a new run; or restore these inputs to resume this one", soft_wrap=True, markup=False)
+                return EXIT_FAIL
+    except _runtime_errors() as error:
+        return _runtime_error(console, error)
+    resuming = run_dir is not None
+    evaluating_only = resuming and rundir.read_status(run_dir).get("status") == "trained"
+    run_dir = run_dir or rundir.new_run_dir(root)
+    route_library_logs(run_dir / "sftc.log")
+    what = "finishing the evaluation of" if evaluating_only else ("resuming" if resuming else "run")
+    console.print(f"{what} [bold]{plan.name}[/] in {run_dir}")
+    plan = prepared.plan
+    (run_dir / "spec.sft").write_text(f"# resolved by sftc from {plan.spec_path}\n" + resolved_text)
+    rundir.write_plan(run_dir, plan)  # when resuming, only settings that do not shape the weights may differ
+    rundir.write_manifest(run_dir, plan, prepared.pipeline.stats.to_dict(), fingerprints, tokenizer_print)
+    if not resuming:
         prepared.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
-        console.print(prepared.pipeline.stats.summary())
-        log = MetricsLog(run_dir)
+    try:
+        return _train_and_evaluate(args, console, prepared, run_dir, started)
+    except _runtime_errors() as error:
+        rundir.write_status(run_dir, "error", message=str(error))
+        return _runtime_error(console, error)
+    except Exception as error:  # noqa: BLE001 - a bug: say where the details are, no traceback on screen
+        return _internal_error(console, error, run_dir)
+
+
+def _train_and_evaluate(args, console: Console, prepared, run_dir: Path, started: float) -> int:
+    from runtime import run as rundir
+    from runtime.evaluate.final import evaluate_run
+    from runtime.evaluate.report import print_gates
+    from runtime.train.loop import train
+    from runtime.train.metrics_log import MetricsLog
+    from runtime.train.progress import progress_for
+
+    plan = prepared.plan
+    console.print(prepared.pipeline.stats.summary())
+    log = MetricsLog(run_dir)
+    try:
         with progress_for(console) as progress:
             result = train(prepared, run_dir, progress=progress, log=log)
+    finally:
         log.close()
-    except _runtime_errors() as error:
-        rundir.write_status(run_dir, "error", message=str(error))
-        return _runtime_error(console, error)
-    rundir.write_status(run_dir, result.status, steps=result.steps, seconds=round(time.time() - started, 1), message=result.message)
-    if result.status == "interrupted":
-        console.print(f"[yellow]{result.message}[/]")
-        return EXIT_INTERRUPTED
-    if result.status == "nan":
-        console.print(f"[bold red]error[/]: {result.message}")
+    for note in result.notes:
+        _say(console, "warning", note)
+    seconds = round(time.time() - started, 1)
+    if result.status != "done":
+        rundir.write_status(run_dir, result.status, steps=result.steps, skipped_steps=result.skipped, seconds=seconds, message=result.message)
+        if result.status == "interrupted":
+            console.print(f"[yellow]{result.message}[/]")
+            return EXIT_INTERRUPTED
+        _say(console, "error", result.message)
         return EXIT_FAIL
-    train_seconds = time.time() - started
-    console.print(f"[bold green]✓[/] trained {result.steps} steps in {train_seconds:.0f}s; final train loss {result.last_loss:.4f}")
-    facts = {"name": plan.name, "run_dir": str(run_dir), "steps": result.steps, "train_s": round(train_seconds, 1), "spec_hash": plan.spec_hash}
-    try:
-        with console.status("evaluating: generating eval completions"):
-            outcome = evaluate_run(prepared, result, run_dir, facts, force_export=args.export)
-    except _runtime_errors() as error:
-        rundir.write_status(run_dir, "error", message=str(error))
-        return _runtime_error(console, error)
-    rundir.write_status(run_dir, "done", steps=result.steps, seconds=round(time.time() - started, 1), accepted=outcome.accepted)
+    # Trained, not yet evaluated: an interruption from here on leaves `trained`, and the next
+    # `sftc run` finishes the evaluation instead of training again.
+    rundir.write_status(run_dir, "trained", steps=result.steps, skipped_steps=result.skipped, seconds=seconds)
+    loss = f"; final train loss {result.last_loss:.4f}" if result.last_loss is not None else ""
+    skipped = f"; {result.skipped} non-finite step{'s' * (result.skipped != 1)} skipped" if result.skipped else ""
+    console.print(f"[bold green]✓[/] trained {result.steps} steps in {seconds:.0f}s{loss}{skipped}")
+    facts = {"name": plan.name, "run_dir": str(run_dir), "steps": result.steps, "skipped_steps": result.skipped,
+             "train_s": seconds, "spec_hash": plan.spec_hash}
+    with console.status("evaluating: generating eval completions"):
+        outcome = evaluate_run(prepared, result, run_dir, facts, force_export=args.export)
+    rundir.write_status(run_dir, "done", steps=result.steps, skipped_steps=result.skipped,
+                        seconds=round(time.time() - started, 1), accepted=outcome.accepted)
     if outcome.verdicts:
         print_gates(outcome.verdicts, console)
     console.print(f"report: {outcome.report}")
@@ -181,8 +250,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _load(args, console: Console):
     from runtime.inference import load_trained
+    from runtime.logs import route_library_logs
 
     _start_runtime()
+    if (Path(args.run_dir) / "plan.json").is_file():
+        route_library_logs(Path(args.run_dir) / "sftc.log")
     with console.status(f"loading {args.run_dir}"):
         return load_trained(args.run_dir, getattr(args, "step", None))
 
@@ -210,7 +282,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             trained.prepared.plan = plan
         with console.status("evaluating"):
             prepared = trained.with_data()
-            by_source = token_metrics(trained.stepper, prepared, trained.params)
+            by_source = token_metrics(trained.engine, trained.frozen, prepared.pipeline, trained.params)
             sources = [s.name for s in plan.data.sources if s.eval is not None]
             samples = []
             if plan.eval.generate is not None:
@@ -369,7 +441,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     """Steady-state throughput of the spec's train step on synthetic tokens of its shapes."""
     import json
 
-    from runtime.bench import bench_step, format_bench
+    from runtime.bench import bench_plan, format_bench
     from runtime.prepare import default_cache, load_tokenizer, model_config
 
     console = Console(stderr=True, highlight=False)
@@ -381,22 +453,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         with console.status("loading the tokenizer and the model config"):
             tokenizer = load_tokenizer(plan, default_cache())
             config, _ = model_config(plan, tokenizer)
-        if plan.model.adapter is not None:
-            console.print("[yellow]note[/]: the LoRA adapter is not part of the benchmark: it times a full fine-tune step of the base")
+        if plan.model.kind == "hf":
+            console.print("[dim]note: the base weights are random here; a step costs the same with the real ones[/]")
         with console.status(f"compiling and timing {args.steps} steps"):
-            result = bench_step(
-                config,
-                batch=plan.data.global_batch_size,
-                micro=plan.train.micro,
-                seq_len=plan.data.seq_len,
-                steps=args.steps,
-                dtype=plan.model.dtype,
-                optimizer=plan.train.optimizer,
-                mesh=plan.train.mesh,
-                clip=plan.train.clip,
-                schedule=plan.train.schedule.name,
-                seed=plan.data.seed,
-            )
+            result = bench_plan(plan, config, steps=args.steps)
     except _runtime_errors() as error:
         return _runtime_error(console, error)
     if args.json:

@@ -271,6 +271,7 @@ TRAIN_KEYS = (
     Key("mesh", MESH, "(data = auto, fsdp = 1, tensor = 1)", doc="device mesh; the product must equal the device count"),
     Key("checkpoint", OneOf((OFF, Every())), "every 500 steps keep 3", doc="`every N steps keep K` or `off`; the final state is always saved"),
     Key("log_every", OneOf((Enum(("auto",)), Quantity(("steps",)))), "auto", doc="metrics logging interval; `auto` logs every step of runs up to 200 steps, about 200 records otherwise"),
+    Key("max_skipped_steps", Num(low=0, integer=True), "0", doc="steps with a non-finite loss or gradient that may be skipped (update refused, counted and reported) before the run stops; 0 stops at the first"),
 )
 
 # ---------------------------------------------------------------- eval

@@ -113,19 +113,11 @@ def resolve_paths(spec: SourceSpec) -> list[str]:
     return files
 
 
-def _hash_file(h: "hashlib._Hash", path: str) -> None:
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-
-
 def fingerprint_files(files: list[str]) -> str:
-    """SHA-256 over (basename, size, bytes) of each file, in order."""
-    h = hashlib.sha256()
-    for p in files:
-        h.update(os.path.basename(p).encode() + b"\0" + str(os.path.getsize(p)).encode() + b"\0")
-        _hash_file(h, p)
-    return h.hexdigest()
+    """The content digest of these files, in order (`runtime.data.content`: names do not count)."""
+    from .content import combine, file_digest, read_chunks
+
+    return combine(file_digest(read_chunks(p)) for p in files)
 
 
 def _disk_files(root: str) -> list[str]:
@@ -161,12 +153,10 @@ def _scan_bad_lines(path: str, kind: str) -> Iterator[tuple[int, str, bytes]]:
 
 def _clean_copy(spec: SourceSpec, path: str, bad: set[int], cache_dir: str) -> tuple[str, np.ndarray]:
     """Write ``path`` without the ``bad`` lines into the cache; return the copy and its line map."""
-    h = hashlib.sha256()
-    _hash_file(h, path)
     ext = os.path.splitext(path)[1] or ".txt"
     out_dir = os.path.join(cache_dir, "sftc-clean")
     os.makedirs(out_dir, exist_ok=True)
-    out = os.path.join(out_dir, f"{h.hexdigest()[:24]}-{spec.kind}{ext}")
+    out = os.path.join(out_dir, f"{fingerprint_files([path])[:24]}-{spec.kind}{ext}")
     kept = []
     tmp = out + f".tmp{os.getpid()}"
     with open(path, "rb") as src, open(tmp, "wb") as dst:

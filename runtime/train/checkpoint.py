@@ -9,11 +9,25 @@ resumes on another.
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+
+
+@dataclass
+class Restored:
+    """The newest checkpoint that restores (`state` None: there is none), and the newer
+    ones that did not, each with the reason, moved aside to `moved_to`."""
+
+    state: Any = None
+    record: dict | None = None
+    step: int | None = None
+    skipped: list[tuple[int, str]] = field(default_factory=list)
+    moved_to: Path | None = None
 
 
 class Checkpoints:
@@ -49,6 +63,31 @@ class Checkpoints:
             args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract_state), record=ocp.args.JsonRestore()),
         )
         return restored.state, restored.record
+
+    def restore_newest_good(self, abstract_state: Any, move_aside: bool = True) -> Restored:
+        """Restore the newest checkpoint that restores. A newer one that fails (a crash while
+        it was written, deleted or corrupted files) is reported and, with `move_aside`, moved
+        to `checkpoints.unusable/<step>` beside this directory, so the run can save that step
+        again (read-only commands leave it where it is)."""
+        result = Restored()
+        for step in sorted(self.all_steps(), reverse=True):
+            try:
+                result.state, result.record = self.restore(abstract_state, step)
+                result.step = step
+                break
+            except Exception as error:  # noqa: BLE001 - orbax and tensorstore raise many types for a bad checkpoint
+                reason = " ".join(str(error).split())[:300] or type(error).__name__
+                result.skipped.append((step, f"{type(error).__name__}: {reason}"))
+        if result.skipped and move_aside:
+            aside = self.directory.with_name(self.directory.name + ".unusable")
+            aside.mkdir(exist_ok=True)
+            for step, _ in result.skipped:
+                target = aside / str(step)
+                shutil.rmtree(target, ignore_errors=True)
+                shutil.move(str(self.directory / str(step)), target)
+            result.moved_to = aside
+            self.manager.reload()
+        return result
 
     def wait(self) -> None:
         self.manager.wait_until_finished()

@@ -1,251 +1,212 @@
-"""The training loop: place the model on the mesh, restore or start, step, log,
-evaluate, checkpoint, and stop cleanly (done, interrupted or non-finite).
+"""The training loop: restore or start, step, log, evaluate, checkpoint, and stop cleanly
+(done, interrupted, or too many non-finite steps).
 
-Everything is decided by the prepared Plan; the loop only executes it. Batches
-for step N come from the data pipeline by index (`pipeline.batch(N)`), so a
-resumed run sees exactly the batches the interrupted one would have.
+Everything is decided by the prepared Plan and built by `runtime.engine`; the loop only
+executes it. Batch N is step N (`pipeline.batch(N)`) and the loop counts by the state's
+own step, which advances on every step, refused ones included: a resumed run sees
+exactly the batches the interrupted one would have, and checkpoint, eval and report
+steps always agree.
+
+A step whose loss or gradient is not finite is refused on the device (the update is not
+applied) and counted in the state's `skipped`; the loop reads that count with the
+metrics on log steps, so every refused step is seen without a host sync per step. The
+spec's `max_skipped_steps` (default 0) decides how many a run may skip before it stops.
+
+Ctrl-C sets a flag that the loop reads between steps, so an interrupt never lands
+between a step that consumed (donated) the old state and the assignment of the new one.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
-import functools
+import contextlib
 import math
+import signal
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jax
-import jax.numpy as jnp
-import numpy as np
-from flax import nnx
 
-from .. import mesh as meshlib
-from ..models import build
-from ..prepare import PrepareError, Prepared, log_interval
-from . import optim, schedule, step
-from .checkpoint import Checkpoints, abstract_like
+from ..engine import Engine, StepSettings, load_weights
+from ..prepare import Prepared, log_interval
+from .checkpoint import Checkpoints
 from .metrics_log import MetricsLog
 
 
 @dataclass
 class TrainResult:
-    status: str  # "done" | "interrupted" | "nan"
-    steps: int  # optimizer steps completed
+    status: str  # "done" (every step taken) | "interrupted" | "nan" (more non-finite steps than allowed)
+    steps: int  # steps taken (the state's step)
     graphdef: Any
-    params: Any  # float32 master parameters (pure dict)
+    params: Any  # float32 trainable parameters (pure dict)
     frozen: Any
     last_loss: float | None
     message: str = ""
+    skipped: int = 0  # steps whose update was refused as non-finite
+    notes: list[str] = field(default_factory=list)  # what the user should know (a skipped checkpoint, ...)
 
 
-def _compute_dtype(name: str):
-    return jnp.bfloat16 if name == "bfloat16" else jnp.float32
+def token_metrics(engine: Engine, frozen, pipeline, params) -> dict[str | None, dict]:
+    """Eval loss, perplexity and token accuracy over every eval row (key None) and, when
+    several sources have eval rows, per source. Each eval row is run once: the overall
+    figures are the per-source sums combined."""
+    sources = [s.name for s in pipeline.plan.sources if s.eval is not None]
+    sums = {}
+    for source in sources if len(sources) > 1 else [None]:
+        sums[source] = engine.token_sums(params, frozen, pipeline.eval_batches(engine.micro, source=source))
+    if len(sources) > 1:
+        sums[None] = tuple(sum(values) for values in zip(*sums.values()))
+    return {source: _token_figures(*s) for source, s in sums.items() if s[1] > 0}
 
 
-def _with_adapter(model, prepared: Prepared, seed: int):
-    adapter = prepared.plan.model.adapter
-    if adapter is None:
-        return model
-    from ..models import lora
-
-    return lora.add_lora(model, adapter, rngs=seed)
+def _token_figures(loss_sum: float, tokens: float, right: float) -> dict:
+    loss = loss_sum / tokens
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "token_accuracy": right / tokens, "tokens": tokens}
 
 
-def _trainable(prepared: Prepared):
-    from ..models import lora
-
-    return lora.trainable_filter(prepared.plan.model.adapter)
-
-
-def initial_params(prepared: Prepared, seed: int):
-    """(graphdef, float32 trainable params, frozen) of the model the plan names. With a
-    LoRA adapter only the adapter trains and the base is frozen in the compute dtype."""
-    compute = _compute_dtype(prepared.plan.model.dtype)
-    config = prepared.config
-    if prepared.checkpoint is None:
-        model = build(config, rngs=seed, dtype=compute, param_dtype=jnp.float32)
-    else:
-        from ..hf import load_pretrained
-
-        loaded, _ = load_pretrained(prepared.checkpoint, dtype="float32")
-        graphdef, _ = nnx.split(nnx.eval_shape(lambda: build(config, 0, dtype=compute, param_dtype=jnp.float32)))
-        model = nnx.merge(graphdef, nnx.split(loaded)[1])
-    model = _with_adapter(model, prepared, seed)
-    graphdef, params, frozen = nnx.split(model, _trainable(prepared), ...)
-    frozen = step.cast(frozen.to_pure_dict(), compute)
-    return graphdef, params.to_pure_dict(), frozen
-
-
-def _abstract_states(prepared: Prepared):
-    """Abstract (trainable, frozen) nnx States: shapes and logical axis names."""
-    compute = _compute_dtype(prepared.plan.model.dtype)
-
-    def make():
-        return _with_adapter(build(prepared.config, 0, dtype=compute, param_dtype=jnp.float32), prepared, 0)
-
-    _, trainable, frozen = nnx.split(nnx.eval_shape(make), _trainable(prepared), ...)
-    return trainable, frozen
-
-
-class Stepper:
-    """The compiled step and everything it needs, on a mesh."""
-
-    def __init__(self, prepared: Prepared, devices=None):
-        plan = prepared.plan
-        devices = devices if devices is not None else jax.devices()
-        shape = meshlib.mesh_shape(plan.train.mesh, len(devices))
-        self.mesh = meshlib.make_mesh(shape, devices)
-        parallel = shape["data"] * shape["fsdp"]
-        if plan.train.micro % parallel:
-            raise PrepareError(f"micro {plan.train.micro} does not split over {parallel} data-parallel devices (data x fsdp)")
-        total = plan.train.steps
-        sched = plan.train.schedule
-        self.schedule = schedule.learning_rate(
-            sched.name, plan.train.optimizer.lr, sched.min_lr, total, sched.warmup_steps or 0, sched.decay_steps or 0
-        )
-        self.tx = optim.optimizer(plan.train.optimizer, self.schedule, plan.train.clip)
-        self.graphdef, params, self.frozen = initial_params(prepared, plan.data.seed)
-        abstract_params, abstract_frozen = _abstract_states(prepared)
-        self.abstract_state = jax.eval_shape(
-            lambda p: step.TrainState(jnp.zeros((), jnp.int32), p, self.tx.init(p)), params
-        )
-        self.shardings = step.state_shardings(self.abstract_state, meshlib.state_shardings(abstract_params, self.mesh), self.mesh)
-        frozen_shardings = meshlib.state_shardings(abstract_frozen, self.mesh)
-        self.frozen = jax.device_put(self.frozen, frozen_shardings)
-        self.initial = params
-        self.compute = _compute_dtype(plan.model.dtype)
-        dropout = plan.model.adapter.dropout if plan.model.adapter is not None else 0.0
-        self.step_fn = step.compile_step(
-            self.graphdef, self.tx, self.schedule, self.compute, self.shardings, frozen_shardings, self.mesh,
-            dropout_seed=plan.data.seed if dropout > 0 else None,
-        )
-        self.eval_fn = jax.jit(
-            functools.partial(step.token_statistics, self.graphdef, compute_dtype=self.compute),
-            out_shardings=meshlib.replicated(self.mesh),
-        )
-        self.accumulation, self.micro = plan.accumulation, plan.train.micro
-        self.batch_sharding = meshlib.batch_sharding(self.mesh)
-
-    def fresh_state(self) -> step.TrainState:
-        return step.init_state(self.initial, self.tx, self.shardings)
-
-    def place(self, batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
-        shaped = {k: v.reshape(self.accumulation, self.micro, -1) for k, v in batch.items()}
-        return jax.device_put(shaped, self.batch_sharding)
-
-    def evaluate(self, params, batches) -> dict[str, float]:
-        """Loss, perplexity and token accuracy over `batches` (dicts of [rows, seq_len])."""
-        total = tokens = right = 0.0
-        for batch in batches:
-            loss_sum, (count, correct) = self.eval_fn(params, self.frozen, batch)
-            total, tokens, right = total + float(loss_sum), tokens + float(count), right + float(correct)
-        if tokens == 0:
-            return {}
-        loss = total / tokens
-        return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "token_accuracy": right / tokens, "tokens": tokens}
-
-
-def token_metrics(stepper: Stepper, prepared: Prepared, params) -> dict[str | None, dict]:
-    """Eval loss, perplexity and token accuracy over every eval row (key None) and,
-    when several sources have eval rows, per source."""
-    has_eval = [s.name for s in prepared.plan.data.sources if s.eval is not None]
-    out = {}
-    for source in [None] + (has_eval if len(has_eval) > 1 else []):
-        metrics = stepper.evaluate(params, prepared.pipeline.eval_batches(stepper.micro, source=source))
-        if metrics:
-            out[source] = metrics
-    return out
-
-
-def _eval_records(stepper: Stepper, prepared: Prepared, params, step_number: int) -> list[dict]:
+def _eval_records(engine: Engine, frozen, prepared: Prepared, params, step_number: int) -> list[dict]:
     return [
         {"kind": "eval", "step": step_number, "split": "eval", "source": source, **metrics}
-        for source, metrics in token_metrics(stepper, prepared, params).items()
+        for source, metrics in token_metrics(engine, frozen, prepared.pipeline, params).items()
     ]
+
+
+class _Interrupts:
+    """Ctrl-C as a flag read between steps (a second Ctrl-C interrupts at once)."""
+
+    def __init__(self):
+        self.requested = False
+
+    @contextlib.contextmanager
+    def catching(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+
+        def handler(signum, frame):
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+
+        previous = signal.signal(signal.SIGINT, handler)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGINT, previous)
 
 
 def train(prepared: Prepared, run_dir: Path, progress=None, log: MetricsLog | None = None) -> TrainResult:
     """Run (or resume) the plan's training in `run_dir`; returns how it ended."""
     plan = prepared.plan
     total = plan.train.steps
-    stepper = Stepper(prepared)
+    engine = Engine(StepSettings.of(plan), prepared.config)
+    params, frozen = load_weights(engine.settings, prepared.config, prepared.checkpoint)
+    frozen = engine.place_frozen(frozen)
     checkpoints = Checkpoints(run_dir / "checkpoints", keep=plan.train.keep)
     log = log or MetricsLog(run_dir)
-    latest = checkpoints.latest_step()
-    if latest is not None:
-        state, record = checkpoints.restore(abstract_like(stepper.abstract_state, stepper.shardings))
-        log.event(int(state.step), "resume", checkpoint=latest)
+    notes: list[str] = []
+    restored = checkpoints.restore_newest_good(engine.restore_target())
+    for skipped_step, reason in restored.skipped:
+        notes.append(f"checkpoint {skipped_step} does not restore ({reason}); it was moved to {restored.moved_to}")
+        log.event(skipped_step, "checkpoint_skipped", reason=reason)
+    if restored.state is not None:
+        state = restored.state
+        del params
+        log.event(int(state.step), "resume", checkpoint=restored.step)
     else:
-        state = stepper.fresh_state()
-        log.event(0, "start", steps=total, devices=jax.device_count(), mesh=dict(stepper.mesh.shape))
+        state = engine.fresh_state(params)
+        del params
+        log.event(0, "start", steps=total, devices=jax.device_count(), mesh=dict(engine.mesh.shape))
+    allowed = plan.train.max_skipped_steps
     every_log = log_interval(plan)
     every_eval = plan.eval.every_steps or _epochs_to_steps(plan.eval.every_epochs, prepared)
     every_ckpt = plan.train.checkpoint_every or _epochs_to_steps(plan.train.checkpoint_every_epochs, prepared)
     tokens_per_step = plan.data.global_batch_size * plan.data.seq_len
     start = int(state.step)
+    skipped = seen_skipped = int(state.skipped)
+    last_read = start
     pool = concurrent.futures.ThreadPoolExecutor(1)
     upcoming = pool.submit(prepared.pipeline.batch, start) if start < total else None
     last_loss, status, message = None, "done", ""
     window_started, window_steps = time.perf_counter(), 0
     if progress:
         progress.start(total, start)
-    done = start
+    interrupts = _Interrupts()
     try:
-        for n in range(start, total):
-            batch = stepper.place(upcoming.result())
-            upcoming = pool.submit(prepared.pipeline.batch, n + 1) if n + 1 < total else None
-            state, metrics = stepper.step_fn(state, stepper.frozen, batch)
-            window_steps += 1
-            done = n + 1
-            if done % every_log == 0 or done == total or done == start + 1:
-                metrics = jax.device_get(metrics)
-                if not bool(metrics["finite"]):
-                    status, message = "nan", f"the loss or gradient is not finite at step {done}; the last good state is kept"
-                    log.event(n, "nan", loss=str(metrics["loss"]), grad_norm=str(metrics["grad_norm"]))
-                    done = n
-                    break
-                elapsed = time.perf_counter() - window_started
-                rate = window_steps * tokens_per_step / max(elapsed, 1e-9)
-                window_started, window_steps = time.perf_counter(), 0
-                last_loss = float(metrics["loss"])
-                log.write(
-                    {
-                        "kind": "train",
-                        "step": done,
-                        "loss": last_loss,
-                        "lr": float(metrics["lr"]),
-                        "grad_norm": float(metrics["grad_norm"]),
-                        "tokens": float(metrics["tokens"]),
-                        "token_accuracy": float(metrics["token_accuracy"]),
-                        "tokens_per_s": rate,
-                    }
-                )
-                if progress:
-                    progress.update(done, loss=last_loss, lr=float(metrics["lr"]), rate=rate)
-            elif progress:
-                progress.update(done)
-            if every_eval and done % every_eval == 0 and done < total:
-                for record in _eval_records(stepper, prepared, state.params, done):
-                    log.write(record)
-            if every_ckpt and done % every_ckpt == 0 and done < total:
-                checkpoints.save(done, state, _record(prepared, done))
-                log.event(done, "checkpoint")
+        with interrupts.catching():
+            for n in range(start, total):
+                if interrupts.requested:
+                    raise KeyboardInterrupt
+                batch = engine.place(upcoming.result())
+                upcoming = pool.submit(prepared.pipeline.batch, n + 1) if n + 1 < total else None
+                state, metrics = engine.step_fn(state, frozen, batch)
+                window_steps += 1
+                done = n + 1  # == state.step: every step advances it, refused ones too
+                if done % every_log == 0 or done == total or done == start + 1:
+                    metrics = jax.device_get(metrics)
+                    skipped = int(metrics["skipped"])
+                    if skipped > seen_skipped:
+                        new = skipped - seen_skipped
+                        where = f"step {done}" if done - last_read == 1 else f"steps {last_read + 1}-{done}"
+                        log.event(done, "nonfinite", skipped=new, total_skipped=skipped, window=[last_read + 1, done])
+                        seen_skipped = skipped
+                        if skipped > allowed:
+                            status = "nan"
+                            message = (
+                                f"{new} step{'s' * (new > 1)} in {where} had a non-finite loss or gradient and "
+                                f"{'were' if new > 1 else 'was'} not applied ({skipped} skipped in all, "
+                                f"max_skipped_steps = {allowed}); the weights are those of the last good step. "
+                                "help: lower the learning rate or clip, check the data at these steps, or allow "
+                                "a few skipped steps with `train { max_skipped_steps = N }`"
+                            )
+                            break
+                    last_read = done
+                    elapsed = time.perf_counter() - window_started
+                    rate = window_steps * tokens_per_step / max(elapsed, 1e-9)
+                    window_started, window_steps = time.perf_counter(), 0
+                    if bool(metrics["finite"]):
+                        last_loss = float(metrics["loss"])
+                    log.write(
+                        {
+                            "kind": "train",
+                            "step": done,
+                            "loss": float(metrics["loss"]),
+                            "lr": float(metrics["lr"]),
+                            "grad_norm": float(metrics["grad_norm"]),
+                            "tokens": float(metrics["tokens"]),
+                            "token_accuracy": float(metrics["token_accuracy"]),
+                            "tokens_per_s": rate,
+                            "skipped_steps": skipped,
+                        }
+                    )
+                    if progress:
+                        progress.update(done, loss=float(metrics["loss"]), lr=float(metrics["lr"]), rate=rate)
+                elif progress:
+                    progress.update(done)
+                if every_eval and done % every_eval == 0 and done < total:
+                    for record in _eval_records(engine, frozen, prepared, state.params, done):
+                        log.write(record)
+                if every_ckpt and done % every_ckpt == 0 and done < total:
+                    checkpoints.save(done, state, _record(prepared, done))
+                    log.event(done, "checkpoint")
     except KeyboardInterrupt:
         status, message = "interrupted", f"interrupted after step {int(state.step)}; `sftc run` resumes from here"
-        done = int(state.step)
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    if status != "nan" or int(state.step) > 0:
-        checkpoints.save(int(state.step), state, _record(prepared, int(state.step)), force=True)
+    steps = int(state.step)
+    skipped = int(state.skipped)
+    if steps > 0:
+        checkpoints.save(steps, state, _record(prepared, steps), force=True)
     checkpoints.close()
     if status == "done":
-        for record in _eval_records(stepper, prepared, state.params, done):
+        for record in _eval_records(engine, frozen, prepared, state.params, steps):
             log.write(record)
-    log.event(int(state.step), "stop" if status != "done" else "done", status=status)
+    log.event(steps, "stop" if status != "done" else "done", status=status, skipped_steps=skipped)
     params = jax.device_get(state.params)
-    return TrainResult(status, int(state.step), stepper.graphdef, params, jax.device_get(stepper.frozen), last_loss, message)
+    return TrainResult(status, steps, engine.graphdef, params, jax.device_get(frozen), last_loss, message, skipped, notes)
 
 
 def _epochs_to_steps(epochs: float | None, prepared: Prepared) -> int | None:

@@ -29,9 +29,15 @@ from ..models import lora
 
 
 class TrainState(NamedTuple):
-    step: jax.Array  # int32 scalar: optimizer steps taken
+    step: jax.Array  # int32 scalar: steps taken (batches consumed), refused ones included
     params: Any  # pure dict of float32 trainable arrays
     opt_state: Any
+    skipped: jax.Array  # int32 scalar: steps whose update was refused (loss, gradient or update not finite)
+
+
+def start_state(params, tx: optax.GradientTransformation) -> TrainState:
+    """Step 0: nothing taken, nothing skipped."""
+    return TrainState(jnp.zeros((), jnp.int32), params, tx.init(params), jnp.zeros((), jnp.int32))
 
 
 def cast(tree, dtype):
@@ -77,8 +83,8 @@ def train_step(state: TrainState, frozen, batch, *, graphdef, tx: optax.Gradient
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(params))
-    stepped = TrainState(state.step + 1, params, opt_state)
-    new_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old), stepped, state)
+    kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), (params, opt_state), (state.params, state.opt_state))
+    new_state = TrainState(state.step + 1, kept[0], kept[1], state.skipped + jnp.where(finite, 0, 1).astype(jnp.int32))
     metrics = {
         "loss": loss,
         "grad_norm": grad_norm,
@@ -86,6 +92,7 @@ def train_step(state: TrainState, frozen, batch, *, graphdef, tx: optax.Gradient
         "tokens": tokens,
         "token_accuracy": correct / denominator,
         "finite": finite,
+        "skipped": new_state.skipped,
     }
     return new_state, metrics
 
@@ -110,6 +117,7 @@ def state_shardings(abstract_state: TrainState, param_shardings, mesh) -> TrainS
         step=replicated,
         params=param_shardings,
         opt_state=_like_params(abstract_state.opt_state, abstract_state.params, param_shardings, replicated),
+        skipped=replicated,
     )
 
 
@@ -148,7 +156,6 @@ def init_state(params, tx, shardings: TrainState) -> TrainState:
     """The first state, built directly with its shardings (parameters are float32 masters)."""
 
     def build(p):
-        p = cast(p, jnp.float32)
-        return TrainState(jnp.zeros((), jnp.int32), p, tx.init(p))
+        return start_state(cast(p, jnp.float32), tx)
 
     return jax.jit(build, out_shardings=shardings)(params)

@@ -15,7 +15,7 @@ import pytest
 
 from runtime import bench
 from runtime.models import ModelConfig
-from runtime.plan import OptimizerPlan
+from runtime.plan_types import Sgd
 from runtime.train.cross_entropy import cross_entropy
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,7 +70,7 @@ def test_bench_rejects_bad_shapes():
 
 
 def test_other_optimizers_bench():
-    sgd = OptimizerPlan("sgd", 0.1, {"momentum": 0.9, "nesterov": False, "weight_decay": 0.0})
+    sgd = Sgd(lr=0.1, momentum=0.9)
     out = bench.bench_step(TINY, batch=2, seq_len=8, steps=1, warmup=0, optimizer=sgd, clip=None)
     assert out["tokens_per_s"] > 0
 
@@ -84,7 +84,7 @@ def test_bench_on_a_data_parallel_mesh():
     code = (
         "import json, statistics; from runtime import bench; from runtime.models import ModelConfig\n"
         "cfg = ModelConfig.llama(layers=1, dim=32, heads=4, kv_heads=2, ffn=64, vocab=8192)\n"
-        "b = bench.StepBench(cfg, batch=4, seq_len=256, mesh={'data': 2, 'fsdp': 1, 'tensor': 1})\n"
+        "b = bench.StepBench.for_shape(cfg, batch=4, seq_len=256, mesh={'data': 2, 'fsdp': 1, 'tensor': 1})\n"
         "faults = []\n"
         "for _ in range(6):\n"
         "    b.run(1)\n"

@@ -16,17 +16,17 @@ _PROBE = textwrap.dedent(
     from flax import nnx
     from runtime import mesh as meshlib
     from runtime.models import ModelConfig, build
-    from runtime.plan import OptimizerPlan
+    from runtime.plan_types import AdamW
     from runtime.train import optim, schedule, step
     from runtime.train.checkpoint import Checkpoints, abstract_like
 
     config = ModelConfig.llama(layers=1, dim=64, heads=4, kv_heads=2, ffn=128, vocab=128)
-    tx = optim.optimizer(OptimizerPlan("adamw", 1e-2, {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.0}),
+    tx = optim.optimizer(AdamW(lr=1e-2),
                          schedule.learning_rate("constant", 1e-2, 0.0, 10, 0), clip=1.0)
     graphdef, params, _ = nnx.split(build(config, 0), nnx.Param, ...)
     params = params.to_pure_dict()
     abstract = nnx.split(nnx.eval_shape(lambda: build(config, 0)), nnx.Param, ...)[1]
-    abstract_state = jax.eval_shape(lambda p: step.TrainState(jnp.zeros((), jnp.int32), p, tx.init(p)), params)
+    abstract_state = jax.eval_shape(lambda p: step.start_state(p, tx), params)
 
     def shardings(shape, devices):
         mesh = meshlib.make_mesh(shape, devices)
@@ -35,7 +35,7 @@ _PROBE = textwrap.dedent(
     directory = tempfile.mkdtemp()
     one = shardings({"data": 1, "fsdp": 1, "tensor": 1}, jax.devices()[:1])
     state = step.init_state(params, tx, one)
-    state = step.TrainState(state.step + 3, state.params, state.opt_state)
+    state = state._replace(step=state.step + 3)
     saver = Checkpoints(directory, keep=2)
     saver.save(3, state, {"step": 3})
     saver.close()

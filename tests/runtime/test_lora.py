@@ -131,7 +131,7 @@ def test_train_step_updates_only_the_adapters():
     assert meshlib.logical_names(abstract)["layers"][0]["mlp"]["down"] == {
         "lora_a": ("mlp", None), "lora_b": (None, "embed")}
     tx = optax.adam(1e-2)
-    abstract_state = jax.eval_shape(lambda p: step.TrainState(jnp.zeros((), jnp.int32), p, tx.init(p)), params)
+    abstract_state = jax.eval_shape(lambda p: step.start_state(p, tx), params)
     shardings = step.state_shardings(abstract_state, meshlib.state_shardings(abstract, mesh), mesh)
     frozen_shardings = jax.tree.map(lambda _: meshlib.replicated(mesh), frozen)
     fn = step.compile_step(graphdef, tx, lambda s: 1e-2, jnp.float32, shardings, frozen_shardings, mesh)

@@ -138,10 +138,10 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_state(project, monkeypatc
     assert main(["run", "tiny.sft"]) == 1
     (run_dir,) = _runs(project)
     status = json.loads((run_dir / "status.json").read_text())
-    assert status["status"] == "nan" and "step 6" in status["message"]
-    assert "not finite" in capsys.readouterr().err
+    assert status["status"] == "nan" and "step 6" in status["message"] and status["skipped_steps"] == 1
+    assert "non-finite" in capsys.readouterr().err
     step, params = _final_params(run_dir)
-    assert step == 5  # the state after the last good step
+    assert step == 6  # batch 5 was step 6: counted, its update refused; the weights are step 5's
     assert all(np.isfinite(np.asarray(p)).all() for p in params)
 
 

@@ -19,12 +19,12 @@ from flax import nnx
 
 from runtime import mesh as meshlib
 from runtime.models import ModelConfig, build
-from runtime.plan import OptimizerPlan
+from runtime.plan_types import Adafactor, AdamW, Lion, Sgd
 from runtime.train import optim, schedule, step
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ModelConfig.llama(layers=2, dim=64, heads=4, kv_heads=2, ffn=128, vocab=128)
-ADAMW = OptimizerPlan("adamw", 1e-2, {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.01})
+ADAMW = AdamW(lr=1e-2, weight_decay=0.01)
 
 
 # ---------------------------------------------------------------- schedules
@@ -82,7 +82,7 @@ def setup():
     abstract = nnx.split(nnx.eval_shape(lambda: build(CONFIG, 0)), nnx.Param, ...)[1]
     lr = schedule.learning_rate("constant", 1e-2, 0.0, total=100, warmup=0)
     tx = optim.optimizer(ADAMW, lr, clip=1.0)
-    abstract_state = jax.eval_shape(lambda p: step.TrainState(jnp.zeros((), jnp.int32), p, tx.init(p)), params)
+    abstract_state = jax.eval_shape(lambda p: step.start_state(p, tx), params)
     shardings = step.state_shardings(abstract_state, meshlib.state_shardings(abstract, mesh), mesh)
     frozen_shardings = jax.tree.map(lambda _: meshlib.replicated(mesh), frozen)
     fn = step.compile_step(graphdef, tx, lr, jnp.float32, shardings, frozen_shardings, mesh)
@@ -105,10 +105,10 @@ def test_loss_is_the_mean_over_trained_tokens_of_the_global_batch(setup):
 def test_accumulation_does_not_change_the_update(setup):
     """Same loss, gradient and (plain SGD, so linear in the gradient) update."""
     _, graphdef, params, frozen, _, _, _ = setup
-    sgd = optim.optimizer(OptimizerPlan("sgd", 0.1, {"momentum": 0.0, "nesterov": False, "weight_decay": 0.0}), lambda s: 0.1, clip=None)
+    sgd = optim.optimizer(Sgd(lr=0.1), lambda s: 0.1, clip=None)
     mesh = meshlib.make_mesh(meshlib.mesh_shape({"data": "auto"}, jax.device_count()))
     abstract = nnx.split(nnx.eval_shape(lambda: build(CONFIG, 0)), nnx.Param, ...)[1]
-    abstract_state = jax.eval_shape(lambda p: step.TrainState(jnp.zeros((), jnp.int32), p, sgd.init(p)), params)
+    abstract_state = jax.eval_shape(lambda p: step.start_state(p, sgd), params)
     shardings = step.state_shardings(abstract_state, meshlib.state_shardings(abstract, mesh), mesh)
     fn = step.compile_step(graphdef, sgd, lambda s: 0.1, jnp.float32, shardings, jax.tree.map(lambda _: meshlib.replicated(mesh), frozen), mesh)
     batch = _random_batch(np.random.default_rng(2), 1, 4)
@@ -133,19 +133,19 @@ def test_the_loss_falls(setup):
     assert int(state.step) == 15
 
 
-def test_a_non_finite_step_changes_nothing(setup):
+def test_a_non_finite_step_changes_nothing_but_is_counted(setup):
+    """The update is refused, the step counter still advances (batch N stays step N) and the
+    state's device-side `skipped` counter, echoed in the metrics, counts the refusal."""
     _, graphdef, params, frozen, tx, shardings, fn = setup
     state = step.init_state(params, tx, shardings)
-    before = jax.tree.map(np.asarray, state)
     poisoned = jax.tree.map(lambda p: p.at[(0,) * p.ndim].set(jnp.nan), state.params)
-    state = step.TrainState(state.step, poisoned, state.opt_state)
-    kept = jax.tree.map(np.asarray, state)
+    state = state._replace(params=poisoned)
+    kept = jax.tree.map(np.asarray, (state.params, state.opt_state))
     new, metrics = fn(state, frozen, _random_batch(np.random.default_rng(4), 1, 2))
-    assert not bool(metrics["finite"])
-    assert int(new.step) == 0
-    for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves(new)):
+    assert not bool(metrics["finite"]) and int(metrics["skipped"]) == 1
+    assert int(new.step) == 1 and int(new.skipped) == 1
+    for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves((new.params, new.opt_state))):
         np.testing.assert_array_equal(a, np.asarray(b))
-    del before
 
 
 # ---------------------------------------------------------------- sharded = unsharded
@@ -157,11 +157,11 @@ _SHARDED = textwrap.dedent(
     from flax import nnx
     from runtime import mesh as meshlib
     from runtime.models import ModelConfig, build
-    from runtime.plan import OptimizerPlan
+    from runtime.plan_types import Adafactor, AdamW, Lion, Sgd
     from runtime.train import optim, schedule, step
 
     config = ModelConfig.llama(layers=2, dim=64, heads=4, kv_heads=2, ffn=128, vocab=128)
-    plan = OptimizerPlan("adamw", 1e-2, {"b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.01})
+    plan = AdamW(lr=1e-2, weight_decay=0.01)
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 128, (1, 8, 16)).astype(np.int32)
     global_batch = {"input_ids": ids, "targets": np.roll(ids, -1, -1), "loss_mask": (rng.random(ids.shape) > 0.3).astype(np.float32),
@@ -179,7 +179,7 @@ _SHARDED = textwrap.dedent(
         abstract = nnx.split(nnx.eval_shape(lambda: build(config, 0)), nnx.Param, ...)[1]
         lr = schedule.learning_rate("cosine", 1e-2, 1e-3, total=10, warmup=2)
         tx = optim.optimizer(plan, lr, clip=1.0)
-        abstract_state = jax.eval_shape(lambda p: step.TrainState(jnp.zeros((), jnp.int32), p, tx.init(p)), params)
+        abstract_state = jax.eval_shape(lambda p: step.start_state(p, tx), params)
         shardings = step.state_shardings(abstract_state, meshlib.state_shardings(abstract, mesh), mesh)
         fn = step.compile_step(graphdef, tx, lr, jnp.float32, shardings, jax.tree.map(lambda _: meshlib.replicated(mesh), frozen), mesh)
         state = step.init_state(params, tx, shardings)
@@ -215,9 +215,9 @@ def test_loss_trajectory_is_the_same_on_every_mesh_and_accumulation():
 @pytest.mark.parametrize(
     "plan",
     [
-        OptimizerPlan("adafactor", 1e-2, {"decay_rate": 0.8, "eps": 1e-30, "clip_threshold": 1.0, "weight_decay": 0.01}),
-        OptimizerPlan("lion", 1e-3, {"b1": 0.9, "b2": 0.99, "weight_decay": 0.01}),
-        OptimizerPlan("sgd", 0.5, {"momentum": 0.9, "nesterov": True, "weight_decay": 0.0}),
+        Adafactor(lr=1e-2, decay_rate=0.8, eps=1e-30, clip_threshold=1.0, weight_decay=0.01),
+        Lion(lr=1e-3, b1=0.9, b2=0.99, weight_decay=0.01),
+        Sgd(lr=0.5, momentum=0.9, nesterov=True),
     ],
     ids=lambda p: p.name,
 )
@@ -227,7 +227,7 @@ def test_every_optimizer_trains(setup, plan):
     tx = optim.optimizer(plan, lr, clip=1.0)
     mesh = meshlib.make_mesh(meshlib.mesh_shape({"data": "auto"}, jax.device_count()))
     abstract = nnx.split(nnx.eval_shape(lambda: build(CONFIG, 0)), nnx.Param, ...)[1]
-    abstract_state = jax.eval_shape(lambda p: step.TrainState(jnp.zeros((), jnp.int32), p, tx.init(p)), params)
+    abstract_state = jax.eval_shape(lambda p: step.start_state(p, tx), params)
     shardings = step.state_shardings(abstract_state, meshlib.state_shardings(abstract, mesh), mesh)
     fn = step.compile_step(graphdef, tx, lr, jnp.float32, shardings, jax.tree.map(lambda _: meshlib.replicated(mesh), frozen), mesh)
     state = step.init_state(params, tx, shardings)
