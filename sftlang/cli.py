@@ -1,5 +1,8 @@
 """`sftc`: the command line. Each subcommand is a small function returning its exit code.
 
+The compiler's own commands (check, fmt, diff) live here; the others are checked and
+lowered here and executed by `runtime.commands`, which never reads `.sft` text.
+
 Exit codes: 0 success (valid, formatted, same), 1 the answer is "no" (invalid,
 would reformat, different), 2 usage or input errors; `sftc run` adds 3 for a
 rejected run.
@@ -124,9 +127,9 @@ def _load_for_diff(argument: str, console):
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from rich.text import Text
-
     import json
+
+    from rich.text import Text
 
     from . import run_diff
     from .diff import diff_specs, render_lines, to_json
@@ -158,6 +161,116 @@ def cmd_diff(args: argparse.Namespace) -> int:
     return 0 if result.same and (runs is None or runs.same) else 1
 
 
+# ---------------------------------------------------------------- the runtime's commands
+
+
+COMPILER_COMMANDS = ("check", "fmt", "diff")
+
+
+def compile_spec(path: str, console, devices: int | None = None):
+    """A checked spec lowered to a `runtime.commands.Compiled` (plan + resolved text), or
+    None after printing why it is not valid. The runtime never sees the `.sft` text."""
+    from runtime.commands import Compiled
+
+    from .check import check_spec_file
+    from .diagnostics import print_human, summary_line
+    from .emit import emit_spec
+    from .lower import lower
+
+    spec, problems = check_spec_file(path, devices=devices)
+    if problems:
+        print_human(problems, console)
+    if spec is None or any(d.is_error for d in problems):
+        console.print(f"[bold red]✗[/] {path}: {summary_line(problems)}; nothing ran")
+        return None
+    return Compiled(lower(spec), emit_spec(spec, absolute_paths=True))
+
+
+def _runtime_command(module: str, spec: bool = False):
+    """The handler of `sftc MODULE`: compile the spec (when it takes one) and hand the plan
+    to `runtime.commands.MODULE.main`."""
+
+    def handler(args: argparse.Namespace) -> int:
+        import importlib
+
+        command = importlib.import_module(f"runtime.commands.{module}")
+        if not spec:
+            return command.main(args)
+        compiled = compile_spec(args.spec, _console(stderr=True))
+        return 1 if compiled is None else command.main(args, compiled)
+
+    return handler
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    """`sftc eval RUN [--spec SPEC]`: the edited spec's gates are compiled here."""
+    from runtime.commands import evaluate
+
+    edited = None
+    if args.spec is not None:
+        compiled = compile_spec(args.spec, _console(stderr=True))
+        if compiled is None:
+            return 1
+        edited = compiled.plan
+    return evaluate.main(args, edited)
+
+
+def _register_runtime_commands(commands) -> None:
+    plan = commands.add_parser("plan", help="what a run will do: data, steps, parameters, mesh, memory, FLOPs")
+    plan.add_argument("spec", metavar="SPEC")
+    plan.add_argument("--json", action="store_true", help="print the report as one JSON object")
+    plan.set_defaults(run=_runtime_command("plan", spec=True))
+
+    preview = commands.add_parser("preview", help="rendered examples as the model sees them, with the loss mask")
+    preview.add_argument("spec", metavar="SPEC")
+    preview.add_argument("-n", type=int, default=3, help="how many examples (default 3)")
+    preview.add_argument("--source", default=None, help="only this data source")
+    preview.add_argument("--tokens", action="store_true", help="mark token boundaries")
+    preview.add_argument("--json", action="store_true", help="one JSON object per example")
+    preview.set_defaults(run=_runtime_command("preview", spec=True))
+
+    run = commands.add_parser("run", help="train, evaluate, apply `accept`, export")
+    run.add_argument("spec", metavar="SPEC")
+    run.add_argument("--fresh", action="store_true", help="start a new run even if an unfinished one can be resumed")
+    run.add_argument("--export", action="store_true", help="export even when a gate fails")
+    run.set_defaults(run=_runtime_command("run", spec=True))
+
+    evaluate = commands.add_parser("eval", help="re-evaluate a run's checkpoint (optionally with an edited spec's gates)")
+    evaluate.add_argument("run_dir", metavar="RUN", help="a run directory: runs/<name>/<timestamp>")
+    evaluate.add_argument("--spec", default=None, help="judge with this spec's `eval` and `accept` blocks")
+    evaluate.add_argument("--step", type=int, default=None, help="a checkpoint step (default: the latest)")
+    evaluate.set_defaults(run=_evaluate)
+
+    for name, text in (("generate", "completions from a trained run"), ("chat", "talk to a trained run, streaming tokens")):
+        sub = commands.add_parser(name, help=text)
+        sub.add_argument("run_dir", metavar="RUN", help="a run directory: runs/<name>/<timestamp>")
+        if name == "generate":
+            sub.add_argument("--prompt", default=None, help="the input text (fills the template's one placeholder)")
+            sub.add_argument("--file", default=None, help="a JSON-lines file of rows in the source's columns (a conversation's last assistant turn is dropped)")
+            sub.add_argument("--json", action="store_true", help="one JSON object per completion")
+        sub.add_argument("--source", default=None, help="use this source's template (default: the first)")
+        sub.add_argument("--step", type=int, default=None, help="a checkpoint step (default: the latest)")
+        sub.add_argument("--max-new-tokens", type=int, default=None, help="(default: the spec's eval.generate, else 128)")
+        sub.add_argument("--temperature", type=float, default=None, help="0 is greedy (default: the spec's eval.generate)")
+        sub.add_argument("--top-p", type=float, default=None, help="nucleus sampling, in (0, 1]; applies when temperature > 0 (default: the spec's)")
+        sub.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens, 0 = all; applies when temperature > 0 (default: the spec's)")
+        sub.add_argument("--seed", type=int, default=None, help="the sampling seed (default: the spec's eval.generate seed)")
+        sub.set_defaults(run=_runtime_command(name))
+
+    export = commands.add_parser("export", help="write a checkpoint transformers / peft / vLLM load as is")
+    export.add_argument("run_dir", metavar="RUN", help="a run directory: runs/<name>/<timestamp>")
+    export.add_argument("--format", choices=("hf", "peft"), default="hf")
+    export.add_argument("--step", type=int, default=None, help="a checkpoint step (default: the latest)")
+    export.add_argument("out", metavar="OUT", help="the directory to write")
+    export.set_defaults(run=_runtime_command("export"))
+
+    bench = commands.add_parser("bench", help="steady-state training throughput of the spec's model and shapes")
+    bench.add_argument("spec", metavar="SPEC")
+    bench.add_argument("--steps", type=int, default=10, help="timed steps after the warm-up (default 10)")
+    bench.add_argument("--json", action="store_true", help="one JSON object")
+    bench.set_defaults(run=_runtime_command("bench", spec=True))
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -185,9 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     diff.add_argument("--format", choices=("human", "json"), default="human")
     diff.set_defaults(run=cmd_diff)
 
-    from .run_commands import register
-
-    register(commands)
+    _register_runtime_commands(commands)
     return parser
 
 
@@ -201,10 +312,10 @@ def _positive_int(text: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command not in ("check", "fmt", "diff"):
-        from .run_commands import _start_runtime
+    if args.command not in COMPILER_COMMANDS:
+        from runtime.commands import start_runtime
 
-        _start_runtime()  # before any runtime module imports a library that prints
+        start_runtime()  # before any runtime module imports a library that prints
     try:
         return args.run(args)
     except KeyboardInterrupt:
@@ -212,9 +323,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 0
     except Exception as error:  # noqa: BLE001 - never a traceback on screen (SFTC_DEBUG=1 shows it)
-        from .run_commands import _internal_error
+        from runtime.commands import internal_error
 
-        return _internal_error(_console(stderr=True), error)
+        return internal_error(_console(stderr=True), error)
 
 
 if __name__ == "__main__":

@@ -18,3 +18,17 @@ def test_check_fmt_diff_import_no_ml_stack():
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_the_runtime_never_imports_the_compiler_and_plan_never_imports_the_benchmark():
+    """The runtime takes a Plan, never `.sft` text; `sftc plan` must not import `runtime.bench`
+    (importing it changes malloc settings for the process)."""
+    probe = (
+        "import sys\n"
+        "import runtime.commands.plan, runtime.commands.run, runtime.commands.evaluate, runtime.commands.generate\n"
+        "import runtime.commands.chat, runtime.commands.export, runtime.commands.preview, runtime.plan_report\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sftlang' or m == 'runtime.bench'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

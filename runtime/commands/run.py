@@ -1,0 +1,120 @@
+"""`sftc run SPEC`: train (or resume), evaluate, apply `accept`, export."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from . import (
+    EXIT_FAIL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REJECTED,
+    Compiled,
+    internal_error,
+    runtime_error,
+    runtime_errors,
+    say,
+)
+
+
+def main(args: argparse.Namespace, compiled: Compiled) -> int:
+    from rich.text import Text
+
+    from runtime import run as rundir
+    from runtime.data.sources import source_fingerprint
+    from runtime.data.tokenize import tokenizer_fingerprint
+    from runtime.logs import route_library_logs
+    from runtime.prepare import prepare
+    from runtime.resume import differences
+
+    console = Console(stderr=True, highlight=False)
+    plan, resolved_text = compiled.plan, compiled.text
+    root = Path(plan.output.dir)
+    started = time.time()
+    try:
+        with console.status("preparing: tokenizer, data (cached after the first time)"):
+            prepared = prepare(plan)
+        fingerprints = {s.name: source_fingerprint(s) for s in prepared.plan.data.sources}
+        tokenizer_print = tokenizer_fingerprint(prepared.tokenizer)
+        run_dir = None if args.fresh else rundir.unfinished(root)
+        if run_dir is not None:
+            changed = differences(run_dir, prepared.plan, fingerprints, tokenizer_print)
+            if changed:
+                console.print(Text.assemble(("error", "bold red"), f": the unfinished run {run_dir} was trained on other inputs; resuming it would mix them:"), soft_wrap=True)
+                for line in changed:
+                    console.print(Text("    " + line, style="yellow"), soft_wrap=True)
+                console.print("  = help: `sftc run --fresh` starts a new run; or restore these inputs to resume this one", soft_wrap=True, markup=False)
+                return EXIT_FAIL
+    except runtime_errors() as error:
+        return runtime_error(console, error)
+    resuming = run_dir is not None
+    evaluating_only = resuming and rundir.read_status(run_dir).get("status") == "trained"
+    run_dir = run_dir or rundir.new_run_dir(root)
+    route_library_logs(run_dir / "sftc.log")
+    what = "finishing the evaluation of" if evaluating_only else ("resuming" if resuming else "run")
+    console.print(f"{what} [bold]{plan.name}[/] in {run_dir}")
+    plan = prepared.plan
+    (run_dir / "spec.sft").write_text(f"# resolved by sftc from {plan.spec_path}\n" + resolved_text)
+    rundir.write_plan(run_dir, plan)  # when resuming, only settings that do not shape the weights may differ
+    rundir.write_manifest(run_dir, plan, prepared.pipeline.stats.to_dict(), fingerprints, tokenizer_print)
+    if not resuming:
+        prepared.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+    try:
+        return _train_and_evaluate(args, console, prepared, run_dir, started)
+    except runtime_errors() as error:
+        rundir.write_status(run_dir, "error", message=str(error))
+        return runtime_error(console, error)
+    except Exception as error:  # noqa: BLE001 - a bug: say where the details are, no traceback on screen
+        return internal_error(console, error, run_dir)
+
+
+def _train_and_evaluate(args, console: Console, prepared, run_dir: Path, started: float) -> int:
+    from runtime import run as rundir
+    from runtime.evaluate.final import evaluate_run
+    from runtime.evaluate.report import print_gates
+    from runtime.train.loop import train
+    from runtime.train.metrics_log import MetricsLog
+    from runtime.train.progress import progress_for
+
+    plan = prepared.plan
+    console.print(prepared.pipeline.stats.summary())
+    log = MetricsLog(run_dir)
+    try:
+        with progress_for(console) as progress:
+            result = train(prepared, run_dir, progress=progress, log=log)
+    finally:
+        log.close()
+    for note in result.notes:
+        say(console, "warning", note)
+    seconds = round(time.time() - started, 1)
+    if result.status != "done":
+        rundir.write_status(run_dir, result.status, steps=result.steps, skipped_steps=result.skipped, seconds=seconds, message=result.message)
+        if result.status == "interrupted":
+            console.print(f"[yellow]{result.message}[/]")
+            return EXIT_INTERRUPTED
+        say(console, "error", result.message)
+        return EXIT_FAIL
+    # Trained, not yet evaluated: an interruption from here on leaves `trained`, and the next
+    # `sftc run` finishes the evaluation instead of training again.
+    rundir.write_status(run_dir, "trained", steps=result.steps, skipped_steps=result.skipped, seconds=seconds)
+    loss = f"; final train loss {result.last_loss:.4f}" if result.last_loss is not None else ""
+    skipped = f"; {result.skipped} non-finite step{'s' * (result.skipped != 1)} skipped" if result.skipped else ""
+    console.print(f"[bold green]✓[/] trained {result.steps} steps in {seconds:.0f}s{loss}{skipped}")
+    facts = {"name": plan.name, "run_dir": str(run_dir), "steps": result.steps, "skipped_steps": result.skipped,
+             "train_s": seconds, "spec_hash": plan.spec_hash}
+    with console.status("evaluating: generating eval completions"):
+        outcome = evaluate_run(prepared, result, run_dir, facts, force_export=args.export)
+    rundir.write_status(run_dir, "done", steps=result.steps, skipped_steps=result.skipped,
+                        seconds=round(time.time() - started, 1), accepted=outcome.accepted)
+    if outcome.verdicts:
+        print_gates(outcome.verdicts, console)
+    console.print(f"report: {outcome.report}")
+    if outcome.export is not None:
+        console.print(f"export: {outcome.export}")
+    elif not outcome.accepted and plan.output.export != "none":
+        console.print("no export: the run was not accepted (`sftc run --export` exports anyway)")
+    return EXIT_OK if outcome.accepted else EXIT_REJECTED
