@@ -37,14 +37,6 @@ class Diagnostic:
         return (self.span.file, self.span.line, self.span.column, self.code)
 
 
-class SpecError(Exception):
-    """Raised where work cannot go on; carries the diagnostics that explain why."""
-
-    def __init__(self, diagnostics: Sequence[Diagnostic]):
-        self.diagnostics = list(diagnostics)
-        super().__init__("\n".join(render_plain(d) for d in self.diagnostics))
-
-
 def did_you_mean(word: str, choices: Iterable[str]) -> str | None:
     """`did you mean `x`?` for the closest choice, or None when nothing is close."""
     choices = list(choices)
@@ -230,10 +222,3 @@ CODES: dict[str, str] = {
     "W004": "a data source declared but not trained on",
     "W005": "an interval longer than the whole run",
 }
-
-
-def codes_markdown() -> str:
-    """The catalogue as a Markdown table, for docs/language.md."""
-    rows = ["| code | meaning |", "|---|---|"]
-    rows += [f"| `{code}` | {title} |" for code, title in CODES.items()]
-    return "\n".join(rows)

@@ -197,7 +197,6 @@ SOURCES = Calls(
     },
     what="data source",
 )
-LOCAL_SOURCES = ("jsonl", "json", "csv", "parquet", "text", "disk")
 
 DATA_KEYS = (
     Key(
@@ -218,7 +217,6 @@ TEMPLATE_KEYS = (
     Key("chat", Bool(), "off", doc="render prompt/completion through the tokenizer's chat template: the prompt as the user turn, the completion as the assistant's (for instruct models)"),
     Key("system", Str(), doc="a system message before the prompt (with `chat = on`)"),
 )
-MESSAGE_ROLES = ("system", "user", "assistant", "tool")
 
 # ---------------------------------------------------------------- train
 
@@ -313,7 +311,6 @@ BLOCKS: dict[str, tuple[Key, ...]] = {
     "accept": (),
     "output": OUTPUT_KEYS,
 }
-REQUIRED_BLOCKS = ("model",)
 DECLARATIONS = ("sft", "use", "data", "template")
 
 # ---------------------------------------------------------------- metrics

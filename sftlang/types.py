@@ -256,23 +256,6 @@ class Quantity(Type):
 
 
 @dataclass(frozen=True)
-class Ref(Type):
-    """A name of a declared thing (checked by the checker, which knows the declarations)."""
-
-    kind: str  # "data"
-
-    def describe(self):
-        return f"the name of a `{self.kind}` declaration"
-
-    def accepts(self, node):
-        return isinstance(node, ast.Name)
-
-    def check(self, node, report, where=""):
-        if not isinstance(node, ast.Name):
-            mismatch(node, self, report, where)
-
-
-@dataclass(frozen=True)
 class ListOf(Type):
     item: Type
     non_empty: bool = True

@@ -147,14 +147,6 @@ class ModelConfig:
     def rope_scaling_dict(self) -> dict[str, Any]:
         return dict(self.rope_scaling or ())
 
-    @property
-    def eos_token_ids(self) -> tuple[int, ...]:
-        if self.eos_token_id is None:
-            return ()
-        if isinstance(self.eos_token_id, int):
-            return (self.eos_token_id,)
-        return tuple(self.eos_token_id)
-
     def layer_window(self, layer: int) -> int | None:
         """The sliding attention window of `layer` (None: full causal attention)."""
         if self.sliding_window is None:

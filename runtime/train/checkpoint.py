@@ -89,9 +89,6 @@ class Checkpoints:
             self.manager.reload()
         return result
 
-    def wait(self) -> None:
-        self.manager.wait_until_finished()
-
     def close(self) -> None:
         self.manager.wait_until_finished()
         self.manager.close()

@@ -86,7 +86,7 @@ class _Interrupts:
             yield self
             return
 
-        def handler(signum, frame):
+        def handler(_signum, _frame):
             if self.requested:
                 raise KeyboardInterrupt
             self.requested = True

@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 from data_helpers import wordlevel_tokenizer
-from test_run import NUMBERS, SPEC
+from run_helpers import NUMBERS, SPEC
 
 # A child Python that cannot import torch, then runs `sftc ARGS...`.
 WITHOUT_TORCH = """

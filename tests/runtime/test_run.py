@@ -4,70 +4,16 @@ uninterrupted one, Ctrl-C, a non-finite loss, `--fresh`, and `sftc plan` / `prev
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
-
 from data_helpers import wordlevel_tokenizer
+from run_helpers import SPEC
+from run_helpers import final_params as _final_params
+from run_helpers import runs as _runs
+
 from runtime.train.metrics_log import read_metrics
 from sftlang.cli import main
-
-NUMBERS = "zero one two three four five six seven eight nine".split()
-
-SPEC = """\
-sft "tiny"
-model {
-    base = init llama(layers = 1, dim = 32, heads = 2, ffn = 64)
-    tokenizer = hf("tok")
-}
-data sums = jsonl("sums.jsonl") {
-    split eval = 10% seed 1
-}
-template add for sums {
-    prompt = "what is {a} plus {b} ? "
-    completion = "{c}"
-}
-train {
-    steps = 12
-    batch = 8
-    micro = 4
-    seq_len = 16
-    optimizer = adamw(lr = 1e-2)
-    schedule = cosine(warmup = 2 steps)
-    checkpoint = every 4 steps keep 5
-}
-output {
-    dir = "runs/{name}"
-}
-"""
-
-
-@pytest.fixture()
-def project(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SFTC_CACHE", str(tmp_path / "cache"))
-    wordlevel_tokenizer().save_pretrained(str(tmp_path / "tok"))
-    rows = [{"a": NUMBERS[a], "b": NUMBERS[b], "c": NUMBERS[(a + b) % 10]} for a in range(10) for b in range(10)]
-    (tmp_path / "sums.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "tiny.sft").write_text(SPEC)
-    return tmp_path
-
-
-def _runs(project: Path) -> list[Path]:
-    return sorted((project / "runs" / "tiny").iterdir())
-
-
-def _final_params(run_dir: Path):
-    import jax
-
-    from runtime.train.checkpoint import Checkpoints
-
-    checkpoints = Checkpoints(run_dir / "checkpoints", keep=5)
-    step = checkpoints.latest_step()
-    state = checkpoints.manager.restore(step)  # raw restore: numpy arrays
-    checkpoints.close()
-    return step, jax.tree.leaves(state["state"]["params"] if isinstance(state["state"], dict) else state["state"].params)
 
 
 def test_run_writes_a_complete_run_directory(project, capsys):

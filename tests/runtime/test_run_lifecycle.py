@@ -10,11 +10,13 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-
 from data_helpers import wordlevel_tokenizer
+from run_helpers import SPEC
+from run_helpers import final_params as _final_params
+from run_helpers import runs as _runs
+
 from runtime.train.metrics_log import read_metrics
 from sftlang.cli import main
-from test_run import SPEC, _final_params, _runs, project  # noqa: F401 - `project` is a fixture
 
 
 def _status(run_dir: Path) -> dict:

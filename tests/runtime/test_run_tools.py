@@ -8,10 +8,10 @@ import json
 
 import numpy as np
 import pytest
-
 from data_helpers import wordlevel_tokenizer
+from run_helpers import NUMBERS, SPEC
+
 from sftlang.cli import main
-from test_run import NUMBERS, SPEC
 
 GATED = SPEC.replace(
     'output {\n    dir = "runs/{name}"\n}\n',

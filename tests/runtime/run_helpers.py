@@ -1,0 +1,63 @@
+"""The tiny `sftc run` project the end-to-end tests share: a one-layer model learning
+sums of number words, its spec, and readers of what a run leaves on disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from data_helpers import wordlevel_tokenizer
+
+NUMBERS = "zero one two three four five six seven eight nine".split()
+
+SPEC = """\
+sft "tiny"
+model {
+    base = init llama(layers = 1, dim = 32, heads = 2, ffn = 64)
+    tokenizer = hf("tok")
+}
+data sums = jsonl("sums.jsonl") {
+    split eval = 10% seed 1
+}
+template add for sums {
+    prompt = "what is {a} plus {b} ? "
+    completion = "{c}"
+}
+train {
+    steps = 12
+    batch = 8
+    micro = 4
+    seq_len = 16
+    optimizer = adamw(lr = 1e-2)
+    schedule = cosine(warmup = 2 steps)
+    checkpoint = every 4 steps keep 5
+}
+output {
+    dir = "runs/{name}"
+}
+"""
+
+
+def runs(project: Path) -> list[Path]:
+    return sorted((project / "runs" / "tiny").iterdir())
+
+
+def final_params(run_dir: Path):
+    import jax
+
+    from runtime.train.checkpoint import Checkpoints
+
+    checkpoints = Checkpoints(run_dir / "checkpoints", keep=5)
+    step = checkpoints.latest_step()
+    state = checkpoints.manager.restore(step)  # raw restore: numpy arrays
+    checkpoints.close()
+    return step, jax.tree.leaves(state["state"]["params"] if isinstance(state["state"], dict) else state["state"].params)
+
+
+def write_project(directory: Path) -> Path:
+    """The tokenizer, the data and `tiny.sft` in `directory`."""
+    wordlevel_tokenizer().save_pretrained(str(directory / "tok"))
+    rows = [{"a": NUMBERS[a], "b": NUMBERS[b], "c": NUMBERS[(a + b) % 10]} for a in range(10) for b in range(10)]
+    (directory / "sums.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (directory / "tiny.sft").write_text(SPEC)
+    return directory
