@@ -163,6 +163,23 @@ def test_lora_run_trains_only_the_adapter_and_exports_for_peft(project):
     assert plan["model"]["adapter"] == {"rank": 4, "alpha": 8.0, "dropout": 0.1, "targets": ["q", "v"]}
 
 
+
+def test_bench_times_the_specs_own_step_adapters_included(project, capsys):
+    """`sftc bench` on a LoRA spec builds the run's step (engine), not a full fine-tune of the base."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = wordlevel_tokenizer()
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    LlamaForCausalLM(config).save_pretrained(project / "base")
+    tokenizer.save_pretrained(str(project / "base"))
+    (project / "lora.sft").write_text(LORA_SPEC)
+    assert main(["bench", "lora.sft", "--steps", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    adapters = (32 * 4 + 4 * 32) + (32 * 4 + 4 * 16)  # rank 4 on q (32 -> 32) and v (32 -> 16: one kv head)
+    assert result["trainable_params"] == adapters < result["params"]
+
+
 def test_bench_prints_the_documented_keys(project, capsys):
     assert main(["bench", "tiny.sft", "--steps", "2", "--json"]) == 0
     result = json.loads(capsys.readouterr().out)
