@@ -61,3 +61,17 @@ def write_project(directory: Path) -> Path:
     (directory / "sums.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (directory / "tiny.sft").write_text(SPEC)
     return directory
+
+
+# A child Python that runs `sftc run tiny.sft` at about 3 steps a second (to be killed or interrupted).
+SLOW_RUN = """
+import sys, time
+from runtime.data.pipeline import DataPipeline
+original = DataPipeline.batch
+def slow(self, step, rows=None):
+    time.sleep(0.3)
+    return original(self, step, rows)
+DataPipeline.batch = slow
+from sftlang.cli import main
+sys.exit(main(["run", "tiny.sft"]))
+"""

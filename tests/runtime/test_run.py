@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 from data_helpers import wordlevel_tokenizer
-from run_helpers import SPEC
+from run_helpers import SLOW_RUN, SPEC
 from run_helpers import final_params as _final_params
 from run_helpers import runs as _runs
 
@@ -188,17 +188,6 @@ def test_bench_prints_the_documented_keys(project, capsys):
     assert (result["batch"], result["micro"], result["seq_len"]) == (8, 4, 16)
 
 
-_SLOW_RUN = """
-import sys, time
-from runtime.data.pipeline import DataPipeline
-original = DataPipeline.batch
-def slow(self, step, rows=None):
-    time.sleep(0.3)
-    return original(self, step, rows)
-DataPipeline.batch = slow
-from sftlang.cli import main
-sys.exit(main(["run", "tiny.sft"]))
-"""
 
 
 def test_a_run_killed_between_checkpoints_resumes_to_the_same_end(project):
@@ -212,7 +201,7 @@ def test_a_run_killed_between_checkpoints_resumes_to_the_same_end(project):
 
     assert main(["run", "tiny.sft"]) == 0
     (whole,) = _runs(project)
-    child = subprocess.Popen([sys.executable, "-c", _SLOW_RUN], cwd=project, env=os.environ.copy(),
+    child = subprocess.Popen([sys.executable, "-c", SLOW_RUN], cwd=project, env=os.environ.copy(),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     killed_dir = None

@@ -10,8 +10,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 from data_helpers import wordlevel_tokenizer
-from run_helpers import SPEC
+from run_helpers import SLOW_RUN, SPEC
 from run_helpers import final_params as _final_params
 from run_helpers import runs as _runs
 
@@ -189,3 +190,34 @@ def test_an_unexpected_failure_prints_one_line_and_keeps_the_traceback(project, 
     (run_dir,) = _runs(project)
     status = _status(run_dir)
     assert status["status"] == "error" and "Traceback" in Path(status["traceback"]).read_text()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_between_steps_and_saves_the_step_it_reached(project):
+    """SIGINT while steps run: the loop finishes the step in flight (never touching a state the
+    step consumed), saves it, says `interrupted` and exits 130; the run then resumes to the end."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = subprocess.Popen([sys.executable, "-c", SLOW_RUN], cwd=project, env=os.environ.copy(),
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and child.poll() is None:
+        time.sleep(0.1)
+        dirs = list((project / "runs" / "tiny").glob("*")) if (project / "runs" / "tiny").is_dir() else []
+        if dirs and any(r["kind"] == "train" and r["step"] >= 5 for r in read_metrics(dirs[0])):
+            child.send_signal(signal.SIGINT)
+            break
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 130, err
+    assert "Traceback" not in err
+    (run_dir,) = _runs(project)
+    status = _status(run_dir)
+    assert status["status"] == "interrupted" and 5 <= status["steps"] < 12
+    step, params = _final_params(run_dir)
+    assert step == status["steps"] and all(np.isfinite(np.asarray(p)).all() for p in params)
+    assert main(["run", "tiny.sft"]) == 0
+    assert _status(run_dir)["status"] == "done" and _final_params(run_dir)[0] == 12
