@@ -80,6 +80,7 @@ def test_bfloat16_bench():
     assert out["dtype"] == "bfloat16" and np.isfinite(out["loss"])
 
 
+@pytest.mark.slow
 def test_bench_on_a_data_parallel_mesh():
     code = (
         "import json, statistics; from runtime import bench; from runtime.models import ModelConfig\n"

@@ -241,6 +241,7 @@ def _mass_above(trained, prompt_ids, tokens, temperature):
     return out
 
 
+@pytest.mark.slow
 def test_chat_sampling_honours_top_k_and_top_p(runs):
     root, run_dir, trained, pipeline = runs("chatml")
     mode = source_mode(trained.plan, run_dir, "pc")

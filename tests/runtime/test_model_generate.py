@@ -99,6 +99,7 @@ def test_filter_logits_keeps_the_right_tokens():
         Sampling(top_p=0.0)
 
 
+@pytest.mark.slow
 def test_stream_and_generate_many_are_generate():
     # weights drawn wide (std 0.3) so greedy choices are far from ties
     model = build(ModelConfig.llama(layers=2, dim=64, heads=4, kv_heads=2, ffn=128, vocab=256,

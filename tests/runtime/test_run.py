@@ -190,6 +190,7 @@ def test_bench_prints_the_documented_keys(project, capsys):
 
 
 
+@pytest.mark.slow
 def test_a_run_killed_between_checkpoints_resumes_to_the_same_end(project):
     """SIGKILL after step 6 (checkpoints every 4): restarting ends with the same weights and
     the same per-step metrics as an uninterrupted run."""

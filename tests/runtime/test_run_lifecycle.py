@@ -86,6 +86,7 @@ def test_skipped_steps_within_the_specs_allowance_are_counted_everywhere(project
     assert step == 12
 
 
+@pytest.mark.slow
 def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(project, monkeypatch, capsys):
     """Issue 9.4: deleting files of the newest checkpoint used to crash every later run with an
     Orbax traceback. Now the run resumes from the newest checkpoint that restores, says which
@@ -116,6 +117,7 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(project, monke
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_resume_refuses_edited_data_tokenizer_or_plan_and_accepts_harmless_edits(project, monkeypatch, capsys):
     """Issue 9.5: an unfinished run used to resume whatever changed on disk."""
     original = _interrupt(monkeypatch, at=6)

@@ -195,6 +195,7 @@ _SHARDED = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_loss_trajectory_is_the_same_on_every_mesh_and_accumulation():
     """5 steps on 8 simulated devices: meshes (1,1,1), (8,1,1), (2,4,1), (2,2,2) and
     accumulation 1 vs 4 at equal global batch give the same losses and weights."""
