@@ -34,6 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from runtime.hub import offline_requested
 from runtime.models.config import ModelConfig, UnsupportedModelError
 from runtime.models.transformer import Transformer
 
@@ -113,11 +114,6 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
 
 
-def _offline() -> bool:
-    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
-    return value.strip().upper() in ("1", "ON", "YES", "TRUE")
-
-
 def resolve_checkpoint(path: str | os.PathLike, revision: str | None = None) -> Path:
     """A local checkpoint directory for ``path``: the directory itself, or a hub snapshot.
 
@@ -137,10 +133,10 @@ def resolve_checkpoint(path: str | os.PathLike, revision: str | None = None) -> 
         from huggingface_hub import snapshot_download
 
         local = snapshot_download(name, revision=revision, allow_patterns=_HUB_PATTERNS,
-                                  local_files_only=_offline())
+                                  local_files_only=offline_requested())
     except Exception as e:  # the hub client raises many types; all mean "not available"
         kind = type(e).__name__
-        if _offline():
+        if offline_requested():
             why = ("HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache; unset "
                    "HF_HUB_OFFLINE if this machine is online, or")
         elif kind in ("RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError"):

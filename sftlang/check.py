@@ -7,10 +7,10 @@ acceptance consistency. Per-file checks (syntax, keys, types) ran in validate.py
 from __future__ import annotations
 
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.hub import hub_reachable, offline_requested
 from runtime.vocab_range import explain, fixed_pieces, smallest_vocab
 
 from . import ast, schema
@@ -32,15 +32,7 @@ def arg(call: ast.Call | None, name: str) -> ast.Value | None:
 
 
 def offline_mode(flag: bool) -> bool:
-    return flag or any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
-
-
-def hub_reachable(timeout: float = 1.5) -> bool:
-    try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
+    return flag or offline_requested()
 
 
 def looks_like_hub_id(text: str) -> bool:

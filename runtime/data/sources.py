@@ -23,14 +23,13 @@ import glob
 import hashlib
 import json
 import os
-import socket
 from dataclasses import dataclass, field
 from typing import Iterator
-from urllib.parse import urlparse
 
 import datasets
 import numpy as np
 
+from ..hub import hub_reachable, offline_requested
 from .errors import BadRowError, HubUnavailableError, SourceError, shorten
 from .plan import SourceSpec
 
@@ -259,20 +258,6 @@ def _load_disk(spec: SourceSpec) -> LoadedSource:
                         offsets=np.asarray([0, len(ds)], np.int64), line_maps=[None])
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """A TCP connect to the hub endpoint (``HF_ENDPOINT``), at most ``timeout`` seconds."""
-    from huggingface_hub import constants
-
-    url = urlparse(constants.ENDPOINT)
-    host = url.hostname or "huggingface.co"
-    port = url.port or (443 if url.scheme == "https" else 80)
-    try:
-        with socket.create_connection((host, port), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 @contextlib.contextmanager
 def _offline_mode():
     from huggingface_hub import constants
@@ -292,8 +277,8 @@ def _load_hub(spec: SourceSpec, cache_dir: str | None) -> LoadedSource:
     split = spec.split or "train"
     kwargs = dict(name=spec.subset, split=split, revision=spec.revision, cache_dir=cache_dir)
     local_dir = os.path.isdir(name)
-    offline = bool(datasets.config.HF_HUB_OFFLINE)
-    why = "offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE)"
+    offline = offline_requested()
+    why = "offline mode is on (HF_HUB_OFFLINE / HF_DATASETS_OFFLINE / TRANSFORMERS_OFFLINE)"
     if not local_dir and not offline and not hub_reachable():
         offline, why = True, "the hub is not reachable"
     try:

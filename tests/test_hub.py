@@ -1,0 +1,36 @@
+"""One rule decides whether the hub may be used: the compiler's check, checkpoint loading
+and hub datasets all ask `runtime.hub`."""
+
+import pytest
+
+from runtime import hub
+
+
+@pytest.mark.parametrize("variable", hub.OFFLINE_VARIABLES)
+@pytest.mark.parametrize("value, offline", [("1", True), ("true", True), ("YES", True), ("on", True),
+                                            ("0", False), ("", False), ("false", False)])
+def test_every_offline_variable_and_spelling(monkeypatch, variable, value, offline):
+    for name in hub.OFFLINE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, value)
+    assert hub.offline_requested() is offline
+
+
+def test_the_compiler_and_the_runtime_share_the_rule():
+    import runtime.data.sources as sources
+    import runtime.hf as hf
+    import sftlang.check as check
+
+    assert check.offline_requested is hf.offline_requested is sources.offline_requested is hub.offline_requested
+    assert check.hub_reachable is sources.hub_reachable is hub.hub_reachable
+
+
+def test_an_unreachable_endpoint_answers_fast(monkeypatch):
+    import time
+
+    hub.hub_reachable.cache_clear()
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
+    started = time.perf_counter()
+    assert hub.hub_reachable() is False
+    assert time.perf_counter() - started < 2
+    hub.hub_reachable.cache_clear()
