@@ -24,8 +24,8 @@ def main(args: argparse.Namespace, edited: Plan | None = None) -> int:
     from runtime.evaluate.gates import accepted, compute_metrics, judge
     from runtime.evaluate.generation import generate_eval
     from runtime.evaluate.report import print_gates, write_report
+    from runtime.evaluate.tokens import token_metrics
     from runtime.run import new_run_dir
-    from runtime.train.loop import token_metrics
 
     console = Console(stderr=True, highlight=False)
     try:

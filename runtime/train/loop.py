@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import math
 import signal
 import threading
 import time
@@ -31,6 +30,7 @@ from typing import Any
 import jax
 
 from ..engine import Engine, StepSettings, load_weights
+from ..evaluate.tokens import token_metrics
 from ..prepare import Prepared, log_interval
 from .checkpoint import Checkpoints
 from .metrics_log import MetricsLog
@@ -47,24 +47,6 @@ class TrainResult:
     message: str = ""
     skipped: int = 0  # steps whose update was refused as non-finite
     notes: list[str] = field(default_factory=list)  # what the user should know (a skipped checkpoint, ...)
-
-
-def token_metrics(engine: Engine, frozen, pipeline, params) -> dict[str | None, dict]:
-    """Eval loss, perplexity and token accuracy over every eval row (key None) and, when
-    several sources have eval rows, per source. Each eval row is run once: the overall
-    figures are the per-source sums combined."""
-    sources = [s.name for s in pipeline.plan.sources if s.eval is not None]
-    sums = {}
-    for source in sources if len(sources) > 1 else [None]:
-        sums[source] = engine.token_sums(params, frozen, pipeline.eval_batches(engine.micro, source=source))
-    if len(sources) > 1:
-        sums[None] = tuple(sum(values) for values in zip(*sums.values()))
-    return {source: _token_figures(*s) for source, s in sums.items() if s[1] > 0}
-
-
-def _token_figures(loss_sum: float, tokens: float, right: float) -> dict:
-    loss = loss_sum / tokens
-    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "token_accuracy": right / tokens, "tokens": tokens}
 
 
 def _eval_records(engine: Engine, frozen, prepared: Prepared, params, step_number: int) -> list[dict]:
