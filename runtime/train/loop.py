@@ -36,6 +36,10 @@ from .checkpoint import Checkpoints
 from .metrics_log import MetricsLog
 
 
+_NONFINITE_HELP = ("lower the learning rate or clip, check the data at these steps, or allow a few skipped "
+                   "steps with `train { max_skipped_steps = N }`")
+
+
 @dataclass
 class TrainResult:
     status: str  # "done" (every step taken) | "interrupted" | "nan" (more non-finite steps than allowed)
@@ -110,20 +114,25 @@ def train(prepared: Prepared, run_dir: Path, progress=None, log: MetricsLog | No
     start = int(state.step)
     skipped = seen_skipped = int(state.skipped)
     last_read = start
-    pool = concurrent.futures.ThreadPoolExecutor(1)
-    upcoming = pool.submit(prepared.pipeline.batch, start) if start < total else None
     last_loss, status, message = None, "done", ""
+    end = total
+    if skipped > allowed:  # resumed after stopping for it: the spec must allow it now, or nothing runs
+        status, end = "nan", start
+        message = (f"this run has skipped {skipped} non-finite step{'s' * (skipped > 1)} (max_skipped_steps = "
+                   f"{allowed}); {_NONFINITE_HELP}, or start again with `sftc run --fresh`")
+    pool = concurrent.futures.ThreadPoolExecutor(1)
+    upcoming = pool.submit(prepared.pipeline.batch, start) if start < end else None
     window_started, window_steps = time.perf_counter(), 0
     if progress:
         progress.start(total, start)
     interrupts = _Interrupts()
     try:
         with interrupts.catching():
-            for n in range(start, total):
+            for n in range(start, end):
                 if interrupts.requested:
                     raise KeyboardInterrupt
                 batch = engine.place(upcoming.result())
-                upcoming = pool.submit(prepared.pipeline.batch, n + 1) if n + 1 < total else None
+                upcoming = pool.submit(prepared.pipeline.batch, n + 1) if n + 1 < end else None
                 state, metrics = engine.step_fn(state, frozen, batch)
                 window_steps += 1
                 done = n + 1  # == state.step: every step advances it, refused ones too
@@ -141,8 +150,7 @@ def train(prepared: Prepared, run_dir: Path, progress=None, log: MetricsLog | No
                                 f"{new} step{'s' * (new > 1)} in {where} had a non-finite loss or gradient and "
                                 f"{'were' if new > 1 else 'was'} not applied ({skipped} skipped in all, "
                                 f"max_skipped_steps = {allowed}); the weights are those of the last good step. "
-                                "help: lower the learning rate or clip, check the data at these steps, or allow "
-                                "a few skipped steps with `train { max_skipped_steps = N }`"
+                                f"help: {_NONFINITE_HELP}"
                             )
                             break
                     last_read = done

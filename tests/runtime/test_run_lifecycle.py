@@ -67,6 +67,13 @@ def test_a_non_finite_step_between_log_steps_is_seen_and_stops_the_run(project, 
     assert [(e["skipped"], e["window"]) for e in events] == [(1, [5, 8])]
     step, params = _final_params(run_dir)
     assert step == 8 and all(np.isfinite(np.asarray(p)).all() for p in params)
+    # Running again does not slip past the refused step: the spec must allow it first.
+    assert main(["run", "tiny.sft"]) == 1
+    assert "this run has skipped 1 non-finite step" in capsys.readouterr().err
+    spec = (project / "tiny.sft").read_text().replace("log_every = 4 steps", "log_every = 4 steps\n    max_skipped_steps = 1")
+    (project / "tiny.sft").write_text(spec)
+    assert main(["run", "tiny.sft"]) == 0  # allowing skipped steps does not touch the weights: it resumes
+    assert _runs(project) == [run_dir] and _status(run_dir)["skipped_steps"] == 1
 
 
 def test_skipped_steps_within_the_specs_allowance_are_counted_everywhere(project, monkeypatch):
