@@ -39,7 +39,8 @@ from runtime.models.config import ModelConfig, UnsupportedModelError
 from runtime.models.transformer import Transformer
 
 __all__ = ["CheckpointError", "WEIGHT_TABLE", "TRANSFORMS", "load_pretrained", "save_pretrained",
-           "read_config", "resolve_checkpoint", "hf_to_ours_name", "save_peft", "load_peft"]
+           "read_config", "resolve_checkpoint", "hf_to_ours_name", "save_peft", "load_peft",
+           "serving_generation_config"]
 
 
 class CheckpointError(Exception):
@@ -296,6 +297,28 @@ def _hf_tensors(model: Transformer, dtype: str | None) -> Iterator[tuple[str, np
         yield hf_name, np.ascontiguousarray(array)
 
 
+def serving_generation_config(hf_config, tokenizer=None):
+    """The ``GenerationConfig`` an export ships, so servers stop where the run's evaluation stopped.
+
+    transformers and vLLM stop at any of ``eos_token_id``: it is the list of
+    `runtime.data.prompts.stop_ids` (the EOS and the chat template's end-of-turn
+    token, e.g. ``<|im_end|>`` for ChatML), not only the config's single EOS.
+    """
+    from transformers import GenerationConfig
+
+    from runtime.data.prompts import stop_ids
+
+    generation_config = GenerationConfig.from_model_config(hf_config)
+    if tokenizer is not None:
+        stops = stop_ids(tokenizer)
+        if stops:
+            generation_config.eos_token_id = stops
+        for key in ("bos_token_id", "pad_token_id"):
+            if getattr(tokenizer, key, None) is not None:
+                setattr(generation_config, key, int(getattr(tokenizer, key)))
+    return generation_config
+
+
 def save_pretrained(model: Transformer, config: ModelConfig, path: str | os.PathLike,
                     tokenizer=None, *, max_shard_size: int | str = "5GB",
                     dtype: str | None = None, generation_config=None) -> Path:
@@ -304,7 +327,8 @@ def save_pretrained(model: Transformer, config: ModelConfig, path: str | os.Path
     Files: ``config.json``, ``generation_config.json``, ``model.safetensors``
     (or ``model-0000i-of-0000n.safetensors`` + ``model.safetensors.index.json``
     when larger than ``max_shard_size``), and, with ``tokenizer`` (a
-    transformers tokenizer), its files including the chat template. Existing
+    transformers tokenizer), its files including the chat template, and stop ids
+    in ``generation_config.json`` (`serving_generation_config`). Existing
     weight files in ``path`` are replaced. ``dtype`` converts the weights
     (default: the model's parameter dtype). Token ids missing from ``config`` (bos, eos,
     pad) are taken from the tokenizer. ``generation_config`` (a dict or a
@@ -325,7 +349,7 @@ def save_pretrained(model: Transformer, config: ModelConfig, path: str | os.Path
     hf_config = config.to_hf_config(dtype=save_dtype)
     hf_config.save_pretrained(out)
     if generation_config is None:
-        generation_config = GenerationConfig.from_model_config(hf_config)
+        generation_config = serving_generation_config(hf_config, tokenizer)
     elif isinstance(generation_config, dict):
         generation_config = GenerationConfig(**generation_config)
     generation_config.save_pretrained(out)
@@ -377,18 +401,20 @@ def _peft_module(ours_path: tuple) -> tuple[str, str | None]:
 
 
 def save_peft(model: Transformer, config: ModelConfig, path: str | os.PathLike,
-              base_model_name_or_path: str, lora, tokenizer=None, *, dtype: str | None = None) -> Path:
+              base_model_name_or_path: str, lora, tokenizer=None, *, dtype: str | None = None,
+              revision: str | None = None) -> Path:
     """Write a peft LoRA adapter directory: ``adapter_config.json`` + ``adapter_model.safetensors``.
 
     ``model`` carries adapters from `runtime.models.lora.add_lora` with the
     settings of ``lora`` (a `LoraPlan`). The result loads with
     ``peft.PeftModel.from_pretrained(base, path)`` where ``base`` is the
-    transformers model at ``base_model_name_or_path`` (recorded in the config),
-    and with vLLM's LoRA loader. Tensors are named like peft's
+    transformers model at ``base_model_name_or_path`` (recorded in the config,
+    with ``revision`` when the base is pinned to one), and with vLLM's LoRA loader. Tensors are named like peft's
     (``base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight``
     ``[r, in]``, ``...lora_B.weight`` ``[out, r]``) and stored in ``dtype``
-    (default: the adapters' own, float32). With ``tokenizer``, its files are
-    written too (as trainers usually do).
+    (default: the adapters' own, float32). With ``tokenizer``, its files (chat
+    template included) and the stop ids of `serving_generation_config` are
+    written too, so a server given the adapter directory stops where the run did.
     """
     import ml_dtypes  # noqa: F401  (numpy bfloat16)
     from safetensors.numpy import save_file
@@ -418,7 +444,7 @@ def save_peft(model: Transformer, config: ModelConfig, path: str | os.PathLike,
         "peft_type": "LORA",
         "task_type": "CAUSAL_LM",
         "base_model_name_or_path": str(base_model_name_or_path),
-        "revision": None,
+        "revision": revision,
         "inference_mode": True,
         "r": int(lora.rank),
         "lora_alpha": alpha,
@@ -434,6 +460,7 @@ def save_peft(model: Transformer, config: ModelConfig, path: str | os.PathLike,
     save_file(dict(sorted(tensors.items())), str(out / "adapter_model.safetensors"), metadata={"format": "pt"})
     if tokenizer is not None:
         tokenizer.save_pretrained(out)
+        serving_generation_config(config.to_hf_config(), tokenizer).save_pretrained(out)
     return out
 
 

@@ -80,5 +80,6 @@ def export_model(prepared, model, directory: Path, kind: str) -> Path:
         from ..hf import save_peft
 
         base = prepared.plan.model.path
-        return save_peft(model, prepared.config, directory, base, prepared.plan.model.adapter, tokenizer=prepared.tokenizer)
+        return save_peft(model, prepared.config, directory, base, prepared.plan.model.adapter,
+                         tokenizer=prepared.tokenizer, revision=prepared.plan.model.revision)
     raise ValueError(f"unknown export format {kind!r}")
