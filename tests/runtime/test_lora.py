@@ -67,8 +67,9 @@ def test_lora_matches_peft_and_merged_export(case, plan, hf_checkpoint, tmp_path
     assert np.abs(ours - base).max() > 0.1  # the adapters matter
 
     # peft loads our adapter and computes the same logits
-    out = save_peft(model, config, tmp_path / "adapter", str(directory), plan)
+    out = save_peft(model, config, tmp_path / "adapter", str(directory), plan, revision="abc123")
     adapter_config = json.loads((out / "adapter_config.json").read_text())
+    assert (adapter_config["base_model_name_or_path"], adapter_config["revision"]) == (str(directory), "abc123")
     hf_targets = sorted({"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "gate": "gate_proj",
                          "up": "up_proj", "down": "down_proj"}[t] for t in plan.targets)
     assert adapter_config["target_modules"] == hf_targets

@@ -153,12 +153,21 @@ def test_lora_run_trains_only_the_adapter_and_exports_for_peft(project):
     assert main(["run", "lora.sft"]) == 0
     (run_dir,) = sorted((project / "runs" / "tiny-lora").iterdir())
     export = run_dir / "export"
-    assert json.loads((export / "adapter_config.json").read_text())["r"] == 4
+    adapter_config = json.loads((export / "adapter_config.json").read_text())
+    assert {k: adapter_config[k] for k in ("base_model_name_or_path", "revision", "r", "lora_alpha", "lora_dropout",
+                                           "target_modules", "task_type")} == {
+        "base_model_name_or_path": str(project / "base"), "revision": None, "r": 4, "lora_alpha": 8, "lora_dropout": 0.1,
+        "target_modules": ["q_proj", "v_proj"], "task_type": "CAUSAL_LM"}
+    assert json.loads((export / "generation_config.json").read_text())["eos_token_id"] == [tokenizer.eos_token_id]
     base = AutoModelForCausalLM.from_pretrained(project / "base")
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(project / "base"), export)
     ids = torch.tensor([tokenizer("what is two plus three ?")["input_ids"]])
     with torch.no_grad():
         assert not torch.allclose(base(ids).logits, tuned(ids).logits)  # the adapter learned something
+        theirs = tuned(ids).logits.numpy()
+    from runtime.inference import load_trained
+
+    np.testing.assert_allclose(np.asarray(load_trained(run_dir).model(ids.numpy())), theirs, atol=1e-4)
     plan = json.loads((run_dir / "plan.json").read_text())
     assert plan["model"]["adapter"] == {"rank": 4, "alpha": 8.0, "dropout": 0.1, "targets": ["q", "v"]}
 
