@@ -2,7 +2,9 @@
 
 Token metrics (loss, perplexity, token accuracy) come from the loop's final eval
 records; generation metrics from decoding `eval.samples` eval prompts with the
-trained weights. Export happens only when every gate holds (or when asked).
+trained weights. Export happens only when every gate holds (or when asked); the export is then
+reloaded from disk and re-scored (`export_check`), and a run whose export does not reproduce its
+metrics is not accepted.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ class Outcome:
     samples: list
     report: Path
     export: Path | None
+    export_check: Any = None  # an `ExportCheck` when the run exported
 
 
 def final_token_metrics(run_dir: Path, step: int) -> dict[str | None, dict]:
@@ -54,13 +57,18 @@ def evaluate_run(prepared, result, run_dir: Path, facts: dict[str, Any], export:
     values = compute_metrics(samples, final_token_metrics(run_dir, result.steps), gates=plan.gates, eval_sources=eval_sources)
     verdicts = judge(plan.gates, values)
     ok = accepted(verdicts)
-    export_dir = None
+    export_dir = check = None
     export = plan.output.export if export is None else export
     if export != "none" and (ok or force_export):
+        from .export_check import check_export
+
         export_dir = export_model(prepared, model, run_dir / "export", export)
+        check = check_export(prepared, model, samples, export_dir, export)
+        ok = ok and check.passed
     facts = {**facts, "accepted": ok, "export": str(export_dir) if export_dir else None}
-    report, _ = write_report(run_dir, verdicts=verdicts, values=values, samples=samples, facts=facts, data_stats=prepared.pipeline.stats)
-    return Outcome(ok, verdicts, values, samples, report, export_dir)
+    report, _ = write_report(run_dir, verdicts=verdicts, values=values, samples=samples, facts=facts,
+                             data_stats=prepared.pipeline.stats, export_check=check.to_dict() if check else None)
+    return Outcome(ok, verdicts, values, samples, report, export_dir, check)
 
 
 def export_model(prepared, model, directory: Path, kind: str) -> Path:

@@ -4,7 +4,8 @@ gate table for the terminal.
 `report.md` reads top to bottom as the answer to "is this run good enough, and why":
 
 1. the verdict line and the run facts (name, steps, duration, spec hash, ...);
-2. the gate table: gate, value, threshold, verdict (a failing gate says why when it has no value);
+2. the gate table: gate, value, threshold, verdict (a failing gate says why when it has no value),
+   then the export check (the exported files reloaded and re-scored; a failed check rejects the run);
 3. every metric per source (`all` = every eval row / every generated sample);
 4. the loss curve (`loss.png`: train loss and eval loss over steps, from `metrics.jsonl`);
 5. data statistics;
@@ -260,12 +261,26 @@ def _sample_lines(ranked: Sequence[tuple[Sample, float | None]], verdict: Verdic
     return lines
 
 
+def _export_check_lines(check: Mapping[str, Any]) -> list[str]:
+    """The export reloaded from disk against the run: per gate metric, and the logits."""
+    verdict = "✓ pass" if check["passed"] else "✗ fail"
+    rule = "identical answers (float32)" if check["exact"] else "within tolerance (16-bit weights)"
+    lines = ["## Export check", "", f"{verdict}: {check['rows']} eval rows re-scored from the exported files, "
+             f"{check['rows_differing']} answer(s) differ; rule: {rule}. See docs/evaluation.md.", ""]
+    rows = [[f"`{key}`", format_value(key.split("(")[0], m["run"]), format_value(key.split("(")[0], m["export"]),
+             f"{m['tolerance']:g}", "✓" if m["passed"] else "✗"] for key, m in check["metrics"].items()]
+    logits = check["logits"]
+    rows.append(["max |Δ logit|", "", f"{logits['max_abs_diff']:.3g}", f"{logits['tolerance']:.3g}",
+                 "✓" if logits["max_abs_diff"] <= logits["tolerance"] else "✗"])
+    return lines + _table(["metric", "run", "export", "tolerance", ""], rows, ["l", "r", "r", "r", "l"]) + [""]
+
+
 def write_report(run_dir: str | Path, *, verdicts: Sequence[Verdict], values: Mapping[str, float],
                  samples: Sequence[Sample] = (), facts: Mapping[str, Any] | None = None,
                  data_stats: Mapping[str, Any] | Any | None = None,
                  records: Sequence[Mapping[str, Any]] | None = None,
                  sources: Sequence[str] | None = None, limit: int = 20,
-                 prompt_chars: int = 800) -> tuple[Path, Path]:
+                 prompt_chars: int = 800, export_check: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
     """Write `report.md`, `report.json` and `loss.png` into ``run_dir``; returns the two report paths.
 
     ``facts``: run facts shown at the top, in order (`name`, `steps`, `duration_s`,
@@ -274,7 +289,8 @@ def write_report(run_dir: str | Path, *, verdicts: Sequence[Verdict], values: Ma
     ``sources``: the per-source columns (default: every source named in ``values``
     or ``samples``). ``limit`` generations are shown in the markdown (all of them
     go to the JSON), prompts cut to their last ``prompt_chars`` characters.
-    ``data_stats``: a `DataStats` or its ``to_dict()``.
+    ``data_stats``: a `DataStats` or its ``to_dict()``. ``export_check``: an
+    `ExportCheck.to_dict()`; when it did not pass, the run is reported rejected.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -289,10 +305,12 @@ def write_report(run_dir: str | Path, *, verdicts: Sequence[Verdict], values: Ma
         sources = list(dict.fromkeys(seen))
     chart = write_loss_chart(run_dir, records)
     ranked, by = rank_samples(samples, verdicts)
-    ok = accepted(verdicts)
+    ok = accepted(verdicts) and (export_check is None or bool(export_check["passed"]))
     name = facts.get("name", run_dir.name)
 
     md: list[str] = [f"# {name}: {'accepted' if ok else 'rejected'}", "", f"**{summary_line(verdicts)}**", ""]
+    if export_check is not None and not export_check["passed"]:
+        md += [f"**{export_check['message']}**", ""]
     if facts:
         md += _table(["run", ""], [[k, _fact(k, v)] for k, v in facts.items()]) + [""]
     md += ["## Gates", ""]
@@ -302,6 +320,8 @@ def write_report(run_dir: str | Path, *, verdicts: Sequence[Verdict], values: Ma
         md += _table(["gate", "value", "threshold", "verdict"], rows, ["l", "r", "r", "l"]) + [""]
     else:
         md += ["No `accept` gates: the run is accepted as is.", ""]
+    if export_check is not None:
+        md += _export_check_lines(export_check)
     md += ["## Metrics", ""]
     metric_rows = _metric_rows(values, sources)
     if metric_rows:
@@ -337,6 +357,7 @@ def write_report(run_dir: str | Path, *, verdicts: Sequence[Verdict], values: Ma
         "per_source": per_source,
         "loss_curve": chart.name if chart is not None else None,
         "data": data_stats,
+        "export_check": export_check,
         "ranked_by": by.gate if by is not None else None,
         "samples": [{**s.to_dict(), "score": score} for s, score in ranked],
     }

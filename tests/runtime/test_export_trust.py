@@ -117,3 +117,42 @@ def test_transformers_stops_where_the_run_stopped(runs, style):
         assert theirs == tokens + ([end] if finished else [])
         stopped += finished
     assert stopped >= len(prompts) // 2  # the answers end at the end-of-turn token, not at max_new_tokens
+
+
+def test_the_run_rescores_its_export_from_disk(runs):
+    _, run_dir = runs("chatml")
+    report = json.loads((run_dir / "report.json").read_text())
+    check = report["export_check"]
+    assert report["accepted"] is True and check["passed"] is True and check["exact"] is True
+    assert (check["rows"], check["rows_differing"]) == (6, 0)
+    assert check["metrics"]["exact_match"]["run"] == check["metrics"]["exact_match"]["export"]
+    assert check["logits"]["max_abs_diff"] <= check["logits"]["tolerance"] == 1e-3
+    assert "## Export check" in (run_dir / "report.md").read_text()
+
+
+def test_an_altered_export_rejects_the_run(tmp_path, monkeypatch, capsys):
+    """The saver writes, then one weight changes on disk (a bad conversion, a damaged copy)."""
+    from safetensors.numpy import load_file, save_file
+
+    import runtime.hf
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SFTC_CACHE", str(tmp_path / "cache"))
+    _write_project(tmp_path, "chatml")
+    save = runtime.hf.save_pretrained
+
+    def altered(*args, **kwargs):
+        out = save(*args, **kwargs)
+        tensors = load_file(str(out / "model.safetensors"))
+        tensors["model.layers.0.mlp.down_proj.weight"] *= 1.1
+        save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
+        return out
+
+    monkeypatch.setattr(runtime.hf, "save_pretrained", altered)
+    assert main(["run", "served.sft"]) == 3
+    assert "export check failed" in capsys.readouterr().err
+    (run_dir,) = sorted((tmp_path / "runs" / "served").iterdir())
+    report = json.loads((run_dir / "report.json").read_text())
+    assert report["accepted"] is False and report["export_check"]["passed"] is False
+    assert report["export_check"]["logits"]["max_abs_diff"] > 1e-3
+    assert "export check failed" in (run_dir / "report.md").read_text()
