@@ -264,6 +264,16 @@ def _register_runtime_commands(commands) -> None:
     export.add_argument("out", metavar="OUT", help="the directory to write")
     export.set_defaults(run=_runtime_command("export"))
 
+    review = commands.add_parser("review", help="a local web page to score, flag and correct a run's eval answers")
+    review.add_argument("run_dir", metavar="RUN", help="a run directory: runs/<name>/<timestamp>")
+    review.add_argument("--port", type=int, default=8765, help="(default 8765; 0: any free port)")
+    review.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1; any other needs --token)")
+    review.add_argument("--token", default=None, help="a secret every request must carry (required off 127.0.0.1)")
+    review.add_argument("--reviewer", default=None, help="judge as this reviewer (default: the page asks)")
+    review.add_argument("--blind", action="store_true", help="show the tuned and base answers as A/B in a random order per row")
+    review.add_argument("--export", metavar="FILE", default=None, help="write the corrections as JSON-lines data rows to FILE; no server")
+    review.set_defaults(run=_runtime_command("review"))
+
     bench = commands.add_parser("bench", help="steady-state training throughput of the spec's model and shapes")
     bench.add_argument("spec", metavar="SPEC")
     bench.add_argument("--steps", type=int, default=10, help="timed steps after the warm-up (default 10)")
