@@ -135,16 +135,28 @@ class GenerationPlan:
 
 
 @dataclass(frozen=True)
+class BaselinePlan:
+    """What the tuned model is compared with: `base` (the pretrained model, the same prompts)
+    or `few_shot` (the base with `k` training pairs of the row's source before each prompt)."""
+
+    kind: str  # base | few_shot
+    k: int = 0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class EvalPlan:
     every_steps: int | None
     every_epochs: float | None
     generate: GenerationPlan | None
     samples: int | None  # None: all eval rows
+    baseline: BaselinePlan | None = None  # None: no comparison (`off`, or a model trained from scratch)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "EvalPlan":
-        generate = d.get("generate")
-        return cls(**{**d, "generate": GenerationPlan(**generate) if generate is not None else None})
+        generate, baseline = d.get("generate"), d.get("baseline")
+        return cls(**{**d, "generate": GenerationPlan(**generate) if generate is not None else None,
+                      "baseline": BaselinePlan(**baseline) if baseline is not None else None})
 
 
 @dataclass(frozen=True)
@@ -157,6 +169,7 @@ class GatePlan:
     source: str | None = None
     pattern: str | None = None
     text: str = ""  # as written in the spec, for tables
+    gain: int = 0  # `gain(bleu(faq))`: +1 judges tuned - baseline, -1 baseline - tuned (lower is better); 0 the metric
 
 
 @dataclass(frozen=True)

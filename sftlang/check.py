@@ -21,7 +21,7 @@ from .diagnostics import Diagnostic, did_you_mean, join_help
 from .files import FileSystem
 from .placeholders import placeholders
 from .resolve import DataSource, Spec, load_spec
-from .validate import gate_key, metric_parts
+from .validate import gate_key, metric_parts, metric_text, unwrap_gain
 
 
 def arg(call: ast.Call | None, name: str) -> ast.Value | None:
@@ -475,10 +475,14 @@ def _check_accept(ctx: _Context, trained: list[str]) -> None:
     generate = spec.value("eval", "generate")
     generating = not (isinstance(generate, ast.Name) and generate.name == "off")
     any_eval = any(has_eval_rows(spec.data[name]) for name in trained if name in spec.data)
+    baseline = _check_baseline(ctx)
     bounds: dict[str, dict[str, ast.Gate]] = {}
     for gate in spec.gates:
         name, source, _pattern = metric_parts(gate.metric)
         metric = schema.METRICS[name]
+        _, gain = unwrap_gain(gate.metric)
+        if gain or name == "review_wins":
+            _check_compared(ctx, gate, metric, baseline)
         if metric.generation and not generating:
             ctx.report(
                 Diagnostic(
@@ -508,6 +512,59 @@ def _check_accept(ctx: _Context, trained: list[str]) -> None:
             hi, lo = upper.value.value, lower.value.value
             if lo > hi or (lo == hi and (upper.op == "<" or lower.op == ">")):
                 ctx.report(Diagnostic("E062", f"`{text}` cannot be both {lower.op} {lower.value.text} and {upper.op} {upper.value.text}", upper.span))
+
+
+def baseline_kind(spec: Spec) -> str:
+    """`base`, `few_shot` or `off`: the decided `eval.baseline` (`auto`: `base` for a pretrained base)."""
+    value = spec.value("eval", "baseline")
+    if isinstance(value, ast.Call):
+        return value.head.name
+    name = value.name if isinstance(value, ast.Name) else "auto"
+    if name == "auto":
+        return "off" if isinstance(spec.value("model", "base"), ast.Init) else "base"
+    return name
+
+
+def _check_baseline(ctx: _Context) -> str:
+    """An explicit baseline needs a pretrained base to compare with; returns the decided kind."""
+    spec = ctx.spec
+    kind = baseline_kind(spec)
+    if kind != "off" and isinstance(spec.value("model", "base"), ast.Init):
+        ctx.report(
+            Diagnostic(
+                "E066",
+                f"`baseline = {kind}` compares with the base model, but this model is trained from scratch (`init`): there is no base to compare with",
+                spec.span("eval", "baseline"),
+                "remove `baseline`, or fine-tune a pretrained `base = hf(\"dir\")`",
+            )
+        )
+        return "off"
+    return kind
+
+
+def _check_compared(ctx: _Context, gate: ast.Gate, metric: schema.Metric, baseline: str) -> None:
+    """`gain(...)` and `review_wins` gates compare with a baseline, which must exist and have the metric."""
+    spec = ctx.spec
+    what = "`review_wins` compares the tuned answers with the baseline's" if metric.review else f"`{metric_text(gate.metric)}` is the improvement over the baseline"
+    if baseline == "off":
+        scratch = isinstance(spec.value("model", "base"), ast.Init)
+        ctx.report(
+            Diagnostic(
+                "E066",
+                f"{what}, but {'this model is trained from scratch (`init`), so there is none' if scratch else 'the spec sets `baseline = off`'}",
+                gate.metric.span,
+                "remove the gate, or fine-tune a pretrained `base = hf(\"dir\")`" if scratch else "set `baseline = base` (or `few_shot(k = 3)`) in the `eval` block",
+            )
+        )
+    elif baseline == "few_shot" and not metric.generation:
+        ctx.report(
+            Diagnostic(
+                "E066",
+                f"{what}, but a `few_shot` baseline is scored on generations only: it has no `{metric.name}`",
+                gate.metric.span,
+                "gate the gain of a generation metric, or set `baseline = base`",
+            )
+        )
 
 
 def _check_output(ctx: _Context) -> None:

@@ -217,6 +217,8 @@ CODES: dict[str, str] = {
     "E062": "gates that contradict each other",
     "E063": "a threshold outside the metric's range",
     "E064": "two gates on the same bound of a metric",
+    "E065": "`gain` of a metric that has no better direction, or of a review metric",
+    "E066": "a comparison with a baseline that does not exist (scratch model, `baseline = off`, or a metric the baseline lacks)",
     "E070": "an export format the model cannot produce",
     "W001": "a check skipped because the hub is offline or unreachable",
     "W004": "a data source declared but not trained on",

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from runtime.data.plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
 from runtime.plan import (
+    BaselinePlan,
     EvalPlan,
     GatePlan,
     GenerationPlan,
@@ -27,12 +28,12 @@ from runtime.plan import (
 )
 from runtime.plan_types import ARCHITECTURES, OPTIMIZERS, SCHEDULES, TOKENIZER_TRAINERS, Length, Schedule
 
-from . import ast
-from .check import arg
+from . import ast, schema
+from .check import arg, baseline_kind
 from .emit import emit_spec
 from .resolve import DataSource, Spec
 from .types import BOOLEANS, BYTE_UNITS, unit_of
-from .validate import metric_parts, metric_text
+from .validate import metric_parts, metric_text, unwrap_gain
 
 
 def _py(node):
@@ -254,7 +255,16 @@ def _eval_plan(spec: Spec) -> EvalPlan:
         options = _kwargs(generate)
         generation = GenerationPlan(greedy=generate.head.name == "greedy", **options)
     samples = spec.value("eval", "samples")
-    return EvalPlan(every_steps, every_epochs, generation, None if isinstance(samples, ast.Name) else samples.value)
+    return EvalPlan(every_steps, every_epochs, generation, None if isinstance(samples, ast.Name) else samples.value,
+                    _baseline(spec))
+
+
+def _baseline(spec: Spec) -> BaselinePlan | None:
+    kind = baseline_kind(spec)
+    if kind == "off" or isinstance(spec.value("model", "base"), ast.Init):
+        return None
+    value = spec.value("eval", "baseline")
+    return BaselinePlan(kind, **(_kwargs(value) if isinstance(value, ast.Call) else {}))
 
 
 def _gates(spec: Spec) -> tuple[GatePlan, ...]:
@@ -269,6 +279,7 @@ def _gates(spec: Spec) -> tuple[GatePlan, ...]:
                 source=source.name if source is not None else None,
                 pattern=pattern.value if pattern is not None else None,
                 text=metric_text(gate.metric),
+                gain=(1 if schema.METRICS[name].better == "higher" else -1) if unwrap_gain(gate.metric)[1] else 0,
             )
         )
     return tuple(out)

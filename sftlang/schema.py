@@ -290,10 +290,28 @@ GENERATION = Calls(
     what="decoding",
 )
 
+BASELINE = OneOf(
+    (
+        Enum(("auto", "base", "off")),
+        Calls(
+            {
+                "few_shot": Signature(
+                    (
+                        Param("k", COUNT, "3", doc="training pairs of the row's source placed before its prompt"),
+                        Param("seed", SEED, "0", doc="which training pairs: a seeded draw"),
+                    )
+                )
+            },
+            what="baseline",
+        ),
+    )
+)
+
 EVAL_KEYS = (
     Key("every", OneOf((OFF, Quantity(("steps", "epochs")))), "off", doc="periodic evaluation of loss metrics; the final one always runs"),
     Key("generate", OneOf((OFF, GENERATION)), "off", doc="decoding for generation metrics: `greedy(...)` or `sample(...)`"),
     Key("samples", OneOf((Enum(("all",)), COUNT)), "200", doc="eval rows used for generation metrics"),
+    Key("baseline", BASELINE, "auto", doc="what the tuned model is compared with: `base` (the pretrained model, same prompts), `few_shot(k = 3)` (the base with k training pairs in the prompt) or `off`; `auto` is `base` for a pretrained base and `off` for `init`"),
 )
 
 # ---------------------------------------------------------------- output
@@ -325,6 +343,12 @@ class Metric:
     generation: bool
     doc: str
     pattern: bool = False  # takes a regex pattern as first argument
+    review: bool = False  # read from expert reviews (`sftc review`), not computed
+
+    @property
+    def gains(self) -> bool:
+        """Whether `gain(metric)` is defined: a computed metric with a better direction."""
+        return self.better is not None and not self.review
 
 
 METRICS: dict[str, Metric] = {
@@ -344,8 +368,12 @@ METRICS: dict[str, Metric] = {
         Metric("regex", "higher", 0, 1, True, "share of generations matching `regex(\"pattern\")`", pattern=True),
         Metric("mean_tokens", None, 0, math.inf, True, "mean generated tokens"),
         Metric("max_tokens", None, 0, math.inf, True, "longest generation in tokens"),
+        Metric("review_score", "higher", 1, 5, True, "mean expert score (1-5) of the tuned answers, from `sftc review`", review=True),
+        Metric("review_flagged", "lower", 0, 1, True, "share of tuned answers an expert flagged", review=True),
+        Metric("review_wins", "higher", 0, 1, True, "share of rows where experts scored the tuned answer above the baseline's", review=True),
     )
 }
+GAIN = "gain"  # `gain(rouge_l) >= 0.1`: the improvement over the baseline (lower-is-better metrics: baseline - tuned)
 COMPARATORS = ("<=", ">=", "<", ">")
 
 

@@ -106,15 +106,33 @@ def gate_key(gate: ast.Gate) -> tuple[str, str]:
 
 
 def metric_text(metric: ast.Name | ast.Call) -> str:
-    """`loss`, `bleu(faq)`, `regex("^a", faq)`: how a metric is named in tables and diffs."""
+    """`loss`, `bleu(faq)`, `regex("^a", faq)`, `gain(bleu(faq))`: how a metric is named in tables and diffs."""
     if isinstance(metric, ast.Name):
         return metric.name
-    args = [a.value.raw if isinstance(a.value, ast.Str) else getattr(a.value, "name", "?") for a in metric.args]
-    return f"{metric.head.name}({', '.join(args)})"
+
+    def arg(value) -> str:
+        if isinstance(value, ast.Str):
+            return value.raw
+        if isinstance(value, ast.Call):
+            return metric_text(value)
+        return getattr(value, "name", "?")
+
+    return f"{metric.head.name}({', '.join(arg(a.value) for a in metric.args)})"
+
+
+def unwrap_gain(metric: ast.Name | ast.Call) -> tuple[ast.Name | ast.Call, bool]:
+    """`gain(bleu(faq))` -> (`bleu(faq)`, True); any other metric -> (itself, False).
+    Assumes a validated gate (`gain` holds exactly one metric)."""
+    if isinstance(metric, ast.Call) and metric.head.name == schema.GAIN and len(metric.args) == 1:
+        inner = metric.args[0].value
+        if isinstance(inner, (ast.Name, ast.Call)):
+            return inner, True
+    return metric, False
 
 
 def metric_parts(metric: ast.Name | ast.Call) -> tuple[str, ast.Name | None, ast.Str | None]:
-    """(metric name, source or None, regex pattern or None) of a gate's left side."""
+    """(metric name, source or None, regex pattern or None) of a gate's left side (inside `gain(...)`)."""
+    metric, _ = unwrap_gain(metric)
     if isinstance(metric, ast.Name):
         return metric.name, None, None
     args = [a.value for a in metric.args]
@@ -130,6 +148,11 @@ def _validate_gates(body: ast.Body, report: Report) -> None:
             report(Diagnostic("E017", f"`accept` holds gates, not settings: `{entry.key.name} = ...`", entry.span, "write a comparison such as `loss <= 1.2`"))
             continue
         metric_node = entry.metric
+        gain = isinstance(metric_node, ast.Call) and metric_node.head.name == schema.GAIN
+        if gain:
+            metric_node = _gain_inner(metric_node, report)
+            if metric_node is None:
+                continue
         name_node = metric_node if isinstance(metric_node, ast.Name) else metric_node.head
         metric = schema.METRICS.get(name_node.name)
         if metric is None:
@@ -144,7 +167,12 @@ def _validate_gates(body: ast.Body, report: Report) -> None:
             continue
         if not _validate_metric_args(metric, metric_node, report):
             continue
-        _validate_threshold(metric, entry, report)
+        if gain and not metric.gains:
+            why = "it is read from expert reviews; gate `review_wins` instead" if metric.review else "neither a higher nor a lower value is better"
+            report(Diagnostic("E065", f"`gain({metric.name})` is not defined: {why}", name_node.span,
+                              f"gate `{metric.name}` itself" if not metric.review else None))
+            continue
+        _validate_threshold(metric, entry, report, gain)
         key = gate_key(entry)
         if key in seen:
             report(Diagnostic("E064", f"`{key[0]}` has two {key[1]} bounds", entry.span, f"keep one; the other is at line {seen[key].span.line}"))
@@ -181,7 +209,20 @@ def _validate_metric_args(metric: schema.Metric, node: ast.Name | ast.Call, repo
     return True
 
 
-def _validate_threshold(metric: schema.Metric, gate: ast.Gate, report: Report) -> None:
+def _gain_inner(node: ast.Call, report: Report) -> ast.Name | ast.Call | None:
+    """The metric inside `gain(...)`, or None (reported) when it is not exactly one metric."""
+    args = node.args
+    if len(args) != 1 or args[0].name is not None or not isinstance(args[0].value, (ast.Name, ast.Call)):
+        report(Diagnostic("E020", "`gain` takes one metric", node.span, "write `gain(rouge_l)` or `gain(bleu(faq))`"))
+        return None
+    inner = args[0].value
+    if isinstance(inner, ast.Call) and inner.head.name == schema.GAIN:
+        report(Diagnostic("E020", "`gain` of a gain is not a metric", inner.span, "write `gain(rouge_l)`"))
+        return None
+    return inner
+
+
+def _validate_threshold(metric: schema.Metric, gate: ast.Gate, report: Report, gain: bool = False) -> None:
     value = gate.value
     if gate.op not in schema.COMPARATORS:
         report(Diagnostic("E020", f"a gate compares with {one_of(schema.COMPARATORS)}, not `{gate.op}`", gate.span))
@@ -194,6 +235,12 @@ def _validate_threshold(metric: schema.Metric, gate: ast.Gate, report: Report) -
         report(Diagnostic("E020", f"expected a number as the threshold of `{metric.name}`", value.span))
         return
     threshold = value.value
+    if gain:
+        span = metric.high - metric.low
+        if abs(threshold) > span:
+            report(Diagnostic("E063", f"a gain of {value.text} in `{metric.name}` can never be reached", value.span,
+                              f"`{metric.name}` lies in [{_num(metric.low)}, {_num(metric.high)}], so a gain lies within ±{_num(span)}"))
+        return
     if threshold < metric.low or threshold > metric.high:
         hint = f"`{metric.name}` lies in [{_num(metric.low)}, {_num(metric.high)}]"
         if metric.high == 1 and 1 < threshold <= 100:

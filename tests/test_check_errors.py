@@ -150,6 +150,13 @@ CASES = {
     "unreachable share": Case("E063", {22: "    exact_match >= 80"}, 22, "80"),
     "negative loss bound": Case("E063", {21: "    loss <= -1"}, 21, "-1"),
     "duplicate gate": Case("E064", {22: "    loss <= 1.0"}, 22, "loss"),
+    "gain of a metric with no better side": Case("E065", {22: "    gain(mean_tokens) >= 1"}, 22, "mean_tokens"),
+    "gain of a review metric": Case("E065", {22: "    gain(review_score) >= 1"}, 22, "review_score"),
+    "gain out of reach": Case("E063", {22: "    gain(exact_match) >= 1.5"}, 22, "1.5"),
+    "gain with two metrics": Case("E020", {22: "    gain(rouge_l, tickets) >= 0.1"}, 22, "gain"),
+    "gain on a model trained from scratch": Case("E066", {22: "    gain(rouge_l) >= 0.1"}, 22, "gain"),
+    "review wins on a model trained from scratch": Case("E066", {22: "    review_wins >= 60%"}, 22, "review_wins"),
+    "baseline on a model trained from scratch": Case("E066", {18: "    baseline = base"}, 18, "base"),
     "peft export without adapter": Case("E070", {16: "}\noutput {\n    export = peft\n}"}, 18, "export"),
 }
 

@@ -21,8 +21,10 @@ def main(args: argparse.Namespace, edited: Plan | None = None) -> int:
     """Re-evaluate a run's checkpoint, with its own gates or those of an edited spec."""
     import dataclasses
 
-    from runtime.evaluate.gates import accepted, compute_metrics, judge
-    from runtime.evaluate.generation import generate_eval
+    from runtime.data.sources import source_fingerprint
+    from runtime.data.tokenize import tokenizer_fingerprint
+    from runtime.evaluate.final import score
+    from runtime.evaluate.gates import accepted
     from runtime.evaluate.report import print_gates, write_report
     from runtime.evaluate.tokens import token_metrics
     from runtime.run import new_run_dir
@@ -37,21 +39,20 @@ def main(args: argparse.Namespace, edited: Plan | None = None) -> int:
         with console.status("evaluating"):
             prepared = trained.with_data()
             by_source = token_metrics(trained.engine, trained.frozen, prepared.pipeline, trained.params)
-            sources = [s.name for s in plan.data.sources if s.eval is not None]
-            samples = []
-            if plan.eval.generate is not None:
-                samples = generate_eval(trained.model, trained.tokenizer, prepared.pipeline, plan.eval.generate, plan.eval.samples, seed=plan.eval.generate.seed)
-        values = compute_metrics(samples, by_source, gates=plan.gates, eval_sources=sources)
-        verdicts = judge(plan.gates, values)
+            fingerprints = {s.name: source_fingerprint(s) for s in plan.data.sources}
+            scores = score(prepared, trained.engine, trained.params, trained.frozen, trained.model, by_source,
+                           Path(args.run_dir), tokenizer_fingerprint(trained.tokenizer), fingerprints)
     except runtime_errors() as error:
         return runtime_error(console, error)
     out = new_run_dir(Path(args.run_dir) / "evals")
     facts = {"run": str(args.run_dir), "step": trained.step, "spec": args.spec or "the run's own"}
-    report, _ = write_report(out, verdicts=verdicts, values=values, samples=samples, facts=facts, data_stats=prepared.pipeline.stats, records=[])
-    if verdicts:
-        print_gates(verdicts, console)
+    report, _ = write_report(out, verdicts=scores.verdicts, values=scores.values, samples=scores.samples, facts=facts,
+                             data_stats=prepared.pipeline.stats, records=[], baseline=scores.baseline,
+                             base_values=scores.base_values)
+    if scores.verdicts:
+        print_gates(scores.verdicts, console)
     else:
-        for key in sorted(values):
-            console.print(f"{key:24} {values[key]:.4f}")
+        for key in sorted(scores.values):
+            console.print(f"{key:24} {scores.values[key]:.4f}")
     console.print(f"report: {report}")
-    return EXIT_OK if accepted(verdicts) else EXIT_REJECTED
+    return EXIT_OK if accepted(scores.verdicts) else EXIT_REJECTED

@@ -64,7 +64,7 @@ def main(args: argparse.Namespace, compiled: Compiled) -> int:
     if not resuming:
         prepared.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
     try:
-        return _train_and_evaluate(args, console, prepared, run_dir, started)
+        return _train_and_evaluate(args, console, prepared, run_dir, started, tokenizer_print, fingerprints)
     except runtime_errors() as error:
         rundir.write_status(run_dir, "error", message=str(error))
         return runtime_error(console, error)
@@ -72,7 +72,8 @@ def main(args: argparse.Namespace, compiled: Compiled) -> int:
         return internal_error(console, error, run_dir)
 
 
-def _train_and_evaluate(args, console: Console, prepared, run_dir: Path, started: float) -> int:
+def _train_and_evaluate(args, console: Console, prepared, run_dir: Path, started: float, tokenizer_print: str,
+                        fingerprints: dict[str, str]) -> int:
     from runtime import run as rundir
     from runtime.evaluate.final import evaluate_run
     from runtime.evaluate.report import print_gates
@@ -106,8 +107,9 @@ def _train_and_evaluate(args, console: Console, prepared, run_dir: Path, started
     console.print(f"[bold green]✓[/] trained {result.steps} steps in {seconds:.0f}s{loss}{skipped}")
     facts = {"name": plan.name, "run_dir": str(run_dir), "steps": result.steps, "skipped_steps": result.skipped,
              "train_s": seconds, "spec_hash": plan.spec_hash}
-    with console.status("evaluating: generating eval completions"):
-        outcome = evaluate_run(prepared, result, run_dir, facts, force_export=args.export)
+    baseline = " and the baseline's" if plan.eval.baseline is not None else ""
+    with console.status(f"evaluating: generating eval completions{baseline}"):
+        outcome = evaluate_run(prepared, result, run_dir, facts, tokenizer_print, fingerprints, force_export=args.export)
     rundir.write_status(run_dir, "done", steps=result.steps, skipped_steps=result.skipped,
                         seconds=round(time.time() - started, 1), accepted=outcome.accepted)
     if outcome.verdicts:

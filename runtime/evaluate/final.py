@@ -44,18 +44,75 @@ def trained_model(graphdef, params, frozen):
     return nnx.merge(graphdef, params, frozen)
 
 
-def evaluate_run(prepared, result, run_dir: Path, facts: dict[str, Any], export: str | None = None, force_export: bool = False) -> Outcome:
-    """Evaluate the trained model, judge the gates, write report.md/json, export if accepted."""
+@dataclass
+class Scores:
+    """A model's evaluation: samples, every metric value, the baseline's and the gates' verdicts."""
+
+    samples: list
+    values: dict
+    verdicts: list
+    baseline: Any = None  # a `Baseline`, or None
+    base_values: dict | None = None  # the baseline's metric values
+
+
+def score(prepared, engine, params, frozen, model, token_values: dict, run_dir: Path, tokenizer_print: str,
+          fingerprints: dict[str, str]) -> Scores:
+    """Generate, compare with the baseline, read the reviews and judge the gates: the one
+    evaluation `sftc run` and `sftc eval` share. ``token_values`` are the model's token metrics
+    by source; ``run_dir`` is the run whose reviews (`reviews.sqlite`) count."""
+    from .baseline import evaluate_baseline
+    from .gates import gains
+
     plan = prepared.plan
-    model = trained_model(result.graphdef, result.params, result.frozen)
     samples = []
     if plan.eval.generate is not None:
         from .generation import generate_eval
 
-        samples = generate_eval(model, prepared.tokenizer, prepared.pipeline, plan.eval.generate, plan.eval.samples, seed=plan.eval.generate.seed)
+        samples = generate_eval(model, prepared.tokenizer, prepared.pipeline, plan.eval.generate, plan.eval.samples,
+                                seed=plan.eval.generate.seed)
     eval_sources = [s.name for s in plan.data.sources if s.eval is not None]
-    values = compute_metrics(samples, final_token_metrics(run_dir, result.steps), gates=plan.gates, eval_sources=eval_sources)
-    verdicts = judge(plan.gates, values)
+    baseline = evaluate_baseline(prepared, engine, params, frozen, tokenizer_print, fingerprints)
+    base_values = None
+    if baseline is not None:
+        base_values = compute_metrics(baseline.samples, baseline.token_metrics, gates=plan.gates, eval_sources=eval_sources)
+    reviews, pending = review_values(run_dir, plan.gates, samples, baseline, fingerprints)
+    values = compute_metrics(samples, token_values, gates=plan.gates, eval_sources=eval_sources, extra=reviews)
+    if base_values is not None:
+        values.update(gains(values, base_values, plan.gates))
+    return Scores(samples, values, judge(plan.gates, values, pending), baseline, base_values)
+
+
+def review_values(run_dir: Path, gates, samples, baseline, fingerprints: dict[str, str]) -> tuple[dict, dict]:
+    """(review metric values, reasons of review gates that must wait): a review gate is judged
+    only once every generated row of its scope has a review of the answer shown now."""
+    from .gates import REVIEW_METRICS, gate_key
+
+    gates = [g for g in gates if g.metric in REVIEW_METRICS]
+    if not gates:
+        return {}, {}
+    from ..review.summary import review_summary
+
+    summary = review_summary(Path(run_dir), [s.to_dict() for s in samples],
+                             [s.to_dict() for s in baseline.samples] if baseline is not None else None, fingerprints)
+    pending = {}
+    for gate in gates:
+        scope = [s for s in samples if gate.source is None or s.source == gate.source]
+        remaining = (summary.remaining_by_source.get(gate.source, 0) if gate.source is not None
+                     else summary.total - summary.reviewed)
+        if remaining and scope:
+            pending[gate_key(gate)] = (f"{remaining} of {len(scope)} rows remain to be reviewed: `sftc review "
+                                       f"{run_dir}`, then `sftc eval {run_dir}`")
+    return dict(summary.values), pending
+
+
+def evaluate_run(prepared, result, run_dir: Path, facts: dict[str, Any], tokenizer_print: str,
+                 fingerprints: dict[str, str], export: str | None = None, force_export: bool = False) -> Outcome:
+    """Evaluate the trained model, judge the gates, write report.md/json, export if accepted."""
+    plan = prepared.plan
+    model = trained_model(result.graphdef, result.params, result.frozen)
+    scores = score(prepared, result.engine, result.params, result.frozen, model, final_token_metrics(run_dir, result.steps),
+                   run_dir, tokenizer_print, fingerprints)
+    samples, values, verdicts = scores.samples, scores.values, scores.verdicts
     ok = accepted(verdicts)
     export_dir = check = None
     export = plan.output.export if export is None else export
@@ -67,7 +124,8 @@ def evaluate_run(prepared, result, run_dir: Path, facts: dict[str, Any], export:
         ok = ok and check.passed
     facts = {**facts, "accepted": ok, "export": str(export_dir) if export_dir else None}
     report, _ = write_report(run_dir, verdicts=verdicts, values=values, samples=samples, facts=facts,
-                             data_stats=prepared.pipeline.stats, export_check=check.to_dict() if check else None)
+                             data_stats=prepared.pipeline.stats, export_check=check.to_dict() if check else None,
+                             baseline=scores.baseline, base_values=scores.base_values)
     return Outcome(ok, verdicts, values, samples, report, export_dir, check)
 
 

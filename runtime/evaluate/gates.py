@@ -26,10 +26,12 @@ from typing import Any, Iterable, Mapping, Sequence
 from . import metrics as M
 from .generation import Sample
 
-__all__ = ["TOKEN_METRICS", "Verdict", "compute_metrics", "gate_key", "metric_key", "judge", "accepted"]
+__all__ = ["TOKEN_METRICS", "REVIEW_METRICS", "Verdict", "compute_metrics", "gains", "gate_key", "metric_key", "judge",
+           "accepted"]
 
 TOKEN_METRICS = ("loss", "perplexity", "token_accuracy")
-ALL_METRICS = TOKEN_METRICS + M.GENERATION_METRICS + ("regex",)
+REVIEW_METRICS = ("review_score", "review_flagged", "review_wins")  # from `sftc review` (runtime.review)
+ALL_METRICS = TOKEN_METRICS + M.GENERATION_METRICS + ("regex",) + REVIEW_METRICS
 
 _OPS = {
     "<=": lambda v, t: v <= t,
@@ -71,13 +73,15 @@ def _generation_values(samples: Sequence[Sample]) -> dict[str, float]:
 
 
 def compute_metrics(samples: Sequence[Sample], token_metrics: Mapping[str | None, Mapping[str, Any]],
-                    gates: Iterable[Any] = (), eval_sources: Sequence[str] | None = None) -> dict[str, float]:
+                    gates: Iterable[Any] = (), eval_sources: Sequence[str] | None = None,
+                    extra: Mapping[str, float] | None = None) -> dict[str, float]:
     """Every metric, overall and per source, plus each gate's value under `gate_key`.
 
     ``token_metrics`` maps a source name (None: all eval rows) to the loop's eval
     record (``loss``, ``perplexity``, ``token_accuracy``; other keys ignored;
     perplexity is ``exp(loss)`` when absent). ``eval_sources`` names the sources
     that have eval rows (default: those seen in ``samples`` or ``token_metrics``):
+    ``extra`` adds values computed elsewhere (the review metrics) under their own keys;
     when there is exactly one, its per-source token metrics are the overall ones
     (the loop writes only the overall record then). Regex match rates are computed
     for the patterns that ``gates`` name.
@@ -102,19 +106,28 @@ def compute_metrics(samples: Sequence[Sample], token_metrics: Mapping[str | None
         if by_source[name]:
             for metric, v in _generation_values(by_source[name]).items():
                 values[metric_key(metric, name)] = v
+    values.update(extra or {})
     for gate in gates:
-        key = gate_key(gate)
+        canonical = metric_key(gate.metric, gate.source, gate.pattern)
         if gate.metric == "regex" and gate.pattern is not None:
             chosen = [s for s in samples if gate.source is None or s.source == gate.source]
             if chosen:
-                v = M.regex([s.generated for s in chosen], gate.pattern)
-                values[metric_key("regex", gate.source, gate.pattern)] = v
-                values[key] = v
-            continue
-        canonical = metric_key(gate.metric, gate.source, gate.pattern)
-        if canonical in values:
-            values[key] = values[canonical]
+                values[canonical] = M.regex([s.generated for s in chosen], gate.pattern)
+        if canonical in values and not getattr(gate, "gain", 0):
+            values[gate_key(gate)] = values[canonical]
     return values
+
+
+def gains(values: Mapping[str, float], baseline: Mapping[str, float], gates: Iterable[Any]) -> dict[str, float]:
+    """The value of each `gain(...)` gate: the improvement of its metric over the baseline's
+    (``gate.gain`` is +1 where higher is better, -1 where lower is)."""
+    out = {}
+    for gate in gates:
+        sign = getattr(gate, "gain", 0)
+        canonical = metric_key(gate.metric, gate.source, gate.pattern)
+        if sign and canonical in values and canonical in baseline:
+            out[gate_key(gate)] = sign * (float(values[canonical]) - float(baseline[canonical]))
+    return out
 
 
 @dataclass(frozen=True)
@@ -150,6 +163,11 @@ def _why_missing(gate: Any) -> str:
     if gate.metric not in ALL_METRICS:
         return f"unknown metric `{gate.metric}` (metrics: {', '.join(ALL_METRICS)})"
     where = f"source `{gate.source}`" if gate.source else "the eval split"
+    if getattr(gate, "gain", 0):
+        inner = metric_key(gate.metric, gate.source, gate.pattern)
+        return f"not computed: `{inner}` of the tuned model or of the baseline is missing (no baseline ran, or no eval rows)"
+    if gate.metric in REVIEW_METRICS:
+        return f"not computed: no reviewed rows for {where} (`sftc review RUN`)"
     if gate.metric in TOKEN_METRICS:
         return f"not computed: no eval {gate.metric} for {where} (no eval rows, or no eval pass ran)"
     if gate.metric == "regex" and gate.pattern is None:
@@ -158,9 +176,12 @@ def _why_missing(gate: Any) -> str:
             "(eval.generate is off, eval.samples is 0, or the source has no eval rows)")
 
 
-def judge(gates: Iterable[Any], values: Mapping[str, float]) -> list[Verdict]:
-    """Each gate against its value (`values[gate_key(gate)]`)."""
+def judge(gates: Iterable[Any], values: Mapping[str, float], pending: Mapping[str, str] | None = None) -> list[Verdict]:
+    """Each gate against its value (`values[gate_key(gate)]`). A gate whose key is in
+    ``pending`` (review gates while rows remain unreviewed) fails with that reason, whatever
+    its partial value."""
     verdicts = []
+    pending = pending or {}
     for gate in gates:
         key = gate_key(gate)
         common = dict(gate=key, op=gate.op, threshold=float(gate.threshold), metric=gate.metric, source=gate.source,
@@ -168,6 +189,9 @@ def judge(gates: Iterable[Any], values: Mapping[str, float]) -> list[Verdict]:
         if gate.op not in _OPS:
             verdicts.append(Verdict(value=values.get(key), passed=False, reason=f"unknown comparison `{gate.op}`",
                                     **common))
+            continue
+        if key in pending:
+            verdicts.append(Verdict(value=values.get(key), passed=False, reason=pending[key], **common))
             continue
         value = values.get(key)
         if value is None:

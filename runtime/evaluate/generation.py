@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -117,23 +117,37 @@ def answer_ids(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], max
 
 def generate_eval(model: Any, tokenizer: Any, pipeline: Any, generation: Any, samples: int | None,
                   seed: int | None = None, batch_size: int = 32,
-                  eos_ids: Sequence[int] | None = None) -> list[Sample]:
+                  eos_ids: Sequence[int] | None = None, context: Callable[[Any, np.ndarray], np.ndarray] | None = None,
+                  max_length: int | None = None) -> list[Sample]:
     """Generate for ``samples`` eval rows (see the module docstring) and decode.
 
     ``generation`` is a `runtime.plan.GenerationPlan`; ``seed`` (default: its own)
-    seeds sampling; ``eos_ids`` overrides the stop tokens (default `stop_ids`).
-    Prompts are batched ``batch_size`` at a time, sorted by length so that rows
-    of a batch need little padding; the result is in `select_prompts` order.
+    seeds sampling; ``eos_ids`` overrides the stop tokens (default `stop_ids`);
+    ``context(example, prompt)`` rewrites each prompt (a few-shot baseline puts examples
+    first); ``max_length`` (the model's positions) refuses a prompt that leaves no room for
+    ``max_new_tokens``. Prompts are batched ``batch_size`` at a time, sorted by length so
+    that rows of a batch need little padding; the result is in `select_prompts` order.
     """
+    from ..data.errors import DataError
+
     chosen = select_prompts(pipeline, samples)
     if not chosen:
         return []
     for ex, prompt, _ in chosen:
         if len(prompt) == 0:
             where = f"{ex.file}:{ex.line}" if ex.file else f"row {ex.line}"
-            raise ValueError(f"data {ex.source} ({where}): the eval example has no prompt tokens (every token "
-                             f"is trained), so there is nothing to generate from. help: give the source a "
-                             f"prompt/completion or messages template, or gate it on token metrics only")
+            raise DataError(f"data {ex.source} ({where}): the eval example has no prompt tokens (every token "
+                            f"is trained), so there is nothing to generate from. help: give the source a "
+                            f"prompt/completion or messages template, or gate it on token metrics only")
+    if context is not None:
+        chosen = [(ex, context(ex, prompt), ref) for ex, prompt, ref in chosen]
+    if max_length is not None:
+        for ex, prompt, _ in chosen:
+            if len(prompt) + generation.max_new_tokens > max_length:
+                where = f"{ex.file}:{ex.line}" if ex.file else f"row {ex.line}"
+                raise DataError(f"data {ex.source} ({where}): the prompt is {len(prompt)} tokens; with "
+                                f"max_new_tokens {generation.max_new_tokens} it exceeds the model's {max_length} "
+                                f"positions. help: lower `k` of the few-shot baseline or `max_new_tokens`")
     stops = list(eos_ids) if eos_ids is not None else stop_ids(tokenizer)
     answers = answer_ids(model, tokenizer, [prompt.tolist() for _, prompt, _ in chosen], generation.max_new_tokens,
                          sampling_for(generation), generation.seed if seed is None else seed, batch_size, stops)

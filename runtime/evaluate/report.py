@@ -237,8 +237,36 @@ def _data_lines(stats: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def row_id(sample: Sample) -> tuple[str, str | None, int]:
+    """Which eval row a sample answers: the same row of the tuned model and of the baseline."""
+    return sample.source, sample.file, int(sample.line)
+
+
+def _baseline_title(baseline: Any) -> str:
+    what = "the base model" if baseline.kind == "base" else f"the base model with {baseline.k} training examples in the prompt (few-shot)"
+    return f"Baseline: {what}" + (", answers from the cache" if baseline.cached else "")
+
+
+def _before_after_lines(values: Mapping[str, float], base_values: Mapping[str, float], sources: Sequence[str],
+                        baseline: Any) -> list[str]:
+    """Per metric and scope: the baseline's value, the tuned model's, and the change."""
+    rows = []
+    for metric in TOKEN_METRICS + M.GENERATION_METRICS:
+        for scope in [None, *sources]:
+            key = metric_key(metric, scope)
+            if key in values and key in base_values:
+                before, after = float(base_values[key]), float(values[key])
+                change = after - before
+                rows.append([f"`{metric}`", "all" if scope is None else scope, format_value(metric, before),
+                             format_value(metric, after), ("+" if change >= 0 else "") + format_value(metric, change)])
+    lines = ["## Before → after", "", _baseline_title(baseline) + ". Same eval rows, prompts, decoding and metrics.", ""]
+    if not rows:
+        return lines + ["No metric was computed for both.", ""]
+    return lines + _table(["metric", "scope", "baseline", "tuned", "change"], rows, ["l", "l", "r", "r", "r"]) + [""]
+
+
 def _sample_lines(ranked: Sequence[tuple[Sample, float | None]], verdict: Verdict | None, limit: int,
-                  prompt_chars: int) -> list[str]:
+                  prompt_chars: int, base: Mapping[tuple, Sample] | None = None) -> list[str]:
     lines: list[str] = []
     shown = ranked[:limit]
     if verdict is not None:
@@ -258,6 +286,10 @@ def _sample_lines(ranked: Sequence[tuple[Sample, float | None]], verdict: Verdic
             prompt, cut = "…" + prompt[-prompt_chars:], f" (its last {prompt_chars} characters)"
         lines += [head, "", f"Prompt{cut}:", "", _fence(prompt), "", "Reference:", "", _fence(s.reference), "",
                   "Generated:", "", _fence(s.generated), ""]
+        other = (base or {}).get(row_id(s))
+        if other is not None:
+            lines += [f"Baseline ({other.tokens} tokens{'' if other.finished else ', cut at max_new_tokens'}):", "",
+                      _fence(other.generated), ""]
     return lines
 
 
@@ -280,7 +312,8 @@ def write_report(run_dir: str | Path, *, verdicts: Sequence[Verdict], values: Ma
                  data_stats: Mapping[str, Any] | Any | None = None,
                  records: Sequence[Mapping[str, Any]] | None = None,
                  sources: Sequence[str] | None = None, limit: int = 20,
-                 prompt_chars: int = 800, export_check: Mapping[str, Any] | None = None) -> tuple[Path, Path]:
+                 prompt_chars: int = 800, export_check: Mapping[str, Any] | None = None,
+                 baseline: Any = None, base_values: Mapping[str, float] | None = None) -> tuple[Path, Path]:
     """Write `report.md`, `report.json` and `loss.png` into ``run_dir``; returns the two report paths.
 
     ``facts``: run facts shown at the top, in order (`name`, `steps`, `duration_s`,
@@ -291,6 +324,9 @@ def write_report(run_dir: str | Path, *, verdicts: Sequence[Verdict], values: Ma
     go to the JSON), prompts cut to their last ``prompt_chars`` characters.
     ``data_stats``: a `DataStats` or its ``to_dict()``. ``export_check``: an
     `ExportCheck.to_dict()`; when it did not pass, the run is reported rejected.
+    ``baseline`` (a `runtime.evaluate.baseline.Baseline`) and its ``base_values`` add the
+    before → after table and each row's baseline answer; in the JSON, ``baseline.samples``
+    are in the order of ``samples``.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -322,6 +358,8 @@ def write_report(run_dir: str | Path, *, verdicts: Sequence[Verdict], values: Ma
         md += ["No `accept` gates: the run is accepted as is.", ""]
     if export_check is not None:
         md += _export_check_lines(export_check)
+    if baseline is not None and base_values is not None:
+        md += _before_after_lines(values, base_values, sources, baseline)
     md += ["## Metrics", ""]
     metric_rows = _metric_rows(values, sources)
     if metric_rows:
@@ -336,7 +374,9 @@ def write_report(run_dir: str | Path, *, verdicts: Sequence[Verdict], values: Ma
     if data_stats:
         md += ["## Data", ""] + _data_lines(data_stats)
     md += ["## Generations", ""]
-    md += _sample_lines(ranked, by, limit, prompt_chars) if samples else ["No generations (eval.generate is off).", ""]
+    base = {row_id(b): b for b in baseline.samples} if baseline is not None else None
+    md += (_sample_lines(ranked, by, limit, prompt_chars, base) if samples
+           else ["No generations (eval.generate is off).", ""])
 
     md_path = run_dir / "report.md"
     md_path.write_text("\n".join(md).rstrip() + "\n", encoding="utf-8")
@@ -361,6 +401,10 @@ def write_report(run_dir: str | Path, *, verdicts: Sequence[Verdict], values: Ma
         "ranked_by": by.gate if by is not None else None,
         "samples": [{**s.to_dict(), "score": score} for s, score in ranked],
     }
+    if baseline is not None:
+        doc["baseline"] = {"kind": baseline.kind, "k": baseline.k, "cached": baseline.cached,
+                           "metrics": dict(base_values or {}),
+                           "samples": [base[row_id(s)].to_dict() for s, _ in ranked if row_id(s) in base]}
     json_path = run_dir / "report.json"
     json_path.write_text(json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return md_path, json_path

@@ -51,6 +51,7 @@ class TrainResult:
     message: str = ""
     skipped: int = 0  # steps whose update was refused as non-finite
     notes: list[str] = field(default_factory=list)  # what the user should know (a skipped checkpoint, ...)
+    engine: Any = None  # the `Engine` that trained: its eval step scores the final model and the baseline
 
 
 def _eval_records(engine: Engine, frozen, prepared: Prepared, params, step_number: int) -> list[dict]:
@@ -196,7 +197,8 @@ def train(prepared: Prepared, run_dir: Path, progress=None, log: MetricsLog | No
             log.write(record)
     log.event(steps, "stop" if status != "done" else "done", status=status, skipped_steps=skipped)
     params = jax.device_get(state.params)
-    return TrainResult(status, steps, engine.graphdef, params, jax.device_get(frozen), last_loss, message, skipped, notes)
+    return TrainResult(status, steps, engine.graphdef, params, jax.device_get(frozen), last_loss, message, skipped, notes,
+                       engine)
 
 
 def _epochs_to_steps(epochs: float | None, prepared: Prepared) -> int | None:
