@@ -80,14 +80,15 @@ def main(args: argparse.Namespace) -> int:
         base = "no baseline answers" if rows.base_samples is None else f"baseline: {rows.base_kind or 'base'}"
         print(f"review: {url}", flush=True)
         console.print(f"{len(rows.rows)} rows of {args.run_dir} ({base}{', blind' if args.blind else ''}); "
-                      f"judgements go to {rows.run_dir / 'reviews.sqlite'}; Ctrl-C stops", highlight=False)
+                      f"judgements go to {rows.run_dir / 'reviews.sqlite'}; Ctrl-C stops",
+                      highlight=False, soft_wrap=True)
 
     try:
-        serve(app, args.host, args.port, ready=ready)
-    except KeyboardInterrupt:
-        console.print("stopped; every saved judgement is in reviews.sqlite", highlight=False)
-        return EXIT_OK
+        serve(app, args.host, args.port, ready=ready)  # returns on Ctrl-C (waitress stops its threads)
+    except KeyboardInterrupt:  # Ctrl-C before waitress's loop started
+        pass
     except OSError as error:  # the port is taken, the address is not this machine's
         say(console, "error", f"cannot listen on {args.host}:{args.port}: {error}")
         return EXIT_FAIL
+    console.print("stopped; every saved judgement is in reviews.sqlite", highlight=False)
     return EXIT_OK
