@@ -190,3 +190,48 @@ def test_a_few_shot_baseline_puts_training_examples_before_each_prompt(project):
     train_rows = {f"what is {NUMBERS[a]} plus {NUMBERS[b]}? {NUMBERS[(a + b) % 10]} </s>"
                   for a in range(10) for b in range(10)}
     assert sum(row in shots for row in train_rows) == 2 and shots.count("</s>") == 2
+
+
+REVIEW_GATES = """\
+accept {
+    review_score >= 4
+    review_flagged <= 10%
+    review_wins >= 50%
+}
+"""
+
+
+def _judge(run_dir, rows: int, tuned_score: int = 5, base_score: int = 2, stale: bool = False) -> None:
+    """Two experts' judgements of the first ``rows`` rows, as `sftc review` stores them."""
+    from runtime.review.store import Judgement, ReviewStore, answer_sha, row_id
+
+    report = _report(run_dir)
+    fingerprint = json.loads((run_dir / "manifest.json").read_text())["data"]["fingerprints"]["sums"]
+    base = {(b["file"], b["line"]): b for b in report["baseline"]["samples"]}
+    store = ReviewStore(run_dir)
+    for sample in report["samples"][:rows]:
+        rid = row_id(sample["source"], sample["file"], sample["line"])
+        shown = sample["generated"] + (" (edited since)" if stale else "")
+        for reviewer in ("ada", "lin"):
+            store.add(Judgement(rid, "tuned", reviewer, tuned_score, False, None, None, fingerprint, answer_sha(shown)))
+            other = base[(sample["file"], sample["line"])]["generated"]
+            store.add(Judgement(rid, "base", reviewer, base_score, False, None, None, fingerprint, answer_sha(other)))
+
+
+def test_review_gates_wait_for_every_row_and_sftc_eval_applies_them(project):
+    spec = SPEC[: SPEC.index("accept {")] + REVIEW_GATES + SPEC[SPEC.index("output {"):]
+    (project / "reviewed.sft").write_text(spec.replace('sft "before-after"', 'sft "reviewed"'))
+    assert main(["run", "reviewed.sft"]) == 3  # nothing reviewed yet
+    (run_dir,) = sorted((project / "runs" / "reviewed").iterdir())
+    reasons = {g["gate"]: g["reason"] for g in _report(run_dir)["gates"]}
+    assert all(r.startswith("10 of 10 rows remain to be reviewed: `sftc review ") for r in reasons.values())
+    _judge(run_dir, 10, stale=True)  # judgements of other answers than the ones shown now do not count
+    _judge(run_dir, 9)
+    assert main(["eval", str(run_dir)]) == 3
+    newest = sorted((run_dir / "evals").iterdir())[-1]
+    assert all(g["reason"].startswith("1 of 10 rows remain") for g in _report(newest)["gates"])
+    _judge(run_dir, 10)
+    assert main(["eval", str(run_dir)]) == 0
+    newest = sorted((run_dir / "evals").iterdir())[-1]
+    values = {g["gate"]: g["value"] for g in _report(newest)["gates"]}
+    assert values == {"review_score": 5.0, "review_flagged": 0.0, "review_wins": 1.0}
