@@ -22,16 +22,28 @@ class MetricDelta:
     verdict: str  # "better" | "worse" | "same" | "changed" | "added" | "removed"
 
 
+@dataclass(frozen=True)
+class BeforeAfter:
+    """One metric against each run's baseline: (baseline, tuned) of the old run and of the new."""
+
+    metric: str
+    old: tuple[float, float] | None
+    new: tuple[float, float] | None
+
+
 @dataclass
 class RunDiff:
     metrics: list[MetricDelta] = field(default_factory=list)
     fingerprints: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     packages: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     devices: tuple[dict, dict] | None = None
+    baselines: list[BeforeAfter] = field(default_factory=list)
+    answers: tuple[int, int] | None = None  # (eval rows answered differently, rows both runs answered)
 
     @property
     def same(self) -> bool:
-        return not self.fingerprints and not self.packages and all(m.verdict == "same" for m in self.metrics) and self.devices is None
+        return (not self.fingerprints and not self.packages and all(m.verdict == "same" for m in self.metrics)
+                and self.devices is None and not (self.answers and self.answers[0]))
 
 
 def is_run_dir(path: Path) -> bool:
@@ -53,6 +65,8 @@ def _number(value) -> float | None:
 
 def _direction(metric: str) -> str | None:
     base = metric.split("(", 1)[0]
+    if base == "gain":
+        return "higher"  # an improvement over the baseline, whatever the metric's own direction
     known = METRICS.get(base)
     return known.better if known else None
 
@@ -90,7 +104,34 @@ def diff_runs(old_dir: Path, new_dir: Path) -> RunDiff:
     result.packages = _pairs(old_manifest.get("packages", {}), new_manifest.get("packages", {}))
     if old_manifest.get("devices") != new_manifest.get("devices"):
         result.devices = (old_manifest.get("devices", {}), new_manifest.get("devices", {}))
+    result.baselines = _before_after(old_report, new_report)
+    result.answers = _answers_changed(old_report.get("samples", []), new_report.get("samples", []))
     return result
+
+
+def _before_after(old_report: dict, new_report: dict) -> list[BeforeAfter]:
+    """Each metric both a run and its baseline have, for either run."""
+
+    def pairs(report: dict) -> dict[str, tuple[float, float]]:
+        base, tuned = report.get("baseline", {}).get("metrics", {}), report.get("metrics", {})
+        return {k: (_number(base[k]), _number(tuned[k])) for k in base
+                if k in tuned and _number(base[k]) is not None and _number(tuned[k]) is not None}
+
+    old, new = pairs(old_report), pairs(new_report)
+    rows = []
+    for k in dict.fromkeys([*old, *new]):
+        overall = k.split("(", 1)[0]
+        if overall != k and old.get(k) == old.get(overall) and new.get(k) == new.get(overall):
+            continue  # a single source's figures equal to the overall ones say nothing new
+        rows.append(BeforeAfter(k, old.get(k), new.get(k)))
+    return rows
+
+
+def _answers_changed(old: list, new: list) -> tuple[int, int] | None:
+    key = lambda s: (s.get("source"), s.get("file"), s.get("line"))  # noqa: E731
+    old_answers = {key(s): s.get("generated") for s in old}
+    common = [(old_answers[key(s)], s.get("generated")) for s in new if key(s) in old_answers]
+    return (sum(a != b for a, b in common), len(common)) if common else None
 
 
 def _fmt(value: float | None) -> str:
@@ -114,6 +155,11 @@ def render_lines(result: RunDiff, old_label: str, new_label: str, all_metrics: b
             lines.append((text, style.get(m.verdict, "")))
     elif result.metrics:
         lines.append(("metrics: all equal", "dim"))
+    if result.baselines:
+        lines += _before_after_lines(result.baselines, old_label, new_label)
+    if result.answers is not None:
+        changed, both = result.answers
+        lines.append((f"answers: {changed} of {both} eval rows answered differently", "yellow" if changed else "dim"))
     for name, old, new in result.fingerprints:
         lines.append((f"~ data {name}  fingerprint {str(old)[:12]} -> {str(new)[:12]}", "yellow"))
     for name, old, new in result.packages:
@@ -125,9 +171,27 @@ def render_lines(result: RunDiff, old_label: str, new_label: str, all_metrics: b
     return lines
 
 
+def _before_after_lines(rows: list[BeforeAfter], old_label: str, new_label: str) -> list[tuple[str, str]]:
+    """`metric  base -> tuned (change)` for each run, against that run's own baseline."""
+
+    def cell(pair: tuple[float, float] | None) -> str:
+        return "-" if pair is None else f"{_fmt(pair[0])} -> {_fmt(pair[1])} ({pair[1] - pair[0]:+.3g})"
+
+    width = max(len("vs baseline"), *(len(r.metric) for r in rows))
+    cells = [(cell(r.old), cell(r.new)) for r in rows]
+    column = max(len(old_label), len(new_label), *(len(c) for pair in cells for c in pair))
+    lines = [(f"{'vs baseline'.ljust(width)}  {old_label:>{column}}  {new_label:>{column}}", "bold")]
+    for r, (old, new) in zip(rows, cells):
+        lines.append((f"{r.metric.ljust(width)}  {old:>{column}}  {new:>{column}}", ""))
+    return lines
+
+
 def to_dict(result: RunDiff) -> dict:
     return {
         "metrics": [m.__dict__ for m in result.metrics],
+        "baselines": [{"metric": r.metric, "old": list(r.old) if r.old else None, "new": list(r.new) if r.new else None}
+                      for r in result.baselines],
+        "answers_changed": list(result.answers) if result.answers else None,
         "data_fingerprints": [{"source": n, "old": o, "new": w} for n, o, w in result.fingerprints],
         "packages": [{"package": n, "old": o, "new": w} for n, o, w in result.packages],
         "devices": list(result.devices) if result.devices else None,
