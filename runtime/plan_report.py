@@ -155,10 +155,18 @@ def plan_report(prepared: Prepared, as_dict: bool = False) -> Any:
         "flops_per_step": step_flops,
         "flops_total": step_flops * steps,
         "gates": [g.text + f" {g.op} {g.threshold:g}" for g in plan.gates],
+        "baseline": _baseline_text(plan),
     }
     if as_dict:
         return report
     return _render(report, plan, stats, memory_kind)
+
+
+def _baseline_text(plan) -> str | None:
+    baseline = plan.eval.baseline
+    if baseline is None:
+        return None
+    return "the base model" if baseline.kind == "base" else f"the base model given {baseline.k} training examples (few-shot)"
 
 
 def _render(r: dict, plan, stats, memory_kind: str) -> str:
@@ -193,6 +201,8 @@ def _render(r: dict, plan, stats, memory_kind: str) -> str:
     if mem["available"] and mem["total"] > mem["available"]:
         lines.append("[bold red]warning[/]: the estimate exceeds device memory; lower `micro`, use `remat = full`, `dtype = bfloat16`, or more `fsdp`")
     lines.append(f"compute  {_human(r['flops_per_step'], 'FLOP')}/step, {_human(r['flops_total'], 'FLOP')} in total")
+    if r["baseline"]:
+        lines.append(f"compare  with {r['baseline']} on the same eval rows (cached after the first run)")
     gates = ", ".join(g.text for g in plan.gates) or "nothing (no `accept` block)"
     total_tokens = r["tokens_per_step"] * r["steps"]
     lines.append(f"[bold]Plan:[/] {r['steps']:,} steps over {_human(total_tokens)} tokens; accept on {gates}.")
