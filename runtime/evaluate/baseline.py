@@ -61,13 +61,15 @@ class Baseline:
 
 
 def checkpoint_fingerprint(directory: Path) -> str:
-    """A base checkpoint's identity: the bytes of its small files (config, tokenizer), and the
+    """A base checkpoint's identity (a directory, or a single file such as a GGUF): the bytes of its small files (config, tokenizer), and the
     name, size and modification time of its large ones (weights), so a multi-GB base is not
     read whole to look up a cache entry."""
+    directory = Path(directory)
+    files = [directory] if directory.is_file() else sorted(p for p in directory.rglob("*") if p.is_file())
     digest = hashlib.sha256()
-    for path in sorted(p for p in Path(directory).rglob("*") if p.is_file()):
+    for path in files:
         stat = path.stat()
-        digest.update(str(path.relative_to(directory)).encode() + b"\0")
+        digest.update(str(path.relative_to(directory) if path != directory else path.name).encode() + b"\0")
         if stat.st_size <= _HASHED_BYTES:
             digest.update(hashlib.sha256(path.read_bytes()).digest())
         else:
