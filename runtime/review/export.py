@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .rows import Row, RunRows, load_rows
+from .rows import ReviewError, Row, RunRows, load_rows
 from .store import Judgement, ReviewStore, current_of
 
 __all__ = ["ExportResult", "chosen_corrections", "export_corrections"]
@@ -124,9 +124,15 @@ class _Reader:
     """Rows of a source's files by (file, line), read once per file with the training reader."""
 
     def __init__(self, run_dir: Path, cache_dir: str | None):
-        from ..run import read_plan
+        from ..plan import Plan, PlanVersionError
 
-        self.plan = read_plan(run_dir)
+        path = run_dir / "plan.json"
+        try:
+            self.plan = Plan.from_json(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ReviewError(f"{path}: not found; the corrections are mapped back through the run's plan") from None
+        except (OSError, ValueError, KeyError, TypeError, PlanVersionError) as error:
+            raise ReviewError(f"{path}: cannot read the run's plan ({error})") from None
         self.cache_dir = cache_dir
         self.files: dict[str, tuple[Any, dict[int, int]]] = {}
         self.changed: dict[str, str | None] = {}

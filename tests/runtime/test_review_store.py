@@ -281,3 +281,25 @@ def test_export_refuses_rows_of_changed_data_and_rows_without_files(export_run, 
     assert len(result.refused) == 2
     assert "changed since the run" in result.refused[0] and "qa:qa.jsonl:2" in result.refused[0]
     assert "no local file" in result.refused[1] and "qa::2" in result.refused[1]
+
+
+def test_sftc_review_export_says_where_and_how_many(export_run, tmp_path, capsys, monkeypatch):
+    import shutil
+
+    from sftlang.cli import main
+
+    root, run_dir, samples, fps = export_run
+    monkeypatch.setenv("SFTC_CACHE", str(root / "sftc-cache"))
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    rid = row_ids(samples)[1]
+    ReviewStore(copy).add(Judgement(row_id=rid, answer="tuned", reviewer="ann", score=5, flagged=False,
+                                    correction="TWO", note=None, data_fingerprint=fps["qa"],
+                                    answer_sha=answer_sha(samples[1]["generated"])))
+    out = tmp_path / "corrections.jsonl"
+    assert main(["review", str(copy), "--export", str(out)]) == 0
+    assert f"wrote 1 corrected row to {out}" in capsys.readouterr().err.replace("\n", "")
+    assert json.loads(out.read_text())["answer"] == "TWO"
+    (copy / "plan.json").unlink()
+    assert main(["review", str(copy), "--export", str(out)]) == 1
+    assert "plan.json: not found" in capsys.readouterr().err
