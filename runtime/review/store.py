@@ -149,6 +149,7 @@ class ReviewStore:
         self.path = Path(run_dir) / DB_NAME
         if create:
             with closing(self._connect()) as db:
+                db.execute("PRAGMA journal_mode = WAL")  # persistent: set once, kept in the file
                 db.executescript(_SCHEMA)
                 db.execute("PRAGMA user_version = 1")
                 db.commit()
@@ -160,7 +161,6 @@ class ReviewStore:
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
         db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        db.execute("PRAGMA journal_mode = WAL")
         db.execute("PRAGMA synchronous = FULL")
         return db
 
