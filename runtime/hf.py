@@ -16,6 +16,8 @@ once, so no parameter is materialised twice. Pickled ``pytorch_model.bin``
 files are refused (unpickling runs arbitrary code); ``trust_remote_code`` is
 never used. A hub id (``org/name``) is fetched with ``huggingface_hub`` when
 the hub is reachable; offline it fails with a `CheckpointError` saying what to do.
+A ``.gguf`` file stands for a checkpoint directory made by `runtime.gguf` (config and
+tokenizer from its header, weights dequantized from the file at load).
 
 Parameter names map through `WEIGHT_TABLE` (a declarative table) and the
 `TRANSFORMS` hooks; nothing else in this file knows HF names.
@@ -124,6 +126,13 @@ def resolve_checkpoint(path: str | os.PathLike, revision: str | None = None) -> 
     p = Path(path).expanduser()
     if p.is_dir():
         return p
+    if p.is_file() and p.suffix.lower() == ".gguf":
+        from . import gguf
+
+        try:
+            return gguf.checkpoint_dir(p)
+        except gguf.GgufError as e:
+            raise CheckpointError(str(e)) from None
     if p.exists():
         raise CheckpointError(f"{path}: expected a checkpoint directory (with config.json), got a file")
     name = str(path)
@@ -213,12 +222,23 @@ class _Weights:
                     yield name, f.get_tensor(name)
 
 
+def _weights(directory: Path):
+    from . import gguf
+
+    if gguf.is_converted(directory):
+        try:
+            return gguf.GgufWeights(directory)
+        except gguf.GgufError as e:
+            raise CheckpointError(str(e)) from None
+    return _Weights(directory)
+
+
 def load_pretrained(path: str | os.PathLike, dtype: str = "float32", *,
                     revision: str | None = None, **config_overrides) -> tuple[Transformer, ModelConfig]:
     """Load a Hugging Face Llama-family checkpoint: ``(model, config)``.
 
-    ``path``: a local directory (config.json + safetensors), or a hub id when
-    the hub is reachable. ``dtype``: parameter and compute dtype
+    ``path``: a local directory (config.json + safetensors), a ``.gguf`` file, or a hub id
+    when the hub is reachable. ``dtype``: parameter and compute dtype
     (``"float32"``, ``"bfloat16"``, ...); weights are cast on load.
     ``config_overrides`` replace `ModelConfig` fields (e.g. ``attention_impl``).
 
@@ -233,7 +253,7 @@ def load_pretrained(path: str | os.PathLike, dtype: str = "float32", *,
     jdtype = jnp.dtype(dtype)
     abstract = nnx.eval_shape(lambda: Transformer(config, rngs=nnx.Rngs(0), dtype=jdtype))
     graphdef, state = nnx.split(abstract)
-    weights = _Weights(directory)
+    weights = _weights(directory)
     wanted: dict[str, tuple[Any, Any, str | None]] = {}  # hf name -> (key path, variable, transform)
     for key_path, variable in nnx.to_flat_state(state):
         hf_name, transform = ours_to_hf_name(".".join(str(k) for k in key_path))

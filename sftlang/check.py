@@ -10,6 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from runtime.gguf_header import GgufError, check_supported, is_gguf_path, read_header
 from runtime.hub import hub_reachable, offline_requested
 from runtime.vocab_range import explain, fixed_pieces, smallest_vocab
 
@@ -153,6 +154,9 @@ def _check_model_dir(ctx: _Context, call: ast.Call, base_dir: Path, what: str = 
     if not isinstance(path, ast.Str):
         return
     local = (base_dir / path.value) if not os.path.isabs(path.value) else Path(path.value)
+    if is_gguf_path(path.value):
+        _check_gguf(ctx, path, local, base_dir)
+        return
     if ctx.files.exists(local):
         if not ctx.files.is_file(local / ("config.json" if what == "model" else "tokenizer_config.json")) and not ctx.files.is_file(local / "tokenizer.json"):
             ctx.report(Diagnostic("E036", f"`{path.value}` is not a Hugging Face {what} directory (no config.json)", path.span))
@@ -162,6 +166,22 @@ def _check_model_dir(ctx: _Context, call: ast.Call, base_dir: Path, what: str = 
             ctx.report(Diagnostic("W001", f"{what} `{path.value}` not checked: {ctx.hub_skip_reason()}", path.span, "it must be in the Hugging Face cache or reachable when the run starts"))
         return
     ctx.report(Diagnostic("E036", f"{what} directory `{path.value}` not found", path.span, f"paths are relative to {base_dir}"))
+
+
+def _check_gguf(ctx: _Context, path: ast.Str, local: Path, base_dir: Path) -> None:
+    """`hf("model.gguf")`: the file exists, is a GGUF, and holds an architecture sftc loads
+    (its header only is read: milliseconds, whatever the size of the weights)."""
+    if not ctx.files.is_file(local):
+        problem = "is a directory, not a GGUF file" if ctx.files.exists(local) else "not found"
+        ctx.report(Diagnostic("E036", f"GGUF file `{path.value}` {problem}", path.span, f"paths are relative to {base_dir}"))
+        return
+    if type(ctx.files) is not FileSystem:
+        return  # a file at a git revision: its header is not read
+    try:
+        check_supported(read_header(local))
+    except (GgufError, OSError) as error:
+        message = str(error).removeprefix(f"{local}: ")
+        ctx.report(Diagnostic("E037", f"`{path.value}`: {message}", path.span, "use a GGUF file of a Llama-architecture model, or a Hugging Face checkpoint directory"))
 
 
 # ---------------------------------------------------------------- data

@@ -299,7 +299,13 @@ def test_shipped_specs_are_valid(monkeypatch):
     assert specs, "specs/ ships example specs"
     for spec in specs:
         _, problems = check_spec_file(spec, devices=1, offline=True)
-        assert [d for d in problems if d.is_error] == [], spec
+        # A GGUF base is a file the user links into models/ (like a hub base, it is not in the
+        # repository); tests/test_gguf_check.py checks that spec with the file in place.
+        assert [d for d in problems if d.is_error and not _gguf_not_linked(d)] == [], spec
+
+
+def _gguf_not_linked(d) -> bool:
+    return d.code == "E036" and d.message.startswith("GGUF file `../models/") and d.message.endswith("not found")
 
 
 def test_console_script(project):
