@@ -25,7 +25,7 @@ def main(args: argparse.Namespace, edited: Plan | None = None) -> int:
     from runtime.data.tokenize import tokenizer_fingerprint
     from runtime.evaluate.final import score
     from runtime.evaluate.gates import accepted
-    from runtime.evaluate.report import print_gates, write_report
+    from runtime.evaluate.report import print_before_after, print_gates, write_report
     from runtime.evaluate.tokens import token_metrics
     from runtime.run import new_run_dir
 
@@ -49,6 +49,7 @@ def main(args: argparse.Namespace, edited: Plan | None = None) -> int:
     report, _ = write_report(out, verdicts=scores.verdicts, values=scores.values, samples=scores.samples, facts=facts,
                              data_stats=prepared.pipeline.stats, records=[], baseline=scores.baseline,
                              base_values=scores.base_values)
+    print_before_after(scores.values, scores.base_values, scores.baseline, console)
     if scores.verdicts:
         print_gates(scores.verdicts, console)
     else:

@@ -76,7 +76,7 @@ def _train_and_evaluate(args, console: Console, prepared, run_dir: Path, started
                         fingerprints: dict[str, str]) -> int:
     from runtime import run as rundir
     from runtime.evaluate.final import evaluate_run
-    from runtime.evaluate.report import print_gates
+    from runtime.evaluate.report import print_before_after, print_gates
     from runtime.train.loop import train
     from runtime.train.metrics_log import MetricsLog
     from runtime.train.progress import progress_for
@@ -112,6 +112,7 @@ def _train_and_evaluate(args, console: Console, prepared, run_dir: Path, started
         outcome = evaluate_run(prepared, result, run_dir, facts, tokenizer_print, fingerprints, force_export=args.export)
     rundir.write_status(run_dir, "done", steps=result.steps, skipped_steps=result.skipped,
                         seconds=round(time.time() - started, 1), accepted=outcome.accepted)
+    print_before_after(outcome.values, outcome.base_values, outcome.baseline, console)
     if outcome.verdicts:
         print_gates(outcome.verdicts, console)
     console.print(f"report: {outcome.report}")

@@ -27,6 +27,8 @@ class Outcome:
     report: Path
     export: Path | None
     export_check: Any = None  # an `ExportCheck` when the run exported
+    baseline: Any = None  # a `Baseline` when the run is compared with one
+    base_values: dict | None = None  # the baseline's metric values
 
 
 def final_token_metrics(run_dir: Path, step: int) -> dict[str | None, dict]:
@@ -126,7 +128,7 @@ def evaluate_run(prepared, result, run_dir: Path, facts: dict[str, Any], tokeniz
     report, _ = write_report(run_dir, verdicts=verdicts, values=values, samples=samples, facts=facts,
                              data_stats=prepared.pipeline.stats, export_check=check.to_dict() if check else None,
                              baseline=scores.baseline, base_values=scores.base_values)
-    return Outcome(ok, verdicts, values, samples, report, export_dir, check)
+    return Outcome(ok, verdicts, values, samples, report, export_dir, check, scores.baseline, scores.base_values)
 
 
 def export_model(prepared, model, directory: Path, kind: str) -> Path:

@@ -29,7 +29,7 @@ from .gates import TOKEN_METRICS, Verdict, accepted, metric_key
 from .generation import Sample
 
 __all__ = ["write_report", "write_loss_chart", "loss_series", "rank_samples", "gate_table", "print_gates",
-           "summary_line", "format_value"]
+           "summary_line", "format_value", "before_after_rows", "print_before_after"]
 
 _GENERATION = set(M.GENERATION_METRICS) | {"regex"}
 
@@ -247,9 +247,10 @@ def _baseline_title(baseline: Any) -> str:
     return f"Baseline: {what}" + (", answers from the cache" if baseline.cached else "")
 
 
-def _before_after_lines(values: Mapping[str, float], base_values: Mapping[str, float], sources: Sequence[str],
-                        baseline: Any) -> list[str]:
-    """Per metric and scope: the baseline's value, the tuned model's, and the change."""
+def before_after_rows(values: Mapping[str, float], base_values: Mapping[str, float],
+                      sources: Sequence[str]) -> list[tuple[str, str, str, str, str]]:
+    """(metric, scope, baseline, tuned, change) for every metric and scope both have, formatted:
+    the one table behind report.md's "Before → after" and the terminal's."""
     rows = []
     for metric in TOKEN_METRICS + M.GENERATION_METRICS:
         for scope in [None, *sources]:
@@ -257,8 +258,16 @@ def _before_after_lines(values: Mapping[str, float], base_values: Mapping[str, f
             if key in values and key in base_values:
                 before, after = float(base_values[key]), float(values[key])
                 change = after - before
-                rows.append([f"`{metric}`", "all" if scope is None else scope, format_value(metric, before),
-                             format_value(metric, after), ("+" if change >= 0 else "") + format_value(metric, change)])
+                rows.append((metric, "all" if scope is None else scope, format_value(metric, before),
+                             format_value(metric, after), ("+" if change >= 0 else "") + format_value(metric, change)))
+    return rows
+
+
+def _before_after_lines(values: Mapping[str, float], base_values: Mapping[str, float], sources: Sequence[str],
+                        baseline: Any) -> list[str]:
+    """Per metric and scope: the baseline's value, the tuned model's, and the change."""
+    scopes = sources if len(sources) > 1 else []  # one source: its rows are the `all` rows
+    rows = [[f"`{m}`", scope, *rest] for m, scope, *rest in before_after_rows(values, base_values, scopes)]
     lines = ["## Before → after", "", _baseline_title(baseline) + ". Same eval rows, prompts, decoding and metrics.", ""]
     if not rows:
         return lines + ["No metric was computed for both.", ""]
@@ -429,6 +438,27 @@ def gate_table(verdicts: Sequence[Verdict], title: str | None = None):
             verdict.append(f"  {v.reason}", style="red")
         table.add_row(v.gate, format_value(v.metric, v.value), _threshold_text(v), verdict)
     return table
+
+
+def print_before_after(values: Mapping[str, float], base_values: Mapping[str, float] | None, baseline: Any,
+                       console=None) -> None:
+    """The terminal's before → after table (every eval row's scope only; report.md has each source)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    if baseline is None or base_values is None:
+        return
+    rows = [r for r in before_after_rows(values, base_values, []) if r[1] == "all"]
+    if not rows:
+        return
+    console = console or Console()
+    console.print(f"[bold]Before → after[/] ({_baseline_title(baseline)[len('Baseline: '):]})")
+    table = Table(show_edge=False, pad_edge=False)
+    for name, justify in (("metric", "left"), ("baseline", "right"), ("tuned", "right"), ("change", "right")):
+        table.add_column(name, justify=justify, style="bold" if name == "metric" else None)
+    for metric, _, before, after, change in rows:
+        table.add_row(metric, before, after, change)
+    console.print(table)
 
 
 def print_gates(verdicts: Sequence[Verdict], console=None) -> None:
