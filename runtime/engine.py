@@ -166,12 +166,23 @@ class Engine:
     def place(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
         """A global batch `[batch, seq_len]` as `[accumulation, micro, seq_len]` on the mesh."""
         shaped = {k: v.reshape(self.settings.accumulation, self.settings.micro, -1) for k, v in batch.items()}
-        return jax.device_put(shaped, self.batch_sharding)
+        return {k: _global_array(v, self.batch_sharding) for k, v in shaped.items()}
+
+    def place_rows(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
+        """An eval batch `[rows, seq_len]` on the mesh, rows split over data x fsdp."""
+        sharding = meshlib.row_sharding(self.mesh)
+        return {k: _global_array(v, sharding) for k, v in batch.items()}
 
     def token_sums(self, params, frozen, batches) -> tuple[float, float, float]:
         """(sum of token losses, trained tokens, correctly predicted tokens) over `batches`."""
         total = tokens = right = 0.0
         for batch in batches:
-            loss_sum, (count, correct) = self.eval_fn(params, frozen, batch)
+            loss_sum, (count, correct) = self.eval_fn(params, frozen, self.place_rows(batch))
             total, tokens, right = total + float(loss_sum), tokens + float(count), right + float(correct)
         return total, tokens, right
+
+
+def _global_array(value: np.ndarray, sharding: jax.NamedSharding) -> jax.Array:
+    """``value`` (the same global array on every process) laid out by ``sharding``: each process
+    places only the shards its own devices hold, so one code path serves one process and many."""
+    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])

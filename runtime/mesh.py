@@ -111,5 +111,10 @@ def batch_sharding(mesh: jax.sharding.Mesh) -> jax.NamedSharding:
     return jax.NamedSharding(mesh, jax.P(None, BATCH_AXES, None))
 
 
+def row_sharding(mesh: jax.sharding.Mesh) -> jax.NamedSharding:
+    """Eval batches arrive as [rows, seq_len]: rows split over data x fsdp."""
+    return jax.NamedSharding(mesh, jax.P(BATCH_AXES, None))
+
+
 def replicated(mesh: jax.sharding.Mesh) -> jax.NamedSharding:
     return jax.NamedSharding(mesh, jax.P())

@@ -233,6 +233,12 @@ def _register_runtime_commands(commands) -> None:
     run.add_argument("spec", metavar="SPEC")
     run.add_argument("--fresh", action="store_true", help="start a new run even if an unfinished one can be resumed")
     run.add_argument("--export", action="store_true", help="export even when a gate fails")
+    job = run.add_argument_group("many processes (docs/scaling.md): every process runs the same command")
+    job.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, reachable from every process")
+    job.add_argument("--num-processes", type=int, metavar="N", help="processes in the job")
+    job.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1 (0 prints and writes)")
+    job.add_argument("--distributed", action="store_true",
+                     help="join the job JAX detects (SLURM, Cloud TPU, Kubernetes, Open MPI)")
     run.set_defaults(run=_runtime_command("run", spec=True))
 
     evaluate = commands.add_parser("eval", help="re-evaluate a run's checkpoint (optionally with an edited spec's gates)")

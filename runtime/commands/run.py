@@ -13,6 +13,7 @@ from . import (
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_REJECTED,
+    EXIT_USAGE,
     Compiled,
     internal_error,
     runtime_error,
@@ -24,7 +25,7 @@ from . import (
 def main(args: argparse.Namespace, compiled: Compiled) -> int:
     from rich.text import Text
 
-    from runtime import run as rundir
+    from runtime import distributed, run as rundir
     from runtime.data.sources import source_fingerprint
     from runtime.data.tokenize import tokenizer_fingerprint
     from runtime.logs import route_library_logs
@@ -32,31 +33,59 @@ def main(args: argparse.Namespace, compiled: Compiled) -> int:
     from runtime.resume import differences
 
     console = Console(stderr=True, highlight=False)
+    try:
+        distributed.join(distributed.Launch(getattr(args, "coordinator", None), getattr(args, "num_processes", None),
+                                            getattr(args, "process_id", None), getattr(args, "distributed", False)))
+    except distributed.LaunchError as error:
+        say(console, "error", str(error))
+        return EXIT_USAGE
+    primary = distributed.is_primary()
+    if not primary:  # one process prints; the others say only what went wrong, and which process they are
+        errors = Console(stderr=True, highlight=False)
+        errors.print(f"process {args.process_id if args.process_id is not None else '?'} of the job", style="dim")
+        console = Console(stderr=True, highlight=False, quiet=True)
     plan, resolved_text = compiled.plan, compiled.text
     root = Path(plan.output.dir)
     started = time.time()
+    run_dir = None
     try:
+        if not primary:  # the primary fills the caches first, so that processes sharing a disk do not race
+            distributed.barrier("sftc: data prepared")
         with console.status("preparing: tokenizer, data (cached after the first time)"):
             prepared = prepare(plan)
+        if primary:
+            distributed.barrier("sftc: data prepared")
         fingerprints = {s.name: source_fingerprint(s) for s in prepared.plan.data.sources}
         tokenizer_print = tokenizer_fingerprint(prepared.tokenizer)
-        run_dir = None if args.fresh else rundir.unfinished(root)
-        if run_dir is not None:
-            changed = differences(run_dir, prepared.plan, fingerprints, tokenizer_print)
+        refused = False
+        if primary:
+            run_dir = None if args.fresh else rundir.unfinished(root)
+            changed = differences(run_dir, prepared.plan, fingerprints, tokenizer_print) if run_dir else []
             if changed:
+                refused = True
                 console.print(Text.assemble(("error", "bold red"), f": the unfinished run {run_dir} was trained on other inputs; resuming it would mix them:"), soft_wrap=True)
                 for line in changed:
                     console.print(Text("    " + line, style="yellow"), soft_wrap=True)
                 console.print("  = help: `sftc run --fresh` starts a new run; or restore these inputs to resume this one", soft_wrap=True, markup=False)
-                return EXIT_FAIL
+            resuming = run_dir is not None
+            run_dir = run_dir or (None if refused else rundir.new_run_dir(root))
+            decided = None if refused else f"{int(resuming)}{run_dir}"
+        decided = distributed.broadcast_text(decided if primary else None)  # every process: the primary's run
+        if decided is None:
+            return EXIT_FAIL
     except runtime_errors() as error:
-        return runtime_error(console, error)
-    resuming = run_dir is not None
+        return runtime_error(console if primary else errors, error)
+    resuming, run_dir = decided[0] == "1", Path(decided[1:])
     evaluating_only = resuming and rundir.read_status(run_dir).get("status") == "trained"
-    run_dir = run_dir or rundir.new_run_dir(root)
+    checkpoints = run_dir / "checkpoints"  # shared: every process writes its part of each checkpoint
+    if not primary:  # what only the primary keeps goes to a scratch directory here
+        import tempfile
+
+        run_dir = Path(tempfile.mkdtemp(prefix=f"sftc-process{args.process_id}-"))
     route_library_logs(run_dir / "sftc.log")
     what = "finishing the evaluation of" if evaluating_only else ("resuming" if resuming else "run")
-    console.print(f"{what} [bold]{plan.name}[/] in {run_dir}")
+    console.print(f"{what} [bold]{plan.name}[/] in {run_dir}" + (
+        f" ({distributed.process_count()} processes)" if distributed.process_count() > 1 else ""))
     plan = prepared.plan
     (run_dir / "spec.sft").write_text(f"# resolved by sftc from {plan.spec_path}\n" + resolved_text)
     rundir.write_plan(run_dir, plan)  # when resuming, only settings that do not shape the weights may differ
@@ -64,16 +93,19 @@ def main(args: argparse.Namespace, compiled: Compiled) -> int:
     if not resuming:
         prepared.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
     try:
-        return _train_and_evaluate(args, console, prepared, run_dir, started, tokenizer_print, fingerprints)
+        code = _train_and_evaluate(args, console, prepared, run_dir, started, tokenizer_print, fingerprints, checkpoints)
     except runtime_errors() as error:
         rundir.write_status(run_dir, "error", message=str(error))
-        return runtime_error(console, error)
+        return runtime_error(console if primary else errors, error)
     except Exception as error:  # noqa: BLE001 - a bug: say where the details are, no traceback on screen
-        return internal_error(console, error, run_dir)
+        return internal_error(console if primary else errors, error, run_dir)
+    # The primary's verdict (its export check included) is the job's; waiting for it also keeps
+    # the others alive while the primary evaluates and exports.
+    return int(distributed.broadcast_text(str(code) if primary else None))
 
 
 def _train_and_evaluate(args, console: Console, prepared, run_dir: Path, started: float, tokenizer_print: str,
-                        fingerprints: dict[str, str]) -> int:
+                        fingerprints: dict[str, str], checkpoints: Path) -> int:
     from runtime import run as rundir
     from runtime.evaluate.final import evaluate_run
     from runtime.evaluate.report import print_before_after, print_gates
@@ -86,7 +118,7 @@ def _train_and_evaluate(args, console: Console, prepared, run_dir: Path, started
     log = MetricsLog(run_dir)
     try:
         with progress_for(console) as progress:
-            result = train(prepared, run_dir, progress=progress, log=log)
+            result = train(prepared, run_dir, progress=progress, log=log, checkpoint_dir=checkpoints)
     finally:
         log.close()
     for note in result.notes:

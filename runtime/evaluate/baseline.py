@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from ..distributed import everywhere, is_primary
 from .generation import Sample, generate_eval
 
 __all__ = ["Baseline", "baseline_key", "checkpoint_fingerprint", "evaluate_baseline"]
@@ -120,20 +121,27 @@ def _write_cached(key: str, baseline: Baseline) -> None:
 
 def base_model(engine: Any, params: Any, frozen: Any, checkpoint: Path):
     """The model before fine-tuning, on the engine's graph: adapters zeroed (LoRA), or the
-    checkpoint's weights reloaded (full fine-tuning). Returns (model, trainable params, frozen)."""
+    checkpoint's weights reloaded (full fine-tuning). Returns (model, trainable params, frozen):
+    the two trees placed on the engine's mesh (for its eval step); the model, with several
+    processes, on this process's own copy (each decodes its share of the answers alone)."""
     import jax
-    import jax.numpy as jnp
+    import numpy as np
     from flax import nnx
 
+    from ..distributed import process_count
+
     if engine.settings.adapter is not None:
-        params = jax.tree.map(jnp.zeros_like, params)
-        frozen = engine.place_frozen(frozen)
+        params = jax.tree.map(np.zeros_like, jax.device_get(params))
     else:
         from ..engine import load_weights
 
         params, frozen = load_weights(engine.settings, engine.config, checkpoint)
-        frozen = engine.place_frozen(frozen)
-    return nnx.merge(engine.graphdef, params, frozen), params, frozen
+    placed_params, placed_frozen = jax.device_put(params, engine.shardings.params), engine.place_frozen(frozen)
+    if process_count() > 1:
+        model = nnx.merge(engine.graphdef, params, jax.device_get(frozen))
+    else:
+        model = nnx.merge(engine.graphdef, placed_params, placed_frozen)
+    return model, placed_params, placed_frozen
 
 
 def few_shot_context(pipeline: Any, k: int, seed: int, bos: int | None):
@@ -180,7 +188,7 @@ def evaluate_baseline(prepared: Any, engine: Any, params: Any, frozen: Any, toke
         return None
     key = baseline_key(plan, prepared.checkpoint, tokenizer_print, fingerprints)
     cached = _read_cached(key)
-    if cached is not None:
+    if everywhere(cached is not None):  # with several processes, all compute it unless all have it
         return cached
     model, params, frozen = base_model(engine, params, frozen, prepared.checkpoint)
     samples: list[Sample] = []
@@ -191,8 +199,9 @@ def evaluate_baseline(prepared: Any, engine: Any, params: Any, frozen: Any, toke
             context = few_shot_context(pipeline, spec.k, spec.seed, None if bos is None else int(bos))
         samples = generate_eval(model, prepared.tokenizer, pipeline, plan.eval.generate, plan.eval.samples,
                                 seed=plan.eval.generate.seed, context=context,
-                                max_length=prepared.config.max_position_embeddings if context else None)
+                                max_length=prepared.config.max_position_embeddings if context else None, spread=True)
     tokens = token_metrics(engine, frozen, pipeline, params) if spec.kind == "base" else {}
     baseline = Baseline(spec.kind, spec.k, samples, tokens)
-    _write_cached(key, baseline)
+    if is_primary():
+        _write_cached(key, baseline)
     return baseline

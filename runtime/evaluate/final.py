@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..distributed import is_primary
 from ..train.metrics_log import read_metrics
 from .gates import accepted, compute_metrics, judge
 from .report import write_report
@@ -71,7 +72,7 @@ def score(prepared, engine, params, frozen, model, token_values: dict, run_dir: 
         from .generation import generate_eval
 
         samples = generate_eval(model, prepared.tokenizer, prepared.pipeline, plan.eval.generate, plan.eval.samples,
-                                seed=plan.eval.generate.seed)
+                                seed=plan.eval.generate.seed, spread=True)
     eval_sources = [s.name for s in plan.data.sources if s.eval is not None]
     baseline = evaluate_baseline(prepared, engine, params, frozen, tokenizer_print, fingerprints)
     base_values = None
@@ -118,7 +119,7 @@ def evaluate_run(prepared, result, run_dir: Path, facts: dict[str, Any], tokeniz
     ok = accepted(verdicts)
     export_dir = check = None
     export = plan.output.export if export is None else export
-    if export != "none" and (ok or force_export):
+    if export != "none" and (ok or force_export) and is_primary():  # one process writes the export
         from .export_check import check_export
 
         export_dir = export_model(prepared, model, run_dir / "export", export)

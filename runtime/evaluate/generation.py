@@ -100,25 +100,32 @@ def pad_id(tokenizer: Any) -> int:
 
 
 def answer_ids(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int, sampling: Any,
-               seed: int, batch_size: int = 32, eos_ids: Sequence[int] | None = None) -> list[tuple[list[int], bool]]:
+               seed: int, batch_size: int = 32, eos_ids: Sequence[int] | None = None,
+               spread: bool = False) -> list[tuple[list[int], bool]]:
     """Each prompt's answer: its new token ids without the stop token, and whether a stop token ended it.
 
-    ``eos_ids`` overrides the stop tokens (default `stop_ids`).
+    ``eos_ids`` overrides the stop tokens (default `stop_ids`). ``spread``: every process of a
+    job calls this with the same prompts; each decodes its share of the batches and all get every
+    answer (the same answers one process would give).
     """
     import jax
 
+    from .. import distributed
     from ..models.generate import generate_many
 
     stops = list(eos_ids) if eos_ids is not None else stop_ids(tokenizer)
+    share = distributed.share() if spread else (0, 1)
     new = generate_many(model, prompts, int(max_new_tokens), eos_ids=stops, sampling=sampling,
-                        rng=jax.random.key(int(seed)), pad_id=pad_id(tokenizer), batch_size=batch_size)
+                        rng=jax.random.key(int(seed)), pad_id=pad_id(tokenizer), batch_size=batch_size, share=share)
+    if share[1] > 1:
+        new = distributed.merge_rows(new, int(max_new_tokens))
     return [cut_at_stop(tokens, stops) for tokens in new]
 
 
 def generate_eval(model: Any, tokenizer: Any, pipeline: Any, generation: Any, samples: int | None,
                   seed: int | None = None, batch_size: int = 32,
                   eos_ids: Sequence[int] | None = None, context: Callable[[Any, np.ndarray], np.ndarray] | None = None,
-                  max_length: int | None = None) -> list[Sample]:
+                  max_length: int | None = None, spread: bool = False) -> list[Sample]:
     """Generate for ``samples`` eval rows (see the module docstring) and decode.
 
     ``generation`` is a `runtime.plan.GenerationPlan`; ``seed`` (default: its own)
@@ -127,6 +134,7 @@ def generate_eval(model: Any, tokenizer: Any, pipeline: Any, generation: Any, sa
     first); ``max_length`` (the model's positions) refuses a prompt that leaves no room for
     ``max_new_tokens``. Prompts are batched ``batch_size`` at a time, sorted by length so
     that rows of a batch need little padding; the result is in `select_prompts` order.
+    ``spread``: every process of a job calls this, and each decodes a share (`answer_ids`).
     """
     from ..data.errors import DataError
 
@@ -150,7 +158,8 @@ def generate_eval(model: Any, tokenizer: Any, pipeline: Any, generation: Any, sa
                                 f"positions. help: lower `k` of the few-shot baseline or `max_new_tokens`")
     stops = list(eos_ids) if eos_ids is not None else stop_ids(tokenizer)
     answers = answer_ids(model, tokenizer, [prompt.tolist() for _, prompt, _ in chosen], generation.max_new_tokens,
-                         sampling_for(generation), generation.seed if seed is None else seed, batch_size, stops)
+                         sampling_for(generation), generation.seed if seed is None else seed, batch_size, stops,
+                         spread=spread)
     result = []
     for (ex, prompt, ref), (gen, finished) in zip(chosen, answers):
         ref_ids, _ = cut_at_stop(ref.tolist(), stops)

@@ -248,22 +248,27 @@ def generate(model: Transformer, prompt_ids_list: Sequence[Sequence[int]], max_n
 def generate_many(model: Transformer, prompt_ids_list: Sequence[Sequence[int]], max_new_tokens: int,
                   eos_ids: Sequence[int] = (), sampling: Sampling = GREEDY,
                   rng: jax.Array | int | None = None, pad_id: int = 0,
-                  batch_size: int = 32) -> list[list[int]]:
+                  batch_size: int = 32, share: tuple[int, int] = (0, 1)) -> list[list[int] | None]:
     """`generate` over any number of prompts, ``batch_size`` at a time; results in the input order.
 
     Prompts are sorted by length so that a batch needs little padding; a short
     last batch is filled with copies so its shape (and compilation) is reused.
     Batch ``b`` samples with ``fold_in(rng, b)``: the same prompts in the same
     order give the same tokens, whoever asks (evaluation or ``sftc generate``).
+    ``share = (i, n)`` decodes only batches ``b`` with ``b % n == i`` (one process's share of
+    the batches); the other prompts' results are None.
     """
+    index, count = share
     prompts = [list(map(int, p)) for p in prompt_ids_list]
     if not prompts:
         return []
     key = _key(rng)
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))
     size = max(1, min(int(batch_size), len(prompts)))
-    outputs: list[list[int]] = [[] for _ in prompts]
+    outputs: list[list[int] | None] = [None if count > 1 else [] for _ in prompts]
     for b, start in enumerate(range(0, len(order), size)):
+        if b % count != index:
+            continue
         idx = order[start:start + size]
         batch = [prompts[i] for i in idx]
         batch += [batch[-1]] * (size - len(batch))

@@ -29,6 +29,7 @@ from typing import Any
 
 import jax
 
+from ..distributed import gather
 from ..engine import Engine, StepSettings, load_weights
 from ..evaluate.tokens import token_metrics
 from ..prepare import Prepared, log_interval
@@ -85,14 +86,17 @@ class _Interrupts:
             signal.signal(signal.SIGINT, previous)
 
 
-def train(prepared: Prepared, run_dir: Path, progress=None, log: MetricsLog | None = None) -> TrainResult:
-    """Run (or resume) the plan's training in `run_dir`; returns how it ended."""
+def train(prepared: Prepared, run_dir: Path, progress=None, log: MetricsLog | None = None,
+          checkpoint_dir: Path | None = None) -> TrainResult:
+    """Run (or resume) the plan's training in `run_dir` (checkpoints in `checkpoint_dir`, by
+    default `run_dir/checkpoints`; with several processes, the one directory they share);
+    returns how it ended."""
     plan = prepared.plan
     total = plan.train.steps
     engine = Engine(StepSettings.of(plan), prepared.config)
     params, frozen = load_weights(engine.settings, prepared.config, prepared.checkpoint)
     frozen = engine.place_frozen(frozen)
-    checkpoints = Checkpoints(run_dir / "checkpoints", keep=plan.train.keep)
+    checkpoints = Checkpoints(checkpoint_dir or run_dir / "checkpoints", keep=plan.train.keep)
     log = log or MetricsLog(run_dir)
     notes: list[str] = []
     restored = checkpoints.restore_newest_good(engine.restore_target())
@@ -196,8 +200,8 @@ def train(prepared: Prepared, run_dir: Path, progress=None, log: MetricsLog | No
         for record in _eval_records(engine, frozen, prepared, state.params, steps):
             log.write(record)
     log.event(steps, "stop" if status != "done" else "done", status=status, skipped_steps=skipped)
-    params = jax.device_get(state.params)
-    return TrainResult(status, steps, engine.graphdef, params, jax.device_get(frozen), last_loss, message, skipped, notes,
+    params = gather(state.params)  # every process: the whole model, for evaluation and export
+    return TrainResult(status, steps, engine.graphdef, params, gather(frozen), last_loss, message, skipped, notes,
                        engine)
 
 

@@ -43,15 +43,25 @@ def runs(project: Path) -> list[Path]:
 
 
 def final_params(run_dir: Path):
+    """(step, parameter leaves as numpy) of the run's latest checkpoint, on this process's
+    first device, whatever mesh and number of processes wrote it."""
     import jax
+    import numpy as np
+    import orbax.checkpoint as ocp
 
     from runtime.train.checkpoint import Checkpoints
 
     checkpoints = Checkpoints(run_dir / "checkpoints", keep=5)
     step = checkpoints.latest_step()
-    state = checkpoints.manager.restore(step)  # raw restore: numpy arrays
     checkpoints.close()
-    return step, jax.tree.leaves(state["state"]["params"] if isinstance(state["state"], dict) else state["state"].params)
+    path = (run_dir / "checkpoints" / str(step) / "state").resolve()
+    with ocp.StandardCheckpointer() as reader:
+        metadata = reader.metadata(path)
+        tree = getattr(metadata, "item_metadata", metadata)
+        device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+        target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
+        state = reader.restore(path, target)
+    return step, [np.asarray(leaf) for leaf in jax.tree.leaves(state["params"])]
 
 
 def write_project(directory: Path) -> Path:

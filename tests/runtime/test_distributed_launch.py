@@ -1,0 +1,39 @@
+"""The job flags of `sftc run`: a half-described job is a usage error naming what is missing,
+before anything is prepared or trained. (The jobs themselves: test_multiprocess.py.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from runtime.distributed import Launch, LaunchError
+
+
+@pytest.mark.parametrize("launch, message", [
+    (Launch("127.0.0.1:8476", None, 0), "needs all of --coordinator HOST:PORT, --num-processes N and --process-id I"),
+    (Launch(None, 2, 1), "needs all of"),
+    (Launch("localhost", 2, 0), "is not HOST:PORT"),
+    (Launch("127.0.0.1:8476", 0, 0), "--num-processes must be at least 1"),
+    (Launch("127.0.0.1:8476", 2, 2), "--process-id 2 is not in 0..1"),
+])
+def test_a_half_described_job_is_refused(launch, message):
+    with pytest.raises(LaunchError, match=message.replace(".", r"\.")):
+        launch.validate()
+
+
+def test_who_joins_a_job(monkeypatch):
+    monkeypatch.delenv("JAX_COORDINATOR_ADDRESS", raising=False)
+    assert not Launch().wanted
+    assert Launch("10.0.0.1:8476", 2, 0).wanted and Launch(auto=True).wanted
+    monkeypatch.setenv("JAX_COORDINATOR_ADDRESS", "10.0.0.1:8476")
+    assert Launch().wanted  # JAX reads the address; sftc joins
+
+
+def test_sftc_run_with_half_the_flags_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    from run_helpers import write_project
+    from sftlang.cli import main
+
+    monkeypatch.chdir(write_project(tmp_path))
+    monkeypatch.setenv("SFTC_CACHE", str(tmp_path / "cache"))
+    assert main(["run", "tiny.sft", "--num-processes", "2"]) == 2
+    assert "--coordinator HOST:PORT" in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()
