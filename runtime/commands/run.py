@@ -78,10 +78,13 @@ def main(args: argparse.Namespace, compiled: Compiled) -> int:
     resuming, run_dir = decided[0] == "1", Path(decided[1:])
     evaluating_only = resuming and rundir.read_status(run_dir).get("status") == "trained"
     checkpoints = run_dir / "checkpoints"  # shared: every process writes its part of each checkpoint
-    if not primary:  # what only the primary keeps goes to a scratch directory here
+    if not primary:  # what only the primary keeps goes to a scratch directory here, removed at exit
+        import atexit
+        import shutil
         import tempfile
 
         run_dir = Path(tempfile.mkdtemp(prefix=f"sftc-process{args.process_id}-"))
+        atexit.register(shutil.rmtree, run_dir, True)
     route_library_logs(run_dir / "sftc.log")
     what = "finishing the evaluation of" if evaluating_only else ("resuming" if resuming else "run")
     console.print(f"{what} [bold]{plan.name}[/] in {run_dir}" + (

@@ -76,6 +76,20 @@ def eval_rows_for(n_rows: int, fraction: float, seed: int) -> np.ndarray:
     return np.sort(perm[:k])
 
 
+def trained_between(trained: np.ndarray, starts: np.ndarray, ends: np.ndarray, chunk: int = 65536) -> int:
+    """How many of ``trained[starts[i]:ends[i]]`` are 1, over all i; ``chunk`` examples at a time,
+    so the memory it takes does not grow with the corpus (``trained`` may be memory-mapped)."""
+    total = 0
+    for i in range(0, len(starts), chunk):
+        a, b = starts[i:i + chunk], ends[i:i + chunk]
+        if len(a) == 0:
+            continue
+        lo = int(a.min())
+        sums = np.concatenate([[0], np.cumsum(trained[lo:int(b.max())], dtype=np.int64)])
+        total += int((sums[b - lo] - sums[a - lo]).sum())
+    return total
+
+
 class DataPipeline:
     """Tokenized, split and length-checked examples of a DataPlan, and the batches they form."""
 
@@ -147,9 +161,8 @@ class DataPipeline:
                     if name == "train":
                         st.train_examples += len(sel)
                         st.train_tokens += n_tok
-                        cs = np.concatenate([[0], np.cumsum(ts.trained, dtype=np.int64)])
                         starts = ts.offsets[sel]
-                        st.train_trained_tokens += int((cs[starts + keep[sel]] - cs[starts + 1]).sum())
+                        st.train_trained_tokens += trained_between(ts.trained, starts + 1, starts + keep[sel])
                     else:
                         st.eval_examples += len(sel)
                         st.eval_tokens += n_tok

@@ -304,6 +304,50 @@ def prefix_ids(tokenizer: Any, ids: list[int], text: str) -> list[int]:
     return ids
 
 
+def flat_columns(table: pa.Table, cache_file: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(tokens int32, trained int8, offsets int64 of every row, n + 1) of a tokenized table.
+
+    With a cache file the three arrays are written once beside it (``KEY.tokens.npy``, ...),
+    one record batch at a time, and memory-mapped: the corpus stays on disk and memory holds
+    only the pages in use, so data larger than memory prepares and trains. Without one (caching
+    disabled) they are built in memory.
+    """
+    if cache_file is None:
+        ids, trained = table.column("input_ids").combine_chunks(), table.column("trained").combine_chunks()
+        offsets = ids.offsets.to_numpy().astype(np.int64)
+        return (ids.flatten().to_numpy().astype(np.int32), trained.flatten().to_numpy().astype(np.int8),
+                offsets - offsets[0])
+    prefix = cache_file[: -len(".arrow")] if cache_file.endswith(".arrow") else cache_file
+    paths = {name: f"{prefix}.{name}.npy" for name in ("tokens", "trained", "offsets")}
+    if not all(os.path.exists(p) for p in paths.values()):
+        _write_flat(table, paths)
+    return tuple(np.load(paths[name], mmap_mode="r") for name in ("tokens", "trained", "offsets"))
+
+
+def _write_flat(table: pa.Table, paths: dict[str, str]) -> None:
+    """Stream the table's token columns into three .npy files (whole or absent: written under
+    temporary names, then renamed, offsets last, so a killed process leaves nothing half-written)."""
+    ids_chunks, trained_chunks = table.column("input_ids").chunks, table.column("trained").chunks
+    total = sum(len(chunk.flatten()) for chunk in ids_chunks)
+    rows = sum(len(chunk) for chunk in ids_chunks)
+    tmp = {name: f"{path}.{os.getpid()}.tmp" for name, path in paths.items()}
+    with open(tmp["tokens"], "wb") as tokens, open(tmp["trained"], "wb") as trained, open(tmp["offsets"], "wb") as offsets:
+        for f, dtype, n in ((tokens, np.int32, total), (trained, np.int8, total), (offsets, np.int64, rows + 1)):
+            np.lib.format.write_array_header_2_0(
+                f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (n,)})
+        at = 0
+        offsets.write(np.zeros(1, np.int64).tobytes())
+        for ids, flags in zip(ids_chunks, trained_chunks):
+            values = np.ascontiguousarray(ids.flatten().to_numpy(), dtype=np.int32)
+            tokens.write(values.tobytes())
+            trained.write(np.ascontiguousarray(flags.flatten().to_numpy(), dtype=np.int8).tobytes())
+            ends = at + np.cumsum(np.diff(ids.offsets.to_numpy()), dtype=np.int64)
+            offsets.write(ends.tobytes())
+            at += len(values)
+    for name in ("tokens", "trained", "offsets"):
+        os.replace(tmp[name], paths[name])
+
+
 def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any,
                     cache_dir: str | None = None, batch_size: int = 1000,
                     num_proc: int | None = None) -> TokenizedSource:
@@ -353,15 +397,7 @@ def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any
                                   turn=None if t < 0 else t, unit=loaded.unit)
             bad_rows.append(RejectedRow(file, number, bad_cols[i] or None, str(bad[i]), ""))
     good = ~bad_mask
-    ids_col = table.column("input_ids").combine_chunks()
-    tr_col = table.column("trained").combine_chunks()
-    offsets_all = ids_col.offsets.to_numpy().astype(np.int64)
-    tokens_all = ids_col.values.to_numpy().astype(np.int32)
-    trained_all = tr_col.values.to_numpy().astype(np.int8)
-    if offsets_all[0] != 0:  # sliced arrays
-        tokens_all = tokens_all[offsets_all[0]:]
-        trained_all = trained_all[offsets_all[0]:]
-        offsets_all = offsets_all - offsets_all[0]
+    tokens_all, trained_all, offsets_all = flat_columns(table, cache_file if use_cache else None)
     lengths = np.diff(offsets_all)[good]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     # bad rows have zero length, so the flat arrays need no compaction

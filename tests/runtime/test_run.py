@@ -39,6 +39,7 @@ def test_run_writes_a_complete_run_directory(project, capsys):
     assert main(["check", str(run_dir / "spec.sft"), "--devices", "1"]) == 0
 
 
+@pytest.mark.slow  # ~14 s: keeps the default suite under 5 minutes; CI runs it with the slow tests
 def test_resumed_run_equals_uninterrupted_run(project, monkeypatch):
     assert main(["run", "tiny.sft"]) == 0
     (whole,) = _runs(project)
