@@ -18,7 +18,18 @@ same machine. The price is a higher peak resident size (freed blocks stay
 mapped; 1.2 GB became 1.5-2.2 GB at that shape).
 
 It must run before JAX's CPU worker threads first allocate (before the first
-computation): threads keep the arena they started with. It does nothing off
+computation): threads keep the arena they started with. sftc calls it when the data
+is prepared (`runtime.prepare`) and when an engine is built, not at start-up.
+
+One arena has a cost for other multi-threaded native code: its threads queue on
+the arena's lock. The Rust tokenizers' thread pool is the case that matters
+(tokenizing the data): measured on 2 cores, 100k short strings took 7.1 s with
+two threads on one arena, 3.4 s with one thread and 2.0 s with two threads on
+their own arenas. So sftc tokenizes first and calls this afterwards (glibc fixes its
+arena limit only when a thread needs a new arena past the first eight, so the
+setting still holds for JAX's threads: 0 page faults per step either way,
+measured), and, should anything tokenize once this is on, the tokenizers run
+single-threaded (``TOKENIZERS_PARALLELISM=false``, unless the user set it). It does nothing off
 glibc Linux, when a GPU/TPU plugin is installed (their host side is not the hot
 path), or with ``SFTC_MALLOC=system``.
 """
@@ -76,4 +87,5 @@ def reuse_freed_memory() -> bool:
     applied = applied and mallopt(_M_TRIM_THRESHOLD, 2**31 - 1) == 1
     if applied:
         _status = "reuse"
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # see the module docstring
     return applied

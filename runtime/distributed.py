@@ -69,13 +69,25 @@ def join(launch: Launch) -> None:
         return
     import jax
 
+    from .allocator import reuse_freed_memory
+
+    # A job's barriers start JAX before the data is prepared, so host memory is tuned now
+    # (tokenizing then runs single-threaded; see runtime.allocator).
+    reuse_freed_memory()
     # CPU devices of several processes reach each other through gloo (no effect on GPU/TPU).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     jax.distributed.initialize(coordinator_address=launch.coordinator, num_processes=launch.num_processes,
                                process_id=launch.process_id, heartbeat_timeout_seconds=HEARTBEAT_S)
+    global _joined
+    _joined = True
+
+
+_joined = False  # whether this process joined a job (one that did not never starts JAX here early)
 
 
 def process_count() -> int:
+    if not _joined:
+        return 1
     import jax
 
     return jax.process_count()
@@ -83,6 +95,8 @@ def process_count() -> int:
 
 def is_primary() -> bool:
     """Process 0: the one that prints, and writes what is not a checkpoint."""
+    if not _joined:
+        return True
     import jax
 
     return jax.process_index() == 0
@@ -117,6 +131,8 @@ def barrier(name: str) -> None:
 
 def share() -> tuple[int, int]:
     """(this process's index, the number of processes): which share of spread work is ours."""
+    if not _joined:
+        return 0, 1
     import jax
 
     return jax.process_index(), jax.process_count()

@@ -113,6 +113,9 @@ class Engine:
     """The compiled train and eval steps of one (settings, config) on a mesh."""
 
     def __init__(self, settings: StepSettings, config: ModelConfig, devices=None):
+        from .allocator import reuse_freed_memory
+
+        reuse_freed_memory()  # before JAX's CPU threads first allocate (idempotent; see runtime.allocator)
         self.settings, self.config = settings, config
         devices = list(devices) if devices is not None else jax.devices()
         self.devices = devices

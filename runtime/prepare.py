@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from .allocator import reuse_freed_memory
 from .cache import default_cache
 from .data.plan import SourceSpec, TemplateSpec
 from .models.config import ModelConfig
@@ -191,4 +192,5 @@ def prepare(plan: Plan, cache_dir: Path | None = None) -> Prepared:
     config = config.replace(remat=plan.train.remat)
     pipeline = DataPipeline(plan.data, tokenizer, str(cache_dir / "data"))
     steps = plan.train.steps if plan.train.steps is not None else pipeline.total_steps
+    reuse_freed_memory()  # after tokenizing (its threads would queue on one arena), before JAX computes
     return Prepared(decide(plan, steps), tokenizer, pipeline, config, checkpoint)

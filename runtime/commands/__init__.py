@@ -30,12 +30,10 @@ class Compiled:
 
 
 def start_runtime() -> None:
-    """Before JAX first computes: keep freed host memory for reuse (see runtime.allocator);
-    before any library is imported: its warnings go to a log file (see runtime.logs)."""
-    from ..allocator import reuse_freed_memory
+    """Before any library is imported: its warnings go to a log file (see runtime.logs).
+    (Host memory is tuned for JAX later, after the data is tokenized: `runtime.allocator`.)"""
     from ..logs import route_library_logs
 
-    reuse_freed_memory()
     route_library_logs()
 
 
