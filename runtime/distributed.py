@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Launch", "LaunchError", "join", "is_primary", "process_count", "broadcast_text", "barrier", "gather", "share", "merge_rows", "everywhere",
+__all__ = ["Launch", "LaunchError", "JoinError", "join", "is_primary", "process_count", "broadcast_text", "barrier", "gather", "share", "merge_rows", "everywhere",
            "HEARTBEAT_S"]
 
 HEARTBEAT_S = 20  # a silent process is declared dead after this long; the others then stop
@@ -32,6 +32,10 @@ _TEXT_BYTES = 4096  # room for a broadcast path
 
 class LaunchError(ValueError):
     """The multi-process flags do not describe a job; the message says what to pass."""
+
+
+class JoinError(RuntimeError):
+    """The job could not be joined (no coordinator, nothing detected); the message says why."""
 
 
 @dataclass(frozen=True)
@@ -76,8 +80,14 @@ def join(launch: Launch) -> None:
     reuse_freed_memory()
     # CPU devices of several processes reach each other through gloo (no effect on GPU/TPU).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    jax.distributed.initialize(coordinator_address=launch.coordinator, num_processes=launch.num_processes,
-                               process_id=launch.process_id, heartbeat_timeout_seconds=HEARTBEAT_S)
+    try:
+        jax.distributed.initialize(coordinator_address=launch.coordinator, num_processes=launch.num_processes,
+                                   process_id=launch.process_id, heartbeat_timeout_seconds=HEARTBEAT_S)
+    except (ValueError, RuntimeError) as error:
+        raise JoinError(f"could not join the job: {error}. help: check that process 0 is running and that "
+                        f"{launch.coordinator or 'its address'} is reachable from here; without a cluster JAX "
+                        f"detects (SLURM, Cloud TPU, Kubernetes, Open MPI), pass --coordinator HOST:PORT "
+                        f"--num-processes N --process-id I") from None
     global _joined
     _joined = True
 

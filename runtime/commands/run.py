@@ -39,6 +39,8 @@ def main(args: argparse.Namespace, compiled: Compiled) -> int:
     except distributed.LaunchError as error:
         say(console, "error", str(error))
         return EXIT_USAGE
+    except distributed.JoinError as error:
+        return runtime_error(console, error)
     primary = distributed.is_primary()
     if not primary:  # one process prints; the others say only what went wrong, and which process they are
         errors = Console(stderr=True, highlight=False)

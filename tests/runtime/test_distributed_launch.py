@@ -3,6 +3,11 @@ before anything is prepared or trained. (The jobs themselves: test_multiprocess.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from runtime.distributed import Launch, LaunchError
@@ -37,3 +42,15 @@ def test_sftc_run_with_half_the_flags_is_a_usage_error(tmp_path, monkeypatch, ca
     assert main(["run", "tiny.sft", "--num-processes", "2"]) == 2
     assert "--coordinator HOST:PORT" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_distributed_without_a_cluster_says_what_to_pass():
+    """`--distributed` where JAX detects no cluster: a clear error, not a traceback."""
+    root = Path(__file__).resolve().parents[2]
+    code = ("from runtime.distributed import Launch, JoinError, join\n"
+            "try:\n    join(Launch(auto=True))\nexcept JoinError as e:\n    print('JoinError:', e)\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JAX_COORD", "OMPI_"))}
+    done = subprocess.run([sys.executable, "-c", code], cwd=root, env={**env, "PYTHONPATH": str(root)},
+                          capture_output=True, text=True, timeout=120)
+    assert "JoinError: could not join the job" in done.stdout and "--coordinator HOST:PORT" in done.stdout, \
+        done.stdout + done.stderr[-2000:]
