@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections import Counter, OrderedDict
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Iterator
 
@@ -39,7 +39,7 @@ import numpy as np
 
 from .batches import BATCH_KEYS, assemble, empty_batch
 from .errors import DataError, SequenceTooLongError, shorten
-from .packing import pack_bfd, packing_efficiency
+from .packing import pack_bfd, pack_table, packing_efficiency
 from .plan import DataPlan, SourceSpec, TemplateSpec
 from .sources import LoadedSource, load_source
 from .stats import DataStats, SourceStats, no_train_examples
@@ -74,6 +74,35 @@ def eval_rows_for(n_rows: int, fraction: float, seed: int) -> np.ndarray:
     k = min(k, n_rows - 1) if n_rows >= 2 else 0
     perm = np.random.default_rng(seed).permutation(n_rows)
     return np.sort(perm[:k])
+
+
+@dataclass(frozen=True)
+class Rows:
+    """An epoch's rows as one table, 8 bytes an example (not an array object each): row ``i``
+    holds the example ids ``examples[starts[i]:starts[i + 1]]``."""
+
+    examples: np.ndarray  # int64, every row's example ids one after another
+    starts: np.ndarray  # int64, rows + 1
+
+    def __len__(self) -> int:
+        return len(self.starts) - 1
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"row {i} of {n}")
+        i %= n
+        return self.examples[self.starts[i]:self.starts[i + 1]]
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        return (self[i] for i in range(len(self)))
+
+    def permuted(self, perm: np.ndarray) -> "Rows":
+        """The rows in the order ``perm`` (row ``j`` is row ``perm[j]`` of this table)."""
+        lengths = np.diff(self.starts)[perm]
+        starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        gather = np.repeat(self.starts[perm] - starts[:-1], lengths) + np.arange(int(starts[-1]), dtype=np.int64)
+        return Rows(self.examples[gather], starts)
 
 
 def trained_between(trained: np.ndarray, starts: np.ndarray, ends: np.ndarray, chunk: int = 65536) -> int:
@@ -177,7 +206,7 @@ class DataPipeline:
         self.ex_owner = owner_of_table[self.ex_table] if len(self.ex_table) else np.zeros(0, np.int32)
         self._train_by_source = {s.name: np.nonzero((self.ex_owner == k) & (self.ex_split == 0))[0]
                                  for k, s in enumerate(plan.sources)}
-        self._epoch_cache: OrderedDict[int, list[np.ndarray]] = OrderedDict()
+        self._epoch_cache: OrderedDict[int, Rows] = OrderedDict()
         self._rows_per_epoch: list[int] = []
         self._check_weights()
         del self._train_positions
@@ -236,11 +265,11 @@ class DataPipeline:
         st.rows_per_epoch = len(rows0)
         st.steps_per_epoch = len(rows0) / self.batch_size
         st.total_steps = self.total_steps
-        positions = sum(int((self.ex_keep[r] - 1).sum()) for r in rows0)
+        positions = int((self.ex_keep[rows0.examples] - 1).sum())
         st.efficiency = packing_efficiency(np.asarray([positions]), len(rows0), self.seq_len)
-        counts = Counter(self.ex_owner[np.concatenate(rows0)].tolist()) if rows0 else Counter()
+        counts = np.bincount(self.ex_owner[rows0.examples], minlength=len(self.plan.sources))
         for k, s in enumerate(self.plan.sources):
-            st.sources[s.name].epoch_examples = int(counts.get(k, 0))
+            st.sources[s.name].epoch_examples = int(counts[k])
         st.eval_rows = len(self.eval_rows())
 
     # ------------------------------------------------------------ examples
@@ -306,20 +335,17 @@ class DataPipeline:
             pool = np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
         return self._rng(epoch, _TAG_SHUFFLE).permutation(pool)
 
-    def epoch_rows(self, epoch: int) -> list[np.ndarray]:
+    def epoch_rows(self, epoch: int) -> "Rows":
         """Rows of ``epoch`` in training order; each row is an array of example ids."""
         if epoch in self._epoch_cache:
             self._epoch_cache.move_to_end(epoch)
             return self._epoch_cache[epoch]
         order = self.epoch_examples(epoch)
         if self.plan.packing:
-            sizes = self.ex_keep[order] - 1
-            bins = pack_bfd(sizes, self.seq_len)
-            rows = [order[np.asarray(b, np.int64)] for b in bins]
-            perm = self._rng(epoch, _TAG_ROWS).permutation(len(rows))
-            rows = [rows[i] for i in perm]
+            items, starts = pack_table(self.ex_keep[order] - 1, self.seq_len)
+            rows = Rows(order[items], starts).permuted(self._rng(epoch, _TAG_ROWS).permutation(len(starts) - 1))
         else:
-            rows = [order[i:i + 1] for i in range(len(order))]
+            rows = Rows(order, np.arange(len(order) + 1, dtype=np.int64))
         self._epoch_cache[epoch] = rows
         while len(self._epoch_cache) > 4:
             self._epoch_cache.popitem(last=False)

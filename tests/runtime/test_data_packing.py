@@ -278,3 +278,22 @@ def test_second_run_hits_the_tokenization_cache(tmp_path, tok):
     write_jsonl(str(tmp_path / "a.jsonl"), rows[:-1])
     p4 = build_pipeline(p1.plan, tok, cache_dir=str(tmp_path / "c"))
     assert not p4.stats.sources["a"].cache_hit and len(p4.ex_table) == 29
+
+
+def test_an_epochs_rows_table_permutes_like_a_list_of_rows():
+    """`Rows` keeps an epoch's rows in one table (8 bytes an example); reordering it gives
+    exactly the rows a list of arrays would."""
+    from runtime.data.pipeline import Rows
+
+    rng = np.random.default_rng(0)
+    lists = [rng.integers(0, 1000, rng.integers(1, 6)).astype(np.int64) for _ in range(50)]
+    table = Rows(np.concatenate(lists), np.concatenate([[0], np.cumsum([len(r) for r in lists])]).astype(np.int64))
+    perm = rng.permutation(len(lists))
+    moved = table.permuted(perm)
+    assert len(moved) == len(lists)
+    for j, p in enumerate(perm):
+        np.testing.assert_array_equal(moved[j], lists[p])
+    np.testing.assert_array_equal(moved[-1], lists[perm[-1]])
+    assert [len(r) for r in moved] == [len(lists[p]) for p in perm]
+    with pytest.raises(IndexError):
+        moved[len(lists)]
