@@ -91,7 +91,11 @@ def test_transformers_answers_like_the_run_and_stops_on_im_end(run):
     generation = GenerationConfig.from_pretrained(export, max_new_tokens=40, do_sample=False)
     assert IM_END in (generation.eos_token_id if isinstance(generation.eos_token_id, list) else [generation.eos_token_id])
     rows = (ROOT / "specs" / "data" / "support-eval.jsonl").read_text().splitlines()
-    for sample in report["samples"][:4]:
+    # rows the run answered right, in file order: a near-tie (where float32 kernels may pick
+    # differently) is unlikely there, and the stop is the trained one
+    right = sorted((s for s in report["samples"] if s["generated"] == s["reference"]), key=lambda s: s["line"])
+    assert len(right) >= 4
+    for sample in right[:4]:
         row = json.loads(rows[sample["line"] - 1])
         assert sample["reference"] == row["answer"]
         messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": row["message"]}]
