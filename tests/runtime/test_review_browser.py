@@ -72,7 +72,9 @@ def server(run_dir):
     line = process.stdout.readline()
     assert line.startswith("review: http://127.0.0.1:"), line + process.stderr.read()
     yield line.split()[1]
-    process.send_signal(signal.SIGINT)
+    # SIGTERM stops it as Ctrl-C does (a process started in the background may ignore SIGINT;
+    # Ctrl-C itself is tested in test_review_server.py)
+    process.send_signal(signal.SIGTERM)
     process.communicate(timeout=20)
 
 

@@ -190,9 +190,12 @@ def test_two_reviewers_at_once_lose_nothing(tmp_path):
 
 
 def _sftc(*args, **kw):
+    """`sftc ARGS` as a terminal would start it: Ctrl-C (SIGINT) at its default, even when these
+    tests themselves run in the background (where a shell ignores SIGINT for its children)."""
     return subprocess.Popen([sys.executable, "-c", "import sys; from sftlang.cli import main; sys.exit(main())",
                              *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"}, **kw)
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
 
 
 def test_acknowledged_judgements_survive_a_killed_server(tmp_path):
