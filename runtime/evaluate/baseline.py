@@ -125,7 +125,6 @@ def base_model(engine: Any, params: Any, frozen: Any, checkpoint: Path):
     the two trees placed on the engine's mesh (for its eval step); the model, with several
     processes, on this process's own copy (each decodes its share of the answers alone)."""
     import jax
-    import numpy as np
     from flax import nnx
 
     from ..distributed import process_count
