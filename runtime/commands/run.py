@@ -89,8 +89,8 @@ def main(args: argparse.Namespace, compiled: Compiled) -> int:
         atexit.register(shutil.rmtree, run_dir, True)
     route_library_logs(run_dir / "sftc.log")
     what = "finishing the evaluation of" if evaluating_only else ("resuming" if resuming else "run")
-    console.print(f"{what} [bold]{plan.name}[/] in {run_dir}" + (
-        f" ({distributed.process_count()} processes)" if distributed.process_count() > 1 else ""))
+    processes = distributed.process_count()
+    console.print(f"{what} [bold]{plan.name}[/] in {run_dir}" + (f" ({processes} processes)" if processes > 1 else ""))
     plan = prepared.plan
     (run_dir / "spec.sft").write_text(f"# resolved by sftc from {plan.spec_path}\n" + resolved_text)
     rundir.write_plan(run_dir, plan)  # when resuming, only settings that do not shape the weights may differ

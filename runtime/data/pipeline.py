@@ -111,8 +111,6 @@ def trained_between(trained: np.ndarray, starts: np.ndarray, ends: np.ndarray, c
     total = 0
     for i in range(0, len(starts), chunk):
         a, b = starts[i:i + chunk], ends[i:i + chunk]
-        if len(a) == 0:
-            continue
         lo = int(a.min())
         sums = np.concatenate([[0], np.cumsum(trained[lo:int(b.max())], dtype=np.int64)])
         total += int((sums[b - lo] - sums[a - lo]).sum())
