@@ -148,6 +148,14 @@ def share() -> tuple[int, int]:
     return jax.process_index(), jax.process_count()
 
 
+def data_share():
+    """This process's share of data preparation (`runtime.data.share`), with the job's barrier."""
+    from .data.share import Share
+
+    index, count = share()
+    return Share(index, count, barrier) if count > 1 else Share()
+
+
 def everywhere(flag: bool) -> bool:
     """Whether ``flag`` holds on every process (one process: ``flag``)."""
     if process_count() == 1:

@@ -166,26 +166,35 @@ class Engine:
 
         return abstract_like(self.abstract_state, self.shardings)
 
+    def batch_rows(self) -> np.ndarray:
+        """The rows of a global batch `[batch, seq_len]` this process reads and assembles:
+        its devices' share of every micro-batch (all rows for one process)."""
+        accumulation, micro = self.settings.accumulation, self.settings.micro
+        held = meshlib.process_rows(self.batch_sharding, (accumulation, micro, 1), 1)
+        return (np.arange(accumulation)[:, None] * micro + held[None, :]).reshape(-1)
+
     def place(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
-        """A global batch `[batch, seq_len]` as `[accumulation, micro, seq_len]` on the mesh."""
-        shaped = {k: v.reshape(self.settings.accumulation, self.settings.micro, -1) for k, v in batch.items()}
-        return {k: _global_array(v, self.batch_sharding) for k, v in shaped.items()}
+        """This process's rows of a global batch (`batch_rows`, in that order) as the global
+        `[accumulation, micro, seq_len]` arrays on the mesh."""
+        accumulation, micro = self.settings.accumulation, self.settings.micro
+        return {k: jax.make_array_from_process_local_data(
+                    self.batch_sharding, v.reshape(accumulation, -1, v.shape[-1]), (accumulation, micro, v.shape[-1]))
+                for k, v in batch.items()}
 
-    def place_rows(self, batch: Mapping[str, np.ndarray]) -> dict[str, jax.Array]:
-        """An eval batch `[rows, seq_len]` on the mesh, rows split over data x fsdp."""
+    def eval_rows(self, rows: int) -> np.ndarray:
+        """The rows of an eval batch `[rows, seq_len]` this process reads and assembles."""
+        return meshlib.process_rows(meshlib.row_sharding(self.mesh), (rows, 1), 0)
+
+    def place_rows(self, batch: Mapping[str, np.ndarray], rows: int) -> dict[str, jax.Array]:
+        """This process's rows (`eval_rows(rows)`) of an eval batch of ``rows`` rows, on the mesh."""
         sharding = meshlib.row_sharding(self.mesh)
-        return {k: _global_array(v, sharding) for k, v in batch.items()}
+        return {k: jax.make_array_from_process_local_data(sharding, v, (rows, v.shape[-1])) for k, v in batch.items()}
 
-    def token_sums(self, params, frozen, batches) -> tuple[float, float, float]:
-        """(sum of token losses, trained tokens, correctly predicted tokens) over `batches`."""
+    def token_sums(self, params, frozen, pipeline, source: str | None = None) -> tuple[float, float, float]:
+        """(sum of token losses, trained tokens, correctly predicted tokens) over the eval rows of
+        ``pipeline`` (of one source, or all), `micro` rows a batch, each process assembling its share."""
         total = tokens = right = 0.0
-        for batch in batches:
-            loss_sum, (count, correct) = self.eval_fn(params, frozen, self.place_rows(batch))
+        for batch in pipeline.eval_batches(self.micro, source=source, rows=self.eval_rows(self.micro)):
+            loss_sum, (count, correct) = self.eval_fn(params, frozen, self.place_rows(batch, self.micro))
             total, tokens, right = total + float(loss_sum), tokens + float(count), right + float(correct)
         return total, tokens, right
-
-
-def _global_array(value: np.ndarray, sharding: jax.NamedSharding) -> jax.Array:
-    """``value`` (the same global array on every process) laid out by ``sharding``: each process
-    places only the shards its own devices hold, so one code path serves one process and many."""
-    return jax.make_array_from_callback(value.shape, sharding, lambda index: value[index])

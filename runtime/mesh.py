@@ -116,5 +116,14 @@ def row_sharding(mesh: jax.sharding.Mesh) -> jax.NamedSharding:
     return jax.NamedSharding(mesh, jax.P(BATCH_AXES, None))
 
 
+def process_rows(sharding: jax.NamedSharding, shape: tuple[int, ...], axis: int) -> np.ndarray:
+    """Indices along ``axis`` of a global array of ``shape`` that this process's devices hold,
+    sorted: the rows a process reads and assembles itself (every row for one process)."""
+    held: set[int] = set()
+    for index in sharding.addressable_devices_indices_map(shape).values():
+        held.update(range(*index[axis].indices(shape[axis])))
+    return np.asarray(sorted(held), np.int64)
+
+
 def replicated(mesh: jax.sharding.Mesh) -> jax.NamedSharding:
     return jax.NamedSharding(mesh, jax.P())

@@ -18,6 +18,7 @@ from typing import Any, Iterator
 from .allocator import reuse_freed_memory
 from .cache import default_cache
 from .data.plan import SourceSpec, TemplateSpec
+from .data.share import Share
 from .models.config import ModelConfig
 from .plan import Plan
 
@@ -182,15 +183,16 @@ def log_interval(plan: Plan) -> int:
     return max(1, math.ceil(plan.train.steps / 200)) if plan.train.steps > 200 else 1
 
 
-def prepare(plan: Plan, cache_dir: Path | None = None) -> Prepared:
-    """Tokenizer, model config, tokenized data and the decided plan (cached work is reused)."""
+def prepare(plan: Plan, cache_dir: Path | None = None, share: Share = Share()) -> Prepared:
+    """Tokenizer, model config, tokenized data and the decided plan (cached work is reused).
+    In a job, ``share`` splits the work between its processes (`runtime.data.share`)."""
     from .data.pipeline import DataPipeline
 
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache()
-    tokenizer = load_tokenizer(plan, cache_dir)
+    tokenizer = share.first("tokenizer", lambda: load_tokenizer(plan, cache_dir))
     config, checkpoint = model_config(plan, tokenizer)
     config = config.replace(remat=plan.train.remat)
-    pipeline = DataPipeline(plan.data, tokenizer, str(cache_dir / "data"))
+    pipeline = DataPipeline(plan.data, tokenizer, str(cache_dir / "data"), share=share)
     steps = plan.train.steps if plan.train.steps is not None else pipeline.total_steps
     reuse_freed_memory()  # after tokenizing (its threads would queue on one arena), before JAX computes
     return Prepared(decide(plan, steps), tokenizer, pipeline, config, checkpoint)

@@ -51,12 +51,8 @@ def main(args: argparse.Namespace, compiled: Compiled) -> int:
     started = time.time()
     run_dir = None
     try:
-        if not primary:  # the primary fills the caches first, so that processes sharing a disk do not race
-            distributed.barrier("sftc: data prepared")
         with console.status("preparing: tokenizer, data (cached after the first time)"):
-            prepared = prepare(plan)
-        if primary:
-            distributed.barrier("sftc: data prepared")
+            prepared = prepare(plan, share=distributed.data_share())  # a job's processes split the work
         fingerprints = {s.name: source_fingerprint(s) for s in prepared.plan.data.sources}
         tokenizer_print = tokenizer_fingerprint(prepared.tokenizer)
         refused = False

@@ -43,6 +43,7 @@ from .packing import pack_bfd, pack_table, packing_efficiency
 from .plan import DataPlan, SourceSpec, TemplateSpec
 from .sources import LoadedSource, load_source
 from .stats import DataStats, SourceStats, no_train_examples
+from .share import Share
 from .tokenize import TokenizedSource, tokenize_source
 
 _TAG_SHUFFLE, _TAG_ROWS, _TAG_SOURCE = 0, 1, 100
@@ -121,7 +122,7 @@ class DataPipeline:
     """Tokenized, split and length-checked examples of a DataPlan, and the batches they form."""
 
     def __init__(self, plan: DataPlan, tokenizer: Any, cache_dir: str | None = None,
-                 num_proc: int | None = None):
+                 num_proc: int | None = None, share: Share = Share()):
         self.plan = plan
         self.tokenizer = tokenizer
         self.seq_len = int(plan.seq_len)
@@ -143,8 +144,8 @@ class DataPipeline:
                                          overflow=spec.overflow, on_bad_row=spec.on_bad_row)
                 parts.append((ev, "eval"))
             for part_spec, forced_split in parts:
-                loaded = load_source(part_spec, cache_dir)
-                ts = tokenize_source(loaded, template, tokenizer, cache_dir, num_proc=num_proc)
+                loaded = share.first(f"read {part_spec.name}", lambda: load_source(part_spec, cache_dir))
+                ts = tokenize_source(loaded, template, tokenizer, cache_dir, num_proc=num_proc, share=share)
                 t = len(self._tables)
                 self._tables.append(ts)
                 self._loaded.append(loaded)
@@ -397,11 +398,11 @@ class DataPipeline:
     def epoch_of_step(self, step: int) -> int:
         return self._locate_row(step * self.batch_size)[0]
 
-    def batch(self, step: int, rows: slice | None = None) -> dict[str, np.ndarray]:
-        """The batch of ``step`` (all rows, or ``rows`` of them: a process's share)."""
+    def batch(self, step: int, rows: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The batch of ``step``: all its rows, or only ``rows`` of them (a process's share)."""
         idx = self.batch_indices(step)
         if rows is not None:
-            idx = idx[rows]
+            idx = [idx[int(r)] for r in rows]
         return assemble([[self.example_arrays(int(g)) for g in r] for r in idx], self.seq_len, self.pad_id)
 
     def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
@@ -421,14 +422,17 @@ class DataPipeline:
         bins = pack_bfd(self.ex_keep[sel] - 1, self.seq_len) if len(sel) else []
         return [sel[np.asarray(b, np.int64)] for b in bins]
 
-    def eval_batches(self, batch_size: int | None = None, source: str | None = None
-                     ) -> Iterator[dict[str, np.ndarray]]:
-        """Eval batches of ``batch_size`` rows (default: global batch), the last completed with empty rows."""
+    def eval_batches(self, batch_size: int | None = None, source: str | None = None,
+                     rows: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
+        """Eval batches of ``batch_size`` rows (default: global batch), the last completed with
+        empty rows; with ``rows``, only those rows of each batch (a process's share)."""
         bs = int(batch_size or self.batch_size)
-        rows = self.eval_rows(source)
-        for i in range(0, len(rows), bs):
-            chunk = rows[i:i + bs]
+        eval_rows = self.eval_rows(source)
+        for i in range(0, len(eval_rows), bs):
+            chunk = eval_rows[i:i + bs]
             chunk = chunk + [np.zeros(0, np.int64)] * (bs - len(chunk))
+            if rows is not None:
+                chunk = [chunk[int(r)] for r in rows]
             yield assemble([[self.example_arrays(int(g)) for g in r] for r in chunk], self.seq_len, self.pad_id)
 
     def eval_prompts(self, source: str | None = None) -> list[tuple[Example, np.ndarray, np.ndarray]]:

@@ -14,11 +14,14 @@ boundary the span starts at the divergence, as TRL does, and the row is counted
 in ``boundary_merges``). For prompt/completion and text, EOS is appended
 (trained) unless the tokenizer already put it there.
 
-Caching: ``Dataset.map(batched=True)`` writes an Arrow file named by a key over
-the source's content fingerprint, the template, the tokenizer's fingerprint and
-this module's version; a second run with the same key reads the file instead of
-tokenizing (``TokenizedSource.cache_hit``). ``seq_len``, splits and overflow are
-applied afterwards, so changing them never re-tokenizes.
+Caching: a source is tokenized in shards of ``SHARD_ROWS`` rows; for each,
+``Dataset.map(batched=True)`` writes an Arrow file named by a key over the
+source's content fingerprint, the template, the tokenizer's fingerprint and this
+module's version, and the shard's place. A second run with the same key reads the
+files instead of tokenizing (``TokenizedSource.cache_hit``); an interrupted one
+keeps the shards it finished; the processes of a job split the shards
+(`runtime.data.share`). ``seq_len``, splits and overflow are applied afterwards,
+so changing them never re-tokenizes.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import socket
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -37,11 +41,13 @@ import pyarrow as pa
 
 from .errors import BadRowError, ChatTemplateError, DataError, SourceError, TemplateNotPrefixStableError, shorten
 from .plan import TemplateSpec
+from .share import Share
 from .sources import LoadedSource, RejectedRow
 from .templates import (RowProblem, chat_messages, parse_template, render_chat, render_prompt_completion, render_text,
                         require_chat_template)
 
-PIPELINE_VERSION = "sftc-data-3"  # 3: caches of 2 may hold rows a missing jinja2 marked bad
+PIPELINE_VERSION = "sftc-data-4"  # 4: cached in shards of SHARD_ROWS rows
+SHARD_ROWS = 100_000  # rows per tokenization cache shard: the unit of resumed and of shared work
 TOKENIZE_BATCHES = 0  # number of batches actually tokenized in this process (cache misses); tests read it
 
 _FEATURES = datasets.Features({
@@ -129,7 +135,7 @@ class TokenizedSource:
     bad_rows: list[RejectedRow]
     boundary_merges: int
     cache_hit: bool
-    cache_file: str | None
+    cache_files: list[str]  # the Arrow shards, in row order (empty when caching is off)
     fingerprint: str
     key: str
 
@@ -158,8 +164,9 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 class _Tokenize:
     """The batched map function (a class so datasets never needs to hash it: the key is explicit)."""
 
-    def __init__(self, loaded: LoadedSource, mode: Mode, tokenizer: Any):
+    def __init__(self, loaded: LoadedSource, mode: Mode, tokenizer: Any, first_row: int = 0):
         self.loaded, self.mode, self.tok = loaded, mode, tokenizer
+        self.first_row = first_row  # the shard's first row: map's indices count from it
         self.on_bad_row = loaded.spec.on_bad_row
         self.eos = tokenizer.eos_token_id
         if mode.kind == "prompt_completion":
@@ -199,6 +206,7 @@ class _Tokenize:
     def __call__(self, batch: dict[str, list], indices: list[int]) -> dict[str, list]:
         global TOKENIZE_BATCHES
         TOKENIZE_BATCHES += 1
+        indices = [self.first_row + i for i in indices]
         n = len(indices)
         cols = list(batch)
         out: dict[str, list] = {k: [] for k in _FEATURES}
@@ -304,20 +312,19 @@ def prefix_ids(tokenizer: Any, ids: list[int], text: str) -> list[int]:
     return ids
 
 
-def flat_columns(table: pa.Table, cache_file: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def flat_columns(table: pa.Table, prefix: str | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(tokens int32, trained int8, offsets int64 of every row, n + 1) of a tokenized table.
 
-    With a cache file the three arrays are written once beside it (``KEY.tokens.npy``, ...),
+    With a cache ``prefix`` the three arrays are written once (``PREFIX.tokens.npy``, ...),
     one record batch at a time, and memory-mapped: the corpus stays on disk and memory holds
     only the pages in use, so data larger than memory prepares and trains. Without one (caching
     disabled) they are built in memory.
     """
-    if cache_file is None:
+    if prefix is None:
         ids, trained = table.column("input_ids").combine_chunks(), table.column("trained").combine_chunks()
         offsets = ids.offsets.to_numpy().astype(np.int64)
         return (ids.flatten().to_numpy().astype(np.int32), trained.flatten().to_numpy().astype(np.int8),
                 offsets - offsets[0])
-    prefix = cache_file[: -len(".arrow")] if cache_file.endswith(".arrow") else cache_file
     paths = {name: f"{prefix}.{name}.npy" for name in ("tokens", "trained", "offsets")}
     if not all(os.path.exists(p) for p in paths.values()):
         _write_flat(table, paths)
@@ -330,7 +337,8 @@ def _write_flat(table: pa.Table, paths: dict[str, str]) -> None:
     ids_chunks, trained_chunks = table.column("input_ids").chunks, table.column("trained").chunks
     total = sum(len(chunk.flatten()) for chunk in ids_chunks)
     rows = sum(len(chunk) for chunk in ids_chunks)
-    tmp = {name: f"{path}.{os.getpid()}.tmp" for name, path in paths.items()}
+    mine = f"{socket.gethostname()}.{os.getpid()}"  # processes of a job may share the cache's disk
+    tmp = {name: f"{path}.{mine}.tmp" for name, path in paths.items()}
     with open(tmp["tokens"], "wb") as tokens, open(tmp["trained"], "wb") as trained, open(tmp["offsets"], "wb") as offsets:
         for f, dtype, n in ((tokens, np.int32, total), (trained, np.int8, total), (offsets, np.int64, rows + 1)):
             np.lib.format.write_array_header_2_0(
@@ -350,8 +358,8 @@ def _write_flat(table: pa.Table, paths: dict[str, str]) -> None:
 
 def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any,
                     cache_dir: str | None = None, batch_size: int = 1000,
-                    num_proc: int | None = None) -> TokenizedSource:
-    """Template and tokenize every row of ``loaded`` (cached; see the module docstring)."""
+                    num_proc: int | None = None, share: Share = Share()) -> TokenizedSource:
+    """Template and tokenize every row of ``loaded`` (cached by shard; see the module docstring)."""
     spec = loaded.spec
     if tokenizer.eos_token_id is None:
         raise DataError("the tokenizer has no EOS token: completions could not be closed; set eos_token")
@@ -370,16 +378,29 @@ def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any
     key = hashlib.sha256(json.dumps(key_obj, sort_keys=True).encode()).hexdigest()[:40]
     root = os.path.join(os.path.expanduser(str(cache_dir or datasets.config.HF_DATASETS_CACHE)), "sftc-tokenized")
     os.makedirs(root, exist_ok=True)
-    cache_file = os.path.join(root, f"{key}.arrow")
     use_cache = datasets.is_caching_enabled()
-    hit = use_cache and os.path.exists(cache_file)
     datasets.disable_progress_bars()
-    ds = loaded.dataset.map(
-        _Tokenize(loaded, mode, tokenizer), batched=True, batch_size=batch_size, with_indices=True,
-        remove_columns=loaded.dataset.column_names, features=_FEATURES,
-        cache_file_name=cache_file if use_cache else None, new_fingerprint=key,
-        load_from_cache_file=use_cache, num_proc=num_proc, desc=f"tokenizing {spec.name}",
-    )
+    n_rows = len(loaded.dataset)
+    bounds = [(a, min(a + SHARD_ROWS, n_rows)) for a in range(0, n_rows, SHARD_ROWS)]
+    files = [os.path.join(root, f"{key}-{k + 1:05d}of{len(bounds):05d}.arrow") for k in range(len(bounds))]
+    hit = use_cache and all(os.path.exists(f) for f in files)
+
+    def shard(k: int) -> datasets.Dataset:
+        a, b = bounds[k]
+        part = loaded.dataset if len(bounds) == 1 else loaded.dataset.select(range(a, b))
+        return part.map(
+            _Tokenize(loaded, mode, tokenizer, first_row=a), batched=True, batch_size=batch_size, with_indices=True,
+            remove_columns=loaded.dataset.column_names, features=_FEATURES,
+            cache_file_name=files[k] if use_cache else None, new_fingerprint=f"{key}-{k}",
+            load_from_cache_file=use_cache, num_proc=num_proc, desc=f"tokenizing {spec.name}",
+        )
+
+    if use_cache and share.count > 1:  # each process its shards; then every shard is on disk (or read below)
+        for k in share.mine(len(bounds)):
+            shard(k)
+        share.barrier(f"sftc: tokenized {spec.name}")
+    parts = [shard(k) for k in range(len(bounds))]
+    ds = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
     table: pa.Table = ds.with_format("arrow")[:]
     bad = np.asarray(table.column("bad").to_numpy(zero_copy_only=False), dtype=object)
     rows = table.column("row").to_numpy().astype(np.int64)
@@ -397,7 +418,8 @@ def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any
                                   turn=None if t < 0 else t, unit=loaded.unit)
             bad_rows.append(RejectedRow(file, number, bad_cols[i] or None, str(bad[i]), ""))
     good = ~bad_mask
-    tokens_all, trained_all, offsets_all = flat_columns(table, cache_file if use_cache else None)
+    prefix = os.path.join(root, key) if use_cache else None
+    tokens_all, trained_all, offsets_all = share.first(f"token arrays of {spec.name}", lambda: flat_columns(table, prefix))
     lengths = np.diff(offsets_all)[good]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     # bad rows have zero length, so the flat arrays need no compaction
@@ -411,5 +433,5 @@ def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any
     return TokenizedSource(
         name=spec.name, mode=mode, tokens=tokens_all, trained=trained_all, offsets=offsets,
         rows=rows[good], raw_rows=len(loaded) + len(loaded.rejected), bad_rows=bad_rows,
-        boundary_merges=merges, cache_hit=hit, cache_file=cache_file if use_cache else None,
+        boundary_merges=merges, cache_hit=hit, cache_files=files if use_cache else [],
         fingerprint=loaded.fingerprint, key=key)

@@ -15,7 +15,7 @@ def token_metrics(engine: Engine, frozen, pipeline, params) -> dict[str | None, 
     sources = [s.name for s in pipeline.plan.sources if s.eval is not None]
     sums = {}
     for source in sources if len(sources) > 1 else [None]:
-        sums[source] = engine.token_sums(params, frozen, pipeline.eval_batches(engine.micro, source=source))
+        sums[source] = engine.token_sums(params, frozen, pipeline, source)
     if len(sources) > 1:
         sums[None] = tuple(sum(values) for values in zip(*sums.values()))
     return {source: _token_figures(*s) for source, s in sums.items() if s[1] > 0}

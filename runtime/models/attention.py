@@ -20,11 +20,12 @@ Example (two examples packed in one row, then padding)::
 from __future__ import annotations
 
 import functools
+import logging
 
 import jax
 import jax.numpy as jnp
 
-__all__ = ["make_mask", "attend", "positions_from_segments"]
+__all__ = ["make_mask", "attend", "attend_splash", "positions_from_segments", "resolve"]
 
 
 def positions_from_segments(segment_ids: jnp.ndarray) -> jnp.ndarray:
@@ -53,28 +54,94 @@ def make_mask(query_segment, key_segment, query_index, key_index,
     return mask
 
 
+def resolve(impl: str, backend: str, dtype, head_dim: int, queries: int, keys: int,
+            window: int | None) -> str:
+    """The attention kernel ``impl`` means here. ``"auto"`` picks the fused kernel of the
+    accelerator where it serves these shapes: cuDNN flash attention on a GPU (bf16/fp16 self-
+    attention, head_dim a multiple of 8 up to 128), the splash kernel on a TPU (self-attention,
+    no sliding window, length a multiple of 128); everywhere else, and for cached decoding,
+    the einsum path (``"xla"``)."""
+    if impl != "auto":
+        return impl
+    self_attention = queries == keys
+    if (backend in ("gpu", "cuda") and self_attention and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+            and head_dim % 8 == 0 and head_dim <= 128):
+        return "cudnn"
+    if backend == "tpu" and self_attention and window is None and queries % 128 == 0:
+        return "splash"
+    return "xla"
+
+
 def attend(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, mask: jnp.ndarray,
-           impl: str = "xla") -> jnp.ndarray:
+           impl: str = "xla", segments: jnp.ndarray | None = None, window: int | None = None) -> jnp.ndarray:
     """Scaled dot-product attention with grouped KV heads.
 
     q: ``[batch, T, heads, head_dim]``; k, v: ``[batch, S, kv_heads, head_dim]``;
-    mask: bool ``[batch, T, S]``. Returns ``[batch, T, heads, head_dim]`` in q's dtype.
+    mask: bool ``[batch, T, S]``; segments: the segment ids ``[batch, T]`` of self-attention
+    (what the splash kernel masks by). Returns ``[batch, T, heads, head_dim]`` in q's dtype.
     The softmax runs in float32 whatever the compute dtype.
 
-    ``impl``: ``"xla"`` (einsum here; causal self-attention longer than one
-    query block skips the key blocks above the diagonal), ``"dot_product_attention"`` (jax.nn, its
-    default backend) or ``"cudnn"`` (jax.nn with cuDNN flash attention; GPU only).
+    ``impl`` (`resolve`): ``"xla"`` (einsum here; causal self-attention longer than one
+    query block skips the key blocks above the diagonal), ``"dot_product_attention"`` (jax.nn,
+    its default backend), ``"cudnn"`` (jax.nn with cuDNN flash attention; GPU only), ``"splash"``
+    (the Pallas splash kernel; TPU, or anywhere in interpret mode for tests) or ``"auto"``.
     """
+    chosen = resolve(impl, jax.default_backend(), q.dtype, q.shape[-1], q.shape[1], k.shape[1], window)
+    if impl == "auto" and chosen != "xla":
+        try:
+            return attend(q, k, v, mask, chosen, segments, window)
+        except (ValueError, NotImplementedError) as error:  # raised while tracing: shapes the kernel refuses
+            _fall_back(chosen, str(error))
+            chosen = "xla"
+    impl = chosen
     if impl == "xla":
         t, s = q.shape[1], k.shape[1]
         block = query_block(t)
         if t == s and t > block:
             return _attend_blocked(q, k, v, mask, block)
         return _attend_einsum(q, k, v, mask)
+    if impl == "splash" and q.shape[1] == k.shape[1] and window is None and segments is not None:
+        return attend_splash(q, k, v, segments, interpret=jax.default_backend() != "tpu")
     # cuDNN flash attention serves self-attention (training, scoring); cached decoding
-    # (queries != keys) uses jax.nn's default backend.
-    implementation = "cudnn" if impl == "cudnn" and q.shape[1] == k.shape[1] else None
-    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], implementation=implementation)
+    # (queries != keys) uses jax.nn's default backend. The mask holds causality; saying so
+    # lets cuDNN skip the blocks above the diagonal.
+    self_attention = q.shape[1] == k.shape[1]
+    implementation = "cudnn" if impl == "cudnn" and self_attention else None
+    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], is_causal=self_attention,
+                                        implementation=implementation)
+
+
+@functools.cache
+def _fall_back(kernel: str, reason: str) -> None:
+    """Say once per kernel and reason that `auto` fell back to the einsum path."""
+    logging.getLogger("sftc").warning("attention: the %s kernel refused these shapes (%s); using the einsum path",
+                                      kernel, reason)
+
+
+def attend_splash(q, k, v, segments, interpret: bool = False):
+    """Causal attention within packed segments by the Pallas splash kernel (TPU; ``interpret``
+    runs it anywhere, slowly). The kernel masks by segment ids, so no ``[T, S]`` mask exists.
+    Grouped KV heads run as one multi-query kernel per KV head."""
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_kernel as kernels
+    from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as masks
+
+    b, t, n, h = q.shape
+    kv = k.shape[2]
+    groups = n // kv
+    block = next(size for size in (512, 256, 128) if t % size == 0)
+    sizes = kernels.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block, block_q_dkv=block,
+                               block_kv_dkv=block, block_kv_dkv_compute=block, block_q_dq=block, block_kv_dq=block)
+    kernel = kernels.make_splash_mha(masks.MultiHeadMask([masks.CausalMask((t, t))] * groups), block_sizes=sizes,
+                                     is_mqa=True, head_shards=1, q_seq_shards=1, interpret=interpret)
+    qg = (q * jnp.asarray(h ** -0.5, q.dtype)).transpose(0, 2, 1, 3).reshape(b, kv, groups, t, h)
+    kk, vv = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, S, H]
+
+    def one_row(q_row, k_row, v_row, segment):
+        ids = kernels.SegmentIds(q=segment, kv=segment)
+        return jax.vmap(lambda qh, kh, vh: kernel(qh, kh, vh, segment_ids=ids))(q_row, k_row, v_row)
+
+    out = jax.vmap(one_row)(qg, kk, vv, segments.astype(jnp.int32))  # [B, K, G, T, H]
+    return out.reshape(b, n, t, h).transpose(0, 2, 1, 3).astype(q.dtype)
 
 
 def query_block(length: int) -> int:

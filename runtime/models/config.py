@@ -26,6 +26,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "dot_product_attention", "cudnn", "splash")  # see models.attention
+
 __all__ = ["ARCHITECTURES", "Architecture", "ModelConfig", "UnsupportedModelError"]
 
 
@@ -88,10 +90,11 @@ class ModelConfig:
     keeps only its input for the backward pass and recomputes the rest) or
     ``"dots"`` (layers keep their matmul outputs, recompute the elementwise work).
 
-    ``attention_impl`` is a runtime choice, not part of the checkpoint:
-    ``"xla"`` (einsum, works everywhere) or ``"dot_product_attention"``
-    (``jax.nn.dot_product_attention``, which uses cuDNN flash attention on GPU
-    when given ``"cudnn"``).
+    ``attention_impl`` is a runtime choice, not part of the checkpoint: ``"auto"``
+    (the accelerator's fused kernel where it serves the shapes, else ``"xla"``; see
+    `runtime.models.attention.resolve`), ``"xla"`` (einsum, works everywhere),
+    ``"dot_product_attention"`` (``jax.nn.dot_product_attention``), ``"cudnn"`` or
+    ``"splash"``.
     """
 
     vocab_size: int
@@ -117,7 +120,7 @@ class ModelConfig:
     bos_token_id: int | None = None
     eos_token_id: int | tuple[int, ...] | None = None
     pad_token_id: int | None = None
-    attention_impl: str = "xla"
+    attention_impl: str = "auto"
     remat: str = "off"
 
     def __post_init__(self):
@@ -133,9 +136,9 @@ class ModelConfig:
                              f"{self.num_layers} layers")
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"remat must be one of {', '.join(REMAT_POLICIES)}, not {self.remat!r}")
-        if self.attention_impl not in ("xla", "dot_product_attention", "cudnn"):
-            raise ValueError(f"attention_impl must be 'xla', 'dot_product_attention' or "
-                             f"'cudnn', not {self.attention_impl!r}")
+        if self.attention_impl not in ATTENTION_IMPLEMENTATIONS:
+            raise ValueError(f"attention_impl must be one of {', '.join(ATTENTION_IMPLEMENTATIONS)}, "
+                             f"not {self.attention_impl!r}")
         rope_type = self.rope_scaling_dict.get("rope_type", "default")
         if rope_type not in SUPPORTED_ROPE_TYPES:
             raise UnsupportedModelError(

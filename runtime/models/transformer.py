@@ -33,6 +33,14 @@ from .config import ModelConfig
 from .rope import apply_rope, inverse_frequencies, rope_tables
 from .sharding import constrain, partitioned
 
+SEGMENTS = "segments"  # the masks' entry holding self-attention's segment ids (for fused kernels)
+
+
+def mask_key(window: int | None) -> str:
+    """The masks' entry for a sliding window (None: full causal). Strings, so the masks stay a
+    pytree JAX can flatten (it sorts dict keys; None and ints do not sort together)."""
+    return "full" if window is None else f"window {window}"
+
 __all__ = ["Transformer", "KVCache", "build", "forward", "init_cache"]
 
 
@@ -81,7 +89,7 @@ class Attention(nnx.Module):
         else:
             self.q_norm = self.k_norm = None
 
-    def __call__(self, x_td, shape, cos, sin, mask, kv=None):
+    def __call__(self, x_td, shape, cos, sin, mask, kv=None, segments=None, window=None):
         b, l = shape
         n, k, h = self.num_heads, self.num_kv_heads, self.head_dim
         q = self.q(x_td).reshape(b, l, n, h)
@@ -98,7 +106,7 @@ class Attention(nnx.Module):
             key = jax.lax.dynamic_update_slice(cache_k, key.astype(cache_k.dtype), (0, index, 0, 0))
             val = jax.lax.dynamic_update_slice(cache_v, val.astype(cache_v.dtype), (0, index, 0, 0))
             new_kv = (key, val)
-        out = attend(q, key, val, mask, self.impl)
+        out = attend(q, key, val, mask, self.impl, segments=segments, window=window)
         out = constrain(out, ("batch", "length", "heads", "head_dim"))
         return self.o(out.reshape(b * l, n * h)), new_kv
 
@@ -125,7 +133,8 @@ class Block(nnx.Module):
         self.mlp = MLP(config, dtype=dtype, rngs=rngs)
 
     def __call__(self, x_td, shape, cos, sin, masks, kv=None):
-        h, kv = self.attn(self.attn_norm(x_td), shape, cos, sin, masks[self.window], kv)
+        h, kv = self.attn(self.attn_norm(x_td), shape, cos, sin, masks[mask_key(self.window)], kv,
+                          segments=masks.get(SEGMENTS), window=self.window)
         x_td = x_td + h
         x_td = x_td + self.mlp(self.mlp_norm(x_td))
         return constrain(x_td, ("batch", "embed")), kv
@@ -206,8 +215,13 @@ class Transformer(nnx.Module):
 
     # ------------------------------------------------------------------ core
     def _masks(self, q_seg, k_seg, q_idx, k_idx, q_pos, k_pos):
+        """The mask of each sliding window the layers use (None: full causal); for self-attention
+        also the segment ids (under `SEGMENTS`), which fused kernels mask by instead."""
         windows = {self.config.layer_window(i) for i in range(self.config.num_layers)}
-        return {w: make_mask(q_seg, k_seg, q_idx, k_idx, q_pos, k_pos, w) for w in windows}
+        masks = {mask_key(w): make_mask(q_seg, k_seg, q_idx, k_idx, q_pos, k_pos, w) for w in windows}
+        if q_seg is k_seg:
+            masks[SEGMENTS] = q_seg
+        return masks
 
     def _run(self, input_ids, positions, masks, cache: KVCache | None):
         b, l = input_ids.shape

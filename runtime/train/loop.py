@@ -126,7 +126,8 @@ def train(prepared: Prepared, run_dir: Path, progress=None, log: MetricsLog | No
         message = (f"this run has skipped {skipped} non-finite step{'s' * (skipped > 1)} (max_skipped_steps = "
                    f"{allowed}); {_NONFINITE_HELP}, or start again with `sftc run --fresh`")
     pool = concurrent.futures.ThreadPoolExecutor(1)
-    upcoming = pool.submit(prepared.pipeline.batch, start) if start < end else None
+    rows = engine.batch_rows()  # this process's share of every batch
+    upcoming = pool.submit(prepared.pipeline.batch, start, rows) if start < end else None
     window_started, window_steps = time.perf_counter(), 0
     if progress:
         progress.start(total, start)
@@ -137,7 +138,7 @@ def train(prepared: Prepared, run_dir: Path, progress=None, log: MetricsLog | No
                 if interrupts.requested:
                     raise KeyboardInterrupt
                 batch = engine.place(upcoming.result())
-                upcoming = pool.submit(prepared.pipeline.batch, n + 1) if n + 1 < end else None
+                upcoming = pool.submit(prepared.pipeline.batch, n + 1, rows) if n + 1 < end else None
                 state, metrics = engine.step_fn(state, frozen, batch)
                 window_steps += 1
                 done = n + 1  # == state.step: every step advances it, refused ones too

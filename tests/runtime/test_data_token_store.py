@@ -37,7 +37,8 @@ def test_tokens_are_memory_mapped_and_equal_the_in_memory_arrays(tmp_path):
     assert len(list((tmp_path / "cache").rglob("*.tokens.npy"))) == 1
     assert not list((tmp_path / "cache").rglob("*.tmp"))
 
-    table = datasets.Dataset.from_file(source.cache_file).with_format("arrow")[:]
+    (shard,) = source.cache_files  # 300 rows: one shard
+    table = datasets.Dataset.from_file(shard).with_format("arrow")[:]
     tokens, trained, offsets = flat_columns(table, None)
     np.testing.assert_array_equal(source.tokens, tokens)
     np.testing.assert_array_equal(source.trained, trained)

@@ -45,8 +45,7 @@ def test_per_source_sums_combine_into_the_overall_figures_in_one_pass(two_source
     assert set(figures) == {None, "first", "second"}
     assert figures[None]["tokens"] == figures["first"]["tokens"] + figures["second"]["tokens"]
     calls.clear()
-    loss_sum, tokens, right = trained.engine.token_sums(trained.params, trained.frozen,
-                                                        pipeline.eval_batches(trained.engine.micro))
+    loss_sum, tokens, right = trained.engine.token_sums(trained.params, trained.frozen, pipeline)
     assert tokens == figures[None]["tokens"]
     assert figures[None]["loss"] == pytest.approx(loss_sum / tokens, rel=1e-5)
     assert figures[None]["token_accuracy"] == pytest.approx(right / tokens, rel=1e-6)
