@@ -47,6 +47,8 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 SOURCE_KINDS = ("jsonl", "json", "csv", "parquet", "text", "disk", "hf_dataset")
+FORMATS = ("alpaca", "tokens")  # whole-row shapes a template names (others follow from its keys)
+CONVERSATION_ROLES = ("system", "user", "assistant", "tool")
 OVERFLOW_MODES = ("drop", "truncate", "error")
 BAD_ROW_MODES = ("error", "skip")
 TRAIN_ON = ("assistant", "last_assistant", "all")
@@ -119,6 +121,13 @@ class SourceSpec:
                   separately), ``error`` (``SequenceTooLongError``).
       on_bad_row: ``error`` (``BadRowError`` naming file, row, column and the row) or
                   ``skip`` (counted per reason in the stats).
+      rename:     ``rename = (question = prompt)`` -> ``(("question", "prompt"),)``: columns
+                  renamed before templating (a row without the column is a bad row).
+      system:     a system message put first in every conversation of this source that has
+                  none (``messages``, Alpaca and ``chat = on`` rows).
+      where:      ``where = (lang = "en", tier = ["a", "b"])`` -> ``(("lang", ("en",)),
+                  ("tier", ("a", "b")))``: only rows whose column (a dotted path) equals one of
+                  the values are used; the others are counted as filtered, never as bad.
     """
 
     name: str
@@ -132,9 +141,16 @@ class SourceSpec:
     eval: EvalSplit | None = None
     overflow: str = "drop"
     on_bad_row: str = "error"
+    rename: tuple[tuple[str, str], ...] = ()
+    system: str | None = None
+    where: tuple[tuple[str, tuple[Any, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "paths", tuple(self.paths))
+        object.__setattr__(self, "rename", tuple((str(a), str(b)) for a, b in self.rename))
+        object.__setattr__(self, "where", tuple((str(c), tuple(v)) for c, v in self.where))
+        news = [b for _, b in self.rename]
+        _check(len(set(news)) == len(news), f"source {self.name!r}: two columns renamed to the same name")
         _check(bool(self.name), "SourceSpec.name must be non-empty")
         _check(self.kind in SOURCE_KINDS,
                f"source {self.name!r}: kind must be one of {SOURCE_KINDS}, got {self.kind!r}")
@@ -154,6 +170,8 @@ class SourceSpec:
         d = dict(d)
         ev = d.pop("eval", None)
         d["paths"] = tuple(d.get("paths") or ())
+        d["rename"] = tuple(tuple(pair) for pair in d.get("rename") or ())
+        d["where"] = tuple((c, tuple(v)) for c, v in d.get("where") or ())
         return cls(**d, eval=EvalSplit.from_dict(ev) if ev is not None else None)
 
 
@@ -175,9 +193,20 @@ class TemplateSpec:
         rendered with the tokenizer's chat template. ``train_on`` is
         ``assistant`` (every assistant turn), ``last_assistant`` (only the final
         one) or ``all`` (every token of the conversation).
+        Messages may be OpenAI-style (``role``/``content``, ``tool_calls``, ``tool``
+        results) or ShareGPT-style (``from``/``value``, roles ``human``/``gpt``/...);
+        ``roles`` maps further role names (``(("bot", "assistant"),)``), ``keys`` the
+        message keys (``(("role", "speaker"), ("content", "text"))``), and ``tools``
+        names a column of function schemas given to the chat template (default: the
+        column ``tools`` when the source has one). See ``runtime.data.shapes``.
+      * ``format = "alpaca"``: columns ``instruction``, optional ``input``, ``output``,
+        rendered as the Alpaca prompt (or, with ``chat``, as a user and an assistant turn).
+      * ``format = "tokens"``: pre-tokenized rows, ``input_ids`` with ``labels`` (-100 is
+        not trained) or ``loss_mask``.
       * nothing set (``TemplateSpec()`` or no template for the source): use the
-        source's conventional columns: ``messages`` (as above, ``train_on``),
-        else ``prompt`` + ``completion``, else ``text`` (every token trained).
+        source's conventional columns: ``messages`` or ``conversations`` (as above,
+        ``train_on``), else ``input_ids`` (tokens), else ``instruction`` + ``output``
+        (Alpaca), else ``prompt`` + ``completion``, else ``text`` (every token trained).
     """
 
     prompt: str | None = None
@@ -186,28 +215,49 @@ class TemplateSpec:
     train_on: str = "assistant"
     chat: bool = False
     system: str | None = None
+    format: str | None = None
+    roles: tuple[tuple[str, str], ...] = ()
+    keys: tuple[tuple[str, str], ...] = ()
+    tools: str | None = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "roles", tuple((str(a), str(b)) for a, b in self.roles))
+        object.__setattr__(self, "keys", tuple((str(a), str(b)) for a, b in self.keys))
+        _check(self.format is None or self.format in FORMATS, f"format must be one of {FORMATS}, got {self.format!r}")
+        _check(self.format is None or (self.prompt is None and self.messages is None),
+               f"format = {self.format} takes no prompt/completion or messages")
+        for name, role in self.roles:
+            _check(role in CONVERSATION_ROLES, f"roles: {name!r} must map to one of {CONVERSATION_ROLES}, not {role!r}")
+        for key, _ in self.keys:
+            _check(key in ("role", "content"), f"keys: only `role` and `content` can be renamed, not {key!r}")
+        _check(not (self.roles or self.keys or self.tools) or self.prompt is None,
+               "roles, keys and tools describe a conversation column, not prompt/completion")
         _check((self.prompt is None) == (self.completion is None),
                "TemplateSpec needs both prompt and completion, or neither")
         _check(not (self.messages is not None and self.prompt is not None),
                "TemplateSpec takes prompt/completion or messages, not both")
         _check(self.train_on in TRAIN_ON, f"train_on must be one of {TRAIN_ON}, got {self.train_on!r}")
-        _check(not self.chat or self.prompt is not None, "TemplateSpec.chat wraps prompt/completion; set both")
+        _check(not self.chat or self.prompt is not None or self.format == "alpaca",
+               "TemplateSpec.chat wraps prompt/completion (or Alpaca rows); set both")
         _check(self.system is None or self.chat, "TemplateSpec.system needs chat=True")
 
     @property
     def mode(self) -> str:
-        """``"prompt_completion"``, ``"messages"`` or ``"conventional"``."""
+        """``"prompt_completion"``, ``"messages"``, ``"alpaca"``, ``"tokens"`` or ``"conventional"``."""
         if self.prompt is not None:
             return "prompt_completion"
         if self.messages is not None:
             return "messages"
+        if self.format is not None:
+            return self.format
         return "conventional"
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TemplateSpec":
-        return cls(**dict(d))
+        d = dict(d)
+        for key in ("roles", "keys"):
+            d[key] = tuple(tuple(pair) for pair in d.get(key) or ())
+        return cls(**d)
 
 
 @dataclass(frozen=True)
