@@ -98,27 +98,34 @@ def load_trained(run_dir: str | Path, step: int | None = None) -> Trained:
 
 # ---------------------------------------------------------------- prompts and answers
 
-# The columns that make training read a source without a template as each kind (`resolve_mode`).
-_CONVENTIONAL = {"messages": ["messages"], "prompt_completion": ["prompt", "completion"], "text": ["text"]}
+# The columns that make training read a source without a template as each kind (`resolve_mode`),
+# for a run whose manifest predates the resolved mode.
+_CONVENTIONAL = {"messages": ["messages"], "prompt_completion": ["prompt", "completion"], "text": ["text"],
+                 "alpaca": ["instruction", "output"], "tokens": ["input_ids"]}
 
 
 def source_mode(plan: Plan, run_dir: str | Path, source: str | None = None) -> Mode:
-    """How ``source`` (default: the plan's first) renders a row: its template, or for a source
-    read by its conventional columns, the kind training chose from them (the run's manifest)."""
+    """How ``source`` (default: the plan's first) renders a row: as training resolved it (the run's
+    manifest), or, for a template that names its shape, from the plan alone."""
     names = [s.name for s in plan.data.sources]
     if source is not None and source not in names:
         raise PrepareError(f"no source `{source}` in this run (sources: {', '.join(names)})")
     name = source or names[0]
     template = plan.data.template_for(name)
-    if template.mode != "conventional":
-        return resolve_mode(template, [], name)
+    spec = plan.data.source(name)
     manifest = Path(run_dir) / "manifest.json"
     try:
-        kind = json.loads(manifest.read_text())["data"]["stats"]["sources"][name]["mode"]
+        stats = json.loads(manifest.read_text())["data"]["stats"]["sources"][name]
     except (OSError, ValueError, KeyError) as error:
+        if template.mode != "conventional":
+            return resolve_mode(template, [], spec)
         raise PrepareError(f"{manifest} does not say which columns source `{name}` was trained on "
                            f"({type(error).__name__}: {error})") from None
-    return resolve_mode(template, _CONVENTIONAL[kind], name)
+    if stats.get("resolved"):
+        return Mode.from_dict(stats["resolved"])
+    if template.mode != "conventional":
+        return resolve_mode(template, [], spec)
+    return resolve_mode(template, _CONVENTIONAL[stats["mode"]], spec)
 
 
 @dataclass(frozen=True)

@@ -176,7 +176,7 @@ def _render(r: dict, plan, stats, memory_kind: str) -> str:
         f"model    {m['architecture']} {_human(m['params'])} ({m['layers']} layers, dim {m['dim']}, {m['heads']} heads / {m['kv_heads']} kv, vocab {m['vocab']:,})   {tuning}, {m['dtype']}",
         f"         trainable {m['trainable']:,} of {m['params']:,} parameters   from {m['source']}",
     ]
-    lines += stats.summary().splitlines()[:2]
+    lines += stats.summary().splitlines()[:2] + stats.source_lines()
     epochs = f"{r['epochs']:.1f} epochs" if r["epochs"] else "?"
     lines.append(
         f"steps    {r['steps']:,} ({epochs})   {plan.data.global_batch_size} seq x {plan.data.seq_len} tok = {r['tokens_per_step']:,} tok/step"

@@ -18,6 +18,16 @@ class HubUnavailableError(SourceError):
     """``hf_dataset`` needs the hub, the hub is not reachable (or offline mode is on) and nothing is cached."""
 
 
+class RowProblem(Exception):
+    """A row that cannot become an example: which column/turn and why (turned into a
+    `BadRowError` or a skip count by the caller)."""
+
+    def __init__(self, reason: str, column: str | None = None, turn: int | None = None,
+                 unstable: bool = False):
+        super().__init__(reason)
+        self.reason, self.column, self.turn, self.unstable = reason, column, turn, unstable
+
+
 class TemplateError(DataError):
     """A template string is malformed (e.g. an unmatched ``{``)."""
 

@@ -141,7 +141,8 @@ class DataPipeline:
             parts: list[tuple[SourceSpec, str | None]] = [(spec, None)]
             if spec.eval is not None and spec.eval.source is not None:
                 ev = dataclasses.replace(spec.eval.source, name=f"{spec.name}/eval", eval=None,
-                                         overflow=spec.overflow, on_bad_row=spec.on_bad_row)
+                                         overflow=spec.overflow, on_bad_row=spec.on_bad_row, rename=spec.rename,
+                                         system=spec.system, where=spec.where)
                 parts.append((ev, "eval"))
             for part_spec, forced_split in parts:
                 loaded = share.first(f"read {part_spec.name}", lambda: load_source(part_spec, cache_dir))
@@ -151,7 +152,8 @@ class DataPipeline:
                 self._loaded.append(loaded)
                 self._owner.append(spec.name)
                 if st is None:
-                    st = SourceStats(name=spec.name, fingerprint=ts.fingerprint, mode=ts.mode.kind)
+                    st = SourceStats(name=spec.name, fingerprint=ts.fingerprint, mode=ts.mode.kind,
+                                     resolved=dataclasses.asdict(ts.mode))
                     self.stats.sources[spec.name] = st
                 else:
                     st.fingerprint += "+" + ts.fingerprint
@@ -165,6 +167,11 @@ class DataPipeline:
                         col = f" [{r.column}]" if r.column else ""
                         st.bad_examples.append(f"{r.file or part_spec.name}:{r.row}{col}: {r.reason}")
                 st.boundary_merges += ts.boundary_merges
+                st.filtered += ts.filtered
+                st.per_turn_rows += ts.per_turn_rows
+                st.per_turn_examples += ts.per_turn_examples
+                st.tool_call_tokens += ts.tool_tokens
+                st.unclosed_turns += ts.unclosed_turns
                 lengths = ts.lengths()
                 st.max_tokens = max(st.max_tokens, int(lengths.max()) if len(lengths) else 0)
                 if forced_split == "eval":

@@ -17,7 +17,13 @@ What a value is, per template kind (`tokenize.Mode`):
   ``history``), up to the chat template's generation prompt.
 * messages: a row holds a conversation in the template's column; a final assistant turn is its
   reference and is dropped. A text is the next user turn after ``history``.
+* alpaca: a row's instruction (and input); a text is the instruction.
+* tokens: a pre-tokenized row's ids before its last trained run (all of them without labels).
 * text: the row's text, or the text, is the start of a document to continue.
+
+A row goes through its source's transforms first (``rename``, ``where``), a conversation
+through `shapes.conversation` (ShareGPT, tool calls) and the source's system message, as in
+training.
 
 `stop_ids` is the one rule for where an answer ends (evaluation, generate, chat, exports).
 """
@@ -27,9 +33,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
+from . import shapes
 from .errors import DataError
 from .templates import (Part, Rendered, RowProblem, chat_messages, parse_template, render_chat,
-                        render_prompt_completion)
+                        render_prompt_completion, special_ids)
 from .tokenize import Mode, prefix_ids
 
 __all__ = ["Prompt", "PromptError", "check_text", "render_prompt", "stop_ids"]
@@ -55,7 +62,10 @@ def _fields(mode: Mode) -> list[tuple[str, ...]]:
 
 
 def check_text(mode: Mode) -> None:
-    """Raise `PromptError` when a line of text cannot be a prompt of ``mode`` (a template of several columns)."""
+    """Raise `PromptError` when a line of text cannot be a prompt of ``mode`` (a template of several
+    columns, or pre-tokenized rows)."""
+    if mode.kind == "tokens":
+        raise PromptError("this source is pre-tokenized: give rows with input_ids (`sftc generate --file`)")
     if mode.kind != "prompt_completion":
         return
     fields = _fields(mode)
@@ -80,30 +90,47 @@ def _ids(tokenizer: Any, rendered: Rendered) -> list[int]:
     return _prefix(tokenizer, rendered.text[:rendered.spans[-1][0]], rendered.add_special_tokens)
 
 
-def _chat(tokenizer: Any, conversation: list[dict[str, Any]], column: str) -> Prompt:
+def _chat(tokenizer: Any, conversation: list[dict[str, Any]], column: str,
+          tools: list[dict[str, Any]] | None = None) -> Prompt:
     if not conversation:
         raise PromptError(f"column {column!r}: the conversation has no turn before its answer")
     answer = {"role": "assistant", "content": _STAND_IN}
     try:
-        rendered = render_chat(tokenizer, conversation + [answer], column, "last_assistant")
+        rendered = render_chat(tokenizer, conversation + [answer], column, "last_assistant", tools)
     except RowProblem as p:
         raise _problem(p) from None
     return Prompt(_ids(tokenizer, rendered), conversation)
 
 
-def _conversation(mode: Mode, value: str | Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> list:
+def _row(mode: Mode, value: Mapping[str, Any]) -> dict[str, Any]:
+    """A row through its source's transforms, as training reads it."""
+    try:
+        row = mode.transform(dict(value))
+    except RowProblem as p:
+        raise _problem(p) from None
+    if row is None:
+        raise PromptError("the source's `where` leaves this row out: training never saw rows like it")
+    return row
+
+
+def _conversation(mode: Mode, value: str | Mapping[str, Any], history: Sequence[Mapping[str, Any]]
+                  ) -> tuple[list, list | None]:
+    """(the turns before the answer, the row's tools)."""
     if isinstance(value, str):
-        return [dict(m) for m in history] + [{"role": "user", "content": value}]
-    if mode.column not in value:
+        turns = [dict(m) for m in history] + [{"role": "user", "content": value}]
+        return shapes.with_system(turns, mode.system), None
+    row = _row(mode, value)
+    if mode.column not in row:
         raise PromptError(f"a row of this source holds its conversation in the column {mode.column!r}; "
-                          f"this row has {sorted(value)}")
-    turns = value[mode.column]
-    if not isinstance(turns, list):
-        raise PromptError(f"column {mode.column!r}: expected a list of {{role, content}} messages, "
-                          f"got {type(turns).__name__}")
-    if turns and isinstance(turns[-1], Mapping) and turns[-1].get("role") == "assistant":
+                          f"this row has {sorted(row)}")
+    try:
+        turns = shapes.conversation(row[mode.column], mode.column, mode.roles, mode.keys)
+        tools = shapes.tools_of(row.get(mode.tools), mode.tools) if mode.tools else None
+    except RowProblem as p:
+        raise _problem(p) from None
+    if turns[-1]["role"] == "assistant":
         turns = turns[:-1]  # the reference answer
-    return list(turns)
+    return shapes.with_system(turns, mode.system), tools
 
 
 def _text_row(field: tuple[str, ...], text: str) -> dict[str, Any]:
@@ -133,35 +160,60 @@ def _render(tokenizer: Any, mode: Mode, value: str | Mapping[str, Any],
     if isinstance(value, str):
         check_text(mode)
     if mode.kind == "messages":
-        return _chat(tokenizer, _conversation(mode, value, history), mode.column)
+        conversation, tools = _conversation(mode, value, history)
+        return _chat(tokenizer, conversation, mode.column, tools)
+    if mode.kind == "tokens":
+        return _tokens(tokenizer, _row(mode, value))
     if mode.kind == "text":
-        text = value if isinstance(value, str) else value.get(mode.column)
+        text = value if isinstance(value, str) else _row(mode, value).get(mode.column)
         if not isinstance(text, str):
             raise PromptError(f"column {mode.column!r}: expected a text, got {type(text).__name__}")
         return Prompt(_prefix(tokenizer, text, True))
-    prompt = parse_template(mode.prompt or "")
-    row = _text_row(_fields(mode)[0], value) if isinstance(value, str) else dict(value)
-    stand_in: list[Part] = [_STAND_IN]
-    try:
-        if not mode.chat:
-            return Prompt(_ids(tokenizer, render_prompt_completion(prompt, stand_in, row)))
-        conversation = chat_messages(prompt, stand_in, row, mode.system)[:-1]
-    except RowProblem as p:
-        raise _problem(p) from None
+    if mode.kind == "alpaca":
+        row = {"instruction": value} if isinstance(value, str) else _row(mode, value)
+        row = {**row, "output": _STAND_IN}
+        try:
+            if not mode.chat:
+                return Prompt(_prefix(tokenizer, shapes.alpaca_prompt(row)[0], True))
+            conversation = shapes.alpaca_messages(row, mode.system)[:-1]
+        except RowProblem as p:
+            raise _problem(p) from None
+    else:
+        prompt = parse_template(mode.prompt or "")
+        row = _text_row(_fields(mode)[0], value) if isinstance(value, str) else _row(mode, value)
+        stand_in: list[Part] = [_STAND_IN]
+        try:
+            if not mode.chat:
+                return Prompt(_ids(tokenizer, render_prompt_completion(prompt, stand_in, row)))
+            conversation = chat_messages(prompt, stand_in, row, mode.system)[:-1]
+        except RowProblem as p:
+            raise _problem(p) from None
     if history:
         conversation = [dict(m) for m in history] + conversation[-1:]
     return _chat(tokenizer, conversation, "prompt")
 
 
+def _tokens(tokenizer: Any, row: Mapping[str, Any]) -> Prompt:
+    """A pre-tokenized row's prompt: its ids before the last trained run (all without labels)."""
+    if row.get("labels") is None and row.get("loss_mask") is None:
+        row = {**row, "loss_mask": [0] * (len(row.get("input_ids") or []) - 1) + [1]}
+        cut_last = False
+    else:
+        cut_last = True
+    try:
+        ids, trained = shapes.token_row(row, len(tokenizer))
+    except RowProblem as p:
+        raise _problem(p) from None
+    if not cut_last:
+        return Prompt(ids)
+    end = len(trained) - trained[::-1].index(1)
+    start = end
+    while start > 0 and trained[start - 1]:
+        start -= 1
+    return Prompt(ids[:start])
+
+
 # ---------------------------------------------------------------- stop tokens
-
-
-def _special_ids(tokenizer: Any) -> set[int]:
-    special = {int(i) for i in getattr(tokenizer, "all_special_ids", []) or []}
-    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
-    special |= {int(i) for i, token in added.items() if getattr(token, "special", False)}
-    special.discard(tokenizer.unk_token_id)
-    return special
 
 
 def end_of_turn(tokenizer: Any) -> int | None:
@@ -180,7 +232,7 @@ def end_of_turn(tokenizer: Any) -> int | None:
         return None
     text = rendered.text[:rendered.spans[-1][1]]
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    return int(ids[-1]) if ids and int(ids[-1]) in _special_ids(tokenizer) else None
+    return int(ids[-1]) if ids and int(ids[-1]) in special_ids(tokenizer) else None
 
 
 def stop_ids(tokenizer: Any) -> list[int]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 from typing import Any, Mapping, Sequence
 
-from .templates import RowProblem
+from .errors import RowProblem
 
 DEFAULT_ROLES = {
     "system": "system", "user": "user", "assistant": "assistant", "tool": "tool",
@@ -63,8 +63,8 @@ def transform_row(row: dict[str, Any], rename: Sequence[tuple[str, str]],
         row = dict(row)
         moved = {}
         for old, new in rename:
-            if old not in row:
-                raise RowProblem(f"missing column {old!r} (renamed to {new!r})", column=old)
+            if row.get(old) is None:  # datasets fills a column some rows lack with null
+                raise RowProblem(f"missing or null column {old!r} (renamed to {new!r})", column=old)
             moved[new] = row.pop(old)
         row.update(moved)
     for path, values in where:

@@ -13,13 +13,16 @@ import numpy as np
 class SourceStats:
     """Counts for one source. Every row is accounted for:
 
-    ``rows == bad_rows + train_examples + eval_examples + dropped_overflow + dropped_no_trainable``
-    (``truncated`` examples are kept, so they are inside the example counts).
+    ``rows - bad_rows - filtered + (per_turn_examples - per_turn_rows)
+    == train_examples + eval_examples + dropped_overflow + dropped_no_trainable``
+    (a conversation rendered per turn is several examples; ``truncated`` examples are kept,
+    so they are inside the example counts).
     """
 
     name: str
     fingerprint: str
-    mode: str  # prompt_completion | messages | text
+    mode: str  # prompt_completion | messages | alpaca | tokens | text
+    resolved: dict[str, Any] = field(default_factory=dict)  # the whole Mode, so inference renders alike
     rows: int = 0
     bad_rows: int = 0
     bad_reasons: dict[str, int] = field(default_factory=dict)
@@ -36,6 +39,23 @@ class SourceStats:
     boundary_merges: int = 0  # rows where a token spans the prompt/completion boundary
     cache_hit: bool = False
     epoch_examples: int = 0  # examples drawn from this source per epoch (after weights)
+    filtered: int = 0  # rows left out by the source's `where`
+    per_turn_rows: int = 0  # conversations whose template re-renders earlier turns: one example per turn
+    per_turn_examples: int = 0
+    tool_call_tokens: int = 0  # trained tokens in assistant turns that call tools (before truncation)
+    unclosed_turns: int = 0  # trained turns that do not end on an end-of-turn token
+
+    def trained_from(self) -> str:
+        """Which parts of the examples train, in words."""
+        if self.mode == "messages":
+            if self.resolved.get("train_on") == "all":
+                return "every token of the conversations"
+            which = "the last assistant turn" if self.resolved.get("train_on") == "last_assistant" else "assistant turns"
+            if self.tool_call_tokens:
+                return f"{which} ({self.tool_call_tokens:,} tokens in tool calls; tool results are context)"
+            return which
+        return {"prompt_completion": "completions and their end token", "alpaca": "Alpaca outputs and their end token",
+                "tokens": "the rows' labels", "text": "every token of the text"}.get(self.mode, self.mode)
 
 
 @dataclass
@@ -65,14 +85,31 @@ class DataStats:
         dropped = sum(s.dropped_overflow + s.dropped_no_trainable for s in self.sources.values())
         trunc = sum(s.truncated for s in self.sources.values())
         bad = sum(s.bad_rows for s in self.sources.values())
+        filtered = sum(s.filtered for s in self.sources.values())
         lines = [
             "data     " + "   ".join(parts),
             f"         {'packing' if self.packing else 'padding'} {self.efficiency * 100:.1f} % full   "
-            f"dropped {dropped:,} (overflow)   truncated {trunc:,}   bad rows {bad:,}",
+            f"dropped {dropped:,} (overflow)   truncated {trunc:,}   bad rows {bad:,}"
+            + (f"   filtered {filtered:,} (where)" if filtered else ""),
+            *self.source_lines(),
             f"steps    {self.total_steps:,} ({self.steps_per_epoch:.1f} per epoch)   "
             f"{self.global_batch_size} seq x {self.seq_len} tok = {self.tokens_per_step:,} tok/step",
         ]
         return "\n".join(lines)
+
+    def source_lines(self) -> list[str]:
+        """Per source: how many tokens train and where they come from, and what to look at."""
+        lines = []
+        for s in self.sources.values():
+            lines.append(f"         {s.name}: {s.train_trained_tokens:,} trained tokens, from {s.trained_from()}")
+            if s.per_turn_rows:
+                lines.append(f"         {s.name}: {s.per_turn_rows:,} conversations became {s.per_turn_examples:,} "
+                             "examples, one per assistant turn: the chat template renders earlier turns "
+                             "differently once later ones follow (as reasoning templates drop <think>)")
+            if s.unclosed_turns:
+                lines.append(f"         warning: {s.unclosed_turns:,} trained turns of {s.name} do not end on an "
+                             "end-of-turn token, so the model may not learn to stop there")
+        return lines
 
 
 

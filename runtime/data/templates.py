@@ -16,11 +16,12 @@ Two shapes (see ``TemplateSpec``):
   This needs the template to be *prefix-stable*: ``before`` must be a prefix of
   ``through`` and ``through`` a prefix of the whole conversation. Templates that
   re-render earlier turns once later ones follow (reasoning models that drop
-  earlier ``<think>`` blocks) are not; that is reported as
-  ``TemplateNotPrefixStableError`` naming the row and the message index, never
-  silently mis-masked. What to do then: ``train_on = last_assistant`` (only the
-  final turn, which is rendered exactly as at inference), split conversations
-  into one example per assistant turn, or pass a prefix-stable template.
+  earlier ``<think>`` blocks) are not; `render_conversation` then makes one example
+  per trained turn, the conversation through that turn as the template renders it
+  then, so each turn trains exactly what the model sees at inference (counted and
+  reported). A generation prompt that is not a prefix of the turn it opens cannot be
+  trained either way: that is ``TemplateNotPrefixStableError`` naming the row and
+  the message, never a silently wrong mask.
 
 Problems with one row raise ``RowProblem`` (turned into ``BadRowError`` or a
 skip count by the caller). A chat template that cannot render anything (jinja2
@@ -35,19 +36,11 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .errors import ChatTemplateError, TemplateError
+from . import shapes
+from .errors import ChatTemplateError, RowProblem, TemplateError
 
 _TOKEN = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
 _NAME = re.compile(r"^[^.\s{}]+(\.[^.\s{}]+)*$")
-
-
-class RowProblem(Exception):
-    """A row that cannot become an example: which column/turn and why."""
-
-    def __init__(self, reason: str, column: str | None = None, turn: int | None = None,
-                 unstable: bool = False):
-        super().__init__(reason)
-        self.reason, self.column, self.turn, self.unstable = reason, column, turn, unstable
 
 
 Part = str | tuple[str, ...]  # literal text, or a field path ("a", "b") for {a.b}
@@ -123,6 +116,9 @@ class Rendered:
     (prompt/completion and text) or without (chat templates write their own).
     ``append_eos``: close the text with the tokenizer's EOS (trained).
     ``turns``: message index of each span (chat), for error messages.
+    ``calls``: whether each span's turn calls tools (chat), for the stats.
+    ``per_turn``: one of the examples a conversation became because its template re-renders
+    earlier turns once later ones follow (`render_conversation`).
     """
 
     text: str
@@ -130,6 +126,8 @@ class Rendered:
     add_special_tokens: bool
     append_eos: bool
     turns: tuple[int | None, ...] = ()
+    calls: tuple[bool, ...] = ()
+    per_turn: bool = False
 
 
 def render_prompt_completion(prompt_parts: Sequence[Part], completion_parts: Sequence[Part],
@@ -160,30 +158,6 @@ def render_text(column: str, row: dict[str, Any]) -> Rendered:
     if not text.strip():
         raise RowProblem("empty text", column=column)
     return Rendered(text, ((0, len(text)),), True, True, (None,))
-
-
-def _check_messages(messages: Any, column: str) -> list[dict[str, str]]:
-    if messages is None:
-        raise RowProblem("value is null", column=column)
-    if not isinstance(messages, list):
-        raise RowProblem(f"expected a list of {{role, content}} messages, got {type(messages).__name__}",
-                         column=column)
-    if not messages:
-        raise RowProblem("empty conversation", column=column)
-    out = []
-    for i, m in enumerate(messages):
-        if not isinstance(m, dict):
-            raise RowProblem(f"message is {type(m).__name__}, not an object", column=column, turn=i)
-        role, content = m.get("role"), m.get("content")
-        if not isinstance(role, str) or not role:
-            raise RowProblem(f"message has no role (got {role!r})", column=column, turn=i)
-        if content is None:
-            raise RowProblem("message content is null", column=column, turn=i)
-        if not isinstance(content, str):
-            raise RowProblem(f"message content is {type(content).__name__}, not a string", column=column, turn=i)
-        # Keep extra keys (tool calls, names): templates may use them; drop None values like transformers does.
-        out.append({k: v for k, v in m.items() if v is not None})
-    return out
 
 
 def _special_strings(tokenizer: Any) -> tuple[str, ...]:
@@ -237,51 +211,100 @@ def _chat_failure(tokenizer: Any, error: Exception, column: str, turn: int) -> E
     return RowProblem(f"chat template failed: {type(error).__name__}: {error}", column=column, turn=turn)
 
 
-def render_chat(tokenizer: Any, messages: Any, column: str, train_on: str) -> Rendered:
-    """Render a conversation and locate its trained spans by growing prefixes."""
-    msgs = _check_messages(messages, column)
-    assistant = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
-    if not assistant:
-        raise RowProblem("conversation has no assistant turn", column=column)
+def special_ids(tokenizer: Any) -> set[int]:
+    """Ids of the tokenizer's special and added special tokens (not ``<unk>``): what closes a turn."""
+    special = {int(i) for i in getattr(tokenizer, "all_special_ids", []) or []}
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    special |= {int(i) for i, token in added.items() if getattr(token, "special", False)}
+    special.discard(tokenizer.unk_token_id)
+    return special
 
-    def render(ms: list[dict[str, str]], gen: bool) -> str:
+
+def _renderer(tokenizer: Any, column: str, tools: list[dict] | None):
+    def render(ms: list[dict[str, Any]], gen: bool) -> str:
         try:
-            return tokenizer.apply_chat_template(ms, tokenize=False, add_generation_prompt=gen)
+            return tokenizer.apply_chat_template(ms, tools=tools, tokenize=False, add_generation_prompt=gen)
         except (OSError, MemoryError):  # the machine's problem, not the row's nor the template's
             raise
         except Exception as e:  # noqa: BLE001 - sorted into the environment's fault or this row's
             raise _chat_failure(tokenizer, e, column, len(ms) - 1) from e
 
-    full = render(msgs, False)
-    if train_on == "all":
-        return Rendered(full, ((0, len(full)),), False, False, (None,))
+    return render
+
+
+def _trained_turns(msgs: list[dict[str, Any]], column: str, train_on: str) -> list[int]:
+    assistant = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
+    if not assistant:
+        raise RowProblem("conversation has no assistant turn", column=column)
+    shapes.check_ending(msgs, column, train_on)
     turns = assistant[-1:] if train_on == "last_assistant" else assistant
-    specials = _special_strings(tokenizer)
-    spans, turn_ids = [], []
     for i in turns:
-        content = msgs[i]["content"]
-        if not content.strip():
+        if not msgs[i]["content"].strip() and not msgs[i].get("tool_calls"):
             raise RowProblem("empty assistant message", column=column, turn=i)
         if i == 0:
             raise RowProblem("the conversation starts with an assistant turn: it has no prompt",
                              column=column, turn=i)
-        before = render(msgs[:i], True)
-        through = render(msgs[: i + 1], False)
-        if not through.startswith(before):
-            raise RowProblem(
-                "chat template is not prefix-stable: rendering with add_generation_prompt=True is not a "
-                f"prefix of the rendered turn (prompt ends {before[-40:]!r}, turn starts "
-                f"{through[len(before) - 40: len(before) + 20]!r})", column=column, turn=i, unstable=True)
+    return turns
+
+
+def _turn_span(render, msgs: list[dict[str, Any]], i: int, column: str, specials) -> tuple[str, int, int]:
+    """(the conversation rendered through turn ``i``, where the turn's trained span starts, ends)."""
+    before = render(msgs[:i], True)
+    through = render(msgs[: i + 1], False)
+    if not through.startswith(before):
+        raise RowProblem(
+            "chat template is not prefix-stable: rendering with add_generation_prompt=True is not a "
+            f"prefix of the rendered turn (prompt ends {before[-40:]!r}, turn starts "
+            f"{through[len(before) - 40: len(before) + 20]!r})", column=column, turn=i, unstable=True)
+    end = len(through)
+    stripped = through.rstrip()
+    if len(stripped) < end and len(stripped) > len(before) and stripped.endswith(specials):
+        end = len(stripped)
+    return through, len(before), end
+
+
+def render_chat(tokenizer: Any, messages: Any, column: str, train_on: str,
+                tools: list[dict] | None = None) -> Rendered:
+    """Render a conversation and locate its trained spans by growing prefixes; a template that
+    re-renders earlier turns once later ones follow is a `RowProblem` (``unstable``)."""
+    (rendered,) = _render_conversation(tokenizer, messages, column, train_on, tools, per_turn=False)
+    return rendered
+
+
+def render_conversation(tokenizer: Any, messages: Any, column: str, train_on: str,
+                        tools: list[dict] | None = None) -> list[Rendered]:
+    """The examples of a conversation: one, with every trained turn's span, when the template is
+    prefix-stable; else one per trained turn, each the conversation through that turn rendered
+    as the template renders it then (reasoning templates drop earlier turns' ``<think>``), so
+    every turn trains exactly what the model sees at inference."""
+    return _render_conversation(tokenizer, messages, column, train_on, tools, per_turn=True)
+
+
+def _render_conversation(tokenizer: Any, messages: Any, column: str, train_on: str,
+                         tools: list[dict] | None, per_turn: bool) -> list[Rendered]:
+    msgs = shapes.conversation(messages, column)
+    render = _renderer(tokenizer, column, tools)
+    full = render(msgs, False)
+    if train_on == "all":
+        return [Rendered(full, ((0, len(full)),), False, False, (None,))]
+    specials = _special_strings(tokenizer)
+    turns = _trained_turns(msgs, column, train_on)
+    spans, calls = [], []
+    for n, i in enumerate(turns):
+        through, start, end = _turn_span(render, msgs, i, column, specials)
         if not full.startswith(through):
+            if per_turn:
+                return [_one_turn(render, msgs, j, column, specials) for j in turns]
             k = next((j for j, (a, b) in enumerate(zip(through, full)) if a != b), min(len(through), len(full)))
             raise RowProblem(
                 "chat template is not prefix-stable: this turn renders differently once later turns "
                 f"follow (alone: {through[max(0, k - 20): k + 40]!r}; in the conversation: "
                 f"{full[max(0, k - 20): k + 40]!r})", column=column, turn=i, unstable=True)
-        end = len(through)
-        stripped = through.rstrip()
-        if len(stripped) < end and len(stripped) > len(before) and stripped.endswith(specials):
-            end = len(stripped)
-        spans.append((len(before), end))
-        turn_ids.append(i)
-    return Rendered(full, tuple(spans), False, False, tuple(turn_ids))
+        spans.append((start, end))
+        calls.append(bool(msgs[i].get("tool_calls")))
+    return [Rendered(full, tuple(spans), False, False, tuple(turns), tuple(calls))]
+
+
+def _one_turn(render, msgs: list[dict[str, Any]], i: int, column: str, specials) -> Rendered:
+    through, start, end = _turn_span(render, msgs, i, column, specials)
+    return Rendered(through, ((start, end),), False, False, (i,), (bool(msgs[i].get("tool_calls")),), per_turn=True)

@@ -40,13 +40,14 @@ import numpy as np
 import pyarrow as pa
 
 from .errors import BadRowError, ChatTemplateError, DataError, SourceError, TemplateNotPrefixStableError, shorten
-from .plan import TemplateSpec
+from . import shapes
+from .plan import SourceSpec, TemplateSpec
 from .share import Share
 from .sources import LoadedSource, RejectedRow
-from .templates import (RowProblem, chat_messages, parse_template, render_chat, render_prompt_completion, render_text,
-                        require_chat_template)
+from .templates import (Rendered, RowProblem, chat_messages, parse_template, render_chat, render_conversation,
+                        render_prompt_completion, render_text, require_chat_template, special_ids)
 
-PIPELINE_VERSION = "sftc-data-4"  # 4: cached in shards of SHARD_ROWS rows
+PIPELINE_VERSION = "sftc-data-5"  # 5: shapes (ShareGPT, Alpaca, tools, tokens), per-turn examples
 SHARD_ROWS = 100_000  # rows per tokenization cache shard: the unit of resumed and of shared work
 TOKENIZE_BATCHES = 0  # number of batches actually tokenized in this process (cache misses); tests read it
 
@@ -58,6 +59,9 @@ _FEATURES = datasets.Features({
     "bad_column": datasets.Value("string"),
     "bad_turn": datasets.Value("int32"),
     "merges": datasets.Value("int32"),
+    "per_turn": datasets.Value("int8"),  # 1: one of the per-turn examples of a conversation (render_conversation)
+    "tool_tokens": datasets.Value("int32"),  # trained tokens in assistant turns that call tools
+    "unclosed": datasets.Value("int32"),  # trained turns that do not end on an end-of-turn token
 })
 
 
@@ -86,35 +90,85 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 
 @dataclass(frozen=True)
 class Mode:
-    """A resolved template: ``kind`` is prompt_completion | messages | text."""
+    """A resolved template and its source's transforms: ``kind`` is prompt_completion |
+    messages | alpaca | tokens | text (see `runtime.data.shapes` for the shapes)."""
 
     kind: str
     prompt: str | None = None
     completion: str | None = None
     column: str | None = None
     train_on: str = "assistant"
-    chat: bool = False  # prompt/completion through the chat template (a user and an assistant turn)
-    system: str | None = None
+    chat: bool = False  # prompt/completion or Alpaca through the chat template (a user and an assistant turn)
+    system: str | None = None  # the template's system message, else the source's
+    roles: tuple[tuple[str, str], ...] = ()  # conversation role names -> system | user | assistant | tool
+    keys: tuple[tuple[str, str], ...] = ()  # message keys: ("role", "from"), ("content", "value")
+    tools: str | None = None  # the column of function schemas given to the chat template
+    rename: tuple[tuple[str, str], ...] = ()  # the source's column renames (old, new)
+    where: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # the source's row filter
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Mode":
+        d = dict(d)
+        for key in ("roles", "keys", "rename"):
+            d[key] = tuple(tuple(pair) for pair in d.get(key) or ())
+        d["where"] = tuple((c, tuple(v)) for c, v in d.get("where") or ())
+        return cls(**d)
+
+    def transform(self, row: dict[str, Any]) -> dict[str, Any] | None:
+        """The row as the template reads it (renamed), or None when the source's `where` leaves it out."""
+        return shapes.transform_row(row, self.rename, self.where)
 
 
-def resolve_mode(template: TemplateSpec, columns: list[str], source: str) -> Mode:
-    """Turn a TemplateSpec (possibly empty: conventional columns) into a concrete Mode."""
+def resolve_mode(template: TemplateSpec, columns: list[str], source: SourceSpec | str) -> Mode:
+    """Turn a TemplateSpec (possibly empty: conventional columns) and the source's transforms
+    into a concrete Mode. ``columns`` are the source's raw columns (renamed here)."""
+    spec = source if isinstance(source, SourceSpec) else None
+    name = spec.name if spec is not None else str(source)
+    rename = spec.rename if spec is not None else ()
+    where = spec.where if spec is not None else ()
+    renamed = dict(rename)
+    missing = [old for old in renamed if columns and old not in columns]
+    if missing:
+        raise SourceError(f"data {name}: `rename` names the column {missing[0]!r}, which the source does not have; "
+                          f"its columns are {columns}")
+    columns = [renamed.get(c, c) for c in columns]
+    system = template.system or (spec.system if spec is not None else None)
+    common = dict(rename=rename, where=where)
+
+    def conversation(column: str) -> Mode:
+        tools = template.tools or ("tools" if "tools" in columns else None)
+        return Mode("messages", column=column, train_on=template.train_on, system=system, roles=template.roles,
+                    keys=template.keys, tools=tools, **common)
+
     if template.mode == "prompt_completion":
         parse_template(template.prompt or "")  # raise TemplateError early
         parse_template(template.completion or "")
         return Mode("prompt_completion", prompt=template.prompt, completion=template.completion,
-                    chat=template.chat, system=template.system)
+                    chat=template.chat, system=system if template.chat else None, **common)
     if template.mode == "messages":
-        return Mode("messages", column=template.messages, train_on=template.train_on)
-    if "messages" in columns:
-        return Mode("messages", column="messages", train_on=template.train_on)
+        return conversation(template.messages)
+    if template.mode == "alpaca" or (template.mode == "conventional" and "instruction" in columns
+                                     and "output" in columns and not _conversation_column(columns)
+                                     and "input_ids" not in columns):
+        return Mode("alpaca", chat=template.chat, system=system if template.chat else None, **common)
+    if template.mode == "tokens":
+        return Mode("tokens", **common)
+    found = _conversation_column(columns)
+    if found:
+        return conversation(found)
+    if "input_ids" in columns:
+        return Mode("tokens", **common)
     if "prompt" in columns and "completion" in columns:
-        return Mode("prompt_completion", prompt="{prompt}", completion="{completion}")
+        return Mode("prompt_completion", prompt="{prompt}", completion="{completion}", **common)
     if "text" in columns:
-        return Mode("text", column="text")
+        return Mode("text", column="text", **common)
     raise SourceError(
-        f"data {source}: no template and no conventional columns (messages, or prompt + completion, "
-        f"or text); columns are {columns}. Add a template for {source}.")
+        f"data {name}: no template and no conventional columns (messages or conversations, input_ids, "
+        f"instruction + output, prompt + completion, or text); columns are {columns}. Add a template for {name}.")
+
+
+def _conversation_column(columns: list[str]) -> str | None:
+    return next((c for c in shapes.CONVERSATION_COLUMNS if c in columns), None)
 
 
 @dataclass
@@ -138,6 +192,11 @@ class TokenizedSource:
     cache_files: list[str]  # the Arrow shards, in row order (empty when caching is off)
     fingerprint: str
     key: str
+    filtered: int = 0  # rows the source's `where` left out
+    per_turn_rows: int = 0  # conversations rendered one example per trained turn (render_conversation)
+    per_turn_examples: int = 0  # the examples they became
+    tool_tokens: int = 0  # trained tokens in assistant turns that call tools
+    unclosed_turns: int = 0  # trained turns that do not end on an end-of-turn token
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -162,36 +221,50 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 
 class _Tokenize:
-    """The batched map function (a class so datasets never needs to hash it: the key is explicit)."""
+    """The batched map function (a class so datasets never needs to hash it: the key is explicit).
+
+    A row becomes one output row: an example, a bad row (``bad`` says why) or a filtered one
+    (``bad == shapes.FILTERED``); a conversation rendered per turn becomes one per turn.
+    """
 
     def __init__(self, loaded: LoadedSource, mode: Mode, tokenizer: Any, first_row: int = 0):
         self.loaded, self.mode, self.tok = loaded, mode, tokenizer
         self.first_row = first_row  # the shard's first row: map's indices count from it
         self.on_bad_row = loaded.spec.on_bad_row
         self.eos = tokenizer.eos_token_id
+        self.chat = mode.kind == "messages" or mode.chat
+        self.closers = special_ids(tokenizer) if self.chat else set()
         if mode.kind == "prompt_completion":
             self.p_parts = parse_template(mode.prompt or "")
             self.c_parts = parse_template(mode.completion or "")
 
-    def render(self, row: dict[str, Any]):
+    def render(self, row: dict[str, Any]) -> list[Rendered]:
         m = self.mode
         if m.kind == "prompt_completion" and m.chat:
-            return render_chat(self.tok, chat_messages(self.p_parts, self.c_parts, row, m.system), "prompt", "last_assistant")
+            return [render_chat(self.tok, chat_messages(self.p_parts, self.c_parts, row, m.system), "prompt",
+                                "last_assistant")]
         if m.kind == "prompt_completion":
-            return render_prompt_completion(self.p_parts, self.c_parts, row)
+            return [render_prompt_completion(self.p_parts, self.c_parts, row)]
+        if m.kind == "alpaca" and m.chat:
+            return [render_chat(self.tok, shapes.alpaca_messages(row, m.system), "instruction", "last_assistant")]
+        if m.kind == "alpaca":
+            prompt, completion = shapes.alpaca_prompt(row)
+            return [Rendered(prompt + completion, ((len(prompt), len(prompt + completion)),), True, True, (None,))]
         if m.kind == "text":
-            return render_text(m.column, row)
+            return [render_text(m.column, row)]
         if m.column not in row:
             raise RowProblem(f"missing column {m.column!r}", column=m.column)
-        return render_chat(self.tok, row[m.column], m.column, m.train_on)
+        messages = shapes.with_system(shapes.conversation(row[m.column], m.column, m.roles, m.keys), m.system)
+        tools = shapes.tools_of(row.get(m.tools), m.tools) if m.tools else None
+        return render_conversation(self.tok, messages, m.column, m.train_on, tools)
 
     def error(self, index: int, row: dict[str, Any], p: RowProblem) -> BadRowError:
         file, number = self.loaded.locate(index)
         cls = TemplateNotPrefixStableError if p.unstable else BadRowError
         reason = p.reason
         if p.unstable:
-            reason += (" -- use train_on = last_assistant, split conversations into one example per "
-                       "assistant turn, or a prefix-stable chat template")
+            reason += (" -- use train_on = last_assistant, or a chat template whose generation prompt opens "
+                       "the assistant turn exactly as the turn is rendered")
         err = cls(self.loaded.spec.name, file, number, p.column, reason, shorten(row), turn=p.turn,
                   unit=self.loaded.unit)
         return err
@@ -207,94 +280,119 @@ class _Tokenize:
         global TOKENIZE_BATCHES
         TOKENIZE_BATCHES += 1
         indices = [self.first_row + i for i in indices]
-        n = len(indices)
         cols = list(batch)
         out: dict[str, list] = {k: [] for k in _FEATURES}
-        rendered: list[Any] = [None] * n
-        problems: list[RowProblem | None] = [None] * n
-        for j in range(n):
-            row = {k: batch[k][j] for k in cols}
+        # Each row: a list of rendered examples, pre-tokenized (ids, trained), or a problem.
+        results: list[tuple[str, Any]] = []
+        for j in range(len(indices)):
+            raw = {k: batch[k][j] for k in cols}
             try:
-                rendered[j] = self.render(row)
+                row = self.mode.transform(raw)
+                if row is None:
+                    results.append(("filtered", None))
+                elif self.mode.kind == "tokens":
+                    results.append(("tokens", shapes.token_row(row, len(self.tok))))
+                else:
+                    results.append(("rendered", self.render(row)))
             except RowProblem as p:
                 if p.unstable or self.on_bad_row == "error":
-                    raise self.error(indices[j], row, p) from None
-                problems[j] = p
+                    raise self.error(indices[j], raw, p) from None
+                results.append(("bad", p))
             except ChatTemplateError as e:  # no row renders: stop, whatever on_bad_row says
                 raise ChatTemplateError(f"data {self.loaded.spec.name}: {e}") from None
         # One batched tokenizer call for the full texts and every span boundary prefix.
         texts: list[str] = []
-        plan: list[tuple[int, list[tuple[int, int]]] | None] = []
+        plans: list[list[tuple[int, list[tuple[int, int]]]]] = []
         special = self.mode.kind != "messages" and not self.mode.chat
-        for r in rendered:
-            if r is None:
-                plan.append(None)
-                continue
-            full_at = len(texts)
-            texts.append(r.text)
-            bounds = []
-            for s, e in r.spans:
-                si = len(texts)
-                texts.append(r.text[:s])
-                if e >= len(r.text):  # the span runs to the end: no prefix needed
-                    bounds.append((si, -1))
-                else:
-                    bounds.append((si, len(texts)))
-                    texts.append(r.text[:e])
-            plan.append((full_at, bounds))
+        for kind, value in results:
+            plan = []
+            for r in value if kind == "rendered" else ():
+                full_at = len(texts)
+                texts.append(r.text)
+                bounds = []
+                for s, e in r.spans:
+                    si = len(texts)
+                    texts.append(r.text[:s])
+                    if e >= len(r.text):  # the span runs to the end: no prefix needed
+                        bounds.append((si, -1))
+                    else:
+                        bounds.append((si, len(texts)))
+                        texts.append(r.text[:e])
+                plan.append((full_at, bounds))
+            plans.append(plan)
         ids = self._ids(texts, special)
-        for j in range(n):
-            p, r, pl = problems[j], rendered[j], plan[j]
-            out["row"].append(indices[j])
-            if pl is None:
-                assert p is not None
-                out["input_ids"].append([])
-                out["trained"].append([])
-                out["bad"].append(p.reason)
-                out["bad_column"].append(p.column or "")
-                out["bad_turn"].append(-1 if p.turn is None else p.turn)
-                out["merges"].append(0)
-                continue
-            full_at, bounds = pl
-            full = ids[full_at]
-            trained = [0] * len(full)
-            merges = 0
-            for (si, ei), (s, e) in zip(bounds, r.spans):
-                pre_s = self._strip_end_eos(ids[si], r.text[:s])
-                ts = _common_prefix(pre_s, full)
-                if ts < len(pre_s):
-                    merges += 1
-                if ei < 0:
-                    te = len(full)
-                else:
-                    pre_e = self._strip_end_eos(ids[ei], r.text[:e])
-                    te = _common_prefix(pre_e, full)
-                    if te < len(pre_e):
-                        merges += 1
-                trained[ts:te] = [1] * max(0, te - ts)
-            if r.append_eos and (not full or full[-1] != self.eos):
-                full = full + [self.eos]
-                trained.append(1)
-            trained[0] = 0  # the first token is never a target: nothing predicts it
-            if not any(trained):
-                row = {k: batch[k][j] for k in cols}
-                prob = RowProblem("no trainable tokens after tokenization", column=None)
-                if self.on_bad_row == "error":
-                    raise self.error(indices[j], row, prob)
-                out["input_ids"].append([])
-                out["trained"].append([])
-                out["bad"].append(prob.reason)
-                out["bad_column"].append("")
-                out["bad_turn"].append(-1)
-                out["merges"].append(0)
-                continue
-            out["input_ids"].append(full)
-            out["trained"].append(trained)
-            out["bad"].append("")
-            out["bad_column"].append("")
-            out["bad_turn"].append(-1)
-            out["merges"].append(merges)
+        for j, ((kind, value), plan) in enumerate(zip(results, plans)):
+            if kind == "filtered":
+                self._empty(out, indices[j], shapes.FILTERED)
+            elif kind == "bad":
+                self._empty(out, indices[j], value.reason, value.column, value.turn)
+            elif kind == "tokens":
+                self._example(out, indices[j], *value, merges=0)
+            else:
+                for r, (full_at, bounds) in zip(value, plan):
+                    self._rendered(out, indices[j], r, ids, full_at, bounds, batch, cols, j)
         return out
+
+    def _rendered(self, out, index, r: Rendered, ids, full_at, bounds, batch, cols, j) -> None:
+        full = ids[full_at]
+        trained = [0] * len(full)
+        merges = tool_tokens = unclosed = 0
+        for k, ((si, ei), (s, e)) in enumerate(zip(bounds, r.spans)):
+            pre_s = self._strip_end_eos(ids[si], r.text[:s])
+            ts = _common_prefix(pre_s, full)
+            if ts < len(pre_s):
+                merges += 1
+            if ei < 0:
+                te = len(full)
+            else:
+                pre_e = self._strip_end_eos(ids[ei], r.text[:e])
+                te = _common_prefix(pre_e, full)
+                if te < len(pre_e):
+                    merges += 1
+            trained[ts:te] = [1] * max(0, te - ts)
+            if self.chat and r.turns[k] is not None and te > ts and full[te - 1] not in self.closers:
+                unclosed += 1  # this turn's answer does not end on the template's end-of-turn token
+            if r.calls and r.calls[k]:
+                tool_tokens += max(0, te - ts)
+        if r.append_eos and (not full or full[-1] != self.eos):
+            full = full + [self.eos]
+            trained.append(1)
+        trained[0] = 0  # the first token is never a target: nothing predicts it
+        if not any(trained):
+            prob = RowProblem("no trainable tokens after tokenization", column=None)
+            if self.on_bad_row == "error":
+                raise self.error(index, {k: batch[k][j] for k in cols}, prob)
+            self._empty(out, index, prob.reason)
+            return
+        self._example(out, index, full, trained, merges, per_turn=r.per_turn, tool_tokens=tool_tokens,
+                      unclosed=unclosed)
+
+    @staticmethod
+    def _empty(out, index: int, reason: str, column: str | None = None, turn: int | None = None) -> None:
+        out["row"].append(index)
+        out["input_ids"].append([])
+        out["trained"].append([])
+        out["bad"].append(reason)
+        out["bad_column"].append(column or "")
+        out["bad_turn"].append(-1 if turn is None else turn)
+        out["merges"].append(0)
+        out["per_turn"].append(0)
+        out["tool_tokens"].append(0)
+        out["unclosed"].append(0)
+
+    @staticmethod
+    def _example(out, index: int, ids: list[int], trained: list[int], merges: int, per_turn: bool = False,
+                 tool_tokens: int = 0, unclosed: int = 0) -> None:
+        out["row"].append(index)
+        out["input_ids"].append(ids)
+        out["trained"].append(trained)
+        out["bad"].append("")
+        out["bad_column"].append("")
+        out["bad_turn"].append(-1)
+        out["merges"].append(merges)
+        out["per_turn"].append(int(per_turn))
+        out["tool_tokens"].append(tool_tokens)
+        out["unclosed"].append(unclosed)
 
     def _strip_end_eos(self, ids: list[int], text: str) -> list[int]:
         return prefix_ids(self.tok, ids, text)
@@ -363,7 +461,7 @@ def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any
     spec = loaded.spec
     if tokenizer.eos_token_id is None:
         raise DataError("the tokenizer has no EOS token: completions could not be closed; set eos_token")
-    mode = resolve_mode(template, loaded.dataset.column_names, spec.name)
+    mode = resolve_mode(template, loaded.dataset.column_names, spec)
     if mode.kind == "messages":
         require_chat_template(tokenizer, f"data {spec.name}: the conversation column {mode.column!r}")
     if mode.chat:
@@ -404,7 +502,8 @@ def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any
     table: pa.Table = ds.with_format("arrow")[:]
     bad = np.asarray(table.column("bad").to_numpy(zero_copy_only=False), dtype=object)
     rows = table.column("row").to_numpy().astype(np.int64)
-    bad_mask = bad != ""
+    filtered_mask = bad == shapes.FILTERED
+    bad_mask = (bad != "") & ~filtered_mask
     bad_rows = list(loaded.rejected)
     if bad_mask.any():
         bad_cols = table.column("bad_column").to_pylist()
@@ -417,7 +516,7 @@ def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any
                 raise BadRowError(spec.name, file, number, bad_cols[i] or None, str(bad[i]), shorten(raw),
                                   turn=None if t < 0 else t, unit=loaded.unit)
             bad_rows.append(RejectedRow(file, number, bad_cols[i] or None, str(bad[i]), ""))
-    good = ~bad_mask
+    good = (bad == "")
     prefix = os.path.join(root, key) if use_cache else None
     tokens_all, trained_all, offsets_all = share.first(f"token arrays of {spec.name}", lambda: flat_columns(table, prefix))
     lengths = np.diff(offsets_all)[good]
@@ -426,12 +525,19 @@ def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any
     if int(offsets[-1]) != len(tokens_all):
         raise AssertionError("bad rows must have no tokens")
     merges = int(table.column("merges").to_numpy().sum())
+    filtered = int(filtered_mask.sum())
     if good.sum() == 0:
+        if filtered == len(loaded):
+            raise DataError(f"data {spec.name}: `where` leaves out all {filtered} rows; check its columns and values")
         reasons = Counter(r.reason for r in bad_rows).most_common(3)
         raise DataError(f"data {spec.name}: none of its {len(loaded)} rows became an example; "
                         f"most common problems: {reasons}")
+    per_turn = table.column("per_turn").to_numpy().astype(bool)
     return TokenizedSource(
         name=spec.name, mode=mode, tokens=tokens_all, trained=trained_all, offsets=offsets,
         rows=rows[good], raw_rows=len(loaded) + len(loaded.rejected), bad_rows=bad_rows,
         boundary_merges=merges, cache_hit=hit, cache_files=files if use_cache else [],
-        fingerprint=loaded.fingerprint, key=key)
+        fingerprint=loaded.fingerprint, key=key, filtered=filtered,
+        per_turn_rows=len(np.unique(rows[per_turn])), per_turn_examples=int(per_turn.sum()),
+        tool_tokens=int(table.column("tool_tokens").to_numpy().sum()),
+        unclosed_turns=int(table.column("unclosed").to_numpy().sum()))

@@ -111,12 +111,13 @@ _BPE_CORPUS = [
 ] * 20
 
 
-def bpe_tokenizer(chat_template: str | None = None, vocab_size: int = 400) -> PreTrainedTokenizerFast:
+def bpe_tokenizer(chat_template: str | None = None, vocab_size: int = 400,
+                  extra_specials: Iterable[str] = ()) -> PreTrainedTokenizerFast:
     """A small byte-level BPE tokenizer trained in-process (GPT-2 / Llama 3 style, no BOS post-processor)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS,
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS + list(extra_specials),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(_BPE_CORPUS, trainer=trainer)
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
@@ -133,3 +134,61 @@ def write_jsonl(path: str, rows: list[dict]) -> str:
         for r in rows:
             f.write(json.dumps(r) + "\n")
     return path
+
+
+# ---------------------------------------------------------------- chat templates with tools (each family's style)
+
+TOOL_SPECIALS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<|python_tag|>",
+                 "[TOOL_CALLS]", "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]"]
+
+CHATML_TOOLS = (  # Qwen 2.5 style: tools in the system turn, calls in <tool_call>, results as a user turn
+    "{%- if tools %}{{ '<|im_start|>system\n' }}{% if messages[0]['role'] == 'system' %}"
+    "{{ messages[0]['content'] + '\n\n' }}{% endif %}{{ '# Tools\n' }}"
+    "{% for tool in tools %}{{ tool | tojson }}{{ '\n' }}{% endfor %}{{ '<|im_end|>\n' }}"
+    "{%- elif messages[0]['role'] == 'system' %}{{ '<|im_start|>system\n' + messages[0]['content'] + '<|im_end|>\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'system' %}"
+    "{%- elif message['role'] == 'assistant' %}{{ '<|im_start|>assistant\n' + message['content'] }}"
+    "{%- for call in message['tool_calls'] or [] %}"
+    "{{ '<tool_call>' }}{{ {'name': call['function']['name'], 'arguments': call['function']['arguments']} | tojson }}"
+    "{{ '</tool_call>' }}{%- endfor %}{{ '<|im_end|>\n' }}"
+    "{%- elif message['role'] == 'tool' %}"
+    "{{ '<|im_start|>user\n<tool_response>' + message['content'] + '</tool_response><|im_end|>\n' }}"
+    "{%- else %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>\n' }}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+LLAMA3_TOOLS = (  # Llama 3.1 style: tools in the system turn, a call as JSON closed by <|eot_id|>, results as ipython
+    "{{ bos_token }}"
+    "{%- if tools %}{{ '<|start_header_id|>system<|end_header_id|>\n\nYou may call these functions:\n' }}"
+    "{% for tool in tools %}{{ tool | tojson }}{{ '\n' }}{% endfor %}{{ '<|eot_id|>' }}{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'assistant' and message['tool_calls'] %}"
+    "{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
+    "{%- for call in message['tool_calls'] %}"
+    "{{ {'name': call['function']['name'], 'parameters': call['function']['arguments']} | tojson }}"
+    "{%- endfor %}{{ '<|eot_id|>' }}"
+    "{%- elif message['role'] == 'tool' %}"
+    "{{ '<|start_header_id|>ipython<|end_header_id|>\n\n' + message['content'] + '<|eot_id|>' }}"
+    "{%- else %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+MISTRAL_TOOLS = (  # Mistral v3 style: [AVAILABLE_TOOLS] before the first user turn, [TOOL_CALLS], [TOOL_RESULTS]
+    "{{ bos_token }}"
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'user' %}"
+    "{%- if tools and loop.first %}{{ '[AVAILABLE_TOOLS] ' }}{{ tools | tojson }}{{ '[/AVAILABLE_TOOLS]' }}{%- endif %}"
+    "{{ '[INST] ' + message['content'] + ' [/INST]' }}"
+    "{%- elif message['role'] == 'assistant' and message['tool_calls'] %}"
+    "{{ '[TOOL_CALLS] ' }}{{ message['tool_calls'] | map(attribute='function') | list | tojson }}{{ eos_token }}"
+    "{%- elif message['role'] == 'assistant' %}{{ message['content'] + eos_token }}"
+    "{%- elif message['role'] == 'tool' %}"
+    "{{ '[TOOL_RESULTS] ' }}{{ {'content': message['content']} | tojson }}{{ '[/TOOL_RESULTS]' }}"
+    "{%- else %}{{ raise_exception('Only user, assistant and tool roles are supported!') }}{%- endif %}"
+    "{%- endfor %}"
+)

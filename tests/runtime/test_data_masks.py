@@ -222,21 +222,44 @@ def test_generation_prompt_shorter_than_turn_header_trains_the_difference(tmp_pa
     assert tok.decode(t[m == 1].tolist()) == "\nI am fine.</s>"
 
 
-def test_not_prefix_stable_template_is_reported_with_row_and_turn(tmp_path):
-    tok = wordlevel_tokenizer(THINK_DROPPING, extra_words=["<think>", "</think>", "think", "hmm"])
+def test_a_template_that_rerenders_earlier_turns_trains_each_turn_as_rendered_then(tmp_path):
+    """Reasoning templates drop earlier turns' <think>: each assistant turn becomes its own example,
+    the conversation through that turn exactly as the template renders it at that point."""
+    tok = wordlevel_tokenizer(THINK_DROPPING, extra_words=["<", ">", "</", "think", "hmm"])
+    think = [("<", 1), ("think", 1), (">", 1)]  # the word-level tokenizer splits <think> in three
+    end_think = [("</", 1), ("think", 1), (">", 1)]
     good = {"messages": CONV_NO_SYSTEM}
-    bad = {"messages": [{"role": "user", "content": "hello"},
-                        {"role": "assistant", "content": "<think> hmm </think> hi"},
-                        {"role": "user", "content": "thanks"},
-                        {"role": "assistant", "content": "ok"}]}
+    thinking = {"messages": [{"role": "user", "content": "hello"},
+                             {"role": "assistant", "content": "<think> hmm </think> hi"},
+                             {"role": "user", "content": "thanks"},
+                             {"role": "assistant", "content": "<think> think </think> ok"}]}
+    ts = tokenized(tmp_path, [good, thinking], TemplateSpec(), tok)
+    assert len(ts) == 3 and ts.rows.tolist() == [0, 1, 1]
+    assert (ts.per_turn_rows, ts.per_turn_examples) == (1, 2)
+    first, second = pairs(tok, ts, 1), pairs(tok, ts, 2)
+    assert first == [("<|im_start|>", 0), ("user", 0), ("hello", 0), ("<|im_end|>", 0), ("<|im_start|>", 0),
+                     ("assistant", 0), *think, ("hmm", 1), *end_think, ("hi", 1), ("<|im_end|>", 1)]
+    # turn 2 sees turn 1 as the template renders it then: without its <think>
+    assert second == [("<|im_start|>", 0), ("user", 0), ("hello", 0), ("<|im_end|>", 0), ("<|im_start|>", 0),
+                      ("assistant", 0), ("hi", 0), ("<|im_end|>", 0), ("<|im_start|>", 0), ("user", 0),
+                      ("thanks", 0), ("<|im_end|>", 0), ("<|im_start|>", 0), ("assistant", 0), *think,
+                      ("think", 1), *end_think, ("ok", 1), ("<|im_end|>", 1)]
+    assert [tk for tk, m in pairs(tok, ts, 0) if m] == ["hi", "<|im_end|>", "ok", "bye", "<|im_end|>"]  # stable row: one example
+    # each per-turn example's prompt is what inference gives the model for that turn
+    for i, messages in ((1, thinking["messages"][:1]), (2, thinking["messages"][:3])):
+        prompt = tok.apply_chat_template(messages, add_generation_prompt=True)["input_ids"]
+        t, m = ts.example(i)
+        assert t[:int(np.argmax(m))].tolist() == list(prompt)
+
+
+def test_a_generation_prompt_that_is_not_the_turns_start_is_refused_with_row_and_turn(tmp_path):
+    opens_thinking = CHATML.replace("{{ '<|im_start|>assistant\n' }}", "{{ '<|im_start|>assistant\n<think>' }}")
+    tok = wordlevel_tokenizer(opens_thinking, extra_words=["<think>"])
+    rows = [{"messages": CONV_NO_SYSTEM}]
     with pytest.raises(TemplateNotPrefixStableError) as e:
-        tokenized(tmp_path, [good, bad], TemplateSpec(), tok, on_bad_row="skip")  # never skipped silently
-    assert e.value.row == 2 and e.value.turn == 1
-    assert "prefix-stable" in str(e.value) and "last_assistant" in str(e.value)
-    # the documented remedy works: only the last turn, rendered as at inference
-    ts = tokenized(tmp_path, [good, bad], TemplateSpec(messages="messages", train_on="last_assistant"), tok,
-                   name="fixed")
-    assert [tk for tk, m in pairs(tok, ts, 1) if m] == ["ok", "<|im_end|>"]
+        tokenized(tmp_path, rows, TemplateSpec(), tok, on_bad_row="skip")  # never skipped silently
+    assert e.value.row == 1 and e.value.turn == 1
+    assert "add_generation_prompt" in str(e.value) and "last_assistant" in str(e.value)
 
 
 def test_cross_check_with_transformers_generation_tags(tmp_path):
