@@ -46,6 +46,7 @@ class TokenizerPlan:
     path: str | None = None
     source: SourceSpec | None = None
     training: SentencepieceTraining | None = None
+    revision: str | None = None  # `hf(...)`: a hub revision (branch, tag or commit)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "TokenizerPlan":

@@ -23,7 +23,7 @@ from .models.config import ModelConfig
 from .plan import Plan
 
 
-TOKENIZER_CACHE_VERSION = 1
+TOKENIZER_CACHE_VERSION = 2  # 2: the default chat template renders tools and tool calls
 
 
 class PrepareError(Exception):
@@ -43,35 +43,44 @@ class Prepared:
 
 
 def _texts(spec: SourceSpec, template: TemplateSpec, cache_dir: str | None) -> Iterator[str]:
-    """Training text of a source, for tokenizer training: each train row rendered as
-    the model will read it (prompt + completion, the turns of a conversation, or the text)."""
+    """Training text of a source, for tokenizer training: each train row rendered as the
+    model will read it, through the shapes training uses (`runtime.data.shapes`): prompt +
+    completion, the turns of a conversation (tool calls as their JSON), the Alpaca prompt and
+    output, or the text."""
+    from .data import shapes
+    from .data.errors import RowProblem, SourceError
     from .data.pipeline import eval_rows_for
     from .data.sources import load_source
-    from .data.templates import RowProblem, parse_template, render_parts
+    from .data.templates import parse_template, render_parts
+    from .data.tokenize import resolve_mode
 
     loaded = load_source(spec, cache_dir)
+    mode = resolve_mode(template, loaded.dataset.column_names, spec)
+    if mode.kind == "tokens":
+        raise SourceError(f"data {spec.name} is pre-tokenized: a tokenizer cannot be trained on token ids; "
+                          "set `tokenizer = hf(\"dir\")` to the tokenizer that made them")
     held = set()
     if spec.eval is not None and spec.eval.fraction is not None:
         held = set(eval_rows_for(len(loaded), float(spec.eval.fraction), int(spec.eval.seed)).tolist())
-    columns = set(loaded.dataset.column_names)
-    if template.prompt is not None:
-        parts = parse_template(template.prompt) + parse_template(template.completion)
-    elif template.messages is not None or "messages" in columns:
-        parts = None
-    elif "prompt" in columns and "completion" in columns:
-        parts = parse_template("{prompt}{completion}")
-    else:
-        parts = parse_template("{text}")
-    column = template.messages or "messages"
-    for index, row in enumerate(loaded.dataset):
+    parts = parse_template((mode.prompt or "") + (mode.completion or "")) if mode.kind == "prompt_completion" else None
+    for index, raw in enumerate(loaded.dataset):
         if index in held:
             continue
-        if parts is None:
-            turns = row.get(column) or []
-            yield "\n".join(t.get("content") or "" for t in turns if isinstance(t, dict))
-            continue
         try:
-            yield render_parts(parts, row)
+            row = mode.transform(raw)
+            if row is None:
+                continue
+            if mode.kind == "messages":
+                turns = shapes.with_system(shapes.conversation(row.get(mode.column), mode.column, mode.roles,
+                                                               mode.keys), mode.system)
+                yield "\n".join([t["content"] for t in turns] + [json.dumps(c["function"]) for t in turns
+                                                                 for c in t.get("tool_calls", ())])
+            elif mode.kind == "alpaca":
+                yield "".join(shapes.alpaca_prompt(row))
+            elif parts is not None:
+                yield render_parts(parts, row)
+            else:
+                yield render_parts(parse_template("{" + str(mode.column) + "}"), row)
         except RowProblem:
             continue  # bad rows are counted and reported by the data pipeline itself
 
@@ -89,7 +98,7 @@ def load_tokenizer(plan: Plan, cache_dir: Path):
 
         return tok.load_tokenizer(resolve_checkpoint(plan.model.path, plan.model.revision))
     if spec.kind == "hf":
-        return tok.load_tokenizer(spec.path)
+        return tok.load_tokenizer(spec.path, revision=spec.revision)
     if spec.kind == "sentencepiece":
         return tok.from_sentencepiece(spec.path)
     from .data.sources import source_fingerprint

@@ -46,8 +46,12 @@ PAD_CANDIDATES = ("<|finetune_right_pad_id|>", "<pad>", "<|pad|>", "[PAD]", "<|p
 
 # For tokenizers trained here (they have no chat template of their own).
 DEFAULT_CHAT_TEMPLATE = (
+    "{% if tools %}{{ '<|tools|>\n' }}{% for tool in tools %}{{ tool | tojson + '\n' }}{% endfor %}"
+    "{{ eos_token + '\n' }}{% endif %}"
     "{% for message in messages %}"
-    "{{ '<|' + message['role'] + '|>\n' + message['content'] + eos_token + '\n' }}"
+    "{{ '<|' + message['role'] + '|>\n' + message['content'] }}"
+    "{% for call in message['tool_calls'] or [] %}{{ '<|call|>' + call['function'] | tojson }}{% endfor %}"
+    "{{ eos_token + '\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
 )

@@ -46,7 +46,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-SOURCE_KINDS = ("jsonl", "json", "csv", "parquet", "text", "disk", "hf_dataset")
+SOURCE_KINDS = ("jsonl", "json", "csv", "parquet", "arrow", "text", "disk", "hf_dataset")
 FORMATS = ("alpaca", "tokens")  # whole-row shapes a template names (others follow from its keys)
 CONVERSATION_ROLES = ("system", "user", "assistant", "tool")
 OVERFLOW_MODES = ("drop", "truncate", "error")
@@ -100,7 +100,8 @@ class SourceSpec:
 
     Fields:
       name:       the source's identifier in the spec (used in stats, weights, errors).
-      kind:       ``jsonl | json | csv | parquet | text | disk | hf_dataset``.
+      kind:       ``jsonl | json | csv | parquet | arrow | text | disk | hf_dataset``
+                  (``arrow``: Arrow IPC stream files, as ``datasets`` writes them).
                   ``jsonl``/``json`` both go through datasets' ``json`` builder
                   (JSON lines, or one JSON document with ``field=``); ``text`` gives
                   one row per line in a column ``text``; ``disk`` is a directory
@@ -144,6 +145,7 @@ class SourceSpec:
     rename: tuple[tuple[str, str], ...] = ()
     system: str | None = None
     where: tuple[tuple[str, tuple[Any, ...]], ...] = ()
+    delimiter: str | None = None  # csv only: the field separator (None: ",")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "paths", tuple(self.paths))
@@ -164,6 +166,9 @@ class SourceSpec:
             _check(len(self.paths) > 0, f"source {self.name!r}: kind {self.kind} needs paths")
         if self.field is not None:
             _check(self.kind in ("json", "jsonl"), f"source {self.name!r}: field= is only for json")
+        if self.delimiter is not None:
+            _check(self.kind == "csv" and len(self.delimiter) == 1,
+                   f"source {self.name!r}: delimiter= is one character, and only for csv")
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SourceSpec":

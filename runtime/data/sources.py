@@ -33,7 +33,7 @@ from ..hub import hub_reachable, offline_requested
 from .errors import BadRowError, HubUnavailableError, SourceError, shorten
 from .plan import SourceSpec
 
-_BUILDER = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet", "text": "text"}
+_BUILDER = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet", "arrow": "arrow", "text": "text"}
 _LINE_KINDS = ("jsonl", "csv", "text")  # one row per line: bad lines can be found and skipped
 
 
@@ -179,6 +179,8 @@ def _load_file(spec: SourceSpec, path: str, cache_dir: str | None) -> datasets.D
     kwargs = {}
     if spec.field is not None:
         kwargs["field"] = spec.field
+    if spec.kind == "csv" and spec.delimiter is not None:
+        kwargs["sep"] = spec.delimiter
     try:
         ds = datasets.load_dataset(_BUILDER[spec.kind], data_files=[path], split="train",
                                    cache_dir=cache_dir, **kwargs)

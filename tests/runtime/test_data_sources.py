@@ -67,6 +67,24 @@ def test_json_csv_parquet_text_disk(tmp_path):
     assert rows_of(disk_test) == ROWS[:1]
 
 
+def test_tsv_arrow_files_and_parquet_shards(tmp_path):
+    c = str(tmp_path / "c")
+    (tmp_path / "t.tsv").write_text("q\ta\n" + "".join(f"{r['q']}, really\t{r['a']}\n" for r in ROWS))
+    tsv = load_source(SourceSpec(name="t", kind="csv", paths=(str(tmp_path / "t.tsv"),), delimiter="\t"), cache_dir=c)
+    assert rows_of(tsv) == [{"q": f"{r['q']}, really", "a": r["a"]} for r in ROWS]  # the comma is text
+    ds = datasets.Dataset.from_list(ROWS)
+    import pyarrow as pa
+
+    with pa.OSFile(str(tmp_path / "t.arrow"), "wb") as sink, pa.ipc.new_stream(sink, ds.data.schema) as writer:
+        writer.write_table(ds.data.table)
+    assert rows_of(load_source(SourceSpec(name="a", kind="arrow", paths=(str(tmp_path / "t.arrow"),)),
+                               cache_dir=c)) == ROWS
+    for k in range(3):
+        ds.select([k]).to_parquet(str(tmp_path / f"shard-{k:05d}.parquet"))
+    shards = load_source(SourceSpec(name="p", kind="parquet", paths=(str(tmp_path / "shard-*.parquet"),)), cache_dir=c)
+    assert rows_of(shards) == ROWS and shards.locate(2) == (str(tmp_path / "shard-00002.parquet"), 1)
+
+
 def test_missing_and_empty_files_are_named(tmp_path):
     missing = str(tmp_path / "nope.jsonl")
     with pytest.raises(SourceError, match="file not found: .*nope.jsonl"):
