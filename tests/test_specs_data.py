@@ -9,7 +9,7 @@ import pytest
 DATA = Path(__file__).resolve().parent.parent / "specs" / "data"
 
 
-@pytest.mark.parametrize("generator", ["make_support.py", "make_faq_chats.py"])
+@pytest.mark.parametrize("generator", ["make_support.py", "make_faq_chats.py", "make_shapes.py"])
 def test_generated_files_are_up_to_date(generator):
     done = subprocess.run([sys.executable, generator, "--check"], cwd=DATA, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -16,7 +16,7 @@ from data_helpers import (CHATML, CHATML_TOOLS, LLAMA3, LLAMA3_TOOLS, MISTRAL, M
                           bpe_tokenizer, wordlevel_tokenizer, write_jsonl)
 from runtime.data.errors import BadRowError, SourceError
 from runtime.data.pipeline import DataPipeline
-from runtime.data.plan import DataPlan, SourceSpec, TemplateSpec
+from runtime.data.plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
 from runtime.data.shapes import ALPACA_NO_INPUT, ALPACA_WITH_INPUT
 from runtime.data.sources import load_source
 from runtime.data.tokenize import tokenize_source
@@ -297,3 +297,59 @@ def test_the_plan_says_where_the_trained_tokens_come_from(tmp_path):
     assert f"calls: {st.train_trained_tokens:,} trained tokens, from assistant turns ({st.tool_call_tokens:,} tokens " \
            "in tool calls; tool results are context)" in lines
     assert "filtered 1 (where)" in pipeline.stats.summary()
+
+
+def test_a_trained_turn_that_does_not_end_on_an_end_of_turn_token_is_reported(tmp_path):
+    plain = ("{% for message in messages %}{{ message['role'] + ' : ' + message['content'] + '\n' }}{% endfor %}"
+             "{% if add_generation_prompt %}{{ 'assistant :' }}{% endif %}")
+    tok = wordlevel_tokenizer(plain)
+    ts = tokenized(tmp_path, [{"messages": CONV}], TemplateSpec(), tok)
+    assert ts.unclosed_turns == 2  # both answers end on a word: nothing teaches the model to stop
+    plan = DataPlan(sources=(SourceSpec(name="s", kind="jsonl", paths=(str(tmp_path / "s.jsonl"),)),), seq_len=64,
+                    global_batch_size=1, epochs=1)
+    lines = DataPipeline(plan, tok, str(tmp_path / "c")).stats.source_lines()
+    assert "warning: 2 trained turns of s do not end on an end-of-turn token" in "\n".join(lines)
+
+
+# ---------------------------------------------------------------- inference renders alike
+
+
+def _eval_prompt_cases():
+    sharegpt = [{"conversations": [{"from": "human", "value": "hello"}, {"from": "gpt", "value": "hi"}]},
+                {"conversations": [{"from": "system", "value": "be good"}, {"from": "human", "value": "thanks"},
+                                   {"from": "gpt", "value": "ok"}, {"from": "human", "value": "bye"},
+                                   {"from": "gpt", "value": "ok bye"}]}]
+    alpaca = [{"instruction": "tell me a joke", "input": "about cats", "output": "why did the chicken cross"},
+              {"instruction": "say hello", "input": "", "output": "hello"}]
+    tools = [{"messages": _tool_conversation('{"order": "12345"}'), "tools": TOOLS},
+             {"messages": CONV, "tools": None}]
+    tokens = [{"input_ids": [1, 20, 21, 22, 23, 2], "labels": [-100, -100, -100, 22, 23, 2]},
+              {"input_ids": [1, 30, 31, 32, 2], "loss_mask": [0, 0, 1, 1, 1]}]
+    return {
+        "sharegpt": (CHATML, False, sharegpt, {"system": "you are a bot"}, TemplateSpec()),
+        "alpaca": (None, False, alpaca, {}, TemplateSpec()),
+        "alpaca-chat": (LLAMA3, False, alpaca, {}, TemplateSpec(format="alpaca", chat=True, system="be good")),
+        "tools": (CHATML_TOOLS, True, tools, {}, TemplateSpec()),
+        "tokens": (None, False, tokens, {}, TemplateSpec()),
+    }
+
+
+@pytest.mark.parametrize("case", sorted(_eval_prompt_cases()))
+def test_generate_renders_a_row_to_the_prompt_evaluation_cut_from_training(tmp_path, case):
+    """`sftc generate --file` renders rows with `render_prompt`; evaluation cuts its prompts from the
+    training tokens. For every shape they are the same ids."""
+    from runtime.data.prompts import render_prompt
+
+    template, tools_tokenizer, rows, source_kw, spec = _eval_prompt_cases()[case]
+    tok = (bpe_tokenizer(template, extra_specials=TOOL_SPECIALS) if tools_tokenizer
+           else wordlevel_tokenizer(template))
+    path = write_jsonl(str(tmp_path / "rows.jsonl"), rows)
+    source = SourceSpec(name="s", kind="jsonl", paths=(path,), eval=None, **source_kw)
+    held = SourceSpec(name="s", kind="jsonl", paths=(path,), **source_kw, eval=EvalSplit(source=source))
+    plan = DataPlan(sources=(held,), templates={"s": spec}, seq_len=256, packing=False, global_batch_size=1, epochs=1)
+    pipeline = DataPipeline(plan, tok, str(tmp_path / "c"))
+    mode = pipeline._tables[1].mode
+    prompts = pipeline.eval_prompts()
+    assert len(prompts) == len(rows)
+    for (ex, prompt, _), row in zip(prompts, rows):
+        assert render_prompt(tok, mode, row).ids == prompt.tolist(), ex.row
