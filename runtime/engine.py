@@ -94,14 +94,18 @@ def load_weights(settings: StepSettings, config: ModelConfig, checkpoint: Path |
     """(float32 trainable params, frozen params in the compute dtype) as pure dicts.
 
     From `checkpoint` (an HF directory) when given, else freshly initialised from
-    `settings.seed`. With a LoRA adapter only the adapter trains; the base is frozen."""
+    `settings.seed`. With a LoRA adapter only the adapter trains; the base is frozen, and
+    loaded in the compute dtype (the same values as casting a float32 load)."""
     compute = compute_dtype(settings.dtype)
     if checkpoint is None:
         model = build(config, rngs=settings.seed, dtype=compute, param_dtype=jnp.float32)
     else:
         from .hf import load_pretrained
 
-        loaded, _ = load_pretrained(checkpoint, dtype="float32")
+        # A frozen base (LoRA) is read straight into the compute dtype, tensor by tensor: a bf16
+        # run never holds a float32 copy of it. What trains is float32.
+        frozen_base = settings.adapter is not None
+        loaded, _ = load_pretrained(checkpoint, dtype=settings.dtype if frozen_base else "float32")
         graphdef, _ = nnx.split(nnx.eval_shape(lambda: build(config, 0, dtype=compute, param_dtype=jnp.float32)))
         model = nnx.merge(graphdef, nnx.split(loaded)[1])
     model = _with_adapter(model, settings, settings.seed)

@@ -234,3 +234,30 @@ def test_counts_dtypes_and_errors(tmp_path):
         save_peft(build(CONFIG, 0), CONFIG, tmp_path / "a", "base", PLAN)
     with pytest.raises(CheckpointError, match="rank"):
         save_peft(model, CONFIG, tmp_path / "b", "base", LoraPlan(8, 16, 0.0, PLAN.targets))
+
+
+def test_a_frozen_bf16_base_is_read_in_bf16_with_the_values_of_a_float32_read(hf_checkpoint):
+    """LoRA in bfloat16: the base is loaded tensor by tensor in bfloat16 (no float32 copy of it
+    is ever held), and the values are those of a float32 load cast afterwards."""
+    import dataclasses
+
+    import jax
+    import jax.numpy as jnp
+
+    from runtime.bench import DEFAULT_OPTIMIZER
+    from runtime.engine import StepSettings, load_weights
+    from runtime.hf import load_pretrained
+    from runtime.plan_types import SCHEDULES, Length
+    from runtime.train.step import cast
+
+    directory, _ = hf_checkpoint("llama")
+    _, config = load_pretrained(directory)
+    settings = StepSettings(steps=2, micro=1, accumulation=1, dtype="bfloat16", optimizer=DEFAULT_OPTIMIZER,
+                            schedule=SCHEDULES["constant"](warmup=Length(steps=0)).decided(2), clip=None,
+                            mesh={"data": "auto"}, adapter=PLAN)
+    params, frozen = load_weights(settings, config, directory)
+    assert {x.dtype for x in jax.tree.leaves(frozen)} == {jnp.dtype(jnp.bfloat16)}
+    assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}
+    _, reference = load_weights(dataclasses.replace(settings, dtype="float32"), config, directory)
+    for a, b in zip(jax.tree.leaves(frozen), jax.tree.leaves(cast(reference, jnp.bfloat16))):
+        assert jnp.array_equal(a, b)
