@@ -59,7 +59,10 @@ class Quantity:
 
 @dataclass(frozen=True)
 class Arg:
-    name: Name | None
+    """`name = value`, or a value alone. A quoted name (`Str`) names a column or a role in a
+    free-form mapping (`rename = ("Question Text" = question)`); calls and records refuse it."""
+
+    name: "Name | Str | None"
     value: "Value"
     span: Span = _span
 
@@ -71,7 +74,7 @@ class Call:
     span: Span = _span
 
     def kwarg(self, key: str) -> "Arg | None":
-        return next((a for a in self.args if a.name and a.name.name == key), None)
+        return next((a for a in self.args if isinstance(a.name, Name) and a.name.name == key), None)
 
     @property
     def positional(self) -> list["Value"]:
@@ -143,6 +146,11 @@ class Sum:
 
     terms: tuple["Value", ...]
     span: Span = _span
+
+
+def text_of(node: "Name | Str") -> str:
+    """The text a name or a string stands for: a mapping's key, a column written either way."""
+    return node.name if isinstance(node, Name) else node.value
 
 
 Value = Union[Str, Number, Percent, Name, Quantity, Call, Tuple, List, Init, TrainOn, Every, Seeded, Weighted, Sum]

@@ -7,21 +7,23 @@ acceptance consistency. Per-file checks (syntax, keys, types) ran in validate.py
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from runtime.data import shapes
 from runtime.gguf_header import GgufError, check_supported, is_gguf_path, read_header
 from runtime.hub import hub_reachable, offline_requested
 from runtime.vocab_range import explain, fixed_pieces, smallest_vocab
 
 from . import ast, schema
-from .columns import Columns, ColumnsError, read_columns
+from .columns import Columns, ColumnsError, Sample, read_columns, shape_sample
 from .corpus import held_out_by_fraction, training_characters
 from .devices import detect_devices
 from .diagnostics import Diagnostic, did_you_mean, join_help
 from .files import FileSystem
 from .placeholders import placeholders
 from .resolve import DataSource, Spec, load_spec
+from .types import BOOLEANS
 from .validate import gate_key, metric_parts, metric_text, unwrap_gain
 
 
@@ -30,6 +32,23 @@ def arg(call: ast.Call | None, name: str) -> ast.Value | None:
         return None
     found = call.kwarg(name)
     return found.value if found is not None else None
+
+
+def pairs(setting, value=ast.text_of) -> tuple:
+    """A mapping or record setting as (name, value) pairs in written order; () when absent."""
+    if setting is None or not isinstance(setting.value, ast.Tuple):
+        return ()
+    return tuple((ast.text_of(a.name), value(a.value)) for a in setting.value.args if a.name is not None)
+
+
+def _row_value(node):
+    return BOOLEANS[node.name] if isinstance(node, ast.Name) else node.value
+
+
+def where_pairs(setting) -> tuple:
+    """`where = (lang = "en", tier = ["a", "b"])` as the plan holds it:
+    `(("lang", ("en",)), ("tier", ("a", "b")))`, `on`/`off` as booleans."""
+    return pairs(setting, lambda v: tuple(map(_row_value, v.items)) if isinstance(v, ast.List) else (_row_value(v),))
 
 
 def offline_mode(flag: bool) -> bool:
@@ -49,6 +68,10 @@ class _Context:
     problems: list[Diagnostic]
     devices_given: bool = False
     _hub: bool | None = None
+    broken: set[str] = field(default_factory=set)  # sources with an error already: their rows are not sampled
+
+    def errors(self) -> int:
+        return sum(d.is_error for d in self.problems)
 
     def report(self, diagnostic: Diagnostic) -> None:
         self.problems.append(diagnostic)
@@ -252,8 +275,10 @@ def _hub_columns(ctx: _Context, call: ast.Call, options: dict) -> Columns | None
 
 
 def _check_data(ctx: _Context) -> dict[str, Columns | None]:
+    """Each source's columns as its template reads them: after `rename` (None when unknown)."""
     columns: dict[str, Columns | None] = {}
     for source in ctx.spec.data.values():
+        before = ctx.errors()
         columns[source.name] = _source_columns(ctx, source, source.source)
         split = source.settings.get("split")
         if split is not None and isinstance(split.value, ast.Call):
@@ -262,33 +287,114 @@ def _check_data(ctx: _Context) -> dict[str, Columns | None]:
                 columns[source.name] = Columns(
                     columns[source.name].names & eval_columns.names, columns[source.name].nested & eval_columns.nested
                 )
+        _check_renames(ctx, source)
+        if columns[source.name] is not None:
+            columns[source.name] = _transformed(ctx, source, columns[source.name])
+        if ctx.errors() > before:
+            ctx.broken.add(source.name)
     return columns
+
+
+def _check_renames(ctx: _Context, source: DataSource) -> None:
+    """Two columns renamed to one name would overwrite each other in every row."""
+    rename = source.settings.get("rename")
+    seen: dict[str, str] = {}
+    for arg in rename.value.args if rename is not None and isinstance(rename.value, ast.Tuple) else ():
+        if arg.name is None or not isinstance(arg.value, (ast.Name, ast.Str)):
+            continue
+        old, new = ast.text_of(arg.name), ast.text_of(arg.value)
+        if new in seen:
+            ctx.report(Diagnostic("E013", f"`{old}` and `{seen[new]}` are both renamed to `{new}`", arg.value.span, "give each column a name of its own"))
+        seen.setdefault(new, old)
+
+
+def _transformed(ctx: _Context, source: DataSource, known: Columns) -> Columns:
+    """The columns after `rename` (each renamed column must exist), with every `where`
+    column present in them: what the runtime's `shapes.transform_row` needs."""
+    rename = source.settings.get("rename")
+    moved: dict[str, str] = {}
+    for arg in rename.value.args if rename is not None and isinstance(rename.value, ast.Tuple) else ():
+        if arg.name is None or not isinstance(arg.value, (ast.Name, ast.Str)):
+            continue
+        old = ast.text_of(arg.name)
+        if old not in known.names:
+            ctx.report(
+                Diagnostic(
+                    "E040",
+                    f"`rename` names `{old}`, which is not a column of `{source.name}`",
+                    arg.name.span,
+                    join_help(did_you_mean(old, known.names), f"(columns: {', '.join(sorted(known.names))})"),
+                )
+            )
+            continue
+        moved[old] = ast.text_of(arg.value)
+
+    def renamed(path: str) -> str:
+        head, dot, rest = path.partition(".")
+        return moved.get(head, head) + dot + rest
+
+    after = Columns(frozenset(map(renamed, known.names)), frozenset(map(renamed, known.nested)))
+    where = source.settings.get("where")
+    for arg in where.value.args if where is not None and isinstance(where.value, ast.Tuple) else ():
+        if arg.name is None:
+            continue
+        path = ast.text_of(arg.name)
+        if not after.has(path):
+            ctx.report(
+                Diagnostic(
+                    "E040",
+                    f"`where` reads `{path}`, which is not a column of `{source.name}`",
+                    arg.name.span,
+                    join_help(did_you_mean(path, after.all), f"(columns{' after `rename`' if moved else ''}: {', '.join(after.all)})"),
+                )
+            )
+    return after
+
+
+CONVERSATION_KEYS = ("roles", "keys", "tools")  # what a conversation column's template may say about it
 
 
 def _check_templates(ctx: _Context, columns: dict[str, Columns | None]) -> None:
     covered: dict[str, ast.Name] = {}
     for template in ctx.spec.templates.values():
+        before = ctx.errors()
         settings = template.settings
         has_messages = "messages" in settings
         has_prompt = "prompt" in settings or "completion" in settings
+        shape = settings.get("format")
+        shape_name = shape.value.name if shape is not None and isinstance(shape.value, ast.Name) else None
         where = f"template `{template.name}`"
         anchor = template.span
-        if has_messages and has_prompt:
+        if shape is not None and (has_messages or has_prompt):
+            other = "`messages`" if has_messages else "`prompt`/`completion`"
+            ctx.report(Diagnostic("E042", f"{where} sets both `format` and {other}", shape.span, f"`format = {shape_name}` reads whole rows by their columns: remove {other}, or `format`"))
+        elif has_messages and has_prompt:
             first = settings.get("prompt") or settings.get("completion")
             ctx.report(Diagnostic("E042", f"{where} mixes `messages` with `prompt`/`completion`", first.span, "a template is either prompt/completion or messages"))
-        elif not has_messages and not has_prompt:
-            ctx.report(Diagnostic("E042", f"{where} needs `prompt` and `completion`, or `messages`", anchor))
+        elif not has_messages and not has_prompt and shape is None:
+            ctx.report(Diagnostic("E042", f"{where} needs `prompt` and `completion`, `messages` or `format`", anchor, "`prompt`/`completion` for text columns, `messages = COLUMN` for conversations, `format = alpaca` or `format = tokens` for those row shapes"))
         elif has_prompt and "completion" not in settings:
             ctx.report(Diagnostic("E042", f"{where} needs `completion`", anchor, "the completion is the text the model learns to write"))
         elif has_prompt and "prompt" not in settings:
             ctx.report(Diagnostic("E042", f"{where} needs `prompt`", anchor))
         if not has_messages and settings.get("train_on") is not None and not settings["train_on"].is_default:
             ctx.report(Diagnostic("E042", "`train_on` applies to `messages` templates only", settings["train_on"].span))
+        for key in CONVERSATION_KEYS:
+            if key in settings and (has_prompt or shape is not None):
+                kind = f"`format = {shape_name}`" if shape is not None else "prompt/completion"
+                ctx.report(Diagnostic("E042", f"`{key}` describes a conversation column, but {where} is {kind}", settings[key].span, f"use `{key}` with `messages = COLUMN`, or remove it"))
         chat = settings.get("chat")
         chat_on = chat is not None and isinstance(chat.value, ast.Name) and chat.value.name in ("on", "true")
         if has_messages and chat_on:
             ctx.report(Diagnostic("E042", "`chat = on` wraps prompt/completion; a `messages` template is rendered with the chat template already", chat.span))
-        if "system" in settings and not chat_on:
+        if shape_name == "tokens":
+            for key in ("chat", "system"):
+                if key in settings and (key == "system" or chat_on):
+                    ctx.report(Diagnostic("E042", f"`{key}` does not apply to `format = tokens`: its rows are token ids already", settings[key].span, f"remove `{key}`"))
+        elif "system" in settings and has_messages:
+            first = template.sources[0].name if template.sources else "NAME"
+            ctx.report(Diagnostic("E042", "a `messages` template takes no `system`", settings["system"].span, f"set it on the source instead, `data {first} = ... {{ system = \"...\" }}`: it goes first in each conversation that has none"))
+        elif "system" in settings and not chat_on:
             ctx.report(Diagnostic("E042", "`system` needs `chat = on`", settings["system"].span, "add `chat = on`, or put the system message in the conversation"))
         for source in template.sources:
             if not _check_source_ref(ctx, source):
@@ -299,19 +405,40 @@ def _check_templates(ctx: _Context, columns: dict[str, Columns | None]) -> None:
             covered[source.name] = source
             known = columns.get(source.name)
             _check_template_columns(ctx, template, source.name, known)
+        if ctx.errors() > before:
+            ctx.broken.update(s.name for s in template.sources)
     for name, source in ctx.spec.data.items():
-        if name in covered or columns.get(name) is None:
-            continue
+        if name in covered or columns.get(name) is None or name in ctx.broken:
+            continue  # a broken `rename` has said what is wrong already
         known = columns[name]
-        if not ((known.has("prompt") and known.has("completion")) or known.has("messages") or known.has("text")):
+        if conventional_shape(known.names) is None:
+            ctx.broken.add(name)
             ctx.report(
                 Diagnostic(
                     "E044",
-                    f"`{name}` has no template and no `prompt`/`completion`, `messages` or `text` columns",
+                    f"`{name}` has no template and no conventional columns",
                     source.span,
-                    f"add `template NAME for {name} {{ prompt = \"...\"  completion = \"...\" }}` (columns: {', '.join(known.all)})",
+                    f"add `template NAME for {name} {{ prompt = \"...\"  completion = \"...\" }}`, or give the rows "
+                    f"`messages` or `conversations`, `input_ids`, `instruction` + `output`, `prompt` + `completion`, or `text` (columns: {', '.join(known.all)})",
                 )
             )
+
+
+def conventional_shape(names) -> tuple[str, str | None] | None:
+    """(kind, column) a source without a template is read as, in the runtime's order: a
+    conversation, pre-tokenized ids, Alpaca, prompt + completion, text; None: none fits."""
+    for column in shapes.CONVERSATION_COLUMNS:
+        if column in names:
+            return "conversation", column
+    if "input_ids" in names:
+        return "tokens", None
+    if "instruction" in names and "output" in names:
+        return "alpaca", None
+    if "prompt" in names and "completion" in names:
+        return "prompt_completion", None
+    if "text" in names:
+        return "text", "text"
+    return None
 
 
 def _check_template_columns(ctx: _Context, template, source: str, known: Columns | None) -> None:
@@ -348,6 +475,225 @@ def _check_template_columns(ctx: _Context, template, source: str, known: Columns
                     join_help(did_you_mean(messages.value.name, known.all), f"(columns: {', '.join(known.all)})"),
                 )
             )
+    tools = template.settings.get("tools")
+    if tools is not None and isinstance(tools.value, ast.Name) and known is not None and tools.value.name not in known.names:
+        ctx.report(
+            Diagnostic(
+                "E040",
+                f"`{tools.value.name}` is not a column of `{source}`",
+                tools.value.span,
+                join_help(did_you_mean(tools.value.name, known.names), f"(columns: {', '.join(known.all)})"),
+            )
+        )
+    shape = template.settings.get("format")
+    mixed = any(k in template.settings for k in ("prompt", "completion", "messages"))  # reported already
+    if shape is not None and isinstance(shape.value, ast.Name) and known is not None and not mixed:
+        _check_shape_columns(ctx, shape.value, source, known)
+
+
+SHAPE_COLUMNS = {  # format -> (columns every row needs, columns of which it needs one)
+    "alpaca": (("instruction", "output"), ()),
+    "tokens": (("input_ids",), ("labels", "loss_mask")),
+}
+
+
+def _check_shape_columns(ctx: _Context, shape: ast.Name, source: str, known: Columns) -> None:
+    needed, one_of = SHAPE_COLUMNS.get(shape.name, ((), ()))
+    for column in needed:
+        if column not in known.names:
+            ctx.report(
+                Diagnostic(
+                    "E040",
+                    f"`format = {shape.name}` reads the column `{column}`, which `{source}` does not have",
+                    shape.span,
+                    join_help(did_you_mean(column, known.names), f"a column of another name can take it: `rename = (OLD = {column})` on the source (columns: {', '.join(known.all)})"),
+                )
+            )
+    if one_of and not any(c in known.names for c in one_of):
+        ctx.report(
+            Diagnostic(
+                "E040",
+                f"`format = {shape.name}` needs a `{'` or `'.join(one_of)}` column, which `{source}` does not have",
+                shape.span,
+                f"`labels` as long as `input_ids` (-100: not trained), or a 0/1 `loss_mask` (columns: {', '.join(known.all)})",
+            )
+        )
+
+
+# ---------------------------------------------------------------- the rows' shapes
+
+SHOWN_ROWS = 3  # rows reported per file; the note counts the rest
+_FILTERED = object()  # a row `where` leaves out: fine
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What the run will read each row as (runtime.data.tokenize's `resolve_mode`, rules in
+    runtime.data.shapes): a conversation column with its roles, keys, tools and train_on, an
+    Alpaca row, pre-tokenized ids, or prompt/completion and text (no shape rule to check)."""
+
+    kind: str
+    column: str | None = None
+    train_on: str = "assistant"
+    roles: tuple = ()
+    keys: tuple = ()
+    tools: str | None = None
+
+    def columns(self) -> tuple[str, ...]:
+        """The columns the shape rules read."""
+        if self.kind == "conversation":
+            return (self.column,) + ((self.tools,) if self.tools else ())
+        return {"alpaca": ("instruction", "input", "output"), "tokens": ("input_ids", "labels", "loss_mask")}.get(self.kind, ())
+
+
+def _shape_of(template, known: Columns) -> _Shape | None:
+    settings = template.settings if template is not None else {}
+    if "prompt" in settings:
+        return _Shape("prompt_completion")
+    if "format" in settings:
+        return _Shape(settings["format"].value.name)
+    if "messages" in settings:
+        column, train_on = settings["messages"].value.name, settings["train_on"].value.name
+    else:
+        found = conventional_shape(known.names)
+        if found is None:
+            return None
+        if found[0] != "conversation":
+            return _Shape(found[0])
+        column, train_on = found[1], "assistant"
+    tools = settings.get("tools")
+    return _Shape(
+        "conversation",
+        column,
+        train_on,
+        roles=pairs(settings.get("roles")),
+        keys=pairs(settings.get("keys")),
+        tools=tools.value.name if tools is not None else ("tools" if "tools" in known.names else None),
+    )
+
+
+def _row_problem(shape: _Shape, row: dict, rename: tuple, where: tuple):
+    """The runtime's shape rules on one row, in its order: None (the run takes it), _FILTERED,
+    or the `RowProblem` the run would count as a bad row."""
+    try:
+        row = shapes.transform_row(row, rename, where)
+        if row is None:
+            return _FILTERED
+        if shape.kind == "conversation":
+            if shape.column not in row:
+                raise shapes.RowProblem(f"missing column {shape.column!r}", column=shape.column)
+            messages = shapes.conversation(row[shape.column], shape.column, shape.roles, shape.keys)
+            if shape.tools:
+                shapes.tools_of(row.get(shape.tools), shape.tools)
+            shapes.check_ending(messages, shape.column, shape.train_on)
+        elif shape.kind == "alpaca":
+            shapes.alpaca_prompt(row)
+        elif shape.kind == "tokens":
+            shapes.token_row(row, vocab_size=2**31 - 1)  # the vocabulary is the run's to check
+    except shapes.RowProblem as problem:
+        return problem
+    return None
+
+
+def _local_file(ctx: _Context, source: DataSource, call: ast.Call) -> Path | None:
+    """The file a local source call reads first (a glob's first match)."""
+    path = arg(call, "path")
+    if not isinstance(path, ast.Str):
+        return None
+    pattern = source.base_dir / path.value
+    if any(ch in path.value for ch in "*?["):
+        matches = ctx.files.glob(pattern)
+        return matches[0] if matches else None
+    return pattern if ctx.files.is_file(pattern) else None
+
+
+def _check_shapes(ctx: _Context, columns: dict[str, Columns | None]) -> None:
+    """Run the runtime's row-shape rules on a sample of each local file: its first rows and
+    rows spread to its end, so a bad row deep in a big file stops `sftc check`, not the run."""
+    templates = {}
+    for template in ctx.spec.templates.values():
+        for name in template.sources:
+            templates.setdefault(name.name, template)
+    for source in ctx.spec.data.values():
+        known = columns.get(source.name)
+        if source.name in ctx.broken or known is None or source.source.head.name in ("hf_dataset", "disk"):
+            continue
+        shape = _shape_of(templates.get(source.name), known)
+        if shape is None:
+            continue
+        rename = pairs(source.settings.get("rename"))
+        where = where_pairs(source.settings.get("where"))
+        if shape.kind in ("prompt_completion", "text") and not rename and not where:
+            continue  # nothing to check beyond the columns
+        split = source.settings.get("split")
+        calls = [source.source] + ([split.value] if split is not None and isinstance(split.value, ast.Call) else [])
+        for call in calls:
+            _check_file_shapes(ctx, source, call, shape, rename, where)
+
+
+def _check_file_shapes(ctx: _Context, source: DataSource, call: ast.Call, shape: _Shape, rename: tuple, where: tuple) -> None:
+    path = _local_file(ctx, source, call)
+    if path is None:
+        return
+    back = {new: old for old, new in rename}
+    needed = [old for old, _ in rename] + [back.get(c, c) for c in (p.split(".")[0] for p, _ in where)]
+    needed += [back.get(c, c) for c in shape.columns()]
+    options = {a.name.name: a.value.value for a in call.args if isinstance(a.name, ast.Name) and isinstance(a.value, ast.Str)}
+    try:
+        sample = shape_sample(call.head.name, path, ctx.files, options, list(dict.fromkeys(needed)))
+    except (ColumnsError, OSError):
+        return  # reported by the column check
+    if sample is None or not sample.rows:
+        return
+    found, filtered = [], 0
+    for sampled in sample.rows:
+        if sampled.row is None:
+            found.append((sampled, shapes.RowProblem(sampled.problem)))
+            continue
+        problem = _row_problem(shape, sampled.row, rename, where)
+        if problem is _FILTERED:
+            filtered += 1
+        elif problem is not None:
+            found.append((sampled, problem))
+    shown = os.path.relpath(path, source.base_dir) if any(ch in str(arg(call, "path").value) for ch in "*?[") else arg(call, "path").value
+    checked = _sampled_note(len(sample.rows), sample) + (f" ({filtered:,} left out by `where`)" if filtered else "")
+    skip = source.settings.get("on_bad_row") is not None and source.settings["on_bad_row"].value.name == "skip"
+    for sampled, problem in found[:SHOWN_ROWS]:
+        place = f" {sample.unit} {sampled.number:,}" if sampled.number is not None else f", the line at byte {sampled.offset:,}"
+        column = f", column `{problem.column}`" if problem.column else ""
+        if problem.column in back:
+            column += f" (`{back[problem.column]}` in the file)"
+        turn = f", message {problem.turn}" if problem.turn is not None else ""
+        more = f"; {len(found):,} {'has' if len(found) == 1 else 'have'} a problem" + (f" (the first {SHOWN_ROWS} shown)" if len(found) > SHOWN_ROWS else "")
+        ctx.report(
+            Diagnostic(
+                "W006" if skip else "E071",
+                f"data {source.name}: {shown}{place}{column}{turn}: {problem.reason}",
+                call.span,
+                "the run skips such rows and counts them; fix them to train on them" if skip else f"fix the row, or set `on_bad_row = skip` on data {source.name} to skip and count such rows",
+                checked + more,
+            )
+        )
+    if where and filtered == len(sample.rows):
+        ctx.report(
+            Diagnostic(
+                "W007",
+                f"`where` keeps none of the {len(sample.rows):,} rows sampled from `{shown}`",
+                source.settings["where"].span,
+                "compare with the file's values: CSV values are strings (`\"5\"`, not `5`), `on`/`off` match true/false only",
+                checked,
+            )
+        )
+
+
+def _sampled_note(count: int, sample: Sample) -> str:
+    """`checked 132 sampled rows of 10,000 lines`."""
+    if sample.total is not None and not sample.estimated and count >= sample.total:
+        return f"checked all {count:,} row{'s' * (count != 1)}"
+    if sample.total is None:
+        return f"checked the file's first {count:,} row{'s' * (count != 1)}"
+    unit = "lines" if sample.unit == "line" else "rows"
+    return f"checked {count:,} sampled row{'s' * (count != 1)} of {'about ' if sample.estimated else ''}{sample.total:,} {unit}"
 
 
 # ---------------------------------------------------------------- train
@@ -606,6 +952,7 @@ def check_spec(spec: Spec, devices: int | None = None, offline: bool = False, fi
     _check_model(ctx)
     columns = _check_data(ctx)
     _check_templates(ctx, columns)
+    _check_shapes(ctx, columns)
     trained = _check_train(ctx)
     _check_accept(ctx, trained)
     _check_output(ctx)

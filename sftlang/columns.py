@@ -1,6 +1,8 @@
 """The columns and first rows of a local data file, read cheaply (header or first rows,
 never more than SAMPLE_BYTES of a big file), so `sftc check` can prove template
-placeholders and a trained tokenizer's vocabulary before a run."""
+placeholders and a trained tokenizer's vocabulary before a run; and for its row-shape
+check (`shape_sample`), SPREAD_ROWS more rows read at evenly spaced offsets to the end of
+the file, where a bad row a head-only read never sees would otherwise stop the run."""
 
 from __future__ import annotations
 
@@ -190,3 +192,215 @@ def read_columns(kind: str, path: Path, files: FileSystem, options: dict) -> Col
     if kind == "disk":
         return _disk(files, path)
     raise ValueError(kind)
+
+
+# ---------------------------------------------------------------- the shape check's sample
+
+SPREAD_ROWS = 32  # rows taken evenly over the whole file, after the head's
+COUNT_BYTES = 64 << 20  # line-based files up to this size get exact line numbers and a row count
+
+
+@dataclass(frozen=True)
+class SampledRow:
+    number: int | None  # 1-based line (unit "line") or row; None: a big file's line, not counted
+    offset: int | None  # the line's byte offset (line-based files)
+    row: dict | None  # None: the line is no JSON object (`problem` says why)
+    problem: str | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Rows of one file for `sftc check`'s shape check: the head (the rows of the first
+    SAMPLE_BYTES, or the first SAMPLE_ROWS of json and parquet) and SPREAD_ROWS more
+    spread evenly to the last row, where a head-only read never looks."""
+
+    rows: list[SampledRow]
+    unit: str  # "line" or "row"
+    total: int | None  # rows (unit "row") or lines of the file; None: unknown
+    estimated: bool = False  # `total` is estimated from the file size
+
+
+class _Bytes:
+    """A seekable view of a file: the file itself in the working tree, its bytes at a git revision."""
+
+    def __init__(self, files: FileSystem, path: Path):
+        if type(files) is FileSystem:
+            self.handle = open(path, "rb")
+            self.size = path.stat().st_size
+        else:
+            data = files.read_bytes(path)
+            self.handle, self.size = io.BytesIO(data), len(data)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.close()
+
+    def line_start(self, offset: int) -> int:
+        """The offset where the line holding byte `offset` starts."""
+        position = offset
+        while position > 0:
+            step = min(1 << 16, position)
+            self.handle.seek(position - step)
+            chunk = self.handle.read(step)
+            found = chunk.rfind(b"\n")
+            if found >= 0:
+                return position - step + found + 1
+            position -= step
+        return 0
+
+    def line_at(self, start: int) -> bytes:
+        self.handle.seek(start)
+        return self.handle.readline().rstrip(b"\n")
+
+    def newlines_before(self, offsets: list[int]) -> tuple[dict[int, int], int]:
+        """{offset: newlines before it} for sorted `offsets`, and the file's newline count (one pass)."""
+        counts, seen, position, pending = {}, 0, 0, list(offsets)
+        self.handle.seek(0)
+        while True:
+            chunk = self.handle.read(8 << 20)
+            if not chunk:
+                break
+            while pending and pending[0] < position + len(chunk):
+                offset = pending.pop(0)
+                counts[offset] = seen + chunk.count(b"\n", 0, offset - position)
+            seen += chunk.count(b"\n")
+            position += len(chunk)
+        counts.update({o: seen for o in pending})
+        return counts, seen
+
+
+def _spread_starts(view: _Bytes, head_end: int, count: int) -> list[int]:
+    """Starts of `count` lines after the head, evenly spaced by bytes, the file's last line last."""
+    if view.size <= head_end:
+        return []
+    last = view.size - 1
+    targets = [head_end + (last - head_end) * i // max(1, count - 1) for i in range(count)]
+    return sorted({s for s in (view.line_start(t) for t in targets) if s >= head_end})
+
+
+def _jsonl_row(line: bytes) -> tuple[dict | None, str | None]:
+    try:
+        row = json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        return None, f"not valid JSON ({error})"
+    if not isinstance(row, dict):
+        return None, f"a JSON line must be an object, got {type(row).__name__}"
+    return row, None
+
+
+def _line_sample(files: FileSystem, path: Path, parse, spread: int, header: bool = False) -> Sample:
+    """Head and spread lines of a line-based file; `parse(line) -> (row, problem)`, None to skip."""
+    with _Bytes(files, path) as view:
+        view.handle.seek(0)
+        lines = view.handle.read(SAMPLE_BYTES).split(b"\n")
+        if len(lines) > 1 and view.size > SAMPLE_BYTES:
+            lines = lines[:-1]  # a last line the read may have cut
+        head_end, rows = 0, []
+        for number, line in enumerate(lines, start=1):
+            offset, head_end = head_end, head_end + len(line) + 1
+            if header and number == 1:
+                continue
+            parsed = parse(line)
+            if parsed is not None:
+                rows.append(SampledRow(number, offset, *parsed))
+        starts = _spread_starts(view, head_end, spread)
+        counted = view.size <= COUNT_BYTES
+        numbers, newlines = view.newlines_before(starts) if counted else ({}, None)
+        lengths = []
+        for start in starts:
+            line = view.line_at(start)
+            lengths.append(len(line) + 1)
+            parsed = parse(line)
+            if parsed is not None:
+                rows.append(SampledRow(numbers[start] + 1 if counted else None, start, *parsed))
+        if counted:
+            view.handle.seek(max(0, view.size - 1))
+            total = newlines + (view.size > 0 and view.handle.read(1) != b"\n") - header
+            return Sample(rows, "line", total)
+        lengths += [len(line) + 1 for line in lines]
+        return Sample(rows, "line", round(view.size / (sum(lengths) / len(lengths))), estimated=True)
+
+
+def _spread_indices(total: int, first: int, count: int) -> list[int]:
+    """`count` row indices from `first` to the last row, evenly spaced."""
+    if total <= first:
+        return []
+    return sorted({first + (total - 1 - first) * i // max(1, count - 1) for i in range(count)})
+
+
+def _csv_sample(files: FileSystem, path: Path, delimiter: str, spread: int) -> Sample:
+    text = b"\n".join(_complete_lines(files, path)).decode("utf-8", errors="replace")
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    header = next(reader, None) or []
+
+    def as_row(record: list[str]) -> dict:  # as csv.DictReader fills a short record
+        return {name: record[i] if i < len(record) else None for i, name in enumerate(header)}
+
+    rows, line, one_line_records = [], reader.line_num, True
+    for record in reader:
+        start, line = line + 1, reader.line_num
+        one_line_records &= line == start
+        if record:
+            rows.append(SampledRow(start, None, as_row(record)))
+    if not one_line_records:  # a quoted field spans lines: a line read mid-file may start inside one
+        return Sample(rows, "line", None)
+
+    def parse(raw: bytes):
+        text = raw.decode("utf-8", errors="replace").rstrip("\r")
+        record = next(csv.reader([text], delimiter=delimiter), []) if text else []
+        return (as_row(record), None) if record and len(record) == len(header) else None
+
+    return _line_sample(files, path, parse, spread, header=True)
+
+
+def _json_sample(files: FileSystem, path: Path, field: str | None, spread: int) -> Sample:
+    data = _json_data(files, path, field)
+    if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
+        data = [dict(zip(data, values)) for values in zip(*data.values())]
+    rows = data if isinstance(data, list) else []
+    picked = list(range(min(len(rows), SAMPLE_ROWS))) + _spread_indices(len(rows), SAMPLE_ROWS, spread)
+    return Sample([SampledRow(i + 1, None, rows[i]) for i in picked if isinstance(rows[i], dict)], "row", len(rows))
+
+
+def _parquet_sample(files: FileSystem, path: Path, columns: list[str] | None, spread: int) -> Sample:
+    """The head rows and spread ones, reading only `columns` of the row groups that hold them."""
+    import pyarrow.parquet as pq
+
+    source = path if type(files) is FileSystem else io.BytesIO(files.read_bytes(path))
+    try:
+        handle = pq.ParquetFile(source)
+    except Exception as error:  # pyarrow raises several types for a bad file
+        raise ColumnsError(f"is not a readable Parquet file ({error})") from None
+    if columns is not None:
+        columns = [c for c in columns if c in handle.schema_arrow.names] or None
+    total = handle.metadata.num_rows
+    wanted = list(range(min(total, SAMPLE_ROWS))) + _spread_indices(total, SAMPLE_ROWS, spread)
+    rows, first, picked = [], 0, 0
+    for group in range(handle.num_row_groups):
+        size = handle.metadata.row_group(group).num_rows
+        inside = [i - first for i in wanted[picked:] if i < first + size]
+        if inside:
+            table = handle.read_row_group(group, columns=columns)
+            rows += [SampledRow(first + i + 1, None, table.slice(i, 1).to_pylist()[0]) for i in inside]
+            picked += len(inside)
+        first += size
+    return Sample(rows, "row", total)
+
+
+def shape_sample(kind: str, path: Path, files: FileSystem, options: dict, columns: list[str] | None = None,
+                 spread: int = SPREAD_ROWS) -> Sample | None:
+    """The rows `sftc check` runs the shape rules on: the head and `spread` rows to the file's
+    end; None for kinds not sampled (disk). `columns`: all a parquet read needs (None: all)."""
+    if kind == "jsonl":
+        return _line_sample(files, path, lambda line: _jsonl_row(line) if line.strip() else None, spread)
+    if kind == "text":
+        return _line_sample(files, path, lambda line: ({"text": line.decode("utf-8", errors="replace").rstrip("\r")}, None), spread)
+    if kind == "csv":
+        return _csv_sample(files, path, options.get("delimiter", ","), spread)
+    if kind == "json":
+        return _json_sample(files, path, options.get("field"), spread)
+    if kind == "parquet":
+        return _parquet_sample(files, path, columns, spread)
+    return None

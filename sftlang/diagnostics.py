@@ -22,6 +22,7 @@ class Diagnostic:
     message: str
     span: Span | None = None
     help: str | None = None
+    note: str | None = None  # a fact behind the message (`= note:`), before the help
 
     @property
     def severity(self) -> str:
@@ -92,8 +93,11 @@ def _human_lines(d: Diagnostic) -> list[tuple[str, str]]:
             (f"{number} | {code}", ""),
             (f"{pad} | {' ' * start}{'^' * width}", colour),
         ]
+    pad = " " * (len(str(d.span.line)) if d.span else 0)
+    if d.note:
+        lines.append((f"{pad} = note: {d.note}", "cyan"))
     if d.help:
-        lines.append((f"{' ' * (len(str(d.span.line)) if d.span else 0)} = help: {d.help}", "cyan"))
+        lines.append((f"{pad} = help: {d.help}", "cyan"))
     return lines
 
 
@@ -126,6 +130,8 @@ def _position(span: Span, end: bool) -> dict:
 
 def to_json(d: Diagnostic) -> dict:
     out = {"severity": d.severity, "code": d.code, "summary": d.message, "detail": d.help or ""}
+    if d.note:
+        out["note"] = d.note
     if d.span is not None:
         out["range"] = {
             "filename": d.span.file,
@@ -169,7 +175,7 @@ def render_github(d: Diagnostic) -> str:
             f"endLine={d.span.end_line}",
             f"endColumn={d.span.end_column}",
         ] + props
-    message = d.message + (f" (help: {d.help})" if d.help else "")
+    message = d.message + (f" (note: {d.note})" if d.note else "") + (f" (help: {d.help})" if d.help else "")
     return f"::{level} {','.join(props)}::{_escape_github(message)}"
 
 
@@ -221,7 +227,10 @@ CODES: dict[str, str] = {
     "E065": "`gain` of a metric that has no better direction, or of a review metric",
     "E066": "a comparison with a baseline that does not exist (scratch model, `baseline = off`, or a metric the baseline lacks)",
     "E070": "an export format the model cannot produce",
+    "E071": "a sampled row of a data file that the run would stop at as a bad row",
     "W001": "a check skipped because the hub is offline or unreachable",
     "W004": "a data source declared but not trained on",
     "W005": "an interval longer than the whole run",
+    "W006": "a sampled row of a data file that the run will skip as a bad row (`on_bad_row = skip`)",
+    "W007": "a `where` filter that keeps none of the sampled rows",
 }

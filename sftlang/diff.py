@@ -148,7 +148,7 @@ def _flatten_value(path: str, node, default: bool, out: list[_Entry]) -> None:
 
 def _flatten_args(path: str, args, default: bool, out: list[_Entry]) -> None:
     for index, arg in enumerate(args):
-        name = arg.name.name if arg.name is not None else str(index)
+        name = format_value(arg.name) if arg.name is not None else str(index)
         _flatten_value(f"{path}.{name}", arg.value, default, out)
 
 

@@ -29,7 +29,7 @@ from runtime.plan import (
 from runtime.plan_types import ARCHITECTURES, OPTIMIZERS, SCHEDULES, TOKENIZER_TRAINERS, Length, Schedule
 
 from . import ast, schema
-from .check import arg, baseline_kind
+from .check import arg, baseline_kind, pairs, where_pairs
 from .emit import emit_spec
 from .resolve import DataSource, Spec
 from .types import BOOLEANS, BYTE_UNITS, unit_of
@@ -69,12 +69,19 @@ def _source_spec(name: str, call: ast.Call, base_dir: Path, settings: dict) -> S
     options = _kwargs(call)
     overflow = _py(settings["overflow"].value) if "overflow" in settings else "drop"
     on_bad_row = _py(settings["on_bad_row"].value) if "on_bad_row" in settings else "error"
+    system = settings.get("system")
+    transforms = dict(
+        rename=pairs(settings.get("rename")),
+        where=where_pairs(settings.get("where")),
+        system=system.value.value if system is not None else None,
+    )
     evaluation = None
     split = settings.get("split")
     if split is not None:
         value = split.value
         if isinstance(value, ast.Call):
-            inherited = {k: v for k, v in settings.items() if k in ("overflow", "on_bad_row")}
+            # the eval file is read like its owner: same overflow, bad rows, renames, filter, system message
+            inherited = {k: v for k, v in settings.items() if k in ("overflow", "on_bad_row", "rename", "where", "system")}
             evaluation = EvalSplit(source=_source_spec(f"{name}/eval", value, base_dir, inherited))
         elif isinstance(value, ast.Seeded):
             evaluation = EvalSplit(fraction=value.value.value, seed=value.seed.value)
@@ -91,6 +98,7 @@ def _source_spec(name: str, call: ast.Call, base_dir: Path, settings: dict) -> S
             eval=evaluation,
             overflow=overflow,
             on_bad_row=on_bad_row,
+            **transforms,
         )
     path = Path(options["path"]).expanduser()
     path = path if path.is_absolute() else base_dir / path
@@ -102,17 +110,29 @@ def _source_spec(name: str, call: ast.Call, base_dir: Path, settings: dict) -> S
         eval=evaluation,
         overflow=overflow,
         on_bad_row=on_bad_row,
+        **transforms,
     )
 
 
 def _template_spec(settings: dict) -> TemplateSpec:
     if "messages" in settings:
-        return TemplateSpec(messages=settings["messages"].value.name, train_on=_py(settings["train_on"].value))
+        tools = settings.get("tools")
+        return TemplateSpec(
+            messages=settings["messages"].value.name,
+            train_on=_py(settings["train_on"].value),
+            roles=pairs(settings.get("roles")),
+            keys=pairs(settings.get("keys")),
+            tools=tools.value.name if tools is not None else None,
+        )
     system = settings.get("system")
+    chat = _py(settings["chat"].value) if "chat" in settings else False
+    if "format" in settings:
+        shape = settings["format"].value.name
+        return TemplateSpec(format=shape, chat=chat, system=system.value.value if system is not None else None)
     return TemplateSpec(
         prompt=settings["prompt"].value.value,
         completion=settings["completion"].value.value,
-        chat=_py(settings["chat"].value) if "chat" in settings else False,
+        chat=chat,
         system=system.value.value if system is not None else None,
     )
 

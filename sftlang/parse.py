@@ -239,7 +239,9 @@ class _Builder:
             if arg is None:
                 continue
             key, value = arg.children
-            out.append(ast.Arg(self.name(key) if key is not None else None, self.value(value), self.span_of(arg)))
+            if key is not None:
+                key = self.string(key) if key.type == "STRING" else self.name(key)
+            out.append(ast.Arg(key, self.value(value), self.span_of(arg)))
         return tuple(out)
 
     # -- statements

@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass
 
 from runtime import plan_types
+from runtime.data.plan import CONVERSATION_ROLES, FORMATS
 
 from .types import (
     Bool,
@@ -25,7 +26,10 @@ from .types import (
     Every,
     InitModel,
     ListOf,
+    Literal,
+    Mapping,
     Mixture,
+    NameOrString,
     Num,
     OneOf,
     Param,
@@ -207,13 +211,20 @@ DATA_KEYS = (
     ),
     Key("overflow", Enum(("drop", "truncate", "error")), "drop", doc="rows longer than `train.seq_len`: counted and reported"),
     Key("on_bad_row", Enum(("error", "skip")), "error", doc="a malformed row stops the run, or is skipped and counted"),
+    Key("rename", Mapping(NameOrString(), "COLUMN"), doc="columns renamed before templating: `(old = new, ...)`, each side a name or a string"),
+    Key("where", Mapping(Literal(lists=True), "COLUMN"), doc="keep only the rows whose column (a dotted path) equals the value, or one of a list; the others are counted as filtered"),
+    Key("system", Str(non_empty=True), doc="a system message for every conversation of this source that has none (conversations, Alpaca and `chat = on` rows)"),
 )
 
 TEMPLATE_KEYS = (
     Key("prompt", Str(), doc="the prompt text; `{column}` placeholders"),
     Key("completion", Str(), doc="the trained text; `{column}` placeholders; EOS is appended"),
-    Key("messages", Column(), doc="the column holding `[{role, content}]` conversations"),
+    Key("messages", Column(), doc="the column holding `[{role, content}]` conversations (OpenAI or ShareGPT style)"),
+    Key("format", Enum(FORMATS), doc="a whole-row shape instead of prompt/completion: `alpaca` (columns instruction, input, output) or `tokens` (input_ids with labels or loss_mask)"),
     Key("train_on", Enum(("assistant", "last_assistant", "all")), doc="which turns of `messages` are trained (default `assistant`)"),
+    Key("roles", Mapping(Enum(CONVERSATION_ROLES), "ROLE"), doc="more role names of the conversations: `(bot = assistant, ...)`, each mapped to system, user, assistant or tool"),
+    Key("keys", Record(Signature((Param("role", NameOrString(), doc="the message key holding the role"), Param("content", NameOrString(), doc="the message key holding the text")))), doc="the message keys, when not `role`/`content` (or ShareGPT's `from`/`value`)"),
+    Key("tools", Column(), doc="the column of function schemas given to the chat template (default: `tools` when the source has it)"),
     Key("chat", Bool(), "off", doc="render prompt/completion through the tokenizer's chat template: the prompt as the user turn, the completion as the assistant's (for instruct models)"),
     Key("system", Str(), doc="a system message before the prompt (with `chat = on`)"),
 )

@@ -317,6 +317,9 @@ def check_args(head: str, args, signature: Signature, report: Report, what: str,
                 report(Diagnostic("E020", f"unexpected positional argument to {what}", arg.span, hint))
                 continue
             param = signature.params[index]
+        elif isinstance(arg.name, ast.Str):
+            report(Diagnostic("E020", f"argument names of {what} are written without quotes", arg.name.span, f"write `{arg.name.value} = ...`"))
+            continue
         else:
             param = signature.param(arg.name.name)
             if param is None:
@@ -558,3 +561,104 @@ class Column(Type):
     def check(self, node, report, where=""):
         if not isinstance(node, ast.Name):
             mismatch(node, self, report, where)
+
+
+@dataclass(frozen=True)
+class NameOrString(Type):
+    """A column or message key: a plain name, or a string for any other text (`"Question Text"`)."""
+
+    def describe(self):
+        return "a name or a string"
+
+    def accepts(self, node):
+        return isinstance(node, (ast.Name, ast.Str))
+
+    def check(self, node, report, where=""):
+        if not self.accepts(node):
+            return mismatch(node, self, report, where)
+        if isinstance(node, ast.Str) and not node.value.strip():
+            report(Diagnostic("E022", f"{where or 'this name'} must not be empty", node.span, "write a column or key name"))
+
+
+def _literal(node) -> tuple[str, object] | None:
+    """A literal's comparable value (kind, value), or None when `node` is not one."""
+    if isinstance(node, ast.Str):
+        return ("str", node.value)
+    if isinstance(node, ast.Number):
+        return ("number", node.value)
+    if isinstance(node, ast.Name) and node.name in BOOLEANS:
+        return ("bool", BOOLEANS[node.name])
+    return None
+
+
+def _shown(node) -> str:
+    if isinstance(node, ast.Str):
+        return node.raw or f'"{node.value}"'
+    if isinstance(node, ast.Number):
+        return node.text or str(node.value)
+    return node.name
+
+
+@dataclass(frozen=True)
+class Literal(Type):
+    """A value a data row may hold, as the run compares it: a string, a number, `on`/`off`;
+    with `lists`, also a non-empty list of them (a row matches any one)."""
+
+    lists: bool = False
+
+    def describe(self):
+        return "a string, a number, `on` or `off`" + (", or a list of them" if self.lists else "")
+
+    def accepts(self, node):
+        return _literal(node) is not None or (self.lists and isinstance(node, ast.List))
+
+    def check(self, node, report, where=""):
+        if not (self.lists and isinstance(node, ast.List)):
+            if _literal(node) is None:
+                mismatch(node, self, report, where)
+            return
+        if not node.items:
+            report(Diagnostic("E022", f"{where or 'this list'} must not be empty", node.span, "list one value at least"))
+        seen = set()
+        for item in node.items:
+            value = _literal(item)
+            if value is None:
+                mismatch(item, Literal(), report, where)
+            elif value in seen:
+                report(Diagnostic("E013", f"`{_shown(item)}` is listed twice", item.span, "list each value once"))
+            seen.add(value)
+
+
+@dataclass(frozen=True)
+class Mapping(Type):
+    """A tuple whose names the user chooses (`rename = (dialog = conversations)`): every entry
+    named (a name, or a string for any other text), no name twice, each value a `value`."""
+
+    value: Type
+    key_doc: str = "NAME"  # what a name stands for, in messages: "COLUMN", "ROLE"
+
+    def describe(self):
+        return f"a tuple ({self.key_doc} = {self.value.describe()}, ...)"
+
+    def accepts(self, node):
+        return isinstance(node, ast.Tuple)
+
+    def check(self, node, report, where=""):
+        if not isinstance(node, ast.Tuple):
+            return mismatch(node, self, report, where)
+        if not node.args:
+            report(Diagnostic("E022", f"{where or 'this tuple'} must not be empty", node.span, f"write `({self.key_doc} = ...)`, or leave the key out"))
+        seen: dict[str, ast.Arg] = {}
+        for arg in node.args:
+            if arg.name is None:
+                report(Diagnostic("E020", f"every entry of {where or 'this tuple'} needs a name", arg.span, f"write `{self.key_doc} = ...`"))
+                continue
+            key = ast.text_of(arg.name)
+            if not key.strip():
+                report(Diagnostic("E022", f"a name in {where or 'this tuple'} must not be empty", arg.name.span, f"write a {self.key_doc.lower()} name"))
+                continue
+            if key in seen:
+                report(Diagnostic("E013", f"`{key}` is given twice in {where or 'this tuple'}", arg.name.span, f"first given at line {seen[key].span.line}" if seen[key].span else None))
+                continue
+            seen[key] = arg
+            self.value.check(arg.value, report, f"`{key}` in {where}" if where else f"`{key}`")

@@ -223,6 +223,34 @@ def test_conventional_columns_need_no_template(project):
     assert problems == []
 
 
+@pytest.mark.parametrize(
+    "row",
+    [
+        {"conversations": [{"from": "human", "value": "hi"}, {"from": "gpt", "value": "hello"}]},
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]},
+        {"input_ids": [5, 6, 7], "labels": [-100, 6, 7]},
+        {"instruction": "greet", "input": "", "output": "hello"},
+        {"text": "plain"},
+    ],
+)
+def test_every_conventional_shape_needs_no_template(project, row):
+    (project / "conv.jsonl").write_text(json.dumps(row) + "\n")
+    text = VALID.replace('jsonl("rows.jsonl")', 'jsonl("conv.jsonl")').split("template qa")[0]
+    text = text.replace("train sentencepiece(vocab = 300) on rows", 'sentencepiece("tok.model")')
+    (project / "tok.model").write_text("x")
+    _, problems = check_spec_file(write(project / "demo.sft", text + "train {\n    steps = 5\n}\n"), devices=1)
+    assert problems == []
+
+
+def test_no_template_and_no_conventional_columns_lists_them_in_order(project):
+    (project / "odd.jsonl").write_text('{"q": "a", "a": "b"}\n')
+    text = VALID.replace('jsonl("rows.jsonl")', 'jsonl("odd.jsonl")').split("template qa")[0] + "train {\n    steps = 5\n}\n"
+    _, problems = check_spec_file(write(project / "demo.sft", text), devices=1)
+    (problem,) = [d for d in problems if d.code == "E044"]
+    assert problem.message == "`rows` has no template and no conventional columns"
+    assert "`messages` or `conversations`, `input_ids`, `instruction` + `output`, `prompt` + `completion`, or `text` (columns: a, q)" in problem.help
+
+
 def _twelve_word_rows(path: Path, rows: int = 400) -> None:
     import random
 

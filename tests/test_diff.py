@@ -385,3 +385,36 @@ def test_installed_console_script(tmp_path):
     done = subprocess.run([sftc, "diff", str(a), str(b)], capture_output=True, text=True, env=env)
     assert done.returncode == 1, done.stderr
     assert change_lines(done.stdout) == ["~ train.epochs 3 -> 2", "1 setting changed."]
+
+
+def test_source_transforms_and_template_shapes_show(tmp_path, capsys):
+    chat = 'template answer for tickets {\n    messages = conversations\n    roles = (bot = assistant)\n}'
+    template = BASE[BASE.index("template answer"):BASE.index("train {")].strip()
+    a = project(tmp_path, "a", BASE.replace(template, chat))
+    body = '    split eval = 5% seed 7\n    rename = (dialog = conversations)\n    where = ("meta.lang" = ["en", "de"])\n    system = "Be kind."\n'
+    edited = chat.replace("(bot = assistant)", "(bot = assistant, customer = user)") + "\n"
+    edited = edited.replace("roles", "keys = (role = speaker)\n    tools = functions\n    roles")
+    b = project(tmp_path, "b", BASE.replace(template, edited).replace("    split eval = 5% seed 7\n", body))
+    code, out, _ = run_diff(capsys, a, b)
+    assert code == 1
+    assert change_lines(out) == [
+        "+ data tickets.rename (dialog = conversations)",
+        '+ data tickets.where ("meta.lang" = ["en", "de"])',
+        '+ data tickets.system "Be kind."',
+        "~ template answer.roles (bot = assistant) -> (bot = assistant, customer = user)",
+        "+ template answer.keys (role = speaker)",
+        "+ template answer.tools functions",
+        "1 setting changed, 5 settings added.",
+    ]
+    same = project(tmp_path, "c", BASE.replace(template, chat.replace("roles = (bot = assistant)", "roles    =   ( bot=assistant, )")))
+    code, out, _ = run_diff(capsys, a, same)
+    assert code == 0
+
+
+def test_template_format_shows(tmp_path, capsys):
+    template = BASE[BASE.index("template answer"):BASE.index("train {")].strip()
+    a = project(tmp_path, "a", BASE.replace(template, "template answer for tickets {\n    format = alpaca\n}"))
+    b = project(tmp_path, "b", BASE.replace(template, "template answer for tickets {\n    format = tokens\n}"))
+    code, out, _ = run_diff(capsys, a, b)
+    assert code == 1
+    assert change_lines(out) == ["~ template answer.format alpaca -> tokens", "1 setting changed."]

@@ -410,3 +410,54 @@ def test_trailing_comments_of_consecutive_entries_line_up():
         "    seed      = 1  # alone\n"
         "}\n"
     )
+
+
+# ---------------------------------------------------------------- data shapes (issue 12)
+
+SHAPES_MESSY = '''\
+data chats=jsonl("c.jsonl"){
+rename=( dialog=conversations,"sys prompt" = system_prompt ) # old = new
+  where=(lang="en",tier=["gold",
+     "silver"],"meta.ok"=on)
+system="Be nice."
+}
+template chat for chats{
+messages=conversations
+roles=(bot=assistant)
+keys=(role=speaker,content="text body")
+tools=functions
+}
+template instr for rows { format=alpaca }
+'''
+
+SHAPES_EXPECTED = '''\
+data chats = jsonl("c.jsonl") {
+    rename = (dialog = conversations, "sys prompt" = system_prompt)  # old = new
+    where  = (lang = "en", tier = ["gold", "silver"], "meta.ok" = on)
+    system = "Be nice."
+}
+
+template chat for chats {
+    messages = conversations
+    roles    = (bot = assistant)
+    keys     = (role = speaker, content = "text body")
+    tools    = functions
+}
+
+template instr for rows {
+    format = alpaca
+}
+'''
+
+
+def test_source_transforms_and_template_shapes_format_and_round_trip():
+    assert fmt(SHAPES_MESSY) == SHAPES_EXPECTED
+    assert fmt(SHAPES_EXPECTED) == SHAPES_EXPECTED
+    assert tree(SHAPES_EXPECTED) == tree(SHAPES_MESSY)
+    assert tree(format_spec(_without_source_text(tree(SHAPES_MESSY)))) == tree(SHAPES_MESSY)
+
+
+def test_quoted_mapping_names_keep_their_quotes():
+    assert format_value(_value('("Question Text"=q, "a\\"b" = c)')) == '("Question Text" = q, "a\\"b" = c)'
+    built = ast.Tuple((ast.Arg(ast.Str("sys prompt"), ast.Name("system_prompt")),))
+    assert format_value(built) == '("sys prompt" = system_prompt)'

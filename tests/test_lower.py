@@ -160,3 +160,93 @@ def test_used_file_paths_are_rebased(project):
     assert Path(lower(spec).data.source("extra").paths[0]) == project / "base" / "extra.jsonl"
     absolute = emit_spec(spec, absolute_paths=True)
     assert f'jsonl(path = "{project / "base" / "extra.jsonl"}")' in absolute
+
+
+SHAPES = """\
+model {
+    base = init llama(layers = 2, dim = 64, heads = 4, ffn = 128)
+    tokenizer = sentencepiece("tok.model")
+}
+data chats = jsonl("chats.jsonl") {
+    rename = (dialog = conversations, "sys prompt" = system_prompt)
+    where = (lang = "en", tier = ["gold", "silver"], score = 5, "meta.ok" = on)
+    system = "You are a helpful support agent."
+    split eval = jsonl("chats-eval.jsonl")
+}
+data rows = jsonl("rows.jsonl")
+data toks = jsonl("toks.jsonl")
+template chat for chats {
+    messages = conversations
+    roles = (bot = assistant, customer = user)
+    keys = (content = text, role = speaker)
+    tools = functions
+    train_on = last_assistant
+}
+template instr for rows {
+    format = alpaca
+    chat = on
+    system = "Be brief."
+}
+template pre for toks {
+    format = tokens
+}
+train {
+    steps = 5
+}
+"""
+
+
+@pytest.fixture()
+def shapes_project(tmp_path, monkeypatch):
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tok.model").write_text("x")
+    turns = [{"speaker": "customer", "text": "hi"}, {"speaker": "bot", "text": "hello"}]
+    row = {"dialog": turns, "sys prompt": "s", "lang": "en", "tier": "gold", "score": 5, "meta": {"ok": True}, "functions": []}
+    for name in ("chats.jsonl", "chats-eval.jsonl"):
+        (tmp_path / name).write_text(json.dumps(row) + "\n")
+    (tmp_path / "rows.jsonl").write_text(json.dumps({"instruction": "i", "input": "", "output": "o"}) + "\n")
+    (tmp_path / "toks.jsonl").write_text(json.dumps({"input_ids": [1, 2], "labels": [-100, 2]}) + "\n")
+    (tmp_path / "shapes.sft").write_text(SHAPES)
+    return tmp_path / "shapes.sft"
+
+
+def test_source_transforms_and_template_shapes_are_lowered(shapes_project):
+    _, problems = check_spec_file(shapes_project, devices=1, offline=True)
+    assert problems == []
+    spec, _ = load_spec(shapes_project)
+    plan = lower(spec)
+    chats, rows, toks = plan.data.sources
+    assert chats.rename == (("dialog", "conversations"), ("sys prompt", "system_prompt"))
+    assert chats.where == (("lang", ("en",)), ("tier", ("gold", "silver")), ("score", (5,)), ("meta.ok", (True,)))
+    assert chats.system == "You are a helpful support agent."
+    inherited = chats.eval.source
+    assert (inherited.rename, inherited.where, inherited.system) == (chats.rename, chats.where, chats.system)
+    assert (rows.rename, rows.where, rows.system) == ((), (), None)
+    assert plan.data.templates == {
+        "chats": TemplateSpec(
+            messages="conversations",
+            train_on="last_assistant",
+            roles=(("bot", "assistant"), ("customer", "user")),
+            keys=(("role", "speaker"), ("content", "text")),  # in the record's order
+            tools="functions",
+        ),
+        "rows": TemplateSpec(format="alpaca", chat=True, system="Be brief."),
+        "toks": TemplateSpec(format="tokens"),
+    }
+    assert Plan.from_json(plan.to_json()) == plan
+
+
+def test_new_keys_survive_the_emitted_spec(shapes_project):
+    spec, _ = load_spec(shapes_project)
+    text = emit_spec(spec)
+    words = " ".join(text.split())
+    assert 'rename = (dialog = conversations, "sys prompt" = system_prompt)' in words
+    assert 'where = (lang = "en", tier = ["gold", "silver"], score = 5, "meta.ok" = on)' in words
+    assert "keys = (role = speaker, content = text)" in words
+    again = shapes_project.parent / "again.sft"
+    again.write_text(text)
+    respec, problems = load_spec(again)
+    assert problems == []
+    assert lower(respec).data == lower(spec).data

@@ -59,3 +59,13 @@ def test_spans_are_exact():
     arg = tree.items[0].body.entries[0].value.args[0]
     assert (arg.name.span.line, arg.name.span.column, arg.value.span.column, arg.value.span.end_column) == (2, 23, 28, 32)
     assert str(arg.name.span) == "x.sft:2:23"
+
+
+def test_a_tuple_entry_may_be_named_by_a_string():
+    t = value('("Question Text" = question, "meta.lang" = "en", tier = ["a", "b"], "x" = on)')
+    assert [type(a.name) for a in t.args] == [ast.Str, ast.Str, ast.Name, ast.Str]
+    assert [ast.text_of(a.name) for a in t.args] == ["Question Text", "meta.lang", "tier", "x"]
+    assert (t.args[0].name.span.column, t.args[0].name.span.end_column) == (10, 25)
+    assert value('("a", b)').args[0].name is None  # a string alone is still a positional value
+    _, problems = parse('b {\n    v = ("a" b)\n}\n')
+    assert [d.code for d in problems] == ["E001"]
