@@ -546,7 +546,8 @@ class _Shape:
         return {"alpaca": ("instruction", "input", "output"), "tokens": ("input_ids", "labels", "loss_mask")}.get(self.kind, ())
 
 
-def _shape_of(template, known: Columns) -> _Shape | None:
+def shape_of(template, known: Columns) -> _Shape | None:
+    """What the run reads a source's rows as, from its template and its columns after `rename`."""
     settings = template.settings if template is not None else {}
     if "prompt" in settings:
         return _Shape("prompt_completion")
@@ -607,18 +608,34 @@ def _local_file(ctx: _Context, source: DataSource, call: ast.Call) -> Path | Non
     return pattern if ctx.files.is_file(pattern) else None
 
 
-def _check_shapes(ctx: _Context, columns: dict[str, Columns | None]) -> None:
-    """Run the runtime's row-shape rules on a sample of each local file: its first rows and
-    rows spread to its end, so a bad row deep in a big file stops `sftc check`, not the run."""
+def _templates_by_source(ctx: _Context) -> dict:
     templates = {}
     for template in ctx.spec.templates.values():
         for name in template.sources:
             templates.setdefault(name.name, template)
+    return templates
+
+
+def _check_tokenizer_source(ctx: _Context, columns: dict[str, Columns | None]) -> None:
+    """`train sentencepiece(...) on SOURCE` learns from text: a pre-tokenized source has none."""
+    tokenizer = ctx.spec.value("model", "tokenizer")
+    if not isinstance(tokenizer, ast.TrainOn) or columns.get(tokenizer.source.name) is None:
+        return
+    name = tokenizer.source.name
+    shape = shape_of(_templates_by_source(ctx).get(name), columns[name])
+    if shape is not None and shape.kind == "tokens":
+        ctx.report(Diagnostic("E024", f"`{name}` is pre-tokenized: a tokenizer cannot be trained on its token ids", tokenizer.source.span, 'set `tokenizer = hf("dir")` to the tokenizer that made the ids'))
+
+
+def _check_shapes(ctx: _Context, columns: dict[str, Columns | None]) -> None:
+    """Run the runtime's row-shape rules on a sample of each local file: its first rows and
+    rows spread to its end, so a bad row deep in a big file stops `sftc check`, not the run."""
+    templates = _templates_by_source(ctx)
     for source in ctx.spec.data.values():
         known = columns.get(source.name)
         if source.name in ctx.broken or known is None or source.source.head.name in ("hf_dataset", "disk"):
             continue
-        shape = _shape_of(templates.get(source.name), known)
+        shape = shape_of(templates.get(source.name), known)
         if shape is None:
             continue
         rename = pairs(source.settings.get("rename"))
@@ -952,6 +969,7 @@ def check_spec(spec: Spec, devices: int | None = None, offline: bool = False, fi
     _check_model(ctx)
     columns = _check_data(ctx)
     _check_templates(ctx, columns)
+    _check_tokenizer_source(ctx, columns)
     _check_shapes(ctx, columns)
     trained = _check_train(ctx)
     _check_accept(ctx, trained)

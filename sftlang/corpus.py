@@ -2,9 +2,10 @@
 `train sentencepiece(vocab = N) on SOURCE` is large enough before a run starts.
 
 The text is what the run trains the tokenizer on (runtime/prepare.py `_texts`): each
-row rendered by its template's prompt and completion, the turns of a `messages`
-column joined by newlines, the `prompt` and `completion` columns, or the `text`
-column. Only the head of a big file is read (`columns.sample_rows`), so the count
+row, after the source's `rename` and `where`, rendered by its template's prompt and
+completion, the turns of a conversation joined by newlines (after the source's system
+message, tool calls as their JSON), the Alpaca prompt and output, the `prompt` and
+`completion` columns, or the `text` column. Only the head of a big file is read (`columns.sample_rows`), so the count
 never exceeds what the run will see, with one exception handled here: rows held out
 for eval by a fraction (`split eval = 5%`) are not known without the whole file, so
 a character then counts only when at least two rows have it.
@@ -12,6 +13,7 @@ a character then counts only when at least two rows have it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from runtime.vocab_range import CharacterCount
@@ -33,33 +35,48 @@ def _first_file(source: DataSource, files: FileSystem) -> Path | None:
     return pattern if files.is_file(pattern) else None
 
 
-def _renderer(template: Template | None, columns: set[str]):
-    """row -> training text (None for a row the run skips), chosen as the run chooses."""
+def _renderer(source: DataSource, template: Template | None, columns: set[str]):
+    """row -> training text (None for a row the run skips), chosen as the run chooses
+    (runtime.data.tokenize `resolve_mode` after the source's `rename`, then `where`); None
+    when no text is trained on (pre-tokenized rows, or no shape fits)."""
+    from runtime.data import shapes
     from runtime.data.templates import RowProblem, parse_template, render_parts
 
+    from .check import pairs, shape_of, where_pairs
+    from .columns import Columns
+
+    rename, where = pairs(source.settings.get("rename")), where_pairs(source.settings.get("where"))
+    moved = dict(rename)
+    shape = shape_of(template, Columns(frozenset(moved.get(c, c) for c in columns), frozenset()))
+    if shape is None or shape.kind == "tokens":
+        return None
     settings = template.settings if template is not None else {}
-    prompt, completion = settings.get("prompt"), settings.get("completion")
-    messages = settings.get("messages")
-    if prompt is not None and completion is not None:
-        if not (isinstance(prompt.value, ast.Str) and isinstance(completion.value, ast.Str)):
+    system = settings.get("system") or source.settings.get("system")
+    system = system.value.value if system is not None and isinstance(system.value, ast.Str) else None
+    parts = None
+    if shape.kind == "prompt_completion" and "prompt" in settings:
+        prompt, completion = settings.get("prompt"), settings.get("completion")
+        if completion is None or not (isinstance(prompt.value, ast.Str) and isinstance(completion.value, ast.Str)):
             return None
         parts = parse_template(prompt.value.value) + parse_template(completion.value.value)
-    elif messages is not None or "messages" in columns:
-        column = messages.value.name if messages is not None and isinstance(messages.value, ast.Name) else "messages"
-
-        def turns(row: dict) -> str | None:
-            contents = [t.get("content") or "" for t in row.get(column) or [] if isinstance(t, dict)]
-            return "\n".join(contents) if all(isinstance(c, str) for c in contents) else None
-
-        return turns
-    elif {"prompt", "completion"} <= columns:
+    elif shape.kind == "prompt_completion":
         parts = parse_template("{prompt}{completion}")
-    else:
+    elif shape.kind == "text":
         parts = parse_template("{text}")
+
+    def text(row: dict) -> str:
+        if shape.kind == "conversation":
+            turns = shapes.with_system(shapes.conversation(row.get(shape.column), shape.column, shape.roles, shape.keys), system)
+            calls = [json.dumps(c["function"]) for t in turns for c in t.get("tool_calls", ())]
+            return "\n".join([t["content"] for t in turns] + calls)
+        if shape.kind == "alpaca":
+            return "".join(shapes.alpaca_prompt(row))
+        return render_parts(parts, row)
 
     def render(row: dict) -> str | None:
         try:
-            return render_parts(parts, row)
+            row = shapes.transform_row(row, rename, where)
+            return text(row) if row is not None else None
         except RowProblem:
             return None
 
@@ -82,7 +99,7 @@ def training_characters(source: DataSource, template: Template | None, files: Fi
     from runtime.data.errors import TemplateError
 
     try:
-        render = _renderer(template, {key for row in rows for key in row})
+        render = _renderer(source, template, {key for row in rows for key in row})
     except TemplateError:
         return None  # reported by the template check
     if render is None:

@@ -305,3 +305,28 @@ def test_csv_with_fields_over_several_lines_is_checked_by_its_head_only(project)
     (problem,) = check(project, spec_text('data rows = csv("head.csv")', template))
     assert problem.message == "data rows: head.csv line 4, column `instruction`: empty instruction"
     assert problem.note == "checked the file's first 2 rows; 1 has a problem"
+
+
+# ---------------------------------------------------------------- a tokenizer trained on the rows
+
+
+def _trained_tokenizer_spec(data: str, vocab: int = 262) -> str:
+    return spec_text(data).replace('tokenizer = sentencepiece("tok.model")', f"tokenizer = train sentencepiece(vocab = {vocab}) on rows")
+
+
+def test_a_trained_tokenizer_counts_the_characters_of_every_shape(project):
+    jsonl(project / "instr.jsonl", [{"instruction": "a", "input": "", "output": "b"}] * 3)
+    (problem,) = check(project, _trained_tokenizer_spec('data rows = jsonl("instr.jsonl")'))
+    assert problem.code == "E047" and "29 distinct characters" in problem.message  # the Alpaca prompt's too
+    jsonl(project / "chats.jsonl", [{"dialog": [{"from": "human", "value": "ab"}, {"from": "gpt", "value": "ba"}]}] * 3)
+    data = 'data rows = jsonl("chats.jsonl") {\n    rename = (dialog = conversations)\n    system = "xyz"\n}'
+    (problem,) = check(project, _trained_tokenizer_spec(data))
+    assert problem.code == "E047" and "7 distinct characters" in problem.message  # a b x y z, the newline and ▁
+
+
+def test_a_tokenizer_cannot_be_trained_on_token_ids(project):
+    jsonl(project / "toks.jsonl", [{"input_ids": [1, 2], "labels": [-100, 2]}])
+    problems = check(project, _trained_tokenizer_spec('data rows = jsonl("toks.jsonl")', vocab=300))
+    assert [(d.code, d.span.line, d.message) for d in problems] == [
+        ("E024", 3, "`rows` is pre-tokenized: a tokenizer cannot be trained on its token ids")
+    ]
