@@ -99,14 +99,14 @@ def load_trained(run_dir: str | Path, step: int | None = None) -> Trained:
 # ---------------------------------------------------------------- prompts and answers
 
 # The columns that make training read a source without a template as each kind (`resolve_mode`),
-# for a run whose manifest predates the resolved mode.
+# for a run whose manifest predates the recorded columns.
 _CONVENTIONAL = {"messages": ["messages"], "prompt_completion": ["prompt", "completion"], "text": ["text"],
                  "alpaca": ["instruction", "output"], "tokens": ["input_ids"]}
 
 
 def source_mode(plan: Plan, run_dir: str | Path, source: str | None = None) -> Mode:
-    """How ``source`` (default: the plan's first) renders a row: as training resolved it (the run's
-    manifest), or, for a template that names its shape, from the plan alone."""
+    """How ``source`` (default: the plan's first) renders a row: its template resolved as training
+    resolved it (`resolve_mode`), over the source's columns that the run's manifest recorded."""
     names = [s.name for s in plan.data.sources]
     if source is not None and source not in names:
         raise PrepareError(f"no source `{source}` in this run (sources: {', '.join(names)})")
@@ -121,9 +121,9 @@ def source_mode(plan: Plan, run_dir: str | Path, source: str | None = None) -> M
             return resolve_mode(template, [], spec)
         raise PrepareError(f"{manifest} does not say which columns source `{name}` was trained on "
                            f"({type(error).__name__}: {error})") from None
-    if stats.get("resolved"):
-        return Mode.from_dict(stats["resolved"])
-    if template.mode != "conventional":
+    if stats.get("columns"):
+        return resolve_mode(template, stats["columns"], spec)
+    if template.mode != "conventional":  # a run from before the manifest kept the columns
         return resolve_mode(template, [], spec)
     return resolve_mode(template, _CONVENTIONAL[stats["mode"]], spec)
 

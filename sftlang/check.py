@@ -318,14 +318,8 @@ def _transformed(ctx: _Context, source: DataSource, known: Columns) -> Columns:
             continue
         old = ast.text_of(arg.name)
         if old not in known.names:
-            ctx.report(
-                Diagnostic(
-                    "E040",
-                    f"`rename` names `{old}`, which is not a column of `{source.name}`",
-                    arg.name.span,
-                    join_help(did_you_mean(old, known.names), f"(columns: {', '.join(sorted(known.names))})"),
-                )
-            )
+            _not_a_column(ctx, f"`rename` names `{old}`, which is not a column of `{source.name}`", arg.name.span,
+                          old, known.names, f"(columns: {', '.join(sorted(known.names))})")
             continue
         moved[old] = ast.text_of(arg.value)
 
@@ -340,14 +334,8 @@ def _transformed(ctx: _Context, source: DataSource, known: Columns) -> Columns:
             continue
         path = ast.text_of(arg.name)
         if not after.has(path):
-            ctx.report(
-                Diagnostic(
-                    "E040",
-                    f"`where` reads `{path}`, which is not a column of `{source.name}`",
-                    arg.name.span,
-                    join_help(did_you_mean(path, after.all), f"(columns{' after `rename`' if moved else ''}: {', '.join(after.all)})"),
-                )
-            )
+            _not_a_column(ctx, f"`where` reads `{path}`, which is not a column of `{source.name}`", arg.name.span,
+                          path, after.all, f"(columns{' after `rename`' if moved else ''}: {', '.join(after.all)})")
     return after
 
 
@@ -456,39 +444,26 @@ def _check_template_columns(ctx: _Context, template, source: str, known: Columns
             continue
         for placeholder in found:
             if not known.has(placeholder.path):
-                ctx.report(
-                    Diagnostic(
-                        "E040",
-                        f"`{{{placeholder.path}}}` is not a column of `{source}`",
-                        placeholder.span,
-                        join_help(did_you_mean(placeholder.path, known.all), f"(columns: {', '.join(known.all)})"),
-                    )
-                )
+                _not_a_column(ctx, f"`{{{placeholder.path}}}` is not a column of `{source}`", placeholder.span,
+                              placeholder.path, known.all, f"(columns: {', '.join(known.all)})")
     messages = template.settings.get("messages")
     if messages is not None and isinstance(messages.value, ast.Name) and known is not None:
         if not known.has(messages.value.name):
-            ctx.report(
-                Diagnostic(
-                    "E040",
-                    f"`{messages.value.name}` is not a column of `{source}`",
-                    messages.value.span,
-                    join_help(did_you_mean(messages.value.name, known.all), f"(columns: {', '.join(known.all)})"),
-                )
-            )
+            _not_a_column(ctx, f"`{messages.value.name}` is not a column of `{source}`", messages.value.span,
+                          messages.value.name, known.all, f"(columns: {', '.join(known.all)})")
     tools = template.settings.get("tools")
     if tools is not None and isinstance(tools.value, ast.Name) and known is not None and tools.value.name not in known.names:
-        ctx.report(
-            Diagnostic(
-                "E040",
-                f"`{tools.value.name}` is not a column of `{source}`",
-                tools.value.span,
-                join_help(did_you_mean(tools.value.name, known.names), f"(columns: {', '.join(known.all)})"),
-            )
-        )
+        _not_a_column(ctx, f"`{tools.value.name}` is not a column of `{source}`", tools.value.span,
+                      tools.value.name, known.names, f"(columns: {', '.join(known.all)})")
     shape = template.settings.get("format")
     mixed = any(k in template.settings for k in ("prompt", "completion", "messages"))  # reported already
     if shape is not None and isinstance(shape.value, ast.Name) and known is not None and not mixed:
         _check_shape_columns(ctx, shape.value, source, known)
+
+
+def _not_a_column(ctx: _Context, message: str, span, name: str, candidates, listing: str) -> None:
+    """E040: a setting names a column the source does not have; the nearest names, and all of them."""
+    ctx.report(Diagnostic("E040", message, span, join_help(did_you_mean(name, candidates), listing)))
 
 
 SHAPE_COLUMNS = {  # format -> (columns every row needs, columns of which it needs one)
@@ -586,7 +561,8 @@ def _row_problem(shape: _Shape, row: dict, rename: tuple, where: tuple):
             messages = shapes.conversation(row[shape.column], shape.column, shape.roles, shape.keys)
             if shape.tools:
                 shapes.tools_of(row.get(shape.tools), shape.tools)
-            shapes.check_ending(messages, shape.column, shape.train_on)
+            if shape.train_on != "all":
+                shapes.trained_turns(messages, shape.column, shape.train_on)
         elif shape.kind == "alpaca":
             shapes.alpaca_prompt(row)
         elif shape.kind == "tokens":

@@ -178,7 +178,7 @@ def sample_rows(kind: str, path: Path, files: FileSystem, options: dict) -> list
 
 
 def read_columns(kind: str, path: Path, files: FileSystem, options: dict) -> Columns:
-    """Columns of one local file of a source kind (jsonl, json, csv, parquet, text, disk)."""
+    """Columns of one local file of a source kind (jsonl, json, csv, parquet, arrow, text, disk)."""
     if kind == "jsonl":
         return _jsonl(files, path)
     if kind == "json":
@@ -187,6 +187,12 @@ def read_columns(kind: str, path: Path, files: FileSystem, options: dict) -> Col
         return _csv(files, path, options.get("delimiter", ","))
     if kind == "parquet":
         return _parquet(files, path)
+    if kind == "arrow":
+        schema = _arrow_reader(files, path).schema
+        nested: set[str] = set()
+        for arrow_field in schema:
+            _struct_paths(arrow_field.name, arrow_field.type, nested)
+        return Columns(frozenset(schema.names), frozenset(nested))
     if kind == "text":
         return Columns(frozenset({"text"}), frozenset())
     if kind == "disk":
@@ -389,6 +395,28 @@ def _parquet_sample(files: FileSystem, path: Path, columns: list[str] | None, sp
     return Sample(rows, "row", total)
 
 
+def _arrow_reader(files: FileSystem, path: Path):
+    import pyarrow as pa
+
+    source = pa.OSFile(str(path)) if type(files) is FileSystem else io.BytesIO(files.read_bytes(path))
+    try:
+        return pa.ipc.open_stream(source)
+    except Exception as error:  # pyarrow raises several types for a bad file
+        raise ColumnsError(f"is not a readable Arrow stream file ({error})") from None
+
+
+def _arrow_sample(files: FileSystem, path: Path) -> Sample:
+    """The first SAMPLE_ROWS rows: a stream file has no index to seek by, so its rows past the
+    head are not sampled (and the row count is not read)."""
+    rows: list[SampledRow] = []
+    for batch in _arrow_reader(files, path):
+        for record in batch.slice(0, SAMPLE_ROWS - len(rows)).to_pylist():
+            rows.append(SampledRow(len(rows) + 1, None, record))
+        if len(rows) >= SAMPLE_ROWS:
+            break
+    return Sample(rows, "row", None)
+
+
 def shape_sample(kind: str, path: Path, files: FileSystem, options: dict, columns: list[str] | None = None,
                  spread: int = SPREAD_ROWS) -> Sample | None:
     """The rows `sftc check` runs the shape rules on: the head and `spread` rows to the file's
@@ -403,4 +431,6 @@ def shape_sample(kind: str, path: Path, files: FileSystem, options: dict, column
         return _json_sample(files, path, options.get("field"), spread)
     if kind == "parquet":
         return _parquet_sample(files, path, columns, spread)
+    if kind == "arrow":
+        return _arrow_sample(files, path)
     return None

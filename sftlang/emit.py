@@ -12,7 +12,7 @@ from . import ast
 from .fmt import format_spec
 from .resolve import Setting, Spec
 
-PATH_SOURCES = ("jsonl", "json", "csv", "parquet", "text", "disk")
+PATH_SOURCES = ("jsonl", "json", "csv", "parquet", "arrow", "text", "disk")
 
 
 def _rebase(call: ast.Call, base_dir: Path, target_dir: Path | None) -> ast.Call:

@@ -228,6 +228,8 @@ def fingerprint_source(call: ast.Call, base_dir: Path, files: FileSystem | None 
             count = _count_json_rows(files, path, options.get("field"))
         elif kind == "parquet":
             count = _count_parquet_rows(files, path)
+        elif kind == "arrow":
+            count = None  # a stream file has no row count short of reading it all
         else:
             count = 0  # disk: counted once over the whole directory below
         rows = None if rows is None or count is None else rows + count

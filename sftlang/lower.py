@@ -102,11 +102,13 @@ def _source_spec(name: str, call: ast.Call, base_dir: Path, settings: dict) -> S
         )
     path = Path(options["path"]).expanduser()
     path = path if path.is_absolute() else base_dir / path
+    delimiter = options.get("delimiter")
     return SourceSpec(
         name=name,
         kind=kind,
         paths=(os.path.normpath(path),),
         field=options.get("field"),
+        delimiter=delimiter if kind == "csv" and delimiter not in (None, ",") else None,
         eval=evaluation,
         overflow=overflow,
         on_bad_row=on_bad_row,
@@ -191,7 +193,8 @@ def _model_plan(spec: Spec) -> ModelPlan:
         tokenizer_plan = TokenizerPlan("train", source=_source(source), training=training)
     elif isinstance(tokenizer, ast.Call):
         path = _local_or_hub(_py(arg(tokenizer, "path")), spec.dir_of("model", "tokenizer"))
-        tokenizer_plan = TokenizerPlan(tokenizer.head.name, path=path)
+        revision = _kwargs(tokenizer).get("revision") if tokenizer.head.name == "hf" else None
+        tokenizer_plan = TokenizerPlan(tokenizer.head.name, path=path, revision=revision)
     else:
         tokenizer_plan = TokenizerPlan("base")
     lora = None

@@ -127,7 +127,14 @@ TOKENIZER = OneOf(
         Enum(("base",)),
         Calls(
             {
-                "hf": Signature((Param("path", PATH, required=True),), positional=1, doc="a tokenizer directory"),
+                "hf": Signature(
+                    (
+                        Param("path", PATH, required=True),
+                        Param("revision", Str(), doc="a hub revision (branch, tag or commit)"),
+                    ),
+                    positional=1,
+                    doc="a tokenizer directory, or a hub id",
+                ),
                 "sentencepiece": Signature(
                     (Param("path", PATH, required=True),), positional=1, doc="a sentencepiece `.model` file"
                 ),
@@ -181,11 +188,13 @@ SOURCES = Calls(
             doc="a JSON array of objects (or under `field`)",
         ),
         "csv": Signature(
-            (Param("path", PATH, required=True), Param("delimiter", Str(non_empty=True), '","')),
+            (Param("path", PATH, required=True), Param("delimiter", Str(non_empty=True, blank_ok=True), '","', doc="the field separator; \"\\t\" for TSV")),
             positional=1,
             doc="CSV with a header row",
         ),
-        "parquet": Signature((Param("path", PATH, required=True),), positional=1, doc="Parquet files"),
+        "parquet": Signature((Param("path", PATH, required=True),), positional=1, doc="Parquet files; globs allowed"),
+        "arrow": Signature((Param("path", PATH, required=True),), positional=1,
+                           doc="Arrow IPC stream files, as `datasets` writes them; globs allowed"),
         "text": Signature((Param("path", PATH, required=True),), positional=1, doc="plain text, one row per line in column `text`"),
         "disk": Signature((Param("path", PATH, required=True),), positional=1, doc="a dataset saved with `save_to_disk`"),
         "hf_dataset": Signature(

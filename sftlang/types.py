@@ -85,6 +85,7 @@ class Type:
 class Str(Type):
     non_empty: bool = False
     doc: str = "a string"
+    blank_ok: bool = False  # whitespace counts as content (a tab delimiter)
 
     def describe(self):
         return self.doc
@@ -95,7 +96,7 @@ class Str(Type):
     def check(self, node, report, where=""):
         if not isinstance(node, ast.Str):
             return mismatch(node, self, report, where)
-        if self.non_empty and not node.value.strip():
+        if self.non_empty and not (node.value if self.blank_ok else node.value.strip()):
             report(Diagnostic("E022", f"{where or 'this string'} must not be empty", node.span))
 
 

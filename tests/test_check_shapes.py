@@ -330,3 +330,15 @@ def test_a_tokenizer_cannot_be_trained_on_token_ids(project):
     assert [(d.code, d.span.line, d.message) for d in problems] == [
         ("E024", 3, "`rows` is pre-tokenized: a tokenizer cannot be trained on its token ids")
     ]
+
+
+@pytest.mark.parametrize("turns, reason", [
+    (messages(("user", "hi"), ("user", "anyone?")), "conversation has no assistant turn"),
+    (messages(("user", "hi"), ("assistant", "  ")), "empty assistant message"),
+    (messages(("assistant", "hello"), ("user", "hi"), ("assistant", "yes")), "starts with an assistant turn"),
+])
+def test_conversations_with_nothing_to_train_are_found_before_the_run(project, turns, reason):
+    jsonl(project / "chats.jsonl", [{"messages": CHAT}] * 4 + [{"messages": turns}])
+    problems = check(project, spec_text('data chats = jsonl("chats.jsonl")'))
+    assert [d.code for d in problems] == ["E071"]
+    assert "line 5" in problems[0].message and reason in problems[0].message

@@ -250,3 +250,30 @@ def test_new_keys_survive_the_emitted_spec(shapes_project):
     respec, problems = load_spec(again)
     assert problems == []
     assert lower(respec).data == lower(spec).data
+
+
+def test_a_tsv_an_arrow_file_and_a_tokenizer_revision_are_lowered(tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "qa.tsv").write_text("prompt\tcompletion\nhello, you\thi\n")
+    (tmp_path / "qa.csv").write_text("prompt,completion\nhello you,hi\n")
+    table = pa.table({"prompt": ["hello"], "completion": ["hi"]})
+    with pa.OSFile(str(tmp_path / "qa.arrow"), "wb") as sink, pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "t.sft").write_text(
+        'model {\n    base = init llama(layers = 1, dim = 32, heads = 2, ffn = 64)\n'
+        '    tokenizer = hf("org/tokenizer", revision = "v1.2")\n}\n'
+        'data tsv = csv("qa.tsv", delimiter = "\\t")\ndata arrow = arrow("qa.arrow")\n'
+        'data comma = csv("qa.csv")\ntrain {\n    steps = 5\n}\n')
+    _, problems = check_spec_file(tmp_path / "t.sft", devices=1, offline=True)
+    assert [p.code for p in problems if p.code.startswith("E")] == []
+    spec, _ = load_spec(tmp_path / "t.sft")
+    plan = lower(spec)
+    tsv, arrow, comma = plan.data.sources
+    assert (tsv.kind, tsv.delimiter) == ("csv", "\t")
+    assert comma.delimiter is None  # the default comma is not written into the plan
+    assert arrow.kind == "arrow" and arrow.paths == (str(tmp_path / "qa.arrow"),)
+    assert (plan.model.tokenizer.kind, plan.model.tokenizer.path, plan.model.tokenizer.revision) == \
+        ("hf", "org/tokenizer", "v1.2")

@@ -153,7 +153,7 @@ class DataPipeline:
                 self._owner.append(spec.name)
                 if st is None:
                     st = SourceStats(name=spec.name, fingerprint=ts.fingerprint, mode=ts.mode.kind,
-                                     resolved=dataclasses.asdict(ts.mode))
+                                     resolved=dataclasses.asdict(ts.mode), columns=list(loaded.dataset.column_names))
                     self.stats.sources[spec.name] = st
                 else:
                     st.fingerprint += "+" + ts.fingerprint

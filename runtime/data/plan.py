@@ -151,8 +151,9 @@ class SourceSpec:
         object.__setattr__(self, "paths", tuple(self.paths))
         object.__setattr__(self, "rename", tuple((str(a), str(b)) for a, b in self.rename))
         object.__setattr__(self, "where", tuple((str(c), tuple(v)) for c, v in self.where))
-        news = [b for _, b in self.rename]
+        olds, news = [a for a, _ in self.rename], [b for _, b in self.rename]
         _check(len(set(news)) == len(news), f"source {self.name!r}: two columns renamed to the same name")
+        _check(len(set(olds)) == len(olds), f"source {self.name!r}: a column renamed twice")
         _check(bool(self.name), "SourceSpec.name must be non-empty")
         _check(self.kind in SOURCE_KINDS,
                f"source {self.name!r}: kind must be one of {SOURCE_KINDS}, got {self.kind!r}")
@@ -235,8 +236,8 @@ class TemplateSpec:
             _check(role in CONVERSATION_ROLES, f"roles: {name!r} must map to one of {CONVERSATION_ROLES}, not {role!r}")
         for key, _ in self.keys:
             _check(key in ("role", "content"), f"keys: only `role` and `content` can be renamed, not {key!r}")
-        _check(not (self.roles or self.keys or self.tools) or self.prompt is None,
-               "roles, keys and tools describe a conversation column, not prompt/completion")
+        _check(not (self.roles or self.keys or self.tools) or (self.prompt is None and self.format is None),
+               "roles, keys and tools describe a conversation column, not prompt/completion or a format")
         _check((self.prompt is None) == (self.completion is None),
                "TemplateSpec needs both prompt and completion, or neither")
         _check(not (self.messages is not None and self.prompt is not None),

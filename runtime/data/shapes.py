@@ -61,10 +61,13 @@ def transform_row(row: dict[str, Any], rename: Sequence[tuple[str, str]],
     """The row with its columns renamed, or None when ``where`` leaves it out."""
     if rename:
         row = dict(row)
-        moved = {}
+        moved, olds = {}, {old for old, _ in rename}
         for old, new in rename:
             if row.get(old) is None:  # datasets fills a column some rows lack with null
                 raise RowProblem(f"missing or null column {old!r} (renamed to {new!r})", column=old)
+            if row.get(new) is not None and new not in olds:
+                raise RowProblem(f"renaming {old!r} to {new!r} would replace the row's own {new!r} column",
+                                 column=new)
             moved[new] = row.pop(old)
         row.update(moved)
     for path, values in where:
@@ -203,12 +206,24 @@ def with_system(messages: list[dict[str, Any]], system: str | None) -> list[dict
     return [{"role": "system", "content": system}] + messages
 
 
-def check_ending(messages: list[dict[str, Any]], column: str, train_on: str) -> None:
-    """A conversation trained on its last assistant turn must end with it."""
+def trained_turns(messages: list[dict[str, Any]], column: str, train_on: str) -> list[int]:
+    """The indices of the assistant turns ``train_on`` trains (``assistant`` or ``last_assistant``),
+    refusing conversations that give them nothing well defined to learn."""
+    assistant = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    if not assistant:
+        raise RowProblem("conversation has no assistant turn", column=column)
     if train_on == "last_assistant" and messages[-1]["role"] != "assistant":
         raise RowProblem(f"the conversation ends on a {messages[-1]['role']} turn, after its last assistant turn "
                          "(train_on = last_assistant trains the final answer)", column=column,
                          turn=len(messages) - 1)
+    turns = assistant[-1:] if train_on == "last_assistant" else assistant
+    for i in turns:
+        if not messages[i]["content"].strip() and not messages[i].get("tool_calls"):
+            raise RowProblem("empty assistant message", column=column, turn=i)
+        if i == 0:
+            raise RowProblem("the conversation starts with an assistant turn: it has no prompt",
+                             column=column, turn=i)
+    return turns
 
 
 # ---------------------------------------------------------------- Alpaca

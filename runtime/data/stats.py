@@ -22,7 +22,8 @@ class SourceStats:
     name: str
     fingerprint: str
     mode: str  # prompt_completion | messages | alpaca | tokens | text
-    resolved: dict[str, Any] = field(default_factory=dict)  # the whole Mode, so inference renders alike
+    resolved: dict[str, Any] = field(default_factory=dict)  # the whole Mode training resolved
+    columns: list[str] = field(default_factory=list)  # the source's raw columns: what resolving the template read
     rows: int = 0
     bad_rows: int = 0
     bad_reasons: dict[str, int] = field(default_factory=dict)

@@ -232,21 +232,6 @@ def _renderer(tokenizer: Any, column: str, tools: list[dict] | None):
     return render
 
 
-def _trained_turns(msgs: list[dict[str, Any]], column: str, train_on: str) -> list[int]:
-    assistant = [i for i, m in enumerate(msgs) if m["role"] == "assistant"]
-    if not assistant:
-        raise RowProblem("conversation has no assistant turn", column=column)
-    shapes.check_ending(msgs, column, train_on)
-    turns = assistant[-1:] if train_on == "last_assistant" else assistant
-    for i in turns:
-        if not msgs[i]["content"].strip() and not msgs[i].get("tool_calls"):
-            raise RowProblem("empty assistant message", column=column, turn=i)
-        if i == 0:
-            raise RowProblem("the conversation starts with an assistant turn: it has no prompt",
-                             column=column, turn=i)
-    return turns
-
-
 def _turn_span(render, msgs: list[dict[str, Any]], i: int, column: str, specials) -> tuple[str, int, int]:
     """(the conversation rendered through turn ``i``, where the turn's trained span starts, ends)."""
     before = render(msgs[:i], True)
@@ -288,7 +273,7 @@ def _render_conversation(tokenizer: Any, messages: Any, column: str, train_on: s
     if train_on == "all":
         return [Rendered(full, ((0, len(full)),), False, False, (None,))]
     specials = _special_strings(tokenizer)
-    turns = _trained_turns(msgs, column, train_on)
+    turns = shapes.trained_turns(msgs, column, train_on)
     spans, calls = [], []
     for n, i in enumerate(turns):
         through, start, end = _turn_span(render, msgs, i, column, specials)

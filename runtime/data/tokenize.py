@@ -106,14 +106,6 @@ class Mode:
     rename: tuple[tuple[str, str], ...] = ()  # the source's column renames (old, new)
     where: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # the source's row filter
 
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Mode":
-        d = dict(d)
-        for key in ("roles", "keys", "rename"):
-            d[key] = tuple(tuple(pair) for pair in d.get(key) or ())
-        d["where"] = tuple((c, tuple(v)) for c, v in d.get("where") or ())
-        return cls(**d)
-
     def transform(self, row: dict[str, Any]) -> dict[str, Any] | None:
         """The row as the template reads it (renamed), or None when the source's `where` leaves it out."""
         return shapes.transform_row(row, self.rename, self.where)
@@ -131,6 +123,10 @@ def resolve_mode(template: TemplateSpec, columns: list[str], source: SourceSpec 
     if missing:
         raise SourceError(f"data {name}: `rename` names the column {missing[0]!r}, which the source does not have; "
                           f"its columns are {columns}")
+    clobbered = [new for old, new in rename if new in columns and new not in renamed]
+    if clobbered:
+        raise SourceError(f"data {name}: `rename` gives a column the name {clobbered[0]!r}, which the source "
+                          "already has; rename that one too, or choose another name")
     columns = [renamed.get(c, c) for c in columns]
     system = template.system or (spec.system if spec is not None else None)
     common = dict(rename=rename, where=where)
