@@ -72,6 +72,57 @@ def activation_bytes(config: ModelConfig, tokens: int, seq_len: int, remat: str,
     return int(layers + logits)
 
 
+def memory_estimate(config: ModelConfig, *, trainable: int, total_params: int, dtype: str, optimizer: Optimizer,
+                    micro_tokens: int, seq_len: int, remat: str, shard: int = 1, tensor: int = 1) -> dict[str, float]:
+    """Bytes per device of one train step, by part (the one estimate `sftc plan` prints and
+    `bench/memory_plan.py` checks against XLA's own accounting of the compiled step).
+
+    ``micro_tokens``: tokens of one micro-batch on one device; ``shard``: fsdp x tensor (what
+    divides the parameters); ``tensor``: what divides the activations."""
+    compute_bytes = 2 if dtype == "bfloat16" else 4
+    frozen = total_params - trainable  # kept in the compute dtype; the trainable part has a float32 master
+    params_b = (trainable * 4 + frozen * compute_bytes + (trainable * compute_bytes if compute_bytes == 2 else 0)) / shard
+    grads_b = trainable * 4 / shard
+    opt_b = optimizer_bytes(optimizer, config, trainable) / shard
+    act_b = activation_bytes(config, micro_tokens, seq_len, remat, compute_bytes) / max(tensor, 1)
+    return {"params": params_b, "grads": grads_b, "optimizer": opt_b, "activations": act_b,
+            "total": params_b + grads_b + opt_b + act_b}
+
+
+def memory_advice(config: ModelConfig, limit: int, *, batch: int, micro: int, parallel: int, devices: int,
+                  fsdp: int, tensor: int, dtype: str, remat: str, **estimate_args) -> list[str]:
+    """When the estimate exceeds ``limit``: each single setting that would make it fit, with the
+    estimate it gives (the smallest change of each kind), or what no single setting can fix."""
+
+    def total(**changes) -> float:
+        args = dict(estimate_args, dtype=dtype, remat=remat, shard=fsdp * tensor, tensor=tensor,
+                    micro_tokens=micro // parallel * estimate_args["seq_len"])
+        args.update(changes)
+        return memory_estimate(config, **args)["total"]
+
+    advice = []
+    seq_len = estimate_args["seq_len"]
+    for smaller in range(micro - parallel, 0, -parallel):
+        if batch % smaller == 0 and total(micro_tokens=smaller // parallel * seq_len) <= limit:
+            advice.append(f"`micro = {smaller}` (accumulation {batch // smaller}) would need "
+                          f"{total(micro_tokens=smaller // parallel * seq_len) / GiB:.2f} GiB")
+            break
+    if remat != "full" and total(remat="full") <= limit:
+        advice.append(f"`remat = full` would need {total(remat='full') / GiB:.2f} GiB")
+    if dtype == "float32" and total(dtype="bfloat16") <= limit:
+        advice.append(f"`dtype = bfloat16` would need {total(dtype='bfloat16') / GiB:.2f} GiB")
+    for more in range(fsdp + 1, devices + 1):
+        if devices % (more * tensor) == 0 and total(shard=more * tensor) <= limit:
+            advice.append(f"`mesh = (fsdp = {more}, ...)` would need {total(shard=more * tensor) / GiB:.2f} GiB")
+            break
+    if not advice:
+        least = total(micro_tokens=seq_len, remat="full", dtype="bfloat16", shard=devices)
+        advice.append(f"no single setting fits: even `micro = {parallel}`, `remat = full`, `dtype = bfloat16` and "
+                      f"fsdp over all {devices} devices need {least / GiB:.2f} GiB; use more devices or a smaller "
+                      "model (or LoRA)")
+    return advice
+
+
 def device_memory() -> tuple[int | None, str]:
     import jax
 
@@ -108,16 +159,17 @@ def plan_report(prepared: Prepared, as_dict: bool = False) -> Any:
     shape = meshlib.mesh_shape(plan.train.mesh, devices)
     mesh = meshlib.make_mesh(shape)
     parallel = shape["data"] * shape["fsdp"]
-    compute_bytes = 2 if plan.model.dtype == "bfloat16" else 4
-    shard = shape["fsdp"] * shape["tensor"]
-    frozen = total_params - trainable  # kept in the compute dtype; the trainable part has a float32 master
-    params_b = (trainable * 4 + frozen * compute_bytes + (trainable * compute_bytes if compute_bytes == 2 else 0)) / shard
-    grads_b = trainable * 4 / shard
-    opt_b = optimizer_bytes(plan.train.optimizer, config, trainable) / shard
-    micro_tokens = plan.train.micro // parallel * plan.data.seq_len
-    act_b = activation_bytes(config, micro_tokens, plan.data.seq_len, plan.train.remat, compute_bytes) / max(shape["tensor"], 1)
-    memory = params_b + grads_b + opt_b + act_b
+    estimate = memory_estimate(
+        config, trainable=trainable, total_params=total_params, dtype=plan.model.dtype, optimizer=plan.train.optimizer,
+        micro_tokens=plan.train.micro // parallel * plan.data.seq_len, seq_len=plan.data.seq_len,
+        remat=plan.train.remat, shard=shape["fsdp"] * shape["tensor"], tensor=shape["tensor"])
     limit, memory_kind = device_memory()
+    advice = []
+    if limit and estimate["total"] > limit:
+        advice = memory_advice(config, limit, batch=plan.data.global_batch_size, micro=plan.train.micro,
+                               parallel=parallel, devices=devices, fsdp=shape["fsdp"], tensor=shape["tensor"],
+                               dtype=plan.model.dtype, remat=plan.train.remat, trainable=trainable,
+                               total_params=total_params, optimizer=plan.train.optimizer, seq_len=plan.data.seq_len)
     tokens_per_step = plan.data.global_batch_size * plan.data.seq_len
     step_flops = flops_per_token(config, total_params, plan.data.seq_len) * tokens_per_step
     steps = plan.train.steps
@@ -151,7 +203,8 @@ def plan_report(prepared: Prepared, as_dict: bool = False) -> Any:
         "accumulation": plan.accumulation,
         "mesh": shape,
         "shardings": shardings,
-        "memory_per_device": {"params": params_b, "grads": grads_b, "optimizer": opt_b, "activations": act_b, "total": memory, "available": limit},
+        "memory_per_device": {**estimate, "available": limit},
+        "memory_advice": advice,
         "flops_per_step": step_flops,
         "flops_total": step_flops * steps,
         "gates": [g.text + f" {g.op} {g.threshold:g}" for g in plan.gates],
@@ -198,8 +251,10 @@ def _render(r: dict, plan, stats, memory_kind: str) -> str:
         f"memory   {mem['total'] / GiB:.3f} GiB/device (params {mem['params'] / GiB:.3f}, grads {mem['grads'] / GiB:.3f}, "
         f"optimizer {mem['optimizer'] / GiB:.3f}, activations {mem['activations'] / GiB:.3f}; estimate){available}"
     )
-    if mem["available"] and mem["total"] > mem["available"]:
-        lines.append("[bold red]warning[/]: the estimate exceeds device memory; lower `micro`, use `remat = full`, `dtype = bfloat16`, or more `fsdp`")
+    if r["memory_advice"]:
+        lines.append("[bold red]warning[/]: the estimate exceeds the device's memory; "
+                     + ("what no single setting fixes:" if r["memory_advice"][0].startswith("no single") else "any one of these fits:"))
+        lines += [f"         {line}" for line in r["memory_advice"]]
     lines.append(f"compute  {_human(r['flops_per_step'], 'FLOP')}/step, {_human(r['flops_total'], 'FLOP')} in total")
     if r["baseline"]:
         lines.append(f"compare  with {r['baseline']} on the same eval rows (cached after the first run)")

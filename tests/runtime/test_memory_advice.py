@@ -1,0 +1,51 @@
+"""When `sftc plan`'s memory estimate exceeds the device, it names each single setting that
+would fit and the estimate it gives; what it says is computed by the same estimate."""
+
+from __future__ import annotations
+
+from runtime.models import ModelConfig
+from runtime.plan_report import GiB, memory_advice, memory_estimate
+from runtime.plan_types import AdamW
+
+CONFIG = ModelConfig.llama(layers=4, dim=256, heads=8, kv_heads=4, ffn=688, vocab=8192)
+PARAMS = 7_096_576
+ARGS = dict(trainable=PARAMS, total_params=PARAMS, optimizer=AdamW(lr=1e-3), seq_len=256)
+
+
+def _estimate(micro: int, **changes) -> float:
+    args = dict(ARGS, dtype="float32", remat="off", micro_tokens=micro * 256)
+    args.update(changes)
+    return memory_estimate(CONFIG, **args)["total"]
+
+
+def test_the_largest_micro_batch_that_fits_and_the_other_single_settings():
+    limit = (_estimate(16) + _estimate(32)) / 2  # micro 32 does not fit; 16 does
+    advice = memory_advice(CONFIG, limit, batch=64, micro=32, parallel=1, devices=1, fsdp=1, tensor=1,
+                           dtype="float32", remat="off", **ARGS)
+    assert advice[0] == f"`micro = 16` (accumulation 4) would need {_estimate(16) / GiB:.2f} GiB"
+    assert f"`remat = full` would need {_estimate(32, remat='full') / GiB:.2f} GiB" in advice
+    assert all(float(line.split("need ")[1].split()[0]) * GiB <= limit + 0.01 * GiB for line in advice)
+
+
+def test_fsdp_over_more_devices_and_nothing_that_fits():
+    sharded = memory_advice(CONFIG, _estimate(1, shard=2) * 1.01, batch=8, micro=2, parallel=2, devices=4, fsdp=1,
+                            tensor=1, dtype="bfloat16", remat="full", **ARGS)
+    assert any(line.startswith("`mesh = (fsdp = 2, ...)`") for line in sharded)
+    hopeless = memory_advice(CONFIG, 2**20, batch=8, micro=8, parallel=1, devices=1, fsdp=1, tensor=1,
+                             dtype="float32", remat="off", **ARGS)
+    assert len(hopeless) == 1 and hopeless[0].startswith("no single setting fits: even `micro = 1`")
+
+
+def test_sftc_plan_prints_what_fits_when_the_estimate_exceeds_the_device(monkeypatch, tmp_path, capsys):
+    from pathlib import Path
+
+    from sftlang.cli import main
+
+    monkeypatch.setenv("SFTC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("runtime.plan_report.device_memory", lambda: (40 * 2**20, "test memory"))
+    spec = Path(__file__).resolve().parents[2] / "specs" / "shapes-alpaca.sft"
+    assert main(["plan", str(spec)]) == 0
+    out = capsys.readouterr()
+    text = out.out + out.err
+    assert "the estimate exceeds the device's memory; any one of these fits:" in text
+    assert "`micro = 4` (accumulation 2) would need" in text
