@@ -170,7 +170,6 @@ class DataPipeline:
                 st.filtered += ts.filtered
                 st.per_turn_rows += ts.per_turn_rows
                 st.per_turn_examples += ts.per_turn_examples
-                st.tool_call_tokens += ts.tool_tokens
                 st.unclosed_turns += ts.unclosed_turns
                 lengths = ts.lengths()
                 st.max_tokens = max(st.max_tokens, int(lengths.max()) if len(lengths) else 0)
@@ -195,6 +194,7 @@ class DataPipeline:
                     n_tok = int((keep[sel] - 1).sum())
                     if name == "train":
                         st.train_examples += len(sel)
+                        st.tool_call_tokens += int(ts.tool_tokens[sel].sum()) if ts.tool_tokens is not None else 0
                         st.train_tokens += n_tok
                         starts = ts.offsets[sel]
                         st.train_trained_tokens += trained_between(ts.trained, starts + 1, starts + keep[sel])

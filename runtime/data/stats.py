@@ -43,7 +43,7 @@ class SourceStats:
     filtered: int = 0  # rows left out by the source's `where`
     per_turn_rows: int = 0  # conversations whose template re-renders earlier turns: one example per turn
     per_turn_examples: int = 0
-    tool_call_tokens: int = 0  # trained tokens in assistant turns that call tools (before truncation)
+    tool_call_tokens: int = 0  # trained tokens of train examples in assistant turns that call tools (before truncation)
     unclosed_turns: int = 0  # trained turns that do not end on an end-of-turn token
 
     def trained_from(self) -> str:

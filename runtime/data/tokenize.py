@@ -191,7 +191,7 @@ class TokenizedSource:
     filtered: int = 0  # rows the source's `where` left out
     per_turn_rows: int = 0  # conversations rendered one example per trained turn (render_conversation)
     per_turn_examples: int = 0  # the examples they became
-    tool_tokens: int = 0  # trained tokens in assistant turns that call tools
+    tool_tokens: np.ndarray | None = None  # per example: trained tokens in assistant turns that call tools
     unclosed_turns: int = 0  # trained turns that do not end on an end-of-turn token
 
     def __len__(self) -> int:
@@ -535,5 +535,5 @@ def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any
         boundary_merges=merges, cache_hit=hit, cache_files=files if use_cache else [],
         fingerprint=loaded.fingerprint, key=key, filtered=filtered,
         per_turn_rows=len(np.unique(rows[per_turn])), per_turn_examples=int(per_turn.sum()),
-        tool_tokens=int(table.column("tool_tokens").to_numpy().sum()),
+        tool_tokens=table.column("tool_tokens").to_numpy().astype(np.int64)[good],
         unclosed_turns=int(table.column("unclosed").to_numpy().sum()))
