@@ -100,8 +100,7 @@ def load_trained(run_dir: str | Path, step: int | None = None) -> Trained:
 
 # The columns that make training read a source without a template as each kind (`resolve_mode`),
 # for a run whose manifest predates the recorded columns.
-_CONVENTIONAL = {"messages": ["messages"], "prompt_completion": ["prompt", "completion"], "text": ["text"],
-                 "alpaca": ["instruction", "output"], "tokens": ["input_ids"]}
+_CONVENTIONAL = {"messages": ["messages"], "prompt_completion": ["prompt", "completion"], "text": ["text"]}
 
 
 def source_mode(plan: Plan, run_dir: str | Path, source: str | None = None) -> Mode:

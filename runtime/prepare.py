@@ -47,11 +47,10 @@ def _texts(spec: SourceSpec, template: TemplateSpec, cache_dir: str | None) -> I
     model will read it, through the shapes training uses (`runtime.data.shapes`): prompt +
     completion, the turns of a conversation (tool calls as their JSON), the Alpaca prompt and
     output, or the text."""
-    from .data import shapes
     from .data.errors import RowProblem, SourceError
     from .data.pipeline import eval_rows_for
     from .data.sources import load_source
-    from .data.templates import parse_template, render_parts
+    from .data.templates import parse_template, training_text
     from .data.tokenize import resolve_mode
 
     loaded = load_source(spec, cache_dir)
@@ -62,25 +61,19 @@ def _texts(spec: SourceSpec, template: TemplateSpec, cache_dir: str | None) -> I
     held = set()
     if spec.eval is not None and spec.eval.fraction is not None:
         held = set(eval_rows_for(len(loaded), float(spec.eval.fraction), int(spec.eval.seed)).tolist())
-    parts = parse_template((mode.prompt or "") + (mode.completion or "")) if mode.kind == "prompt_completion" else None
+    if mode.kind == "prompt_completion":
+        parts = parse_template((mode.prompt or "") + (mode.completion or ""))
+    else:
+        parts = parse_template("{" + str(mode.column) + "}") if mode.kind == "text" else None
+    conversation = mode.column if mode.kind == "messages" else None
     for index, raw in enumerate(loaded.dataset):
         if index in held:
             continue
         try:
             row = mode.transform(raw)
-            if row is None:
-                continue
-            if mode.kind == "messages":
-                turns = shapes.with_system(shapes.conversation(row.get(mode.column), mode.column, mode.roles,
-                                                               mode.keys), mode.system)
-                yield "\n".join([t["content"] for t in turns] + [json.dumps(c["function"]) for t in turns
-                                                                 for c in t.get("tool_calls", ())])
-            elif mode.kind == "alpaca":
-                yield "".join(shapes.alpaca_prompt(row))
-            elif parts is not None:
-                yield render_parts(parts, row)
-            else:
-                yield render_parts(parse_template("{" + str(mode.column) + "}"), row)
+            if row is not None:
+                yield training_text(row, parts, conversation=conversation, roles=mode.roles, keys=mode.keys,
+                                    system=mode.system, alpaca=mode.kind == "alpaca")
         except RowProblem:
             continue  # bad rows are counted and reported by the data pipeline itself
 

@@ -20,7 +20,7 @@ from .columns import Columns, ColumnsError, Sample, read_columns, shape_sample
 from .corpus import held_out_by_fraction, training_characters
 from .devices import detect_devices
 from .diagnostics import Diagnostic, did_you_mean, join_help
-from .files import FileSystem
+from .files import FileSystem, first_match, is_glob, present_file
 from .placeholders import placeholders
 from .resolve import DataSource, Spec, load_spec
 from .types import BOOLEANS
@@ -233,15 +233,12 @@ def _source_columns(ctx: _Context, source: DataSource, call: ast.Call) -> Column
     path_node = arg(call, "path")
     if not isinstance(path_node, ast.Str):
         return None
-    pattern = source.base_dir / path_node.value
-    if any(ch in path_node.value for ch in "*?["):
-        matches = ctx.files.glob(pattern)
-        if not matches:
+    path = first_match(ctx.files, source.base_dir, path_node.value)
+    if is_glob(path_node.value):
+        if path is None:
             ctx.report(Diagnostic("E035", f"no file matches `{path_node.value}`", path_node.span, f"paths are relative to {source.base_dir}"))
             return None
-        path = matches[0]
     else:
-        path = pattern
         exists = ctx.files.exists(path) if kind == "disk" else ctx.files.is_file(path)
         if not exists:
             ctx.report(Diagnostic("E035", f"data file `{path_node.value}` not found", path_node.span, f"paths are relative to {source.base_dir}"))
@@ -573,15 +570,11 @@ def _row_problem(shape: _Shape, row: dict, rename: tuple, where: tuple):
 
 
 def _local_file(ctx: _Context, source: DataSource, call: ast.Call) -> Path | None:
-    """The file a local source call reads first (a glob's first match)."""
+    """The file a local source call reads first (a glob's first match), if it is there."""
     path = arg(call, "path")
     if not isinstance(path, ast.Str):
         return None
-    pattern = source.base_dir / path.value
-    if any(ch in path.value for ch in "*?["):
-        matches = ctx.files.glob(pattern)
-        return matches[0] if matches else None
-    return pattern if ctx.files.is_file(pattern) else None
+    return present_file(ctx.files, source.base_dir, path.value)
 
 
 def _templates_by_source(ctx: _Context) -> dict:

@@ -13,26 +13,13 @@ a character then counts only when at least two rows have it.
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 from runtime.vocab_range import CharacterCount
 
 from . import ast
 from .columns import ColumnsError, sample_rows
-from .files import FileSystem
+from .files import FileSystem, present_file
 from .resolve import DataSource, Template
-
-
-def _first_file(source: DataSource, files: FileSystem) -> Path | None:
-    path = source.source.kwarg("path")
-    if path is None or not isinstance(path.value, ast.Str):
-        return None
-    pattern = source.base_dir / path.value.value
-    if any(ch in path.value.value for ch in "*?["):
-        matches = files.glob(pattern)
-        return matches[0] if matches else None
-    return pattern if files.is_file(pattern) else None
 
 
 def _renderer(source: DataSource, template: Template | None, columns: set[str]):
@@ -40,7 +27,7 @@ def _renderer(source: DataSource, template: Template | None, columns: set[str]):
     (runtime.data.tokenize `resolve_mode` after the source's `rename`, then `where`); None
     when no text is trained on (pre-tokenized rows, or no shape fits)."""
     from runtime.data import shapes
-    from runtime.data.templates import RowProblem, parse_template, render_parts
+    from runtime.data.templates import RowProblem, parse_template, training_text
 
     from .check import pairs, shape_of, where_pairs
     from .columns import Columns
@@ -64,19 +51,15 @@ def _renderer(source: DataSource, template: Template | None, columns: set[str]):
     elif shape.kind == "text":
         parts = parse_template("{text}")
 
-    def text(row: dict) -> str:
-        if shape.kind == "conversation":
-            turns = shapes.with_system(shapes.conversation(row.get(shape.column), shape.column, shape.roles, shape.keys), system)
-            calls = [json.dumps(c["function"]) for t in turns for c in t.get("tool_calls", ())]
-            return "\n".join([t["content"] for t in turns] + calls)
-        if shape.kind == "alpaca":
-            return "".join(shapes.alpaca_prompt(row))
-        return render_parts(parts, row)
+    conversation = shape.column if shape.kind == "conversation" else None
 
     def render(row: dict) -> str | None:
         try:
             row = shapes.transform_row(row, rename, where)
-            return text(row) if row is not None else None
+            if row is None:
+                return None
+            return training_text(row, parts, conversation=conversation, roles=shape.roles, keys=shape.keys,
+                                 system=system, alpaca=shape.kind == "alpaca")
         except RowProblem:
             return None
 
@@ -86,7 +69,9 @@ def _renderer(source: DataSource, template: Template | None, columns: set[str]):
 def training_characters(source: DataSource, template: Template | None, files: FileSystem) -> CharacterCount | None:
     """The characters of the source's training text as the tokenizer trainer counts them;
     None when the file cannot be sampled (hub, parquet, disk, missing or unreadable)."""
-    path = _first_file(source, files)
+    path_arg = source.source.kwarg("path")
+    path = (present_file(files, source.base_dir, path_arg.value.value)
+            if path_arg is not None and isinstance(path_arg.value, ast.Str) else None)
     if path is None:
         return None
     options = {a.name.name: a.value.value for a in source.source.args if a.name and isinstance(a.value, ast.Str)}

@@ -93,3 +93,23 @@ def git_revision(spec: str) -> tuple[GitRevision, Path] | None:
     if check.returncode != 0:
         raise FileNotFoundError(f"`{rev}` is not a git revision here")
     return GitRevision(rev, root), Path(path)
+
+
+def is_glob(path: str) -> bool:
+    return any(ch in path for ch in "*?[")
+
+
+def first_match(files: FileSystem, base_dir: Path, path: str) -> Path | None:
+    """The file a source's ``path`` (relative to its spec's directory) reads first: a glob's
+    first match (None when nothing matches), else the path itself, whether it exists or not."""
+    pattern = base_dir / path
+    if is_glob(path):
+        matches = files.glob(pattern)
+        return matches[0] if matches else None
+    return pattern
+
+
+def present_file(files: FileSystem, base_dir: Path, path: str) -> Path | None:
+    """`first_match`, when it is a file that is there."""
+    found = first_match(files, base_dir, path)
+    return found if found is not None and files.is_file(found) else None

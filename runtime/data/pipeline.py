@@ -139,11 +139,8 @@ class DataPipeline:
             template = plan.template_for(spec.name)
             st = None
             parts: list[tuple[SourceSpec, str | None]] = [(spec, None)]
-            if spec.eval is not None and spec.eval.source is not None:
-                ev = dataclasses.replace(spec.eval.source, name=f"{spec.name}/eval", eval=None,
-                                         overflow=spec.overflow, on_bad_row=spec.on_bad_row, rename=spec.rename,
-                                         system=spec.system, where=spec.where)
-                parts.append((ev, "eval"))
+            if (eval_part := spec.eval_part()) is not None:
+                parts.append((eval_part, "eval"))
             for part_spec, forced_split in parts:
                 loaded = share.first(f"read {part_spec.name}", lambda: load_source(part_spec, cache_dir))
                 ts = tokenize_source(loaded, template, tokenizer, cache_dir, num_proc=num_proc, share=share)

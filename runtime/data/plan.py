@@ -171,6 +171,16 @@ class SourceSpec:
             _check(self.kind == "csv" and len(self.delimiter) == 1,
                    f"source {self.name!r}: delimiter= is one character, and only for csv")
 
+    def eval_part(self) -> "SourceSpec | None":
+        """The source of this source's eval rows when they come from another file
+        (``split eval = jsonl(...)``): read as this source's rows are (overflow, bad rows,
+        renames, filter, system message), named ``"<name>/eval"``."""
+        if self.eval is None or self.eval.source is None:
+            return None
+        return dataclasses.replace(self.eval.source, name=f"{self.name}/eval", eval=None, overflow=self.overflow,
+                                   on_bad_row=self.on_bad_row, rename=self.rename, system=self.system,
+                                   where=self.where)
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "SourceSpec":
         d = dict(d)

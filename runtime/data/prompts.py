@@ -195,19 +195,13 @@ def _render(tokenizer: Any, mode: Mode, value: str | Mapping[str, Any],
 
 def _tokens(tokenizer: Any, row: Mapping[str, Any]) -> Prompt:
     """A pre-tokenized row's prompt: its ids before the last trained run (all without labels)."""
-    if row.get("labels") is None and row.get("loss_mask") is None:
-        row = {**row, "loss_mask": [0] * (len(row.get("input_ids") or []) - 1) + [1]}
-        cut_last = False
-    else:
-        cut_last = True
     try:
+        if row.get("labels") is None and row.get("loss_mask") is None:
+            return Prompt(shapes.token_ids(row, len(tokenizer)))
         ids, trained = shapes.token_row(row, len(tokenizer))
     except RowProblem as p:
         raise _problem(p) from None
-    if not cut_last:
-        return Prompt(ids)
-    end = len(trained) - trained[::-1].index(1)
-    start = end
+    start = len(trained) - trained[::-1].index(1)  # the end of the last trained run
     while start > 0 and trained[start - 1]:
         start -= 1
     return Prompt(ids[:start])

@@ -269,8 +269,8 @@ def alpaca_messages(row: Mapping[str, Any], system: str | None) -> list[dict[str
 # ---------------------------------------------------------------- pre-tokenized
 
 
-def token_row(row: Mapping[str, Any], vocab_size: int) -> tuple[list[int], list[int]]:
-    """(ids, trained flags) of a pre-tokenized row; ``trained[0]`` is 0 (nothing predicts it)."""
+def token_ids(row: Mapping[str, Any], vocab_size: int) -> list[int]:
+    """A pre-tokenized row's ``input_ids``, each checked to be a token id of the vocabulary."""
     ids = row.get("input_ids")
     if not isinstance(ids, (list, tuple)) or not ids:
         raise RowProblem("input_ids must be a non-empty list of token ids", column="input_ids")
@@ -278,6 +278,12 @@ def token_row(row: Mapping[str, Any], vocab_size: int) -> tuple[list[int], list[
         if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab_size:
             raise RowProblem(f"input_ids[{j}] = {t!r} is not a token id of this tokenizer (0..{vocab_size - 1})",
                              column="input_ids")
+    return [int(t) for t in ids]
+
+
+def token_row(row: Mapping[str, Any], vocab_size: int) -> tuple[list[int], list[int]]:
+    """(ids, trained flags) of a pre-tokenized row; ``trained[0]`` is 0 (nothing predicts it)."""
+    ids = token_ids(row, vocab_size)
     if row.get("labels") is not None:
         labels = row["labels"]
         if not isinstance(labels, (list, tuple)) or len(labels) != len(ids):
@@ -300,4 +306,4 @@ def token_row(row: Mapping[str, Any], vocab_size: int) -> tuple[list[int], list[
     trained[0] = 0
     if not any(trained):
         raise RowProblem("no trainable tokens (every label is -100)", column="labels")
-    return [int(t) for t in ids], trained
+    return ids, trained

@@ -31,6 +31,7 @@ missing, no template, a template that does not compile) raises
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from dataclasses import dataclass
@@ -106,6 +107,21 @@ def _lookup(row: dict[str, Any], path: tuple[str, ...]) -> str:
 
 def render_parts(parts: Sequence[Part], row: dict[str, Any]) -> str:
     return "".join(p if isinstance(p, str) else _lookup(row, p) for p in parts)
+
+
+def training_text(row: dict[str, Any], parts: Sequence[Part] | None = None, *, conversation: str | None = None,
+                  roles=(), keys=(), system: str | None = None, alpaca: bool = False) -> str:
+    """A row's text as a tokenizer is trained on it (what the model reads): the turns of the
+    ``conversation`` column (tool calls as their JSON), the Alpaca prompt and output, or the
+    template ``parts`` filled in. One rule for `sftc run`'s tokenizer training and `sftc check`'s
+    vocabulary estimate."""
+    if conversation is not None:
+        turns = shapes.with_system(shapes.conversation(row.get(conversation), conversation, roles, keys), system)
+        calls = [json.dumps(call["function"]) for turn in turns for call in turn.get("tool_calls", ())]
+        return "\n".join([turn["content"] for turn in turns] + calls)
+    if alpaca:
+        return "".join(shapes.alpaca_prompt(row))
+    return render_parts(parts or [], row)
 
 
 @dataclass(frozen=True)

@@ -146,9 +146,9 @@ class _Reader:
             raise _Refused(f"{where}: the run's plan has no source {source!r}") from None
         if file in resolve_paths(spec):
             return spec
-        if spec.eval is not None and spec.eval.source is not None and file in resolve_paths(spec.eval.source):
-            return dataclasses.replace(spec.eval.source, name=f"{spec.name}/eval", eval=None,
-                                       overflow=spec.overflow, on_bad_row=spec.on_bad_row)
+        part = spec.eval_part()
+        if part is not None and file in resolve_paths(part):
+            return part
         raise _Refused(f"{where}: {file} is no longer one of the source's files")
 
     def row(self, source: str, file: str, line: int, expected_fingerprint: str, where: str) -> dict:
