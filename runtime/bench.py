@@ -55,6 +55,7 @@ import time
 from typing import Any, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from . import allocator
@@ -162,6 +163,11 @@ class StepBench:
         started = time.perf_counter()
         self.compiled = engine.step_fn.lower(self.state, self.frozen, self.data).compile()  # called as the run's loop does
         self.compile_s = time.perf_counter() - started
+        # jax 0.10 on the CPU: a compiled executable refuses mesh-sharded 4-bit arguments (it reports
+        # their packed layout as unpacked), so a 4-bit base steps through the jitted function, as the
+        # run's loop calls it (its first call compiles again: the warm-up steps absorb it).
+        packed = any(leaf.dtype in (jnp.int4, jnp.uint4) for leaf in jax.tree.leaves(self.frozen))
+        self.call = engine.step_fn if packed else self.compiled
         self.loss = float("nan")
         self.faults_per_step = 0.0
 
@@ -187,7 +193,7 @@ class StepBench:
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         for _ in range(steps):
             started = time.perf_counter()
-            self.state, metrics = self.compiled(self.state, self.frozen, self.data)
+            self.state, metrics = self.call(self.state, self.frozen, self.data)
             jax.block_until_ready((self.state, metrics))
             times.append(time.perf_counter() - started)
         self.faults_per_step = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / max(steps, 1)

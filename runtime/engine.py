@@ -14,6 +14,7 @@ restores onto.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +51,7 @@ class StepSettings:
     mesh: Mapping[str, int | str]
     adapter: LoraPlan | None = None
     seed: int = 0  # adapter initialisation and dropout masks
+    quantize: str | None = None  # how the frozen base is stored (runtime.models.quantize)
 
     @classmethod
     def of(cls, plan: Plan) -> "StepSettings":
@@ -58,7 +60,7 @@ class StepSettings:
         return cls(
             steps=plan.train.steps, micro=plan.train.micro, accumulation=plan.accumulation, dtype=plan.model.dtype,
             optimizer=plan.train.optimizer, schedule=plan.train.schedule, clip=plan.train.clip,
-            mesh=plan.train.mesh, adapter=plan.model.adapter, seed=plan.data.seed,
+            mesh=plan.train.mesh, adapter=plan.model.adapter, seed=plan.data.seed, quantize=plan.model.quantize,
         )
 
 
@@ -67,11 +69,15 @@ def compute_dtype(name: str):
 
 
 def _with_adapter(model, settings: StepSettings, seed: int):
+    """The model as the step trains it: adapters added, the frozen base quantized if asked."""
     if settings.adapter is None:
+        if settings.quantize is not None:
+            raise EngineError(f"quantize = {settings.quantize} needs a LoRA adapter: a quantized base is frozen")
         return model
-    from .models import lora
+    from .models import lora, quantize
 
-    return lora.add_lora(model, settings.adapter, rngs=seed)
+    model = lora.add_lora(model, settings.adapter, rngs=seed)
+    return model if settings.quantize is None else quantize.quantize_model(model, settings.quantize)
 
 
 def _trainable(settings: StepSettings):
@@ -104,13 +110,32 @@ def load_weights(settings: StepSettings, config: ModelConfig, checkpoint: Path |
 
         # A frozen base (LoRA) is read straight into the compute dtype, tensor by tensor: a bf16
         # run never holds a float32 copy of it. What trains is float32.
+        # A quantized base is quantized tensor by tensor as it is read.
         frozen_base = settings.adapter is not None
-        loaded, _ = load_pretrained(checkpoint, dtype=settings.dtype if frozen_base else "float32")
+        convert = None
+        if settings.quantize is not None:
+            from .models.quantize import converter
+
+            convert = converter(settings.quantize, compute)
+        loaded, _ = load_pretrained(checkpoint, dtype=settings.dtype if frozen_base else "float32", convert=convert)
         graphdef, _ = nnx.split(nnx.eval_shape(lambda: build(config, 0, dtype=compute, param_dtype=jnp.float32)))
         model = nnx.merge(graphdef, nnx.split(loaded)[1])
     model = _with_adapter(model, settings, settings.seed)
     _, params, frozen = nnx.split(model, _trainable(settings), ...)
     return params.to_pure_dict(), steplib.cast(frozen.to_pure_dict(), compute)
+
+
+def over_original_base(model, settings: StepSettings, config: ModelConfig, checkpoint: Path | None):
+    """The trained adapters of ``model`` (a quantized-base LoRA model) over the base as it was
+    before quantization, in the compute dtype: what an export applies them to (peft loads the
+    original base; `hf` merges into it). A model without quantization is returned as is."""
+    if settings.quantize is None:
+        return model
+    plain = dataclasses.replace(settings, quantize=None)
+    _, frozen = load_weights(plain, config, checkpoint)
+    graphdef, _, _ = _abstract_model(plain, config)
+    _, params, _ = nnx.split(model, _trainable(settings), ...)
+    return nnx.merge(graphdef, params.to_pure_dict(), frozen)
 
 
 class Engine:

@@ -234,13 +234,16 @@ def _weights(directory: Path):
 
 
 def load_pretrained(path: str | os.PathLike, dtype: str = "float32", *,
-                    revision: str | None = None, **config_overrides) -> tuple[Transformer, ModelConfig]:
+                    revision: str | None = None, convert: Callable[[tuple, Any], Any] | None = None,
+                    **config_overrides) -> tuple[Transformer, ModelConfig]:
     """Load a Hugging Face Llama-family checkpoint: ``(model, config)``.
 
     ``path``: a local directory (config.json + safetensors), a ``.gguf`` file, or a hub id
     when the hub is reachable. ``dtype``: parameter and compute dtype
     (``"float32"``, ``"bfloat16"``, ...); weights are cast on load.
     ``config_overrides`` replace `ModelConfig` fields (e.g. ``attention_impl``).
+    ``convert(key_path, array)`` gives what each tensor is stored as once read and cast (a
+    quantized base: `runtime.models.quantize.converter`), one tensor at a time.
 
     ``model(input_ids)`` with ``input_ids`` an int ``[batch, length]`` array
     returns float32 logits ``[batch, length, vocab]``.
@@ -282,7 +285,8 @@ def load_pretrained(path: str | os.PathLike, dtype: str = "float32", *,
             raise CheckpointError(
                 f"{directory}: tensor {hf_name!r} has shape {stored}, but config.json implies "
                 f"{implied}. The weights do not match config.json.")
-        leaves.append((key_path, variable.replace(jnp.asarray(array, jdtype))))
+        value = jnp.asarray(array, jdtype)
+        leaves.append((key_path, variable.replace(value if convert is None else convert(tuple(key_path), value))))
         del array
     model = nnx.merge(graphdef, nnx.from_flat_state(leaves))
     return model, config

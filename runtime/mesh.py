@@ -82,15 +82,17 @@ def spec_for(names, shape, mesh: jax.sharding.Mesh, rules=RULES) -> jax.P:
 
 
 def logical_names(state: nnx.State) -> dict:
-    """The pure-dict tree of `state` with each array replaced by its logical axis names."""
-    flat = dict(state.flat_state())
-
-    def one(path, leaf):
-        variable = flat[tuple(getattr(k, "key", getattr(k, "idx", None)) for k in path)]
+    """The pure-dict tree of `state` with each array replaced by its logical axis names. A
+    quantized kernel (a qwix QArray) gives its names to each of its arrays: codes and scales."""
+    tree = state.to_pure_dict()
+    for path, variable in state.flat_state():
         names = variable.get_metadata().get("out_sharding")
-        return tuple(names) if names else (None,) * len(variable.shape)
-
-    return jax.tree_util.tree_map_with_path(one, state.to_pure_dict())
+        names = tuple(names) if names else (None,) * len(variable.shape)
+        node = tree
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = jax.tree.map(lambda _: names, variable.get_value())
+    return tree
 
 
 def state_shardings(state: nnx.State, mesh: jax.sharding.Mesh, rules=RULES) -> dict:

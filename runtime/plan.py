@@ -32,6 +32,10 @@ from .plan_types import (
 
 PLAN_VERSION = 2  # 2: typed optimizer, schedule, init and tokenizer-training settings
 
+# How a LoRA run may store its frozen base (`model { quantize = ... }`), see runtime.models.quantize:
+# int8 with one scale per output channel, or 4-bit NormalFloat with one scale per 64 inputs.
+QUANTIZATIONS = ("int8", "nf4")
+
 
 class PlanVersionError(ValueError):
     """A plan.json written by another sftc: its layout is not this one's."""
@@ -74,7 +78,9 @@ class LoraPlan:
 @dataclass(frozen=True)
 class ModelPlan:
     """`hf`: `path` is a local directory or hub id; `init`: fresh weights of the
-    architecture `init` describes (its `vocab` None means the tokenizer's size)."""
+    architecture `init` describes (its `vocab` None means the tokenizer's size).
+    `quantize`: how the frozen base of a LoRA run is stored (`QUANTIZATIONS`; None: in
+    `dtype`)."""
 
     kind: str  # "hf" | "init"
     dtype: str
@@ -83,6 +89,7 @@ class ModelPlan:
     revision: str | None = None
     init: LlamaInit | None = None
     adapter: LoraPlan | None = None
+    quantize: str | None = None
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ModelPlan":

@@ -137,6 +137,19 @@ def _check_model(ctx: _Context) -> None:
                 _check_model_dir(ctx, tokenizer, base_dir, what="tokenizer")
     if isinstance(tokenizer, ast.TrainOn) and _check_source_ref(ctx, tokenizer.source):
         _check_tokenizer_vocab(ctx, tokenizer)
+    quantize = spec.value("model", "quantize")
+    if isinstance(quantize, ast.Name) and quantize.name != "none":
+        if isinstance(base, ast.Init):
+            ctx.report(Diagnostic("E072", f"`quantize = {quantize.name}` needs a pretrained base; an `init` model trains in full", quantize.span, "remove `quantize`"))
+        elif not isinstance(adapter, ast.Call):
+            ctx.report(
+                Diagnostic(
+                    "E072",
+                    f"`quantize = {quantize.name}` needs `adapter = lora(...)`",
+                    quantize.span,
+                    "a quantized base is frozen and only LoRA adapters train over it: add `adapter = lora(rank = 16)`, or remove `quantize`",
+                )
+            )
     export = spec.value("output", "export")
     if isinstance(export, ast.Name) and export.name == "peft":
         if not isinstance(adapter, ast.Call):

@@ -228,6 +228,7 @@ CODES: dict[str, str] = {
     "E066": "a comparison with a baseline that does not exist (scratch model, `baseline = off`, or a metric the baseline lacks)",
     "E070": "an export format the model cannot produce",
     "E071": "a sampled row of a data file that the run would stop at as a bad row",
+    "E072": "a quantized base (`quantize`) without a LoRA adapter to train over it",
     "W001": "a check skipped because the hub is offline or unreachable",
     "W004": "a data source declared but not trained on",
     "W005": "an interval longer than the whole run",

@@ -202,10 +202,14 @@ def _model_plan(spec: Spec) -> ModelPlan:
         options = _kwargs(adapter)
         lora = LoraPlan(options["rank"], float(options["alpha"]), float(options["dropout"]), tuple(options["targets"]))
     dtype = _py(spec.value("model", "dtype"))
+    quantize = _py(spec.value("model", "quantize"))
+    quantize = None if quantize == "none" else quantize  # the plan's None: stored in `dtype`
     if isinstance(base, ast.Init):
-        return ModelPlan("init", dtype, tokenizer_plan, init=ARCHITECTURES[base.call.head.name](**_kwargs(base.call)), adapter=lora)
+        init = ARCHITECTURES[base.call.head.name](**_kwargs(base.call))
+        return ModelPlan("init", dtype, tokenizer_plan, init=init, adapter=lora, quantize=quantize)
     options = _kwargs(base)
-    return ModelPlan("hf", dtype, tokenizer_plan, path=_local_or_hub(options["path"], base_dir), revision=options.get("revision"), adapter=lora)
+    path = _local_or_hub(options["path"], base_dir)
+    return ModelPlan("hf", dtype, tokenizer_plan, path=path, revision=options.get("revision"), adapter=lora, quantize=quantize)
 
 
 # ---------------------------------------------------------------- train / eval

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from runtime import plan_types
 from runtime.data.plan import CONVERSATION_ROLES, FORMATS
+from runtime.plan import QUANTIZATIONS
 
 from .types import (
     Bool,
@@ -175,6 +176,12 @@ MODEL_KEYS = (
     Key("tokenizer", TOKENIZER, "base", doc="`base` (the checkpoint's), `hf(\"dir\")`, `sentencepiece(\"file.model\")` or `train sentencepiece(vocab = N) on SOURCE`"),
     Key("dtype", Enum(("float32", "bfloat16")), "float32", doc="parameter and compute dtype; optimizer state stays float32"),
     Key("adapter", ADAPTER, "none", doc="`none` (full fine-tune) or `lora(...)`"),
+    Key(
+        "quantize",
+        Enum(("none",) + QUANTIZATIONS),
+        "none",
+        doc="how the frozen base of a LoRA run is stored: `none` (in `dtype`), `int8` (8-bit, one scale per output channel) or `nf4` (4-bit NormalFloat, one scale per 64 inputs, as QLoRA)",
+    ),
 )
 
 # ---------------------------------------------------------------- data

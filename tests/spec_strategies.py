@@ -67,9 +67,9 @@ _UNITS = ["steps", "epochs", "tokens", "GiB", "MiB", "rows"]
 _DATA_NAMES = ["tickets", "faq", "chats", "extra", "t2", "on_call"]
 _HEADS = ["hf", "lora", "adamw", "cosine", "greedy", "sample", "jsonl", "parquet", "hf_dataset", "llama",
           "sentencepiece", "f", "exact_match"]
-_KEYS = ["base", "tokenizer", "dtype", "adapter", "epochs", "steps", "batch", "micro", "seq_len", "packing",
-         "optimizer", "schedule", "clip", "remat", "seed", "mesh", "checkpoint", "every", "generate", "samples",
-         "dir", "export", "overflow", "on_bad_row", "data", "on", "train", "lrr", "zzz"]
+_KEYS = ["base", "tokenizer", "dtype", "adapter", "quantize", "epochs", "steps", "batch", "micro", "seq_len",
+         "packing", "optimizer", "schedule", "clip", "remat", "seed", "mesh", "checkpoint", "every", "generate",
+         "samples", "dir", "export", "overflow", "on_bad_row", "data", "on", "train", "lrr", "zzz"]
 _METRICS = ["loss", "rouge_l", "exact_match", "json_valid", "mean_tokens", "chrf", "perplexity"]
 _BLOCKS = ["model", "train", "eval", "accept", "output"]
 _OTHER_BLOCKS = ["on", "every", "seed", "keep", "for", "init", "optimizer", "modle"]
@@ -294,6 +294,7 @@ _TYPED = {
     "tokenizer": st.sampled_from(["base", 'hf("dir")', "train sentencepiece(vocab = 4096) on tickets"]),
     "dtype": st.sampled_from(["bfloat16", "float32"]),
     "adapter": st.sampled_from(["lora(rank = 16, alpha = 32, dropout = 0.05, targets = [q, k, v, o])", "none"]),
+    "quantize": st.sampled_from(["none", "int8", "nf4"]),
     "data": _weighted_sum(),
     "epochs": st.integers(1, 5).map(str),
     "batch": st.sampled_from(["32", "8", "30"]),

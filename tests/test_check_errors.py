@@ -86,6 +86,7 @@ CASES = {
     "unknown enum value": Case("E015", {15: "    remat = ful"}, 15, "ful"),
     "unknown source kind": Case("E015", {6: 'data tickets = jsnl("tickets.jsonl") {'}, 6, "jsnl"),
     "unknown lora target": Case("E015", {4: "    adapter = lora(targets = [q, x])"}, 4, "x"),
+    "unknown quantization": Case("E015", {4: "    tokenizer = train sentencepiece(vocab = 300) on tickets\n    quantize = int4"}, 5, "int4"),
     "header not first": Case("E016", {1: "", 16: '}\nsft "x"'}, 16, "sft"),
     "split without label": Case("E017", {7: "    split = 10%"}, 7, "split"),
     "split with wrong label": Case("E017", {7: "    split test = 10%"}, 7, "test"),
@@ -179,6 +180,7 @@ CASES = {
     "review wins on a model trained from scratch": Case("E066", {22: "    review_wins >= 60%"}, 22, "review_wins"),
     "baseline on a model trained from scratch": Case("E066", {18: "    baseline = base"}, 18, "base"),
     "peft export without adapter": Case("E070", {16: "}\noutput {\n    export = peft\n}"}, 18, "export"),
+    "quantized base of an init model": Case("E072", {4: "    tokenizer = train sentencepiece(vocab = 300) on tickets\n    quantize = nf4"}, 5, "nf4"),
 }
 
 

@@ -132,6 +132,14 @@ def evaluate_run(prepared, result, run_dir: Path, facts: dict[str, Any], tokeniz
     return Outcome(ok, verdicts, values, samples, report, export_dir, check, scores.baseline, scores.base_values)
 
 
+def original_base(prepared, model):
+    """The run's adapters over its base as stored before quantization (a quantized-base run), else
+    ``model``: what the export holds."""
+    from ..engine import StepSettings, over_original_base
+
+    return over_original_base(model, StepSettings.of(prepared.plan), prepared.config, prepared.checkpoint)
+
+
 def export_model(prepared, model, directory: Path, kind: str) -> Path:
     """A checkpoint transformers (`hf`) or peft (`peft`) loads as is, with the tokenizer."""
     from ..hf import save_pretrained
@@ -140,7 +148,7 @@ def export_model(prepared, model, directory: Path, kind: str) -> Path:
         if prepared.plan.model.adapter is not None:
             from ..models.lora import merge_lora
 
-            model = merge_lora(model)
+            model = merge_lora(original_base(prepared, model))
         return save_pretrained(
             model, prepared.config, directory, tokenizer=prepared.tokenizer,
             max_shard_size=prepared.plan.output.shard_size, dtype=prepared.plan.model.dtype,

@@ -306,8 +306,15 @@ def _export_check_lines(check: Mapping[str, Any]) -> list[str]:
     """The export reloaded from disk against the run: per gate metric, and the logits."""
     verdict = "✓ pass" if check["passed"] else "✗ fail"
     rule = "identical answers (float32)" if check["exact"] else "within tolerance (16-bit weights)"
+    quantization = check.get("quantization") or {}
+    against = " (against the adapters over the original base)" if quantization else ""
     lines = ["## Export check", "", f"{verdict}: {check['rows']} eval rows re-scored from the exported files, "
-             f"{check['rows_differing']} answer(s) differ; rule: {rule}. See docs/evaluation.md.", ""]
+             f"{check['rows_differing']} answer(s) differ{against}; rule: {rule}. See docs/evaluation.md.", ""]
+    if quantization:
+        lines += [f"The run trained over a {quantization['kind']} base; the export holds its adapters over the "
+                  f"original base: {quantization.get('rows_differing_from_run', 0)} answer(s) differ from the run's, "
+                  f"and the logits by up to {quantization['max_abs_diff']:.3g} ({quantization['share']:.0%} of the "
+                  f"largest; tolerance {quantization['tolerance']:.3g}).", ""]
     rows = [[f"`{key}`", format_value(key.split("(")[0], m["run"]), format_value(key.split("(")[0], m["export"]),
              f"{m['tolerance']:g}", "✓" if m["passed"] else "✗"] for key, m in check["metrics"].items()]
     logits = check["logits"]

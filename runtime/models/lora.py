@@ -61,6 +61,9 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from .quantize import is_quantized
+from .transformer import Linear
+
 __all__ = ["TARGETS", "LoraLinear", "add_lora", "trainable_filter", "count_params", "count_lora_params",
            "merge_lora", "dropout_rng", "lora_layers", "has_lora"]
 
@@ -95,8 +98,8 @@ def _lora_a_init(key, shape, dtype):
     return jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
-class LoraLinear(nnx.Linear):
-    """An ``nnx.Linear`` plus a low-rank update; built from an existing ``nnx.Linear``.
+class LoraLinear(Linear):
+    """A projection plus a low-rank update; built from an existing `Linear` (plain or quantized).
 
     The base ``kernel``/``bias`` variables (and every setting of the base layer)
     are shared, not copied, and keep their state paths. ``index`` (static) makes
@@ -105,8 +108,8 @@ class LoraLinear(nnx.Linear):
 
     def __init__(self, base: nnx.Linear, *, rank: int, alpha: float, dropout: float = 0.0,
                  index: int = 0, rngs: nnx.Rngs, param_dtype: Any = jnp.float32):
-        if type(base) is not nnx.Linear:
-            raise TypeError(f"LoRA wraps nnx.Linear projections, got {type(base).__name__}")
+        if type(base) is not Linear:
+            raise TypeError(f"LoRA wraps the model's Linear projections, got {type(base).__name__}")
         if rank < 1:
             raise ValueError(f"LoRA rank must be >= 1, got {rank}")
         if not 0.0 <= dropout < 1.0:
@@ -237,6 +240,10 @@ def merge_lora(model: nnx.Module) -> nnx.Module:
     if not isinstance(model, Transformer):
         raise TypeError(f"merge_lora expects a Transformer, got {type(model).__name__}")
     merged = {}
+    for path, variable in nnx.to_flat_state(nnx.state(model)):
+        if is_quantized(variable.get_value()):
+            raise ValueError(f"{'.'.join(map(str, path))} is quantized: merge the adapters into the "
+                             "unquantized base (runtime.engine.over_original_base)")
     for path, layer in lora_layers(model):
         kernel = layer.kernel[...]
         merged[path + ("kernel",)] = (kernel.astype(jnp.float32) + layer.delta()).astype(kernel.dtype)

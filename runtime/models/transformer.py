@@ -30,6 +30,7 @@ from flax import nnx
 
 from .attention import attend, make_mask, positions_from_segments
 from .config import ModelConfig
+from .quantize import is_quantized, project
 from .rope import apply_rope, inverse_frequencies, rope_tables
 from .sharding import constrain, partitioned
 
@@ -64,9 +65,22 @@ class RMSNorm(nnx.Module):
         return self.scale[...].astype(self.dtype) * y
 
 
+class Linear(nnx.Linear):
+    """``nnx.Linear`` whose kernel may be stored quantized (a quantized base: `quantize`)."""
+
+    def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
+        kernel = self.kernel.get_value()
+        if not is_quantized(kernel):
+            return super().__call__(inputs, out_sharding)
+        y = project(inputs, kernel, self.dtype)
+        if self.bias is not None:
+            y = y + self.bias[...].astype(y.dtype)
+        return y
+
+
 def _linear(din: int, dout: int, names: tuple[str, str], bias: bool, config: ModelConfig,
-            dtype: _Dtypes, rngs: nnx.Rngs) -> nnx.Linear:
-    return nnx.Linear(
+            dtype: _Dtypes, rngs: nnx.Rngs) -> Linear:
+    return Linear(
         din, dout, use_bias=bias, dtype=dtype.compute, param_dtype=dtype.param,
         kernel_init=partitioned(nnx.initializers.normal(config.initializer_range), names),
         bias_init=partitioned(nnx.initializers.zeros_init(), names[1:]),
