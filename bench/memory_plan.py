@@ -1,7 +1,7 @@
 """How far `sftc plan`'s memory estimate is from what the compiled train step needs.
 
 For several shapes (full fine-tune and LoRA, float32 and bfloat16, remat off / full / dots,
-longer rows) it builds the step a run builds (`runtime.bench.StepBench`: the engine's own
+longer rows, LoRA over an int8 and an nf4 base) it builds the step a run builds (`runtime.bench.StepBench`: the engine's own
 step, state and frozen base), asks XLA for its accounting of the compiled program
 (`compiled.memory_analysis()`: the arguments, the outputs not aliased onto them, and the
 temporaries its buffer assignment needs at the peak) and prints that beside the estimate
@@ -42,6 +42,7 @@ class Shape:
     dtype: str = "float32"
     remat: str = "off"
     lora: bool = False
+    quantize: str | None = None
 
 
 SHAPES = (
@@ -54,6 +55,9 @@ SHAPES = (
     Shape("30M LoRA bf16", 6, 512, 8, 8, 1376, 16384, 4, 512, dtype="bfloat16", lora=True),
     Shape("135M-shape LoRA", 30, 576, 9, 3, 1536, 49152, 2, 256, lora=True),
     Shape("135M-shape LoRA bf16 remat", 30, 576, 9, 3, 1536, 49152, 4, 512, dtype="bfloat16", remat="full", lora=True),
+    Shape("135M-shape LoRA bf16", 30, 576, 9, 3, 1536, 49152, 2, 256, dtype="bfloat16", lora=True),
+    Shape("135M-shape LoRA bf16 int8", 30, 576, 9, 3, 1536, 49152, 2, 256, dtype="bfloat16", lora=True, quantize="int8"),
+    Shape("135M-shape LoRA bf16 nf4", 30, 576, 9, 3, 1536, 49152, 2, 256, dtype="bfloat16", lora=True, quantize="nf4"),
 )
 
 
@@ -73,7 +77,7 @@ def measure(shape: Shape) -> dict:
     adapter = LoraPlan(16, 32, 0.0, ("q", "k", "v", "o")) if shape.lora else None
     settings = StepSettings(steps=10, micro=shape.micro, accumulation=1, dtype=shape.dtype, optimizer=DEFAULT_OPTIMIZER,
                             schedule=SCHEDULES["cosine"](warmup=Length(steps=1)).decided(10), clip=1.0,
-                            mesh={"data": "auto"}, adapter=adapter)
+                            mesh={"data": "auto"}, adapter=adapter, quantize=shape.quantize)
     bench = StepBench(config, settings, shape.seq_len, jax.devices()[:1])
     analysis = bench.compiled.memory_analysis()
     measured = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes - analysis.alias_size_in_bytes
@@ -82,7 +86,7 @@ def measure(shape: Shape) -> dict:
     trainable = count_lora_params(config, adapter) if adapter else total
     estimate = memory_estimate(config, trainable=trainable, total_params=total + (trainable if adapter else 0),
                                dtype=shape.dtype, optimizer=DEFAULT_OPTIMIZER, micro_tokens=shape.micro * shape.seq_len,
-                               seq_len=shape.seq_len, remat=shape.remat)
+                               seq_len=shape.seq_len, remat=shape.remat, quantize=shape.quantize)
     return {"shape": shape.name, "params": total, "trainable": trainable, "measured": measured,
             "arguments": analysis.argument_size_in_bytes, "temporaries": analysis.temp_size_in_bytes,
             "estimate": estimate["total"], "estimate_activations": estimate["activations"],

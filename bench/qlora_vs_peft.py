@@ -32,6 +32,8 @@ BitsAndBytesConfig(...), device_map="cpu", dtype=torch.bfloat16)``: ``load_in_8b
 ``Linear8bitLt``) or ``load_in_4bit`` with ``bnb_4bit_quant_type="nf4"``, compute dtype
 bfloat16 (float32 and a float32 model for ``nf4-f32``), bitsandbytes' block size of 64.
 ``from_pretrained`` accepts the CPU with bitsandbytes 0.50, so no layer is replaced by hand.
+In training on the CPU, bitsandbytes dequantizes and then multiplies in the compute dtype
+(``MatMul8bitFp`` for int8, ``MatMul4Bit`` for nf4): no integer matmul on either side.
 bitsandbytes logs that it could not load the kernels-community CPU kernel and falls back to
 its own C kernels; the table's notes say so when it happens. No ``prepare_model_for_kbit_training``
 and no gradient checkpointing on either side.
@@ -199,22 +201,35 @@ def save_checkpoint(a, path: str) -> None:
 
 def run_peer(a, storage: str) -> dict:
     import logging
+    import warnings
+
+    notes: list[str] = []
+
+    def keep(message: str) -> None:  # bitsandbytes' fallbacks and casts, for the table's notes
+        if "kernels-community" in message:
+            message = "bitsandbytes: the kernels-community CPU kernel did not load (untrusted repository), its own C kernels ran"
+        message = f"peer {storage}: {message.splitlines()[0][:200]}"
+        if message not in notes:
+            notes.append(message)
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            keep(record.getMessage())
+
+    logging.getLogger("bitsandbytes").addHandler(Keep(level=logging.WARNING))  # before bitsandbytes is imported
+    shown = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if "bitsandbytes" in filename or "peft" in filename:
+            keep(str(message))
+        shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = showwarning
 
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import LlamaForCausalLM
 
-    notes: list[str] = []
-
-    class Keep(logging.Handler):  # bitsandbytes' fallback messages, for the table's notes
-        def emit(self, record):
-            message = record.getMessage()
-            if "kernels-community" in message:
-                message = "bitsandbytes: no kernels-community CPU kernel (not trusted/installed), its own C kernels used"
-            if message not in notes:
-                notes.append(message[:200])
-
-    logging.getLogger("bitsandbytes").addHandler(Keep(level=logging.WARNING))
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     dtype, quantize = HOW[storage]
@@ -358,6 +373,7 @@ def main(argv=None) -> list[dict]:
     a = _args(argv)
     if a.save:
         save_checkpoint(a, a.save)
+        print("@@RESULT " + json.dumps({"saved": a.save}), flush=True)
         return []
     if a.one:
         one(a)

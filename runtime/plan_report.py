@@ -42,7 +42,9 @@ def parameter_count(config: ModelConfig) -> dict[str, int]:
     layers = n * (attention + mlp + 2 * d)
     embed = v * d
     head = 0 if config.tie_embeddings else v * d
-    return {"embedding": embed, "layers": layers, "head": head, "norm": d, "total": embed + layers + head + d}
+    projections = n * (d * h * hd + 2 * d * kv * hd + h * hd * d + 3 * d * f)  # the kernels a quantized base stores quantized
+    return {"embedding": embed, "layers": layers, "head": head, "norm": d, "total": embed + layers + head + d,
+            "projections": projections}
 
 
 def optimizer_bytes(optimizer: Optimizer, config: ModelConfig, params: int) -> int:
@@ -73,15 +75,24 @@ def activation_bytes(config: ModelConfig, tokens: int, seq_len: int, remat: str,
 
 
 def memory_estimate(config: ModelConfig, *, trainable: int, total_params: int, dtype: str, optimizer: Optimizer,
-                    micro_tokens: int, seq_len: int, remat: str, shard: int = 1, tensor: int = 1) -> dict[str, float]:
+                    micro_tokens: int, seq_len: int, remat: str, shard: int = 1, tensor: int = 1,
+                    quantize: str | None = None) -> dict[str, float]:
     """Bytes per device of one train step, by part (the one estimate `sftc plan` prints and
     `bench/memory_plan.py` checks against XLA's own accounting of the compiled step).
 
     ``micro_tokens``: tokens of one micro-batch on one device; ``shard``: fsdp x tensor (what
-    divides the parameters); ``tensor``: what divides the activations."""
+    divides the parameters); ``tensor``: what divides the activations; ``quantize``: how a LoRA
+    run's frozen block projections are stored (plus one layer's kernel dequantized at a time)."""
+    from .models.quantize import bytes_per_weight
+
     compute_bytes = 2 if dtype == "bfloat16" else 4
     frozen = total_params - trainable  # kept in the compute dtype; the trainable part has a float32 master
-    params_b = (trainable * 4 + frozen * compute_bytes + (trainable * compute_bytes if compute_bytes == 2 else 0)) / shard
+    frozen_b = frozen * compute_bytes
+    if quantize is not None:
+        counts = parameter_count(config)
+        largest = config.hidden_size * max(config.intermediate_size, config.num_heads * config.head_dim)
+        frozen_b += counts["projections"] * (bytes_per_weight(quantize, compute_bytes) - compute_bytes) + largest * compute_bytes
+    params_b = (trainable * 4 + frozen_b + (trainable * compute_bytes if compute_bytes == 2 else 0)) / shard
     grads_b = trainable * 4 / shard
     opt_b = optimizer_bytes(optimizer, config, trainable) / shard
     act_b = activation_bytes(config, micro_tokens, seq_len, remat, compute_bytes) / max(tensor, 1)
@@ -90,7 +101,7 @@ def memory_estimate(config: ModelConfig, *, trainable: int, total_params: int, d
 
 
 def memory_advice(config: ModelConfig, limit: int, *, batch: int, micro: int, parallel: int, devices: int,
-                  fsdp: int, tensor: int, dtype: str, remat: str, **estimate_args) -> list[str]:
+                  fsdp: int, tensor: int, dtype: str, remat: str, lora: bool = False, **estimate_args) -> list[str]:
     """When the estimate exceeds ``limit``: each single setting that would make it fit, with the
     estimate it gives (the smallest change of each kind), or what no single setting can fix."""
 
@@ -111,6 +122,12 @@ def memory_advice(config: ModelConfig, limit: int, *, batch: int, micro: int, pa
         advice.append(f"`remat = full` would need {total(remat='full') / GiB:.2f} GiB")
     if dtype == "float32" and total(dtype="bfloat16") <= limit:
         advice.append(f"`dtype = bfloat16` would need {total(dtype='bfloat16') / GiB:.2f} GiB")
+    if lora:
+        smaller_bases = {None: ("int8", "nf4"), "int8": ("nf4",)}.get(estimate_args.get("quantize"), ())
+        for kind in smaller_bases:  # the least lossy that fits
+            if total(quantize=kind) <= limit:
+                advice.append(f"`quantize = {kind}` would need {total(quantize=kind) / GiB:.2f} GiB")
+                break
     for more in range(fsdp + 1, devices + 1):
         if devices % (more * tensor) == 0 and total(shard=more * tensor) <= limit:
             advice.append(f"`mesh = (fsdp = {more}, ...)` would need {total(shard=more * tensor) / GiB:.2f} GiB")
@@ -119,7 +136,7 @@ def memory_advice(config: ModelConfig, limit: int, *, batch: int, micro: int, pa
         least = total(micro_tokens=seq_len, remat="full", dtype="bfloat16", shard=devices)
         advice.append(f"no single setting fits: even `micro = {parallel}`, `remat = full`, `dtype = bfloat16` and "
                       f"fsdp over all {devices} devices need {least / GiB:.2f} GiB; use more devices or a smaller "
-                      "model (or LoRA)")
+                      "model (or LoRA, over a quantized base)")
     return advice
 
 
@@ -162,14 +179,16 @@ def plan_report(prepared: Prepared, as_dict: bool = False) -> Any:
     estimate = memory_estimate(
         config, trainable=trainable, total_params=total_params, dtype=plan.model.dtype, optimizer=plan.train.optimizer,
         micro_tokens=plan.train.micro // parallel * plan.data.seq_len, seq_len=plan.data.seq_len,
-        remat=plan.train.remat, shard=shape["fsdp"] * shape["tensor"], tensor=shape["tensor"])
+        remat=plan.train.remat, shard=shape["fsdp"] * shape["tensor"], tensor=shape["tensor"],
+        quantize=plan.model.quantize)
     limit, memory_kind = device_memory()
     advice = []
     if limit and estimate["total"] > limit:
         advice = memory_advice(config, limit, batch=plan.data.global_batch_size, micro=plan.train.micro,
                                parallel=parallel, devices=devices, fsdp=shape["fsdp"], tensor=shape["tensor"],
                                dtype=plan.model.dtype, remat=plan.train.remat, trainable=trainable,
-                               total_params=total_params, optimizer=plan.train.optimizer, seq_len=plan.data.seq_len)
+                               total_params=total_params, optimizer=plan.train.optimizer, seq_len=plan.data.seq_len,
+                               lora=plan.model.adapter is not None, quantize=plan.model.quantize)
     tokens_per_step = plan.data.global_batch_size * plan.data.seq_len
     step_flops = flops_per_token(config, total_params, plan.data.seq_len) * tokens_per_step
     steps = plan.train.steps
@@ -193,6 +212,7 @@ def plan_report(prepared: Prepared, as_dict: bool = False) -> Any:
             "params": total_params,
             "trainable": trainable,
             "dtype": plan.model.dtype,
+            "quantize": plan.model.quantize,
             "source": plan.model.path if plan.model.kind == "hf" else "init",
         },
         "data": stats.to_dict(),
@@ -225,6 +245,8 @@ def _baseline_text(plan) -> str | None:
 def _render(r: dict, plan, stats, memory_kind: str) -> str:
     m, mem = r["model"], r["memory_per_device"]
     tuning = "full fine-tune" if plan.model.adapter is None else f"LoRA rank {plan.model.adapter.rank}"
+    if plan.model.quantize is not None:
+        tuning += f" over an {plan.model.quantize} base"
     lines = [
         f"model    {m['architecture']} {_human(m['params'])} ({m['layers']} layers, dim {m['dim']}, {m['heads']} heads / {m['kv_heads']} kv, vocab {m['vocab']:,})   {tuning}, {m['dtype']}",
         f"         trainable {m['trainable']:,} of {m['params']:,} parameters   from {m['source']}",

@@ -49,3 +49,30 @@ def test_sftc_plan_prints_what_fits_when_the_estimate_exceeds_the_device(monkeyp
     text = out.out + out.err
     assert "the estimate exceeds the device's memory; any one of these fits:" in text
     assert "`micro = 4` (accumulation 2) would need" in text
+
+
+def test_a_quantized_base_shrinks_the_frozen_weights_and_is_advised_for_lora():
+    from runtime.models.lora import count_lora_params
+    from runtime.plan import LoraPlan
+    from runtime.plan_report import parameter_count
+
+    trainable = count_lora_params(CONFIG, LoraPlan(16, 32, 0.0, ("q", "k", "v", "o")))
+    lora = dict(ARGS, trainable=trainable, total_params=PARAMS + trainable)
+    projections = parameter_count(CONFIG)["projections"]
+    assert projections == 4 * (2 * 256 * 256 + 2 * 256 * 128 + 3 * 256 * 688)  # q o, k v, gate up down
+
+    def params(quantize):
+        return memory_estimate(CONFIG, **lora, dtype="bfloat16", remat="off", micro_tokens=256,
+                               quantize=quantize)["params"]
+
+    largest = 256 * 688 * 2  # one layer's kernel, dequantized while it runs
+    assert params("int8") == params(None) - projections * 1 + largest
+    assert params("nf4") == params(None) - projections * (2 - 0.5 - 2 / 64) + largest
+    limit = (memory_estimate(CONFIG, **lora, dtype="bfloat16", remat="full", micro_tokens=256, quantize="nf4")["total"]
+             + memory_estimate(CONFIG, **lora, dtype="bfloat16", remat="full", micro_tokens=256, quantize="int8")["total"]) / 2
+    advice = memory_advice(CONFIG, limit, batch=1, micro=1, parallel=1, devices=1, fsdp=1, tensor=1,
+                           dtype="bfloat16", remat="full", lora=True, **lora)
+    assert advice == [f"`quantize = nf4` would need {memory_estimate(CONFIG, **lora, dtype='bfloat16', remat='full', micro_tokens=256, quantize='nf4')['total'] / GiB:.2f} GiB"]
+    # a full fine-tune is never told to quantize its (trained) base
+    assert not any("`quantize =" in line for line in memory_advice(
+        CONFIG, limit, batch=1, micro=1, parallel=1, devices=1, fsdp=1, tensor=1, dtype="bfloat16", remat="full", **lora))
