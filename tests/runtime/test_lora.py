@@ -20,6 +20,7 @@ from safetensors import safe_open
 from runtime import mesh as meshlib
 from runtime.hf import CheckpointError, load_peft, load_pretrained, save_peft, save_pretrained
 from runtime.models import ModelConfig, build, forward, lora
+from runtime.models.transformer import Linear
 from runtime.plan import LoraPlan
 from runtime.train import step
 
@@ -199,7 +200,7 @@ def test_dropout_needs_a_key_and_is_deterministic_per_key():
     np.testing.assert_array_equal(np.asarray(forward(model, ids)), eval_logits)
 
     # one layer: the adapter input is dropped at rate p and the rest scaled by 1/(1-p)
-    linear = nnx.Linear(8, 8, use_bias=False, rngs=nnx.Rngs(0))
+    linear = Linear(8, 8, use_bias=False, rngs=nnx.Rngs(0))
     layer = lora.LoraLinear(linear, rank=8, alpha=8, dropout=0.25, rngs=nnx.Rngs(0))
     layer.lora_a.set_value(jnp.eye(8))
     layer.lora_b.set_value(jnp.eye(8))
