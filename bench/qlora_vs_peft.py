@@ -47,7 +47,7 @@ warm-up steps, then ``--steps`` timed ones (median). sftc's processes run with
 ``--malloc system`` runs them with glibc's own (``SFTC_MALLOC=system``). The peer always runs
 with glibc's own.
 
-    .venv/bin/python bench/qlora_vs_peft.py                      # the full shape, ~15-25 min on 2 cores
+    .venv/bin/python bench/qlora_vs_peft.py                      # the full shape, ~12 min on 2 quiet cores
     .venv/bin/python bench/qlora_vs_peft.py --malloc system
     .venv/bin/python bench/qlora_vs_peft.py --layers 2 --batch 2 --seq-len 64 --steps 2   # a quick check
     .venv/bin/python bench/qlora_vs_peft.py --only nf4 int8 --json
