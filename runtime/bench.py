@@ -154,7 +154,9 @@ class StepBench:
         self.micro, self.batch = settings.micro, settings.micro * settings.accumulation
         params, frozen = load_weights(settings, config, None)
         self.trainable = int(sum(np.prod(p.shape) for p in jax.tree.leaves(params)))
-        self.params = self.trainable + int(sum(np.prod(p.shape) for p in jax.tree.leaves(frozen)))
+        from .models.quantize import is_quantized  # a quantized kernel counts its weights, not its scales
+
+        self.params = self.trainable + int(sum(np.prod(p.shape) for p in jax.tree.leaves(frozen, is_leaf=is_quantized)))
         self.frozen = engine.place_frozen(frozen)
         self.state = engine.fresh_state(params)
         del params, frozen
