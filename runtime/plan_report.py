@@ -9,13 +9,16 @@ the memory the devices have, and the FLOPs. Estimates are labelled as such.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import mesh as meshlib
 from .flops import flops_per_token
 from .models.config import ModelConfig
 from .plan_types import AdamW, Constant, Lion, Optimizer, Sgd
-from .prepare import Prepared
+from .plan import Plan
+
+if TYPE_CHECKING:
+    from .data.stats import DataStats
 
 GiB = 2**30
 
@@ -160,10 +163,10 @@ def _human(n: float, unit: str = "") -> str:
     return f"{n:.0f}{' ' if unit else ''}{unit}"
 
 
-def plan_report(prepared: Prepared, as_dict: bool = False) -> Any:
+def plan_report(plan: Plan, config: ModelConfig, stats: DataStats, as_dict: bool = False) -> Any:
+    """What `sftc plan` shows of a decided plan, its model's config and its data's counts."""
     import jax
 
-    plan, config, stats = prepared.plan, prepared.config, prepared.pipeline.stats
     counts = parameter_count(config)
     total_params = counts["total"]
     trainable = total_params

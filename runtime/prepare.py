@@ -78,6 +78,27 @@ def _texts(spec: SourceSpec, template: TemplateSpec, cache_dir: str | None) -> I
             continue  # bad rows are counted and reported by the data pipeline itself
 
 
+def _tokenizer_template(plan: Plan) -> TemplateSpec:
+    """How the tokenizer's training source renders: its data block's template, if it is one."""
+    source = plan.model.tokenizer.source
+    names = {s.name for s in plan.data.sources}
+    return plan.data.template_for(source.name) if source.name in names else TemplateSpec()
+
+
+def trained_tokenizer_dir(plan: Plan, cache_dir: Path) -> Path:
+    """Where the plan's trained tokenizer is cached: named by (source content, template, options)."""
+    from .data.sources import source_fingerprint
+
+    spec = plan.model.tokenizer
+    key = json.dumps(
+        [source_fingerprint(spec.source, str(cache_dir / "data")), dataclasses.asdict(_tokenizer_template(plan)),
+         spec.training.arguments(), dataclasses.asdict(spec.source.eval) if spec.source.eval else None,
+         TOKENIZER_CACHE_VERSION],
+        sort_keys=True,
+    )
+    return cache_dir / "tokenizers" / hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
 def load_tokenizer(plan: Plan, cache_dir: Path):
     """The plan's tokenizer. A trained one is cached by (source content, template,
     options), so `sftc plan` and every later run of the same spec reuse it."""
@@ -94,23 +115,14 @@ def load_tokenizer(plan: Plan, cache_dir: Path):
         return tok.load_tokenizer(spec.path, revision=spec.revision)
     if spec.kind == "sentencepiece":
         return tok.from_sentencepiece(spec.path)
-    from .data.sources import source_fingerprint
-
-    names = {s.name for s in plan.data.sources}
-    template = plan.data.template_for(spec.source.name) if spec.source.name in names else TemplateSpec()
-    training = spec.training
-    key = json.dumps(
-        [source_fingerprint(spec.source, str(cache_dir / "data")), dataclasses.asdict(template), training.arguments(),
-         dataclasses.asdict(spec.source.eval) if spec.source.eval else None, TOKENIZER_CACHE_VERSION],
-        sort_keys=True,
-    )
-    target = cache_dir / "tokenizers" / hashlib.sha256(key.encode()).hexdigest()[:20]
+    target = trained_tokenizer_dir(plan, cache_dir)
     if (target / "tokenizer.json").exists():
         return tok.load_tokenizer(target)
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
+    training = spec.training
     trained = tok.train_sentencepiece(
-        _texts(spec.source, template, str(cache_dir / "data")),
+        _texts(spec.source, _tokenizer_template(plan), str(cache_dir / "data")),
         training.vocab,
         partial,
         model_type=training.model_type,
@@ -190,11 +202,21 @@ def prepare(plan: Plan, cache_dir: Path | None = None, share: Share = Share()) -
     In a job, ``share`` splits the work between its processes (`runtime.data.share`)."""
     from .data.pipeline import DataPipeline
 
+    from . import plan_cache
+
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache()
+    inputs = plan_cache.inputs_key(plan, cache_dir) if share.index == 0 else None
     tokenizer = share.first("tokenizer", lambda: load_tokenizer(plan, cache_dir))
-    config, checkpoint = model_config(plan, tokenizer)
-    config = config.replace(remat=plan.train.remat)
+    config, checkpoint = planned_config(plan, tokenizer)
     pipeline = DataPipeline(plan.data, tokenizer, str(cache_dir / "data"), share=share)
     steps = plan.train.steps if plan.train.steps is not None else pipeline.total_steps
+    decided = decide(plan, steps)
+    plan_cache.record(inputs, cache_dir, decided, pipeline.stats, tokenizer)
     reuse_freed_memory()  # after tokenizing (its threads would queue on one arena), before JAX computes
-    return Prepared(decide(plan, steps), tokenizer, pipeline, config, checkpoint)
+    return Prepared(decided, tokenizer, pipeline, config, checkpoint)
+
+
+def planned_config(plan: Plan, tokenizer) -> tuple[ModelConfig, Path | None]:
+    """The model's config as the plan trains it (`model_config` with the plan's remat)."""
+    config, checkpoint = model_config(plan, tokenizer)
+    return config.replace(remat=plan.train.remat), checkpoint

@@ -14,21 +14,35 @@ from . import (
 )
 
 
+def decided(plan):
+    """(decided plan, model config, data counts): recalled when the inputs are unchanged
+    (`runtime.plan_cache`: metadata only), else prepared (tokenizing what is not cached)."""
+    from runtime import plan_cache
+    from runtime.cache import default_cache
+    from runtime.prepare import planned_config, prepare
+
+    cache = default_cache()
+    recorded = plan_cache.recall(plan_cache.inputs_key(plan, cache), cache)
+    if recorded is not None:
+        config, _ = planned_config(recorded.plan, recorded.tokenizer)
+        return recorded.plan, config, recorded.stats
+    prepared = prepare(plan, cache)
+    return prepared.plan, prepared.config, prepared.pipeline.stats
+
+
 def main(args: argparse.Namespace, compiled: Compiled) -> int:
     from runtime.plan_report import plan_report
-    from runtime.prepare import prepare
 
     console = Console(stderr=True, highlight=False)
-    plan = compiled.plan
     try:
         with console.status("tokenizing and packing the data (cached after the first time)"):
-            prepared = prepare(plan)
+            plan, config, stats = decided(compiled.plan)
     except runtime_errors() as error:
         return runtime_error(console, error)
     if args.json:
         import json
 
-        print(json.dumps(plan_report(prepared, as_dict=True), indent=2))
+        print(json.dumps(plan_report(plan, config, stats, as_dict=True), indent=2))
     else:
-        Console(highlight=False, soft_wrap=True).print(plan_report(prepared))
+        Console(highlight=False, soft_wrap=True).print(plan_report(plan, config, stats))
     return EXIT_OK

@@ -24,14 +24,16 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
-import datasets
 import numpy as np
 
 from ..hub import hub_reachable, offline_requested
 from .errors import BadRowError, HubUnavailableError, SourceError, shorten
 from .plan import SourceSpec
+
+if TYPE_CHECKING:
+    import datasets
 
 _BUILDER = {"jsonl": "json", "json": "json", "csv": "csv", "parquet": "parquet", "arrow": "arrow", "text": "text"}
 _LINE_KINDS = ("jsonl", "csv", "text")  # one row per line: bad lines can be found and skipped
@@ -176,6 +178,8 @@ def _clean_copy(spec: SourceSpec, path: str, bad: set[int], cache_dir: str) -> t
 # ---------------------------------------------------------------- loaders
 
 def _load_file(spec: SourceSpec, path: str, cache_dir: str | None) -> datasets.Dataset:
+    import datasets
+
     kwargs = {}
     if spec.field is not None:
         kwargs["field"] = spec.field
@@ -196,6 +200,8 @@ def _load_file(spec: SourceSpec, path: str, cache_dir: str | None) -> datasets.D
 
 
 def _load_local(spec: SourceSpec, cache_dir: str | None) -> LoadedSource:
+    import datasets
+
     files = resolve_paths(spec)
     parts, line_maps, rejected = [], [], []
     for path in files:
@@ -239,6 +245,8 @@ def _load_local(spec: SourceSpec, cache_dir: str | None) -> LoadedSource:
 
 
 def _load_disk(spec: SourceSpec) -> LoadedSource:
+    import datasets
+
     files = resolve_paths(spec)
     if len(files) != 1 or not os.path.isdir(files[0]):
         raise SourceError(f"data {spec.name}: disk(...) needs exactly one directory written by "
@@ -262,6 +270,8 @@ def _load_disk(spec: SourceSpec) -> LoadedSource:
 
 @contextlib.contextmanager
 def _offline_mode():
+    import datasets
+
     from huggingface_hub import constants
 
     saved = (datasets.config.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_OFFLINE, constants.HF_HUB_OFFLINE)
@@ -274,6 +284,8 @@ def _offline_mode():
 
 
 def _load_hub(spec: SourceSpec, cache_dir: str | None) -> LoadedSource:
+    import datasets
+
     name = spec.hub
     assert name is not None
     split = spec.split or "train"
@@ -308,6 +320,8 @@ def _load_hub(spec: SourceSpec, cache_dir: str | None) -> LoadedSource:
 
 def load_source(spec: SourceSpec, cache_dir: str | None = None) -> LoadedSource:
     """Read one source's raw rows. ``cache_dir`` defaults to the datasets cache."""
+    import datasets  # imported when a source is read: `sftc plan` of cached data never needs it
+
     datasets.disable_progress_bars()
     if spec.kind == "hf_dataset":
         return _load_hub(spec, cache_dir)

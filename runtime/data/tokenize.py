@@ -27,15 +27,15 @@ so changing them never re-tokenizes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import os
 import socket
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
 import numpy as np
 import pyarrow as pa
 
@@ -47,22 +47,31 @@ from .sources import LoadedSource, RejectedRow
 from .templates import (Rendered, RowProblem, chat_messages, parse_template, render_chat, render_conversation,
                         render_prompt_completion, render_text, require_chat_template, special_ids)
 
+if TYPE_CHECKING:
+    import datasets
+
 PIPELINE_VERSION = "sftc-data-5"  # 5: shapes (ShareGPT, Alpaca, tools, tokens), per-turn examples
 SHARD_ROWS = 100_000  # rows per tokenization cache shard: the unit of resumed and of shared work
 TOKENIZE_BATCHES = 0  # number of batches actually tokenized in this process (cache misses); tests read it
 
-_FEATURES = datasets.Features({
-    "input_ids": datasets.List(datasets.Value("int32")),
-    "trained": datasets.List(datasets.Value("int8")),
-    "row": datasets.Value("int64"),
-    "bad": datasets.Value("string"),  # "" for a good row, else the reason
-    "bad_column": datasets.Value("string"),
-    "bad_turn": datasets.Value("int32"),
-    "merges": datasets.Value("int32"),
-    "per_turn": datasets.Value("int8"),  # 1: one of the per-turn examples of a conversation (render_conversation)
-    "tool_tokens": datasets.Value("int32"),  # trained tokens in assistant turns that call tools
-    "unclosed": datasets.Value("int32"),  # trained turns that do not end on an end-of-turn token
-})
+
+@functools.cache
+def _features():
+    """The tokenized cache's columns (datasets is imported here: a recalled `sftc plan` never needs it)."""
+    import datasets
+
+    return datasets.Features({
+        "input_ids": datasets.List(datasets.Value("int32")),
+        "trained": datasets.List(datasets.Value("int8")),
+        "row": datasets.Value("int64"),
+        "bad": datasets.Value("string"),  # "" for a good row, else the reason
+        "bad_column": datasets.Value("string"),
+        "bad_turn": datasets.Value("int32"),
+        "merges": datasets.Value("int32"),
+        "per_turn": datasets.Value("int8"),  # 1: one of the per-turn examples of a conversation (render_conversation)
+        "tool_tokens": datasets.Value("int32"),  # trained tokens in assistant turns that call tools
+        "unclosed": datasets.Value("int32"),  # trained turns that do not end on an end-of-turn token
+    })
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -277,7 +286,7 @@ class _Tokenize:
         TOKENIZE_BATCHES += 1
         indices = [self.first_row + i for i in indices]
         cols = list(batch)
-        out: dict[str, list] = {k: [] for k in _FEATURES}
+        out: dict[str, list] = {k: [] for k in _features()}
         # Each row: a list of rendered examples, pre-tokenized (ids, trained), or a problem.
         results: list[tuple[str, Any]] = []
         for j in range(len(indices)):
@@ -454,6 +463,8 @@ def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any
                     cache_dir: str | None = None, batch_size: int = 1000,
                     num_proc: int | None = None, share: Share = Share()) -> TokenizedSource:
     """Template and tokenize every row of ``loaded`` (cached by shard; see the module docstring)."""
+    import datasets
+
     spec = loaded.spec
     if tokenizer.eos_token_id is None:
         raise DataError("the tokenizer has no EOS token: completions could not be closed; set eos_token")
@@ -484,7 +495,7 @@ def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any
         part = loaded.dataset if len(bounds) == 1 else loaded.dataset.select(range(a, b))
         return part.map(
             _Tokenize(loaded, mode, tokenizer, first_row=a), batched=True, batch_size=batch_size, with_indices=True,
-            remove_columns=loaded.dataset.column_names, features=_FEATURES,
+            remove_columns=loaded.dataset.column_names, features=_features(),
             cache_file_name=files[k] if use_cache else None, new_fingerprint=f"{key}-{k}",
             load_from_cache_file=use_cache, num_proc=num_proc, desc=f"tokenizing {spec.name}",
         )
