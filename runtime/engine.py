@@ -125,6 +125,15 @@ def load_weights(settings: StepSettings, config: ModelConfig, checkpoint: Path |
     return params.to_pure_dict(), steplib.cast(frozen.to_pure_dict(), compute)
 
 
+def frozen_weights(settings: StepSettings, config: ModelConfig, checkpoint: Path | None):
+    """The frozen parameters alone, for a model whose trained ones a run's checkpoint holds: a full
+    fine-tune freezes nothing, so nothing is read or initialised only to be replaced."""
+    _, _, frozen = _abstract_model(settings, config)
+    if not jax.tree.leaves(frozen):
+        return frozen.to_pure_dict()
+    return load_weights(settings, config, checkpoint)[1]
+
+
 def over_original_base(model, settings: StepSettings, config: ModelConfig, checkpoint: Path | None):
     """The trained adapters of ``model`` (a quantized-base LoRA model) over the base as it was
     before quantization, in the compute dtype: what an export applies them to (peft loads the

@@ -53,7 +53,7 @@ def load_trained(run_dir: str | Path, step: int | None = None) -> Trained:
     from flax import nnx
 
     from . import tokenizer as tok
-    from .engine import Engine, StepSettings, load_weights
+    from .engine import Engine, StepSettings, frozen_weights
     from .train.checkpoint import Checkpoints
 
     run_dir = Path(run_dir)
@@ -64,9 +64,7 @@ def load_trained(run_dir: str | Path, step: int | None = None) -> Trained:
     config, checkpoint = model_config(plan, tokenizer)
     prepared = Prepared(plan, tokenizer, None, config, checkpoint)
     engine = Engine(StepSettings.of(plan), config)
-    params, frozen = load_weights(engine.settings, config, checkpoint)
-    del params  # the trained ones come from the checkpoint
-    frozen = engine.place_frozen(frozen)
+    frozen = engine.place_frozen(frozen_weights(engine.settings, config, checkpoint))
     checkpoints = Checkpoints(run_dir / "checkpoints", keep=plan.train.keep)
     available = checkpoints.all_steps()
     if not available:

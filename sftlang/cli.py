@@ -193,6 +193,9 @@ def _runtime_command(module: str, spec: bool = False):
     def handler(args: argparse.Namespace) -> int:
         import importlib
 
+        from runtime.compilation_cache import use_compilation_cache
+
+        use_compilation_cache()  # before JAX is imported
         command = importlib.import_module(f"runtime.commands.{module}")
         if not spec:
             return command.main(args)
@@ -204,6 +207,9 @@ def _runtime_command(module: str, spec: bool = False):
 
 def _evaluate(args: argparse.Namespace) -> int:
     """`sftc eval RUN [--spec SPEC]`: the edited spec's gates are compiled here."""
+    from runtime.compilation_cache import use_compilation_cache
+
+    use_compilation_cache()  # before JAX is imported
     from runtime.commands import evaluate
 
     edited = None

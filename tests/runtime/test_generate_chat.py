@@ -273,3 +273,26 @@ def test_rows_that_cannot_be_prompts_say_why(runs, capsys):
     bad.write_text('{"q": "two"}\n{"a": "three"}\n')
     assert main(["generate", str(run_dir), "--file", str(bad), "--source", "pc"]) == 1
     assert f"{bad}:2: column 'q': missing column 'q'" in capsys.readouterr().err
+
+
+def test_a_second_generate_process_compiles_nothing(runs, tmp_path):
+    """`sftc generate` in fresh processes: the first writes its executables to the compilation cache
+    under the sftc cache directory, the second reads every one back (no new entry) and answers the same."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    _, run_dir, _, _ = runs("chatml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+    env["SFTC_CACHE"] = str(tmp_path / "cache")
+    command = [str(Path(sys.executable).parent / "sftc"), "generate", str(run_dir), "--prompt", "one two", "--json"]
+    entries = lambda: sorted(p.name for p in (tmp_path / "cache" / "xla").glob("*-cache"))  # noqa: E731
+    first = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert first.returncode == 0, first.stderr
+    written = entries()
+    assert any(name.startswith("jit__generate_jit-") for name in written)
+    second = subprocess.run(command, capture_output=True, text=True, env=env)
+    assert second.returncode == 0, second.stderr
+    assert entries() == written
+    assert json.loads(second.stdout) == json.loads(first.stdout)
