@@ -78,14 +78,35 @@ def _filter_logits(logits: jax.Array, sampling: Sampling, temperature=None, top_
     if 0 < sampling.top_k < logits.shape[-1]:
         kth = jax.lax.top_k(logits, sampling.top_k)[0][..., -1:]
         logits = jnp.where(logits < kth, neg, logits)
-    sorted_logits = jnp.sort(logits, axis=-1)[..., ::-1]
-    probs = jax.nn.softmax(sorted_logits, axis=-1)
-    cumulative = jnp.cumsum(probs, axis=-1)
-    # keep the smallest prefix whose mass reaches top_p (always at least one token)
-    keep = (cumulative - probs) < top_p
-    threshold = jnp.min(jnp.where(keep, sorted_logits, jnp.inf), axis=-1, keepdims=True)
-    filtered = jnp.where(logits < threshold, neg, logits)
+    keys = _ordered_bits(logits)
+    filtered = jnp.where(keys < _top_p_threshold(logits, keys, top_p), neg, logits)
     return jnp.where(top_p < 1.0, filtered, logits)
+
+
+def _ordered_bits(x: jax.Array) -> jax.Array:
+    """float32 values as uint32 keys in the same order (negative floats' bits inverted, the sign bit
+    set on the others)."""
+    bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.uint32)
+    return jnp.where((bits >> 31) == 1, ~bits, bits | jnp.uint32(0x80000000))
+
+
+def _top_p_threshold(logits: jax.Array, keys: jax.Array, top_p) -> jax.Array:
+    """Per row, the key (`_ordered_bits`) of the smallest logit top-p keeps: the largest logit whose
+    tokens at or above it hold at least ``top_p`` of the probability, which is where the smallest
+    prefix of the sorted vocabulary reaching ``top_p`` ends (ties with it kept; at least one token).
+
+    Found by halving the range of keys 32 times, each a masked sum over the vocabulary: a sort of a
+    49k vocabulary cost ~0.3 s per decode step of a batch of 32 on 2 CPU cores."""
+    probs = jax.nn.softmax(logits, axis=-1)
+
+    def halve(_, bounds):
+        lo, hi = bounds  # the mass at or above lo reaches top_p; above hi it does not
+        mid = lo + (hi - lo + 1) // 2
+        enough = jnp.sum(jnp.where(keys >= mid, probs, 0.0), axis=-1, keepdims=True) >= top_p
+        return jnp.where(enough, mid, lo), jnp.where(enough, hi, mid - 1)
+
+    bounds = (jnp.min(keys, axis=-1, keepdims=True), jnp.max(keys, axis=-1, keepdims=True))
+    return jax.lax.fori_loop(0, 32, halve, bounds)[0]
 
 
 def _next_token(logits, sampling: Sampling, temperature, top_p, rng) -> jax.Array:
@@ -102,11 +123,11 @@ def _prefill(model: Transformer, ids, mask, rng, temperature, top_p, *, max_new_
     cache = init_cache(model.config, b, p + max_new_tokens, cache_dtype)
     mask = mask.astype(jnp.int32)
     positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
-    logits, cache = model.decode(ids, positions, mask, cache)
     last = jnp.max(jnp.where(mask > 0, jnp.arange(p)[None], 0), axis=1)
+    logits, cache = model.decode(ids, positions, mask, cache, last=last)
     n_real = jnp.sum(mask, axis=1)
     rng, sub = jax.random.split(rng)
-    token = _next_token(logits[jnp.arange(b), last], sampling, temperature, top_p, sub)
+    token = _next_token(logits[:, 0], sampling, temperature, top_p, sub)
     return token, n_real, cache, rng
 
 

@@ -248,11 +248,6 @@ class Transformer(nnx.Module):
         logits = x_td @ (weight.T if self.lm_head is None else weight)
         return constrain(logits, ("batch", "vocab")).astype(jnp.float32)
 
-    def _run(self, input_ids, positions, masks, cache: KVCache | None):
-        x, kv = self._trunk(input_ids, positions, masks, cache)
-        b, l = input_ids.shape
-        return self.logits_of(x, self.head_weight()).reshape(b, l, -1), kv
-
     def _trunk(self, input_ids, positions, masks, cache: KVCache | None):
         """The final hidden states ``[B*L, D]`` (normalised) and the new cache entries."""
         b, l = input_ids.shape
@@ -274,8 +269,8 @@ class Transformer(nnx.Module):
     def __call__(self, input_ids, positions=None, segment_ids=None, attention_mask=None):
         """Float32 logits ``[B, L, V]``."""
         input_ids, positions, masks = self._inputs(input_ids, positions, segment_ids, attention_mask)
-        logits, _ = self._run(input_ids, positions, masks, None)
-        return logits
+        x, _ = self._trunk(input_ids, positions, masks, None)
+        return self.logits_of(x, self.head_weight()).reshape(*input_ids.shape, -1)
 
     def hidden(self, input_ids, positions=None, segment_ids=None) -> jax.Array:
         """The final hidden states ``[B*L, D]`` (what `logits_of` projects): the training loss
@@ -295,13 +290,16 @@ class Transformer(nnx.Module):
         masks = self._masks(segment_ids, segment_ids, index, index, positions, positions)
         return input_ids, positions, masks
 
-    def decode(self, input_ids, positions, segment_ids, cache: KVCache):
+    def decode(self, input_ids, positions, segment_ids, cache: KVCache, last: jax.Array | None = None):
         """Run ``L`` new tokens against a KV cache; returns ``(logits [B, L, V], cache)``.
 
         The tokens are written to cache slots ``[cache.index, cache.index + L)``.
         ``segment_ids`` is 1 for real tokens and 0 for padding (padding is never
         attended to by later tokens). Prefill is one call with the whole
-        (padded) prompt; each decode step is a call with ``L = 1``.
+        (padded) prompt; each decode step is a call with ``L = 1``. ``last`` (``[B]``
+        indices into ``L``) keeps only those tokens' logits, ``[B, 1, V]``: a prefill needs
+        the last prompt token's, and the head of a 49k vocabulary over every prompt token
+        would cost as much as a third of the prompt's forward pass.
         """
         b, l = input_ids.shape
         segment_ids = jnp.asarray(segment_ids, jnp.int32)
@@ -315,7 +313,11 @@ class Transformer(nnx.Module):
         # A padding query (segment 0) would otherwise see the empty cache slots; it
         # attends to itself only through the same-segment rule, which is harmless.
         masks = self._masks(segment_ids, k_seg, q_idx, k_idx, positions, k_pos)
-        logits, (keys, values) = self._run(input_ids, positions, masks, cache)
+        x, (keys, values) = self._trunk(input_ids, positions, masks, cache)
+        if last is None:
+            logits = self.logits_of(x, self.head_weight()).reshape(b, l, -1)
+        else:
+            logits = self.logits_of(x.reshape(b, l, -1)[jnp.arange(b), last], self.head_weight())[:, None]
         return logits, KVCache(keys, values, k_seg, k_pos, start + l)
 
 

@@ -113,3 +113,27 @@ def test_stream_and_generate_many_are_generate():
     assert list(stream(model, PROMPTS[0], 10, eos_ids=eos)) == free[0][:free[0].index(eos[0]) + 1]
     # any number of prompts, in length-sorted batches, in the input order
     assert generate_many(model, PROMPTS * 2, 10, batch_size=4) == free * 2
+
+
+def test_top_p_keeps_the_tokens_a_sort_of_the_vocabulary_keeps():
+    """The bisection of `_top_p_threshold` against the rule it replaces: sort the logits, keep the
+    smallest prefix whose probability reaches top_p (and ties with its last logit)."""
+    import jax.numpy as jnp
+
+    from runtime.models.generate import _filter_logits
+
+    def by_sorting(logits, top_p):
+        ordered = np.sort(logits, axis=-1)[:, ::-1]
+        probs = np.exp(ordered - ordered.max(-1, keepdims=True))
+        probs /= probs.sum(-1, keepdims=True)
+        keep = (np.cumsum(probs, -1) - probs) < top_p
+        threshold = np.where(keep, ordered, np.inf).min(-1, keepdims=True)
+        return logits >= threshold
+
+    rng = np.random.default_rng(0)
+    for scale, top_p in ((1.0, 0.9), (4.0, 0.5), (0.3, 0.95), (8.0, 0.99), (2.0, 1e-6)):
+        logits = (scale * rng.standard_normal((16, 3000))).astype(np.float32)
+        logits[:, :5] = logits[:, :1]  # ties at the top
+        kept = np.asarray(_filter_logits(jnp.asarray(logits), Sampling(temperature=1.0, top_p=top_p)) > -1e30)
+        assert (kept == by_sorting(logits, top_p)).all(), (scale, top_p)
+        assert kept.sum(-1).min() >= 1
