@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from dataclasses import dataclass, fields
 from importlib import metadata
@@ -56,7 +57,7 @@ class Recorded:
 
 
 def _digest_files(paths: list[Path]) -> str:
-    """The sha256 of these files' names (relative to nothing: their own) and bytes, in order."""
+    """The sha256 of each file's name (without its directory) and bytes, in order."""
     from .data.content import file_digest, read_chunks
 
     digest = hashlib.sha256()
@@ -137,15 +138,19 @@ def _path(cache_dir: Path, key: str) -> Path:
 
 
 def record(key: str | None, cache_dir: Path, plan: Plan, stats: DataStats, tokenizer) -> None:
-    """Keep a prepared plan's outcome under ``key`` (written whole or not at all)."""
+    """Keep a prepared plan's outcome under ``key`` (written whole or not at all). A cache that
+    cannot be written costs the next `sftc plan` a full preparation, not this run: said in the log."""
     if key is None:
         return
     target = _path(cache_dir, key)
-    target.parent.mkdir(parents=True, exist_ok=True)
     body = {"plan": plan.to_dict(), "stats": stats.to_dict(), "tokenizer": TokenizerFacts.of(tokenizer).__dict__}
     partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
-    partial.write_text(json.dumps(body))  # in order: the sources as the spec lists them
-    partial.replace(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial.write_text(json.dumps(body))  # in order: the sources as the spec lists them
+        partial.replace(target)
+    except OSError as error:
+        logging.getLogger("sftc").warning("the plan record %s was not written: %s", target, error)
 
 
 def _stats(d: dict[str, Any]) -> DataStats:

@@ -200,9 +200,8 @@ def log_interval(plan: Plan) -> int:
 def prepare(plan: Plan, cache_dir: Path | None = None, share: Share = Share()) -> Prepared:
     """Tokenizer, model config, tokenized data and the decided plan (cached work is reused).
     In a job, ``share`` splits the work between its processes (`runtime.data.share`)."""
-    from .data.pipeline import DataPipeline
-
     from . import plan_cache
+    from .data.pipeline import DataPipeline
 
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache()
     inputs = plan_cache.inputs_key(plan, cache_dir) if share.index == 0 else None
