@@ -78,9 +78,11 @@ def _filter_logits(logits: jax.Array, sampling: Sampling, temperature=None, top_
     if 0 < sampling.top_k < logits.shape[-1]:
         kth = jax.lax.top_k(logits, sampling.top_k)[0][..., -1:]
         logits = jnp.where(logits < kth, neg, logits)
-    keys = _ordered_bits(logits)
-    filtered = jnp.where(keys < _top_p_threshold(logits, keys, top_p), neg, logits)
-    return jnp.where(top_p < 1.0, filtered, logits)
+    def nucleus(logits):
+        keys = _ordered_bits(logits)
+        return jnp.where(keys < _top_p_threshold(logits, keys, top_p), neg, logits)
+
+    return jax.lax.cond(jnp.asarray(top_p) < 1.0, nucleus, lambda logits: logits, logits)  # top_p 1: no work
 
 
 def _ordered_bits(x: jax.Array) -> jax.Array:
