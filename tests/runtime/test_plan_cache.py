@@ -66,30 +66,53 @@ def test_a_second_plan_reads_only_metadata_and_reports_what_the_first_prepared(p
     assert first["data"]["sources"]["sums"]["rows"] == 100
 
 
-def test_a_changed_row_tokenizer_file_or_config_is_prepared_again(project):
-    plan(project)
+@pytest.fixture()
+def planner(project, monkeypatch, capsys):
+    """``planner() -> (report, prepared)``: `sftc plan --json` in this process, and whether it
+    prepared the data (a missed record) rather than recalling it."""
+    import runtime.prepare
+    from sftlang.cli import main
+
+    monkeypatch.chdir(project)
+    monkeypatch.setenv("SFTC_CACHE", str(project / "cache"))
+    calls = []
+    original = runtime.prepare.prepare
+    monkeypatch.setattr(runtime.prepare, "prepare", lambda *a, **k: calls.append(1) or original(*a, **k))
+
+    def plan_here() -> tuple[dict, bool]:
+        before = len(calls)
+        assert main(["plan", "--json", "tiny.sft"]) == 0
+        report = json.loads(capsys.readouterr().out)
+        for source in report["data"]["sources"].values():
+            del source["cache_hit"]
+        return report, len(calls) > before
+
+    return plan_here
+
+
+def test_a_changed_row_tokenizer_file_or_config_is_prepared_again(project, planner):
+    first, prepared = planner()
+    assert prepared and planner() == (first, False)
     rows = (project / "sums.jsonl").read_text()
     (project / "sums.jsonl").write_text(rows + json.dumps({"a": "one", "b": "one", "c": "two"}) + "\n")
-    report, imports = plan(project)
-    assert "datasets" in imports and report["data"]["sources"]["sums"]["rows"] == 101
+    report, prepared = planner()
+    assert prepared and report["data"]["sources"]["sums"]["rows"] == 101
 
     settings = json.loads((project / "base" / "tokenizer_config.json").read_text())
     settings["model_max_length"] = 4096
     (project / "base" / "tokenizer_config.json").write_text(json.dumps(settings))
-    assert "transformers" in plan(project)[1]
+    assert planner()[1]
 
     config = json.loads((project / "base" / "config.json").read_text())
     config["rms_norm_eps"] = 1e-5 if config.get("rms_norm_eps") != 1e-5 else 1e-6
     (project / "base" / "config.json").write_text(json.dumps(config))
-    report, imports = plan(project)
-    assert "transformers" in imports
-    assert plan(project) == (report, [])  # and then recalled
+    report, prepared = planner()
+    assert prepared and planner() == (report, False)  # and then recalled
 
 
-def test_an_unreadable_record_is_prepared_again(project):
-    first, _ = plan(project)
+def test_an_unreadable_record_is_prepared_again(project, planner):
+    first, _ = planner()
     (record,) = (project / "cache" / "plans").iterdir()
     record.write_text("{not json")
-    again, imports = plan(project)
-    assert again == first and "datasets" in imports
+    assert planner() == (first, True)
     assert json.loads(record.read_text())["stats"]["sources"]["sums"]["rows"] == 100  # written whole again
