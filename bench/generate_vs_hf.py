@@ -97,6 +97,21 @@ def _trim(rows, stops: set[int]) -> list[list[int]]:
     return out
 
 
+def _measure(call, repeats: int, stops: set[int], keep_rows: bool) -> dict:
+    """A side's figures for one mode: the first call (compilation included), the best of ``repeats``
+    more, the generated tokens, and (greedy) the rows to compare."""
+    started = time.perf_counter()
+    rows = call()
+    first = time.perf_counter() - started
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        rows = call()
+        times.append(time.perf_counter() - started)
+    return {"first_s": first, "best_s": min(times), "tokens": _count(rows, stops),
+            "rows": _trim(rows, stops) if keep_rows else None}
+
+
 def run_sftc(a) -> dict:
     import jax
 
@@ -117,16 +132,7 @@ def run_sftc(a) -> dict:
             return generate_many(model, prompts, a.max_new_tokens, eos_ids=stops, sampling=sampling,
                                  rng=jax.random.key(0), pad_id=pad_id(tokenizer), batch_size=a.batch)
 
-        started = time.perf_counter()
-        rows = call()
-        first = time.perf_counter() - started
-        times = []
-        for _ in range(a.repeats):
-            started = time.perf_counter()
-            rows = call()
-            times.append(time.perf_counter() - started)
-        out[mode] = {"first_s": first, "best_s": min(times), "tokens": _count(rows, set(stops)),
-                     "rows": _trim(rows, set(stops)) if mode == "greedy" else None}
+        out[mode] = _measure(call, a.repeats, set(stops), keep_rows=mode == "greedy")
     return out
 
 
@@ -164,16 +170,7 @@ def run_hf(a) -> dict:
                     rows[i] = new[r].tolist()
             return rows
 
-        started = time.perf_counter()
-        rows = call()
-        first = time.perf_counter() - started
-        times = []
-        for _ in range(a.repeats):
-            started = time.perf_counter()
-            rows = call()
-            times.append(time.perf_counter() - started)
-        out[mode] = {"first_s": first, "best_s": min(times), "tokens": _count(rows, set(stops)),
-                     "rows": _trim(rows, set(stops)) if mode == "greedy" else None}
+        out[mode] = _measure(call, a.repeats, set(stops), keep_rows=mode == "greedy")
     return out
 
 
