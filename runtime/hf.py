@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from runtime.hub import offline_requested
+from runtime.hub import local_path_reason, offline_requested
 from runtime.models.config import ModelConfig, UnsupportedModelError
 from runtime.models.transformer import Transformer
 
@@ -113,14 +113,14 @@ def hf_to_ours_name(hf: str) -> str | None:
 
 
 # --------------------------------------------------------------------------- locate
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "tokenizer*"]
 
 
 def resolve_checkpoint(path: str | os.PathLike, revision: str | None = None) -> Path:
     """A local checkpoint directory for ``path``: the directory itself, or a hub snapshot.
 
-    Hub ids (``org/name``) are tried only when no such local path exists. With
+    Hub ids (``org/name``) are tried only when no such local path exists and the path is not
+    local by `runtime.hub.local_path_reason` (then the error names the absolute path). With
     ``HF_HUB_OFFLINE=1`` only the local hub cache is consulted.
     """
     p = Path(path).expanduser()
@@ -136,9 +136,12 @@ def resolve_checkpoint(path: str | os.PathLike, revision: str | None = None) -> 
     if p.exists():
         raise CheckpointError(f"{path}: expected a checkpoint directory (with config.json), got a file")
     name = str(path)
-    if not _HUB_ID.match(name):
-        raise CheckpointError(f"{path}: no such directory. Point hf(...) at a local Hugging Face "
-                              "checkpoint directory or a hub id like 'org/name'.")
+    reason = local_path_reason(name, ".", revision)
+    if reason is not None:
+        kind = "file" if name.lower().endswith(".gguf") else "directory"
+        raise CheckpointError(f"{path}: no such {kind}: looked for {os.path.abspath(p)} (a local path: "
+                              f"{reason}). Point hf(...) at a local Hugging Face checkpoint directory, a "
+                              ".gguf file, or a hub id like 'org/name'.")
     try:
         from huggingface_hub import snapshot_download
 
@@ -155,7 +158,8 @@ def resolve_checkpoint(path: str | os.PathLike, revision: str | None = None) -> 
         else:
             why = "the Hugging Face hub is unreachable from this machine;"
         raise CheckpointError(
-            f"cannot load {name!r}: {why} download it where the hub is reachable "
+            f"cannot load {name!r} (no local directory {os.path.abspath(p)}, so it is read as a hub id): "
+            f"{why} download it where the hub is reachable "
             f"(`hf download {name} --local-dir DIR`) and use hf(\"DIR\") ({kind}).") from None
     return Path(local)
 

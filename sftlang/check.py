@@ -12,7 +12,7 @@ from pathlib import Path
 
 from runtime.data import shapes
 from runtime.gguf_header import GgufError, check_supported, is_gguf_path, read_header
-from runtime.hub import hub_reachable, offline_requested
+from runtime.hub import hub_reachable, local_path_reason, offline_requested
 from runtime.vocab_range import explain, fixed_pieces, smallest_vocab
 
 from . import ast, schema
@@ -53,10 +53,6 @@ def where_pairs(setting) -> tuple:
 
 def offline_mode(flag: bool) -> bool:
     return flag or offline_requested()
-
-
-def looks_like_hub_id(text: str) -> bool:
-    return not text.startswith((".", "/", "~")) and text.count("/") == 1 and " " not in text
 
 
 @dataclass
@@ -189,7 +185,7 @@ def _check_model_dir(ctx: _Context, call: ast.Call, base_dir: Path, what: str = 
     path = arg(call, "path")
     if not isinstance(path, ast.Str):
         return
-    local = (base_dir / path.value) if not os.path.isabs(path.value) else Path(path.value)
+    local = base_dir / Path(path.value).expanduser()  # an absolute path stays itself
     if is_gguf_path(path.value):
         _check_gguf(ctx, path, local, base_dir)
         return
@@ -197,11 +193,35 @@ def _check_model_dir(ctx: _Context, call: ast.Call, base_dir: Path, what: str = 
         if not ctx.files.is_file(local / ("config.json" if what == "model" else "tokenizer_config.json")) and not ctx.files.is_file(local / "tokenizer.json"):
             ctx.report(Diagnostic("E036", f"`{path.value}` is not a Hugging Face {what} directory (no config.json)", path.span))
         return
-    if looks_like_hub_id(path.value):
+    revision = arg(call, "revision")
+    looked_for = os.path.abspath(local)
+    reason = local_path_reason(path.value, base_dir, revision=None if revision is None else "given",
+                               is_dir=lambda p: ctx.files.exists(p) and not ctx.files.is_file(p))
+    if reason is None:  # `org/name`: a hub id
         if not ctx.hub():
-            ctx.report(Diagnostic("W001", f"{what} `{path.value}` not checked: {ctx.hub_skip_reason()}", path.span, "it must be in the Hugging Face cache or reachable when the run starts"))
+            ctx.report(Diagnostic("W001", f"{what} `{path.value}` not checked: {ctx.hub_skip_reason()}", path.span,
+                                  f"there is no local directory {looked_for}, so it is read as a hub id; it must be in the Hugging Face cache or the hub reachable when the run starts"))
         return
-    ctx.report(Diagnostic("E036", f"{what} directory `{path.value}` not found", path.span, f"paths are relative to {base_dir}"))
+    ctx.report(Diagnostic("E036", f"no local {what} directory `{path.value}`: looked for {looked_for}", path.span,
+                          join_help(f"it is a local path, not a hub id: {reason}.", _nearby_entries(ctx, local))))
+
+
+def _nearby_entries(ctx: _Context, missing: Path) -> str | None:
+    """What the nearest existing parent of a missing path holds, with a "did you mean" (working tree only)."""
+    if type(ctx.files) is not FileSystem:
+        return None
+    parent = Path(os.path.abspath(missing)).parent
+    while not parent.is_dir() and parent != parent.parent:
+        parent = parent.parent
+    try:
+        names = sorted(entry.name for entry in os.scandir(parent) if not entry.name.startswith("."))
+    except OSError:
+        return None
+    if not names:
+        return f"{parent} is empty"
+    wanted = os.path.relpath(os.path.abspath(missing), parent).split(os.sep)[0]
+    shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+    return join_help(did_you_mean(wanted, names), f"({parent} holds: {shown})")
 
 
 def _check_gguf(ctx: _Context, path: ast.Str, local: Path, base_dir: Path) -> None:

@@ -26,6 +26,7 @@ from runtime.plan import (
     TokenizerPlan,
     TrainPlan,
 )
+from runtime.hub import local_path_reason
 from runtime.plan_types import ARCHITECTURES, OPTIMIZERS, SCHEDULES, TOKENIZER_TRAINERS, Length, Schedule
 
 from . import ast, schema
@@ -55,10 +56,13 @@ def _kwargs(call: ast.Call) -> dict:
     return {a.name.name: _py(a.value) for a in call.args if a.name is not None}
 
 
-def _local_or_hub(text: str, base_dir: Path) -> str:
-    candidate = Path(text).expanduser()
-    candidate = candidate if candidate.is_absolute() else base_dir / candidate
-    return str(candidate.resolve()) if candidate.exists() else text
+def _local_or_hub(text: str, base_dir: Path, revision: str | None = None) -> str:
+    """An absolute path for a local path (even a missing one, so the run's error names what was
+    looked for), `text` itself for a hub id (runtime.hub.local_path_reason decides which)."""
+    candidate = base_dir / Path(text).expanduser()  # an absolute path stays itself
+    if candidate.exists():
+        return str(candidate.resolve())
+    return text if local_path_reason(text, base_dir, revision) is None else os.path.abspath(candidate)
 
 
 # ---------------------------------------------------------------- data
@@ -192,8 +196,8 @@ def _model_plan(spec: Spec) -> ModelPlan:
         training = TOKENIZER_TRAINERS[tokenizer.call.head.name](**_kwargs(tokenizer.call))
         tokenizer_plan = TokenizerPlan("train", source=_source(source), training=training)
     elif isinstance(tokenizer, ast.Call):
-        path = _local_or_hub(_py(arg(tokenizer, "path")), spec.dir_of("model", "tokenizer"))
         revision = _kwargs(tokenizer).get("revision") if tokenizer.head.name == "hf" else None
+        path = _local_or_hub(_py(arg(tokenizer, "path")), spec.dir_of("model", "tokenizer"), revision)
         tokenizer_plan = TokenizerPlan(tokenizer.head.name, path=path, revision=revision)
     else:
         tokenizer_plan = TokenizerPlan("base")
@@ -208,7 +212,7 @@ def _model_plan(spec: Spec) -> ModelPlan:
         init = ARCHITECTURES[base.call.head.name](**_kwargs(base.call))
         return ModelPlan("init", dtype, tokenizer_plan, init=init, adapter=lora, quantize=quantize)
     options = _kwargs(base)
-    path = _local_or_hub(options["path"], base_dir)
+    path = _local_or_hub(options["path"], base_dir, options.get("revision"))
     return ModelPlan("hf", dtype, tokenizer_plan, path=path, revision=options.get("revision"), adapter=lora, quantize=quantize)
 
 

@@ -12,7 +12,7 @@ import pytest
 import torch
 import transformers
 
-from runtime.hf import CheckpointError, load_pretrained, parse_size, save_pretrained
+from runtime.hf import CheckpointError, load_pretrained, parse_size, resolve_checkpoint, save_pretrained
 from runtime.models import ModelConfig, build, forward
 
 IDS = np.random.RandomState(7).randint(3, 256, size=(2, 11))
@@ -181,3 +181,14 @@ def test_parse_size():
     assert parse_size(123) == 123
     with pytest.raises(ValueError):
         parse_size("lots")
+
+
+def test_a_missing_local_path_names_what_was_looked_for_and_is_not_sent_to_the_hub(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    for path in ("models/SmolLM2-135M-Instruct", "./SmolLM2", str(tmp_path / "a" / "b")):
+        with pytest.raises(CheckpointError) as caught:
+            resolve_checkpoint(path)
+        message = str(caught.value)
+        assert "no such directory: looked for " + str(tmp_path) in message, message
+        assert "hf download" not in message
