@@ -45,6 +45,25 @@ def optimizer(plan: Optimizer, schedule, clip: float | None) -> optax.GradientTr
     return optax.chain(optax.clip_by_global_norm(clip), core)
 
 
+def at_step(opt_state, step) -> Any:
+    """`opt_state` with the count of every schedule in it (optax's `ScaleByScheduleState`) set
+    to `step`, the train state's own step.
+
+    optax advances a schedule's count only when an update is applied, so a refused
+    (non-finite) step would leave it behind `state.step`: the rate applied would lag the
+    logged one and never reach the schedule's end. The train step sets the counts before
+    and after each update, so the schedule is a function of the state's step alone. The
+    other counts (Adam's and Lion's bias correction, adafactor's decay) belong to the
+    moments they correct and stay with them: a refused step changes neither."""
+
+    def synced(node):
+        if isinstance(node, optax.ScaleByScheduleState):
+            return node._replace(count=jax.numpy.asarray(step).astype(node.count.dtype))
+        return node
+
+    return jax.tree.map(synced, opt_state, is_leaf=lambda node: isinstance(node, optax.ScaleByScheduleState))
+
+
 def _decoupled_decay(decay: float, schedule) -> optax.GradientTransformation:
     """AdamW-style decay for adafactor: subtract lr * decay * param after the update."""
 

@@ -25,6 +25,7 @@ from flax import nnx
 
 from .. import mesh as meshlib
 from .cross_entropy import chunked_cross_entropy, logit_chunks
+from .optim import at_step
 from ..models import lora
 
 
@@ -83,11 +84,15 @@ def train_step(state: TrainState, frozen, batch, *, graphdef, tx: optax.Gradient
     grads = jax.tree.map(lambda g: g / denominator, grads)
     loss = loss_sum / denominator
     grad_norm = optax.global_norm(grads)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    # The schedule reads the state's step (refused steps included), never a count of applied
+    # updates: the rate applied is the rate logged (`optim.at_step`).
+    old_opt_state = at_step(state.opt_state, state.step)
+    updates, opt_state = tx.update(grads, old_opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(params))
-    kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), (params, opt_state), (state.params, state.opt_state))
-    new_state = TrainState(state.step + 1, kept[0], kept[1], state.skipped + jnp.where(finite, 0, 1).astype(jnp.int32))
+    kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), (params, opt_state), (state.params, old_opt_state))
+    new_state = TrainState(state.step + 1, kept[0], at_step(kept[1], state.step + 1),
+                           state.skipped + jnp.where(finite, 0, 1).astype(jnp.int32))
     metrics = {
         "loss": loss,
         "grad_norm": grad_norm,

@@ -14,6 +14,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 from flax import nnx
 
@@ -140,12 +141,84 @@ def test_a_non_finite_step_changes_nothing_but_is_counted(setup):
     state = step.init_state(params, tx, shardings)
     poisoned = jax.tree.map(lambda p: p.at[(0,) * p.ndim].set(jnp.nan), state.params)
     state = state._replace(params=poisoned)
-    kept = jax.tree.map(np.asarray, (state.params, state.opt_state))
+    kept = jax.tree.map(np.asarray, (state.params, _moments(state.opt_state)))
     new, metrics = fn(state, frozen, _random_batch(np.random.default_rng(4), 1, 2))
     assert not bool(metrics["finite"]) and int(metrics["skipped"]) == 1
     assert int(new.step) == 1 and int(new.skipped) == 1
-    for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves((new.params, new.opt_state))):
+    for a, b in zip(jax.tree.leaves(kept), jax.tree.leaves((new.params, _moments(new.opt_state)))):
         np.testing.assert_array_equal(a, np.asarray(b))
+    assert _schedule_counts(new.opt_state) == [1]  # only the schedule moves on with the step
+
+
+def _is_schedule(node) -> bool:
+    return isinstance(node, optax.ScaleByScheduleState)
+
+
+def _schedule_counts(opt_state) -> list[int]:
+    return [int(n.count) for n in jax.tree.leaves(opt_state, is_leaf=_is_schedule) if _is_schedule(n)]
+
+
+def _moments(opt_state):
+    """Everything in `opt_state` but the schedules' counts."""
+    return jax.tree.map(lambda n: None if _is_schedule(n) else n, opt_state, is_leaf=_is_schedule)
+
+
+def _poisoned(batch):
+    return {**batch, "loss_mask": batch["loss_mask"] * np.nan}
+
+
+def test_the_rate_applied_after_a_refused_step_is_the_rate_logged_for_its_step(setup):
+    """Issue 21.8: a refused step kept optax's schedule count, so every later step applied the
+    rate of the step before it (logged lr 0.05, applied 0.075) and the schedule never reached its
+    end. Plain SGD makes the update lr x (the update at lr 1) from the same state."""
+    _, graphdef, params, frozen, _, _, _ = setup
+    mesh = meshlib.make_mesh(meshlib.mesh_shape({"data": "auto"}, jax.device_count()))
+    abstract = nnx.split(nnx.eval_shape(lambda: build(CONFIG, 0)), nnx.Param, ...)[1]
+
+    def compiled(lr):
+        sgd = optim.optimizer(Sgd(lr=0.1), lr, clip=None)
+        abstract_state = jax.eval_shape(lambda p: step.start_state(p, sgd), params)
+        shardings = step.state_shardings(abstract_state, meshlib.state_shardings(abstract, mesh), mesh)
+        replicated = jax.tree.map(lambda _: meshlib.replicated(mesh), frozen)
+        return sgd, shardings, step.compile_step(graphdef, sgd, lr, jnp.float32, shardings, replicated, mesh)
+
+    decaying = schedule.learning_rate("linear", 0.1, 0.0, total=5, warmup=0)  # 0.1, 0.075, 0.05, 0.025, 0
+    sgd, shardings, fn = compiled(decaying)
+    batch = _random_batch(np.random.default_rng(5), 1, 2)
+    state = step.init_state(params, sgd, shardings)
+    state, _ = fn(state, frozen, batch)
+    state, metrics = fn(state, frozen, _poisoned(batch))
+    assert not bool(metrics["finite"])
+    assert int(state.step) == 2 and _schedule_counts(state.opt_state) == [2]
+
+    before = jax.tree.map(np.array, state.params)  # a copy: the step donates (reuses) its input
+    _, unit_shardings, unit = compiled(lambda s: 1.0)
+    at_one, _ = unit(step.init_state(before, sgd, unit_shardings), frozen, batch)
+    state, metrics = fn(state, frozen, batch)
+    assert float(metrics["lr"]) == pytest.approx(0.05)
+    for old, new, one in zip(jax.tree.leaves(before), jax.tree.leaves(state.params), jax.tree.leaves(at_one.params)):
+        np.testing.assert_allclose(np.asarray(new) - old, 0.05 * (np.asarray(one) - old), rtol=1e-4, atol=1e-6)
+    state, _ = fn(state, frozen, batch)
+    before = jax.tree.map(np.array, state.params)  # a copy: the step donates (reuses) its input
+    state, metrics = fn(state, frozen, batch)
+    assert float(metrics["lr"]) == 0.0  # the schedule's end is reached, and applied: nothing moves
+    for old, new in zip(jax.tree.leaves(before), jax.tree.leaves(state.params)):
+        np.testing.assert_array_equal(np.asarray(new), old)
+    assert int(state.step) == 5 and _schedule_counts(state.opt_state) == [5]
+
+
+@pytest.mark.parametrize("plan", [AdamW(lr=1e-2, weight_decay=0.1), Lion(lr=1e-3), Adafactor(lr=1e-2, weight_decay=0.1),
+                                  Sgd(lr=0.1, momentum=0.9)], ids=lambda p: type(p).__name__)
+def test_every_optimizers_schedule_count_follows_the_step(plan):
+    """`optim.at_step` reaches each schedule of each optimizer (adafactor's decoupled decay has
+    its own) and leaves the counts that belong to the moments alone."""
+    params = {"kernel": jnp.ones((2, 2)), "scale": jnp.ones(2)}
+    state = optim.optimizer(plan, lambda s: 0.1, clip=1.0).init(params)
+    synced = optim.at_step(state, jnp.int32(7))
+    counts = _schedule_counts(synced)
+    assert counts and set(counts) == {7}
+    for a, b in zip(jax.tree.leaves(_moments(state)), jax.tree.leaves(_moments(synced))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 # ---------------------------------------------------------------- sharded = unsharded
