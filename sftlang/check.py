@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.data import shapes
+from runtime.data import shapes, templates
 from runtime.gguf_header import GgufError, check_supported, is_gguf_path, read_header
 from runtime.hub import hub_reachable, local_path_reason, offline_requested
 from runtime.vocab_range import explain, fixed_pieces, smallest_vocab
@@ -257,6 +257,11 @@ def _check_source_ref(ctx: _Context, name: ast.Name) -> bool:
     return False
 
 
+def _skips_bad_rows(source: DataSource) -> bool:
+    setting = source.settings.get("on_bad_row")
+    return setting is not None and isinstance(setting.value, ast.Name) and setting.value.name == "skip"
+
+
 def _source_columns(ctx: _Context, source: DataSource, call: ast.Call) -> Columns | None:
     """Columns of a source call (None when unknown); reports missing/empty/broken files."""
     kind = call.head.name
@@ -280,7 +285,7 @@ def _source_columns(ctx: _Context, source: DataSource, call: ast.Call) -> Column
         ctx.report(Diagnostic("E035", f"data file `{path_node.value}` is empty", path_node.span))
         return None
     try:
-        return read_columns(kind, path, ctx.files, options)
+        return read_columns(kind, path, ctx.files, options, skip_bad_rows=_skips_bad_rows(source))
     except ColumnsError as error:
         ctx.report(Diagnostic("E046", f"data file `{path_node.value}` {error}", path_node.span, f"it should be {kind}"))
         return None
@@ -535,7 +540,8 @@ _FILTERED = object()  # a row `where` leaves out: fine
 class _Shape:
     """What the run will read each row as (runtime.data.tokenize's `resolve_mode`, rules in
     runtime.data.shapes): a conversation column with its roles, keys, tools and train_on, an
-    Alpaca row, pre-tokenized ids, or prompt/completion and text (no shape rule to check)."""
+    Alpaca row, pre-tokenized ids, prompt/completion templates filled in (a null, missing or
+    non-string column, an empty completion) or a text column."""
 
     kind: str
     column: str | None = None
@@ -543,18 +549,38 @@ class _Shape:
     roles: tuple = ()
     keys: tuple = ()
     tools: str | None = None
+    prompt: str | None = None  # prompt_completion: the two templates, and `chat = on`
+    completion: str | None = None
+    chat: bool = False
 
     def columns(self) -> tuple[str, ...]:
         """The columns the shape rules read."""
         if self.kind == "conversation":
             return (self.column,) + ((self.tools,) if self.tools else ())
+        if self.kind == "prompt_completion":
+            return tuple(name.split(".")[0] for text in (self.prompt, self.completion) if text for name in templates.placeholders(text))
+        if self.kind == "text":
+            return (self.column,)
         return {"alpaca": ("instruction", "input", "output"), "tokens": ("input_ids", "labels", "loss_mask")}.get(self.kind, ())
+
+
+def _parses(template: str) -> bool:
+    try:
+        templates.parse_template(template)
+    except templates.TemplateError:
+        return False
+    return True
 
 
 def shape_of(template, known: Columns) -> _Shape | None:
     """What the run reads a source's rows as, from its template and its columns after `rename`."""
     settings = template.settings if template is not None else {}
     if "prompt" in settings:
+        prompt, completion, chat = (settings.get(key) for key in ("prompt", "completion", "chat"))
+        if isinstance(prompt.value, ast.Str) and completion is not None and isinstance(completion.value, ast.Str) \
+                and _parses(prompt.value.value) and _parses(completion.value.value):  # else E041 says why
+            on = chat is not None and isinstance(chat.value, ast.Name) and BOOLEANS.get(chat.value.name) is True
+            return _Shape("prompt_completion", prompt=prompt.value.value, completion=completion.value.value, chat=on)
         return _Shape("prompt_completion")
     if "format" in settings:
         return _Shape(settings["format"].value.name)
@@ -564,8 +590,10 @@ def shape_of(template, known: Columns) -> _Shape | None:
         found = conventional_shape(known.names)
         if found is None:
             return None
+        if found[0] == "prompt_completion":
+            return _Shape("prompt_completion", prompt="{prompt}", completion="{completion}")
         if found[0] != "conversation":
-            return _Shape(found[0])
+            return _Shape(found[0], column=found[1])
         column, train_on = found[1], "assistant"
     tools = settings.get("tools")
     return _Shape(
@@ -597,6 +625,14 @@ def _row_problem(shape: _Shape, row: dict, rename: tuple, where: tuple):
             shapes.alpaca_prompt(row)
         elif shape.kind == "tokens":
             shapes.token_row(row, vocab_size=2**31 - 1)  # the vocabulary is the run's to check
+        elif shape.kind == "prompt_completion" and shape.completion is not None:
+            parts = templates.parse_template(shape.prompt), templates.parse_template(shape.completion)
+            if shape.chat:
+                templates.chat_messages(*parts, row, None)
+            else:
+                templates.render_prompt_completion(*parts, row)
+        elif shape.kind == "text" and shape.column is not None:
+            templates.render_text(shape.column, row)
     except shapes.RowProblem as problem:
         return problem
     return None
@@ -642,8 +678,6 @@ def _check_shapes(ctx: _Context, columns: dict[str, Columns | None]) -> None:
             continue
         rename = pairs(source.settings.get("rename"))
         where = where_pairs(source.settings.get("where"))
-        if shape.kind in ("prompt_completion", "text") and not rename and not where:
-            continue  # nothing to check beyond the columns
         split = source.settings.get("split")
         calls = [source.source] + ([split.value] if split is not None and isinstance(split.value, ast.Call) else [])
         for call in calls:
@@ -676,7 +710,7 @@ def _check_file_shapes(ctx: _Context, source: DataSource, call: ast.Call, shape:
             found.append((sampled, problem))
     shown = os.path.relpath(path, source.base_dir) if any(ch in str(arg(call, "path").value) for ch in "*?[") else arg(call, "path").value
     checked = _sampled_note(len(sample.rows), sample) + (f" ({filtered:,} left out by `where`)" if filtered else "")
-    skip = source.settings.get("on_bad_row") is not None and source.settings["on_bad_row"].value.name == "skip"
+    skip = _skips_bad_rows(source)
     for sampled, problem in found[:SHOWN_ROWS]:
         place = f" {sample.unit} {sampled.number:,}" if sampled.number is not None else f", the line at byte {sampled.offset:,}"
         column = f", column `{problem.column}`" if problem.column else ""

@@ -66,7 +66,9 @@ def _complete_lines(files: FileSystem, path: Path) -> list[bytes]:
     return lines[:-1] if len(lines) > 1 else lines
 
 
-def _jsonl_rows(files: FileSystem, path: Path, limit: int | None) -> list[dict]:
+def _jsonl_rows(files: FileSystem, path: Path, limit: int | None, skip_bad: bool = False) -> list[dict]:
+    """The rows of the file's head; a line that is no JSON object raises, or with `skip_bad`
+    (`on_bad_row = skip`: the run skips and counts it) is left out."""
     rows = []
     for number, line in enumerate(_complete_lines(files, path), start=1):
         if not line.strip():
@@ -74,8 +76,12 @@ def _jsonl_rows(files: FileSystem, path: Path, limit: int | None) -> list[dict]:
         try:
             row = json.loads(line)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            if skip_bad:
+                continue
             raise ColumnsError(f"line {number} is not valid JSON ({error})") from None
         if not isinstance(row, dict):
+            if skip_bad:
+                continue
             raise ColumnsError(f"line {number} is not a JSON object")
         rows.append(row)
         if limit is not None and len(rows) >= limit:
@@ -83,8 +89,8 @@ def _jsonl_rows(files: FileSystem, path: Path, limit: int | None) -> list[dict]:
     return rows
 
 
-def _jsonl(files: FileSystem, path: Path) -> Columns:
-    return _from_rows(_jsonl_rows(files, path, SAMPLE_ROWS))
+def _jsonl(files: FileSystem, path: Path, skip_bad: bool = False) -> Columns:
+    return _from_rows(_jsonl_rows(files, path, SAMPLE_ROWS, skip_bad))
 
 
 def _json_data(files: FileSystem, path: Path, field: str | None):
@@ -159,11 +165,12 @@ def _feature_paths(prefix: str, feature, out: set[str]) -> None:
             _feature_paths(f"{prefix}.{key}", inner, out)
 
 
-def sample_rows(kind: str, path: Path, files: FileSystem, options: dict) -> list[dict] | None:
+def sample_rows(kind: str, path: Path, files: FileSystem, options: dict, skip_bad_rows: bool = False) -> list[dict] | None:
     """The rows in the first SAMPLE_BYTES of a local file (all rows of a `json` file), as the
-    runtime will load them; None for kinds not sampled (parquet, disk)."""
+    runtime will load them; None for kinds not sampled (parquet, disk). `skip_bad_rows`: as
+    `read_columns`."""
     if kind == "jsonl":
-        return _jsonl_rows(files, path, None)
+        return _jsonl_rows(files, path, None, skip_bad_rows)
     if kind == "json":
         data = _json_data(files, path, options.get("field"))
         if isinstance(data, dict) and all(isinstance(v, list) for v in data.values()):
@@ -177,10 +184,12 @@ def sample_rows(kind: str, path: Path, files: FileSystem, options: dict) -> list
     return None
 
 
-def read_columns(kind: str, path: Path, files: FileSystem, options: dict) -> Columns:
-    """Columns of one local file of a source kind (jsonl, json, csv, parquet, arrow, text, disk)."""
+def read_columns(kind: str, path: Path, files: FileSystem, options: dict, skip_bad_rows: bool = False) -> Columns:
+    """Columns of one local file of a source kind (jsonl, json, csv, parquet, arrow, text, disk).
+    `skip_bad_rows` (`on_bad_row = skip`): a `jsonl` line that is no JSON object is left out, not an
+    error (the shape check reports it as a row the run skips)."""
     if kind == "jsonl":
-        return _jsonl(files, path)
+        return _jsonl(files, path, skip_bad_rows)
     if kind == "json":
         return _json(files, path, options.get("field"))
     if kind == "csv":

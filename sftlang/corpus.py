@@ -76,7 +76,9 @@ def training_characters(source: DataSource, template: Template | None, files: Fi
         return None
     options = {a.name.name: a.value.value for a in source.source.args if a.name and isinstance(a.value, ast.Str)}
     try:
-        rows = sample_rows(source.source.head.name, path, files, options)
+        on_bad_row = source.settings.get("on_bad_row")
+        skip = on_bad_row is not None and getattr(on_bad_row.value, "name", None) == "skip"
+        rows = sample_rows(source.source.head.name, path, files, options, skip_bad_rows=skip)
     except (ColumnsError, OSError, UnicodeDecodeError):
         return None  # reported by the column check
     if not rows:
