@@ -243,6 +243,11 @@ def _check_gguf(ctx: _Context, path: ast.Str, local: Path, base_dir: Path) -> No
 # ---------------------------------------------------------------- data
 
 
+def _place(span, seen_from) -> str:
+    """`line 14` of the file a diagnostic points into, or `base.sft:14` of another (through `use`)."""
+    return f"line {span.line}" if seen_from is None or span.file == seen_from.file else f"{span.file}:{span.line}"
+
+
 def _check_source_ref(ctx: _Context, name: ast.Name) -> bool:
     if name.name in ctx.spec.data:
         return True
@@ -423,7 +428,7 @@ def _check_templates(ctx: _Context, columns: dict[str, Columns | None]) -> None:
             if not _check_source_ref(ctx, source):
                 continue
             if source.name in covered:
-                ctx.report(Diagnostic("E043", f"`{source.name}` already has a template", source.span, f"see line {covered[source.name].span.line}; a source takes one template"))
+                ctx.report(Diagnostic("E043", f"`{source.name}` already has a template", source.span, f"see {_place(covered[source.name].span, source.span)}; a source takes one template"))
                 continue
             covered[source.name] = source
             known = columns.get(source.name)
@@ -792,7 +797,7 @@ def _check_train(ctx: _Context) -> list[str]:
 
     epochs, steps = spec.blocks["train"].get("epochs"), spec.blocks["train"].get("steps")
     if epochs is not None and steps is not None:
-        ctx.report(Diagnostic("E056", "set `epochs` or `steps`, not both", steps.span, f"`epochs` is set at line {epochs.span.line}"))
+        ctx.report(Diagnostic("E056", "set `epochs` or `steps`, not both", steps.span, f"`epochs` is set at {_place(epochs.span, steps.span)}"))
     total_steps = _int(steps.value) if steps is not None else None
 
     batch, micro = _int(spec.value("train", "batch")), _int(spec.value("train", "micro"))

@@ -1,7 +1,8 @@
 """Files -> one resolved Spec: apply `use`, merge, fill every default.
 
 Merge rules: a `use`d file is a base; the including file overrides it. Blocks
-merge key by key; a redeclared `data` or `template` replaces the base's whole
+merge key by key, and a key given again as a call of the same function merges
+argument by argument (`merge_call`); a redeclared `data` or `template` replaces the base's whole
 declaration; an `accept` gate replaces the base's gate on the same metric and
 side. Defaults come from schema.py (as source text, parsed once), and calls are
 normalised to named arguments in signature order with defaults filled, so two
@@ -160,6 +161,46 @@ def fill_defaults(keys: tuple[schema.Key, ...], settings: dict[str, Setting]) ->
     return out
 
 
+# ---------------------------------------------------------------- merging a base's value
+
+
+def _named_args(args: tuple[ast.Arg, ...], signature: Signature) -> dict[str, ast.Arg] | None:
+    """The call's arguments by parameter name (positional ones named); None if one has no parameter."""
+    named: dict[str, ast.Arg] = {}
+    for index, arg in enumerate(args):
+        if arg.name is not None:
+            named[arg.name.name] = arg
+        elif index < len(signature.params):
+            named[signature.params[index].name] = ast.Arg(ast.Name(signature.params[index].name), arg.value, arg.span)
+        else:
+            return None
+    return named
+
+
+def merge_call(base: ast.Value, override: ast.Value, type_: Type) -> ast.Value:
+    """A derived file's value of a key its base also sets: a call of the same function keeps the
+    base's arguments the override does not give (`adamw(lr = 1e-3)` over `adamw(lr = 2e-5, b2 = 0.95)`
+    is `adamw(lr = 1e-3, b2 = 0.95)`); anything else, and a call that names a path (`hf(...)`,
+    `sentencepiece(...)`: a `revision` belongs to its path), replaces the base's value whole."""
+    chosen = _pick(type_, override)
+    if isinstance(chosen, InitModel) and isinstance(base, ast.Init) and isinstance(override, ast.Init):
+        return ast.Init(merge_call(base.call, override.call, chosen.calls), override.span)
+    if not (isinstance(chosen, Calls) and isinstance(base, ast.Call) and isinstance(override, ast.Call)):
+        return override
+    signature = chosen.variants.get(override.head.name)
+    if base.head.name != override.head.name or signature is None or any(p.type is schema.PATH for p in signature.params):
+        return override
+    old, new = _named_args(base.args, signature), _named_args(override.args, signature)
+    if old is None or new is None:
+        return override
+    merged = {**old, **new}
+    return ast.Call(override.head, tuple(merged[p.name] for p in signature.params if p.name in merged), override.span)
+
+
+def _key_type(block: str, key: str) -> Type | None:
+    return next((k.type for k in schema.BLOCKS.get(block, ()) if k.name == key), None)
+
+
 # ---------------------------------------------------------------- loading
 
 
@@ -234,7 +275,11 @@ def _merge(files: list[tuple[ast.SpecFile, Path]], root: Path) -> Spec:
                 for entry in item.body.entries:
                     if isinstance(entry, ast.Assign):
                         label = entry.label.name if entry.label else None
-                        blocks[kind][entry.key.name] = Setting(entry.key.name, entry.value, entry.span, label, path)
+                        value, base = entry.value, blocks[kind].get(entry.key.name)
+                        key_type = _key_type(kind, entry.key.name)
+                        if base is not None and base.origin != path and key_type is not None:
+                            value = merge_call(base.value, value, key_type)
+                        blocks[kind][entry.key.name] = Setting(entry.key.name, value, entry.span, label, path)
             elif isinstance(item, ast.DataDecl) and isinstance(item.source, ast.Call):
                 settings = {}
                 for entry in item.body.entries if item.body else ():
