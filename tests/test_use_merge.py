@@ -109,3 +109,11 @@ def test_epochs_and_steps_in_two_files_name_the_other_file(project):
     d = found[0]
     assert (d.span.file, d.span.line, d.span.column) == ("derived.sft", 4, 5)
     assert d.help == "`epochs` is set at base.sft:15"
+
+
+def test_a_second_template_for_a_source_names_the_file_of_the_first(project):
+    path = derived(project, 'template other for tickets {\n    prompt = "{question}"\n    completion = "{answer}"\n}\n')
+    _, problems = check_spec_file(path, devices=1, offline=True)
+    found = [d for d in problems if d.code == "E043"]
+    assert [(d.span.file, d.span.line, d.help) for d in found] == [
+        ("derived.sft", 3, "see base.sft:10; a source takes one template")], [render_plain(d) for d in problems]
