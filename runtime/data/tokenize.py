@@ -22,6 +22,11 @@ files instead of tokenizing (``TokenizedSource.cache_hit``); an interrupted one
 keeps the shards it finished; the processes of a job split the shards
 (`runtime.data.share`). ``seq_len``, splits and overflow are applied afterwards,
 so changing them never re-tokenizes.
+
+Workers: ``num_proc`` asks `Dataset.map` for forked workers, which a process that has imported
+JAX never uses (`worker_processes`): a child forked from JAX's threads can deadlock. It then
+tokenizes in the process itself, which bench/tokenize_workers.py measured faster than a pool of
+spawned workers on 2 cores (the fast tokenizer encodes each batch on every core anyway).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import hashlib
 import json
 import os
 import socket
+import sys
 from collections import Counter
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -459,6 +465,14 @@ def _write_flat(table: pa.Table, paths: dict[str, str]) -> None:
         os.replace(tmp[name], paths[name])
 
 
+def worker_processes(num_proc: int | None) -> int | None:
+    """``num_proc`` for `Dataset.map`, or None (no workers) once JAX is in this process: datasets'
+    workers are forked, and a fork after JAX has started its threads can deadlock the child."""
+    if num_proc is None or num_proc <= 1 or "jax" in sys.modules:
+        return None
+    return num_proc
+
+
 def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any,
                     cache_dir: str | None = None, batch_size: int = 1000,
                     num_proc: int | None = None, share: Share = Share()) -> TokenizedSource:
@@ -497,7 +511,7 @@ def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any
             _Tokenize(loaded, mode, tokenizer, first_row=a), batched=True, batch_size=batch_size, with_indices=True,
             remove_columns=loaded.dataset.column_names, features=_features(),
             cache_file_name=files[k] if use_cache else None, new_fingerprint=f"{key}-{k}",
-            load_from_cache_file=use_cache, num_proc=num_proc, desc=f"tokenizing {spec.name}",
+            load_from_cache_file=use_cache, num_proc=worker_processes(num_proc), desc=f"tokenizing {spec.name}",
         )
 
     if use_cache and share.count > 1:  # each process its shards; then every shard is on disk (or read below)
