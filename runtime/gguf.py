@@ -28,7 +28,6 @@ layout; `unpermute_q` / `unpermute_k` restore the Hugging Face order.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -90,20 +89,11 @@ def hf_name(gguf_name: str) -> tuple[str, str | None]:
 
 
 # ---------------------------------------------------------------- the cached directory
-_DIGESTS: dict[tuple[str, int, int], str] = {}
-
-
 def file_sha256(path: Path) -> str:
-    """The content digest of a file (memoised per process by path, size and mtime)."""
-    stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
-    if key not in _DIGESTS:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                digest.update(block)
-        _DIGESTS[key] = digest.hexdigest()
-    return _DIGESTS[key]
+    """The content digest of a file: `runtime.file_hashes`, the one rule (read once per change)."""
+    from .file_hashes import file_sha256 as digest
+
+    return digest(path)
 
 
 def _source_record(path: Path, digest: str) -> dict:

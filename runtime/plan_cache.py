@@ -3,11 +3,12 @@
 Everything `sftc plan` reports besides the devices follows from the decided plan, the model's
 config and the data's counts, and those follow from the compiled plan, the bytes of the data
 files, the tokenizer's files and the checkpoint's config. Preparing the data (`runtime.prepare`)
-records its outcome under a key made of exactly those inputs; a later `sftc plan` that finds its
-key recorded reports from the record without loading transformers, datasets or the data. Any
-changed byte of a data file, tokenizer file or config, another sftc or library version, or an
-input that cannot be fingerprinted without loading it (a hub dataset) misses, and the plan is
-prepared in full.
+records its outcome under a key made of exactly those inputs (`runtime.inputs`, the one identity
+of a run's inputs); a later `sftc plan` that finds its key recorded reports from the record
+without loading transformers, datasets or the data. Any changed byte of a data or eval file,
+tokenizer file or config, another sftc (its code, not only its version) or data library version,
+or an input that cannot be fingerprinted without loading it (a hub dataset) misses, and the plan
+is prepared in full.
 """
 
 from __future__ import annotations
@@ -17,17 +18,13 @@ import json
 import logging
 import os
 from dataclasses import dataclass, fields
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from .data.stats import DataStats, SourceStats
 from .plan import Plan
 
-CACHE_VERSION = 1
-# files of a checkpoint directory that are not its weights: config, tokenizer, chat template
-_WEIGHTS = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".msgpack", ".h5", ".ckpt")
-_LIBRARIES = ("sftc", "datasets", "tokenizers", "transformers", "sentencepiece")
+CACHE_VERSION = 2  # 2: the key's inputs come from runtime.inputs
 
 
 @dataclass(frozen=True)
@@ -56,80 +53,22 @@ class Recorded:
     tokenizer: TokenizerFacts
 
 
-def _digest_files(paths: list[Path]) -> str:
-    """The sha256 of each file's name (without its directory) and bytes, in order."""
-    from .data.content import file_digest, read_chunks
-
-    digest = hashlib.sha256()
-    for path in paths:
-        digest.update(path.name.encode() + b"\0" + file_digest(read_chunks(str(path))))
-    return digest.hexdigest()
-
-
-def _metadata_files(directory: Path) -> list[Path]:
-    """A checkpoint or tokenizer directory's files other than weights, sorted."""
-    return sorted(p for p in directory.iterdir() if p.is_file() and not p.name.endswith(_WEIGHTS))
-
-
-def _model_digest(plan: Plan) -> str | None:
-    """The checkpoint's config and tokenizer files (None for an `init` model)."""
-    if plan.model.kind != "hf":
-        return None
-    from .hf import resolve_checkpoint
-
-    return _digest_files(_metadata_files(resolve_checkpoint(plan.model.path, plan.model.revision)))
-
-
-def _tokenizer_digest(plan: Plan, cache_dir: Path) -> str | None:
-    """The tokenizer's own files; for a trained tokenizer, the one its training inputs name, once trained."""
-    spec = plan.model.tokenizer
-    if spec.kind == "base":
-        return "base"  # the checkpoint's files, in `_model_digest`
-    if spec.kind == "hf":
-        from .hf import resolve_checkpoint
-
-        return _digest_files(_metadata_files(resolve_checkpoint(spec.path, spec.revision)))
-    if spec.kind == "sentencepiece":
-        return _digest_files([Path(spec.path)])
-    from .prepare import trained_tokenizer_dir
-
-    target = trained_tokenizer_dir(plan, cache_dir)
-    return _digest_files(_metadata_files(target)) if (target / "tokenizer.json").is_file() else None
-
-
-def _versions() -> dict[str, str | None]:
-    out = {}
-    for name in _LIBRARIES:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = None
-    return out
-
-
 def inputs_key(plan: Plan, cache_dir: Path) -> str | None:
-    """The key of everything a prepared plan follows from, or None when an input cannot be
-    fingerprinted without loading it (a hub dataset, a saved `disk` dataset, a missing file)."""
-    from .data.sources import fingerprint_files, resolve_paths
+    """The key of everything a prepared plan follows from: the compiled plan and the inputs
+    `runtime.inputs` names for the plan cache (data and eval files, tokenizer, the base's config,
+    sftc's code, the data libraries); None when one cannot be known without loading it (a hub
+    dataset, a saved `disk` dataset, a tokenizer not trained yet) or is missing."""
     from .data.tokenize import PIPELINE_VERSION
+    from .inputs import gather
     from .prepare import TOKENIZER_CACHE_VERSION
 
     try:
-        sources = {}
-        for spec in plan.data.sources:
-            parts = [spec] + ([spec.eval_part()] if spec.eval_part() is not None else [])
-            for part in parts:
-                if part.kind in ("hf_dataset", "disk"):
-                    return None
-                sources[part.name + ("/eval" if part is not spec else "")] = fingerprint_files(resolve_paths(part))
-        tokenizer = _tokenizer_digest(plan, cache_dir)
-        if tokenizer is None:
-            return None
-        model = _model_digest(plan)
+        inputs = gather(plan, cache_dir, load=False).key("plan_cache")
     except Exception:  # noqa: BLE001 - a missing or unreadable input: the full preparation says what is wrong
         return None
-    key = [CACHE_VERSION, PIPELINE_VERSION, TOKENIZER_CACHE_VERSION, _versions(), plan.to_dict(), sources,
-           tokenizer, model]
+    if inputs is None:
+        return None
+    key = [CACHE_VERSION, PIPELINE_VERSION, TOKENIZER_CACHE_VERSION, plan.to_dict(), inputs]
     return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
 

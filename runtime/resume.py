@@ -2,7 +2,8 @@
 
 Resuming continues the saved weights and optimizer state, so every input that shaped
 them must be the one the run started with: the decided plan's model, data and training
-settings, the content of every data file, and the tokenizer. Settings that do not touch
+settings, and the inputs `runtime.inputs` names for resuming (the content of every training
+data file, the tokenizer's files, the base checkpoint's files, dtype and quantization). Settings that do not touch
 the weights (how often to log, evaluate or checkpoint, how many checkpoints to keep, how
 many non-finite steps to tolerate, the eval block, the gates, the output) may change: they
 take effect from the resumed step on.
@@ -17,6 +18,7 @@ import json
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+from .inputs import Inputs
 from .plan import Plan
 
 # Keys of the plan that do not change what a step computes.
@@ -62,28 +64,19 @@ def plan_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> li
     return lines
 
 
-def differences(run_dir: Path, plan: Plan, fingerprints: Mapping[str, str], tokenizer_print: str) -> list[str]:
-    """What differs between the run in `run_dir` and the inputs this invocation prepared."""
+def differences(run_dir: Path, plan: Plan, inputs: Inputs) -> list[str]:
+    """What differs between the run in `run_dir` and the inputs this invocation prepared: the
+    plan's weight-shaping settings, and the inputs `runtime.inputs` names for resuming (the data,
+    the tokenizer, the base checkpoint's weights, dtype and quantization)."""
     run_dir = Path(run_dir)
-    lines = []
     saved_plan = json.loads((run_dir / "plan.json").read_text())
     if saved_plan.get("version") != plan.version:
         return [f"~ plan format: version {saved_plan.get('version')} -> {plan.version} (the run was made by another sftc)"]
-    lines += plan_differences(saved_plan, json.loads(plan.to_json()))  # as saved: lists, not tuples
+    lines = plan_differences(saved_plan, json.loads(plan.to_json()))  # as saved: lists, not tuples
     manifest_path = run_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
-    saved_prints = manifest.get("data", {}).get("fingerprints", {})
-    for name in sorted(set(saved_prints) | set(fingerprints)):
-        old, new = saved_prints.get(name), fingerprints.get(name)
-        if old != new:
-            lines.append(f"~ data {name}: content changed (fingerprint {str(old)[:12]} -> {str(new)[:12]})")
-    saved_tokenizer = manifest.get("tokenizer")
-    if saved_tokenizer is None and (run_dir / "tokenizer").is_dir():
-        from .data.tokenize import tokenizer_fingerprint
-        from .tokenizer import load_tokenizer
-
-        saved_tokenizer = tokenizer_fingerprint(load_tokenizer(run_dir / "tokenizer"))
-    if saved_tokenizer is not None and saved_tokenizer != tokenizer_print:
-        lines.append(f"~ tokenizer: changed (fingerprint {saved_tokenizer[:12]} -> {tokenizer_print[:12]}): "
-                     "the saved weights were trained on the old vocabulary")
-    return lines
+    saved = Inputs.from_dict(manifest.get("inputs"))
+    if saved is None:
+        return lines + ["~ inputs: the run was recorded by an older sftc, without the identity of its base weights "
+                        "and tokenizer, so they cannot be compared"]
+    return lines + inputs.changes(saved, "resume")

@@ -4,7 +4,7 @@ manifest, metrics, checkpoints, the report and the export.
     runs/<name>/<timestamp>/
         spec.sft        the resolved spec (use applied, defaults written, absolute paths)
         plan.json       the plan with every number decided
-        manifest.json   spec hash, data fingerprints and stats, package versions, devices
+        manifest.json   spec hash, the identity of every input (runtime.inputs), data stats, versions, devices
         metrics.jsonl   training and eval records (runtime.train.metrics_log)
         tb/             TensorBoard event files
         tokenizer/      the tokenizer the run used (Hugging Face files)
@@ -96,13 +96,16 @@ def devices_summary() -> dict[str, Any]:
     }
 
 
-def write_manifest(run_dir: Path, plan: Plan, stats: dict, fingerprints: dict[str, str], tokenizer: str) -> None:
+def write_manifest(run_dir: Path, plan: Plan, stats: dict, inputs: Any) -> None:
+    """``inputs``: the run's `runtime.inputs.Inputs`; ``data.fingerprints`` repeats its data parts
+    by name (a separate eval file as ``faq/eval``) for a reader that wants only those."""
+    prints = {**inputs.parts["data"], **{f"{k}/eval": v for k, v in inputs.parts["eval_data"].items()}}
     manifest = {
         "name": plan.name,
         "spec_path": plan.spec_path,
         "spec_hash": plan.spec_hash,
-        "data": {"fingerprints": fingerprints, "stats": stats},
-        "tokenizer": tokenizer,
+        "inputs": inputs.to_dict(),
+        "data": {"fingerprints": prints, "stats": stats},
         "packages": package_versions(),
         "python": sys.version.split()[0],
         "platform": platform.platform(),

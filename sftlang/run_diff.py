@@ -38,11 +38,12 @@ class RunDiff:
     packages: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     devices: tuple[dict, dict] | None = None
     baselines: list[BeforeAfter] = field(default_factory=list)
-    answers: tuple[int, int] | None = None  # (eval rows answered differently, rows both runs answered)
+    answers: tuple[int, int] | None = None  # (eval samples answered differently, samples both runs answered)
+    inputs: list[str] = field(default_factory=list)  # what changed among the inputs (runtime.inputs), one line each
 
     @property
     def same(self) -> bool:
-        return (not self.fingerprints and not self.packages and all(m.verdict == "same" for m in self.metrics)
+        return (not self.fingerprints and not self.packages and not self.inputs and all(m.verdict == "same" for m in self.metrics)
                 and self.devices is None and not (self.answers and self.answers[0]))
 
 
@@ -100,7 +101,14 @@ def diff_runs(old_dir: Path, new_dir: Path) -> RunDiff:
         old, new = _number(old_metrics.get(metric)), _number(new_metrics.get(metric))
         result.metrics.append(MetricDelta(metric, old, new, _verdict(metric, old, new)))
     old_manifest, new_manifest = _read(old_dir / "manifest.json"), _read(new_dir / "manifest.json")
-    result.fingerprints = _pairs(old_manifest.get("data", {}).get("fingerprints", {}), new_manifest.get("data", {}).get("fingerprints", {}))
+    from runtime.inputs import Inputs
+
+    old_inputs, new_inputs = Inputs.from_dict(old_manifest.get("inputs")), Inputs.from_dict(new_manifest.get("inputs"))
+    if old_inputs is not None and new_inputs is not None:  # every input, in the words resume and caches use
+        result.inputs = new_inputs.changes(old_inputs, "run_diff")
+    else:  # a run recorded before sftc kept its inputs: its data fingerprints
+        result.fingerprints = _pairs(old_manifest.get("data", {}).get("fingerprints", {}),
+                                     new_manifest.get("data", {}).get("fingerprints", {}))
     result.packages = _pairs(old_manifest.get("packages", {}), new_manifest.get("packages", {}))
     if old_manifest.get("devices") != new_manifest.get("devices"):
         result.devices = (old_manifest.get("devices", {}), new_manifest.get("devices", {}))
@@ -128,9 +136,10 @@ def _before_after(old_report: dict, new_report: dict) -> list[BeforeAfter]:
 
 
 def _answers_changed(old: list, new: list) -> tuple[int, int] | None:
-    key = lambda s: (s.get("source"), s.get("file"), s.get("line"))  # noqa: E731
-    old_answers = {key(s): s.get("generated") for s in old}
-    common = [(old_answers[key(s)], s.get("generated")) for s in new if key(s) in old_answers]
+    from runtime.data.origin import sample_key
+
+    old_answers = {sample_key(s): s.get("generated") for s in old}
+    common = [(old_answers[sample_key(s)], s.get("generated")) for s in new if sample_key(s) in old_answers]
     return (sum(a != b for a, b in common), len(common)) if common else None
 
 
@@ -159,7 +168,8 @@ def render_lines(result: RunDiff, old_label: str, new_label: str, all_metrics: b
         lines += _before_after_lines(result.baselines, old_label, new_label)
     if result.answers is not None:
         changed, both = result.answers
-        lines.append((f"answers: {changed} of {both} eval rows answered differently", "yellow" if changed else "dim"))
+        lines.append((f"answers: {changed} of {both} eval samples answered differently", "yellow" if changed else "dim"))
+    lines += [(line, "yellow") for line in result.inputs]
     for name, old, new in result.fingerprints:
         lines.append((f"~ data {name}  fingerprint {str(old)[:12]} -> {str(new)[:12]}", "yellow"))
     for name, old, new in result.packages:
@@ -193,6 +203,7 @@ def to_dict(result: RunDiff) -> dict:
                       for r in result.baselines],
         "answers_changed": list(result.answers) if result.answers else None,
         "data_fingerprints": [{"source": n, "old": o, "new": w} for n, o, w in result.fingerprints],
+        "inputs": list(result.inputs),
         "packages": [{"package": n, "old": o, "new": w} for n, o, w in result.packages],
         "devices": list(result.devices) if result.devices else None,
     }

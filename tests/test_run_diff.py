@@ -60,7 +60,7 @@ def test_run_diff_shows_each_run_against_its_baseline_and_changed_answers(tmp_pa
     assert lines["rouge_l"].split()[-1] == "better"
     vs = [line for line in out.splitlines() if line.startswith("rouge_l ") and "->" in line]
     assert vs and "0.3 -> 0.4 (+0.1)" in vs[0] and "0.3 -> 0.45 (+0.15)" in vs[0]
-    assert "answers: 1 of 2 eval rows answered differently" in out
+    assert "answers: 1 of 2 eval samples answered differently" in out
     assert main(["diff", str(a), str(b), "--format", "json"]) == 1
     runs = json.loads(capsys.readouterr().out)["runs"]
     assert runs["baselines"] == [{"metric": "rouge_l", "old": [0.3, 0.4], "new": [0.3, 0.45]}]

@@ -21,9 +21,8 @@ def main(args: argparse.Namespace, edited: Plan | None = None) -> int:
     """Re-evaluate a run's checkpoint, with its own gates or those of an edited spec."""
     import dataclasses
 
-    from runtime.data.sources import source_fingerprint
-    from runtime.data.tokenize import tokenizer_fingerprint
     from runtime.evaluate.final import score
+    from runtime.inputs import gather
     from runtime.evaluate.gates import accepted
     from runtime.evaluate.report import print_before_after, print_gates, write_report
     from runtime.evaluate.tokens import token_metrics
@@ -39,9 +38,8 @@ def main(args: argparse.Namespace, edited: Plan | None = None) -> int:
         with console.status("evaluating"):
             prepared = trained.with_data()
             by_source = token_metrics(trained.engine, trained.frozen, prepared.pipeline, trained.params)
-            fingerprints = {s.name: source_fingerprint(s) for s in plan.data.sources}
             scores = score(prepared, trained.engine, trained.params, trained.frozen, trained.model, by_source,
-                           Path(args.run_dir), tokenizer_fingerprint(trained.tokenizer), fingerprints)
+                           Path(args.run_dir), gather(plan))
     except runtime_errors() as error:
         return runtime_error(console, error)
     out = new_run_dir(Path(args.run_dir) / "evals")

@@ -26,8 +26,7 @@ def main(args: argparse.Namespace, compiled: Compiled) -> int:
     from rich.text import Text
 
     from runtime import distributed, run as rundir
-    from runtime.data.sources import source_fingerprint
-    from runtime.data.tokenize import tokenizer_fingerprint
+    from runtime.inputs import gather
     from runtime.logs import route_library_logs
     from runtime.prepare import prepare
     from runtime.resume import differences
@@ -53,12 +52,11 @@ def main(args: argparse.Namespace, compiled: Compiled) -> int:
     try:
         with console.status("preparing: tokenizer, data (cached after the first time)"):
             prepared = prepare(plan, share=distributed.data_share())  # a job's processes split the work
-        fingerprints = {s.name: source_fingerprint(s) for s in prepared.plan.data.sources}
-        tokenizer_print = tokenizer_fingerprint(prepared.tokenizer)
+        inputs = gather(prepared.plan)  # the identity of every input, for resume, the baseline, review, diff
         refused = False
         if primary:
             run_dir = None if args.fresh else rundir.unfinished(root)
-            changed = differences(run_dir, prepared.plan, fingerprints, tokenizer_print) if run_dir else []
+            changed = differences(run_dir, prepared.plan, inputs) if run_dir else []
             if changed:
                 refused = True
                 console.print(Text.assemble(("error", "bold red"), f": the unfinished run {run_dir} was trained on other inputs; resuming it would mix them:"), soft_wrap=True)
@@ -90,11 +88,11 @@ def main(args: argparse.Namespace, compiled: Compiled) -> int:
     plan = prepared.plan
     (run_dir / "spec.sft").write_text(f"# resolved by sftc from {plan.spec_path}\n" + resolved_text)
     rundir.write_plan(run_dir, plan)  # when resuming, only settings that do not shape the weights may differ
-    rundir.write_manifest(run_dir, plan, prepared.pipeline.stats.to_dict(), fingerprints, tokenizer_print)
+    rundir.write_manifest(run_dir, plan, prepared.pipeline.stats.to_dict(), inputs)
     if not resuming:
         prepared.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
     try:
-        code = _train_and_evaluate(args, console, prepared, run_dir, started, tokenizer_print, fingerprints, checkpoints)
+        code = _train_and_evaluate(args, console, prepared, run_dir, started, inputs, checkpoints)
     except runtime_errors() as error:
         rundir.write_status(run_dir, "error", message=str(error))
         return runtime_error(console if primary else errors, error)
@@ -105,8 +103,8 @@ def main(args: argparse.Namespace, compiled: Compiled) -> int:
     return int(distributed.broadcast_text(str(code) if primary else None))
 
 
-def _train_and_evaluate(args, console: Console, prepared, run_dir: Path, started: float, tokenizer_print: str,
-                        fingerprints: dict[str, str], checkpoints: Path) -> int:
+def _train_and_evaluate(args, console: Console, prepared, run_dir: Path, started: float, inputs,
+                        checkpoints: Path) -> int:
     from runtime import run as rundir
     from runtime.evaluate.final import evaluate_run
     from runtime.evaluate.report import print_before_after, print_gates
@@ -142,7 +140,7 @@ def _train_and_evaluate(args, console: Console, prepared, run_dir: Path, started
              "train_s": seconds, "spec_hash": plan.spec_hash}
     baseline = " and the baseline's" if plan.eval.baseline is not None else ""
     with console.status(f"evaluating: generating eval completions{baseline}"):
-        outcome = evaluate_run(prepared, result, run_dir, facts, tokenizer_print, fingerprints, force_export=args.export)
+        outcome = evaluate_run(prepared, result, run_dir, facts, inputs, force_export=args.export)
     rundir.write_status(run_dir, "done", steps=result.steps, skipped_steps=result.skipped,
                         seconds=round(time.time() - started, 1), accepted=outcome.accepted)
     print_before_after(outcome.values, outcome.base_values, outcome.baseline, console)

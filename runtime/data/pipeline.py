@@ -61,6 +61,7 @@ class Example:
     tokens: np.ndarray
     trained: np.ndarray  # 1 where the token is a training target
     full_length: int  # tokens before truncation (== len(tokens) unless truncated)
+    turn: int | None = None  # one of a conversation's per-turn examples: its assistant message index
 
     @property
     def truncated(self) -> bool:
@@ -287,11 +288,14 @@ class DataPipeline:
     def example(self, gid: int) -> Example:
         t = int(self.ex_table[gid])
         ts, loaded = self._tables[t], self._loaded[t]
-        row = int(ts.rows[int(self.ex_local[gid])])
+        local = int(self.ex_local[gid])
+        row = int(ts.rows[local])
         file, line = loaded.locate(row)
         tokens, trained = self.example_arrays(gid)
+        turn = int(ts.turns[local]) if ts.turns is not None and ts.turns[local] >= 0 else None
         return Example(source=self._owner[t], split="eval" if self.ex_split[gid] else "train", row=row,
-                       file=file, line=line, tokens=tokens, trained=trained, full_length=int(self.ex_full[gid]))
+                       file=file, line=line, tokens=tokens, trained=trained, full_length=int(self.ex_full[gid]),
+                       turn=turn)
 
     def examples(self, source: str | None = None, split: str | None = None,
                  n: int | None = None) -> list[Example]:

@@ -106,15 +106,12 @@ def conversation(value: Any, column: str, roles: Sequence[tuple[str, str]] = (),
     if not value:
         raise RowProblem("empty conversation", column=column)
     role_names = {**DEFAULT_ROLES, **dict(roles)}
-    names = dict(keys)
     out: list[dict[str, Any]] = []
     pending_calls = 0  # tool calls of the last assistant turn not answered yet
     for i, message in enumerate(value):
         if not isinstance(message, Mapping):
             raise RowProblem(f"message is {type(message).__name__}, not an object", column=column, turn=i)
-        role_key = names.get("role") or ("role" if "role" in message or "from" not in message else "from")
-        content_key = names.get("content") or ("content" if "content" in message or "value" not in message
-                                               else "value")
+        role_key, content_key = message_keys(message, keys)
         said = message.get(role_key)
         if not isinstance(said, str) or not said:
             raise RowProblem(f"message has no role (key {role_key!r}, got {said!r})", column=column, turn=i)
@@ -155,6 +152,16 @@ def conversation(value: Any, column: str, roles: Sequence[tuple[str, str]] = (),
             pending_calls = 0
         out.append(normal)
     return out
+
+
+def message_keys(message: Mapping[str, Any], keys: Sequence[tuple[str, str]] = ()) -> tuple[str, str]:
+    """(role key, content key) of one message: the template's ``keys``, else OpenAI's
+    ``role``/``content``, else ShareGPT's ``from``/``value`` (the rule reading and the review
+    export share)."""
+    names = dict(keys)
+    role_key = names.get("role") or ("role" if "role" in message or "from" not in message else "from")
+    content_key = names.get("content") or ("content" if "content" in message or "value" not in message else "value")
+    return role_key, content_key
 
 
 def _json_value(text: Any, column: str, turn: int, key: str) -> Any:

@@ -115,10 +115,12 @@ def resolve_paths(spec: SourceSpec) -> list[str]:
 
 
 def fingerprint_files(files: list[str]) -> str:
-    """The content digest of these files, in order (`runtime.data.content`: names do not count)."""
-    from .content import combine, file_digest, read_chunks
+    """The content digest of these files, in order (`runtime.data.content`: names do not count);
+    each file's digest read once per change of the file (`runtime.file_hashes`)."""
+    from ..file_hashes import file_sha256
+    from .content import combine
 
-    return combine(file_digest(read_chunks(p)) for p in files)
+    return combine(bytes.fromhex(file_sha256(p)) for p in files)
 
 
 def _disk_files(root: str) -> list[str]:

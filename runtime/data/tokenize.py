@@ -56,7 +56,7 @@ from .templates import (Rendered, RowProblem, chat_messages, parse_template, ren
 if TYPE_CHECKING:
     import datasets
 
-PIPELINE_VERSION = "sftc-data-5"  # 5: shapes (ShareGPT, Alpaca, tools, tokens), per-turn examples
+PIPELINE_VERSION = "sftc-data-6"  # 5: shapes (ShareGPT, Alpaca, tools, tokens), per-turn examples; 6: their turn
 SHARD_ROWS = 100_000  # rows per tokenization cache shard: the unit of resumed and of shared work
 TOKENIZE_BATCHES = 0  # number of batches actually tokenized in this process (cache misses); tests read it
 
@@ -75,6 +75,7 @@ def _features():
         "bad_turn": datasets.Value("int32"),
         "merges": datasets.Value("int32"),
         "per_turn": datasets.Value("int8"),  # 1: one of the per-turn examples of a conversation (render_conversation)
+        "turn": datasets.Value("int32"),  # a per-turn example's assistant message index (its identity); else -1
         "tool_tokens": datasets.Value("int32"),  # trained tokens in assistant turns that call tools
         "unclosed": datasets.Value("int32"),  # trained turns that do not end on an end-of-turn token
     })
@@ -207,6 +208,7 @@ class TokenizedSource:
     per_turn_rows: int = 0  # conversations rendered one example per trained turn (render_conversation)
     per_turn_examples: int = 0  # the examples they became
     tool_tokens: np.ndarray | None = None  # per example: trained tokens in assistant turns that call tools
+    turns: np.ndarray | None = None  # per example: a per-turn example's assistant message index, else -1
     unclosed_turns: int = 0  # trained turns that do not end on an end-of-turn token
 
     def __len__(self) -> int:
@@ -265,9 +267,13 @@ class _Tokenize:
             return [render_text(m.column, row)]
         if m.column not in row:
             raise RowProblem(f"missing column {m.column!r}", column=m.column)
-        messages = shapes.with_system(shapes.conversation(row[m.column], m.column, m.roles, m.keys), m.system)
+        said = shapes.conversation(row[m.column], m.column, m.roles, m.keys)
+        messages = shapes.with_system(said, m.system)
         tools = shapes.tools_of(row.get(m.tools), m.tools) if m.tools else None
-        return render_conversation(self.tok, messages, m.column, m.train_on, tools)
+        rendered = render_conversation(self.tok, messages, m.column, m.train_on, tools)
+        lead = len(messages) - len(said)  # a system message the source adds: turns count the row's own messages
+        return [dataclasses.replace(r, turns=tuple(None if t is None else t - lead for t in r.turns))
+                for r in rendered] if lead else rendered
 
     def error(self, index: int, row: dict[str, Any], p: RowProblem) -> BadRowError:
         file, number = self.loaded.locate(index)
@@ -376,7 +382,7 @@ class _Tokenize:
             self._empty(out, index, prob.reason)
             return
         self._example(out, index, full, trained, merges, per_turn=r.per_turn, tool_tokens=tool_tokens,
-                      unclosed=unclosed)
+                      unclosed=unclosed, turn=r.turns[-1] if r.per_turn and r.turns else None)
 
     @staticmethod
     def _empty(out, index: int, reason: str, column: str | None = None, turn: int | None = None) -> None:
@@ -388,12 +394,13 @@ class _Tokenize:
         out["bad_turn"].append(-1 if turn is None else turn)
         out["merges"].append(0)
         out["per_turn"].append(0)
+        out["turn"].append(-1)
         out["tool_tokens"].append(0)
         out["unclosed"].append(0)
 
     @staticmethod
     def _example(out, index: int, ids: list[int], trained: list[int], merges: int, per_turn: bool = False,
-                 tool_tokens: int = 0, unclosed: int = 0) -> None:
+                 tool_tokens: int = 0, unclosed: int = 0, turn: int | None = None) -> None:
         out["row"].append(index)
         out["input_ids"].append(ids)
         out["trained"].append(trained)
@@ -402,6 +409,7 @@ class _Tokenize:
         out["bad_turn"].append(-1)
         out["merges"].append(merges)
         out["per_turn"].append(int(per_turn))
+        out["turn"].append(-1 if turn is None else int(turn))
         out["tool_tokens"].append(tool_tokens)
         out["unclosed"].append(unclosed)
 
@@ -561,4 +569,5 @@ def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any
         fingerprint=loaded.fingerprint, key=key, filtered=filtered,
         per_turn_rows=len(np.unique(rows[per_turn])), per_turn_examples=int(per_turn.sum()),
         tool_tokens=table.column("tool_tokens").to_numpy().astype(np.int64)[good],
+        turns=table.column("turn").to_numpy().astype(np.int64)[good],
         unclosed_turns=int(table.column("unclosed").to_numpy().sum()))

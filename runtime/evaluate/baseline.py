@@ -14,9 +14,10 @@ A fine-tune is worth its cost only when it beats the model it started from, prom
   metrics only: its token metrics would be over other sequences.
 
 The result is cached under the sftc cache directory (``baselines/``) by everything it depends
-on: the base checkpoint's fingerprint, the tokenizer's, the data plan and each source's content
-fingerprint, the decoding settings, the sample count and the baseline itself. Iterations that
-change only training settings do not pay for it again.
+on: the inputs `runtime.inputs` names for the baseline (the base checkpoint's files, dtype and
+quantization, the tokenizer, every data and eval file, sftc's code and the libraries), the data
+plan, the decoding settings, the sample count and the baseline itself. Iterations that change
+only training settings do not pay for it again.
 """
 
 from __future__ import annotations
@@ -33,11 +34,10 @@ import numpy as np
 from ..distributed import everywhere, is_primary
 from .generation import Sample, generate_eval
 
-__all__ = ["Baseline", "baseline_key", "checkpoint_fingerprint", "evaluate_baseline"]
+__all__ = ["Baseline", "baseline_key", "evaluate_baseline"]
 
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: keyed by runtime.inputs; samples carry their turn
 _TRAINING_ONLY = ("weights", "seed", "global_batch_size", "epochs", "steps")
-_HASHED_BYTES = 64 << 20  # files up to this size are hashed; larger ones (weights) by name, size and mtime
 
 
 @dataclass
@@ -61,35 +61,19 @@ class Baseline:
         return cls(d["kind"], int(d.get("k", 0)), [Sample.from_dict(s) for s in d["samples"]], tokens, cached)
 
 
-def checkpoint_fingerprint(directory: Path) -> str:
-    """A base checkpoint's identity (a directory, or a single file such as a GGUF): the bytes of its small files (config, tokenizer), and the
-    name, size and modification time of its large ones (weights), so a multi-GB base is not
-    read whole to look up a cache entry."""
-    directory = Path(directory)
-    files = [directory] if directory.is_file() else sorted(p for p in directory.rglob("*") if p.is_file())
-    digest = hashlib.sha256()
-    for path in files:
-        stat = path.stat()
-        digest.update(str(path.relative_to(directory) if path != directory else path.name).encode() + b"\0")
-        if stat.st_size <= _HASHED_BYTES:
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
-        else:
-            digest.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
-    return digest.hexdigest()
-
-
-def baseline_key(plan: Any, checkpoint: Path, tokenizer_print: str, fingerprints: dict[str, str]) -> str:
-    """The cache key of `plan`'s baseline (see the module docstring for what it covers)."""
+def baseline_key(plan: Any, inputs: Any) -> str | None:
+    """The cache key of `plan`'s baseline (see the module docstring for what it covers); None
+    when an input cannot be known (nothing is then cached)."""
     import dataclasses
 
+    identity = inputs.key("baseline")
+    if identity is None:
+        return None
     parts = {
         "version": _CACHE_VERSION,
-        "base": checkpoint_fingerprint(checkpoint),
-        "dtype": plan.model.dtype,
-        "tokenizer": tokenizer_print,
+        "inputs": identity,
         # what makes the eval rows and their prompts; not how much or in what order training reads
         "data": {k: v for k, v in plan.data.to_dict().items() if k not in _TRAINING_ONLY},
-        "content": dict(sorted(fingerprints.items())),
         "generate": dataclasses.asdict(plan.eval.generate) if plan.eval.generate is not None else None,
         "samples": plan.eval.samples,
         "baseline": dataclasses.asdict(plan.eval.baseline),
@@ -172,8 +156,7 @@ def _without_bos(ids: list[int], bos: int | None) -> list[int]:
     return ids[1:] if bos is not None and ids[:1] == [bos] else ids
 
 
-def evaluate_baseline(prepared: Any, engine: Any, params: Any, frozen: Any, tokenizer_print: str,
-                      fingerprints: dict[str, str]) -> Baseline | None:
+def evaluate_baseline(prepared: Any, engine: Any, params: Any, frozen: Any, inputs: Any) -> Baseline | None:
     """The plan's baseline (None when it has none, or no eval rows), from the cache when it holds it.
 
     ``params``/``frozen`` are the run's (trained) parameters on ``engine``: a LoRA baseline
@@ -185,8 +168,8 @@ def evaluate_baseline(prepared: Any, engine: Any, params: Any, frozen: Any, toke
     spec = plan.eval.baseline
     if spec is None or prepared.checkpoint is None or not any(s.eval is not None for s in plan.data.sources):
         return None
-    key = baseline_key(plan, prepared.checkpoint, tokenizer_print, fingerprints)
-    cached = _read_cached(key)
+    key = baseline_key(plan, inputs)
+    cached = _read_cached(key) if key is not None else None
     if everywhere(cached is not None):  # with several processes, all compute it unless all have it
         return cached
     model, params, frozen = base_model(engine, params, frozen, prepared.checkpoint)
@@ -201,6 +184,6 @@ def evaluate_baseline(prepared: Any, engine: Any, params: Any, frozen: Any, toke
                                 max_length=prepared.config.max_position_embeddings if context else None, spread=True)
     tokens = token_metrics(engine, frozen, pipeline, params) if spec.kind == "base" else {}
     baseline = Baseline(spec.kind, spec.k, samples, tokens)
-    if is_primary():
+    if is_primary() and key is not None:
         _write_cached(key, baseline)
     return baseline

@@ -58,11 +58,12 @@ class Scores:
     base_values: dict | None = None  # the baseline's metric values
 
 
-def score(prepared, engine, params, frozen, model, token_values: dict, run_dir: Path, tokenizer_print: str,
-          fingerprints: dict[str, str]) -> Scores:
+def score(prepared, engine, params, frozen, model, token_values: dict, run_dir: Path, inputs) -> Scores:
     """Generate, compare with the baseline, read the reviews and judge the gates: the one
     evaluation `sftc run` and `sftc eval` share. ``token_values`` are the model's token metrics
-    by source; ``run_dir`` is the run whose reviews (`reviews.sqlite`) count."""
+    by source; ``run_dir`` is the run whose reviews (`reviews.sqlite`) count; ``inputs`` the
+    `runtime.inputs.Inputs` of this evaluation (the baseline's cache key, the reviews' data)."""
+    from ..inputs import eval_fingerprints
     from .baseline import evaluate_baseline
     from .gates import gains
 
@@ -74,11 +75,11 @@ def score(prepared, engine, params, frozen, model, token_values: dict, run_dir: 
         samples = generate_eval(model, prepared.tokenizer, prepared.pipeline, plan.eval.generate, plan.eval.samples,
                                 seed=plan.eval.generate.seed, spread=True)
     eval_sources = [s.name for s in plan.data.sources if s.eval is not None]
-    baseline = evaluate_baseline(prepared, engine, params, frozen, tokenizer_print, fingerprints)
+    baseline = evaluate_baseline(prepared, engine, params, frozen, inputs)
     base_values = None
     if baseline is not None:
         base_values = compute_metrics(baseline.samples, baseline.token_metrics, gates=plan.gates, eval_sources=eval_sources)
-    reviews, pending = review_values(run_dir, plan.gates, samples, baseline, fingerprints)
+    reviews, pending = review_values(run_dir, plan.gates, samples, baseline, eval_fingerprints(inputs.parts))
     values = compute_metrics(samples, token_values, gates=plan.gates, eval_sources=eval_sources, extra=reviews)
     if base_values is not None:
         values.update(gains(values, base_values, plan.gates))
@@ -108,13 +109,13 @@ def review_values(run_dir: Path, gates, samples, baseline, fingerprints: dict[st
     return dict(summary.values), pending
 
 
-def evaluate_run(prepared, result, run_dir: Path, facts: dict[str, Any], tokenizer_print: str,
-                 fingerprints: dict[str, str], export: str | None = None, force_export: bool = False) -> Outcome:
+def evaluate_run(prepared, result, run_dir: Path, facts: dict[str, Any], inputs,
+                 export: str | None = None, force_export: bool = False) -> Outcome:
     """Evaluate the trained model, judge the gates, write report.md/json, export if accepted."""
     plan = prepared.plan
     model = trained_model(result.graphdef, result.params, result.frozen)
     scores = score(prepared, result.engine, result.params, result.frozen, model, final_token_metrics(run_dir, result.steps),
-                   run_dir, tokenizer_print, fingerprints)
+                   run_dir, inputs)
     samples, values, verdicts = scores.samples, scores.values, scores.verdicts
     ok = accepted(verdicts)
     export_dir = check = None

@@ -47,13 +47,22 @@ class Sample:
     generated: str  # decoded generation, stop token removed, special tokens skipped
     tokens: int  # generated tokens, the stop token not counted
     finished: bool = True  # False: cut at max_new_tokens before a stop token
+    turn: int | None = None  # a conversation trained per turn: the answer's message index (`runtime.data.origin`)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Sample":
-        return cls(**d)
+        return cls(**d)  # a report written before samples had a turn has none: None
+
+    @property
+    def key(self) -> tuple:
+        """Which eval sample this is (`runtime.data.origin.sample_key`): the same for the tuned
+        model's answer and the baseline's."""
+        from ..data.origin import sample_key
+
+        return sample_key(self)
 
 
 def select_prompts(pipeline: Any, samples: int | None) -> list[tuple[Any, np.ndarray, np.ndarray]]:
@@ -137,14 +146,14 @@ def generate_eval(model: Any, tokenizer: Any, pipeline: Any, generation: Any, sa
     ``spread``: every process of a job calls this, and each decodes a share (`answer_ids`).
     """
     from ..data.errors import DataError
+    from ..data.origin import where
 
     chosen = select_prompts(pipeline, samples)
     if not chosen:
         return []
     for ex, prompt, _ in chosen:
         if len(prompt) == 0:
-            where = f"{ex.file}:{ex.line}" if ex.file else f"row {ex.line}"
-            raise DataError(f"data {ex.source} ({where}): the eval example has no prompt tokens (every token "
+            raise DataError(f"data {ex.source} ({where(ex.file, ex.line, ex.turn)}): the eval example has no prompt tokens (every token "
                             f"is trained), so there is nothing to generate from. help: give the source a "
                             f"prompt/completion or messages template, or gate it on token metrics only")
     if context is not None:
@@ -152,8 +161,7 @@ def generate_eval(model: Any, tokenizer: Any, pipeline: Any, generation: Any, sa
     if max_length is not None:
         for ex, prompt, _ in chosen:
             if len(prompt) + generation.max_new_tokens > max_length:
-                where = f"{ex.file}:{ex.line}" if ex.file else f"row {ex.line}"
-                raise DataError(f"data {ex.source} ({where}): the prompt is {len(prompt)} tokens; with "
+                raise DataError(f"data {ex.source} ({where(ex.file, ex.line, ex.turn)}): the prompt is {len(prompt)} tokens; with "
                                 f"max_new_tokens {generation.max_new_tokens} it exceeds the model's {max_length} "
                                 f"positions. help: lower `k` of the few-shot baseline or `max_new_tokens`")
     stops = list(eos_ids) if eos_ids is not None else stop_ids(tokenizer)
@@ -168,5 +176,5 @@ def generate_eval(model: Any, tokenizer: Any, pipeline: Any, generation: Any, sa
             prompt=tokenizer.decode(prompt.tolist(), skip_special_tokens=False),
             reference=tokenizer.decode(ref_ids, skip_special_tokens=True),
             generated=tokenizer.decode(gen, skip_special_tokens=True),
-            tokens=len(gen), finished=finished))
+            tokens=len(gen), finished=finished, turn=ex.turn))
     return result

@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 
 from . import metrics as M
 from .gates import TOKEN_METRICS, Verdict, accepted, metric_key
+from ..data.origin import where
 from .generation import Sample
 
 __all__ = ["write_report", "write_loss_chart", "loss_series", "rank_samples", "gate_table", "print_gates",
@@ -237,11 +238,6 @@ def _data_lines(stats: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def row_id(sample: Sample) -> tuple[str, str | None, int]:
-    """Which eval row a sample answers: the same row of the tuned model and of the baseline."""
-    return sample.source, sample.file, int(sample.line)
-
-
 def _baseline_title(baseline: Any) -> str:
     what = "the base model" if baseline.kind == "base" else f"the base model with {baseline.k} training examples in the prompt (few-shot)"
     return f"Baseline: {what}" + (", answers from the cache" if baseline.cached else "")
@@ -284,8 +280,7 @@ def _sample_lines(ranked: Sequence[tuple[Sample, float | None]], verdict: Verdic
     else:
         lines += [f"{len(shown)} of {len(ranked)} samples, in eval order.", ""]
     for n, (s, score) in enumerate(shown, 1):
-        where = f"{s.file}:{s.line}" if s.file else f"row {s.line}"
-        head = f"### {n}. `{s.source}` — {where}"
+        head = f"### {n}. `{s.source}` — {where(s.file, s.line, s.turn)}"
         if score is not None and verdict is not None:
             head += f" — {verdict.metric} {format_value(verdict.metric, score)}"
         head += f" — {s.tokens} tokens" + ("" if s.finished else " (cut at max_new_tokens)")
@@ -295,7 +290,7 @@ def _sample_lines(ranked: Sequence[tuple[Sample, float | None]], verdict: Verdic
             prompt, cut = "…" + prompt[-prompt_chars:], f" (its last {prompt_chars} characters)"
         lines += [head, "", f"Prompt{cut}:", "", _fence(prompt), "", "Reference:", "", _fence(s.reference), "",
                   "Generated:", "", _fence(s.generated), ""]
-        other = (base or {}).get(row_id(s))
+        other = (base or {}).get(s.key)
         if other is not None:
             lines += [f"Baseline ({other.tokens} tokens{'' if other.finished else ', cut at max_new_tokens'}):", "",
                       _fence(other.generated), ""]
@@ -390,7 +385,7 @@ def write_report(run_dir: str | Path, *, verdicts: Sequence[Verdict], values: Ma
     if data_stats:
         md += ["## Data", ""] + _data_lines(data_stats)
     md += ["## Generations", ""]
-    base = {row_id(b): b for b in baseline.samples} if baseline is not None else None
+    base = {b.key: b for b in baseline.samples} if baseline is not None else None
     md += (_sample_lines(ranked, by, limit, prompt_chars, base) if samples
            else ["No generations (eval.generate is off).", ""])
 
@@ -420,7 +415,7 @@ def write_report(run_dir: str | Path, *, verdicts: Sequence[Verdict], values: Ma
     if baseline is not None:
         doc["baseline"] = {"kind": baseline.kind, "k": baseline.k, "cached": baseline.cached,
                            "metrics": dict(base_values or {}),
-                           "samples": [base[row_id(s)].to_dict() for s, _ in ranked if row_id(s) in base]}
+                           "samples": [base[s.key].to_dict() for s, _ in ranked if s.key in base]}
     json_path = run_dir / "report.json"
     json_path.write_text(json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return md_path, json_path

@@ -2,12 +2,16 @@
 
 Each eval row with a current correction becomes one JSON line: the row as it is in its
 source file (read through `runtime.data.sources`, the reader training used, located by
-the sample's file and line) with its trained part replaced by the correction:
+the sample's file and line) with the answer the sample was about replaced by the correction,
+in the source's own shape (found by the rules that read the row: `resolve_mode`, `shapes`):
 
-* a ``messages`` source (or a conventional source with a ``messages`` column): the
-  content of the last assistant turn;
+* a conversation (OpenAI messages, ShareGPT, renamed message keys, custom roles, stored as
+  JSON text): the content of the sample's assistant message (its ``turn`` when the
+  conversation was trained per turn, else the last assistant message), under the key the
+  message uses; earlier and later messages are kept;
 * a prompt/completion source whose completion template is exactly one placeholder
-  ``{col}`` (or ``{a.b}``): that column (a conventional source: ``completion``);
+  ``{col}`` (or ``{a.b}``): that column; Alpaca: ``output``; a renamed column is written
+  under its name in the file;
 
 plus ``"review": {"reviewer", "score", "run", "row"}`` (sources ignore columns their
 template does not name). A row that cannot be mapped back (a completion template with
@@ -78,39 +82,50 @@ def _drop_nulls(value: Any) -> Any:
     return value
 
 
-def _target(template, row: dict, where: str) -> tuple[str, tuple[str, ...]]:
-    """("messages", (column,)) or ("column", path) of the trained part of ``row``."""
+def _corrected(plan: Any, source: str, row: dict, turn: int | None, correction: str, where: str) -> dict:
+    """``row`` as it is in its file, with the answer the sample is about replaced by ``correction``,
+    in the source's own shape: the rule that reads the row (`resolve_mode`, `shapes`) finds it."""
+    from ..data import shapes
+    from ..data.errors import DataError, RowProblem
     from ..data.templates import parse_template
+    from ..data.tokenize import resolve_mode
 
-    mode = template.mode
-    if mode == "messages":
-        return "messages", (template.messages,)
-    if mode == "prompt_completion":
-        parts = parse_template(template.completion)
-        if len(parts) != 1 or not isinstance(parts[0], tuple):
-            raise _Refused(f"{where}: the completion template {template.completion!r} is not exactly one "
-                           f"placeholder {{column}}, so the correction cannot be put back into a column")
-        return "column", parts[0]
-    if "messages" in row:
-        return "messages", ("messages",)
-    if "completion" in row and "prompt" in row:
-        return "column", ("completion",)
-    raise _Refused(f"{where}: the source has no template and no messages or prompt/completion columns; "
-                   f"there is no trained column to put the correction in")
-
-
-def _replace(row: dict, target: tuple[str, tuple[str, ...]], correction: str, where: str) -> dict:
-    kind, path = target
+    try:
+        mode = resolve_mode(plan.data.template_for(source), list(row), plan.data.source(source))
+    except DataError as error:
+        raise _Refused(f"{where}: {error}") from None
+    raw = {new: old for old, new in mode.rename}  # a renamed column is written under its name in the file
     row = json.loads(json.dumps(row, default=str))  # a deep copy in JSON types
-    if kind == "messages":
-        turns = row.get(path[0])
-        if not isinstance(turns, list):
-            raise _Refused(f"{where}: column {path[0]!r} is not a list of messages")
-        last = [i for i, t in enumerate(turns) if isinstance(t, dict) and t.get("role") == "assistant"]
-        if not last:
-            raise _Refused(f"{where}: column {path[0]!r} has no assistant turn to correct")
-        turns[last[-1]]["content"] = correction
+    if mode.kind == "messages":
+        column = raw.get(mode.column, mode.column)
+        value = row.get(column)
+        messages = json.loads(value) if isinstance(value, str) else value  # a conversation stored as JSON text
+        try:
+            said = shapes.conversation(messages, column, mode.roles, mode.keys)  # one per message of the row
+        except RowProblem as problem:
+            raise _Refused(f"{where}: column {column!r}: {problem.reason}") from None
+        assistant = [i for i, m in enumerate(said) if m["role"] == "assistant"]
+        index = turn if turn is not None else (assistant[-1] if assistant else None)
+        if index is None or index >= len(said) or said[index]["role"] != "assistant":
+            raise _Refused(f"{where}: column {column!r} has no assistant message "
+                           f"{'at index ' + str(index) if index is not None else ''} to correct".rstrip())
+        if said[index].get("tool_calls"):
+            raise _Refused(f"{where}: message {index} of column {column!r} is a tool call; a text correction "
+                           "cannot stand for it, correct the row by hand")
+        messages[index][shapes.message_keys(messages[index], mode.keys)[1]] = correction
+        row[column] = json.dumps(messages, ensure_ascii=False) if isinstance(value, str) else messages
         return row
+    if mode.kind == "prompt_completion":
+        parts = parse_template(mode.completion or "")
+        if len(parts) != 1 or not isinstance(parts[0], tuple):
+            raise _Refused(f"{where}: the completion template {mode.completion!r} is not exactly one "
+                           f"placeholder {{column}}, so the correction cannot be put back into a column")
+        path = (raw.get(parts[0][0], parts[0][0]), *parts[0][1:])
+    elif mode.kind == "alpaca":
+        path = (raw.get("output", "output"),)
+    else:
+        what = "pre-tokenized rows hold ids" if mode.kind == "tokens" else "a text row trains its whole text"
+        raise _Refused(f"{where}: {what}, with no answer column to put the correction in; correct the row by hand")
     holder: Any = row
     for key in path[:-1]:
         holder = holder.get(key) if isinstance(holder, dict) else None
@@ -135,7 +150,7 @@ class _Reader:
             raise ReviewError(f"{path}: cannot read the run's plan ({error})") from None
         self.cache_dir = cache_dir
         self.files: dict[str, tuple[Any, dict[int, int]]] = {}
-        self.changed: dict[str, str | None] = {}
+        self.current: dict[str, str] | None = None  # each source's eval rows' data fingerprint, now
 
     def part(self, source: str, file: str, where: str):
         from ..data.sources import resolve_paths
@@ -153,15 +168,17 @@ class _Reader:
 
     def row(self, source: str, file: str, line: int, expected_fingerprint: str, where: str) -> dict:
         from ..data.errors import DataError
-        from ..data.sources import load_source, source_fingerprint
+        from ..data.sources import load_source
+        from ..cache import default_cache
+        from ..inputs import data_fingerprints, eval_fingerprints
 
         try:
-            spec = self.plan.data.source(source)
-            if source not in self.changed:  # the data the run saw: a changed file has other rows at that line
-                self.changed[source] = None if source_fingerprint(spec, self.cache_dir) == expected_fingerprint \
-                    else f"data {source} changed since the run (its fingerprint differs from manifest.json)"
-            if self.changed[source]:
-                raise _Refused(f"{where}: {self.changed[source]}; the row at this line may be another row")
+            if self.current is None:  # the data the run saw: a changed file has other rows at that line
+                own, separate = data_fingerprints(self.plan, default_cache(), load=False)
+                self.current = eval_fingerprints({"data": own, "eval_data": separate})
+            if self.current.get(source) != expected_fingerprint:
+                raise _Refused(f"{where}: the data of its eval rows changed since the run (its fingerprint differs "
+                               f"from manifest.json); the row at this line may be another row")
             if file not in self.files:
                 part = dataclasses.replace(self.part(source, file, where), paths=(file,))
                 loaded = load_source(part, self.cache_dir)
@@ -197,9 +214,8 @@ def export_corrections(run_dir: str | Path, out: str | Path, cache_dir: str | No
                 raise _Refused(f"{where}: the row has no local file (a hub or disk dataset) to map the correction "
                                f"back to; copy the row by hand")
             assert reader is not None
-            template = reader.plan.data.template_for(row.source)
             original = reader.row(row.source, row.file, row.line, row.fingerprint, where)
-            corrected = _replace(original, _target(template, original, where), judgement.correction or "", where)
+            corrected = _corrected(reader.plan, row.source, original, row.turn, judgement.correction or "", where)
         except _Refused as refusal:
             result.refused.append(str(refusal))
             continue

@@ -11,6 +11,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+from ..data.origin import sample_key
+from ..inputs import eval_fingerprints
 from .store import answer_sha, row_ids
 
 __all__ = ["ReviewError", "Row", "RunRows", "blind_order", "load_rows"]
@@ -29,6 +31,7 @@ class Row:
     source: str
     file: str | None
     line: int
+    turn: int | None  # one turn of a conversation trained per turn: its message index (runtime.data.origin)
     prompt: str
     reference: str
     tuned: str
@@ -100,16 +103,14 @@ def load_rows(run_dir: str | Path) -> RunRows:
         base_samples = _check_samples(report_path, baseline.get("samples"), "baseline.samples")
         base_kind = baseline.get("kind")
     manifest = _read_json(run_dir / "manifest.json")
-    fingerprints = dict(manifest.get("data", {}).get("fingerprints", {}))
-    base_at = {}
-    for b in base_samples or []:
-        base_at[(b["source"], b.get("file"), int(b["line"]))] = b["generated"]
+    fingerprints = eval_fingerprints(manifest)
+    base_at = {sample_key(b): b["generated"] for b in base_samples or []}
     rows = []
     for i, (rid, s) in enumerate(zip(row_ids(samples), samples)):
-        rows.append(Row(id=rid, index=i, source=s["source"], file=s.get("file"), line=int(s["line"]),
+        key = sample_key(s)
+        rows.append(Row(id=rid, index=i, source=s["source"], file=s.get("file"), line=int(s["line"]), turn=key[3],
                         prompt=s["prompt"], reference=s["reference"], tuned=s["generated"],
-                        base=base_at.get((s["source"], s.get("file"), int(s["line"]))),
-                        fingerprint=fingerprints.get(s["source"], "")))
+                        base=base_at.get(key), fingerprint=fingerprints.get(s["source"], "")))
     return RunRows(run_dir=run_dir, rows=tuple(rows), samples=samples, base_samples=base_samples,
                    base_kind=base_kind, fingerprints=fingerprints)
 

@@ -69,18 +69,16 @@ def answer_sha(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def row_id(source: str, file: str | None, line: int) -> str:
-    """The stable id of an eval row: ``faq:eval.jsonl:12`` (``faq::3`` for a row without a file)."""
-    return f"{source}:{os.path.basename(file) if file else ''}:{int(line)}"
-
-
 def row_ids(samples: Sequence[Mapping[str, Any]]) -> list[str]:
-    """`row_id` of each sample; a second row with the same id (two files with one basename)
-    gets ``~2``, a third ``~3``, in sample order, so every row has its own id."""
+    """The review id of each sample, `runtime.data.origin.sample_id` (``faq:eval.jsonl:12``;
+    ``math:chats.jsonl:7#3`` for one turn of a conversation trained per turn); a second sample
+    with the same id (two files with one basename) gets ``~2``, a third ``~3``, in sample order."""
+    from ..data.origin import sample_id, sample_key
+
     seen: Counter[str] = Counter()
     out = []
     for s in samples:
-        base = row_id(s["source"], s.get("file"), s["line"])
+        base = sample_id(*sample_key(s))
         seen[base] += 1
         out.append(base if seen[base] == 1 else f"{base}~{seen[base]}")
     return out

@@ -44,14 +44,16 @@ class ReviewSummary:
 
 def _base_by_row(samples: Sequence[Mapping[str, Any]], base_samples: Sequence[Mapping[str, Any]] | None,
                  ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
-    """The base sample of each row id (matched by source, file and line, so a baseline in
-    another order still lines up; a row the baseline lacks has none)."""
+    """The base sample of each row id (matched by `runtime.data.origin.sample_key`, so a baseline
+    in another order still lines up; a row the baseline lacks has none)."""
+    from ..data.origin import sample_key
+
     if not base_samples:
         return {}
-    by_place = {(b["source"], b.get("file"), int(b["line"])): b for b in base_samples}
+    by_place = {sample_key(b): b for b in base_samples}
     out = {}
     for rid, s in zip(ids, samples):
-        b = by_place.get((s["source"], s.get("file"), int(s["line"])))
+        b = by_place.get(sample_key(s))
         if b is not None:
             out[rid] = b
     return out

@@ -203,14 +203,14 @@ accept {
 
 def _judge(run_dir, rows: int, tuned_score: int = 5, base_score: int = 2, stale: bool = False) -> None:
     """Two experts' judgements of the first ``rows`` rows, as `sftc review` stores them."""
-    from runtime.review.store import Judgement, ReviewStore, answer_sha, row_id
+    from runtime.inputs import eval_fingerprints
+    from runtime.review.store import Judgement, ReviewStore, answer_sha, row_ids
 
     report = _report(run_dir)
-    fingerprint = json.loads((run_dir / "manifest.json").read_text())["data"]["fingerprints"]["sums"]
+    fingerprint = eval_fingerprints(json.loads((run_dir / "manifest.json").read_text()))["sums"]
     base = {(b["file"], b["line"]): b for b in report["baseline"]["samples"]}
     store = ReviewStore(run_dir)
-    for sample in report["samples"][:rows]:
-        rid = row_id(sample["source"], sample["file"], sample["line"])
+    for rid, sample in zip(row_ids(report["samples"][:rows]), report["samples"][:rows]):
         shown = sample["generated"] + (" (edited since)" if stale else "")
         for reviewer in ("ada", "lin"):
             store.add(Judgement(rid, "tuned", reviewer, tuned_score, False, None, None, fingerprint, answer_sha(shown)))

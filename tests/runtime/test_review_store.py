@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime.review.store import Judgement, ReviewStore, answer_sha, row_id, row_ids
+from runtime.data.origin import sample_id as row_id
+from runtime.review.store import Judgement, ReviewStore, answer_sha, row_ids
 from runtime.review.summary import review_summary
 
 FP = {"faq": "f" * 64, "chat": "c" * 64}
