@@ -50,6 +50,14 @@ def parameter_count(config: ModelConfig) -> dict[str, int]:
             "projections": projections}
 
 
+def projection_shapes(config: ModelConfig) -> list[tuple[int, int]]:
+    """The ``[in, out]`` kernels of one layer's block projections (q k v o gate up down): what a
+    quantized base stores quantized, its blocks along ``in`` (`runtime.models.quantize`)."""
+    d, h, kv, hd, f = (config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim,
+                       config.intermediate_size)
+    return [(d, h * hd), (d, kv * hd), (d, kv * hd), (h * hd, d), (d, f), (d, f), (f, d)]
+
+
 def optimizer_bytes(optimizer: Optimizer, config: ModelConfig, params: int) -> int:
     if isinstance(optimizer, AdamW):
         return 2 * 4 * params
@@ -91,10 +99,11 @@ def memory_estimate(config: ModelConfig, *, trainable: int, total_params: int, d
     compute_bytes = 2 if dtype == "bfloat16" else 4
     frozen = total_params - trainable  # kept in the compute dtype; the trainable part has a float32 master
     frozen_b = frozen * compute_bytes
-    if quantize is not None:
-        counts = parameter_count(config)
+    if quantize is not None:  # each projection's bytes by its input width (nf4's block depends on it)
+        stored = sum(din * dout * (bytes_per_weight(quantize, compute_bytes, din) - compute_bytes)
+                     for din, dout in projection_shapes(config))
         largest = config.hidden_size * max(config.intermediate_size, config.num_heads * config.head_dim)
-        frozen_b += counts["projections"] * (bytes_per_weight(quantize, compute_bytes) - compute_bytes) + largest * compute_bytes
+        frozen_b += config.num_layers * stored + largest * compute_bytes
     params_b = (trainable * 4 + frozen_b + (trainable * compute_bytes if compute_bytes == 2 else 0)) / shard
     grads_b = trainable * 4 / shard
     opt_b = optimizer_bytes(optimizer, config, trainable) / shard

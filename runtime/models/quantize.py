@@ -10,11 +10,13 @@ and the optimizer state stay float32.
 The numerics are qwix's (Google's JAX quantization library, the one Tunix's QLoRA uses):
 
     int8  symmetric absmax, one scale per output channel (max|w| / 127.5): |error| <= scale / 2
-    nf4   4-bit NormalFloat codes, one absmax scale per 64 consecutive inputs of an output
+    nf4   4-bit NormalFloat codes, one absmax scale per block of consecutive inputs of an output
           channel: QLoRA's NF4 with its block size of 64 (bitsandbytes blocks 64 consecutive
-          elements of the row-major ``[out, in]`` weight, the same groups; a width that 64 does
-          not divide gets the largest block that divides it). Scales are kept in
-          the compute dtype, not double-quantized: 0.53 bytes a weight instead of 0.52.
+          elements of the row-major ``[out, in]`` weight, the same groups). A projection whose
+          input width 64 does not divide gets the largest block below 64 that divides it
+          (`nf4_block`: 48 for 96, 43 for 688, 1 for a prime width), so every channel has whole
+          blocks and none straddles two channels. Scales are kept in the compute dtype, not
+          double-quantized: 0.53 bytes a weight instead of 0.52 (at blocks of 64).
 
 A 4-bit code takes half a byte on the device (XLA packs ``uint4``; measured on the CPU).
 Quantizing is done tensor by tensor as a checkpoint is read (`converter`), so a load never
@@ -24,7 +26,6 @@ holds the whole base in a wider dtype.
 from __future__ import annotations
 
 import functools
-import math
 from typing import Callable
 
 import jax
@@ -32,12 +33,19 @@ import jax.numpy as jnp
 import qwix
 from flax import nnx
 
-__all__ = ["QUANTIZED", "NF4_BLOCK", "is_quantized", "quantize_kernel", "dequantize", "project",
+__all__ = ["QUANTIZED", "NF4_BLOCK", "nf4_block", "is_quantized", "quantize_kernel", "dequantize", "project",
            "quantize_model", "converter", "bytes_per_weight"]
 
 # the projections a quantized base stores quantized: every block projection (attn.q ... mlp.down)
 QUANTIZED = ("q", "k", "v", "o", "gate", "up", "down")
-NF4_BLOCK = 64  # inputs per nf4 scale, as QLoRA
+NF4_BLOCK = 64  # inputs per nf4 scale, as QLoRA (when 64 divides the width: `nf4_block`)
+
+
+def nf4_block(width: int) -> int:
+    """Inputs per nf4 scale of a projection with ``width`` inputs: the largest block of at most
+    `NF4_BLOCK` that divides ``width`` (64 for every width 64 divides; 48 for 96, 43 for 688, 1
+    for a prime width). One rule for the quantizer and for `sftc plan`'s memory estimate."""
+    return next(b for b in range(min(NF4_BLOCK, width), 0, -1) if width % b == 0)
 
 
 def is_quantized(value) -> bool:
@@ -48,8 +56,7 @@ def _how(kind: str, din: int) -> dict:
     if kind == "int8":
         return {"qtype": jnp.int8, "channelwise_axes": (1,)}
     if kind == "nf4":
-        block = math.gcd(din, NF4_BLOCK)  # whole blocks per channel: 64 for every common width
-        return {"qtype": "nf4", "channelwise_axes": (1,), "tiled_axes": {0: block}}
+        return {"qtype": "nf4", "channelwise_axes": (1,), "tiled_axes": {0: nf4_block(din)}}
     raise ValueError(f"unknown quantization {kind!r}; use int8 or nf4")
 
 
@@ -118,10 +125,11 @@ def converter(kind: str, dtype) -> Callable[[tuple, jax.Array], object]:
     return convert
 
 
-def bytes_per_weight(kind: str | None, dtype_bytes: int) -> float:
-    """Device bytes a quantized projection weight takes, scales included (for the memory plan)."""
+def bytes_per_weight(kind: str | None, dtype_bytes: int, width: int) -> float:
+    """Device bytes a weight of a projection with ``width`` inputs takes when stored as ``kind``,
+    its share of the scales included (for the memory plan)."""
     if kind is None:
         return float(dtype_bytes)
     if kind == "int8":
         return 1.0  # + one scale per output channel: negligible
-    return 0.5 + dtype_bytes / NF4_BLOCK
+    return 0.5 + dtype_bytes / nf4_block(width)

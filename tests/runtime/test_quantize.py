@@ -23,7 +23,7 @@ from runtime.bench import DEFAULT_OPTIMIZER, StepBench
 from runtime.engine import EngineError, StepSettings, load_weights, over_original_base, _abstract_model
 from runtime.hf import load_pretrained
 from runtime.models import ModelConfig, build, forward, lora
-from runtime.models.quantize import converter, is_quantized, quantize_kernel, quantize_model
+from runtime.models.quantize import converter, is_quantized, nf4_block, quantize_kernel, quantize_model
 from runtime.plan import LoraPlan
 from runtime.plan_types import SCHEDULES, Length
 
@@ -62,8 +62,42 @@ def test_nf4_codes_are_qlora_normal_float_per_64_inputs():
     codes = np.abs(blocks[..., None] / absmax[..., None] - NF4_LEVELS).argmin(-1)
     expected = (NF4_LEVELS[codes] * absmax).reshape(40, 192).T
     np.testing.assert_allclose(np.asarray(qwix.dequantize(q)), expected, rtol=1e-6, atol=1e-8)
-    # a width 64 does not divide: the largest block that does (32 for 96)
-    assert quantize_kernel(w[:96], "nf4", jnp.float32).scale.shape == (3, 40)
+
+
+def test_a_width_64_does_not_divide_gets_the_largest_block_below_64_that_divides_it():
+    assert [nf4_block(n) for n in (64, 128, 576, 1536, 96, 688, 100, 97, 8)] == [64, 64, 64, 64, 48, 43, 50, 1, 8]
+    w = np.random.default_rng(2).standard_normal((96, 40)).astype(np.float32) * 0.05  # [in, out]
+    q = quantize_kernel(w, "nf4", jnp.float32)
+    assert q.scale.shape == (2, 40)  # two blocks of 48 per output channel (not three of 32)
+    blocks = w.T.reshape(40, 2, 48)
+    absmax = np.abs(blocks).max(-1, keepdims=True)
+    codes = np.abs(blocks[..., None] / absmax[..., None] - NF4_LEVELS).argmin(-1)
+    expected = (NF4_LEVELS[codes] * absmax).reshape(40, 96).T
+    np.testing.assert_allclose(np.asarray(qwix.dequantize(q)), expected, rtol=1e-6, atol=1e-8)
+
+
+def test_the_memory_estimate_counts_the_bytes_the_quantizer_stores():
+    """`sftc plan`'s estimate of a quantized base is the bytes of the codes and scales the
+    quantizer makes, for a model whose `ffn` 64 does not divide (96: blocks of 48)."""
+    from runtime.plan_report import memory_estimate, parameter_count
+    from runtime.plan_types import AdamW
+
+    config = CONFIG  # dim 64, ffn 96: q k v o gate up take 64 inputs, down 96
+    model = nnx.eval_shape(lambda: quantize_model(build(config, rngs=0, dtype="bfloat16"), "nf4"))
+    kernels = [v.get_value() for _, v in nnx.to_flat_state(nnx.state(model)) if is_quantized(v.get_value())]
+    codes = sum(int(np.prod(k.qvalue.shape)) for k in kernels)
+    assert codes == parameter_count(config)["projections"]
+    stored = codes * 0.5 + sum(int(np.prod(k.scale.shape)) * k.scale.dtype.itemsize for k in kernels)
+    blocks = {(k.qvalue.shape[0], k.qvalue.shape[0] // k.scale.shape[0]) for k in kernels}
+    assert blocks == {(64, 64), (96, 48)}  # (inputs, block) of each projection
+
+    def params(quantize):
+        return memory_estimate(config, trainable=0, total_params=parameter_count(config)["total"], dtype="bfloat16",
+                               optimizer=AdamW(lr=1e-3), micro_tokens=16, seq_len=16, remat="off",
+                               quantize=quantize)["params"]
+
+    largest = config.hidden_size * max(config.intermediate_size, config.num_heads * config.head_dim) * 2
+    assert params("nf4") - params(None) == pytest.approx(stored - codes * 2 + largest, rel=1e-12)
 
 
 def test_int8_is_absmax_per_output_channel():
