@@ -41,12 +41,14 @@ def _export(args: argparse.Namespace, console: Console) -> int:
 
 def main(args: argparse.Namespace) -> int:
     """Serve the review page of `args.run_dir` until Ctrl-C, or export its corrections."""
+    from runtime.review.display import odd_character
     from runtime.review.rows import ReviewError, load_rows
     from runtime.review.store import valid_reviewer
 
     console = Console(stderr=True, highlight=False)
     if args.reviewer is not None and valid_reviewer(args.reviewer):
-        say(console, "error", f"--reviewer: {valid_reviewer(args.reviewer)}")
+        odd = args.reviewer.strip() and odd_character(args.reviewer)
+        say(console, "error", f"--reviewer: {valid_reviewer(args.reviewer)}{f' (it holds {odd})' if odd else ''}")
         return EXIT_USAGE
     try:
         if args.export is not None:
@@ -68,8 +70,10 @@ def main(args: argparse.Namespace) -> int:
         say(console, "error", f"--port {args.port}: a port is 0-65535 (0: any free port)")
         return EXIT_USAGE
 
+    from runtime.logs import route_library_logs
     from runtime.review.app import create_app, serve
 
+    route_library_logs(rows.run_dir / "sftc.log")  # the server's unexpected failures are logged with the run
     app = create_app(rows, reviewer=args.reviewer, blind=args.blind, token=args.token, bound_host=args.host)
 
     def ready(server) -> None:

@@ -12,12 +12,21 @@ every request must carry it (``?token=`` once, which sets a cookie, or the
 ``X-Review-Token`` header), else 403. Without one the server only answers requests
 addressed to a loopback host name (a page elsewhere cannot reach it through DNS
 rebinding), and the API takes only JSON bodies (a form of another site cannot post to it).
-Bodies over 64 KiB are refused (413). Nothing is written but `RUN/reviews.sqlite`.
+Bodies over 64 KiB are refused (413), JSON nested deeper than a judgement needs and text
+holding a lone UTF-16 surrogate (400). A failure nobody foresaw is logged with its traceback
+to the logger "sftc" (the run's `sftc.log` under `sftc review`) and answered with a JSON 500
+that says so. Nothing is written but `RUN/reviews.sqlite` (and that log).
+
+Text from the run is shown through `display.visible`: escaped, invisible characters as
+marked placeholders, the tokenizer's special tokens marked.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
+import logging
+import re
 from collections import Counter
 from typing import Any
 from urllib.parse import unquote
@@ -25,6 +34,7 @@ from urllib.parse import unquote
 from flask import Flask, jsonify, make_response, redirect, render_template, request
 from werkzeug.exceptions import HTTPException
 
+from .display import describe, odd_character, special_tokens, visible
 from .rows import Row, RunRows, blind_order
 from .store import CORRECTION_MAX, NOTE_MAX, Judgement, ReviewStore, valid_reviewer
 from .summary import review_summary, valid_current
@@ -34,6 +44,9 @@ __all__ = ["MAX_BODY", "REVIEWER_COOKIE", "TOKEN_COOKIE", "TOKEN_HEADER", "creat
 MAX_BODY = 64 * 1024
 TOKEN_COOKIE, TOKEN_HEADER, REVIEWER_COOKIE = "sftc_review_token", "X-Review-Token", "sftc_reviewer"
 LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
+JSON_DEPTH = 8  # a judgement is 3 levels deep: {"answers": {"tuned": {...}}}
+_JSON_STRING, _JSON_BRACKET = re.compile(r'"(?:[^"\\]++|\\.)*+"'), re.compile(r"[\[\]{}]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
        "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
 
@@ -70,12 +83,14 @@ def create_app(rows: RunRows, reviewer: str | None = None, blind: bool = False, 
     app.config.update(MAX_CONTENT_LENGTH=MAX_BODY, JSON_SORT_KEYS=False, TEMPLATES_AUTO_RELOAD=False)
     store = ReviewStore(rows.run_dir)
     allowed_hosts = LOOPBACK | {bound_host}
+    tokens = special_tokens(rows.run_dir / "tokenizer")
+    app.jinja_env.filters["visible"] = lambda text: visible(text, tokens)
 
     def reviewer_of_request() -> str | None:
         if reviewer is not None:
             return reviewer
         name = unquote(request.cookies.get(REVIEWER_COOKIE, ""))
-        return name if name and valid_reviewer(name) is None else None
+        return name if name and _reviewer_problem(name) is None else None
 
     @app.before_request
     def guard():
@@ -110,6 +125,13 @@ def create_app(rows: RunRows, reviewer: str | None = None, blind: bool = False, 
     @app.errorhandler(BadRequest)
     def bad_request(error: BadRequest):
         return _error(error.message, error.status)
+
+    @app.errorhandler(Exception)
+    def unexpected(error: Exception):  # a bug or a broken environment: never a silent 500
+        logging.getLogger("sftc").error("review: %s %s failed", request.method, request.path, exc_info=error)
+        where = _log_file() or 'the log of the logger "sftc"'
+        return _error(f"the server failed unexpectedly ({type(error).__name__}: {error}); the traceback is in "
+                      f"{where}; please report it", 500)
 
     def progress(name: str | None) -> dict[str, Any]:
         judgements = store.history()
@@ -155,7 +177,10 @@ def create_app(rows: RunRows, reviewer: str | None = None, blind: bool = False, 
             tuned = current.get((row.id, "tuned"))
             shown.append({"row": row, "answers": answers,
                           "correction": (tuned.correction or "") if tuned is not None else ""})
+        cookie = unquote(request.cookies.get(REVIEWER_COOKIE, ""))
+        refused = _reviewer_problem(cookie) if reviewer is None and cookie else None
         return render_template("review.html", rows=shown, reviewer=name, fixed_reviewer=reviewer is not None,
+                               refused=refused and f"Your name was not taken: {refused}.",
                                blind=blind, run=str(rows.run_dir), progress=progress(name),
                                has_base=rows.base_samples is not None, base_kind=rows.base_kind)
 
@@ -167,11 +192,14 @@ def create_app(rows: RunRows, reviewer: str | None = None, blind: bool = False, 
     def api_judgements():
         if not request.is_json:
             raise BadRequest("send the judgement as JSON (Content-Type: application/json)", 415)
-        body = request.get_json(silent=True)
+        body = _json_body(request.get_data(cache=False))
         if not isinstance(body, dict):
             raise BadRequest("the body is not a JSON object")
+        surrogate = _lone_surrogate(body)
+        if surrogate:
+            raise BadRequest(surrogate)
         name = body.get("reviewer")
-        why = valid_reviewer(name)
+        why = _reviewer_problem(name)
         if why:
             raise BadRequest(f"{why}: enter your name at the top of the page before saving")
         if reviewer is not None and name != reviewer:
@@ -208,6 +236,65 @@ def create_app(rows: RunRows, reviewer: str | None = None, blind: bool = False, 
 
 def _base_label(kind: str | None) -> str:
     return "Base answer (few-shot)" if kind == "few_shot" else "Base answer"
+
+
+def _log_file() -> str | None:
+    """The file the root logger writes to (`runtime.logs.route_library_logs`), if any."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(getattr(handler, "baseFilename", None), str):
+            return handler.baseFilename
+    return None
+
+
+def _reviewer_problem(name: Any) -> str | None:
+    """Why ``name`` is not a reviewer name (`valid_reviewer`), naming the character when it
+    holds one that is invisible or not printable; None: it is one."""
+    why = valid_reviewer(name)
+    odd = odd_character(name) if why and isinstance(name, str) and name.strip() else None
+    if odd:
+        return f"the reviewer name holds an invisible or non-printable character, {odd}: type the name again without it"
+    return why
+
+
+def _json_body(data: bytes) -> Any:
+    """The request body as JSON; 400 for text that is not UTF-8 or JSON, or JSON nested
+    deeper than `JSON_DEPTH` (counted before parsing: the parser would recurse)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise BadRequest(f"the body is not UTF-8 text (byte {error.start})") from None
+    depth = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub('""', text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > JSON_DEPTH:
+            raise BadRequest(f"the JSON body is nested deeper than {JSON_DEPTH} levels; a judgement is "
+                             f'{{"row", "reviewer", "answers": {{slot: {{score, flagged, note, sha}}}}, "correction"}}')
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise BadRequest(f"the JSON body is nested deeper than {JSON_DEPTH} levels") from None
+    except ValueError as error:
+        raise BadRequest(f"the body is not valid JSON ({error})") from None
+
+
+def _lone_surrogate(value: Any, where: str = "") -> str | None:
+    """Where ``value`` (parsed JSON, at most `JSON_DEPTH` deep) holds a lone UTF-16 surrogate
+    (half of a character: pasting half of an emoji sends one), said for the page; None: nowhere."""
+    if isinstance(value, str):
+        found = _SURROGATE.search(value)
+        if found is None:
+            return None
+        return (f"`{where or 'the body'}` holds a lone UTF-16 surrogate, {describe(found.group())}, at character "
+                f"{found.start() + 1}: a character was cut in two (pasting half of an emoji does it); "
+                f"paste the whole character or remove it")
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        if isinstance(key, str) and _SURROGATE.search(key):
+            return _lone_surrogate(key, f"a key of {where or 'the body'}")
+        why = _lone_surrogate(item, f"{where}.{key}" if where else str(key))
+        if why:
+            return why
+    return None
 
 
 def _error(message: str, status: int):

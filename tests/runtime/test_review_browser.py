@@ -22,6 +22,7 @@ pytestmark = pytest.mark.slow  # a real run (~15 s) and two browsers: over the d
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = "<script>alert(1)</script>"
+LONG = " ".join(f"word{i:05d}" for i in range(2000))[:20000]  # a 20k-character answer
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
 
@@ -58,6 +59,7 @@ def run_dir(tmp_path_factory):
     report = json.loads((run / "report.json").read_text())
     assert len(report["samples"]) == 6
     report["samples"][1]["generated"] = SCRIPT
+    report["samples"][4]["generated"] = LONG
     report["baseline"] = {"kind": "base", "samples": [dict(s, generated=f"base answer {i}")
                                                       for i, s in enumerate(report["samples"])]}
     (run / "report.json").write_text(json.dumps(report))
@@ -189,3 +191,43 @@ def test_two_reviewers_at_once_both_persist(run_dir, server, browsers):
     for browser, score in ((ann, "1"), (bob, "3")):
         browser.refresh()
         _wait(browser, lambda b, score=score: _card(b, 2, "tuned").get_attribute("data-score") == score)
+
+
+def test_rows_moved_to_stay_below_the_sticky_header_and_long_answers_scroll_in_their_box(server, browsers):
+    """With the Keys list open the header is compact, and `j`/`k` put the row they move to below
+    it (not under it); a 20k-character answer's card has a capped height (its text scrolls). A
+    name with an invisible character is refused, naming it."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    browser = browsers()
+    browser.get(server)
+    browser.find_element(By.ID, "reviewer").send_keys("eve\u200b", Keys.ENTER)  # an invisible character: refused
+    _wait(browser, lambda b: "U+200B ZERO WIDTH SPACE" in b.find_element(By.ID, "message").text)
+    browser.find_element(By.ID, "reviewer").clear()
+    _sign_in(browser, server, "eve")
+    assert browser.find_element(By.CSS_SELECTOR, "header details.keys").get_attribute("open") is not None
+    header = browser.find_element(By.CSS_SELECTOR, "body > header")
+    assert header.rect["height"] <= 160, header.rect  # compact: the rows keep most of the window
+
+    def focused_row_top_and_header_bottom():
+        return browser.execute_script("return [document.activeElement.closest('section.row').getBoundingClientRect()"
+                                      ".top, document.querySelector('body > header').getBoundingClientRect().bottom]")
+
+    rows = len(browser.find_elements(By.CSS_SELECTOR, "section.row"))
+    moves = ["j"] * (rows - 1) + ["k"] * (rows - 1)
+    for i, key in enumerate(moves):
+        _keys(browser, key)
+        expected = i + 1 if i < rows - 1 else 2 * (rows - 1) - i - 1
+        _wait(browser, lambda b, expected=expected: b.switch_to.active_element == _card(b, expected, "tuned"))
+        time.sleep(0.1)  # the scroll is instant; let layout settle
+        top, bottom = focused_row_top_and_header_bottom()
+        assert top >= bottom - 1, f"after {key!r} (move {i + 1}) row {expected}'s top {top} is under the header " \
+                                  f"(its bottom: {bottom})"
+
+    card = _card(browser, 4, "tuned")
+    text = card.find_element(By.CSS_SELECTOR, "pre.text")
+    assert len(text.get_attribute("textContent")) == len(LONG)  # all of it is there, nothing cut
+    assert card.rect["height"] <= 600, card.rect
+    assert browser.execute_script("const p = arguments[0]; return p.scrollHeight > p.clientHeight + 100", text)
+    assert "scroll inside the box" in card.find_element(By.CSS_SELECTOR, ".more").text

@@ -5,11 +5,13 @@ acknowledged writes loses nothing; a public address without a token is refused).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
 import sys
 import threading
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -29,8 +31,9 @@ def sample(source, line, generated, file="/data/eval.jsonl"):
             "reference": f"answer {line}", "generated": generated, "tokens": 3, "finished": True}
 
 
-def write_run(run_dir: Path, base: bool = True) -> Path:
-    samples = [sample("faq", 1, SCRIPT), sample("faq", 2, "four"), sample("chat", 3, "hi", "/data/chat.jsonl")]
+def write_run(run_dir: Path, base: bool = True, samples: list[dict] | None = None) -> Path:
+    if samples is None:
+        samples = [sample("faq", 1, SCRIPT), sample("faq", 2, "four"), sample("chat", 3, "hi", "/data/chat.jsonl")]
     report = {"samples": samples}
     if base:
         report["baseline"] = {"kind": "base", "samples": [dict(s, generated=f"base {i}") for i, s in
@@ -114,6 +117,113 @@ def test_oversized_and_non_json_bodies_are_refused(run_dir):
     assert response.status_code == 413 and "64 KiB" in response.get_json()["error"]
     form = c.post("/api/judgements", data={"row": "faq:eval.jsonl:2"})  # what another site's form could send
     assert form.status_code == 415 and "JSON" in form.get_json()["error"]
+
+
+@pytest.mark.parametrize("field, raw", [
+    ("note", json.dumps(body(note="NOTE")).replace('"NOTE"', '"half an emoji \\ud83d"')),
+    ("correction", json.dumps(body(correction="FIX")).replace('"FIX"', '"\\ud83d"')),
+    ("reviewer", json.dumps(body(reviewer="NAME")).replace('"NAME"', '"ann\\udc00"')),
+])
+def test_a_lone_surrogate_is_refused_naming_the_field(run_dir, field, raw, caplog):
+    """Pasting half of an emoji sends a lone UTF-16 surrogate: a clear 400, not a 500."""
+    assert "\\ud" in raw  # the JSON text holds the escape; json.loads makes it a lone surrogate
+    response = client(run_dir).post("/api/judgements", data=raw, content_type="application/json")
+    assert response.status_code == 400, response.get_data(as_text=True)
+    error = response.get_json()["error"]
+    assert field in error and "LONE SURROGATE" in error and "U+D" in error
+    assert not ReviewStore(run_dir).history("faq:eval.jsonl:2")
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.parametrize("raw", [
+    "[" * 20000 + "]" * 20000,
+    json.dumps(body(note="NOTE")).replace('"NOTE"', "[" * 5000 + "]" * 5000),
+    '{"row": ' + '{"a": ' * 3000 + "1" + "}" * 3000 + "}",
+])
+def test_deeply_nested_json_is_refused(run_dir, raw, caplog):
+    response = client(run_dir).post("/api/judgements", data=raw, content_type="application/json")
+    assert response.status_code == 400, response.get_data(as_text=True)
+    assert "nested" in response.get_json()["error"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_an_unexpected_failure_is_logged_and_answered_as_json(tmp_path, monkeypatch, caplog):
+    def broken(self, judgements):
+        raise RuntimeError("the disk is on fire")
+
+    c = client(write_run(tmp_path / "run"))
+    monkeypatch.setattr(ReviewStore, "add_many", broken)
+    with caplog.at_level(logging.ERROR, logger="sftc"):
+        response = c.post("/api/judgements", json=body())
+    assert response.status_code == 500
+    error = response.get_json()["error"]
+    assert "RuntimeError: the disk is on fire" in error and "the traceback is in" in error
+    (record,) = [r for r in caplog.records if r.name == "sftc" and r.levelno >= logging.ERROR]
+    assert "/api/judgements" in record.getMessage() and record.exc_info[0] is RuntimeError
+
+
+def test_the_real_server_logs_an_unexpected_failure_in_the_runs_sftc_log(tmp_path):
+    run_dir = write_run(tmp_path / "run")
+    server = _sftc("review", str(run_dir), "--port", "0")
+    try:
+        line = server.stdout.readline()
+        assert line.startswith("review: http://127.0.0.1:"), line + server.stderr.read()
+        for name in ("reviews.sqlite", "reviews.sqlite-wal", "reviews.sqlite-shm"):
+            (run_dir / name).unlink(missing_ok=True)
+        (run_dir / "reviews.sqlite").mkdir()  # the database cannot be opened any more
+        request = urllib.request.Request(line.split()[1] + "api/judgements", method="POST",
+                                         data=json.dumps(body()).encode(), headers={"Content-Type": "application/json"})
+        with pytest.raises(urllib.error.HTTPError) as failed:
+            urllib.request.urlopen(request, timeout=10)
+        error = json.loads(failed.value.read())["error"]
+        assert failed.value.code == 500 and str(run_dir / "sftc.log") in error, error
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.communicate(timeout=10)
+    log = (run_dir / "sftc.log").read_text()
+    assert "POST /api/judgements failed" in log and "OperationalError" in log and "Traceback" in log
+
+
+def test_a_reviewer_name_with_an_invisible_character_is_refused_naming_it(run_dir):
+    c = client(run_dir)
+    response = c.post("/api/judgements", json=body(reviewer="ann\u200b"))
+    assert response.status_code == 400
+    assert "U+200B ZERO WIDTH SPACE" in response.get_json()["error"]
+    c.set_cookie("sftc_reviewer", "ann%E2%80%8B")  # what the page's cookie holds for "ann" + U+200B
+    html = c.get("/").get_data(as_text=True)
+    assert 'data-reviewer=""' in html
+    assert "U+200B ZERO WIDTH SPACE" in html and "\u200b" not in html  # the reason is on the page
+
+
+INVISIBLE = "\u202e\u200b\u200c\u200d\u2060\ufeff\x00\u2066"
+
+
+def test_invisible_characters_are_shown_as_marked_placeholders(tmp_path):
+    hidden = dict(sample("faq", 1, "ok\u202edesrever\u2060 \x00end"),
+                  prompt="pay \u200b\u200c\u200dnow\ufeff", reference="ref\u2066x")
+    html = client(write_run(tmp_path / "run", samples=[hidden])).get("/").get_data(as_text=True)
+    for char in INVISIBLE:
+        assert char not in html
+        assert f'in the text">\u27e8U+{ord(char):04X}\u27e9</span>' in html, f"U+{ord(char):04X}"
+    assert 'title="U+202E RIGHT-TO-LEFT OVERRIDE: an invisible character in the text"' in html
+    assert 'title="U+0000 NULL: an invisible character in the text"' in html
+    assert "desrever" in html and "pay " in html  # the visible text stays
+
+
+def test_special_tokens_of_the_runs_tokenizer_are_marked(tmp_path):
+    from data_helpers import wordlevel_tokenizer
+
+    run_dir = write_run(tmp_path / "run", samples=[dict(sample("faq", 1, "fine</s>"),
+                                                        reference="<|im_start|>assistant <s>x")])
+    tokenizer = wordlevel_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
+    tokenizer.save_pretrained(str(run_dir / "tokenizer"))
+    html = client(run_dir).get("/").get_data(as_text=True)
+    special = '<span class="special-token" title="special token of the tokenizer">{}</span>'
+    assert special.format("&lt;s&gt;") + " question 1" in html  # the prompt's <s>
+    assert special.format("&lt;|im_start|&gt;") + "assistant " + special.format("&lt;s&gt;") + "x" in html
+    assert "fine" + special.format("&lt;/s&gt;") in html
+    assert "&lt;b&gt;bold&lt;/b&gt;" in html  # markup that is no special token stays plain escaped text
 
 
 def test_a_judgement_persists_and_shows_on_reload(tmp_path):

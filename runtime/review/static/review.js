@@ -11,11 +11,50 @@
   const nameInput = document.getElementById("reviewer");
   const message = document.getElementById("message");
   const rows = Array.from(document.querySelectorAll("section.row"));
+  const header = document.querySelector("body > header");
+
+  // ------------------------------------------------------------ layout
+  // The sticky header's height, kept in --header-h: the page's scroll-padding-top, so a row
+  // moved to (j/k, Tab, Enter) is scrolled to below the header, never under it.
+  function trackHeader() {
+    document.documentElement.style.setProperty("--header-h", header.getBoundingClientRect().height + "px");
+  }
+  trackHeader();
+  if (window.ResizeObserver) new ResizeObserver(trackHeader).observe(header);
+
+  // A long text is shown in a box of capped height with its own scroll bar; say so under it.
+  document.querySelectorAll("section.row pre").forEach(function (pre) {
+    if (pre.scrollHeight <= pre.clientHeight + 1) return;
+    const more = document.createElement("p");
+    more.className = "more";
+    more.textContent = "long text: scroll inside the box to read all of it";
+    pre.after(more);
+  });
 
   function showMessage(text, kind) {
     message.textContent = text;
     message.dataset.kind = kind || "error";
     message.hidden = !text;
+  }
+
+  // Characters a name must not hold (the server refuses them too): controls, format
+  // characters (zero-width, direction marks), lone surrogates, separators other than a space.
+  const NAMES = {
+    0x00: "NULL", 0xA0: "NO-BREAK SPACE", 0xAD: "SOFT HYPHEN", 0x200B: "ZERO WIDTH SPACE",
+    0x200C: "ZERO WIDTH NON-JOINER", 0x200D: "ZERO WIDTH JOINER", 0x200E: "LEFT-TO-RIGHT MARK",
+    0x200F: "RIGHT-TO-LEFT MARK", 0x202A: "LEFT-TO-RIGHT EMBEDDING", 0x202B: "RIGHT-TO-LEFT EMBEDDING",
+    0x202C: "POP DIRECTIONAL FORMATTING", 0x202D: "LEFT-TO-RIGHT OVERRIDE", 0x202E: "RIGHT-TO-LEFT OVERRIDE",
+    0x2060: "WORD JOINER", 0x2066: "LEFT-TO-RIGHT ISOLATE", 0x2067: "RIGHT-TO-LEFT ISOLATE",
+    0x2068: "FIRST STRONG ISOLATE", 0x2069: "POP DIRECTIONAL ISOLATE", 0xFEFF: "ZERO WIDTH NO-BREAK SPACE",
+  };
+  function oddCharacter(text) {
+    const found = /[\p{C}\p{Z}]/u.exec(text.replace(/ /g, "a"));
+    if (!found) return null;
+    const code = found[0].codePointAt(0);
+    const hex = code.toString(16).toUpperCase().padStart(4, "0");
+    const what = "U+" + hex + (NAMES[code] ? " " + NAMES[code] : (code >= 0xD800 && code <= 0xDFFF ?
+      " LONE SURROGATE (half of a character)" : ""));
+    return { what: what, at: Array.from(text.slice(0, found.index)).length + 1 };
   }
 
   function setCookie(name) {
@@ -37,6 +76,13 @@
     }
     document.getElementById("who").addEventListener("submit", function (e) {
       e.preventDefault();
+      const odd = oddCharacter(nameInput.value);
+      if (odd) {  // invisible in the field, and the server would refuse it: say which one
+        showMessage("Your name was not taken: it holds an invisible or non-printable character, " + odd.what +
+                    ", at character " + odd.at + ": type the name again without it.");
+        nameInput.focus();
+        return;
+      }
       const name = nameInput.value.trim();
       if (!name) {
         showMessage("Enter your name: judgements are saved under it.");
@@ -51,7 +97,8 @@
     document.getElementById("who").addEventListener("submit", function (e) { e.preventDefault(); });
   }
   if (!pageReviewer) {
-    showMessage("Enter your name at the top and press Enter: it is required to save.", "info");
+    // the server may have said why the stored name was not taken: keep that message
+    if (message.hidden) showMessage("Enter your name at the top and press Enter: it is required to save.", "info");
     nameInput.focus();
   }
 
@@ -148,9 +195,13 @@
   // ------------------------------------------------------------ moving around
   function focusRow(index) {
     if (index < 0 || index >= rows.length) return;
-    const card = cards(rows[index])[0];
-    card.focus();
-    rows[index].scrollIntoView({ block: "nearest" });
+    const row = rows[index];
+    cards(row)[0].focus({ preventScroll: true });
+    // a row not wholly in view is scrolled to the top, below the sticky header (scroll-padding-top)
+    const box = row.getBoundingClientRect();
+    if (box.top < header.getBoundingClientRect().bottom || box.bottom > window.innerHeight) {
+      row.scrollIntoView({ block: "start" });
+    }
   }
 
   function currentRowIndex(el) {
