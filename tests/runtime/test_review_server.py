@@ -195,6 +195,13 @@ def test_a_reviewer_name_with_an_invisible_character_is_refused_naming_it(run_di
     assert "U+200B ZERO WIDTH SPACE" in html and "\u200b" not in html  # the reason is on the page
 
 
+def test_review_reviewer_with_an_invisible_character_is_a_usage_error_naming_it(run_dir, capsys):
+    from sftlang.cli import main
+
+    assert main(["review", str(run_dir), "--reviewer", "ann\u202e"]) == 2
+    assert "U+202E RIGHT-TO-LEFT OVERRIDE at character 4" in capsys.readouterr().err
+
+
 INVISIBLE = "\u202e\u200b\u200c\u200d\u2060\ufeff\x00\u2066"
 
 
