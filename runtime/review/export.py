@@ -9,9 +9,10 @@ in the source's own shape (found by the rules that read the row: `resolve_mode`,
   JSON text): the content of the sample's assistant message (its ``turn`` when the
   conversation was trained per turn, else the last assistant message), under the key the
   message uses; earlier and later messages are kept;
-* a prompt/completion source whose completion template is exactly one placeholder
-  ``{col}`` (or ``{a.b}``): that column; Alpaca: ``output``; a renamed column is written
-  under its name in the file;
+* a prompt/completion source whose completion template is one placeholder ``{col}`` (or
+  ``{a.b}``): that column, the template's text around the placeholder taken off the correction
+  (whitespace may be left out of it; other text must be in it); Alpaca: ``output``; a renamed
+  column is written under its name in the file;
 
 plus ``"review": {"reviewer", "score", "run", "row"}`` (sources ignore columns their
 template does not name). A row that cannot be mapped back (a completion template with
@@ -117,10 +118,13 @@ def _corrected(plan: Any, source: str, row: dict, turn: int | None, correction: 
         return row
     if mode.kind == "prompt_completion":
         parts = parse_template(mode.completion or "")
-        if len(parts) != 1 or not isinstance(parts[0], tuple):
-            raise _Refused(f"{where}: the completion template {mode.completion!r} is not exactly one "
-                           f"placeholder {{column}}, so the correction cannot be put back into a column")
-        path = (raw.get(parts[0][0], parts[0][0]), *parts[0][1:])
+        fields = [p for p in parts if isinstance(p, tuple)]
+        if len(fields) != 1:
+            raise _Refused(f"{where}: the completion template {mode.completion!r} is not one placeholder "
+                           f"{{column}} with text around it, so the correction cannot be put back into a column")
+        at = parts.index(fields[0])
+        correction = _between("".join(parts[:at]), "".join(parts[at + 1:]), correction, mode.completion or "", where)
+        path = (raw.get(fields[0][0], fields[0][0]), *fields[0][1:])
     elif mode.kind == "alpaca":
         path = (raw.get("output", "output"),)
     else:
@@ -133,6 +137,21 @@ def _corrected(plan: Any, source: str, row: dict, turn: int | None, correction: 
         raise _Refused(f"{where}: the row has no column {'.'.join(path)!r}")
     holder[path[-1]] = correction
     return row
+
+
+def _between(before: str, after: str, correction: str, template: str, where: str) -> str:
+    """The column's value in a correction of the whole completion ``before + {column} + after``:
+    the text around the placeholder taken off where the reviewer wrote it; whitespace around it
+    (a separating space) may be left out; other text must be there, or the row is refused."""
+    for text, present, cut in ((before, correction.startswith(before), lambda c: c[len(before):]),
+                               (after, correction.endswith(after), lambda c: c[:len(c) - len(after)])):
+        if text and present:
+            correction = cut(correction)
+        elif text.strip():
+            raise _Refused(f"{where}: the completion template {template!r} has the text {text.strip()!r} around "
+                           f"its placeholder and the correction does not, so it cannot be put back into a column; "
+                           f"write the whole answer as the template renders it")
+    return correction
 
 
 class _Reader:
