@@ -88,6 +88,9 @@ def join(launch: Launch) -> None:
                         f"{launch.coordinator or 'its address'} is reachable from here; without a cluster JAX "
                         f"detects (SLURM, Cloud TPU, Kubernetes, Open MPI), pass --coordinator HOST:PORT "
                         f"--num-processes N --process-id I") from None
+    from .logs import native_stdout_to_log
+
+    native_stdout_to_log()  # before the first collective: gloo's "[Gloo] Rank i is connected" lines go to the log
     global _joined
     _joined = True
 

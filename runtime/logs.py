@@ -11,14 +11,20 @@ imported (nothing here imports them), so transformers' import-time advisory
 
 Where the file is: `<run dir>/sftc.log` for `sftc run` (call it again with that
 path once the run directory exists), `$SFTC_CACHE/sftc.log` before that and for
-the other commands. XLA's own C++ messages bypass Python and are not covered.
+the other commands. XLA's own C++ messages bypass Python and are not covered, except
+the lines `native_stdout_to_log` takes off the terminal: in a multi-process job, gloo
+prints `[Gloo] Rank i is connected to ...` on stdout for every group of processes it connects.
 """
 
 from __future__ import annotations
 
+import atexit
+import io
 import logging
 import logging.handlers
 import os
+import sys
+import threading
 from pathlib import Path
 
 from .cache import default_cache
@@ -69,13 +75,15 @@ def _to_file(name: str) -> None:
 
 def route_library_logs(path: str | os.PathLike | None = None) -> Path:
     """Send library logging and warnings to ``path`` (default ``$SFTC_CACHE/sftc.log``),
-    appending; a second call moves them to the new file. Returns the file's path."""
+    appending; a second call moves them to the new file. The file exists once this returns.
+    Returns the file's path."""
     path = Path(path) if path is not None else default_cache() / "sftc.log"
     root = logging.getLogger()
     for handler in [h for h in root.handlers if isinstance(h, _LogFile)]:
         root.removeHandler(handler)
         handler.close()
     path.parent.mkdir(parents=True, exist_ok=True)
+    path.touch()  # the file is there from the start (a run directory's, even if nothing is logged)
     handler = _LogFile(path, maxBytes=MAX_BYTES, backupCount=1, delay=True, encoding="utf-8")
     handler.setFormatter(logging.Formatter(FORMAT))
     root.addHandler(handler)
@@ -83,3 +91,62 @@ def route_library_logs(path: str | os.PathLike | None = None) -> Path:
         _to_file(name)
     logging.captureWarnings(True)
     return path
+
+
+NATIVE_PREFIXES = (b"[Gloo] ",)  # lines C++ libraries print on stdout that are log, not output
+_native: dict = {}  # the installed filter: its thread and the terminal's file descriptor
+
+
+def native_stdout_to_log(prefixes: tuple[bytes, ...] = NATIVE_PREFIXES, logger: str = "gloo") -> None:
+    """Lines that native code writes to file descriptor 1 and that start with one of ``prefixes``
+    go to the log file (logger ``logger``), the rest to the terminal as before. Python's own
+    ``sys.stdout`` is moved to a copy of the terminal's descriptor, so what sftc prints never
+    waits on the filter; descriptor 1 becomes a pipe that a thread reads line by line (a
+    partial line that cannot start with a prefix is passed on at once). Once per process."""
+    if _native:
+        return
+    sys.stdout.flush()
+    terminal = os.dup(1)
+    read, write = os.pipe()
+    os.dup2(write, 1)
+    os.close(write)
+    old = sys.stdout
+    sys.stdout = io.TextIOWrapper(io.FileIO(os.dup(terminal), "w"), encoding=old.encoding, errors=old.errors,
+                                  line_buffering=old.line_buffering)
+    log = logging.getLogger(logger)
+    log.setLevel(logging.INFO)  # its records reach the file whatever the root logger's level
+    thread = threading.Thread(target=_pump, args=(read, terminal, prefixes, log),
+                              name="native-stdout", daemon=True)
+    thread.start()
+    _native.update(thread=thread, terminal=terminal)
+    atexit.register(_stop_native_filter)
+
+
+def _pump(read: int, terminal: int, prefixes: tuple[bytes, ...], log: logging.Logger) -> None:
+    pending = b""
+    while True:
+        chunk = os.read(read, 1 << 16)
+        if not chunk:
+            break
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            if line.startswith(prefixes):
+                log.info(line.decode(errors="replace"))
+            else:
+                os.write(terminal, line + b"\n")
+        if pending and not any(p.startswith(pending[:len(p)]) for p in prefixes):
+            os.write(terminal, pending)
+            pending = b""
+    if pending:
+        os.write(terminal, pending)
+    os.close(read)
+
+
+def _stop_native_filter() -> None:
+    """At exit: descriptor 1 is the terminal again, and what the thread holds is passed on."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        pass
+    os.dup2(_native["terminal"], 1)  # closes the pipe's last writer: the thread reads its end
+    _native["thread"].join(timeout=2)

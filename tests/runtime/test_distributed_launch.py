@@ -54,3 +54,30 @@ def test_distributed_without_a_cluster_says_what_to_pass():
                           capture_output=True, text=True, timeout=120)
     assert "JoinError: could not join the job" in done.stdout and "--coordinator HOST:PORT" in done.stdout, \
         done.stdout + done.stderr[-2000:]
+
+
+def test_gloo_connection_lines_go_to_the_log_not_the_terminal(tmp_path):
+    """gloo prints `[Gloo] Rank i is connected to ...` on stdout (from C++) when a collective
+    first connects the processes: a job's terminal shows only sftc's lines."""
+    import socket
+
+    root = Path(__file__).resolve().parents[2]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = ("import sys\n"
+            "from runtime.logs import route_library_logs\n"
+            "from runtime.distributed import Launch, join, broadcast_text\n"
+            "i = int(sys.argv[1])\n"
+            f"route_library_logs({str(tmp_path)!r} + f'/sftc-{{i}}.log')\n"
+            f"join(Launch('127.0.0.1:{port}', 2, i))\n"
+            "print('sftc says:', broadcast_text('hello' if i == 0 else None))\n")
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JAX_COORD", "OMPI_"))},
+           "PYTHONPATH": str(root), "JAX_NUM_CPU_DEVICES": "1"}
+    job = [subprocess.Popen([sys.executable, "-c", code, str(i)], cwd=root, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+    ended = [p.communicate(timeout=180) for p in job]
+    for i, (p, (out, err)) in enumerate(zip(job, ended)):
+        assert p.returncode == 0, out + err[-2000:]
+        assert out == "sftc says: hello\n" and "Gloo" not in err, out + err
+        assert f"INFO gloo: [Gloo] Rank {i} is connected to 1 peer ranks" in (tmp_path / f"sftc-{i}.log").read_text()

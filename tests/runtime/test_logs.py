@@ -78,4 +78,17 @@ print("sftc's own line", file=sys.stderr)
     for line in ("WARNING datasets: from datasets", "WARNING transformers: from transformers", "WARNING huggingface_hub.utils: from the hub",
                  "WARNING absl: from absl", "WARNING jax._src.xla_bridge: from jax", "UserWarning: a python warning"):
         assert line in log
-    assert not (tmp_path / "first.log").exists()  # nothing was logged while it was the file
+    assert (tmp_path / "first.log").read_text() == ""  # nothing was logged while it was the file
+
+
+def test_the_log_file_exists_from_the_moment_it_is_named(tmp_path):
+    """A run directory holds `sftc.log` from the run's start, even when no library logs a word."""
+    probe = f"""
+from runtime.logs import route_library_logs
+route_library_logs({str(tmp_path / 'run' / 'sftc.log')!r})
+import os
+print(os.path.exists({str(tmp_path / 'run' / 'sftc.log')!r}))
+"""
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "True\n"
