@@ -670,6 +670,38 @@ def _check_tokenizer_source(ctx: _Context, columns: dict[str, Columns | None]) -
         ctx.report(Diagnostic("E024", f"`{name}` is pre-tokenized: a tokenizer cannot be trained on its token ids", tokenizer.source.span, 'set `tokenizer = hf("dir")` to the tokenizer that made the ids'))
 
 
+def _check_source_system(ctx: _Context, columns: dict[str, Columns | None]) -> None:
+    """A source's `system` goes first in each conversation the chat template renders; rows that no
+    chat template renders (plain prompt/completion or Alpaca, text, token ids) cannot carry it, and
+    the run refuses it rather than drop it (`runtime.data.shapes.system_refused`): E045."""
+    templates = _templates_by_source(ctx)
+    for source in ctx.spec.data.values():
+        setting = source.settings.get("system")
+        if setting is None or source.name in ctx.broken:
+            continue
+        template = templates.get(source.name)
+        known = columns.get(source.name)
+        settings = template.settings if template is not None else {}
+        if template is None and known is None:
+            continue  # the columns decide the shape, and they are not known here (hub offline): the run says so
+        try:
+            shape = shape_of(template, known or Columns(frozenset(), frozenset()))
+        except (AttributeError, KeyError):
+            continue  # a malformed template, reported already
+        chat = settings.get("chat")
+        chat_on = chat is not None and isinstance(chat.value, ast.Name) and chat.value.name in ("on", "true")
+        refused = shape is not None and shapes.system_refused(shape.kind, chat_on)
+        if not refused:
+            continue
+        reason, fix = refused
+        if template is None and shape.kind in ("prompt_completion", "alpaca"):
+            body = "format = alpaca" if shape.kind == "alpaca" else 'prompt = "{prompt}"  completion = "{completion}"'
+            fix = f"give it a template with `chat = on`, `template NAME for {source.name} {{ {body}  chat = on }}`, or remove `system`"
+        elif template is not None and shape.kind in ("prompt_completion", "alpaca"):
+            fix = fix.replace("on its template", f"on template `{template.name}`")
+        ctx.report(Diagnostic("E045", f"`system` does not apply to `{source.name}`: {reason}", setting.span, fix))
+
+
 def _check_shapes(ctx: _Context, columns: dict[str, Columns | None]) -> None:
     """Run the runtime's row-shape rules on a sample of each local file: its first rows and
     rows spread to its end, so a bad row deep in a big file stops `sftc check`, not the run."""
@@ -1011,6 +1043,7 @@ def check_spec(spec: Spec, devices: int | None = None, offline: bool = False, fi
     columns = _check_data(ctx)
     _check_templates(ctx, columns)
     _check_tokenizer_source(ctx, columns)
+    _check_source_system(ctx, columns)
     _check_shapes(ctx, columns)
     trained = _check_train(ctx)
     _check_accept(ctx, trained)

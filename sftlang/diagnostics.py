@@ -210,6 +210,7 @@ CODES: dict[str, str] = {
     "E042": "an incomplete or mixed template",
     "E043": "a source with two templates",
     "E044": "a source with neither a template nor conventional columns",
+    "E045": "a source's `system` on rows no chat template renders (plain prompt/completion or Alpaca, text, token ids)",
     "E046": "a data file that cannot be read as its kind",
     "E047": "a trained tokenizer's vocabulary smaller than its text's characters need",
     "E051": "mixture weights that are not positive or not given for every source",

@@ -229,7 +229,7 @@ DATA_KEYS = (
     Key("on_bad_row", Enum(("error", "skip")), "error", doc="a malformed row stops the run, or is skipped and counted"),
     Key("rename", Mapping(NameOrString(), "COLUMN"), doc="columns renamed before templating: `(old = new, ...)`, each side a name or a string"),
     Key("where", Mapping(Literal(lists=True), "COLUMN"), doc="keep only the rows whose column (a dotted path) equals the value, or one of a list; the others are counted as filtered"),
-    Key("system", Str(non_empty=True), doc="a system message for every conversation of this source that has none (conversations, Alpaca and `chat = on` rows)"),
+    Key("system", Str(non_empty=True), doc="a system message for every conversation of this source that has none (conversation rows, and prompt/completion or Alpaca rows with `chat = on`; other rows refuse it, E045)"),
 )
 
 TEMPLATE_KEYS = (

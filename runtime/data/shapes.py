@@ -206,6 +206,24 @@ def tools_of(value: Any, column: str) -> list[dict[str, Any]] | None:
     return [dict(t) for t in value]
 
 
+def system_refused(kind: str, chat: bool) -> tuple[str, str] | None:
+    """Why a source's `system` cannot apply to rows of ``kind`` (a `tokenize.Mode`'s, or `sftc
+    check`'s shape), and what to do; None where it applies (a conversation, or rows with `chat = on`).
+    A system message is a turn of a conversation: sftc never invents a plain-text form of it."""
+    if kind in ("prompt_completion", "alpaca") and not chat:
+        what = "prompt/completion" if kind == "prompt_completion" else "Alpaca"
+        return (f"its {what} rows are rendered as plain text, without the chat template, so no turn would "
+                "carry the system message",
+                "set `chat = on` on its template (the prompt becomes a user turn after the system message, "
+                "rendered with the tokenizer's chat template), or remove `system`")
+    if kind == "text":
+        return ("its `text` rows are trained as written, with no turns to put a system message before",
+                "remove `system`, or write the system text into the rows")
+    if kind == "tokens":
+        return "its rows are token ids already (pre-tokenized)", "remove `system`"
+    return None
+
+
 def with_system(messages: list[dict[str, Any]], system: str | None) -> list[dict[str, Any]]:
     """``messages`` with ``system`` first, unless the conversation has its own system message."""
     if system is None or any(m["role"] == "system" for m in messages):

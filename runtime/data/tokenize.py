@@ -129,7 +129,17 @@ class Mode:
 
 def resolve_mode(template: TemplateSpec, columns: list[str], source: SourceSpec | str) -> Mode:
     """Turn a TemplateSpec (possibly empty: conventional columns) and the source's transforms
-    into a concrete Mode. ``columns`` are the source's raw columns (renamed here)."""
+    into a concrete Mode. ``columns`` are the source's raw columns (renamed here). A source's
+    `system` on rows no chat template renders is refused (`shapes.system_refused`), never dropped."""
+    mode = _resolve_mode(template, columns, source)
+    if isinstance(source, SourceSpec) and source.system is not None:
+        refused = shapes.system_refused(mode.kind, mode.chat)
+        if refused:
+            raise SourceError(f"data {source.name}: `system` does not apply: {refused[0]}; {refused[1]}")
+    return mode
+
+
+def _resolve_mode(template: TemplateSpec, columns: list[str], source: SourceSpec | str) -> Mode:
     spec = source if isinstance(source, SourceSpec) else None
     name = spec.name if spec is not None else str(source)
     rename = spec.rename if spec is not None else ()

@@ -238,6 +238,35 @@ def test_rename_where_and_a_source_system_prompt(tmp_path):
     assert e.value.row == 2 and "missing or null column 'dialog' (renamed to 'messages')" in str(e.value)
 
 
+NO_CHAT = {  # rows no chat template renders, and why a source's system message cannot apply to them
+    "prompt/completion": ([{"q": "hello", "a": "hi"}], TemplateSpec(prompt="{q}", completion=" {a}"),
+                          "its prompt/completion rows are rendered as plain text"),
+    "prompt/completion columns": ([{"prompt": "hello", "completion": " hi"}], TemplateSpec(),
+                                  "its prompt/completion rows are rendered as plain text"),
+    "alpaca": ([{"instruction": "hello", "output": "hi"}], TemplateSpec(format="alpaca"),
+               "its Alpaca rows are rendered as plain text"),
+    "text": ([{"text": "hello hi"}], TemplateSpec(), "its `text` rows are trained as written"),
+    "tokens": ([{"input_ids": [1, 5, 6], "labels": [-100, 5, 6]}], TemplateSpec(format="tokens"),
+               "its rows are token ids already"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NO_CHAT))
+def test_a_source_system_prompt_no_turn_carries_is_refused_not_dropped(tmp_path, case):
+    rows, template, reason = NO_CHAT[case]
+    with pytest.raises(SourceError, match=f"data s: `system` does not apply: {reason}"):
+        tokenized(tmp_path, rows, template, wordlevel_tokenizer(CHATML), system="you are a bot")
+
+
+@pytest.mark.parametrize("template", [TemplateSpec(prompt="{q}", completion=" {a}", chat=True),
+                                      TemplateSpec(format="alpaca", chat=True)])
+def test_a_source_system_prompt_goes_first_in_chat_on_rows(tmp_path, template):
+    tok = wordlevel_tokenizer(CHATML)
+    row = {"q": "hello", "a": "hi", "instruction": "hello", "output": "hi"}
+    ts = tokenized(tmp_path, [row], template, tok, system="you are a bot")
+    assert tok.decode(ts.example(0)[0].tolist()).startswith("<|im_start|> system you are a bot <|im_end|>")
+
+
 # ---------------------------------------------------------------- packing and truncation
 
 
