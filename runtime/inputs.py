@@ -195,7 +195,8 @@ def _tokenizer(plan: Any, cache_dir: Path) -> str | None:
     return _digest_named(_directory_files(target)) if (target / "tokenizer.json").is_file() else None
 
 
-def _versions(names: tuple[str, ...]) -> dict[str, str]:
+def versions(names: tuple[str, ...]) -> dict[str, str]:
+    """Each package's installed version ("absent" when it is not installed)."""
     out = {}
     for name in names:
         try:
@@ -260,6 +261,6 @@ def gather(plan: Any, cache_dir: Path | None = None, load: bool = True) -> Input
         "base_config": _checkpoint(plan.model.path, plan.model.revision, weights=False) if hf else "init",
         "weights": {"dtype": plan.model.dtype, "quantize": getattr(plan.model, "quantize", None) or "none"},
         "code": code_identity(),
-        "data_libraries": _versions(DATA_LIBRARIES),
-        "numeric_libraries": _versions(NUMERIC_LIBRARIES),
+        "data_libraries": versions(DATA_LIBRARIES),
+        "numeric_libraries": versions(NUMERIC_LIBRARIES),
     })

@@ -72,16 +72,10 @@ def unfinished(root: Path) -> Path | None:
 
 
 def package_versions() -> dict[str, str]:
-    from importlib import metadata
+    from .inputs import versions
 
-    names = ("sftc", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "transformers", "datasets", "tokenizers", "sentencepiece", "numpy")
-    out = {}
-    for name in names:
-        try:
-            out[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            out[name] = "absent"
-    return out
+    return versions(("sftc", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "transformers", "datasets",
+                     "tokenizers", "sentencepiece", "numpy"))
 
 
 def devices_summary() -> dict[str, Any]:

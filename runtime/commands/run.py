@@ -148,9 +148,10 @@ def _train_and_evaluate(args, console: Console, prepared, run_dir: Path, started
         print_gates(outcome.verdicts, console)
     console.print(f"report: {outcome.report}")
     if outcome.export is not None:
-        console.print(f"export: {outcome.export}")
+        rejected = "" if outcome.accepted else " (the run was not accepted; exported because --export asked)"
+        console.print(f"export: {outcome.export}{rejected}")
     if outcome.export_check is not None and not outcome.export_check.passed:
         say(console, "error", outcome.export_check.message)
-    elif not outcome.accepted and plan.output.export != "none":
+    elif outcome.export is None and not outcome.accepted and plan.output.export != "none":
         console.print("no export: the run was not accepted (`sftc run --export` exports anyway)")
     return EXIT_OK if outcome.accepted else EXIT_REJECTED

@@ -235,3 +235,33 @@ def test_review_gates_wait_for_every_row_and_sftc_eval_applies_them(project):
     newest = sorted((run_dir / "evals").iterdir())[-1]
     values = {g["gate"]: g["value"] for g in _report(newest)["gates"]}
     assert values == {"review_score": 5.0, "review_flagged": 0.0, "review_wins": 1.0}
+
+
+@pytest.mark.slow
+def test_an_edited_eval_file_is_not_served_the_cached_baseline_and_a_forced_export_says_it_was_rejected(
+        tmp_path, monkeypatch, capsys):
+    """`split eval = jsonl(...)`: editing the eval file makes other prompts and references, so the
+    baseline is computed again (it was served from the cache while only training files were
+    fingerprinted). The second run is rejected and exported because `--export` asks: it says so
+    once, not both "export:" and "no export"."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SFTC_CACHE", str(tmp_path / "cache"))
+    separate = SPEC.replace("split eval = 10% seed 1", 'split eval = jsonl("held.jsonl")')
+    _write(tmp_path, separate)
+    rows = (tmp_path / "sums.jsonl").read_text().splitlines()
+    (tmp_path / "sums.jsonl").write_text("\n".join(rows[:90]) + "\n")
+    (tmp_path / "held.jsonl").write_text("\n".join(rows[90:]) + "\n")
+    assert main(["run", "ba.sft"]) == 0
+    first = _report(_runs(tmp_path)[0])
+    assert not first["baseline"]["cached"]
+    (tmp_path / "held.jsonl").write_text("\n".join(rows[90:][::-1]) + "\n")  # the same rows, another order
+    (tmp_path / "ba.sft").write_text(separate.replace("gain(loss) >= 0.5", "gain(loss) >= 50")
+                                     .replace("export = none", "export = hf"))
+    capsys.readouterr()
+    assert main(["run", "ba.sft", "--export"]) == 3
+    err = " ".join(capsys.readouterr().err.split())  # as one line: the console wraps at its width
+    second = _report(_runs(tmp_path)[1])
+    assert not second["baseline"]["cached"]
+    by_line = lambda report: {s["line"]: s["reference"] for s in report["baseline"]["samples"]}  # noqa: E731
+    assert by_line(second) == {11 - line: ref for line, ref in by_line(first).items()}  # read from the edited file
+    assert "the run was not accepted; exported because --export asked" in err and "no export" not in err
