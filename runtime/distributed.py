@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Launch", "LaunchError", "JoinError", "join", "is_primary", "process_count", "broadcast_text", "barrier", "gather", "share", "merge_rows", "everywhere",
+__all__ = ["Launch", "LaunchError", "JoinError", "join", "is_primary", "process_count", "broadcast_text", "gather_text", "barrier", "gather", "share", "merge_rows", "everywhere",
            "HEARTBEAT_S"]
 
 HEARTBEAT_S = 20  # a silent process is declared dead after this long; the others then stop
@@ -121,13 +121,29 @@ def broadcast_text(text: str | None) -> str | None:
         return text
     from jax.experimental import multihost_utils
 
+    return _unpack(np.asarray(multihost_utils.broadcast_one_to_all(_pack(text))))
+
+
+def gather_text(text: str | None) -> list[str | None]:
+    """Every process's ``text``, in process order, on every process (one process: ``[text]``)."""
+    if process_count() == 1:
+        return [text]
+    from jax.experimental import multihost_utils
+
+    return [_unpack(row) for row in np.asarray(multihost_utils.process_allgather(_pack(text)))]
+
+
+def _pack(text: str | None) -> np.ndarray:
     raw = b"\x00" if text is None else b"\x01" + text.encode()
     if len(raw) > _TEXT_BYTES:
         raise ValueError(f"cannot broadcast {len(raw)} bytes (at most {_TEXT_BYTES})")
     buffer = np.zeros(_TEXT_BYTES + 4, np.uint8)
     buffer[:4] = np.frombuffer(np.uint32(len(raw)).tobytes(), np.uint8)
     buffer[4:4 + len(raw)] = np.frombuffer(raw, np.uint8)
-    got = np.asarray(multihost_utils.broadcast_one_to_all(buffer))
+    return buffer
+
+
+def _unpack(got: np.ndarray) -> str | None:
     size = int(np.frombuffer(got[:4].tobytes(), np.uint32)[0])
     raw = got[4:4 + size].tobytes()
     return None if raw[:1] == b"\x00" else raw[1:].decode()

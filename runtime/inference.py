@@ -54,7 +54,7 @@ def load_trained(run_dir: str | Path, step: int | None = None) -> Trained:
 
     from . import tokenizer as tok
     from .engine import Engine, StepSettings, frozen_weights
-    from .train.checkpoint import Checkpoints
+    from .train.checkpoint import Checkpoints, RestoreError
 
     run_dir = Path(run_dir)
     if not (run_dir / "plan.json").is_file():
@@ -84,7 +84,7 @@ def load_trained(run_dir: str | Path, step: int | None = None) -> Trained:
                 raise PrepareError(f"no checkpoint of {run_dir} restores ({reasons})")
             state = restored.state
             notes = tuple(f"checkpoint {s} does not restore ({r}); using {restored.step}" for s, r in restored.skipped)
-    except PrepareError:
+    except (PrepareError, RestoreError):  # RestoreError: not damage; its message says what failed
         raise
     except Exception as error:  # noqa: BLE001 - orbax raises many types for a bad checkpoint
         raise PrepareError(f"checkpoint {step} of {run_dir} does not restore: {type(error).__name__}: {error}") from None

@@ -99,9 +99,14 @@ def train(prepared: Prepared, run_dir: Path, progress=None, log: MetricsLog | No
     checkpoints = Checkpoints(checkpoint_dir or run_dir / "checkpoints", keep=plan.train.keep)
     log = log or MetricsLog(run_dir)
     notes: list[str] = []
-    restored = checkpoints.restore_newest_good(engine.restore_target())
+    try:  # a damaged checkpoint is set aside; any other restore error stops here (RestoreError)
+        restored = checkpoints.restore_newest_good(engine.restore_target())
+    except BaseException:
+        checkpoints.close()
+        raise
     for skipped_step, reason in restored.skipped:
-        notes.append(f"checkpoint {skipped_step} does not restore ({reason}); it was moved to {restored.moved_to}")
+        notes.append(f"checkpoint {skipped_step} does not restore, its files are damaged ({reason}); it was moved "
+                     f"to {restored.moved_to}")
         log.event(skipped_step, "checkpoint_skipped", reason=reason)
     if restored.state is not None:
         state = restored.state

@@ -125,6 +125,48 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(project, monke
 
 
 @pytest.mark.slow
+def test_a_restore_error_that_is_not_damage_stops_the_run_and_keeps_every_checkpoint(project, monkeypatch, capsys):
+    """Issue 21.7: an I/O error (or out of memory, or another shape) while restoring used to move
+    every checkpoint to checkpoints.unusable/ and train again from step 0 in the same directory.
+    Now the run stops with one line that says what failed, sets nothing aside, and the next
+    `sftc run` resumes from the newest checkpoint."""
+    import errno
+
+    from runtime.train.checkpoint import Checkpoints
+
+    original = _interrupt(monkeypatch, at=10)
+    assert main(["run", "tiny.sft"]) == 130
+    (run_dir,) = _runs(project)
+    from runtime.data.pipeline import DataPipeline
+
+    monkeypatch.setattr(DataPipeline, "batch", original)
+
+    def failing(self, abstract_state, step=None):
+        raise OSError(errno.EIO, "Input/output error", str(self.directory / str(step)))
+
+    restore = Checkpoints.restore
+    monkeypatch.setattr(Checkpoints, "restore", failing)
+    capsys.readouterr()
+    assert main(["run", "tiny.sft"]) == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "checkpoint 10 in" in err and "Input/output error" in err
+    assert "nothing was set aside" in err and "run the command again" in err
+    assert sorted(int(p.name) for p in (run_dir / "checkpoints").iterdir() if p.name.isdigit()) == [4, 8, 10]
+    assert not (run_dir / "checkpoints.unusable").exists()
+    assert _status(run_dir)["status"] == "error"
+    assert [r["event"] for r in read_metrics(run_dir) if r["kind"] == "event"][-1] != "start"
+
+    monkeypatch.setattr(Checkpoints, "restore", restore)
+    assert main(["run", "tiny.sft"]) == 0
+    assert _runs(project) == [run_dir]
+    resumed = [r for r in read_metrics(run_dir) if r["kind"] == "event" and r["event"] == "resume"]
+    assert resumed[-1]["checkpoint"] == 10
+    steps = [r["step"] for r in read_metrics(run_dir) if r["kind"] == "train"]
+    assert steps == sorted(steps)  # metrics.jsonl never goes back to step 0
+    assert _final_params(run_dir)[0] == 12
+
+
+@pytest.mark.slow
 def test_resume_refuses_edited_data_tokenizer_or_plan_and_accepts_harmless_edits(project, monkeypatch, capsys):
     """Issue 9.5: an unfinished run used to resume whatever changed on disk."""
     original = _interrupt(monkeypatch, at=6)
