@@ -65,8 +65,9 @@ _COLUMNS = ("id", "row_id", "answer", "reviewer", "score", "flagged", "correctio
 
 
 def answer_sha(text: str) -> str:
-    """SHA-256 (hex) of an answer's text as shown to the reviewer."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    """SHA-256 (hex) of an answer's text as shown to the reviewer (a lone surrogate, which a model's
+    bytes decoded half a character can hold, hashed as its code point rather than refused)."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def row_ids(samples: Sequence[Mapping[str, Any]]) -> list[str]:

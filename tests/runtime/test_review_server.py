@@ -359,3 +359,14 @@ def test_a_run_without_samples_is_a_clear_error(tmp_path):
     (run_dir / "report.json").write_text(json.dumps({"samples": []}))
     assert main(["review", str(run_dir)]) == 1
     assert main(["review", str(tmp_path / "nothing")]) == 1
+
+
+def test_an_answer_with_a_lone_surrogate_is_shown_and_judged(tmp_path):
+    """A model's bytes decoded half a character can leave a lone surrogate in report.json: the
+    page shows it as a placeholder and a judgement of that answer is stored (GET / was a 500)."""
+    half = "cut \ud83d"
+    c = client(write_run(tmp_path / "run", samples=[sample("faq", 1, half)]))
+    page = c.get("/")
+    assert page.status_code == 200 and "\u27e8U+D83D\u27e9" in page.get_data(as_text=True)
+    saved = c.post("/api/judgements", json=body(row="faq:eval.jsonl:1", text=half, score=3))
+    assert saved.status_code == 200 and saved.get_json()["saved"] == 1
