@@ -33,6 +33,7 @@ from ..distributed import gather
 from ..engine import Engine, StepSettings, load_weights
 from ..evaluate.tokens import token_metrics
 from ..prepare import Prepared, log_interval
+from ..hf import CheckpointError
 from .checkpoint import Checkpoints
 from .metrics_log import MetricsLog
 
@@ -108,6 +109,12 @@ def train(prepared: Prepared, run_dir: Path, progress=None, log: MetricsLog | No
         notes.append(f"checkpoint {skipped_step} does not restore, its files are damaged ({reason}); it was moved "
                      f"to {restored.moved_to}")
         log.event(skipped_step, "checkpoint_skipped", reason=reason)
+    if restored.state is None and restored.skipped:  # starting over here would make metrics.jsonl go backwards
+        checkpoints.close()
+        steps = ", ".join(str(step) for step, _ in restored.skipped)
+        raise CheckpointError(
+            f"every checkpoint of {run_dir} is damaged ({steps}: {restored.skipped[0][1]}); they were moved to "
+            f"{restored.moved_to} and nothing is left to resume. `sftc run` again starts a new run directory")
     if restored.state is not None:
         state = restored.state
         del params

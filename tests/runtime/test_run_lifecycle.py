@@ -272,3 +272,31 @@ def test_ctrl_c_stops_between_steps_and_saves_the_step_it_reached(project):
     assert step == status["steps"] and all(np.isfinite(np.asarray(p)).all() for p in params)
     assert main(["run", "tiny.sft"]) == 0
     assert _status(run_dir)["status"] == "done" and _final_params(run_dir)[0] == 12
+
+
+@pytest.mark.slow
+def test_a_run_whose_every_checkpoint_is_damaged_stops_and_the_next_run_starts_a_new_directory(
+        project, monkeypatch, capsys):
+    """Setting every checkpoint aside and training again from step 0 in the same directory made its
+    metrics.jsonl go backwards. Now the run says nothing is left to resume and stops (exit 1); the
+    next `sftc run` starts a new run directory."""
+    original = _interrupt(monkeypatch, at=6)
+    assert main(["run", "tiny.sft"]) == 130
+    (broken,) = _runs(project)
+    steps = sorted(int(p.name) for p in (broken / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps == [4, 6]
+    for step in steps:
+        (broken / "checkpoints" / str(step) / "state" / "_METADATA").unlink()
+    from runtime.data.pipeline import DataPipeline
+
+    monkeypatch.setattr(DataPipeline, "batch", original)
+    capsys.readouterr()
+    assert main(["run", "tiny.sft"]) == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "every checkpoint of" in err and "nothing is left to resume" in err and "Traceback" not in err
+    assert _status(broken)["status"] == "error"
+    assert sorted(p.name for p in (broken / "checkpoints.unusable").iterdir()) == ["4", "6"]
+    assert [r["step"] for r in read_metrics(broken) if r["kind"] == "train"] == sorted(
+        r["step"] for r in read_metrics(broken) if r["kind"] == "train")  # never backwards
+    assert main(["run", "tiny.sft"]) == 0
+    assert len(_runs(project)) == 2 and _status(_runs(project)[1])["status"] == "done"
