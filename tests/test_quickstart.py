@@ -1,4 +1,4 @@
-"""The shipped quickstart end to end (slow: about four minutes on 2 CPU cores):
+"""The shipped quickstart end to end (slow: about six minutes on 2 CPU cores):
 it trains, passes its own gates and exports; the same run judged with an impossible
 threshold is rejected with exit code 3 and a report that says why."""
 
