@@ -46,6 +46,7 @@ def _packed(seed=0, t=256):
     return q, k, v, jnp.asarray(seg)
 
 
+@pytest.mark.slow
 def test_splash_kernel_equals_einsum_attention_forward_and_backward():
     q, k, v, seg = _packed()
     idx = jnp.arange(q.shape[1])

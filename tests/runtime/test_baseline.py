@@ -13,6 +13,8 @@ from data_helpers import wordlevel_tokenizer
 from run_helpers import NUMBERS
 from sftlang.cli import main
 
+pytestmark = pytest.mark.slow  # whole runs over a pretrained base with a baseline: about 50 s on 2 cores
+
 SPEC = """\
 sft "before-after"
 model {

@@ -18,6 +18,8 @@ from runtime.models import ModelConfig
 from runtime.plan_types import Sgd
 from runtime.train.cross_entropy import cross_entropy
 
+pytestmark = pytest.mark.slow  # the bench and the chunked loss over several shapes: about 45 s on 2 cores
+
 ROOT = Path(__file__).resolve().parents[2]
 TINY = ModelConfig.llama(layers=1, dim=32, heads=4, kv_heads=2, ffn=64, vocab=64)
 

@@ -10,6 +10,8 @@ from run_helpers import SPEC
 
 from sftlang.cli import main
 
+pytestmark = pytest.mark.slow  # a whole run in its fixture: about 10 s on 2 cores
+
 
 @pytest.fixture()
 def two_sources(project):

@@ -14,6 +14,8 @@ import pytest
 from data_helpers import CHATML, LLAMA3, WORDS, wordlevel_tokenizer
 from sftlang.cli import main
 
+pytestmark = pytest.mark.slow  # whole runs and exports: about 20 s on 2 cores
+
 SPEC = """\
 sft "served"
 model {

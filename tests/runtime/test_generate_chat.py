@@ -275,6 +275,7 @@ def test_rows_that_cannot_be_prompts_say_why(runs, capsys):
     assert f"{bad}:2: column 'q': missing column 'q'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_second_generate_process_compiles_nothing(runs, tmp_path):
     """`sftc generate` in fresh processes: the first writes its executables to the compilation cache
     under the sftc cache directory, the second reads every one back (no new entry) and answers the same."""

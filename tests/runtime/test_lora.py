@@ -167,6 +167,7 @@ def test_train_step_updates_only_the_adapters():
     assert not np.array_equal(a_new, np.asarray(params["layers"][0]["attn"]["q"]["lora_a"]))
 
 
+@pytest.mark.slow
 def test_dropout_needs_a_key_and_is_deterministic_per_key():
     plan = LoraPlan(rank=4, alpha=8, dropout=0.5, targets=("q", "k", "v"))
     model = lora.add_lora(build(CONFIG, 0), plan, rngs=2)

@@ -36,7 +36,8 @@ def _hf_greedy(torch_model, prompts, max_new, eos):
     return results
 
 
-@pytest.mark.parametrize("case", ["llama31", "mistral", "qwen2", "qwen3", "smollm2"])
+@pytest.mark.parametrize("case", ["smollm2", *(pytest.param(c, marks=pytest.mark.slow)  # one family by default
+                                              for c in ("llama31", "mistral", "qwen2", "qwen3"))])
 def test_greedy_matches_transformers_and_batching(case, hf_checkpoint):
     directory, torch_model = hf_checkpoint(case)
     model, _ = load_pretrained(directory)

@@ -116,6 +116,7 @@ def test_int8_is_absmax_per_output_channel():
     assert (error <= 0.5 * scale + 2**-7 * np.abs(w)).all()  # half a step, plus bf16 rounding
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["int8", "nf4"])
 def test_a_quantized_model_computes_its_dequantized_model(kind):
     """Forward and the adapters' gradient over the quantized base equal those over a dense base
@@ -170,7 +171,7 @@ def test_quantize_needs_an_adapter():
         load_weights(_settings("int8", adapter=None), CONFIG, None)
 
 
-@pytest.mark.parametrize("kind", ["int8", "nf4"])
+@pytest.mark.parametrize("kind", [pytest.param("int8", marks=pytest.mark.slow), "nf4"])
 def test_the_train_step_trains_over_a_quantized_base(kind):
     bench = StepBench(CONFIG, _settings(kind, dtype="bfloat16"), seq_len=32)
     first = bench.run(1) and bench.loss
@@ -179,6 +180,7 @@ def test_the_train_step_trains_over_a_quantized_base(kind):
     assert all(is_quantized(bench.frozen["layers"][i]["mlp"]["down"]["kernel"]) for i in range(2))
 
 
+@pytest.mark.slow
 def test_sharded_quantized_step_equals_unsharded(tmp_path):
     """fsdp = 2 over a 4-bit base whose scales do not split evenly: the losses of one device."""
     script = textwrap.dedent(f"""

@@ -139,6 +139,7 @@ output {
 """
 
 
+@pytest.mark.slow
 def test_lora_run_trains_only_the_adapter_and_exports_for_peft(project):
     import torch
     from peft import PeftModel
@@ -242,6 +243,7 @@ def test_a_run_killed_between_checkpoints_resumes_to_the_same_end(project):
     assert last_per_step(killed_dir) == pytest.approx(last_per_step(whole), rel=1e-6)
 
 
+@pytest.mark.slow
 def test_a_tiny_run_overfits_a_handful_of_examples(project):
     rows = [{"a": "one", "b": "two", "c": "three"}, {"a": "two", "b": "two", "c": "four"},
             {"a": "three", "b": "five", "c": "eight"}, {"a": "four", "b": "five", "c": "nine"}]

@@ -52,6 +52,7 @@ def _interrupt(monkeypatch, at: int):
     return original
 
 
+@pytest.mark.slow
 def test_a_non_finite_step_between_log_steps_is_seen_and_stops_the_run(project, monkeypatch, capsys):
     """Issue 9.1: with `log_every = 4 steps` a poisoned batch at step 5 used to pass unseen (exit 0,
     accepted). Now it is counted on the device and the default `max_skipped_steps = 0` stops."""
@@ -204,6 +205,7 @@ def test_resume_refuses_edited_data_tokenizer_or_plan_and_accepts_harmless_edits
     assert len(_runs(project)) == 1
 
 
+@pytest.mark.slow
 def test_an_interrupted_evaluation_is_finished_by_the_next_run_without_training_again(project, monkeypatch, capsys):
     """Issue 9.6: the status said `done` before evaluation, so a Ctrl-C during generation left a
     run without a report that the next `sftc run` never finished."""
@@ -228,6 +230,7 @@ def test_an_interrupted_evaluation_is_finished_by_the_next_run_without_training_
     assert len([r for r in read_metrics(run_dir) if r["kind"] == "train"]) == trained_records  # no step again
 
 
+@pytest.mark.slow
 def test_an_unexpected_failure_prints_one_line_and_keeps_the_traceback(project, monkeypatch, capsys):
     import runtime.evaluate.final as final
 

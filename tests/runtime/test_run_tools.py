@@ -13,6 +13,8 @@ from run_helpers import NUMBERS, SPEC
 
 from sftlang.cli import main
 
+pytestmark = pytest.mark.slow  # whole runs of the tool-call spec: about 25 s on 2 cores
+
 GATED = SPEC.replace(
     'output {\n    dir = "runs/{name}"\n}\n',
     'eval {\n    generate = greedy(max_new_tokens = 3)\n}\naccept {\n    loss <= 50\n    json_valid >= 0\n}\noutput {\n    dir = "runs/{name}"\n}\n',

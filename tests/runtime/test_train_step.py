@@ -290,8 +290,8 @@ def test_loss_trajectory_is_the_same_on_every_mesh_and_accumulation():
     "plan",
     [
         Adafactor(lr=1e-2, decay_rate=0.8, eps=1e-30, clip_threshold=1.0, weight_decay=0.01),
-        Lion(lr=1e-3, b1=0.9, b2=0.99, weight_decay=0.01),
-        Sgd(lr=0.5, momentum=0.9, nesterov=True),
+        pytest.param(Lion(lr=1e-3, b1=0.9, b2=0.99, weight_decay=0.01), marks=pytest.mark.slow),
+        pytest.param(Sgd(lr=0.5, momentum=0.9, nesterov=True), marks=pytest.mark.slow),
     ],
     ids=lambda p: p.name,
 )
@@ -313,6 +313,7 @@ def test_every_optimizer_trains(setup, plan):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_remat_recomputes_instead_of_storing_with_identical_gradients():
     ids = np.random.default_rng(0).integers(0, CONFIG.vocab_size, (4, 128)).astype(np.int32)
     results = {}
