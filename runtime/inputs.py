@@ -42,7 +42,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Mapping
 
-__all__ = ["CONSUMERS", "PARTS", "Inputs", "data_fingerprints", "eval_fingerprints", "gather"]
+__all__ = ["CONSUMERS", "PARTS", "Inputs", "data_fingerprints", "eval_fingerprints", "eval_rows_fingerprint", "gather"]
 
 VERSION = 1
 PARTS = ("data", "eval_data", "tokenizer", "base", "base_config", "weights", "code", "data_libraries",
@@ -229,20 +229,31 @@ def code_identity() -> str:
     return f"{version}+{digest.hexdigest()[:16]}"
 
 
-def data_fingerprints(plan: Any, cache_dir: Path, load: bool = True) -> tuple[dict[str, str | None], dict[str, str | None]]:
+def _part_fingerprint(part: Any, cache_dir: Path, load: bool) -> str | None:
+    """The content fingerprint of one source part (its own files, or its separate eval file)."""
     from .data.sources import fingerprint_files, resolve_paths, source_fingerprint
 
+    if part.kind in ("hf_dataset", "disk"):  # fingerprinted by datasets, which must load it
+        return source_fingerprint(part, str(cache_dir / "data")) if load else None
+    return fingerprint_files(resolve_paths(part))
+
+
+def data_fingerprints(plan: Any, cache_dir: Path,
+                      load: bool = True) -> tuple[dict[str, str | None], dict[str, str | None]]:
+    """(each source's own files, each separate eval file): the ``data`` and ``eval_data`` parts."""
     own: dict[str, str | None] = {}
     separate: dict[str, str | None] = {}
     for spec in plan.data.sources:
-        for part, into in ((spec, own), (spec.eval_part(), separate)):
-            if part is None:
-                continue
-            if part.kind in ("hf_dataset", "disk"):  # fingerprinted by datasets, which must load it
-                into[spec.name] = source_fingerprint(part, str(cache_dir / "data")) if load else None
-            else:
-                into[spec.name] = fingerprint_files(resolve_paths(part))
+        own[spec.name] = _part_fingerprint(spec, cache_dir, load)
+        if spec.eval_part() is not None:
+            separate[spec.name] = _part_fingerprint(spec.eval_part(), cache_dir, load)
     return own, separate
+
+
+def eval_rows_fingerprint(spec: Any, cache_dir: Path, load: bool = False) -> str | None:
+    """The fingerprint of the data one source's eval rows are read from, as it is now: the rule
+    of `eval_fingerprints`, for one source (a missing file of another source does not matter)."""
+    return _part_fingerprint(spec.eval_part() or spec, cache_dir, load)
 
 
 def gather(plan: Any, cache_dir: Path | None = None, load: bool = True) -> Inputs:

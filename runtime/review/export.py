@@ -169,7 +169,7 @@ class _Reader:
             raise ReviewError(f"{path}: cannot read the run's plan ({error})") from None
         self.cache_dir = cache_dir
         self.files: dict[str, tuple[Any, dict[int, int]]] = {}
-        self.current: dict[str, str] | None = None  # each source's eval rows' data fingerprint, now
+        self.current: dict[str, str | None] = {}  # each source's eval rows' data fingerprint, now
 
     def part(self, source: str, file: str, where: str):
         from ..data.sources import resolve_paths
@@ -189,13 +189,12 @@ class _Reader:
         from ..data.errors import DataError
         from ..data.sources import load_source
         from ..cache import default_cache
-        from ..inputs import data_fingerprints, eval_fingerprints
+        from ..inputs import eval_rows_fingerprint
 
         try:
-            if self.current is None:  # the data the run saw: a changed file has other rows at that line
-                own, separate = data_fingerprints(self.plan, default_cache(), load=False)
-                self.current = eval_fingerprints({"data": own, "eval_data": separate})
-            if self.current.get(source) != expected_fingerprint:
+            if source not in self.current:  # the data the run saw: a changed file has other rows at that line
+                self.current[source] = eval_rows_fingerprint(self.plan.data.source(source), default_cache())
+            if self.current[source] != expected_fingerprint:
                 raise _Refused(f"{where}: the data of its eval rows changed since the run (its fingerprint differs "
                                f"from manifest.json); the row at this line may be another row")
             if file not in self.files:
