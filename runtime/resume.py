@@ -79,4 +79,5 @@ def differences(run_dir: Path, plan: Plan, inputs: Inputs) -> list[str]:
     if saved is None:
         return lines + ["~ inputs: the run was recorded by an older sftc, without the identity of its base weights "
                         "and tokenizer, so they cannot be compared"]
-    return lines + inputs.changes(saved, "resume")
+    said = {line.split(":", 1)[0] for line in lines}  # `~ model.dtype` is a setting of the plan too: once
+    return lines + [line for line in inputs.changes(saved, "resume") if line.split(":", 1)[0] not in said]

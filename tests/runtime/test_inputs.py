@@ -211,3 +211,19 @@ def test_the_baseline_cache_key_follows_quantize_and_the_eval_file(project):
     with open(project / "eval.jsonl", "a") as f:
         f.write(json.dumps({"q": "e new", "a": "9"}) + "\n")
     assert baseline_key(plan, gather(plan)) != key
+
+
+def test_resume_names_a_changed_setting_once(project):
+    """dtype and quantize are settings of the plan and parts of the inputs: said once."""
+    from runtime.inputs import gather
+    from runtime.resume import differences
+    from runtime.run import write_manifest, write_plan
+
+    plan = _plan()
+    run_dir = project / "runs" / "inputs" / "t0"
+    run_dir.mkdir(parents=True)
+    write_plan(run_dir, plan)
+    write_manifest(run_dir, plan, {}, gather(plan))
+    nf4 = dataclasses.replace(plan, model=dataclasses.replace(plan.model, quantize="nf4"))
+    changed = differences(run_dir, nf4, gather(nf4))
+    assert len(changed) == 1 and changed[0].startswith("~ model.quantize:"), changed
