@@ -11,7 +11,9 @@ import pytest
 from runtime.hf import load_pretrained, resolve_checkpoint
 from runtime.tokenizer import load_tokenizer
 
-LOGIT_TOLERANCE = 2e-4  # NOTES finding 9: 1.7e-4 measured on this model (float32, CPU)
+# float32 on a CPU: 1.7e-4 measured in NOTES finding 9, 2.4e-4 on an AMD EPYC with transformers 5.25 (2026-12-07;
+# the same before and after that day's changes): float32 rounding over 30 layers, not a wrong weight
+LOGIT_TOLERANCE = 4e-4
 PROMPTS = [
     [{"role": "user", "content": "What is the capital of France?"}],
     [{"role": "system", "content": "You answer in one word."}, {"role": "user", "content": "Name a colour."}],

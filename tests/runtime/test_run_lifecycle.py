@@ -195,7 +195,7 @@ def test_resume_refuses_edited_data_tokenizer_or_plan_and_accepts_harmless_edits
     other.save_pretrained(str(project / "tok"))
     (project / "tiny.sft").write_text(SPEC)
     assert main(["run", "tiny.sft"]) == 1
-    assert "~ tokenizer: changed" in capsys.readouterr().err
+    assert "~ tokenizer: the tokenizer's files changed" in capsys.readouterr().err
     shutil.rmtree(project / "tok")
     wordlevel_tokenizer().save_pretrained(str(project / "tok"))
 
