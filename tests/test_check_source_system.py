@@ -13,32 +13,9 @@ import pytest
 from sftlang.check import check_spec_file
 from sftlang.diagnostics import render_plain
 
+from .test_check_shapes import project, spec_text  # noqa: F401 - the same tiny project and spec
+
 SYSTEM = '    system = "Be brief."'
-
-
-def spec_text(data: str, template: str = "") -> str:
-    return f"""\
-model {{
-    base = init llama(layers = 2, dim = 64, heads = 4, ffn = 128)
-    tokenizer = sentencepiece("tok.model")
-}}
-
-{data}
-
-{template}
-
-train {{
-    steps = 10
-    batch = 4
-}}
-"""
-
-
-@pytest.fixture()
-def project(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "tok.model").write_bytes(b"not read by check")
-    return tmp_path
 
 
 def check(project: Path, rows: list[dict], template: str = ""):
