@@ -256,22 +256,24 @@ def eval_rows_fingerprint(spec: Any, cache_dir: Path, load: bool = False) -> str
     return _part_fingerprint(spec.eval_part() or spec, cache_dir, load)
 
 
-def gather(plan: Any, cache_dir: Path | None = None, load: bool = True) -> Inputs:
-    """The inputs of ``plan`` as they are now. ``load=False`` never loads a dataset (a hub or
-    `disk` source's part is then None: unknown). Raises what reading a missing input raises."""
+def gather(plan: Any, cache_dir: Path | None = None, load: bool = True, consumer: str | None = None) -> Inputs:
+    """The inputs of ``plan`` as they are now: every part, or only those ``consumer`` depends on
+    (`sftc plan`'s cache never reads the base's weights). ``load=False`` never loads a dataset (a
+    hub or `disk` source's part is then None: unknown). Raises what reading a missing input raises."""
     from .cache import default_cache
 
     cache_dir = Path(cache_dir or default_cache())
-    own, separate = data_fingerprints(plan, cache_dir, load)
     hf = plan.model.kind == "hf"
-    return Inputs({
-        "data": own,
-        "eval_data": separate,
-        "tokenizer": _tokenizer(plan, cache_dir),
-        "base": _checkpoint(plan.model.path, plan.model.revision, weights=True) if hf else "init",
-        "base_config": _checkpoint(plan.model.path, plan.model.revision, weights=False) if hf else "init",
-        "weights": {"dtype": plan.model.dtype, "quantize": getattr(plan.model, "quantize", None) or "none"},
-        "code": code_identity(),
-        "data_libraries": versions(DATA_LIBRARIES),
-        "numeric_libraries": versions(NUMERIC_LIBRARIES),
-    })
+    data = functools.cache(lambda: data_fingerprints(plan, cache_dir, load))
+    compute = {
+        "data": lambda: data()[0],
+        "eval_data": lambda: data()[1],
+        "tokenizer": lambda: _tokenizer(plan, cache_dir),
+        "base": lambda: _checkpoint(plan.model.path, plan.model.revision, weights=True) if hf else "init",
+        "base_config": lambda: _checkpoint(plan.model.path, plan.model.revision, weights=False) if hf else "init",
+        "weights": lambda: {"dtype": plan.model.dtype, "quantize": plan.model.quantize or "none"},
+        "code": code_identity,
+        "data_libraries": lambda: versions(DATA_LIBRARIES),
+        "numeric_libraries": lambda: versions(NUMERIC_LIBRARIES),
+    }
+    return Inputs({name: compute[name]() for name in (CONSUMERS[consumer] if consumer else PARTS)})

@@ -63,7 +63,7 @@ def inputs_key(plan: Plan, cache_dir: Path) -> str | None:
     from .prepare import TOKENIZER_CACHE_VERSION
 
     try:
-        inputs = gather(plan, cache_dir, load=False).key("plan_cache")
+        inputs = gather(plan, cache_dir, load=False, consumer="plan_cache").key("plan_cache")
     except Exception:  # noqa: BLE001 - a missing or unreadable input: the full preparation says what is wrong
         return None
     if inputs is None:

@@ -227,3 +227,17 @@ def test_resume_names_a_changed_setting_once(project):
     nf4 = dataclasses.replace(plan, model=dataclasses.replace(plan.model, quantize="nf4"))
     changed = differences(run_dir, nf4, gather(nf4))
     assert len(changed) == 1 and changed[0].startswith("~ model.quantize:"), changed
+
+
+def test_the_plan_caches_inputs_never_read_the_base_weights(project, monkeypatch):
+    """`sftc plan` of unchanged inputs reads only metadata: its part of the identity hashes no weight file."""
+    from runtime import file_hashes
+    from runtime.inputs import CONSUMERS, gather
+
+    read = []
+    real = file_hashes._hash
+    monkeypatch.setattr(file_hashes, "_hash", lambda p: read.append(p.name) or real(p))
+    monkeypatch.setattr(file_hashes, "_MEMO", {})
+    inputs = gather(_plan(), load=False, consumer="plan_cache")
+    assert set(inputs.parts) == set(CONSUMERS["plan_cache"]) and inputs.key("plan_cache") is not None
+    assert read and "model.safetensors" not in read
