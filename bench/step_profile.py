@@ -2,10 +2,10 @@
 shape of `qlora_vs_peft.py` (LoRA r16 on q,k,v,o, or every weight with ``--full``), grouped by
 kind of XLA operation, beside the matrix-multiply rate the same XLA reaches alone.
 
-The step runs as `sftc run` runs it (`runtime.bench.StepBench`). The trace is the profiler's
+The step runs as `sftc run` runs it (`runtime.preflight.throughput.StepBench`). The trace is the profiler's
 Perfetto JSON: each XLA operation's time on the CPU threads, summed by its kind (matrix
 multiplies, elementwise and reduction fusions, copies, the rest). The step's FLOPs
-(`runtime.flops`, 6N per trained token plus attention, 4N for a frozen base) over its time give
+(`runtime.models.flops`, 6N per trained token plus attention, 4N for a frozen base) over its time give
 its achieved rate, and a matrix multiply of the step's own largest shape timed alone gives what
 XLA's CPU kernels reach here: the ratio of the two is how far the step is from its matmuls.
 
@@ -72,11 +72,11 @@ def main(argv=None) -> dict:
     import jax
 
     from qlora_vs_peft import SHAPE
-    from runtime.bench import StepBench
-    from runtime.engine import StepSettings
+    from runtime.preflight.throughput import StepBench
+    from runtime.train.engine import StepSettings
     from runtime.models import ModelConfig
-    from runtime.plan import LoraPlan
-    from runtime.plan_types import SCHEDULES, AdamW
+    from runtime.plan.run_plan import LoraPlan
+    from runtime.plan.settings import SCHEDULES, AdamW
 
     s = SHAPE
     config = ModelConfig(vocab_size=s["vocab"], hidden_size=s["hidden"], intermediate_size=s["ffn"], num_layers=a.layers,
@@ -106,7 +106,7 @@ def main(argv=None) -> dict:
     step_s = sum(times) / len(times)
     result = bench.result(times)
     tokens = a.batch * a.seq_len
-    from runtime.flops import matmul_params
+    from runtime.models.flops import matmul_params
 
     # what the step computes: a frozen base has no weight gradients (4N per token, not 6N)
     flops = result["flops_per_step"] - (0 if a.full else 2 * tokens * matmul_params(config, result["params"]))

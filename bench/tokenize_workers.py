@@ -41,7 +41,7 @@ def _side(side: str, path: str, tokenizer_dir: str, cache: str, workers: int) ->
         multiprocess.set_start_method("spawn", force=True)  # what datasets' Pool then uses
     from transformers import AutoTokenizer
 
-    from runtime.data.plan import SourceSpec, TemplateSpec
+    from runtime.plan.data_plan import SourceSpec, TemplateSpec
     from runtime.data.sources import load_source
     from runtime.data.tokenize import tokenize_source
 

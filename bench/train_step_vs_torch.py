@@ -6,11 +6,11 @@ trained (full rows of random tokens):
 * peer: ``transformers.LlamaForCausalLM(LlamaConfig(...))`` (SDPA attention),
   ``torch.optim.AdamW(fused=True)``, gradient clipping at 1.0, ``torch.set_num_threads``
   = the number of CPU cores (JAX's CPU client uses them all too);
-* sftc: `runtime.bench` (the jitted step of `runtime.train.step` with the
+* sftc: `runtime.preflight.throughput` (the jitted step of `runtime.train.step` with the
   optimizer/schedule of a run: AdamW, clipping 1.0, cosine schedule).
 
 Both run in one process under the same glibc malloc settings: by default those
-of `runtime.allocator` (freed memory kept for reuse, which speeds up both
+of `runtime.platform.allocator` (freed memory kept for reuse, which speeds up both
 sides), or glibc's own with ``--malloc system``. The script also prints how
 much CPU other processes took during the timed rounds (/proc/stat minus this
 process): on a 2-core machine anything else running slows torch's OpenMP
@@ -39,9 +39,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 if "--malloc" in sys.argv and sys.argv[sys.argv.index("--malloc") + 1:][:1] == ["system"]:
     os.environ["SFTC_MALLOC"] = "system"
-from runtime import allocator  # noqa: E402
+from runtime.platform import allocator  # noqa: E402
 
-allocator.reuse_freed_memory()  # first thing, for both sides: see runtime.allocator
+allocator.reuse_freed_memory()  # first thing, for both sides: see runtime.platform.allocator
 
 
 def _args(argv=None):
@@ -60,7 +60,7 @@ def _args(argv=None):
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     p.add_argument("--only", choices=("sftc", "torch"), help="run one side only")
     p.add_argument("--malloc", choices=("reuse", "system"), default="reuse",
-                   help="glibc malloc as runtime.allocator tunes it (default, both sides) or as it comes")
+                   help="glibc malloc as runtime.platform.allocator tunes it (default, both sides) or as it comes")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p.parse_args(argv)
 
@@ -138,10 +138,10 @@ class Torch:
 
 
 class Sftc:
-    """`runtime.bench.StepBench`: the compiled step of a run, timed in rounds."""
+    """`runtime.preflight.throughput.StepBench`: the compiled step of a run, timed in rounds."""
 
     def __init__(self, a):
-        from runtime.bench import StepBench
+        from runtime.preflight.throughput import StepBench
         from runtime.models import ModelConfig
 
         config = ModelConfig.llama(layers=a.layers, dim=a.dim, heads=a.heads, kv_heads=a.kv_heads, ffn=a.ffn, vocab=a.vocab)

@@ -10,10 +10,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.data import shapes, templates
-from runtime.gguf_header import GgufError, check_supported, is_gguf_path, read_header
-from runtime.hub import hub_reachable, local_path_reason, offline_requested
-from runtime.vocab_range import explain, fixed_pieces, smallest_vocab
+from runtime.plan import row_shapes as shapes, row_templates as templates
+from runtime.plan.gguf_header import GgufError, check_supported, is_gguf_path, read_header
+from runtime.plan.hub_policy import hub_reachable, local_path_reason, offline_requested
+from runtime.plan.vocab_range import explain, fixed_pieces, smallest_vocab
 
 from . import ast, schema
 from .columns import Columns, ColumnsError, Sample, read_columns, shape_sample
@@ -544,7 +544,7 @@ _FILTERED = object()  # a row `where` leaves out: fine
 @dataclass(frozen=True)
 class _Shape:
     """What the run will read each row as (runtime.data.tokenize's `resolve_mode`, rules in
-    runtime.data.shapes): a conversation column with its roles, keys, tools and train_on, an
+    runtime.plan.row_shapes): a conversation column with its roles, keys, tools and train_on, an
     Alpaca row, pre-tokenized ids, prompt/completion templates filled in (a null, missing or
     non-string column, an empty completion) or a text column."""
 
@@ -673,7 +673,7 @@ def _check_tokenizer_source(ctx: _Context, columns: dict[str, Columns | None]) -
 def _check_source_system(ctx: _Context, columns: dict[str, Columns | None]) -> None:
     """A source's `system` goes first in each conversation the chat template renders; rows that no
     chat template renders (plain prompt/completion or Alpaca, text, token ids) cannot carry it, and
-    the run refuses it rather than drop it (`runtime.data.shapes.system_refused`): E045."""
+    the run refuses it rather than drop it (`runtime.plan.row_shapes.system_refused`): E045."""
     templates = _templates_by_source(ctx)
     for source in ctx.spec.data.values():
         setting = source.settings.get("system")

@@ -193,10 +193,10 @@ def _runtime_command(module: str, spec: bool = False):
     def handler(args: argparse.Namespace) -> int:
         import importlib
 
-        from runtime.compilation_cache import use_compilation_cache
+        from runtime.platform.compilation_cache import use_compilation_cache
 
         use_compilation_cache()  # before JAX is imported
-        command = importlib.import_module(f"runtime.commands.{module}")
+        command = importlib.import_module(f"runtime.commands.sftc_{module}")
         if not spec:
             return command.main(args)
         compiled = compile_spec(args.spec, _console(stderr=True))
@@ -207,10 +207,10 @@ def _runtime_command(module: str, spec: bool = False):
 
 def _evaluate(args: argparse.Namespace) -> int:
     """`sftc eval RUN [--spec SPEC]`: the edited spec's gates are compiled here."""
-    from runtime.compilation_cache import use_compilation_cache
+    from runtime.platform.compilation_cache import use_compilation_cache
 
     use_compilation_cache()  # before JAX is imported
-    from runtime.commands import evaluate
+    from runtime.commands import sftc_eval as evaluate
 
     edited = None
     if args.spec is not None:

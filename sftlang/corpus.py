@@ -1,7 +1,7 @@
 """The characters of a local source's training text, so `sftc check` can prove that
 `train sentencepiece(vocab = N) on SOURCE` is large enough before a run starts.
 
-The text is what the run trains the tokenizer on (runtime/prepare.py `_texts`): each
+The text is what the run trains the tokenizer on (runtime/train/prepare.py `_texts`): each
 row, after the source's `rename` and `where`, rendered by its template's prompt and
 completion, the turns of a conversation joined by newlines (after the source's system
 message, tool calls as their JSON), the Alpaca prompt and output, the `prompt` and
@@ -14,7 +14,7 @@ a character then counts only when at least two rows have it.
 from __future__ import annotations
 
 
-from runtime.vocab_range import CharacterCount
+from runtime.plan.vocab_range import CharacterCount
 
 from . import ast
 from .columns import ColumnsError, sample_rows
@@ -26,8 +26,8 @@ def _renderer(source: DataSource, template: Template | None, columns: set[str]):
     """row -> training text (None for a row the run skips), chosen as the run chooses
     (runtime.data.tokenize `resolve_mode` after the source's `rename`, then `where`); None
     when no text is trained on (pre-tokenized rows, or no shape fits)."""
-    from runtime.data import shapes
-    from runtime.data.templates import RowProblem, parse_template, training_text
+    from runtime.plan import row_shapes as shapes
+    from runtime.plan.row_templates import RowProblem, parse_template, training_text
 
     from .check import pairs, shape_of, where_pairs
     from .columns import Columns
@@ -83,7 +83,7 @@ def training_characters(source: DataSource, template: Template | None, files: Fi
         return None  # reported by the column check
     if not rows:
         return None
-    from runtime.data.errors import TemplateError
+    from runtime.plan.data_errors import TemplateError
 
     try:
         render = _renderer(source, template, {key for row in rows for key in row})

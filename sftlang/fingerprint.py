@@ -3,7 +3,7 @@ same `jsonl("data/tickets.jsonl")` now points at different rows.
 
 A local source's fingerprint is the content digest of every file it reads
 (globs expanded, in sorted order), by the one rule the runtime uses too
-(`runtime.data.content`: file names do not count, so a renamed file with the
+(`runtime.plan.data_fingerprint`: file names do not count, so a renamed file with the
 same bytes is the same data), and its row count:
 
     jsonl, text   non-empty lines
@@ -29,7 +29,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.data import content
+from runtime.plan import data_fingerprint as content
 
 from . import ast, schema
 from .files import FileSystem, GitRevision

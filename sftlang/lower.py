@@ -4,7 +4,7 @@ Every value comes out of the syntax tree here, once: the runtime never sees an
 AST. Paths become absolute (relative to the file that wrote them), shares of the
 learning rate become absolute rates, units become step counts. What depends on
 the data (steps of an `epochs` run, warmup given as a share) is left for
-`runtime.prepare`, which fills it in before a run starts.
+`runtime.train.prepare`, which fills it in before a run starts.
 """
 
 from __future__ import annotations
@@ -13,21 +13,10 @@ import hashlib
 import os
 from pathlib import Path
 
-from runtime.data.plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
-from runtime.plan import (
-    BaselinePlan,
-    EvalPlan,
-    GatePlan,
-    GenerationPlan,
-    LoraPlan,
-    ModelPlan,
-    OutputPlan,
-    Plan,
-    TokenizerPlan,
-    TrainPlan,
-)
-from runtime.hub import local_path_reason
-from runtime.plan_types import ARCHITECTURES, OPTIMIZERS, SCHEDULES, TOKENIZER_TRAINERS, Length, Schedule
+from runtime.plan.data_plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
+from runtime.plan.run_plan import BaselinePlan, EvalPlan, GatePlan, GenerationPlan, LoraPlan, ModelPlan, OutputPlan, Plan, TokenizerPlan, TrainPlan
+from runtime.plan.hub_policy import local_path_reason
+from runtime.plan.settings import ARCHITECTURES, OPTIMIZERS, SCHEDULES, TOKENIZER_TRAINERS, Length, Schedule
 
 from . import ast, schema
 from .check import arg, baseline_kind, pairs, where_pairs
@@ -58,7 +47,7 @@ def _kwargs(call: ast.Call) -> dict:
 
 def _local_or_hub(text: str, base_dir: Path, revision: str | None = None) -> str:
     """An absolute path for a local path (even a missing one, so the run's error names what was
-    looked for), `text` itself for a hub id (runtime.hub.local_path_reason decides which)."""
+    looked for), `text` itself for a hub id (runtime.plan.hub_policy.local_path_reason decides which)."""
     candidate = base_dir / Path(text).expanduser()  # an absolute path stays itself
     if candidate.exists():
         return str(candidate.resolve())

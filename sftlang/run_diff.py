@@ -39,7 +39,7 @@ class RunDiff:
     devices: tuple[dict, dict] | None = None
     baselines: list[BeforeAfter] = field(default_factory=list)
     answers: tuple[int, int] | None = None  # (eval samples answered differently, samples both runs answered)
-    inputs: list[str] = field(default_factory=list)  # what changed among the inputs (runtime.inputs), one line each
+    inputs: list[str] = field(default_factory=list)  # what changed among the inputs (runtime.plan.run_inputs), one line each
 
     @property
     def same(self) -> bool:
@@ -101,7 +101,7 @@ def diff_runs(old_dir: Path, new_dir: Path) -> RunDiff:
         old, new = _number(old_metrics.get(metric)), _number(new_metrics.get(metric))
         result.metrics.append(MetricDelta(metric, old, new, _verdict(metric, old, new)))
     old_manifest, new_manifest = _read(old_dir / "manifest.json"), _read(new_dir / "manifest.json")
-    from runtime.inputs import Inputs
+    from runtime.plan.run_inputs import Inputs
 
     old_inputs, new_inputs = Inputs.from_dict(old_manifest.get("inputs")), Inputs.from_dict(new_manifest.get("inputs"))
     if old_inputs is not None and new_inputs is not None:  # every input, in the words resume and caches use
@@ -136,7 +136,7 @@ def _before_after(old_report: dict, new_report: dict) -> list[BeforeAfter]:
 
 
 def _answers_changed(old: list, new: list) -> tuple[int, int] | None:
-    from runtime.data.origin import sample_key
+    from runtime.plan.sample_origin import sample_key
 
     old_answers = {sample_key(s): s.get("generated") for s in old}
     common = [(old_answers[sample_key(s)], s.get("generated")) for s in new if sample_key(s) in old_answers]

@@ -5,7 +5,7 @@ The checker validates against these tables, the resolver fills their defaults,
 are written as source text, exactly as a user would write them. The calls whose
 settings the plan carries as typed classes (optimizers, `init llama`, `train
 sentencepiece`) take their names, defaults and ranges from those classes
-(`runtime.plan_types`), so each exists once.
+(`runtime.plan.settings`), so each exists once.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import math
 import re
 from dataclasses import dataclass
 
-from runtime import plan_types
-from runtime.data.plan import CONVERSATION_ROLES, FORMATS
-from runtime.plan import QUANTIZATIONS
+from runtime.plan import settings as plan_types
+from runtime.plan.data_plan import CONVERSATION_ROLES, FORMATS
+from runtime.plan.run_plan import QUANTIZATIONS
 
 from .types import (
     Bool,

@@ -1,4 +1,4 @@
-"""`sftc check` runs the runtime's row-shape rules (runtime.data.shapes) on a sample of each
+"""`sftc check` runs the runtime's row-shape rules (runtime.plan.row_shapes) on a sample of each
 local file: its first rows and rows spread to its end. Each test writes a small file the
 way other tools write them (ShareGPT, OpenAI tool calls, Alpaca, pre-tokenized) and a spec
 that reads it, and names the diagnostic a user must see, or none."""

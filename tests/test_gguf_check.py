@@ -94,9 +94,9 @@ def test_the_header_describes_the_model_transformers_builds(smollm2_gguf):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from runtime.gguf_header import hf_config, read_header
+    from runtime.plan.gguf_header import hf_config, read_header
     from runtime.models.config import ModelConfig
-    from runtime.plan_report import parameter_count
+    from runtime.preflight.plan_report import parameter_count
 
     header = read_header(smollm2_gguf)
     assert header.architecture == "llama"

@@ -1,9 +1,9 @@
 """One rule decides whether the hub may be used: the compiler's check, checkpoint loading
-and hub datasets all ask `runtime.hub`."""
+and hub datasets all ask `runtime.plan.hub_policy`."""
 
 import pytest
 
-from runtime import hub
+from runtime.plan import hub_policy as hub
 
 
 @pytest.mark.parametrize("variable", hub.OFFLINE_VARIABLES)
@@ -18,7 +18,7 @@ def test_every_offline_variable_and_spelling(monkeypatch, variable, value, offli
 
 def test_the_compiler_and_the_runtime_share_the_rule():
     import runtime.data.sources as sources
-    import runtime.hf as hf
+    import runtime.checkpoints.hf_checkpoint as hf
     import sftlang.check as check
 
     assert check.offline_requested is hf.offline_requested is sources.offline_requested is hub.offline_requested

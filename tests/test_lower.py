@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime.data.plan import EvalSplit, TemplateSpec
-from runtime.plan import Plan
-from runtime.plan_types import AdamW, Length, LlamaInit, SentencepieceTraining, Wsd
+from runtime.plan.data_plan import EvalSplit, TemplateSpec
+from runtime.plan.run_plan import Plan
+from runtime.plan.settings import AdamW, Length, LlamaInit, SentencepieceTraining, Wsd
 from sftlang.check import check_spec_file
 from sftlang.emit import emit_spec
 from sftlang.lower import lower

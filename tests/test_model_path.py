@@ -1,4 +1,4 @@
-"""`hf("...")`: a local path or a hub id? One rule (`runtime.hub.local_path_reason`), read the same
+"""`hf("...")`: a local path or a hub id? One rule (`runtime.plan.hub_policy.local_path_reason`), read the same
 by `sftc check`, `sftc plan` and the run. A mistyped local directory is said to be missing, with the
 absolute path that was looked for, instead of being taken for a hub id."""
 
@@ -60,13 +60,13 @@ def _check(workdir, base: str):
     ("my models/x", True),  # a space: not a hub id
 ])
 def test_the_rule(workdir, text, local):
-    from runtime.hub import local_path_reason
+    from runtime.plan.hub_policy import local_path_reason
 
     assert (local_path_reason(text, workdir) is not None) is local
 
 
 def test_a_revision_makes_org_name_a_hub_id_even_beside_a_directory_of_that_org(workdir):
-    from runtime.hub import local_path_reason
+    from runtime.plan.hub_policy import local_path_reason
 
     assert local_path_reason("models/SmolLM2-135M-Instruct", workdir) is not None
     assert local_path_reason("models/SmolLM2-135M-Instruct", workdir, revision="main") is None

@@ -9,9 +9,9 @@ import json
 
 import pytest
 
-from runtime import plan_types
-from runtime.plan import Plan, PlanVersionError
-from runtime.plan_types import AdamW, Cosine, Length, LlamaInit, SentencepieceTraining, Wsd
+from runtime.plan import settings as plan_types
+from runtime.plan.run_plan import Plan, PlanVersionError
+from runtime.plan.settings import AdamW, Cosine, Length, LlamaInit, SentencepieceTraining, Wsd
 from sftlang import schema
 from sftlang.lower import lower
 from sftlang.resolve import load_spec

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.plan import QUANTIZATIONS, Plan
+from runtime.plan.run_plan import QUANTIZATIONS, Plan
 from sftlang import schema
 from sftlang.check import check_spec_file
 from sftlang.diagnostics import render_plain

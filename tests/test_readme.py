@@ -31,10 +31,10 @@ def test_the_readme_makes_a_second_run_before_diffing_two():
 
 
 def test_run_directories_in_the_docs_are_named_as_runs_name_them(tmp_path):
-    """`runs/<name>/<timestamp>` examples use runtime.run.new_run_dir's format."""
+    """`runs/<name>/<timestamp>` examples use runtime.runs.run_directory.new_run_dir's format."""
     import re
 
-    from runtime.run import new_run_dir
+    from runtime.runs.run_directory import new_run_dir
 
     stamp = re.compile(r"\d{8}-\d{6}(-\d+)?")
     assert stamp.fullmatch(new_run_dir(tmp_path).name)

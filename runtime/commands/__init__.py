@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from ..plan import Plan
+    from runtime.plan.run_plan import Plan
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_REJECTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
@@ -30,9 +30,9 @@ class Compiled:
 
 
 def start_runtime() -> None:
-    """Before any library is imported: its warnings go to a log file (see runtime.logs).
-    (Host memory is tuned for JAX later, after the data is tokenized: `runtime.allocator`.)"""
-    from ..logs import route_library_logs
+    """Before any library is imported: its warnings go to a log file (see runtime.platform.library_logs).
+    (Host memory is tuned for JAX later, after the data is tokenized: `runtime.platform.allocator`.)"""
+    from runtime.platform.library_logs import route_library_logs
 
     route_library_logs()
 
@@ -56,7 +56,7 @@ def internal_error(console: "Console", error: BaseException, run_dir: Path | Non
     import os
     import traceback
 
-    from ..cache import default_cache
+    from runtime.platform.cache_dir import default_cache
 
     if os.environ.get("SFTC_DEBUG"):
         raise error
@@ -68,7 +68,7 @@ def internal_error(console: "Console", error: BaseException, run_dir: Path | Non
     except OSError:
         where = None
     if run_dir is not None:
-        from .. import run as rundir
+        from runtime.runs import run_directory as rundir
 
         rundir.write_status(run_dir, "error", message=f"{type(error).__name__}: {error}", traceback=str(where))
     detail = f"the traceback is in {where}" if where else "set SFTC_DEBUG=1 to see the traceback"
@@ -78,20 +78,20 @@ def internal_error(console: "Console", error: BaseException, run_dir: Path | Non
 
 def runtime_errors() -> tuple[type[Exception], ...]:
     """The errors whose message already says what to do: shown as one line, exit 1."""
-    from ..data.errors import DataError
-    from ..engine import EngineError
-    from ..hf import CheckpointError
-    from ..mesh import MeshError
-    from ..prepare import PrepareError
-    from ..tokenizer import TokenizerError
+    from runtime.plan.data_errors import DataError
+    from runtime.train.engine import EngineError
+    from runtime.checkpoints.hf_checkpoint import CheckpointError
+    from runtime.platform.mesh import MeshError
+    from runtime.train.prepare import PrepareError
+    from runtime.checkpoints.tokenizer_files import TokenizerError
 
     return (DataError, CheckpointError, EngineError, MeshError, PrepareError, TokenizerError)
 
 
 def load(args, console: "Console"):
     """The trained run `args.run_dir` at `args.step` (default: its newest checkpoint that restores)."""
-    from ..inference import load_trained
-    from ..logs import route_library_logs
+    from runtime.runs.trained_run import load_trained
+    from runtime.platform.library_logs import route_library_logs
 
     if (Path(args.run_dir) / "plan.json").is_file():
         route_library_logs(Path(args.run_dir) / "sftc.log")

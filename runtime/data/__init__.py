@@ -1,7 +1,7 @@
 """sftc data pipeline: sources, templates, exact loss masks, packing, batches, preview.
 
 numpy only: nothing here imports JAX. Importing ``runtime.data`` (or
-``runtime.data.plan``, which the compiler does) is light: the heavy parts
+``runtime.plan.data_plan``, which the compiler does) is light: the heavy parts
 (datasets, transformers, rich) load on first use of a name below.
 
 Public API::
@@ -20,9 +20,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from .errors import (BadRowError, DataError, HubUnavailableError, SequenceTooLongError, SourceError,
-                     TemplateError, TemplateNotPrefixStableError)
-from .plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
+from runtime.plan.data_errors import BadRowError, DataError, HubUnavailableError, SequenceTooLongError, SourceError, TemplateError, TemplateNotPrefixStableError
+from runtime.plan.data_plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
 
 _LAZY = {
     "build_pipeline": "pipeline", "DataPipeline": "pipeline", "Example": "pipeline", "eval_rows_for": "pipeline",

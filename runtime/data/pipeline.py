@@ -37,14 +37,14 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .batches import BATCH_KEYS, assemble, empty_batch
-from .errors import DataError, SequenceTooLongError, shorten
-from .packing import pack_bfd, pack_table, packing_efficiency
-from .plan import DataPlan, SourceSpec, TemplateSpec
-from .sources import LoadedSource, load_source
-from .stats import DataStats, SourceStats, no_train_examples
-from .share import Share
-from .tokenize import TokenizedSource, tokenize_source
+from runtime.data.batches import BATCH_KEYS, assemble, empty_batch
+from runtime.plan.data_errors import DataError, SequenceTooLongError, shorten
+from runtime.data.packing import pack_bfd, pack_table, packing_efficiency
+from runtime.plan.data_plan import DataPlan, SourceSpec, TemplateSpec
+from runtime.data.sources import LoadedSource, load_source
+from runtime.data.stats import DataStats, SourceStats, no_train_examples
+from runtime.data.share import Share
+from runtime.data.tokenize import TokenizedSource, tokenize_source
 
 _TAG_SHUFFLE, _TAG_ROWS, _TAG_SOURCE = 0, 1, 100
 

@@ -27,7 +27,7 @@ import numpy as np
 from rich.console import Console
 from rich.text import Text
 
-from .pipeline import DataPipeline, Example
+from runtime.data.pipeline import DataPipeline, Example
 
 PROMPT_STYLE = "dim"
 TRAINED_STYLE = "bold green on grey11"

@@ -33,11 +33,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
-from . import shapes
-from .errors import DataError
-from .templates import (Part, Rendered, RowProblem, chat_messages, parse_template, render_chat,
-                        render_prompt_completion, special_ids)
-from .tokenize import Mode, prefix_ids
+from runtime.plan import row_shapes as shapes
+from runtime.plan.data_errors import DataError
+from runtime.plan.row_templates import Part, Rendered, RowProblem, chat_messages, parse_template, render_chat, render_prompt_completion, special_ids
+from runtime.data.tokenize import Mode, prefix_ids
 
 __all__ = ["Prompt", "PromptError", "check_text", "render_prompt", "stop_ids"]
 

@@ -9,7 +9,7 @@ where it is not). Work that cannot be split (reading a source into its Arrow
 cache, training a tokenizer) the first process does alone while the others wait
 (`first`), so processes sharing a disk never race to write the same file.
 
-The data layer knows nothing of JAX: `runtime.distributed.data_share` gives the
+The data layer knows nothing of JAX: `runtime.platform.distributed.data_share` gives the
 job's share with its barrier; one process gets ``Share()``.
 """
 

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from ..hub import hub_reachable, offline_requested
-from .errors import BadRowError, HubUnavailableError, SourceError, shorten
-from .plan import SourceSpec
+from runtime.plan.hub_policy import hub_reachable, offline_requested
+from runtime.plan.data_errors import BadRowError, HubUnavailableError, SourceError, shorten
+from runtime.plan.data_plan import SourceSpec
 
 if TYPE_CHECKING:
     import datasets
@@ -115,10 +115,10 @@ def resolve_paths(spec: SourceSpec) -> list[str]:
 
 
 def fingerprint_files(files: list[str]) -> str:
-    """The content digest of these files, in order (`runtime.data.content`: names do not count);
-    each file's digest read once per change of the file (`runtime.file_hashes`)."""
-    from ..file_hashes import file_sha256
-    from .content import combine
+    """The content digest of these files, in order (`runtime.plan.data_fingerprint`: names do not count);
+    each file's digest read once per change of the file (`runtime.platform.file_hashes`)."""
+    from runtime.platform.file_hashes import file_sha256
+    from runtime.plan.data_fingerprint import combine
 
     return combine(bytes.fromhex(file_sha256(p)) for p in files)
 

@@ -45,13 +45,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from .errors import BadRowError, ChatTemplateError, DataError, SourceError, TemplateNotPrefixStableError, shorten
-from . import shapes
-from .plan import SourceSpec, TemplateSpec
-from .share import Share
-from .sources import LoadedSource, RejectedRow
-from .templates import (Rendered, RowProblem, chat_messages, parse_template, render_chat, render_conversation,
-                        render_prompt_completion, render_text, require_chat_template, special_ids)
+from runtime.plan.data_errors import BadRowError, ChatTemplateError, DataError, SourceError, TemplateNotPrefixStableError, shorten
+from runtime.plan import row_shapes as shapes
+from runtime.plan.data_plan import SourceSpec, TemplateSpec
+from runtime.data.share import Share
+from runtime.data.sources import LoadedSource, RejectedRow
+from runtime.plan.row_templates import Rendered, RowProblem, chat_messages, parse_template, render_chat, render_conversation, render_prompt_completion, render_text, require_chat_template, special_ids
 
 if TYPE_CHECKING:
     import datasets
@@ -107,7 +106,7 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
 @dataclass(frozen=True)
 class Mode:
     """A resolved template and its source's transforms: ``kind`` is prompt_completion |
-    messages | alpaca | tokens | text (see `runtime.data.shapes` for the shapes)."""
+    messages | alpaca | tokens | text (see `runtime.plan.row_shapes` for the shapes)."""
 
     kind: str
     prompt: str | None = None

@@ -14,7 +14,7 @@ A fine-tune is worth its cost only when it beats the model it started from, prom
   metrics only: its token metrics would be over other sequences.
 
 The result is cached under the sftc cache directory (``baselines/``) by everything it depends
-on: the inputs `runtime.inputs` names for the baseline (the base checkpoint's files, dtype and
+on: the inputs `runtime.plan.run_inputs` names for the baseline (the base checkpoint's files, dtype and
 quantization, the tokenizer, every data and eval file, sftc's code and the libraries), the data
 plan, the decoding settings, the sample count and the baseline itself. Iterations that change
 only training settings do not pay for it again.
@@ -31,12 +31,12 @@ from typing import Any
 
 import numpy as np
 
-from ..distributed import everywhere, is_primary
-from .generation import Sample, generate_eval
+from runtime.platform.distributed import everywhere, is_primary
+from runtime.evaluate.answers import Sample, generate_eval
 
 __all__ = ["Baseline", "baseline_key", "evaluate_baseline"]
 
-_CACHE_VERSION = 2  # 2: keyed by runtime.inputs; samples carry their turn
+_CACHE_VERSION = 2  # 2: keyed by runtime.plan.run_inputs; samples carry their turn
 _TRAINING_ONLY = ("weights", "seed", "global_batch_size", "epochs", "steps")
 
 
@@ -82,7 +82,7 @@ def baseline_key(plan: Any, inputs: Any) -> str | None:
 
 
 def _cache_path(key: str) -> Path:
-    from ..cache import default_cache
+    from runtime.platform.cache_dir import default_cache
 
     return default_cache() / "baselines" / f"{key}.json"
 
@@ -111,12 +111,12 @@ def base_model(engine: Any, params: Any, frozen: Any, checkpoint: Path):
     import jax
     from flax import nnx
 
-    from ..distributed import process_count
+    from runtime.platform.distributed import process_count
 
     if engine.settings.adapter is not None:
         params = jax.tree.map(np.zeros_like, jax.device_get(params))
     else:
-        from ..engine import load_weights
+        from runtime.train.engine import load_weights
 
         params, frozen = load_weights(engine.settings, engine.config, checkpoint)
     placed_params, placed_frozen = jax.device_put(params, engine.shardings.params), engine.place_frozen(frozen)
@@ -162,7 +162,7 @@ def evaluate_baseline(prepared: Any, engine: Any, params: Any, frozen: Any, inpu
     ``params``/``frozen`` are the run's (trained) parameters on ``engine``: a LoRA baseline
     zeroes the adapters of a copy, a full fine-tune's baseline reloads the base checkpoint.
     """
-    from .tokens import token_metrics
+    from runtime.evaluate.tokens import token_metrics
 
     plan, pipeline = prepared.plan, prepared.pipeline
     spec = plan.eval.baseline

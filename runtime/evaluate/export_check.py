@@ -32,8 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from . import metrics as M
-from .gates import compute_metrics, gate_key
+from runtime.evaluate import metrics as M
+from runtime.evaluate.gates import compute_metrics, gate_key
 
 __all__ = ["ExportCheck", "check_export", "reload_export", "ROWS"]
 
@@ -70,9 +70,9 @@ def reload_export(prepared, directory: Path, kind: str):
     import jax.numpy as jnp
     from flax import nnx
 
-    from ..engine import compute_dtype
-    from ..hf import load_peft, load_pretrained
-    from ..models.transformer import build
+    from runtime.train.engine import compute_dtype
+    from runtime.checkpoints.hf_checkpoint import load_peft, load_pretrained
+    from runtime.models.transformer import build
 
     plan = prepared.plan
     if kind == "hf":
@@ -110,9 +110,9 @@ def _logits_gap(model, exported, prompts: list[list[int]]) -> tuple[float, float
 
 def check_export(prepared, model, samples: list, directory: Path, kind: str, rows: int = ROWS) -> ExportCheck:
     """Re-score the export at ``directory`` against ``model`` (the run's) and its eval ``samples``."""
-    from .generation import generate_eval, select_prompts
+    from runtime.evaluate.answers import generate_eval, select_prompts
 
-    from .final import original_base
+    from runtime.evaluate.final import original_base
 
     plan = prepared.plan
     exact = plan.model.dtype == "float32"

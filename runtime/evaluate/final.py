@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..distributed import is_primary
-from ..train.metrics_log import read_metrics
-from .gates import accepted, compute_metrics, judge
-from .report import write_report
+from runtime.platform.distributed import is_primary
+from runtime.train.metrics_log import read_metrics
+from runtime.evaluate.gates import accepted, compute_metrics, judge
+from runtime.evaluate.report import write_report
 
 
 @dataclass
@@ -62,15 +62,15 @@ def score(prepared, engine, params, frozen, model, token_values: dict, run_dir: 
     """Generate, compare with the baseline, read the reviews and judge the gates: the one
     evaluation `sftc run` and `sftc eval` share. ``token_values`` are the model's token metrics
     by source; ``run_dir`` is the run whose reviews (`reviews.sqlite`) count; ``inputs`` the
-    `runtime.inputs.Inputs` of this evaluation (the baseline's cache key, the reviews' data)."""
-    from ..inputs import eval_fingerprints
-    from .baseline import evaluate_baseline
-    from .gates import gains
+    `runtime.plan.run_inputs.Inputs` of this evaluation (the baseline's cache key, the reviews' data)."""
+    from runtime.plan.run_inputs import eval_fingerprints
+    from runtime.evaluate.baseline import evaluate_baseline
+    from runtime.evaluate.gates import gains
 
     plan = prepared.plan
     samples = []
     if plan.eval.generate is not None:
-        from .generation import generate_eval
+        from runtime.evaluate.answers import generate_eval
 
         samples = generate_eval(model, prepared.tokenizer, prepared.pipeline, plan.eval.generate, plan.eval.samples,
                                 seed=plan.eval.generate.seed, spread=True)
@@ -89,12 +89,12 @@ def score(prepared, engine, params, frozen, model, token_values: dict, run_dir: 
 def review_values(run_dir: Path, gates, samples, baseline, fingerprints: dict[str, str]) -> tuple[dict, dict]:
     """(review metric values, reasons of review gates that must wait): a review gate is judged
     only once every generated row of its scope has a review of the answer shown now."""
-    from .gates import REVIEW_METRICS, gate_key
+    from runtime.evaluate.gates import REVIEW_METRICS, gate_key
 
     gates = [g for g in gates if g.metric in REVIEW_METRICS]
     if not gates:
         return {}, {}
-    from ..review.summary import review_summary
+    from runtime.review.summary import review_summary
 
     summary = review_summary(Path(run_dir), [s.to_dict() for s in samples],
                              [s.to_dict() for s in baseline.samples] if baseline is not None else None, fingerprints)
@@ -121,7 +121,7 @@ def evaluate_run(prepared, result, run_dir: Path, facts: dict[str, Any], inputs,
     export_dir = check = None
     export = plan.output.export if export is None else export
     if export != "none" and (ok or force_export) and is_primary():  # one process writes the export
-        from .export_check import check_export
+        from runtime.evaluate.export_check import check_export
 
         export_dir = export_model(prepared, model, run_dir / "export", export)
         check = check_export(prepared, model, samples, export_dir, export)
@@ -136,18 +136,18 @@ def evaluate_run(prepared, result, run_dir: Path, facts: dict[str, Any], inputs,
 def original_base(prepared, model):
     """The run's adapters over its base as stored before quantization (a quantized-base run), else
     ``model``: what the export holds."""
-    from ..engine import StepSettings, over_original_base
+    from runtime.train.engine import StepSettings, over_original_base
 
     return over_original_base(model, StepSettings.of(prepared.plan), prepared.config, prepared.checkpoint)
 
 
 def export_model(prepared, model, directory: Path, kind: str) -> Path:
     """A checkpoint transformers (`hf`) or peft (`peft`) loads as is, with the tokenizer."""
-    from ..hf import save_pretrained
+    from runtime.checkpoints.hf_checkpoint import save_pretrained
 
     if kind == "hf":
         if prepared.plan.model.adapter is not None:
-            from ..models.lora import merge_lora
+            from runtime.models.lora import merge_lora
 
             model = merge_lora(original_base(prepared, model))
         return save_pretrained(
@@ -155,7 +155,7 @@ def export_model(prepared, model, directory: Path, kind: str) -> Path:
             max_shard_size=prepared.plan.output.shard_size, dtype=prepared.plan.model.dtype,
         )
     if kind == "peft":
-        from ..hf import save_peft
+        from runtime.checkpoints.hf_checkpoint import save_peft
 
         base = prepared.plan.model.path
         return save_peft(model, prepared.config, directory, base, prepared.plan.model.adapter,

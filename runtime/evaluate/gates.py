@@ -23,8 +23,8 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
-from . import metrics as M
-from .generation import Sample
+from runtime.evaluate import metrics as M
+from runtime.evaluate.answers import Sample
 
 __all__ = ["TOKEN_METRICS", "REVIEW_METRICS", "Verdict", "compute_metrics", "gains", "gate_key", "metric_key", "judge",
            "accepted"]

@@ -24,10 +24,10 @@ import math
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from . import metrics as M
-from .gates import TOKEN_METRICS, Verdict, accepted, metric_key
-from ..data.origin import where
-from .generation import Sample
+from runtime.evaluate import metrics as M
+from runtime.evaluate.gates import TOKEN_METRICS, Verdict, accepted, metric_key
+from runtime.plan.sample_origin import where
+from runtime.evaluate.answers import Sample
 
 __all__ = ["write_report", "write_loss_chart", "loss_series", "rank_samples", "gate_table", "print_gates",
            "summary_line", "format_value", "before_after_rows", "print_before_after"]
@@ -118,8 +118,8 @@ def loss_series(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[fl
 def write_loss_chart(run_dir: str | Path, records: Sequence[Mapping[str, Any]] | None = None,
                      title: str = "loss") -> Path | None:
     """`loss.png` in ``run_dir`` from ``records`` (default: its `metrics.jsonl`); None without losses."""
-    from ..plot import line_chart
-    from ..train.metrics_log import read_metrics
+    from runtime.evaluate.loss_plot import line_chart
+    from runtime.train.metrics_log import read_metrics
 
     if records is None:
         records = read_metrics(run_dir)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from ..engine import Engine
+from runtime.train.engine import Engine
 
 
 def token_metrics(engine: Engine, frozen, pipeline, params) -> dict[str | None, dict]:

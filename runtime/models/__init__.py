@@ -8,12 +8,12 @@ Public API::
     logits = model(input_ids)                            # [B, L] -> [B, L, V] float32
     new_tokens = generate(model, [[1, 5, 9]], max_new_tokens=20, eos_ids=[2])
 
-Checkpoints from/to Hugging Face: `runtime.hf.load_pretrained` / `save_pretrained`.
+Checkpoints from/to Hugging Face: `runtime.checkpoints.hf_checkpoint.load_pretrained` / `save_pretrained`.
 """
 
-from .config import ARCHITECTURES, ModelConfig, UnsupportedModelError
-from .generate import GREEDY, Sampling, generate, generate_many, generate_padded, stream
-from .transformer import KVCache, Transformer, build, forward, init_cache
+from runtime.models.config import ARCHITECTURES, ModelConfig, UnsupportedModelError
+from runtime.models.decode import GREEDY, Sampling, generate, generate_many, generate_padded, stream
+from runtime.models.transformer import KVCache, Transformer, build, forward, init_cache
 
 __all__ = [
     "ARCHITECTURES", "GREEDY", "KVCache", "ModelConfig", "Sampling", "Transformer",

@@ -7,7 +7,7 @@ Public API::
     graphdef, params, frozen = nnx.split(model, lora.trainable_filter(plan.model.adapter), ...)
     trainable, total = lora.count_params(model)
     plain = lora.merge_lora(model)       # W + scale * A @ B folded in: export = hf
-    # export = peft: runtime.hf.save_peft(model, config, dir, base_model_name_or_path, plan.model.adapter)
+    # export = peft: runtime.checkpoints.hf_checkpoint.save_peft(model, config, dir, base_model_name_or_path, plan.model.adapter)
 
 Each targeted projection (``q k v o`` of attention, ``gate up down`` of the
 MLP, in every layer) becomes a `LoraLinear`: the same ``kernel``/``bias``
@@ -61,14 +61,14 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from .quantize import is_quantized
-from .transformer import Linear
+from runtime.models.quantize import is_quantized
+from runtime.models.transformer import Linear
 
 __all__ = ["TARGETS", "LoraLinear", "add_lora", "trainable_filter", "count_params", "count_lora_params",
            "merge_lora", "dropout_rng", "lora_layers", "has_lora"]
 
 # language target -> (block attribute, projection attribute); the state path is
-# layers.{i}.<block>.<projection>, as in runtime.hf.WEIGHT_TABLE.
+# layers.{i}.<block>.<projection>, as in runtime.checkpoints.hf_checkpoint.WEIGHT_TABLE.
 TARGETS: dict[str, tuple[str, str]] = {
     "q": ("attn", "q"), "k": ("attn", "k"), "v": ("attn", "v"), "o": ("attn", "o"),
     "gate": ("mlp", "gate"), "up": ("mlp", "up"), "down": ("mlp", "down"),
@@ -170,7 +170,7 @@ def _targets(plan) -> tuple[str, ...]:
 def add_lora(model: nnx.Module, plan, rngs: nnx.Rngs | int = 0, *, param_dtype: Any = jnp.float32):
     """Wrap every target projection of every layer in a `LoraLinear` (in place); returns ``model``.
 
-    ``plan``: a `runtime.plan.LoraPlan` (``rank``, ``alpha``, ``dropout``,
+    ``plan``: a `runtime.plan.run_plan.LoraPlan` (``rank``, ``alpha``, ``dropout``,
     ``targets`` among ``q k v o gate up down``). ``rngs``: an ``nnx.Rngs`` or
     an int seed; A matrices draw from its ``params`` stream. Works on an
     abstract model too (inside ``nnx.eval_shape``), e.g. for the shardings of
@@ -231,11 +231,11 @@ def merge_lora(model: nnx.Module) -> nnx.Module:
     """A plain model (no adapters) with ``W + scale * A @ B`` folded into each kernel.
 
     The result has the base model's exact structure (built by its own
-    constructor, shape only, then filled), so `runtime.hf.save_pretrained`
+    constructor, shape only, then filled), so `runtime.checkpoints.hf_checkpoint.save_pretrained`
     writes it as an ordinary checkpoint. The fold is computed in float32 and
     stored in the kernel's dtype. ``model`` is left unchanged.
     """
-    from .transformer import Transformer
+    from runtime.models.transformer import Transformer
 
     if not isinstance(model, Transformer):
         raise TypeError(f"merge_lora expects a Transformer, got {type(model).__name__}")
@@ -243,7 +243,7 @@ def merge_lora(model: nnx.Module) -> nnx.Module:
     for path, variable in nnx.to_flat_state(nnx.state(model)):
         if is_quantized(variable.get_value()):
             raise ValueError(f"{'.'.join(map(str, path))} is quantized: merge the adapters into the "
-                             "unquantized base (runtime.engine.over_original_base)")
+                             "unquantized base (runtime.train.engine.over_original_base)")
     for path, layer in lora_layers(model):
         kernel = layer.kernel[...]
         merged[path + ("kernel",)] = (kernel.astype(jnp.float32) + layer.delta()).astype(kernel.dtype)

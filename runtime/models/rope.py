@@ -13,7 +13,7 @@ import math
 import jax.numpy as jnp
 import numpy as np
 
-from .config import ModelConfig
+from runtime.models.config import ModelConfig
 
 __all__ = ["inverse_frequencies", "rope_tables", "apply_rope"]
 

@@ -28,11 +28,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from .attention import attend, make_mask, positions_from_segments
-from .config import ModelConfig
-from .quantize import is_quantized, project
-from .rope import apply_rope, inverse_frequencies, rope_tables
-from .sharding import constrain, partitioned
+from runtime.models.attention import attend, make_mask, positions_from_segments
+from runtime.models.config import ModelConfig
+from runtime.models.quantize import is_quantized, project
+from runtime.models.rope import apply_rope, inverse_frequencies, rope_tables
+from runtime.models.sharding import constrain, partitioned
 
 SEGMENTS = "segments"  # the masks' entry holding self-attention's segment ids (for fused kernels)
 

@@ -34,10 +34,10 @@ from urllib.parse import unquote
 from flask import Flask, jsonify, make_response, redirect, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from .display import describe, odd_character, special_tokens, visible
-from .rows import Row, RunRows, blind_order
-from .store import CORRECTION_MAX, NOTE_MAX, Judgement, ReviewStore, valid_reviewer
-from .summary import review_summary, valid_current
+from runtime.review.display import describe, odd_character, special_tokens, visible
+from runtime.review.rows import Row, RunRows, blind_order
+from runtime.review.store import CORRECTION_MAX, NOTE_MAX, Judgement, ReviewStore, valid_reviewer
+from runtime.review.summary import review_summary, valid_current
 
 __all__ = ["MAX_BODY", "REVIEWER_COOKIE", "TOKEN_COOKIE", "TOKEN_HEADER", "create_app", "serve"]
 
@@ -239,7 +239,7 @@ def _base_label(kind: str | None) -> str:
 
 
 def _log_file() -> str | None:
-    """The file the root logger writes to (`runtime.logs.route_library_logs`), if any."""
+    """The file the root logger writes to (`runtime.platform.library_logs.route_library_logs`), if any."""
     for handler in logging.getLogger().handlers:
         if isinstance(getattr(handler, "baseFilename", None), str):
             return handler.baseFilename

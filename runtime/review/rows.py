@@ -11,9 +11,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from ..data.origin import sample_key
-from ..inputs import eval_fingerprints
-from .store import answer_sha, row_ids
+from runtime.plan.sample_origin import sample_key
+from runtime.plan.run_inputs import eval_fingerprints
+from runtime.review.store import answer_sha, row_ids
 
 __all__ = ["ReviewError", "Row", "RunRows", "blind_order", "load_rows"]
 
@@ -31,7 +31,7 @@ class Row:
     source: str
     file: str | None
     line: int
-    turn: int | None  # one turn of a conversation trained per turn: its message index (runtime.data.origin)
+    turn: int | None  # one turn of a conversation trained per turn: its message index (runtime.plan.sample_origin)
     prompt: str
     reference: str
     tuned: str

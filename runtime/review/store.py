@@ -71,10 +71,10 @@ def answer_sha(text: str) -> str:
 
 
 def row_ids(samples: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The review id of each sample, `runtime.data.origin.sample_id` (``faq:eval.jsonl:12``;
+    """The review id of each sample, `runtime.plan.sample_origin.sample_id` (``faq:eval.jsonl:12``;
     ``math:chats.jsonl:7#3`` for one turn of a conversation trained per turn); a second sample
     with the same id (two files with one basename) gets ``~2``, a third ``~3``, in sample order."""
-    from ..data.origin import sample_id, sample_key
+    from runtime.plan.sample_origin import sample_id, sample_key
 
     seen: Counter[str] = Counter()
     out = []

@@ -27,7 +27,7 @@ from pathlib import Path
 from statistics import fmean
 from typing import Any
 
-from .store import Judgement, ReviewStore, answer_sha, current_of, row_ids
+from runtime.review.store import Judgement, ReviewStore, answer_sha, current_of, row_ids
 
 __all__ = ["ReviewSummary", "review_summary", "valid_current"]
 
@@ -44,9 +44,9 @@ class ReviewSummary:
 
 def _base_by_row(samples: Sequence[Mapping[str, Any]], base_samples: Sequence[Mapping[str, Any]] | None,
                  ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
-    """The base sample of each row id (matched by `runtime.data.origin.sample_key`, so a baseline
+    """The base sample of each row id (matched by `runtime.plan.sample_origin.sample_key`, so a baseline
     in another order still lines up; a row the baseline lacks has none)."""
-    from ..data.origin import sample_key
+    from runtime.plan.sample_origin import sample_key
 
     if not base_samples:
         return {}

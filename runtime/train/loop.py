@@ -1,7 +1,7 @@
 """The training loop: restore or start, step, log, evaluate, checkpoint, and stop cleanly
 (done, interrupted, or too many non-finite steps).
 
-Everything is decided by the prepared Plan and built by `runtime.engine`; the loop only
+Everything is decided by the prepared Plan and built by `runtime.train.engine`; the loop only
 executes it. Batch N is step N (`pipeline.batch(N)`) and the loop counts by the state's
 own step, which advances on every step, refused ones included: a resumed run sees
 exactly the batches the interrupted one would have, and checkpoint, eval and report
@@ -29,13 +29,13 @@ from typing import Any
 
 import jax
 
-from ..distributed import gather
-from ..engine import Engine, StepSettings, load_weights
-from ..evaluate.tokens import token_metrics
-from ..prepare import Prepared, log_interval
-from ..hf import CheckpointError
-from .checkpoint import Checkpoints
-from .metrics_log import MetricsLog
+from runtime.platform.distributed import gather
+from runtime.train.engine import Engine, StepSettings, load_weights
+from runtime.evaluate.tokens import token_metrics
+from runtime.train.prepare import Prepared, log_interval
+from runtime.checkpoints.hf_checkpoint import CheckpointError
+from runtime.checkpoints.orbax_checkpoints import Checkpoints
+from runtime.train.metrics_log import MetricsLog
 
 
 _NONFINITE_HELP = ("lower the learning rate or clip, check the data at these steps, or allow a few skipped "

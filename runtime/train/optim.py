@@ -8,7 +8,7 @@ from typing import Any, Callable
 import jax
 import optax
 
-from ..plan_types import Adafactor, AdamW, Lion, Optimizer, Sgd
+from runtime.plan.settings import Adafactor, AdamW, Lion, Optimizer, Sgd
 
 
 def decay_mask(params) -> Any:

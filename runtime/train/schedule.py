@@ -17,7 +17,7 @@ import math
 
 import jax.numpy as jnp
 
-from ..plan_types import Schedule
+from runtime.plan.settings import Schedule
 
 
 def build(schedule: Schedule, lr: float, total: int):

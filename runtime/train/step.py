@@ -23,10 +23,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from .. import mesh as meshlib
-from .cross_entropy import chunked_cross_entropy, logit_chunks
-from .optim import at_step
-from ..models import lora
+from runtime.platform import mesh as meshlib
+from runtime.train.cross_entropy import chunked_cross_entropy, logit_chunks
+from runtime.train.optim import at_step
+from runtime.models import lora
 
 
 class TrainState(NamedTuple):

@@ -49,7 +49,7 @@ def final_params(run_dir: Path):
     import numpy as np
     import orbax.checkpoint as ocp
 
-    from runtime.train.checkpoint import Checkpoints
+    from runtime.checkpoints.orbax_checkpoints import Checkpoints
 
     checkpoints = Checkpoints(run_dir / "checkpoints", keep=5)
     step = checkpoints.latest_step()

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from runtime.hf import load_pretrained
+from runtime.checkpoints.hf_checkpoint import load_pretrained
 from runtime.models import forward
 from runtime.models.attention import _attend_einsum, attend_splash, make_mask, resolve
 

@@ -205,7 +205,7 @@ accept {
 
 def _judge(run_dir, rows: int, tuned_score: int = 5, base_score: int = 2, stale: bool = False) -> None:
     """Two experts' judgements of the first ``rows`` rows, as `sftc review` stores them."""
-    from runtime.inputs import eval_fingerprints
+    from runtime.plan.run_inputs import eval_fingerprints
     from runtime.review.store import Judgement, ReviewStore, answer_sha, row_ids
 
     report = _report(run_dir)

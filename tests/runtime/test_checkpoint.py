@@ -14,11 +14,11 @@ _PROBE = textwrap.dedent(
     import json, sys, tempfile
     import jax, jax.numpy as jnp, numpy as np
     from flax import nnx
-    from runtime import mesh as meshlib
+    from runtime.platform import mesh as meshlib
     from runtime.models import ModelConfig, build
-    from runtime.plan_types import AdamW
+    from runtime.plan.settings import AdamW
     from runtime.train import optim, schedule, step
-    from runtime.train.checkpoint import Checkpoints, abstract_like
+    from runtime.checkpoints.orbax_checkpoints import Checkpoints, abstract_like
 
     config = ModelConfig.llama(layers=1, dim=64, heads=4, kv_heads=2, ffn=128, vocab=128)
     tx = optim.optimizer(AdamW(lr=1e-2),

@@ -25,8 +25,8 @@ import numpy as np
 import pytest
 
 from runtime.commands import runtime_errors
-from runtime.hf import CheckpointError
-from runtime.train.checkpoint import Checkpoints
+from runtime.checkpoints.hf_checkpoint import CheckpointError
+from runtime.checkpoints.orbax_checkpoints import Checkpoints
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -188,9 +188,9 @@ _JOB = textwrap.dedent(
     port, index, directory, case = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]), sys.argv[4]
     jax.distributed.initialize(f"127.0.0.1:{port}", num_processes=2, process_id=index)
     import jax.numpy as jnp, numpy as np
-    from runtime import distributed
-    from runtime.hf import CheckpointError
-    from runtime.train.checkpoint import Checkpoints
+    from runtime.platform import distributed
+    from runtime.checkpoints.hf_checkpoint import CheckpointError
+    from runtime.checkpoints.orbax_checkpoints import Checkpoints
     distributed._joined = True
 
     mesh = jax.make_mesh((2,), ("x",), axis_types=(jax.sharding.AxisType.Auto,))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from data_helpers import CHATML, wordlevel_tokenizer, write_jsonl
-from runtime.data.errors import BadRowError, DataError
+from runtime.plan.data_errors import BadRowError, DataError
 from runtime.data.pipeline import build_pipeline
-from runtime.data.plan import DataPlan, SourceSpec, TemplateSpec
+from runtime.plan.data_plan import DataPlan, SourceSpec, TemplateSpec
 
 PC = TemplateSpec(prompt="question : {q} answer :", completion=" {a}")
 GOOD = {"q": "hello", "a": "hi"}

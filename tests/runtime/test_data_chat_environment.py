@@ -10,9 +10,9 @@ import sys
 import pytest
 
 from data_helpers import CHATML, MISTRAL, wordlevel_tokenizer, write_jsonl
-from runtime.data.errors import BadRowError, ChatTemplateError
+from runtime.plan.data_errors import BadRowError, ChatTemplateError
 from runtime.data.pipeline import build_pipeline
-from runtime.data.plan import DataPlan, SourceSpec, TemplateSpec
+from runtime.plan.data_plan import DataPlan, SourceSpec, TemplateSpec
 
 CONV = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]
 MESSAGES = TemplateSpec(messages="messages")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from data_helpers import CHATML, LLAMA3, wordlevel_tokenizer
-from runtime.data.plan import TemplateSpec
+from runtime.plan.data_plan import TemplateSpec
 from test_data_masks import pairs, tokenized
 
 ROW = {"q": "what is the capital of france ?", "a": "paris"}
@@ -29,7 +29,7 @@ def test_chat_wrapped_pair_equals_the_conversation(tmp_path, chat_template):
 
 
 def test_chat_needs_a_chat_template(tmp_path):
-    from runtime.data.errors import DataError
+    from runtime.plan.data_errors import DataError
 
     with pytest.raises(DataError, match="chat template"):
         tokenized(tmp_path, [ROW], TemplateSpec(prompt="{q}", completion="{a}", chat=True), wordlevel_tokenizer())

@@ -7,11 +7,11 @@ import pytest
 
 from data_helpers import CHATML, LLAMA3, MISTRAL, THINK_DROPPING, ZEPHYR, bpe_tokenizer, ids, wordlevel_tokenizer, write_jsonl
 from runtime.data.batches import assemble, shift_example
-from runtime.data.errors import TemplateNotPrefixStableError
+from runtime.plan.data_errors import TemplateNotPrefixStableError
 from runtime.data.pipeline import build_pipeline
-from runtime.data.plan import DataPlan, SourceSpec, TemplateSpec
+from runtime.plan.data_plan import DataPlan, SourceSpec, TemplateSpec
 from runtime.data.sources import load_source
-from runtime.data.templates import parse_template, placeholders
+from runtime.plan.row_templates import parse_template, placeholders
 from runtime.data.tokenize import tokenize_source
 
 CONV = [
@@ -44,7 +44,7 @@ def test_parse_template_fields_and_literal_braces():
 
 @pytest.mark.parametrize("bad", ["{", "}", "a { b", "{a b}", "{}"])
 def test_parse_template_rejects_malformed(bad):
-    from runtime.data.errors import TemplateError
+    from runtime.plan.data_errors import TemplateError
 
     with pytest.raises(TemplateError):
         parse_template(bad)
@@ -289,14 +289,14 @@ def test_cross_check_with_transformers_generation_tags(tmp_path):
 
 
 def test_messages_without_a_chat_template_is_a_clear_error(tmp_path):
-    from runtime.data.errors import DataError
+    from runtime.plan.data_errors import DataError
 
     with pytest.raises(DataError, match="tokenizer has no chat template"):
         tokenized(tmp_path, [{"messages": CONV}], TemplateSpec(), wordlevel_tokenizer())
 
 
 def test_eval_prompts_of_a_chat_end_at_the_last_assistant_turn(tmp_path):
-    from runtime.data.plan import EvalSplit
+    from runtime.plan.data_plan import EvalSplit
 
     tok = wordlevel_tokenizer(CHATML)
     path = write_jsonl(str(tmp_path / "m.jsonl"), [{"messages": CONV}] * 2)

@@ -11,10 +11,10 @@ from hypothesis import given, settings, strategies as st
 
 import runtime.data.tokenize as tokenize_mod
 from data_helpers import WORDS, wordlevel_tokenizer, write_jsonl
-from runtime.data.errors import DataError, SequenceTooLongError
+from runtime.plan.data_errors import DataError, SequenceTooLongError
 from runtime.data.packing import pack_bfd
 from runtime.data.pipeline import build_pipeline, eval_rows_for
-from runtime.data.plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
+from runtime.plan.data_plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
 
 PC = TemplateSpec(prompt="question : {q} answer :", completion=" {a}")
 

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from data_helpers import CHATML, bpe_tokenizer, wordlevel_tokenizer, write_jsonl
 from runtime.data.pipeline import build_pipeline
-from runtime.data.plan import DataPlan, SourceSpec, TemplateSpec
+from runtime.plan.data_plan import DataPlan, SourceSpec, TemplateSpec
 from runtime.data.preview import preview, token_pieces
 
 CONVS = [

@@ -14,10 +14,10 @@ import pytest
 
 from data_helpers import (CHATML, CHATML_TOOLS, LLAMA3, LLAMA3_TOOLS, MISTRAL, MISTRAL_TOOLS, TOOL_SPECIALS,
                           bpe_tokenizer, wordlevel_tokenizer, write_jsonl)
-from runtime.data.errors import BadRowError, SourceError
+from runtime.plan.data_errors import BadRowError, SourceError
 from runtime.data.pipeline import DataPipeline
-from runtime.data.plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
-from runtime.data.shapes import ALPACA_NO_INPUT, ALPACA_WITH_INPUT
+from runtime.plan.data_plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
+from runtime.plan.row_shapes import ALPACA_NO_INPUT, ALPACA_WITH_INPUT
 from runtime.data.sources import load_source
 from runtime.data.tokenize import tokenize_source
 

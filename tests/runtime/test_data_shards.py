@@ -15,7 +15,7 @@ import pytest
 from data_helpers import wordlevel_tokenizer
 from runtime.data import tokenize as tokenize_mod
 from runtime.data.pipeline import DataPipeline
-from runtime.data.plan import DataPlan, SourceSpec
+from runtime.plan.data_plan import DataPlan, SourceSpec
 from runtime.data.share import Share
 
 NUMBERS = "zero one two three four five six seven eight nine".split()

@@ -13,8 +13,8 @@ import datasets
 import pytest
 
 from data_helpers import write_jsonl
-from runtime.data.errors import SourceError
-from runtime.data.plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
+from runtime.plan.data_errors import SourceError
+from runtime.plan.data_plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
 from runtime.data.sources import load_source, source_fingerprint
 
 ROWS = [{"q": "hello", "a": "hi"}, {"q": "thanks", "a": "ok"}, {"q": "what", "a": "yes"}]
@@ -143,7 +143,7 @@ def test_hf_dataset_from_the_datasets_cache_offline(tmp_path):
             os.rename(target / f, target / f.replace("parquet-", "faq-", 1))
     code = (
         "import sys; sys.path.insert(0, '.');"
-        "from runtime.data.sources import load_source; from runtime.data.plan import SourceSpec;"
+        "from runtime.data.sources import load_source; from runtime.plan.data_plan import SourceSpec;"
         f"l = load_source(SourceSpec(name='faq', kind='hf_dataset', hub='org/faq'), cache_dir={str(cache)!r});"
         "print(l.dataset.to_list())"
     )
@@ -157,8 +157,8 @@ def test_hf_dataset_from_the_datasets_cache_offline(tmp_path):
 def test_hf_dataset_offline_without_cache_fails_fast_and_clearly(tmp_path):
     code = (
         "import sys, time; sys.path.insert(0, '.'); t = time.time()\n"
-        "from runtime.data.sources import load_source; from runtime.data.plan import SourceSpec\n"
-        "from runtime.data.errors import HubUnavailableError\n"
+        "from runtime.data.sources import load_source; from runtime.plan.data_plan import SourceSpec\n"
+        "from runtime.plan.data_errors import HubUnavailableError\n"
         "try:\n"
         f"    load_source(SourceSpec(name='faq', kind='hf_dataset', hub='org/not-cached'), cache_dir={str(tmp_path)!r})\n"
         "except HubUnavailableError as e:\n"

@@ -13,7 +13,7 @@ import numpy as np
 
 from data_helpers import wordlevel_tokenizer
 from runtime.data.pipeline import DataPipeline, trained_between
-from runtime.data.plan import DataPlan, SourceSpec
+from runtime.plan.data_plan import DataPlan, SourceSpec
 from runtime.data.tokenize import flat_columns
 
 NUMBERS = "zero one two three four five six seven eight nine".split()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 from data_helpers import CHATML_TOOLS, TOOL_SPECIALS, bpe_tokenizer, write_jsonl
-from runtime.data.plan import SourceSpec, TemplateSpec
+from runtime.plan.data_plan import SourceSpec, TemplateSpec
 from runtime.data.sources import load_source
 from runtime.data.tokenize import tokenize_source
 

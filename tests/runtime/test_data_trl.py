@@ -7,7 +7,7 @@ import pytest
 
 from data_helpers import bpe_tokenizer, wordlevel_tokenizer, write_jsonl
 from runtime.data.pipeline import build_pipeline
-from runtime.data.plan import DataPlan, SourceSpec, TemplateSpec
+from runtime.plan.data_plan import DataPlan, SourceSpec, TemplateSpec
 
 trl = pytest.importorskip("trl")
 torch = pytest.importorskip("torch")

@@ -10,7 +10,7 @@ import jax
 
 from data_helpers import wordlevel_tokenizer, write_jsonl
 from runtime.data.pipeline import build_pipeline
-from runtime.data.plan import DataPlan, SourceSpec, TemplateSpec
+from runtime.plan.data_plan import DataPlan, SourceSpec, TemplateSpec
 
 
 def test_data_preparation_in_a_jax_process_never_forks(tmp_path, monkeypatch):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.distributed import Launch, LaunchError
+from runtime.platform.distributed import Launch, LaunchError
 
 
 @pytest.mark.parametrize("launch, message", [
@@ -47,7 +47,7 @@ def test_sftc_run_with_half_the_flags_is_a_usage_error(tmp_path, monkeypatch, ca
 def test_distributed_without_a_cluster_says_what_to_pass():
     """`--distributed` where JAX detects no cluster: a clear error, not a traceback."""
     root = Path(__file__).resolve().parents[2]
-    code = ("from runtime.distributed import Launch, JoinError, join\n"
+    code = ("from runtime.platform.distributed import Launch, JoinError, join\n"
             "try:\n    join(Launch(auto=True))\nexcept JoinError as e:\n    print('JoinError:', e)\n")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JAX_COORD", "OMPI_"))}
     done = subprocess.run([sys.executable, "-c", code], cwd=root, env={**env, "PYTHONPATH": str(root)},
@@ -66,8 +66,8 @@ def test_gloo_connection_lines_go_to_the_log_not_the_terminal(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     code = ("import sys\n"
-            "from runtime.logs import route_library_logs\n"
-            "from runtime.distributed import Launch, join, broadcast_text\n"
+            "from runtime.platform.library_logs import route_library_logs\n"
+            "from runtime.platform.distributed import Launch, join, broadcast_text\n"
             "i = int(sys.argv[1])\n"
             f"route_library_logs({str(tmp_path)!r} + f'/sftc-{{i}}.log')\n"
             f"join(Launch('127.0.0.1:{port}', 2, i))\n"

@@ -8,7 +8,7 @@ import pytest
 
 from runtime.evaluate import Sample, accepted, compute_metrics, gate_key, judge, metric_key
 from runtime.evaluate import metrics as M
-from runtime.plan import GatePlan
+from runtime.plan.run_plan import GatePlan
 
 
 def sample(source, generated, reference, tokens=None):

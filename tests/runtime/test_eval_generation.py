@@ -10,10 +10,10 @@ import pytest
 
 from data_helpers import CHATML, WORDS, wordlevel_tokenizer, write_jsonl
 from runtime.data.pipeline import build_pipeline
-from runtime.data.plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
+from runtime.plan.data_plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
 from runtime.evaluate import Sample, generate_eval, select_prompts, stop_ids
 from runtime.models import ModelConfig, build, generate
-from runtime.plan import GenerationPlan
+from runtime.plan.run_plan import GenerationPlan
 
 PC = TemplateSpec(prompt="question : {q} answer :", completion=" {a}")
 GREEDY = GenerationPlan(greedy=True, max_new_tokens=6)
@@ -126,7 +126,7 @@ def test_sampling_is_seeded(setup):
 
 def test_generations_to_gates_and_report(setup, tmp_path):
     from runtime.evaluate import accepted, compute_metrics, judge, write_report
-    from runtime.plan import GatePlan
+    from runtime.plan.run_plan import GatePlan
 
     tok, pipeline, model = setup
     samples = generate_eval(model, tok, pipeline, GREEDY, samples=None, batch_size=4)

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from runtime.evaluate import Sample, compute_metrics, judge, print_gates, rank_samples, write_report
 from runtime.evaluate.report import loss_series
-from runtime.plan import GatePlan
+from runtime.plan.run_plan import GatePlan
 from runtime.train.metrics_log import MetricsLog
 
 

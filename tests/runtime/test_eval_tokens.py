@@ -30,7 +30,7 @@ def two_sources(project):
 
 def test_per_source_sums_combine_into_the_overall_figures_in_one_pass(two_sources):
     from runtime.evaluate.tokens import token_metrics
-    from runtime.inference import load_trained
+    from runtime.runs.trained_run import load_trained
 
     trained = load_trained(two_sources)
     pipeline = trained.with_data().pipeline

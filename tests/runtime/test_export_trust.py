@@ -92,8 +92,8 @@ def test_transformers_stops_where_the_run_stopped(runs, style):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-    from runtime.evaluate.generation import answer_ids, sampling_for, select_prompts
-    from runtime.inference import load_trained
+    from runtime.evaluate.answers import answer_ids, sampling_for, select_prompts
+    from runtime.runs.trained_run import load_trained
 
     root, run_dir = runs(style)
     export = run_dir / "export"
@@ -136,12 +136,12 @@ def test_an_altered_export_rejects_the_run(tmp_path, monkeypatch, capsys):
     """The saver writes, then one weight changes on disk (a bad conversion, a damaged copy)."""
     from safetensors.numpy import load_file, save_file
 
-    import runtime.hf
+    import runtime.checkpoints.hf_checkpoint
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SFTC_CACHE", str(tmp_path / "cache"))
     _write_project(tmp_path, "chatml")
-    save = runtime.hf.save_pretrained
+    save = runtime.checkpoints.hf_checkpoint.save_pretrained
 
     def altered(*args, **kwargs):
         out = save(*args, **kwargs)
@@ -150,7 +150,7 @@ def test_an_altered_export_rejects_the_run(tmp_path, monkeypatch, capsys):
         save_file(tensors, str(out / "model.safetensors"), metadata={"format": "pt"})
         return out
 
-    monkeypatch.setattr(runtime.hf, "save_pretrained", altered)
+    monkeypatch.setattr(runtime.checkpoints.hf_checkpoint, "save_pretrained", altered)
     assert main(["run", "served.sft"]) == 3
     assert "export check failed" in capsys.readouterr().err
     (run_dir,) = sorted((tmp_path / "runs" / "served").iterdir())

@@ -13,11 +13,11 @@ import pytest
 
 from data_helpers import CHATML, LLAMA3, WORDS, bpe_tokenizer, wordlevel_tokenizer
 from runtime.data.prompts import PromptError, render_prompt, stop_ids
-from runtime.evaluate.generation import generate_eval, select_prompts
-from runtime.inference import answers, decoding, load_trained, reply, source_mode
+from runtime.evaluate.answers import generate_eval, select_prompts
+from runtime.runs.trained_run import answers, decoding, load_trained, reply, source_mode
 from runtime.models import Sampling
-from runtime.plan import GenerationPlan
-from runtime.tokenizer import DEFAULT_CHAT_TEMPLATE
+from runtime.plan.run_plan import GenerationPlan
+from runtime.checkpoints.tokenizer_files import DEFAULT_CHAT_TEMPLATE
 from sftlang.cli import main
 
 SPEC = """\

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.hf import load_pretrained, resolve_checkpoint
-from runtime.tokenizer import load_tokenizer
+from runtime.checkpoints.hf_checkpoint import load_pretrained, resolve_checkpoint
+from runtime.checkpoints.tokenizer_files import load_tokenizer
 
 # float32 on a CPU: 1.7e-4 measured in NOTES finding 9, 2.4e-4 on an AMD EPYC with transformers 5.25 (2026-12-07;
 # the same before and after that day's changes): float32 rounding over 30 layers, not a wrong weight
@@ -50,7 +50,7 @@ def cache(tmp_path, monkeypatch):
 
 def test_logits_tokenizer_and_answer_equal_transformers(smollm2_gguf, reference, cache):
     from runtime.data.prompts import stop_ids
-    from runtime.models.generate import generate
+    from runtime.models.decode import generate
 
     ref_model, ref_tokenizer = reference
     tokenizer = load_tokenizer(resolve_checkpoint(smollm2_gguf))

@@ -12,7 +12,7 @@ import pytest
 import torch
 import transformers
 
-from runtime.hf import CheckpointError, load_pretrained, parse_size, resolve_checkpoint, save_pretrained
+from runtime.checkpoints.hf_checkpoint import CheckpointError, load_pretrained, parse_size, resolve_checkpoint, save_pretrained
 from runtime.models import ModelConfig, build, forward
 
 IDS = np.random.RandomState(7).randint(3, 256, size=(2, 11))
@@ -152,14 +152,14 @@ def test_not_a_directory_or_config(tmp_path):
 
 
 def test_offline_hub_id_fails_with_a_message_not_a_traceback(tmp_path):
-    code = ("from runtime.hf import load_pretrained\n"
+    code = ("from runtime.checkpoints.hf_checkpoint import load_pretrained\n"
             "load_pretrained('sftc-test-org/no-such-model-xyz')\n")
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"}
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                           timeout=120, cwd=str(__import__("pathlib").Path(__file__).parents[2]))
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("runtime.hf.CheckpointError: cannot load 'sftc-test-org/no-such-model-xyz'")
+    assert last.startswith("runtime.checkpoints.hf_checkpoint.CheckpointError: cannot load 'sftc-test-org/no-such-model-xyz'")
     assert "HF_HUB_OFFLINE is set" in last and "hf download" in last
     # in-process as well
     import os

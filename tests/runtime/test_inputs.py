@@ -1,4 +1,4 @@
-"""The one identity of a run's inputs (`runtime.inputs`): which consumer depends on which input.
+"""The one identity of a run's inputs (`runtime.plan.run_inputs`): which consumer depends on which input.
 
 The table below is the contract: each input is changed in turn, and exactly the consumers
 marked must see it (a key that changes, lines that say what changed). A consumer that misses an
@@ -96,7 +96,7 @@ def _plan():
 
 def _change(what: str, root: Path, plan, monkeypatch):
     """Change one input; returns the plan to gather with."""
-    from runtime import inputs
+    from runtime.plan import run_inputs as inputs
 
     if what == "a training data file":
         with open(root / "more.jsonl", "a") as f:
@@ -126,7 +126,7 @@ def _change(what: str, root: Path, plan, monkeypatch):
 
 
 def _seen(old, new) -> set[str]:
-    from runtime.inputs import eval_fingerprints
+    from runtime.plan.run_inputs import eval_fingerprints
 
     seen = {c for c in CONSUMERS[:4] if new.changes(old, c)}
     for c in CONSUMERS[1:4]:
@@ -138,7 +138,7 @@ def _seen(old, new) -> set[str]:
 
 @pytest.mark.parametrize("what", list(TABLE))
 def test_each_consumer_sees_exactly_the_inputs_it_depends_on(project, what, monkeypatch):
-    from runtime.inputs import gather
+    from runtime.plan.run_inputs import gather
 
     plan = _plan()
     before = gather(plan)
@@ -148,7 +148,7 @@ def test_each_consumer_sees_exactly_the_inputs_it_depends_on(project, what, monk
 
 
 def test_changes_are_named_in_one_wording(project, monkeypatch):
-    from runtime.inputs import gather
+    from runtime.plan.run_inputs import gather
 
     plan = _plan()
     before = gather(plan)
@@ -166,7 +166,7 @@ def test_changes_are_named_in_one_wording(project, monkeypatch):
 def test_a_large_base_is_read_once_per_change(project, monkeypatch):
     """The content digest of a large file is remembered by path, size, mtime and inode under
     $SFTC_CACHE: a second command (a fresh memo) does not read it; a rewritten file is read."""
-    from runtime import file_hashes
+    from runtime.platform import file_hashes
 
     big = project / "base" / "big.safetensors"
     big.write_bytes(os.urandom(3 << 20))
@@ -183,9 +183,9 @@ def test_a_large_base_is_read_once_per_change(project, monkeypatch):
 def test_resume_refuses_a_base_whose_weights_changed(project):
     """A LoRA run whose base directory got other weights of the same shapes would resume its
     adapters over another base: `sftc run` must refuse and say so."""
-    from runtime.inputs import gather
-    from runtime.resume import differences
-    from runtime.run import write_manifest, write_plan
+    from runtime.plan.run_inputs import gather
+    from runtime.runs.resume import differences
+    from runtime.runs.run_directory import write_manifest, write_plan
 
     plan = _plan()
     run_dir = project / "runs" / "inputs" / "t0"
@@ -200,7 +200,7 @@ def test_resume_refuses_a_base_whose_weights_changed(project):
 
 def test_the_baseline_cache_key_follows_quantize_and_the_eval_file(project):
     from runtime.evaluate.baseline import baseline_key
-    from runtime.inputs import gather
+    from runtime.plan.run_inputs import gather
 
     plan = _plan()
     key = baseline_key(plan, gather(plan))
@@ -215,9 +215,9 @@ def test_the_baseline_cache_key_follows_quantize_and_the_eval_file(project):
 
 def test_resume_names_a_changed_setting_once(project):
     """dtype and quantize are settings of the plan and parts of the inputs: said once."""
-    from runtime.inputs import gather
-    from runtime.resume import differences
-    from runtime.run import write_manifest, write_plan
+    from runtime.plan.run_inputs import gather
+    from runtime.runs.resume import differences
+    from runtime.runs.run_directory import write_manifest, write_plan
 
     plan = _plan()
     run_dir = project / "runs" / "inputs" / "t0"
@@ -231,8 +231,8 @@ def test_resume_names_a_changed_setting_once(project):
 
 def test_the_plan_caches_inputs_never_read_the_base_weights(project, monkeypatch):
     """`sftc plan` of unchanged inputs reads only metadata: its part of the identity hashes no weight file."""
-    from runtime import file_hashes
-    from runtime.inputs import CONSUMERS, gather
+    from runtime.platform import file_hashes
+    from runtime.plan.run_inputs import CONSUMERS, gather
 
     read = []
     real = file_hashes._hash

@@ -54,7 +54,7 @@ def test_library_loggers_and_warnings_reach_the_file_only(tmp_path):
     run directory)."""
     probe = f"""
 import logging, sys, warnings
-from runtime.logs import route_library_logs
+from runtime.platform.library_logs import route_library_logs
 early = logging.getLogger("datasets")  # a library imported before the routing
 early.addHandler(logging.StreamHandler())
 early.propagate = False
@@ -84,7 +84,7 @@ print("sftc's own line", file=sys.stderr)
 def test_the_log_file_exists_from_the_moment_it_is_named(tmp_path):
     """A run directory holds `sftc.log` from the run's start, even when no library logs a word."""
     probe = f"""
-from runtime.logs import route_library_logs
+from runtime.platform.library_logs import route_library_logs
 route_library_logs({str(tmp_path / 'run' / 'sftc.log')!r})
 import os
 print(os.path.exists({str(tmp_path / 'run' / 'sftc.log')!r}))

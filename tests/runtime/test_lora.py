@@ -17,11 +17,11 @@ import transformers
 from flax import nnx
 from safetensors import safe_open
 
-from runtime import mesh as meshlib
-from runtime.hf import CheckpointError, load_peft, load_pretrained, save_peft, save_pretrained
+from runtime.platform import mesh as meshlib
+from runtime.checkpoints.hf_checkpoint import CheckpointError, load_peft, load_pretrained, save_peft, save_pretrained
 from runtime.models import ModelConfig, build, forward, lora
 from runtime.models.transformer import Linear
-from runtime.plan import LoraPlan
+from runtime.plan.run_plan import LoraPlan
 from runtime.train import step
 
 peft = pytest.importorskip("peft")
@@ -246,10 +246,10 @@ def test_a_frozen_bf16_base_is_read_in_bf16_with_the_values_of_a_float32_read(hf
     import jax
     import jax.numpy as jnp
 
-    from runtime.bench import DEFAULT_OPTIMIZER
-    from runtime.engine import StepSettings, load_weights
-    from runtime.hf import load_pretrained
-    from runtime.plan_types import SCHEDULES, Length
+    from runtime.preflight.throughput import DEFAULT_OPTIMIZER
+    from runtime.train.engine import StepSettings, load_weights
+    from runtime.checkpoints.hf_checkpoint import load_pretrained
+    from runtime.plan.settings import SCHEDULES, Length
     from runtime.train.step import cast
 
     directory, _ = hf_checkpoint("llama")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from runtime.models import ModelConfig
-from runtime.plan_report import GiB, memory_advice, memory_estimate
-from runtime.plan_types import AdamW
+from runtime.preflight.plan_report import GiB, memory_advice, memory_estimate
+from runtime.plan.settings import AdamW
 
 CONFIG = ModelConfig.llama(layers=4, dim=256, heads=8, kv_heads=4, ffn=688, vocab=8192)
 PARAMS = 7_096_576
@@ -44,7 +44,7 @@ def test_sftc_plan_prints_what_fits_when_the_estimate_exceeds_the_device(monkeyp
     from sftlang.cli import main
 
     monkeypatch.setenv("SFTC_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setattr("runtime.plan_report.device_memory", lambda: (40 * 2**20, "test memory"))
+    monkeypatch.setattr("runtime.preflight.plan_report.device_memory", lambda: (40 * 2**20, "test memory"))
     spec = Path(__file__).resolve().parents[2] / "specs" / "shapes-alpaca.sft"
     assert main(["plan", str(spec)]) == 0
     out = capsys.readouterr()
@@ -55,8 +55,8 @@ def test_sftc_plan_prints_what_fits_when_the_estimate_exceeds_the_device(monkeyp
 
 def test_a_quantized_base_shrinks_the_frozen_weights_and_is_advised_for_lora():
     from runtime.models.lora import count_lora_params
-    from runtime.plan import LoraPlan
-    from runtime.plan_report import parameter_count
+    from runtime.plan.run_plan import LoraPlan
+    from runtime.preflight.plan_report import parameter_count
 
     trainable = count_lora_params(CONFIG, LoraPlan(16, 32, 0.0, ("q", "k", "v", "o")))
     lora = dict(ARGS, trainable=trainable, total_params=PARAMS + trainable)

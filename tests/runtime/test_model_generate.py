@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.hf import load_pretrained
+from runtime.checkpoints.hf_checkpoint import load_pretrained
 from runtime.models import ModelConfig, Sampling, build, generate, generate_many, generate_padded, stream
 
 PROMPTS = [[1, 17, 45, 99, 3, 201, 77], [1, 5], [1, 250, 13, 13, 88, 42, 7, 19, 160, 4, 8]]
@@ -88,7 +88,7 @@ def test_sampling_is_seeded_and_filters(hf_checkpoint):
 def test_filter_logits_keeps_the_right_tokens():
     import jax.numpy as jnp
 
-    from runtime.models.generate import _filter_logits
+    from runtime.models.decode import _filter_logits
 
     logits = jnp.log(jnp.array([[0.5, 0.3, 0.15, 0.05]]))
     kept = lambda s: np.asarray(_filter_logits(logits, s) > -1e30)[0].tolist()  # noqa: E731
@@ -121,7 +121,7 @@ def test_top_p_keeps_the_tokens_a_sort_of_the_vocabulary_keeps():
     smallest prefix whose probability reaches top_p (and ties with its last logit)."""
     import jax.numpy as jnp
 
-    from runtime.models.generate import _filter_logits
+    from runtime.models.decode import _filter_logits
 
     def by_sorting(logits, top_p):
         ordered = np.sort(logits, axis=-1)[:, ::-1]

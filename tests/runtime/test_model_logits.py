@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from runtime.hf import load_pretrained
+from runtime.checkpoints.hf_checkpoint import load_pretrained
 from runtime.models import forward
 
 # the cases of tests/runtime/conftest.py ARCH_CASES (not imported: conftest is not a module to import)

@@ -9,7 +9,7 @@ import numpy as np
 import optax
 import pytest
 
-from runtime.plan_types import OPTIMIZERS, SCHEDULES, Adafactor, AdamW, Cosine, Length, Lion, Sgd, Wsd
+from runtime.plan.settings import OPTIMIZERS, SCHEDULES, Adafactor, AdamW, Cosine, Length, Lion, Sgd, Wsd
 from runtime.train import optim, schedule
 
 PARAMS = {"kernel": jnp.linspace(-1.0, 1.0, 12).reshape(3, 4), "scale": jnp.linspace(0.5, 1.5, 4)}
@@ -70,7 +70,7 @@ def test_a_schedule_with_shares_must_be_decided_first():
 
 def test_decide_turns_shares_into_steps_and_refuses_overlong_ones(tmp_path):
     """With `epochs`, the data gives the step count: what `sftc check` could not prove is refused here."""
-    from runtime.prepare import PrepareError, decide
+    from runtime.train.prepare import PrepareError, decide
     from tests.test_plan_types import lowered
 
     decided = decide(lowered(tmp_path, "schedule = wsd(warmup = 10%, decay = 20%)"), 50)

@@ -1,4 +1,4 @@
-"""`sftc plan` of unchanged inputs reads only metadata (`runtime.plan_cache`): the same report as a
+"""`sftc plan` of unchanged inputs reads only metadata (`runtime.preflight.plan_cache`): the same report as a
 full preparation, from a fresh process that never imports transformers, datasets or torch; any
 changed data row, tokenizer file or config is prepared again."""
 
@@ -70,14 +70,14 @@ def test_a_second_plan_reads_only_metadata_and_reports_what_the_first_prepared(p
 def planner(project, monkeypatch, capsys):
     """``planner() -> (report, prepared)``: `sftc plan --json` in this process, and whether it
     prepared the data (a missed record) rather than recalling it."""
-    import runtime.prepare
+    import runtime.train.prepare
     from sftlang.cli import main
 
     monkeypatch.chdir(project)
     monkeypatch.setenv("SFTC_CACHE", str(project / "cache"))
     calls = []
-    original = runtime.prepare.prepare
-    monkeypatch.setattr(runtime.prepare, "prepare", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = runtime.train.prepare.prepare
+    monkeypatch.setattr(runtime.train.prepare, "prepare", lambda *a, **k: calls.append(1) or original(*a, **k))
 
     def plan_here() -> tuple[dict, bool]:
         before = len(calls)

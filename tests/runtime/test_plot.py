@@ -4,7 +4,7 @@ labelled axes, a legend and a title."""
 import numpy as np
 from matplotlib.image import imread
 
-from runtime.plot import SIZE, chart, line_chart
+from runtime.evaluate.loss_plot import SIZE, chart, line_chart
 
 BLUE, ORANGE = np.array([31, 119, 180]), np.array([255, 127, 14])  # matplotlib's C0, C1
 

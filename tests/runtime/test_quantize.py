@@ -19,13 +19,13 @@ import pytest
 import qwix
 from flax import nnx
 
-from runtime.bench import DEFAULT_OPTIMIZER, StepBench
-from runtime.engine import EngineError, StepSettings, load_weights, over_original_base, _abstract_model
-from runtime.hf import load_pretrained
+from runtime.preflight.throughput import DEFAULT_OPTIMIZER, StepBench
+from runtime.train.engine import EngineError, StepSettings, load_weights, over_original_base, _abstract_model
+from runtime.checkpoints.hf_checkpoint import load_pretrained
 from runtime.models import ModelConfig, build, forward, lora
 from runtime.models.quantize import converter, is_quantized, nf4_block, quantize_kernel, quantize_model
-from runtime.plan import LoraPlan
-from runtime.plan_types import SCHEDULES, Length
+from runtime.plan.run_plan import LoraPlan
+from runtime.plan.settings import SCHEDULES, Length
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAN = LoraPlan(rank=4, alpha=8, dropout=0.0, targets=("q", "k", "v", "o"))
@@ -79,8 +79,8 @@ def test_a_width_64_does_not_divide_gets_the_largest_block_below_64_that_divides
 def test_the_memory_estimate_counts_the_bytes_the_quantizer_stores():
     """`sftc plan`'s estimate of a quantized base is the bytes of the codes and scales the
     quantizer makes, for a model whose `ffn` 64 does not divide (96: blocks of 48)."""
-    from runtime.plan_report import memory_estimate, parameter_count
-    from runtime.plan_types import AdamW
+    from runtime.preflight.plan_report import memory_estimate, parameter_count
+    from runtime.plan.settings import AdamW
 
     config = CONFIG  # dim 64, ffn 96: q k v o gate up take 64 inputs, down 96
     model = nnx.eval_shape(lambda: quantize_model(build(config, rngs=0, dtype="bfloat16"), "nf4"))
@@ -187,7 +187,7 @@ def test_sharded_quantized_step_equals_unsharded(tmp_path):
         import dataclasses, json, sys
         sys.path.insert(0, {str(ROOT)!r})
         import jax
-        from runtime.bench import StepBench
+        from runtime.preflight.throughput import StepBench
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from test_quantize import CONFIG, _settings
         out = {{}}

@@ -91,9 +91,9 @@ def test_transformers_and_peft_load_the_exports_with_the_logits_of_the_adapters_
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from runtime.engine import StepSettings, over_original_base
+    from runtime.train.engine import StepSettings, over_original_base
     from runtime.evaluate.export_check import QUANTIZED_LOGITS
-    from runtime.inference import load_trained
+    from runtime.runs.trained_run import load_trained
 
     project, run_dir = quantized_run
     ids = np.array([wordlevel_tokenizer()("what is two plus three ?")["input_ids"]])

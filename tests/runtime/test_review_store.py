@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.data.origin import sample_id as row_id
+from runtime.plan.sample_origin import sample_id as row_id
 from runtime.review.store import Judgement, ReviewStore, answer_sha, row_ids
 from runtime.review.summary import review_summary
 
@@ -199,7 +199,7 @@ def export_run(tmp_path_factory):
     from data_helpers import CHATML, wordlevel_tokenizer
 
     from runtime.data.sources import source_fingerprint
-    from runtime.run import write_plan
+    from runtime.runs.run_directory import write_plan
     from sftlang.check import check_spec_file
     from sftlang.lower import lower
 
@@ -229,7 +229,7 @@ def export_run(tmp_path_factory):
 
 
 def test_export_replaces_the_trained_part_and_refuses_what_it_cannot_map(export_run, tmp_path):
-    from runtime.review.export import export_corrections
+    from runtime.review.corrections import export_corrections
 
     root, run_dir, samples, fps = export_run
     ids = row_ids(samples)
@@ -263,7 +263,7 @@ def test_export_replaces_the_trained_part_and_refuses_what_it_cannot_map(export_
 def test_export_refuses_rows_of_changed_data_and_rows_without_files(export_run, tmp_path):
     import shutil
 
-    from runtime.review.export import export_corrections
+    from runtime.review.corrections import export_corrections
 
     root, run_dir, samples, fps = export_run
     copy = tmp_path / "run"

@@ -167,7 +167,7 @@ def test_lora_run_trains_only_the_adapter_and_exports_for_peft(project):
     with torch.no_grad():
         assert not torch.allclose(base(ids).logits, tuned(ids).logits)  # the adapter learned something
         theirs = tuned(ids).logits.numpy()
-    from runtime.inference import load_trained
+    from runtime.runs.trained_run import load_trained
 
     np.testing.assert_allclose(np.asarray(load_trained(run_dir).model(ids.numpy())), theirs, atol=1e-4)
     plan = json.loads((run_dir / "plan.json").read_text())

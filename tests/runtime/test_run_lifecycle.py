@@ -133,7 +133,7 @@ def test_a_restore_error_that_is_not_damage_stops_the_run_and_keeps_every_checkp
     `sftc run` resumes from the newest checkpoint."""
     import errno
 
-    from runtime.train.checkpoint import Checkpoints
+    from runtime.checkpoints.orbax_checkpoints import Checkpoints
 
     original = _interrupt(monkeypatch, at=10)
     assert main(["run", "tiny.sft"]) == 130

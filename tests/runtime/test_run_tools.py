@@ -79,7 +79,7 @@ def test_chat_streams_answers(trained, monkeypatch, capsys):
     # the tiny template takes two columns, so a line of text cannot fill it: refused up front
     assert main(["chat", str(run_dir)]) == 2
     assert "one placeholder" in capsys.readouterr().err
-    from runtime.inference import load_trained
+    from runtime.runs.trained_run import load_trained
 
     trained_run = load_trained(run_dir)
     answers = iter(["two", "three"])
@@ -96,12 +96,12 @@ def test_chat_streams_answers(trained, monkeypatch, capsys):
     one_column = dict(trained_run.plan.data.templates)
     import dataclasses
 
-    from runtime.data.plan import TemplateSpec
+    from runtime.plan.data_plan import TemplateSpec
 
     one_column["sums"] = TemplateSpec(prompt="what is {a} plus two ? ", completion="{c}")
     data = dataclasses.replace(trained_run.plan.data, templates=one_column)
     plan = dataclasses.replace(trained_run.plan, data=data)
-    monkeypatch.setattr("runtime.inference.read_plan", lambda _: plan)
+    monkeypatch.setattr("runtime.runs.trained_run.read_plan", lambda _: plan)
     assert main(["chat", str(run_dir), "--max-new-tokens", "2"]) == 0
     out = capsys.readouterr().out
     assert asked == ["> ", "> ", "> "]  # two answered prompts, then end of input
@@ -112,7 +112,7 @@ def test_export_loads_in_transformers(trained):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from runtime.inference import load_trained
+    from runtime.runs.trained_run import load_trained
 
     root, run_dir = trained
     assert main(["export", str(run_dir), str(root / "out")]) == 0

@@ -9,8 +9,7 @@ import pytest
 import sentencepiece as spm
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from runtime.tokenizer import (TokenizerError, ensure_pad_token, from_sentencepiece, load_tokenizer,
-                               train_sentencepiece)
+from runtime.checkpoints.tokenizer_files import TokenizerError, ensure_pad_token, from_sentencepiece, load_tokenizer, train_sentencepiece
 
 SAMPLES = [
     "where is my order 48213?",
@@ -64,7 +63,7 @@ def test_export_with_model_reloads_identically(trained, tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from runtime.hf import load_pretrained, save_pretrained
+    from runtime.checkpoints.hf_checkpoint import load_pretrained, save_pretrained
     from runtime.models import ModelConfig, build, forward
 
     tok, _ = trained
@@ -169,7 +168,7 @@ def test_vocab_errors_give_the_valid_range(tmp_path):
 def test_character_count_matches_the_trainer(tmp_path, coverage, byte_fallback):
     """`sftc check` states the smallest vocabulary from `CharacterCount`: it must be the
     number the trainer itself requires (spaces, NUL, tabs, emoji, a too-long text)."""
-    from runtime.vocab_range import CharacterCount, smallest_vocab
+    from runtime.plan.vocab_range import CharacterCount, smallest_vocab
 
     texts = _corpus(300) + SAMPLES + ["nul\0byte", "x" * 10 + "Q" * 20000, "▁ literal"] * 3
     count = CharacterCount()

@@ -18,9 +18,9 @@ import optax
 import pytest
 from flax import nnx
 
-from runtime import mesh as meshlib
+from runtime.platform import mesh as meshlib
 from runtime.models import ModelConfig, build
-from runtime.plan_types import Adafactor, AdamW, Lion, Sgd
+from runtime.plan.settings import Adafactor, AdamW, Lion, Sgd
 from runtime.train import optim, schedule, step
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -228,9 +228,9 @@ _SHARDED = textwrap.dedent(
     import json, sys
     import jax, jax.numpy as jnp, numpy as np
     from flax import nnx
-    from runtime import mesh as meshlib
+    from runtime.platform import mesh as meshlib
     from runtime.models import ModelConfig, build
-    from runtime.plan_types import Adafactor, AdamW, Lion, Sgd
+    from runtime.plan.settings import Adafactor, AdamW, Lion, Sgd
     from runtime.train import optim, schedule, step
 
     config = ModelConfig.llama(layers=2, dim=64, heads=4, kv_heads=2, ffn=128, vocab=128)

@@ -107,8 +107,8 @@ def project(tmp_path_factory):
     """The project, its plan prepared once (tokenizer, data), and the eval samples by source."""
     import os
 
-    from runtime.evaluate.generation import Sample, select_prompts
-    from runtime.prepare import prepare
+    from runtime.evaluate.answers import Sample, select_prompts
+    from runtime.train.prepare import prepare
     from sftlang.check import check_spec_file
     from sftlang.lower import lower
 
@@ -133,8 +133,8 @@ def make_run(root: Path, prepared, samples, name: str, base_text=lambda s, k: f"
     """A finished run directory as `sftc run` leaves it for review and diff: plan, manifest
     (with the inputs' identity), report.json with the samples and the baseline's (in reverse
     order, so only identity can pair them)."""
-    from runtime.inputs import gather
-    from runtime.run import write_manifest, write_plan
+    from runtime.plan.run_inputs import gather
+    from runtime.runs.run_directory import write_manifest, write_plan
 
     run_dir = root / "runs" / "meet" / name
     run_dir.mkdir(parents=True)
@@ -166,7 +166,7 @@ def test_check_plan_and_preview_read_every_shape(project, shape, capsys, monkeyp
 
 
 def test_every_eval_sample_has_its_own_identity(project):
-    from runtime.data.origin import sample_key
+    from runtime.plan.sample_origin import sample_key
     from runtime.review.store import row_ids
 
     _, prepared, samples = project
@@ -255,7 +255,7 @@ def _correct_all(run_dir: Path, text) -> None:
 
 
 def test_review_export_writes_each_correction_into_its_own_answer_in_the_source_shape(project, tmp_path):
-    from runtime.review.export import export_corrections
+    from runtime.review.corrections import export_corrections
 
     root, prepared, samples = project
     run_dir = make_run(tmp_path, prepared, samples, "a")
@@ -294,8 +294,8 @@ def _file(shape: str) -> str:
 def test_an_edited_eval_file_retires_its_judgements_and_refuses_their_export(project, tmp_path):
     """Two lines of a separate eval file swapped after the run: no correction may land on the
     other prompt, and the judgements stop counting (their data is not the data now)."""
-    from runtime.inputs import eval_fingerprints, gather
-    from runtime.review.export import export_corrections
+    from runtime.plan.run_inputs import eval_fingerprints, gather
+    from runtime.review.corrections import export_corrections
     from runtime.review.rows import load_rows
     from runtime.review.summary import review_summary
 
@@ -320,7 +320,7 @@ def test_an_edited_eval_file_retires_its_judgements_and_refuses_their_export(pro
 
     lines = (copy / "sep-eval.jsonl").read_text().splitlines()
     (copy / "sep-eval.jsonl").write_text("\n".join(lines[::-1]) + "\n")
-    from runtime.plan import Plan
+    from runtime.plan.run_plan import Plan
 
     now = eval_fingerprints(gather(Plan.from_dict(plan), root / "cache", load=False).parts)
     assert now["sep"] != eval_fingerprints(manifest)["sep"] and now["pc"] == eval_fingerprints(manifest)["pc"]

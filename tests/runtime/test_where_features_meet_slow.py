@@ -26,7 +26,7 @@ import pytest
 from run_helpers import final_params
 from test_where_features_meet import EXPECTED_EXPORT, SHAPES, SHAPES_TOKENIZER, write_project
 
-from runtime.data.origin import sample_key
+from runtime.plan.sample_origin import sample_key
 from sftlang.cli import main
 
 pytestmark = pytest.mark.slow
@@ -354,7 +354,7 @@ def test_a_two_process_job_answers_every_eval_sample_as_one_process(trained):
 def test_an_edited_training_file_is_named_by_the_run_diff(trained, capsys, monkeypatch):
     """A row appended to one source's training file: a run on it (stopped before its first step,
     its manifest written) differs from the first run by that source's data, in the words of
-    `runtime.inputs`, and by nothing else among the inputs. Last in the file: it edits the project."""
+    `runtime.plan.run_inputs`, and by nothing else among the inputs. Last in the file: it edits the project."""
     from runtime.data.pipeline import DataPipeline
 
     root, first = trained

@@ -1,0 +1,98 @@
+"""`sftc review RUN`: a local web page where experts score, flag and correct a run's eval
+answers (the tuned model's next to the base model's); `--export FILE` writes the
+corrections as data rows instead."""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import secrets
+
+from rich.console import Console
+
+from runtime.commands import EXIT_FAIL, EXIT_OK, EXIT_USAGE, say
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def _export(args: argparse.Namespace, console: Console) -> int:
+    from runtime.review.corrections import export_corrections
+
+    result = export_corrections(args.run_dir, args.export)
+    for warning in result.warnings:
+        say(console, "warning", warning)
+    for refusal in result.refused:
+        say(console, "error", f"not exported: {refusal}")
+    rows = f"{result.written} corrected row{'s' * (result.written != 1)}"
+    if result.refused:
+        console.print(f"wrote {rows} to {result.path}; {len(result.refused)} row"
+                      f"{'s' * (len(result.refused) != 1)} refused (see above)", highlight=False)
+        return EXIT_FAIL
+    console.print(f"wrote {rows} to {result.path}", highlight=False)
+    return EXIT_OK
+
+
+def main(args: argparse.Namespace) -> int:
+    """Serve the review page of `args.run_dir` until Ctrl-C, or export its corrections."""
+    from runtime.review.display import odd_character
+    from runtime.review.rows import ReviewError, load_rows
+    from runtime.review.store import valid_reviewer
+
+    console = Console(stderr=True, highlight=False)
+    if args.reviewer is not None and valid_reviewer(args.reviewer):
+        odd = args.reviewer.strip() and odd_character(args.reviewer)
+        say(console, "error", f"--reviewer: {valid_reviewer(args.reviewer)}{f' (it holds {odd})' if odd else ''}")
+        return EXIT_USAGE
+    try:
+        if args.export is not None:
+            return _export(args, console)
+        rows = load_rows(args.run_dir)
+    except ReviewError as error:
+        say(console, "error", str(error))
+        return EXIT_FAIL
+    if not _loopback(args.host) and not args.token:
+        say(console, "error", f"--host {args.host} would let anyone who can reach this machine read the run's "
+                              f"data and write reviews; pass --token T (every request must then carry it), "
+                              f"or keep the default --host 127.0.0.1")
+        return EXIT_USAGE
+    if args.token is not None and len(args.token) < 16:
+        say(console, "error", "--token: use at least 16 characters (for example: "
+                              f"{secrets.token_urlsafe(24)})")
+        return EXIT_USAGE
+    if not 0 <= args.port <= 65535:
+        say(console, "error", f"--port {args.port}: a port is 0-65535 (0: any free port)")
+        return EXIT_USAGE
+
+    from runtime.platform.library_logs import route_library_logs
+    from runtime.review.app import create_app, serve
+
+    route_library_logs(rows.run_dir / "sftc.log")  # the server's unexpected failures are logged with the run
+    app = create_app(rows, reviewer=args.reviewer, blind=args.blind, token=args.token, bound_host=args.host)
+
+    def ready(server) -> None:
+        host = f"[{args.host}]" if ":" in args.host else args.host
+        url = f"http://{host}:{server.effective_port}/"
+        if args.token:
+            url += f"?token={args.token}"
+        base = "no baseline answers" if rows.base_samples is None else f"baseline: {rows.base_kind or 'base'}"
+        print(f"review: {url}", flush=True)
+        console.print(f"{len(rows.rows)} rows of {args.run_dir} ({base}{', blind' if args.blind else ''}); "
+                      f"judgements go to {rows.run_dir / 'reviews.sqlite'}; Ctrl-C stops",
+                      highlight=False, soft_wrap=True)
+
+    try:
+        serve(app, args.host, args.port, ready=ready)  # returns on Ctrl-C (waitress stops its threads)
+    except KeyboardInterrupt:  # Ctrl-C before waitress's loop started
+        pass
+    except OSError as error:  # the port is taken, the address is not this machine's
+        say(console, "error", f"cannot listen on {args.host}:{args.port}: {error}")
+        return EXIT_FAIL
+    console.print("stopped; every saved judgement is in reviews.sqlite", highlight=False)
+    return EXIT_OK
