@@ -35,7 +35,7 @@ Rules:
   file ends with one newline.
 
 `parse(format_spec(tree))` equals `tree` (spans aside), and formatting is
-idempotent; tests/test_fmt.py checks both on generated specs.
+idempotent; tests/sftlang/test_fmt.py checks both on generated specs.
 """
 
 from __future__ import annotations

@@ -250,7 +250,7 @@ TEMPLATE_KEYS = (
 OPTIMIZERS = Calls({name: signature_of(settings) for name, settings in plan_types.OPTIMIZERS.items()}, what="optimizer")
 
 # Schedules are written as the user thinks of them (`warmup = 3%`, `min_lr = 10%`) and
-# lowered to plan_types' Length and absolute rates; tests/test_plan_types.py ties the
+# lowered to plan_types' Length and absolute rates; tests/runtime/plan/test_settings.py ties the
 # names and defaults below to plan_types.SCHEDULES.
 MIN_LR = OneOf((Share(low=0, high=1), NON_NEGATIVE))
 SCHEDULES = Calls(

@@ -9,7 +9,7 @@ checkpoint's files or the error show is taken for damage; everything else stops 
 the error.
 
 The rule, from what Orbax (0.12) and TensorStore raise for each kind of damage (each is
-reproduced in tests/runtime/test_checkpoint_damage.py). A checkpoint whose restore failed is
+reproduced in tests/runtime/checkpoints/test_checkpoint_damage.py). A checkpoint whose restore failed is
 damaged when a file that every checkpoint of ours has is absent or empty: `state/_METADATA`
 (the state's tree: without it a train state does not rebuild, and Orbax says only that the
 tree differs), `record/metadata`, and `state/manifest.ocdbt` of a checkpoint in OCDBT form.

@@ -149,7 +149,7 @@ def _failure_message(directory: Path, step: int, failed: list[tuple[int, str]], 
 # key carries the checkpointer's prefix). A process whose restore raised never reached it, so
 # it joins it here: then every process of a job meets the others in the same collectives,
 # and all decide from all the verdicts. (Orbax-internal: the 2-process test in
-# tests/runtime/test_checkpoint_damage.py hangs or fails if this ever stops matching.)
+# tests/runtime/checkpoints/test_checkpoint_damage.py hangs or fails if this ever stops matching.)
 _ORBAX_RESTORE_BARRIER = "Checkpointer:restore"
 
 

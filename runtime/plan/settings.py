@@ -3,7 +3,7 @@ learning-rate schedule, `init` architecture and trained tokenizer.
 
 Each class is the one home of its call's argument names, defaults and ranges:
 `sftlang.schema` derives the language's signatures from these fields (schedules,
-whose spec form differs, are tied to theirs by tests/test_plan_types.py),
+whose spec form differs, are tied to theirs by tests/runtime/plan/test_settings.py),
 `sftlang.lower` builds them, and the runtime maps each to optax, a ModelConfig
 or sentencepiece in one table. Construction checks every field, so an edited
 plan.json cannot carry `b2 = 1.5` into a run. In JSON, `name` tags the variant.

@@ -74,7 +74,7 @@ def hf_checkpoint(tmp_path_factory):
 @pytest.fixture()
 def project(tmp_path, monkeypatch):
     """The tiny `sftc run` project of run_helpers, as the working directory, with its own cache."""
-    from run_helpers import write_project
+    from tests.runtime.run_helpers import write_project
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("SFTC_CACHE", str(tmp_path / "cache"))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from data_helpers import wordlevel_tokenizer
+from tests.runtime.data_helpers import wordlevel_tokenizer
 
 NUMBERS = "zero one two three four five six seven eight nine".split()
 

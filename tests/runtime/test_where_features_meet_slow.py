@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from run_helpers import final_params
-from test_where_features_meet import EXPECTED_EXPORT, SHAPES, SHAPES_TOKENIZER, write_project
+from tests.runtime.run_helpers import final_params
+from tests.runtime.test_where_features_meet import EXPECTED_EXPORT, SHAPES, SHAPES_TOKENIZER, write_project
 
 from runtime.plan.sample_origin import sample_key
 from sftlang.cli import main
@@ -326,7 +326,7 @@ def test_a_two_process_job_answers_every_eval_sample_as_one_process(trained):
     import subprocess
     import sys
 
-    from test_multiprocess import _env, _free_port, finish
+    from tests.runtime.platform.test_multiprocess import _env, _free_port, finish
 
     root, first = trained
     before = set(_runs(root))
