@@ -38,13 +38,18 @@ def main() -> None:
             timings.append(time.perf_counter() - started)
             assert not any(d.is_error for d in problems), (path, problems)
         cold_started = time.perf_counter()
-        done = subprocess.run([str(Path(sys.executable).parent / "sftc"), "check", "--offline", "--devices", "1", str(specs[0])], capture_output=True)
+        done = subprocess.run(
+            [str(Path(sys.executable).parent / "sftc"), "check", "--offline", "--devices", "1", str(specs[0])],
+            capture_output=True,
+        )
         cold = time.perf_counter() - cold_started
         assert done.returncode == 0, done.stderr
     timings.sort()
-    print(f"sftc check, {len(timings)} specs in one process: total {sum(timings):.3f}s, "
-          f"median {timings[len(timings) // 2] * 1000:.1f} ms, max {timings[-1] * 1000:.1f} ms "
-          f"(first includes building the parser)")
+    print(
+        f"sftc check, {len(timings)} specs in one process: total {sum(timings):.3f}s, "
+        f"median {timings[len(timings) // 2] * 1000:.1f} ms, max {timings[-1] * 1000:.1f} ms "
+        f"(first includes building the parser)"
+    )
     print(f"one cold `sftc check` process (interpreter start + imports + check): {cold:.2f}s")
 
 

@@ -70,8 +70,12 @@ def fresh_env(root: Path) -> dict:
     """Empty sftc and datasets caches (the tokenizer and data files stay)."""
     for name in ("sftc-cache", "hf-cache", "trl-out", "runs"):
         shutil.rmtree(root / name, ignore_errors=True)
-    return {**os.environ, "SFTC_CACHE": str(root / "sftc-cache"), "HF_DATASETS_CACHE": str(root / "hf-cache"),
-            "HF_HUB_OFFLINE": "1"}  # each side with its own tokenizer threading
+    return {
+        **os.environ,
+        "SFTC_CACHE": str(root / "sftc-cache"),
+        "HF_DATASETS_CACHE": str(root / "hf-cache"),
+        "HF_HUB_OFFLINE": "1",
+    }  # each side with its own tokenizer threading
 
 
 def main() -> None:
@@ -94,7 +98,9 @@ def main() -> None:
             ours.append(timed([sftc, "plan", "cold.sft"], root, fresh_env(root)))
             theirs.append(timed([sys.executable, "-c", TRL], root, fresh_env(root)))
     a, b = min(ours), min(theirs)
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}"
+    )
     print(f"{args.rows:,} rows, cold process, empty caches, pack to 512 tokens (best of {args.repeats})")
     print(f"sftc plan    {a:7.2f} s  {args.rows / a:9,.0f} rows/s   (all: {', '.join(f'{x:.1f}' for x in ours)})")
     print(f"TRL SFTTrainer {b:5.2f} s  {args.rows / b:9,.0f} rows/s   (all: {', '.join(f'{x:.1f}' for x in theirs)})")

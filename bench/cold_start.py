@@ -95,21 +95,30 @@ def main(argv=None) -> dict:
         checkpoint = tmp / "models" / "SmolLM2-135M-Instruct"
         _checkpoint(checkpoint)
         spec = tmp / "specs" / "support-chat.sft"
-        spec.write_text(spec.read_text().replace('hf("HuggingFaceTB/SmolLM2-135M-Instruct")',
-                                                 'hf("../models/SmolLM2-135M-Instruct")'))
+        spec.write_text(
+            spec.read_text().replace(
+                'hf("HuggingFaceTB/SmolLM2-135M-Instruct")', 'hf("../models/SmolLM2-135M-Instruct")'
+            )
+        )
         env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
         env["SFTC_CACHE"] = str(tmp / "cache")
         cwd = tmp / "specs"
         results["check_s"], _ = _best([sftc, "check", spec.name], cwd, env, a.repeats)
         results["plan_first_s"], _ = _timed([sftc, "plan", spec.name], cwd, env)
         results["plan_s"], _ = _best([sftc, "plan", spec.name], cwd, env, a.repeats)
-        results["peer_metadata_s"], _ = _best([sys.executable, "-c", PEER_METADATA, str(checkpoint)], cwd, env, a.repeats)
+        results["peer_metadata_s"], _ = _best(
+            [sys.executable, "-c", PEER_METADATA, str(checkpoint)], cwd, env, a.repeats
+        )
 
         quick = cwd / "quick.sft"
         text = (cwd / "quickstart.sft").read_text()
-        for old, new in (("steps      = 800", "steps      = 40"), ("every 200 steps keep 2", "every 40 steps keep 1"),
-                         ("every    = 200 steps", "every    = 40 steps"), ("samples  = 200", "samples  = 4"),
-                         ('sft "quickstart"', 'sft "quick"')):
+        for old, new in (
+            ("steps      = 800", "steps      = 40"),
+            ("every 200 steps keep 2", "every 40 steps keep 1"),
+            ("every    = 200 steps", "every    = 40 steps"),
+            ("samples  = 200", "samples  = 4"),
+            ('sft "quickstart"', 'sft "quick"'),
+        ):
             assert old in text, old
             text = text.replace(old, new)
         quick.write_text(text)
@@ -121,8 +130,9 @@ def main(argv=None) -> dict:
         generate = [sftc, "generate", str(run_dir), "--prompt", PROMPT, "--max-new-tokens", "48"]
         results["generate_first_s"], first = _timed(generate, cwd, env)
         results["generate_s"], again = _best(generate, cwd, env, a.repeats)
-        results["peer_generate_s"], peer = _best([sys.executable, "-c", PEER_GENERATE, str(export), PROMPT], cwd, env,
-                                                 a.repeats)
+        results["peer_generate_s"], peer = _best(
+            [sys.executable, "-c", PEER_GENERATE, str(export), PROMPT], cwd, env, a.repeats
+        )
         results["answers"] = {"sftc": again, "peer": peer, "same": again == peer == first}
     if a.json:
         print(json.dumps(results, indent=2))
@@ -130,11 +140,15 @@ def main(argv=None) -> dict:
     print(f"{'what':<42} {'sftc':>8} {'peer':>8}")
     print(f"{'sftc check support-chat.sft':<42} {results['check_s']:>7.2f}s {'-':>8}")
     print(f"{'sftc plan, data not prepared yet':<42} {results['plan_first_s']:>7.2f}s {'-':>8}")
-    print(f"{'sftc plan, inputs unchanged':<42} {results['plan_s']:>7.2f}s {results['peer_metadata_s']:>7.2f}s"
-          "   (peer: AutoConfig + AutoTokenizer)")
+    print(
+        f"{'sftc plan, inputs unchanged':<42} {results['plan_s']:>7.2f}s {results['peer_metadata_s']:>7.2f}s"
+        "   (peer: AutoConfig + AutoTokenizer)"
+    )
     print(f"{'sftc generate, empty compilation cache':<42} {results['generate_first_s']:>7.2f}s {'-':>8}")
-    print(f"{'sftc generate, later processes':<42} {results['generate_s']:>7.2f}s {results['peer_generate_s']:>7.2f}s"
-          "   (peer: from_pretrained + generate)")
+    print(
+        f"{'sftc generate, later processes':<42} {results['generate_s']:>7.2f}s {results['peer_generate_s']:>7.2f}s"
+        "   (peer: from_pretrained + generate)"
+    )
     print(f"same answer: {results['answers']['same']}  ({results['answers']['sftc']!r})")
     return results
 

@@ -49,8 +49,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}")
-    print(f"{'rows':>10}  {'cold s':>8}  {'rows/s':>8}  {'peak MiB':>9}  {'warm s':>7}  {'peak MiB':>9}  {'file MiB':>9}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}"
+    )
+    print(
+        f"{'rows':>10}  {'cold s':>8}  {'rows/s':>8}  {'peak MiB':>9}  {'warm s':>7}  {'peak MiB':>9}  {'file MiB':>9}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         tokenizer = bpe_tokenizer(synthetic_rows(5000))
@@ -62,8 +66,10 @@ def main() -> None:
                     out.writelines(json.dumps(row) + "\n" for row in synthetic_rows(min(100_000, n - chunk), chunk))
             cold = measure(path, tmp / "tok", tmp / f"cache-{n}")
             warm = measure(path, tmp / "tok", tmp / f"cache-{n}")
-            print(f"{n:>10,}  {cold['seconds']:>8.1f}  {n / cold['seconds']:>8,.0f}  {cold['peak_mib']:>9,.0f}  "
-                  f"{warm['seconds']:>7.1f}  {warm['peak_mib']:>9,.0f}  {path.stat().st_size / 2**20:>9,.0f}")
+            print(
+                f"{n:>10,}  {cold['seconds']:>8.1f}  {n / cold['seconds']:>8,.0f}  {cold['peak_mib']:>9,.0f}  "
+                f"{warm['seconds']:>7.1f}  {warm['peak_mib']:>9,.0f}  {path.stat().st_size / 2**20:>9,.0f}"
+            )
 
 
 if __name__ == "__main__":

@@ -31,13 +31,22 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 QUESTIONS = (
-    "How do I reset my password?", "What is the capital of France?", "Write a haiku about the sea.",
-    "Explain what a list comprehension is in Python.", "Give me three tips for better sleep.",
-    "What is 17 times 23?", "Summarize the plot of Romeo and Juliet in two sentences.",
-    "How do I return an item I bought online?", "What causes rain?", "Translate 'good morning' into Spanish.",
-    "Name a famous painting by Vincent van Gogh.", "How many legs does a spider have?",
-    "What is the difference between a virus and a bacterium?", "Suggest a name for a grey cat.",
-    "Why is the sky blue?", "Write one sentence that uses the word 'serendipity'.",
+    "How do I reset my password?",
+    "What is the capital of France?",
+    "Write a haiku about the sea.",
+    "Explain what a list comprehension is in Python.",
+    "Give me three tips for better sleep.",
+    "What is 17 times 23?",
+    "Summarize the plot of Romeo and Juliet in two sentences.",
+    "How do I return an item I bought online?",
+    "What causes rain?",
+    "Translate 'good morning' into Spanish.",
+    "Name a famous painting by Vincent van Gogh.",
+    "How many legs does a spider have?",
+    "What is the difference between a virus and a bacterium?",
+    "Suggest a name for a grey cat.",
+    "Why is the sky blue?",
+    "Write one sentence that uses the word 'serendipity'.",
 )
 SAMPLING = {"temperature": 0.7, "top_p": 0.9}
 
@@ -108,18 +117,22 @@ def _measure(call, repeats: int, stops: set[int], keep_rows: bool) -> dict:
         started = time.perf_counter()
         rows = call()
         times.append(time.perf_counter() - started)
-    return {"first_s": first, "best_s": min(times), "tokens": _count(rows, stops),
-            "rows": _trim(rows, stops) if keep_rows else None}
+    return {
+        "first_s": first,
+        "best_s": min(times),
+        "tokens": _count(rows, stops),
+        "rows": _trim(rows, stops) if keep_rows else None,
+    }
 
 
 def run_sftc(a) -> dict:
     import jax
 
+    from runtime.checkpoints.hf_checkpoint import load_pretrained, resolve_checkpoint
+    from runtime.checkpoints.tokenizer_files import load_tokenizer
     from runtime.data.prompts import stop_ids
     from runtime.evaluate.answers import pad_id
-    from runtime.checkpoints.hf_checkpoint import load_pretrained, resolve_checkpoint
     from runtime.models.decode import Sampling, generate_many
-    from runtime.checkpoints.tokenizer_files import load_tokenizer
 
     path = smollm2()
     tokenizer = load_tokenizer(resolve_checkpoint(path))
@@ -128,9 +141,18 @@ def run_sftc(a) -> dict:
     stops = stop_ids(tokenizer)
     out = {}
     for mode, sampling in (("greedy", Sampling()), ("sampling", Sampling(**SAMPLING))):
+
         def call():
-            return generate_many(model, prompts, a.max_new_tokens, eos_ids=stops, sampling=sampling,
-                                 rng=jax.random.key(0), pad_id=pad_id(tokenizer), batch_size=a.batch)
+            return generate_many(
+                model,
+                prompts,
+                a.max_new_tokens,
+                eos_ids=stops,
+                sampling=sampling,
+                rng=jax.random.key(0),
+                pad_id=pad_id(tokenizer),
+                batch_size=a.batch,
+            )
 
         out[mode] = _measure(call, a.repeats, set(stops), keep_rows=mode == "greedy")
     return out
@@ -152,20 +174,27 @@ def run_hf(a) -> dict:
     order = sorted(range(len(prompts)), key=lambda i: (len(prompts[i]), i))  # as sftc batches: by length
     out = {}
     for mode, settings in (("greedy", {"do_sample": False}), ("sampling", {"do_sample": True, **SAMPLING, "top_k": 0})):
+
         def call():
             torch.manual_seed(0)
             rows = [None] * len(prompts)
             for start in range(0, len(order), a.batch):
-                idx = order[start:start + a.batch]
+                idx = order[start : start + a.batch]
                 width = max(len(prompts[i]) for i in idx)
                 ids = torch.full((len(idx), width), pad, dtype=torch.long)
                 mask = torch.zeros((len(idx), width), dtype=torch.long)
                 for r, i in enumerate(idx):
-                    ids[r, width - len(prompts[i]):] = torch.tensor(prompts[i])
-                    mask[r, width - len(prompts[i]):] = 1
+                    ids[r, width - len(prompts[i]) :] = torch.tensor(prompts[i])
+                    mask[r, width - len(prompts[i]) :] = 1
                 with torch.inference_mode():
-                    new = model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=a.max_new_tokens,
-                                         eos_token_id=stops, pad_token_id=pad, **settings)[:, width:]
+                    new = model.generate(
+                        input_ids=ids,
+                        attention_mask=mask,
+                        max_new_tokens=a.max_new_tokens,
+                        eos_token_id=stops,
+                        pad_token_id=pad,
+                        **settings,
+                    )[:, width:]
                 for r, i in enumerate(idx):
                     rows[i] = new[r].tolist()
             return rows
@@ -175,14 +204,27 @@ def run_hf(a) -> dict:
 
 
 def _spawn(a, side: str, env: dict) -> dict:
-    command = [sys.executable, str(Path(__file__).resolve()), "--one", side, "--prompts", str(a.prompts),
-               "--batch", str(a.batch), "--max-new-tokens", str(a.max_new_tokens), "--repeats", str(a.repeats),
-               "--threads", str(a.threads)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--one",
+        side,
+        "--prompts",
+        str(a.prompts),
+        "--batch",
+        str(a.batch),
+        "--max-new-tokens",
+        str(a.max_new_tokens),
+        "--repeats",
+        str(a.repeats),
+        "--threads",
+        str(a.threads),
+    ]
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     for line in reversed(done.stdout.splitlines()):
         if line.startswith("@@RESULT "):
-            return {**json.loads(line[len("@@RESULT "):]), "wall_s": time.perf_counter() - started}
+            return {**json.loads(line[len("@@RESULT ") :]), "wall_s": time.perf_counter() - started}
     raise SystemExit(f"{side} failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
 
 
@@ -210,31 +252,54 @@ def main(argv=None) -> dict:
     rows = []
     for mode in ("greedy", "sampling"):
         s, h = sftc[mode], hf[mode]
-        row = {"mode": mode, "sftc_tokens": s["tokens"], "hf_tokens": h["tokens"],
-               "sftc_tok_s": s["tokens"] / s["best_s"], "hf_tok_s": h["tokens"] / h["best_s"],
-               "sftc_first_s_cold_cache": sftc_cold[mode]["first_s"], "sftc_first_s_warm_cache": s["first_s"],
-               "hf_first_s": h["first_s"]}
+        row = {
+            "mode": mode,
+            "sftc_tokens": s["tokens"],
+            "hf_tokens": h["tokens"],
+            "sftc_tok_s": s["tokens"] / s["best_s"],
+            "hf_tok_s": h["tokens"] / h["best_s"],
+            "sftc_first_s_cold_cache": sftc_cold[mode]["first_s"],
+            "sftc_first_s_warm_cache": s["first_s"],
+            "hf_first_s": h["first_s"],
+        }
         row["ratio"] = row["sftc_tok_s"] / row["hf_tok_s"]
         if mode == "greedy":
             row["same_rows"] = sum(x == y for x, y in zip(s["rows"], h["rows"]))
             row["rows"] = len(s["rows"])
         rows.append(row)
-    machine = {"cpu_count": os.cpu_count(), "python": platform.python_version(), "jax": _version("jax"),
-               "torch": _version("torch"), "transformers": _version("transformers")}
-    settings = {"prompts": a.prompts, "batch": a.batch, "max_new_tokens": a.max_new_tokens, "repeats": a.repeats,
-                "threads": a.threads, "sampling": SAMPLING}
+    machine = {
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": _version("jax"),
+        "torch": _version("torch"),
+        "transformers": _version("transformers"),
+    }
+    settings = {
+        "prompts": a.prompts,
+        "batch": a.batch,
+        "max_new_tokens": a.max_new_tokens,
+        "repeats": a.repeats,
+        "threads": a.threads,
+        "sampling": SAMPLING,
+    }
     if a.json:
         print(json.dumps({"machine": machine, "settings": settings, "rows": rows}, indent=2))
     else:
-        print(f"SmolLM2-135M-Instruct float32, {a.prompts} chat prompts in batches of {a.batch}, "
-              f"max_new_tokens {a.max_new_tokens}; best of {a.repeats}; {machine}")
-        print(f"{'mode':<9} {'sftc tok/s':>10} {'hf tok/s':>9} {'ratio':>6} {'sftc tokens':>11} {'hf tokens':>9} "
-              f"{'sftc 1st call: cold cache':>25} {'warm cache':>10} {'hf 1st':>7} {'same greedy rows':>17}")
+        print(
+            f"SmolLM2-135M-Instruct float32, {a.prompts} chat prompts in batches of {a.batch}, "
+            f"max_new_tokens {a.max_new_tokens}; best of {a.repeats}; {machine}"
+        )
+        print(
+            f"{'mode':<9} {'sftc tok/s':>10} {'hf tok/s':>9} {'ratio':>6} {'sftc tokens':>11} {'hf tokens':>9} "
+            f"{'sftc 1st call: cold cache':>25} {'warm cache':>10} {'hf 1st':>7} {'same greedy rows':>17}"
+        )
         for r in rows:
             same = f"{r['same_rows']}/{r['rows']}" if "same_rows" in r else "-"
-            print(f"{r['mode']:<9} {r['sftc_tok_s']:>10.1f} {r['hf_tok_s']:>9.1f} {r['ratio']:>5.2f}x "
-                  f"{r['sftc_tokens']:>11} {r['hf_tokens']:>9} {r['sftc_first_s_cold_cache']:>24.1f}s "
-                  f"{r['sftc_first_s_warm_cache']:>9.1f}s {r['hf_first_s']:>6.1f}s {same:>17}")
+            print(
+                f"{r['mode']:<9} {r['sftc_tok_s']:>10.1f} {r['hf_tok_s']:>9.1f} {r['ratio']:>5.2f}x "
+                f"{r['sftc_tokens']:>11} {r['hf_tokens']:>9} {r['sftc_first_s_cold_cache']:>24.1f}s "
+                f"{r['sftc_first_s_warm_cache']:>9.1f}s {r['hf_first_s']:>6.1f}s {same:>17}"
+            )
     return {"machine": machine, "settings": settings, "rows": rows}
 
 

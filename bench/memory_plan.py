@@ -56,7 +56,9 @@ SHAPES = (
     Shape("135M-shape LoRA", 30, 576, 9, 3, 1536, 49152, 2, 256, lora=True),
     Shape("135M-shape LoRA bf16 remat", 30, 576, 9, 3, 1536, 49152, 4, 512, dtype="bfloat16", remat="full", lora=True),
     Shape("135M-shape LoRA bf16", 30, 576, 9, 3, 1536, 49152, 2, 256, dtype="bfloat16", lora=True),
-    Shape("135M-shape LoRA bf16 int8", 30, 576, 9, 3, 1536, 49152, 2, 256, dtype="bfloat16", lora=True, quantize="int8"),
+    Shape(
+        "135M-shape LoRA bf16 int8", 30, 576, 9, 3, 1536, 49152, 2, 256, dtype="bfloat16", lora=True, quantize="int8"
+    ),
     Shape("135M-shape LoRA bf16 nf4", 30, 576, 9, 3, 1536, 49152, 2, 256, dtype="bfloat16", lora=True, quantize="nf4"),
 )
 
@@ -64,33 +66,62 @@ SHAPES = (
 def measure(shape: Shape) -> dict:
     import jax
 
-    from runtime.preflight.throughput import DEFAULT_OPTIMIZER, StepBench
-    from runtime.train.engine import StepSettings
     from runtime.models import ModelConfig
     from runtime.models.lora import count_lora_params
     from runtime.plan.run_plan import LoraPlan
-    from runtime.preflight.plan_report import memory_estimate, parameter_count
     from runtime.plan.settings import SCHEDULES, Length
+    from runtime.preflight.plan_report import memory_estimate, parameter_count
+    from runtime.preflight.throughput import DEFAULT_OPTIMIZER, StepBench
+    from runtime.train.engine import StepSettings
 
-    config = ModelConfig.llama(layers=shape.layers, dim=shape.dim, heads=shape.heads, kv_heads=shape.kv_heads,
-                               ffn=shape.ffn, vocab=shape.vocab).replace(remat=shape.remat)
+    config = ModelConfig.llama(
+        layers=shape.layers, dim=shape.dim, heads=shape.heads, kv_heads=shape.kv_heads, ffn=shape.ffn, vocab=shape.vocab
+    ).replace(remat=shape.remat)
     adapter = LoraPlan(16, 32, 0.0, ("q", "k", "v", "o")) if shape.lora else None
-    settings = StepSettings(steps=10, micro=shape.micro, accumulation=1, dtype=shape.dtype, optimizer=DEFAULT_OPTIMIZER,
-                            schedule=SCHEDULES["cosine"](warmup=Length(steps=1)).decided(10), clip=1.0,
-                            mesh={"data": "auto"}, adapter=adapter, quantize=shape.quantize)
+    settings = StepSettings(
+        steps=10,
+        micro=shape.micro,
+        accumulation=1,
+        dtype=shape.dtype,
+        optimizer=DEFAULT_OPTIMIZER,
+        schedule=SCHEDULES["cosine"](warmup=Length(steps=1)).decided(10),
+        clip=1.0,
+        mesh={"data": "auto"},
+        adapter=adapter,
+        quantize=shape.quantize,
+    )
     bench = StepBench(config, settings, shape.seq_len, jax.devices()[:1])
     analysis = bench.compiled.memory_analysis()
-    measured = (analysis.argument_size_in_bytes + analysis.output_size_in_bytes - analysis.alias_size_in_bytes
-                + analysis.temp_size_in_bytes)
+    measured = (
+        analysis.argument_size_in_bytes
+        + analysis.output_size_in_bytes
+        - analysis.alias_size_in_bytes
+        + analysis.temp_size_in_bytes
+    )
     total = parameter_count(config)["total"]
     trainable = count_lora_params(config, adapter) if adapter else total
-    estimate = memory_estimate(config, trainable=trainable, total_params=total + (trainable if adapter else 0),
-                               dtype=shape.dtype, optimizer=DEFAULT_OPTIMIZER, micro_tokens=shape.micro * shape.seq_len,
-                               seq_len=shape.seq_len, remat=shape.remat, quantize=shape.quantize)
-    return {"shape": shape.name, "params": total, "trainable": trainable, "measured": measured,
-            "arguments": analysis.argument_size_in_bytes, "temporaries": analysis.temp_size_in_bytes,
-            "estimate": estimate["total"], "estimate_activations": estimate["activations"],
-            "error": estimate["total"] / measured - 1}
+    estimate = memory_estimate(
+        config,
+        trainable=trainable,
+        total_params=total + (trainable if adapter else 0),
+        dtype=shape.dtype,
+        optimizer=DEFAULT_OPTIMIZER,
+        micro_tokens=shape.micro * shape.seq_len,
+        seq_len=shape.seq_len,
+        remat=shape.remat,
+        quantize=shape.quantize,
+    )
+    return {
+        "shape": shape.name,
+        "params": total,
+        "trainable": trainable,
+        "measured": measured,
+        "arguments": analysis.argument_size_in_bytes,
+        "temporaries": analysis.temp_size_in_bytes,
+        "estimate": estimate["total"],
+        "estimate_activations": estimate["activations"],
+        "error": estimate["total"] / measured - 1,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{'shape':30} {'params':>10} {'XLA MiB':>9} {'(args':>8} {'temps)':>8} {'estimate MiB':>13} {'error':>7}")
     for r in rows:
-        print(f"{r['shape']:30} {r['params']:>10,} {r['measured'] / MiB:>9.1f} {r['arguments'] / MiB:>8.1f} "
-              f"{r['temporaries'] / MiB:>8.1f} {r['estimate'] / MiB:>13.1f} {r['error'] * 100:>+6.1f}%")
+        print(
+            f"{r['shape']:30} {r['params']:>10,} {r['measured'] / MiB:>9.1f} {r['arguments'] / MiB:>8.1f} "
+            f"{r['temporaries'] / MiB:>8.1f} {r['estimate'] / MiB:>13.1f} {r['error'] * 100:>+6.1f}%"
+        )
     worst = max(rows, key=lambda r: abs(r["error"]))
     print(f"largest error: {worst['error'] * 100:+.1f}% ({worst['shape']})")
     return 0

@@ -95,8 +95,12 @@ def _args(argv=None):
     p.add_argument("--steps", type=int, default=6, help=f"timed steps per configuration (after {WARMUP} warm-up)")
     p.add_argument("--only", nargs="+", choices=STORAGES, help="these storages only")
     p.add_argument("--sides", nargs="+", choices=("sftc", "peer"), default=["sftc", "peer"])
-    p.add_argument("--malloc", choices=("reuse", "system"), default="reuse",
-                   help="sftc's processes: runtime.platform.allocator's malloc settings (default) or glibc's own")
+    p.add_argument(
+        "--malloc",
+        choices=("reuse", "system"),
+        default="reuse",
+        help="sftc's processes: runtime.platform.allocator's malloc settings (default) or glibc's own",
+    )
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per configuration")
     p.add_argument("--json", action="store_true", help="print the rows as JSON")
@@ -141,23 +145,41 @@ def run_sftc(a, storage: str) -> dict:
     sys.path.insert(0, str(ROOT))
     import jax
 
-    from runtime.platform import allocator
-    from runtime.preflight.throughput import StepBench
-    from runtime.train.engine import StepSettings
     from runtime.models import ModelConfig
     from runtime.plan.run_plan import LoraPlan
     from runtime.plan.settings import SCHEDULES, AdamW
+    from runtime.platform import allocator
+    from runtime.preflight.throughput import StepBench
+    from runtime.train.engine import StepSettings
 
     dtype, quantize = HOW[storage]
     s = SHAPE
-    config = ModelConfig(vocab_size=s["vocab"], hidden_size=s["hidden"], intermediate_size=s["ffn"], num_layers=a.layers,
-                         num_heads=s["heads"], num_kv_heads=s["kv_heads"], head_dim=s["head_dim"], tie_embeddings=True,
-                         rope_theta=s["theta"], rms_norm_eps=s["eps"], initializer_range=s["init"])
+    config = ModelConfig(
+        vocab_size=s["vocab"],
+        hidden_size=s["hidden"],
+        intermediate_size=s["ffn"],
+        num_layers=a.layers,
+        num_heads=s["heads"],
+        num_kv_heads=s["kv_heads"],
+        head_dim=s["head_dim"],
+        tie_embeddings=True,
+        rope_theta=s["theta"],
+        rms_norm_eps=s["eps"],
+        initializer_range=s["init"],
+    )
     total = WARMUP + a.steps
     settings = StepSettings(
-        steps=max(total, 2), micro=a.micro, accumulation=a.batch // a.micro, dtype=dtype, optimizer=AdamW(lr=1e-4),
-        schedule=SCHEDULES["constant"]().decided(max(total, 2)), clip=1.0, mesh={"data": "auto"},
-        adapter=LoraPlan(16, 32.0, 0.0, ("q", "k", "v", "o")), seed=0, quantize=quantize,
+        steps=max(total, 2),
+        micro=a.micro,
+        accumulation=a.batch // a.micro,
+        dtype=dtype,
+        optimizer=AdamW(lr=1e-4),
+        schedule=SCHEDULES["constant"]().decided(max(total, 2)),
+        clip=1.0,
+        mesh={"data": "auto"},
+        adapter=LoraPlan(16, 32.0, 0.0, ("q", "k", "v", "o")),
+        seed=0,
+        quantize=quantize,
     )
     bench = StepBench(config, settings, a.seq_len)
     loaded = _rss_now()
@@ -167,12 +189,20 @@ def run_sftc(a, storage: str) -> dict:
     bench.run(WARMUP - 1)
     times = bench.run(a.steps)
     return {
-        "params": bench.params, "trainable": bench.trainable, "loss_first": first, "loss_last": bench.loss,
-        "times": times, "rss_loaded": loaded, "compile_s": bench.compile_s,
-        "xla_arguments": analysis.argument_size_in_bytes, "xla_temporaries": analysis.temp_size_in_bytes,
+        "params": bench.params,
+        "trainable": bench.trainable,
+        "loss_first": first,
+        "loss_last": bench.loss,
+        "times": times,
+        "rss_loaded": loaded,
+        "compile_s": bench.compile_s,
+        "xla_arguments": analysis.argument_size_in_bytes,
+        "xla_temporaries": analysis.temp_size_in_bytes,
         "xla_outputs_unaliased": analysis.output_size_in_bytes - analysis.alias_size_in_bytes,
-        "page_faults_per_step": bench.faults_per_step, "malloc": allocator.status(),
-        "device": f"{len(bench.devices)} x {bench.devices[0].device_kind}", "jax": jax.__version__,
+        "page_faults_per_step": bench.faults_per_step,
+        "malloc": allocator.status(),
+        "device": f"{len(bench.devices)} x {bench.devices[0].device_kind}",
+        "jax": jax.__version__,
     }
 
 
@@ -183,11 +213,22 @@ def _hf_config(a):
     from transformers import LlamaConfig
 
     s = SHAPE
-    return LlamaConfig(vocab_size=s["vocab"], hidden_size=s["hidden"], intermediate_size=s["ffn"],
-                       num_hidden_layers=a.layers, num_attention_heads=s["heads"], num_key_value_heads=s["kv_heads"],
-                       head_dim=s["head_dim"], tie_word_embeddings=True, rms_norm_eps=s["eps"], rope_theta=s["theta"],
-                       initializer_range=s["init"], max_position_embeddings=max(2048, a.seq_len), use_cache=False,
-                       attention_dropout=0.0)
+    return LlamaConfig(
+        vocab_size=s["vocab"],
+        hidden_size=s["hidden"],
+        intermediate_size=s["ffn"],
+        num_hidden_layers=a.layers,
+        num_attention_heads=s["heads"],
+        num_key_value_heads=s["kv_heads"],
+        head_dim=s["head_dim"],
+        tie_word_embeddings=True,
+        rms_norm_eps=s["eps"],
+        rope_theta=s["theta"],
+        initializer_range=s["init"],
+        max_position_embeddings=max(2048, a.seq_len),
+        use_cache=False,
+        attention_dropout=0.0,
+    )
 
 
 def save_checkpoint(a, path: str) -> None:
@@ -207,8 +248,10 @@ def run_peer(a, storage: str) -> dict:
 
     def keep(message: str) -> None:  # bitsandbytes' fallbacks and casts, for the table's notes
         if "kernels-community" in message:
-            message = ("bitsandbytes (imported by peft in every peer run): the kernels-community CPU kernel did not "
-                       "load (untrusted repository), its own C kernels ran")
+            message = (
+                "bitsandbytes (imported by peft in every peer run): the kernels-community CPU kernel did not "
+                "load (untrusted repository), its own C kernels ran"
+            )
         message = message.splitlines()[0][:200]
         if message not in notes:
             notes.append(message)
@@ -244,17 +287,22 @@ def run_peer(a, storage: str) -> dict:
         if quantize == "int8":
             bnb = BitsAndBytesConfig(load_in_8bit=True)
         else:
-            bnb = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=tdtype,
-                                     bnb_4bit_use_double_quant=False)
-        model = LlamaForCausalLM.from_pretrained(a.checkpoint, quantization_config=bnb, device_map="cpu", dtype=tdtype,
-                                                 attn_implementation="sdpa")
+            bnb = BitsAndBytesConfig(
+                load_in_4bit=True,
+                bnb_4bit_quant_type="nf4",
+                bnb_4bit_compute_dtype=tdtype,
+                bnb_4bit_use_double_quant=False,
+            )
+        model = LlamaForCausalLM.from_pretrained(
+            a.checkpoint, quantization_config=bnb, device_map="cpu", dtype=tdtype, attn_implementation="sdpa"
+        )
     lora = LoraConfig(r=16, lora_alpha=32, lora_dropout=0.0, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
     model = get_peft_model(model, lora)
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trainable, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
     ids = torch.from_numpy(_tokens(a))
-    micro = [ids[i:i + a.micro] for i in range(0, a.batch, a.micro)]
+    micro = [ids[i : i + a.micro] for i in range(0, a.batch, a.micro)]
     loaded = _rss_now()
     base = model.get_base_model().model.layers[0].self_attn.q_proj.base_layer
 
@@ -282,11 +330,21 @@ def run_peer(a, storage: str) -> dict:
     import transformers
 
     return {
-        "params": sum(p.numel() for p in model.parameters()), "trainable": sum(p.numel() for p in trainable),
-        "loss_first": first, "loss_last": last, "times": times, "rss_loaded": loaded,
-        "base_layer": f"{type(base).__module__.split('.')[0]}.{type(base).__name__} ({base.weight.dtype})".replace("torch.", ""),
-        "notes": notes, "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
-        "transformers": transformers.__version__, "peft": peft.__version__, "bitsandbytes": bitsandbytes.__version__,
+        "params": sum(p.numel() for p in model.parameters()),
+        "trainable": sum(p.numel() for p in trainable),
+        "loss_first": first,
+        "loss_last": last,
+        "times": times,
+        "rss_loaded": loaded,
+        "base_layer": f"{type(base).__module__.split('.')[0]}.{type(base).__name__} ({base.weight.dtype})".replace(
+            "torch.", ""
+        ),
+        "notes": notes,
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "bitsandbytes": bitsandbytes.__version__,
     }
 
 
@@ -306,8 +364,20 @@ def one(a) -> None:
 
 
 def _child_args(a) -> list[str]:
-    return ["--layers", str(a.layers), "--batch", str(a.batch), "--micro", str(a.micro), "--seq-len", str(a.seq_len),
-            "--steps", str(a.steps), "--threads", str(a.threads)]
+    return [
+        "--layers",
+        str(a.layers),
+        "--batch",
+        str(a.batch),
+        "--micro",
+        str(a.micro),
+        "--seq-len",
+        str(a.seq_len),
+        "--steps",
+        str(a.steps),
+        "--threads",
+        str(a.threads),
+    ]
 
 
 def _spawn(a, extra: list[str], env: dict | None = None) -> dict:
@@ -320,7 +390,7 @@ def _spawn(a, extra: list[str], env: dict | None = None) -> dict:
     wall = time.perf_counter() - started
     for line in reversed(done.stdout.splitlines()):
         if line.startswith("@@RESULT "):
-            out = json.loads(line[len("@@RESULT "):])
+            out = json.loads(line[len("@@RESULT ") :])
             out["wall_s"] = wall
             return out
     tail = [line for line in done.stderr.splitlines() if line.strip()][-1:] or ["no output"]
@@ -363,8 +433,14 @@ def _summary(result: dict, tokens: int) -> dict:
     if "error" in result:
         return result
     median = statistics.median(result["times"])
-    out = {**result, "step_ms": median * 1e3, "step_ms_min": min(result["times"]) * 1e3, "tokens_per_s": tokens / median,
-           "peak_mib": result["peak_rss"] / MiB, "loaded_mib": result["rss_loaded"] / MiB}
+    out = {
+        **result,
+        "step_ms": median * 1e3,
+        "step_ms_min": min(result["times"]) * 1e3,
+        "tokens_per_s": tokens / median,
+        "peak_mib": result["peak_rss"] / MiB,
+        "loaded_mib": result["rss_loaded"] / MiB,
+    }
     if "xla_arguments" in result:
         out["xla_mib"] = (result["xla_arguments"] + result["xla_temporaries"]) / MiB
     return out
@@ -398,7 +474,11 @@ def main(argv=None) -> list[dict]:
                 row[side] = _summary(_spawn(a, extra, sftc_env if side == "sftc" else peer_env), tokens)
                 if not a.json:
                     r = row[side]
-                    state = f"error: {r['error']}" if "error" in r else f"{r['step_ms']:.0f} ms/step, peak {r['peak_mib']:,.0f} MiB"
+                    state = (
+                        f"error: {r['error']}"
+                        if "error" in r
+                        else f"{r['step_ms']:.0f} ms/step, peak {r['peak_mib']:,.0f} MiB"
+                    )
                     print(f"  {storage:<9} {side:<5} {state}  ({r['wall_s']:.0f} s)", file=sys.stderr, flush=True)
             s, p = row.get("sftc", {}), row.get("peer", {})
             if "step_ms" in s and "step_ms" in p:
@@ -410,13 +490,28 @@ def main(argv=None) -> list[dict]:
     if busy is not None:
         others = max(0.0, (_busy_seconds() - busy) - (_own_and_children() - cpu)) / (wall * os.cpu_count())
     machine = {
-        "cpu": _cpu_model(), "cores": os.cpu_count(), "python": platform.python_version(), "jax": _version("jax"),
-        "torch": _version("torch"), "transformers": _version("transformers"), "peft": _version("peft"),
-        "bitsandbytes": _version("bitsandbytes"), "sftc_malloc": a.malloc, "other_processes_cpu_share": others,
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "jax": _version("jax"),
+        "torch": _version("torch"),
+        "transformers": _version("transformers"),
+        "peft": _version("peft"),
+        "bitsandbytes": _version("bitsandbytes"),
+        "sftc_malloc": a.malloc,
+        "other_processes_cpu_share": others,
         "wall_s": wall,
     }
-    shape = {"layers": a.layers, **SHAPE, "batch": a.batch, "micro": a.micro, "seq_len": a.seq_len, "steps": a.steps,
-             "warmup": WARMUP, "lora": {"rank": 16, "alpha": 32, "dropout": 0.0, "targets": ["q", "k", "v", "o"]}}
+    shape = {
+        "layers": a.layers,
+        **SHAPE,
+        "batch": a.batch,
+        "micro": a.micro,
+        "seq_len": a.seq_len,
+        "steps": a.steps,
+        "warmup": WARMUP,
+        "lora": {"rank": 16, "alpha": 32, "dropout": 0.0, "targets": ["q", "k", "v", "o"]},
+    }
     if a.json:
         print(json.dumps({"machine": machine, "shape": shape, "rows": rows}, indent=2))
         return rows
@@ -433,21 +528,35 @@ def _cell(r: dict | None, key: str, fmt: str) -> str:
 
 
 def _print(rows, machine, shape) -> None:
-    print(f"model    Llama {shape['layers']} layers, hidden {shape['hidden']}, {shape['heads']}/{shape['kv_heads']} heads "
-          f"of {shape['head_dim']}, ffn {shape['ffn']}, vocab {shape['vocab']}, tied; LoRA r16 a32 on q,k,v,o; AdamW 1e-4; "
-          f"batch {shape['batch']} x {shape['seq_len']} (micro {shape['micro']}), median of {shape['steps']} steps "
-          f"after {shape['warmup']} warm-up")
-    head = ("storage", "sftc peak MiB", "peer peak MiB", "sftc ms/step", "peer ms/step", "sftc/peer speed", "memory sftc/peer")
+    print(
+        f"model    Llama {shape['layers']} layers, hidden {shape['hidden']}, {shape['heads']}/{shape['kv_heads']} heads "
+        f"of {shape['head_dim']}, ffn {shape['ffn']}, vocab {shape['vocab']}, tied; LoRA r16 a32 on q,k,v,o; AdamW 1e-4; "
+        f"batch {shape['batch']} x {shape['seq_len']} (micro {shape['micro']}), median of {shape['steps']} steps "
+        f"after {shape['warmup']} warm-up"
+    )
+    head = (
+        "storage",
+        "sftc peak MiB",
+        "peer peak MiB",
+        "sftc ms/step",
+        "peer ms/step",
+        "sftc/peer speed",
+        "memory sftc/peer",
+    )
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for row in rows:
         s, p = row.get("sftc"), row.get("peer")
         speed = f"{row['speed_ratio']:.2f}" if "speed_ratio" in row else "-"
         memory = f"{row['memory_ratio']:.2f}" if "memory_ratio" in row else "-"
-        print(f"| {row['storage']} ({row['compute']} compute) | {_cell(s, 'peak_mib', ',.0f')} | {_cell(p, 'peak_mib', ',.0f')} "
-              f"| {_cell(s, 'step_ms', ',.0f')} | {_cell(p, 'step_ms', ',.0f')} | {speed} | {memory} |")
+        print(
+            f"| {row['storage']} ({row['compute']} compute) | {_cell(s, 'peak_mib', ',.0f')} | {_cell(p, 'peak_mib', ',.0f')} "
+            f"| {_cell(s, 'step_ms', ',.0f')} | {_cell(p, 'step_ms', ',.0f')} | {speed} | {memory} |"
+        )
     print()
-    print("| storage | side | after load MiB | peak MiB | ms/step (best) | tokens/s | loss first -> last | XLA args + temps MiB |")
+    print(
+        "| storage | side | after load MiB | peak MiB | ms/step (best) | tokens/s | loss first -> last | XLA args + temps MiB |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     notes: dict[str, list[str]] = {}
     for row in rows:
@@ -458,35 +567,50 @@ def _print(rows, machine, shape) -> None:
             if "error" in r:
                 print(f"| {row['storage']} | {side} | did not run: {r['error']} |||||||")
                 continue
-            xla = (f"{r['xla_mib']:,.0f} ({r['xla_arguments'] / MiB:,.0f} + {r['xla_temporaries'] / MiB:,.0f})"
-                   if "xla_mib" in r else "")
+            xla = (
+                f"{r['xla_mib']:,.0f} ({r['xla_arguments'] / MiB:,.0f} + {r['xla_temporaries'] / MiB:,.0f})"
+                if "xla_mib" in r
+                else ""
+            )
             fell = "" if r["loss_last"] < r["loss_first"] else " (did not fall)"
-            print(f"| {row['storage']} | {side} | {r['loaded_mib']:,.0f} | {r['peak_mib']:,.0f} | {r['step_ms']:,.0f} "
-                  f"({r['step_ms_min']:,.0f}) | {r['tokens_per_s']:,.0f} | {r['loss_first']:.4f} -> {r['loss_last']:.4f}{fell} "
-                  f"| {xla} |")
+            print(
+                f"| {row['storage']} | {side} | {r['loaded_mib']:,.0f} | {r['peak_mib']:,.0f} | {r['step_ms']:,.0f} "
+                f"({r['step_ms_min']:,.0f}) | {r['tokens_per_s']:,.0f} | {r['loss_first']:.4f} -> {r['loss_last']:.4f}{fell} "
+                f"| {xla} |"
+            )
             for note in r.get("notes", []):
                 notes.setdefault(note, []).append(row["storage"])
     sftc = next((row["sftc"] for row in rows if "sftc" in row and "error" not in row["sftc"]), None)
     peers = [row["peer"] for row in rows if "peer" in row and "error" not in row["peer"]]
     if sftc:
-        print(f"sftc     {sftc['params']:,} params ({sftc['trainable']:,} trainable), {sftc['device']}, "
-              f"malloc {sftc['malloc']}")
+        print(
+            f"sftc     {sftc['params']:,} params ({sftc['trainable']:,} trainable), {sftc['device']}, "
+            f"malloc {sftc['malloc']}"
+        )
     for row in rows:
         if "peer" in row and "error" not in row["peer"]:
-            print(f"peer     {row['storage']}: base layers {row['peer']['base_layer']}, "
-                  f"{row['peer']['trainable']:,} trainable")
+            print(
+                f"peer     {row['storage']}: base layers {row['peer']['base_layer']}, "
+                f"{row['peer']['trainable']:,} trainable"
+            )
     for note, where in notes.items():
         print(f"note     peer {', '.join(where)}: {note}")
     m = machine
     threads = f" ({peers[0]['torch_threads']} threads)" if peers else ""
-    print(f"machine  {m['cpu']}, {m['cores']} cores; python {m['python']}, jax {m['jax']}, torch {m['torch']}{threads}, "
-          f"transformers {m['transformers']}, peft {m['peft']}, bitsandbytes {m['bitsandbytes']}")
+    print(
+        f"machine  {m['cpu']}, {m['cores']} cores; python {m['python']}, jax {m['jax']}, torch {m['torch']}{threads}, "
+        f"transformers {m['transformers']}, peft {m['peft']}, bitsandbytes {m['bitsandbytes']}"
+    )
     share = m["other_processes_cpu_share"]
     if share is not None:
         verdict = "quiet" if share < 0.05 else "NOT quiet: other processes competed for the cores"
-        print(f"load     other processes used {100 * share:.0f}% of the CPU while this ran ({verdict}); "
-              f"{m['wall_s'] / 60:.1f} min in all")
-    print("ratios   speed = sftc tokens/s / peer tokens/s (above 1: sftc faster); memory = sftc peak RSS / peer peak RSS")
+        print(
+            f"load     other processes used {100 * share:.0f}% of the CPU while this ran ({verdict}); "
+            f"{m['wall_s'] / 60:.1f} min in all"
+        )
+    print(
+        "ratios   speed = sftc tokens/s / peer tokens/s (above 1: sftc faster); memory = sftc peak RSS / peer peak RSS"
+    )
 
 
 if __name__ == "__main__":

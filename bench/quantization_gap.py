@@ -47,8 +47,8 @@ def measure() -> list[dict]:
     import numpy as np
 
     from runtime.checkpoints.hf_checkpoint import load_pretrained, resolve_checkpoint
-    from runtime.models.quantize import converter
     from runtime.checkpoints.tokenizer_files import load_tokenizer
+    from runtime.models.quantize import converter
 
     path = smollm2()
     tokenizer = load_tokenizer(resolve_checkpoint(path))
@@ -65,11 +65,19 @@ def measure() -> list[dict]:
             ours = [np.asarray(quantized(ids), np.float32)[0] for ids in prompts]
             gaps = [np.abs(a - b) for a, b in zip(ours, reference)]
             same = np.concatenate([a.argmax(-1) == b.argmax(-1) for a, b in zip(ours, reference)])
-            rows.append({"dtype": dtype, "quantize": kind, "tokens": int(same.size), "load_s": load_s,
-                         "max_abs_diff": max(float(g.max()) for g in gaps), "largest_logit": peak,
-                         "share": max(float(g.max()) for g in gaps) / peak,
-                         "mean_abs_diff": float(np.mean(np.concatenate([g.ravel() for g in gaps]))),
-                         "same_top1": float(same.mean())})
+            rows.append(
+                {
+                    "dtype": dtype,
+                    "quantize": kind,
+                    "tokens": int(same.size),
+                    "load_s": load_s,
+                    "max_abs_diff": max(float(g.max()) for g in gaps),
+                    "largest_logit": peak,
+                    "share": max(float(g.max()) for g in gaps) / peak,
+                    "mean_abs_diff": float(np.mean(np.concatenate([g.ravel() for g in gaps]))),
+                    "same_top1": float(same.mean()),
+                }
+            )
     return rows
 
 
@@ -80,26 +88,39 @@ def load_one(dtype: str, quantize: str | None) -> dict:
     import jax
     import jax.numpy as jnp
 
-    from runtime.preflight.throughput import DEFAULT_OPTIMIZER
-    from runtime.train.engine import StepSettings, load_weights
     from runtime.checkpoints.hf_checkpoint import read_config, resolve_checkpoint
     from runtime.plan.run_plan import LoraPlan
     from runtime.plan.settings import SCHEDULES, Length
+    from runtime.preflight.throughput import DEFAULT_OPTIMIZER
+    from runtime.train.engine import StepSettings, load_weights
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     directory = resolve_checkpoint(smollm2())
-    settings = StepSettings(steps=2, micro=1, accumulation=1, dtype=dtype, optimizer=DEFAULT_OPTIMIZER,
-                            schedule=SCHEDULES["constant"](warmup=Length(steps=0)).decided(2), clip=None,
-                            mesh={"data": "auto"}, adapter=LoraPlan(16, 32.0, 0.0, ("q", "k", "v", "o")),
-                            quantize=quantize)
+    settings = StepSettings(
+        steps=2,
+        micro=1,
+        accumulation=1,
+        dtype=dtype,
+        optimizer=DEFAULT_OPTIMIZER,
+        schedule=SCHEDULES["constant"](warmup=Length(steps=0)).decided(2),
+        clip=None,
+        mesh={"data": "auto"},
+        adapter=LoraPlan(16, 32.0, 0.0, ("q", "k", "v", "o")),
+        quantize=quantize,
+    )
     started = time.perf_counter()
     _, frozen = load_weights(settings, read_config(directory), directory)
     jax.block_until_ready(frozen)
     seconds = time.perf_counter() - started
     held = sum(x.size // 2 if x.dtype in (jnp.int4, jnp.uint4) else x.nbytes for x in jax.tree.leaves(frozen))
-    return {"dtype": dtype, "quantize": quantize, "load_s": seconds, "frozen_mib": held / 2**20,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "rss_before_mib": before / 1024}
+    return {
+        "dtype": dtype,
+        "quantize": quantize,
+        "load_s": seconds,
+        "frozen_mib": held / 2**20,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_mib": before / 1024,
+    }
 
 
 def load_table() -> list[dict]:
@@ -107,8 +128,9 @@ def load_table() -> list[dict]:
 
     rows = []
     for dtype, quantize in (("float32", None), ("bfloat16", None), ("bfloat16", "int8"), ("bfloat16", "nf4")):
-        out = subprocess.run([sys.executable, __file__, "--load-one", dtype, str(quantize)], check=True,
-                             capture_output=True, text=True).stdout
+        out = subprocess.run(
+            [sys.executable, __file__, "--load-one", dtype, str(quantize)], check=True, capture_output=True, text=True
+        ).stdout
         rows.append(json.loads(out.strip().splitlines()[-1]))
     return rows
 
@@ -130,17 +152,23 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         print(f"{'dtype':9} {'quantize':8} {'frozen MiB':>11} {'peak RSS MiB':>13} {'(before load)':>14} {'load s':>7}")
         for r in rows:
-            print(f"{r['dtype']:9} {str(r['quantize'] or 'none'):8} {r['frozen_mib']:>11.1f} {r['peak_rss_mib']:>13.0f} "
-                  f"{r['rss_before_mib']:>14.0f} {r['load_s']:>7.1f}")
+            print(
+                f"{r['dtype']:9} {str(r['quantize'] or 'none'):8} {r['frozen_mib']:>11.1f} {r['peak_rss_mib']:>13.0f} "
+                f"{r['rss_before_mib']:>14.0f} {r['load_s']:>7.1f}"
+            )
         return 0
     rows = measure()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    print(f"{'dtype':9} {'quantize':8} {'max |Δ logit|':>14} {'of largest':>11} {'mean |Δ|':>9} {'same top-1':>11} {'load s':>7}")
+    print(
+        f"{'dtype':9} {'quantize':8} {'max |Δ logit|':>14} {'of largest':>11} {'mean |Δ|':>9} {'same top-1':>11} {'load s':>7}"
+    )
     for r in rows:
-        print(f"{r['dtype']:9} {r['quantize']:8} {r['max_abs_diff']:>14.3f} {r['share']:>10.1%} "
-              f"{r['mean_abs_diff']:>9.4f} {r['same_top1']:>10.1%} {r['load_s']:>7.1f}")
+        print(
+            f"{r['dtype']:9} {r['quantize']:8} {r['max_abs_diff']:>14.3f} {r['share']:>10.1%} "
+            f"{r['mean_abs_diff']:>9.4f} {r['same_top1']:>10.1%} {r['load_s']:>7.1f}"
+        )
     print(f"SmolLM2-135M-Instruct, {rows[0]['tokens']} tokens of English, code and chat text")
     return 0
 

@@ -38,8 +38,9 @@ def _kind(name: str) -> str | None:
         return "elementwise / reduction fusions"
     if re.match(r"^(copy|transpose|bitcast|slice|dynamic|concatenate|pad|broadcast)", base):
         return "copies and layout"
-    if re.match(r"^(reduce|scatter|gather|sort|select|while|conditional|call|custom-call|all-|iota|rng|exponential)",
-                base):
+    if re.match(
+        r"^(reduce|scatter|gather|sort|select|while|conditional|call|custom-call|all-|iota|rng|exponential)", base
+    ):
         return "other operations"
     return None
 
@@ -70,23 +71,41 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
 
     import jax
-
     from qlora_vs_peft import SHAPE
-    from runtime.preflight.throughput import StepBench
-    from runtime.train.engine import StepSettings
+
     from runtime.models import ModelConfig
     from runtime.plan.run_plan import LoraPlan
     from runtime.plan.settings import SCHEDULES, AdamW
+    from runtime.preflight.throughput import StepBench
+    from runtime.train.engine import StepSettings
 
     s = SHAPE
-    config = ModelConfig(vocab_size=s["vocab"], hidden_size=s["hidden"], intermediate_size=s["ffn"], num_layers=a.layers,
-                         num_heads=s["heads"], num_kv_heads=s["kv_heads"], head_dim=s["head_dim"], tie_embeddings=True,
-                         rope_theta=s["theta"], rms_norm_eps=s["eps"], initializer_range=s["init"])
+    config = ModelConfig(
+        vocab_size=s["vocab"],
+        hidden_size=s["hidden"],
+        intermediate_size=s["ffn"],
+        num_layers=a.layers,
+        num_heads=s["heads"],
+        num_kv_heads=s["kv_heads"],
+        head_dim=s["head_dim"],
+        tie_embeddings=True,
+        rope_theta=s["theta"],
+        rms_norm_eps=s["eps"],
+        initializer_range=s["init"],
+    )
     total = 2 + a.steps
     settings = StepSettings(
-        steps=total, micro=a.batch, accumulation=1, dtype=a.dtype, optimizer=AdamW(lr=1e-4),
-        schedule=SCHEDULES["constant"]().decided(total), clip=1.0, mesh={"data": "auto"},
-        adapter=None if a.full else LoraPlan(16, 32.0, 0.0, ("q", "k", "v", "o")), seed=0)
+        steps=total,
+        micro=a.batch,
+        accumulation=1,
+        dtype=a.dtype,
+        optimizer=AdamW(lr=1e-4),
+        schedule=SCHEDULES["constant"]().decided(total),
+        clip=1.0,
+        mesh={"data": "auto"},
+        adapter=None if a.full else LoraPlan(16, 32.0, 0.0, ("q", "k", "v", "o")),
+        seed=0,
+    )
     bench = StepBench(config, settings, a.seq_len)
     bench.run(2)
     with tempfile.TemporaryDirectory(prefix="step_profile-") as tmp:
@@ -112,11 +131,24 @@ def main(argv=None) -> dict:
     flops = result["flops_per_step"] - (0 if a.full else 2 * tokens * matmul_params(config, result["params"]))
     achieved = flops / step_s / 1e9
     alone = matmul_rate(tokens, s["hidden"], s["ffn"], a.dtype)
-    out = {"shape": {"layers": a.layers, "batch": a.batch, "seq_len": a.seq_len, "dtype": a.dtype,
-                     "full": a.full, "params": result["params"], "trainable": result["trainable_params"]},
-           "step_s": step_s, "flops_per_step": flops, "achieved_gflops": achieved,
-           "matmul_alone_gflops": alone, "busy_s_per_step": {k: v / a.steps for k, v in busy.most_common()},
-           "top_ops_s_per_step": {k: v / a.steps for k, v in ops.most_common(12)}, "devices": jax.device_count()}
+    out = {
+        "shape": {
+            "layers": a.layers,
+            "batch": a.batch,
+            "seq_len": a.seq_len,
+            "dtype": a.dtype,
+            "full": a.full,
+            "params": result["params"],
+            "trainable": result["trainable_params"],
+        },
+        "step_s": step_s,
+        "flops_per_step": flops,
+        "achieved_gflops": achieved,
+        "matmul_alone_gflops": alone,
+        "busy_s_per_step": {k: v / a.steps for k, v in busy.most_common()},
+        "top_ops_s_per_step": {k: v / a.steps for k, v in ops.most_common(12)},
+        "devices": jax.device_count(),
+    }
     print(json.dumps(out, indent=2))
     return out
 

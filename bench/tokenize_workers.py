@@ -41,15 +41,16 @@ def _side(side: str, path: str, tokenizer_dir: str, cache: str, workers: int) ->
         multiprocess.set_start_method("spawn", force=True)  # what datasets' Pool then uses
     from transformers import AutoTokenizer
 
-    from runtime.plan.data_plan import SourceSpec, TemplateSpec
     from runtime.data.sources import load_source
     from runtime.data.tokenize import tokenize_source
+    from runtime.plan.data_plan import SourceSpec, TemplateSpec
 
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
     loaded = load_source(SourceSpec(name="rows", kind="jsonl", paths=(path,)), cache_dir=cache)
     started = time.perf_counter()
-    ts = tokenize_source(loaded, TemplateSpec(), tokenizer, cache_dir=cache,
-                         num_proc=None if side == "serial" else workers)
+    ts = tokenize_source(
+        loaded, TemplateSpec(), tokenizer, cache_dir=cache, num_proc=None if side == "serial" else workers
+    )
     took = time.perf_counter() - started
     assert len(ts) == len(loaded) and not ts.cache_hit
     return took
@@ -80,20 +81,44 @@ def main() -> None:
         for r in range(args.rounds):  # alternating, each side in a fresh process with an empty cache
             for side in times:
                 cache = Path(tmp) / f"cache-{side}-{r}"
-                out = subprocess.run([sys.executable, __file__, "--side", side, "--path", str(path), "--tokenizer",
-                                      str(Path(tmp) / "tok"), "--cache", str(cache), "--workers", str(args.workers)],
-                                     check=True, capture_output=True, text=True)
+                out = subprocess.run(
+                    [
+                        sys.executable,
+                        __file__,
+                        "--side",
+                        side,
+                        "--path",
+                        str(path),
+                        "--tokenizer",
+                        str(Path(tmp) / "tok"),
+                        "--cache",
+                        str(cache),
+                        "--workers",
+                        str(args.workers),
+                    ],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                )
                 times[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}")
-    print(f"{args.rows:,} prompt/completion rows, byte-level BPE, tokenize_source with an empty cache "
-          f"(median of {args.rounds})")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}"
+    )
+    print(
+        f"{args.rows:,} prompt/completion rows, byte-level BPE, tokenize_source with an empty cache "
+        f"(median of {args.rounds})"
+    )
     serial = statistics.median(times["serial"])
-    for side, label in (("serial", "one process (num_proc=None), JAX started"),
-                        ("spawn", f"{args.workers} spawned workers, JAX started"),
-                        ("fork", f"{args.workers} forked workers, no JAX (unsafe with JAX)")):
+    for side, label in (
+        ("serial", "one process (num_proc=None), JAX started"),
+        ("spawn", f"{args.workers} spawned workers, JAX started"),
+        ("fork", f"{args.workers} forked workers, no JAX (unsafe with JAX)"),
+    ):
         t = statistics.median(times[side])
-        print(f"{label:48s} {t:7.2f} s  {args.rows / t:9,.0f} rows/s  one process / this: {serial / t:.2f}x  "
-              f"(rounds: {', '.join(f'{x:.2f}' for x in times[side])})")
+        print(
+            f"{label:48s} {t:7.2f} s  {args.rows / t:9,.0f} rows/s  one process / this: {serial / t:.2f}x  "
+            f"(rounds: {', '.join(f'{x:.2f}' for x in times[side])})"
+        )
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-if "--malloc" in sys.argv and sys.argv[sys.argv.index("--malloc") + 1:][:1] == ["system"]:
+if "--malloc" in sys.argv and sys.argv[sys.argv.index("--malloc") + 1 :][:1] == ["system"]:
     os.environ["SFTC_MALLOC"] = "system"
 from runtime.platform import allocator  # noqa: E402
 
@@ -56,11 +56,17 @@ def _args(argv=None):
     p.add_argument("--seq-len", type=int, default=256)
     p.add_argument("--steps", type=int, default=5, help="timed steps per round and side")
     p.add_argument("--rounds", type=int, default=4, help="alternating rounds (sftc, torch) after warm-up")
-    p.add_argument("--warmup", type=int, default=4, help="untimed steps per side first (default 4: the CPU heap settles)")
+    p.add_argument(
+        "--warmup", type=int, default=4, help="untimed steps per side first (default 4: the CPU heap settles)"
+    )
     p.add_argument("--threads", type=int, default=os.cpu_count(), help="torch threads (default: all cores)")
     p.add_argument("--only", choices=("sftc", "torch"), help="run one side only")
-    p.add_argument("--malloc", choices=("reuse", "system"), default="reuse",
-                   help="glibc malloc as runtime.platform.allocator tunes it (default, both sides) or as it comes")
+    p.add_argument(
+        "--malloc",
+        choices=("reuse", "system"),
+        default="reuse",
+        help="glibc malloc as runtime.platform.allocator tunes it (default, both sides) or as it comes",
+    )
     p.add_argument("--json", action="store_true", help="print one JSON object")
     return p.parse_args(argv)
 
@@ -111,15 +117,22 @@ class Torch:
         torch.manual_seed(0)
         self.torch = torch
         config = LlamaConfig(
-            vocab_size=a.vocab, hidden_size=a.dim, intermediate_size=a.ffn, num_hidden_layers=a.layers,
-            num_attention_heads=a.heads, num_key_value_heads=a.kv_heads, max_position_embeddings=max(a.seq_len, 2048),
-            tie_word_embeddings=False, attn_implementation="sdpa",
+            vocab_size=a.vocab,
+            hidden_size=a.dim,
+            intermediate_size=a.ffn,
+            num_hidden_layers=a.layers,
+            num_attention_heads=a.heads,
+            num_key_value_heads=a.kv_heads,
+            max_position_embeddings=max(a.seq_len, 2048),
+            tie_word_embeddings=False,
+            attn_implementation="sdpa",
         )
         self.model = LlamaForCausalLM(config).float().train()
         self.params = sum(p.numel() for p in self.model.parameters())
         # fused=True: torch's fastest AdamW on CPU (measured ~8 ms/step faster than the default loop here)
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01,
-                                     fused=True)
+        self.opt = torch.optim.AdamW(
+            self.model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01, fused=True
+        )
         g = torch.Generator().manual_seed(0)
         ids = torch.randint(0, a.vocab, (a.batch, a.seq_len + 1), generator=g)
         self.inputs, self.targets = ids[:, :-1].contiguous(), ids[:, 1:].contiguous()
@@ -141,10 +154,12 @@ class Sftc:
     """`runtime.preflight.throughput.StepBench`: the compiled step of a run, timed in rounds."""
 
     def __init__(self, a):
-        from runtime.preflight.throughput import StepBench
         from runtime.models import ModelConfig
+        from runtime.preflight.throughput import StepBench
 
-        config = ModelConfig.llama(layers=a.layers, dim=a.dim, heads=a.heads, kv_heads=a.kv_heads, ffn=a.ffn, vocab=a.vocab)
+        config = ModelConfig.llama(
+            layers=a.layers, dim=a.dim, heads=a.heads, kv_heads=a.kv_heads, ffn=a.ffn, vocab=a.vocab
+        )
         self.bench = StepBench.for_shape(config, batch=a.batch, seq_len=a.seq_len, dtype="float32")
         self.params = self.bench.params
 
@@ -172,7 +187,9 @@ def main(argv=None) -> dict:
         for side in sides:
             times[side].extend(peers[side].step() for _ in range(a.steps))
     wall = time.perf_counter() - started
-    others = None if busy is None else max(0.0, (_busy_seconds() - busy) - (_own_seconds() - own)) / (wall * os.cpu_count())
+    others = (
+        None if busy is None else max(0.0, (_busy_seconds() - busy) - (_own_seconds() - own)) / (wall * os.cpu_count())
+    )
     probe_after = _matmul_probe()
 
     out = {
@@ -188,13 +205,27 @@ def main(argv=None) -> dict:
             "other_processes_cpu_share": others,
             "numpy_matmul_gflops": [probe_before, probe_after],
         },
-        "shape": {"layers": a.layers, "dim": a.dim, "heads": a.heads, "kv_heads": a.kv_heads, "ffn": a.ffn,
-                  "vocab": a.vocab, "batch": a.batch, "seq_len": a.seq_len, "dtype": "float32"},
+        "shape": {
+            "layers": a.layers,
+            "dim": a.dim,
+            "heads": a.heads,
+            "kv_heads": a.kv_heads,
+            "ffn": a.ffn,
+            "vocab": a.vocab,
+            "batch": a.batch,
+            "seq_len": a.seq_len,
+            "dtype": "float32",
+        },
     }
     for side in sides:
         median = statistics.median(times[side])
-        out[side] = {"params": peers[side].params, "step_ms": median * 1e3, "step_ms_min": min(times[side]) * 1e3,
-                     "tokens_per_s": tokens / median, "timed_steps": len(times[side])}
+        out[side] = {
+            "params": peers[side].params,
+            "step_ms": median * 1e3,
+            "step_ms_min": min(times[side]) * 1e3,
+            "tokens_per_s": tokens / median,
+            "timed_steps": len(times[side]),
+        }
     if "sftc" in sides:
         out["sftc"]["compile_s"] = peers["sftc"].bench.compile_s
     if len(sides) == 2:
@@ -203,22 +234,32 @@ def main(argv=None) -> dict:
         print(json.dumps(out, indent=2))
         return out
     m, s = out["machine"], out["shape"]
-    print(f"machine  {m['cpu_count']} CPU cores ({m['processor']}), python {m['python']}, jax {m['jax']}, "
-          f"torch {m['torch']} ({m['torch_threads']} threads), transformers {m['transformers']}")
+    print(
+        f"machine  {m['cpu_count']} CPU cores ({m['processor']}), python {m['python']}, jax {m['jax']}, "
+        f"torch {m['torch']} ({m['torch_threads']} threads), transformers {m['transformers']}"
+    )
     share = m["other_processes_cpu_share"]
     if share is not None:
-        verdict = "quiet" if share < 0.05 else "NOT quiet: other processes competed for the cores, numbers are unreliable"
-        print(f"load     other processes used {100 * share:.0f}% of the CPU during the timed rounds ({verdict}); "
-              f"malloc {m['malloc']}")
+        verdict = (
+            "quiet" if share < 0.05 else "NOT quiet: other processes competed for the cores, numbers are unreliable"
+        )
+        print(
+            f"load     other processes used {100 * share:.0f}% of the CPU during the timed rounds ({verdict}); "
+            f"malloc {m['malloc']}"
+        )
     probe = m["numpy_matmul_gflops"]
     print(f"cores    numpy 2048^3 float32 matmul {probe[0]:.0f} GFLOP/s before, {probe[1]:.0f} after")
-    print(f"model    Llama {s['layers']} layers, dim {s['dim']}, {s['heads']}/{s['kv_heads']} heads, ffn {s['ffn']}, "
-          f"vocab {s['vocab']}; batch {s['batch']} x {s['seq_len']}, float32, AdamW")
+    print(
+        f"model    Llama {s['layers']} layers, dim {s['dim']}, {s['heads']}/{s['kv_heads']} heads, ffn {s['ffn']}, "
+        f"vocab {s['vocab']}; batch {s['batch']} x {s['seq_len']}, float32, AdamW"
+    )
     for side in sides:
         r = out[side]
         name = "sftc (jax)" if side == "sftc" else "torch"
-        print(f"{name:<11}{r['params']:>10,} params  {r['step_ms']:7.1f} ms/step (best {r['step_ms_min']:.1f})  "
-              f"{r['tokens_per_s']:8,.0f} tokens/s  [{r['timed_steps']} steps]")
+        print(
+            f"{name:<11}{r['params']:>10,} params  {r['step_ms']:7.1f} ms/step (best {r['step_ms_min']:.1f})  "
+            f"{r['tokens_per_s']:8,.0f} tokens/s  [{r['timed_steps']} steps]"
+        )
     if "ratio" in out:
         print(f"ratio      sftc / torch tokens/s = {out['ratio']:.2f}")
     return out

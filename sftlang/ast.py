@@ -62,8 +62,8 @@ class Arg:
     """`name = value`, or a value alone. A quoted name (`Str`) names a column or a role in a
     free-form mapping (`rename = ("Question Text" = question)`); calls and records refuse it."""
 
-    name: "Name | Str | None"
-    value: "Value"
+    name: Name | Str | None
+    value: Value
     span: Span = _span
 
 
@@ -73,11 +73,11 @@ class Call:
     args: tuple[Arg, ...]
     span: Span = _span
 
-    def kwarg(self, key: str) -> "Arg | None":
+    def kwarg(self, key: str) -> Arg | None:
         return next((a for a in self.args if isinstance(a.name, Name) and a.name.name == key), None)
 
     @property
-    def positional(self) -> list["Value"]:
+    def positional(self) -> list[Value]:
         return [a.value for a in self.args if a.name is None]
 
 
@@ -91,7 +91,7 @@ class Tuple:
 
 @dataclass(frozen=True)
 class List:
-    items: tuple["Value", ...]
+    items: tuple[Value, ...]
     span: Span = _span
 
 
@@ -126,7 +126,7 @@ class Every:
 class Seeded:
     """`5% seed 7`."""
 
-    value: "Value"
+    value: Value
     seed: Number
     span: Span = _span
 
@@ -135,8 +135,8 @@ class Seeded:
 class Weighted:
     """`tickets * 0.7`."""
 
-    value: "Value"
-    weight: "Value"
+    value: Value
+    weight: Value
     span: Span = _span
 
 
@@ -144,11 +144,11 @@ class Weighted:
 class Sum:
     """`tickets * 0.7 + faq * 0.3`."""
 
-    terms: tuple["Value", ...]
+    terms: tuple[Value, ...]
     span: Span = _span
 
 
-def text_of(node: "Name | Str") -> str:
+def text_of(node: Name | Str) -> str:
     """The text a name or a string stands for: a mapping's key, a column written either way."""
     return node.name if isinstance(node, Name) else node.value
 

@@ -10,7 +10,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.plan import row_shapes as shapes, row_templates as templates
+from runtime.plan import row_shapes as shapes
+from runtime.plan import row_templates as templates
 from runtime.plan.gguf_header import GgufError, check_supported, is_gguf_path, read_header
 from runtime.plan.hub_policy import hub_reachable, local_path_reason, offline_requested
 from runtime.plan.vocab_range import explain, fixed_pieces, smallest_vocab
@@ -87,11 +88,25 @@ class _Context:
 def _check_model(ctx: _Context) -> None:
     spec = ctx.spec
     if "model" not in spec.block_spans:
-        ctx.report(Diagnostic("E014", "the spec needs a `model` block", spec.anchor, "add `model { base = hf(\"dir\") }` or `model { base = init llama(...) }`"))
+        ctx.report(
+            Diagnostic(
+                "E014",
+                "the spec needs a `model` block",
+                spec.anchor,
+                'add `model { base = hf("dir") }` or `model { base = init llama(...) }`',
+            )
+        )
         return
     base = spec.value("model", "base")
     if base is None:
-        ctx.report(Diagnostic("E014", "`model` needs `base`", spec.block_spans["model"], "add `base = hf(\"dir\")` or `base = init llama(...)`"))
+        ctx.report(
+            Diagnostic(
+                "E014",
+                "`model` needs `base`",
+                spec.block_spans["model"],
+                'add `base = hf("dir")` or `base = init llama(...)`',
+            )
+        )
         return
     tokenizer = spec.value("model", "tokenizer")
     adapter = spec.value("model", "adapter")
@@ -104,31 +119,73 @@ def _check_model(ctx: _Context) -> None:
                     "E024",
                     "an `init` model has no tokenizer of its own",
                     spec.span("model", "tokenizer") or base.span,
-                    "set `tokenizer = train sentencepiece(vocab = N) on SOURCE`, `hf(\"dir\")` or `sentencepiece(\"file.model\")`",
+                    'set `tokenizer = train sentencepiece(vocab = N) on SOURCE`, `hf("dir")` or `sentencepiece("file.model")`',
                 )
             )
         if isinstance(adapter, ast.Call):
-            ctx.report(Diagnostic("E024", "a LoRA adapter needs a pretrained base; an `init` model trains in full", adapter.span, "remove `adapter`, or use `base = hf(\"dir\")`"))
+            ctx.report(
+                Diagnostic(
+                    "E024",
+                    "a LoRA adapter needs a pretrained base; an `init` model trains in full",
+                    adapter.span,
+                    'remove `adapter`, or use `base = hf("dir")`',
+                )
+            )
         vocab = arg(base.call, "vocab")
         if isinstance(tokenizer, ast.TrainOn) and isinstance(vocab, ast.Number):
             trained = arg(tokenizer.call, "vocab")
             if isinstance(trained, ast.Number) and trained.value > vocab.value:
-                ctx.report(Diagnostic("E024", f"model vocab {vocab.value} is smaller than the tokenizer's {trained.value}", vocab.span, "leave `vocab` out to use the tokenizer's size"))
+                ctx.report(
+                    Diagnostic(
+                        "E024",
+                        f"model vocab {vocab.value} is smaller than the tokenizer's {trained.value}",
+                        vocab.span,
+                        "leave `vocab` out to use the tokenizer's size",
+                    )
+                )
         longest, seq_len = arg(base.call, "max_seq_len"), spec.value("train", "seq_len")
         if isinstance(longest, ast.Number) and isinstance(seq_len, ast.Number) and seq_len.value > longest.value:
-            ctx.report(Diagnostic("E024", f"train.seq_len {seq_len.value} is longer than the model's max_seq_len {longest.value}", spec.span("train", "seq_len") or longest.span, f"raise `max_seq_len` to at least {seq_len.value}"))
+            ctx.report(
+                Diagnostic(
+                    "E024",
+                    f"train.seq_len {seq_len.value} is longer than the model's max_seq_len {longest.value}",
+                    spec.span("train", "seq_len") or longest.span,
+                    f"raise `max_seq_len` to at least {seq_len.value}",
+                )
+            )
         dim, heads, head_dim = arg(base.call, "dim"), arg(base.call, "heads"), arg(base.call, "head_dim")
         kv = arg(base.call, "kv_heads")
         if isinstance(heads, ast.Number) and isinstance(kv, ast.Number) and heads.value % kv.value:
-            ctx.report(Diagnostic("E024", f"heads ({heads.value}) must be a multiple of kv_heads ({kv.value})", kv.span))
-        if head_dim is None and isinstance(dim, ast.Number) and isinstance(heads, ast.Number) and dim.value % heads.value:
-            ctx.report(Diagnostic("E024", f"dim ({dim.value}) must be a multiple of heads ({heads.value})", dim.span, "or set `head_dim`"))
+            ctx.report(
+                Diagnostic("E024", f"heads ({heads.value}) must be a multiple of kv_heads ({kv.value})", kv.span)
+            )
+        if (
+            head_dim is None
+            and isinstance(dim, ast.Number)
+            and isinstance(heads, ast.Number)
+            and dim.value % heads.value
+        ):
+            ctx.report(
+                Diagnostic(
+                    "E024",
+                    f"dim ({dim.value}) must be a multiple of heads ({heads.value})",
+                    dim.span,
+                    "or set `head_dim`",
+                )
+            )
     if isinstance(tokenizer, ast.Call):
         path = arg(tokenizer, "path")
         if isinstance(path, ast.Str):
             base_dir = spec.dir_of("model", "tokenizer")
             if tokenizer.head.name == "sentencepiece" and not ctx.files.is_file(base_dir / path.value):
-                ctx.report(Diagnostic("E035", f"tokenizer file `{path.value}` not found", path.span, f"paths are relative to {base_dir}"))
+                ctx.report(
+                    Diagnostic(
+                        "E035",
+                        f"tokenizer file `{path.value}` not found",
+                        path.span,
+                        f"paths are relative to {base_dir}",
+                    )
+                )
             if tokenizer.head.name == "hf":
                 _check_model_dir(ctx, tokenizer, base_dir, what="tokenizer")
     if isinstance(tokenizer, ast.TrainOn) and _check_source_ref(ctx, tokenizer.source):
@@ -136,7 +193,14 @@ def _check_model(ctx: _Context) -> None:
     quantize = spec.value("model", "quantize")
     if isinstance(quantize, ast.Name) and quantize.name != "none":
         if isinstance(base, ast.Init):
-            ctx.report(Diagnostic("E072", f"`quantize = {quantize.name}` needs a pretrained base; an `init` model trains in full", quantize.span, "remove `quantize`"))
+            ctx.report(
+                Diagnostic(
+                    "E072",
+                    f"`quantize = {quantize.name}` needs a pretrained base; an `init` model trains in full",
+                    quantize.span,
+                    "remove `quantize`",
+                )
+            )
         elif not isinstance(adapter, ast.Call):
             ctx.report(
                 Diagnostic(
@@ -149,9 +213,23 @@ def _check_model(ctx: _Context) -> None:
     export = spec.value("output", "export")
     if isinstance(export, ast.Name) and export.name == "peft":
         if not isinstance(adapter, ast.Call):
-            ctx.report(Diagnostic("E070", "`export = peft` needs `adapter = lora(...)`", spec.span("output", "export"), "use `export = hf` for a full fine-tune"))
+            ctx.report(
+                Diagnostic(
+                    "E070",
+                    "`export = peft` needs `adapter = lora(...)`",
+                    spec.span("output", "export"),
+                    "use `export = hf` for a full fine-tune",
+                )
+            )
         elif isinstance(base, ast.Init):
-            ctx.report(Diagnostic("E070", "`export = peft` needs a pretrained `base = hf(...)` for the adapter to apply to", spec.span("output", "export"), "use `export = hf`"))
+            ctx.report(
+                Diagnostic(
+                    "E070",
+                    "`export = peft` needs a pretrained `base = hf(...)` for the adapter to apply to",
+                    spec.span("output", "export"),
+                    "use `export = hf`",
+                )
+            )
 
 
 def _check_tokenizer_vocab(ctx: _Context, tokenizer: ast.TrainOn) -> None:
@@ -167,7 +245,14 @@ def _check_tokenizer_vocab(ctx: _Context, tokenizer: ast.TrainOn) -> None:
     characters = training_characters(source, template, ctx.files)
     if characters is None:  # unread text has at least one character
         if vocab.value <= smallest_vocab(0, byte_fallback):
-            ctx.report(Diagnostic("E047", f"vocab {vocab.value} is too small: it needs {fixed_pieces(byte_fallback)} + a piece per distinct character of `{source.name}`'s text", vocab.span, f"set `vocab` above {smallest_vocab(0, byte_fallback)}"))
+            ctx.report(
+                Diagnostic(
+                    "E047",
+                    f"vocab {vocab.value} is too small: it needs {fixed_pieces(byte_fallback)} + a piece per distinct character of `{source.name}`'s text",
+                    vocab.span,
+                    f"set `vocab` above {smallest_vocab(0, byte_fallback)}",
+                )
+            )
         return
     needed = characters.required(min_texts=2 if held_out_by_fraction(source) else 1)
     if vocab.value < smallest_vocab(needed, byte_fallback):
@@ -190,20 +275,40 @@ def _check_model_dir(ctx: _Context, call: ast.Call, base_dir: Path, what: str = 
         _check_gguf(ctx, path, local, base_dir)
         return
     if ctx.files.exists(local):
-        if not ctx.files.is_file(local / ("config.json" if what == "model" else "tokenizer_config.json")) and not ctx.files.is_file(local / "tokenizer.json"):
-            ctx.report(Diagnostic("E036", f"`{path.value}` is not a Hugging Face {what} directory (no config.json)", path.span))
+        if not ctx.files.is_file(
+            local / ("config.json" if what == "model" else "tokenizer_config.json")
+        ) and not ctx.files.is_file(local / "tokenizer.json"):
+            ctx.report(
+                Diagnostic("E036", f"`{path.value}` is not a Hugging Face {what} directory (no config.json)", path.span)
+            )
         return
     revision = arg(call, "revision")
     looked_for = os.path.abspath(local)
-    reason = local_path_reason(path.value, base_dir, revision=None if revision is None else "given",
-                               is_dir=lambda p: ctx.files.exists(p) and not ctx.files.is_file(p))
+    reason = local_path_reason(
+        path.value,
+        base_dir,
+        revision=None if revision is None else "given",
+        is_dir=lambda p: ctx.files.exists(p) and not ctx.files.is_file(p),
+    )
     if reason is None:  # `org/name`: a hub id
         if not ctx.hub():
-            ctx.report(Diagnostic("W001", f"{what} `{path.value}` not checked: {ctx.hub_skip_reason()}", path.span,
-                                  f"there is no local directory {looked_for}, so it is read as a hub id; it must be in the Hugging Face cache or the hub reachable when the run starts"))
+            ctx.report(
+                Diagnostic(
+                    "W001",
+                    f"{what} `{path.value}` not checked: {ctx.hub_skip_reason()}",
+                    path.span,
+                    f"there is no local directory {looked_for}, so it is read as a hub id; it must be in the Hugging Face cache or the hub reachable when the run starts",
+                )
+            )
         return
-    ctx.report(Diagnostic("E036", f"no local {what} directory `{path.value}`: looked for {looked_for}", path.span,
-                          join_help(f"it is a local path, not a hub id: {reason}.", _nearby_entries(ctx, local))))
+    ctx.report(
+        Diagnostic(
+            "E036",
+            f"no local {what} directory `{path.value}`: looked for {looked_for}",
+            path.span,
+            join_help(f"it is a local path, not a hub id: {reason}.", _nearby_entries(ctx, local)),
+        )
+    )
 
 
 def _nearby_entries(ctx: _Context, missing: Path) -> str | None:
@@ -229,7 +334,9 @@ def _check_gguf(ctx: _Context, path: ast.Str, local: Path, base_dir: Path) -> No
     (its header only is read: milliseconds, whatever the size of the weights)."""
     if not ctx.files.is_file(local):
         problem = "is a directory, not a GGUF file" if ctx.files.exists(local) else "not found"
-        ctx.report(Diagnostic("E036", f"GGUF file `{path.value}` {problem}", path.span, f"paths are relative to {base_dir}"))
+        ctx.report(
+            Diagnostic("E036", f"GGUF file `{path.value}` {problem}", path.span, f"paths are relative to {base_dir}")
+        )
         return
     if type(ctx.files) is not FileSystem:
         return  # a file at a git revision: its header is not read
@@ -237,7 +344,14 @@ def _check_gguf(ctx: _Context, path: ast.Str, local: Path, base_dir: Path) -> No
         check_supported(read_header(local))
     except (GgufError, OSError) as error:
         message = str(error).removeprefix(f"{local}: ")
-        ctx.report(Diagnostic("E037", f"`{path.value}`: {message}", path.span, "use a GGUF file of a Llama-architecture model, or a Hugging Face checkpoint directory"))
+        ctx.report(
+            Diagnostic(
+                "E037",
+                f"`{path.value}`: {message}",
+                path.span,
+                "use a GGUF file of a Llama-architecture model, or a Hugging Face checkpoint directory",
+            )
+        )
 
 
 # ---------------------------------------------------------------- data
@@ -279,12 +393,26 @@ def _source_columns(ctx: _Context, source: DataSource, call: ast.Call) -> Column
     path = first_match(ctx.files, source.base_dir, path_node.value)
     if is_glob(path_node.value):
         if path is None:
-            ctx.report(Diagnostic("E035", f"no file matches `{path_node.value}`", path_node.span, f"paths are relative to {source.base_dir}"))
+            ctx.report(
+                Diagnostic(
+                    "E035",
+                    f"no file matches `{path_node.value}`",
+                    path_node.span,
+                    f"paths are relative to {source.base_dir}",
+                )
+            )
             return None
     else:
         exists = ctx.files.exists(path) if kind == "disk" else ctx.files.is_file(path)
         if not exists:
-            ctx.report(Diagnostic("E035", f"data file `{path_node.value}` not found", path_node.span, f"paths are relative to {source.base_dir}"))
+            ctx.report(
+                Diagnostic(
+                    "E035",
+                    f"data file `{path_node.value}` not found",
+                    path_node.span,
+                    f"paths are relative to {source.base_dir}",
+                )
+            )
             return None
     if kind != "disk" and type(ctx.files) is FileSystem and path.stat().st_size == 0:
         ctx.report(Diagnostic("E035", f"data file `{path_node.value}` is empty", path_node.span))
@@ -299,7 +427,14 @@ def _source_columns(ctx: _Context, source: DataSource, call: ast.Call) -> Column
 def _hub_columns(ctx: _Context, call: ast.Call, options: dict) -> Columns | None:
     name = options.get("name") or ""
     if not ctx.hub():
-        ctx.report(Diagnostic("W001", f"columns of hub dataset `{name}` not checked: {ctx.hub_skip_reason()}", call.span, "placeholders are checked when the hub is reachable"))
+        ctx.report(
+            Diagnostic(
+                "W001",
+                f"columns of hub dataset `{name}` not checked: {ctx.hub_skip_reason()}",
+                call.span,
+                "placeholders are checked when the hub is reachable",
+            )
+        )
         return None
     try:
         import datasets
@@ -344,7 +479,14 @@ def _check_renames(ctx: _Context, source: DataSource) -> None:
             continue
         old, new = ast.text_of(arg.name), ast.text_of(arg.value)
         if new in seen:
-            ctx.report(Diagnostic("E013", f"`{old}` and `{seen[new]}` are both renamed to `{new}`", arg.value.span, "give each column a name of its own"))
+            ctx.report(
+                Diagnostic(
+                    "E013",
+                    f"`{old}` and `{seen[new]}` are both renamed to `{new}`",
+                    arg.value.span,
+                    "give each column a name of its own",
+                )
+            )
         seen.setdefault(new, old)
 
 
@@ -358,8 +500,14 @@ def _transformed(ctx: _Context, source: DataSource, known: Columns) -> Columns:
             continue
         old = ast.text_of(arg.name)
         if old not in known.names:
-            _not_a_column(ctx, f"`rename` names `{old}`, which is not a column of `{source.name}`", arg.name.span,
-                          old, known.names, f"(columns: {', '.join(sorted(known.names))})")
+            _not_a_column(
+                ctx,
+                f"`rename` names `{old}`, which is not a column of `{source.name}`",
+                arg.name.span,
+                old,
+                known.names,
+                f"(columns: {', '.join(sorted(known.names))})",
+            )
             continue
         moved[old] = ast.text_of(arg.value)
 
@@ -374,8 +522,14 @@ def _transformed(ctx: _Context, source: DataSource, known: Columns) -> Columns:
             continue
         path = ast.text_of(arg.name)
         if not after.has(path):
-            _not_a_column(ctx, f"`where` reads `{path}`, which is not a column of `{source.name}`", arg.name.span,
-                          path, after.all, f"(columns{' after `rename`' if moved else ''}: {', '.join(after.all)})")
+            _not_a_column(
+                ctx,
+                f"`where` reads `{path}`, which is not a column of `{source.name}`",
+                arg.name.span,
+                path,
+                after.all,
+                f"(columns{' after `rename`' if moved else ''}: {', '.join(after.all)})",
+            )
     return after
 
 
@@ -395,14 +549,42 @@ def _check_templates(ctx: _Context, columns: dict[str, Columns | None]) -> None:
         anchor = template.span
         if shape is not None and (has_messages or has_prompt):
             other = "`messages`" if has_messages else "`prompt`/`completion`"
-            ctx.report(Diagnostic("E042", f"{where} sets both `format` and {other}", shape.span, f"`format = {shape_name}` reads whole rows by their columns: remove {other}, or `format`"))
+            ctx.report(
+                Diagnostic(
+                    "E042",
+                    f"{where} sets both `format` and {other}",
+                    shape.span,
+                    f"`format = {shape_name}` reads whole rows by their columns: remove {other}, or `format`",
+                )
+            )
         elif has_messages and has_prompt:
             first = settings.get("prompt") or settings.get("completion")
-            ctx.report(Diagnostic("E042", f"{where} mixes `messages` with `prompt`/`completion`", first.span, "a template is either prompt/completion or messages"))
+            ctx.report(
+                Diagnostic(
+                    "E042",
+                    f"{where} mixes `messages` with `prompt`/`completion`",
+                    first.span,
+                    "a template is either prompt/completion or messages",
+                )
+            )
         elif not has_messages and not has_prompt and shape is None:
-            ctx.report(Diagnostic("E042", f"{where} needs `prompt` and `completion`, `messages` or `format`", anchor, "`prompt`/`completion` for text columns, `messages = COLUMN` for conversations, `format = alpaca` or `format = tokens` for those row shapes"))
+            ctx.report(
+                Diagnostic(
+                    "E042",
+                    f"{where} needs `prompt` and `completion`, `messages` or `format`",
+                    anchor,
+                    "`prompt`/`completion` for text columns, `messages = COLUMN` for conversations, `format = alpaca` or `format = tokens` for those row shapes",
+                )
+            )
         elif has_prompt and "completion" not in settings:
-            ctx.report(Diagnostic("E042", f"{where} needs `completion`", anchor, "the completion is the text the model learns to write"))
+            ctx.report(
+                Diagnostic(
+                    "E042",
+                    f"{where} needs `completion`",
+                    anchor,
+                    "the completion is the text the model learns to write",
+                )
+            )
         elif has_prompt and "prompt" not in settings:
             ctx.report(Diagnostic("E042", f"{where} needs `prompt`", anchor))
         if not has_messages and settings.get("train_on") is not None and not settings["train_on"].is_default:
@@ -410,25 +592,66 @@ def _check_templates(ctx: _Context, columns: dict[str, Columns | None]) -> None:
         for key in CONVERSATION_KEYS:
             if key in settings and (has_prompt or shape is not None):
                 kind = f"`format = {shape_name}`" if shape is not None else "prompt/completion"
-                ctx.report(Diagnostic("E042", f"`{key}` describes a conversation column, but {where} is {kind}", settings[key].span, f"use `{key}` with `messages = COLUMN`, or remove it"))
+                ctx.report(
+                    Diagnostic(
+                        "E042",
+                        f"`{key}` describes a conversation column, but {where} is {kind}",
+                        settings[key].span,
+                        f"use `{key}` with `messages = COLUMN`, or remove it",
+                    )
+                )
         chat = settings.get("chat")
         chat_on = chat is not None and isinstance(chat.value, ast.Name) and chat.value.name in ("on", "true")
         if has_messages and chat_on:
-            ctx.report(Diagnostic("E042", "`chat = on` wraps prompt/completion; a `messages` template is rendered with the chat template already", chat.span))
+            ctx.report(
+                Diagnostic(
+                    "E042",
+                    "`chat = on` wraps prompt/completion; a `messages` template is rendered with the chat template already",
+                    chat.span,
+                )
+            )
         if shape_name == "tokens":
             for key in ("chat", "system"):
                 if key in settings and (key == "system" or chat_on):
-                    ctx.report(Diagnostic("E042", f"`{key}` does not apply to `format = tokens`: its rows are token ids already", settings[key].span, f"remove `{key}`"))
+                    ctx.report(
+                        Diagnostic(
+                            "E042",
+                            f"`{key}` does not apply to `format = tokens`: its rows are token ids already",
+                            settings[key].span,
+                            f"remove `{key}`",
+                        )
+                    )
         elif "system" in settings and has_messages:
             first = template.sources[0].name if template.sources else "NAME"
-            ctx.report(Diagnostic("E042", "a `messages` template takes no `system`", settings["system"].span, f"set it on the source instead, `data {first} = ... {{ system = \"...\" }}`: it goes first in each conversation that has none"))
+            ctx.report(
+                Diagnostic(
+                    "E042",
+                    "a `messages` template takes no `system`",
+                    settings["system"].span,
+                    f'set it on the source instead, `data {first} = ... {{ system = "..." }}`: it goes first in each conversation that has none',
+                )
+            )
         elif "system" in settings and not chat_on:
-            ctx.report(Diagnostic("E042", "`system` needs `chat = on`", settings["system"].span, "add `chat = on`, or put the system message in the conversation"))
+            ctx.report(
+                Diagnostic(
+                    "E042",
+                    "`system` needs `chat = on`",
+                    settings["system"].span,
+                    "add `chat = on`, or put the system message in the conversation",
+                )
+            )
         for source in template.sources:
             if not _check_source_ref(ctx, source):
                 continue
             if source.name in covered:
-                ctx.report(Diagnostic("E043", f"`{source.name}` already has a template", source.span, f"see {_place(covered[source.name].span, source.span)}; a source takes one template"))
+                ctx.report(
+                    Diagnostic(
+                        "E043",
+                        f"`{source.name}` already has a template",
+                        source.span,
+                        f"see {_place(covered[source.name].span, source.span)}; a source takes one template",
+                    )
+                )
                 continue
             covered[source.name] = source
             known = columns.get(source.name)
@@ -446,7 +669,7 @@ def _check_templates(ctx: _Context, columns: dict[str, Columns | None]) -> None:
                     "E044",
                     f"`{name}` has no template and no conventional columns",
                     source.span,
-                    f"add `template NAME for {name} {{ prompt = \"...\"  completion = \"...\" }}`, or give the rows "
+                    f'add `template NAME for {name} {{ prompt = "..."  completion = "..." }}`, or give the rows '
                     f"`messages` or `conversations`, `input_ids`, `instruction` + `output`, `prompt` + `completion`, or `text` (columns: {', '.join(known.all)})",
                 )
             )
@@ -484,17 +707,40 @@ def _check_template_columns(ctx: _Context, template, source: str, known: Columns
             continue
         for placeholder in found:
             if not known.has(placeholder.path):
-                _not_a_column(ctx, f"`{{{placeholder.path}}}` is not a column of `{source}`", placeholder.span,
-                              placeholder.path, known.all, f"(columns: {', '.join(known.all)})")
+                _not_a_column(
+                    ctx,
+                    f"`{{{placeholder.path}}}` is not a column of `{source}`",
+                    placeholder.span,
+                    placeholder.path,
+                    known.all,
+                    f"(columns: {', '.join(known.all)})",
+                )
     messages = template.settings.get("messages")
     if messages is not None and isinstance(messages.value, ast.Name) and known is not None:
         if not known.has(messages.value.name):
-            _not_a_column(ctx, f"`{messages.value.name}` is not a column of `{source}`", messages.value.span,
-                          messages.value.name, known.all, f"(columns: {', '.join(known.all)})")
+            _not_a_column(
+                ctx,
+                f"`{messages.value.name}` is not a column of `{source}`",
+                messages.value.span,
+                messages.value.name,
+                known.all,
+                f"(columns: {', '.join(known.all)})",
+            )
     tools = template.settings.get("tools")
-    if tools is not None and isinstance(tools.value, ast.Name) and known is not None and tools.value.name not in known.names:
-        _not_a_column(ctx, f"`{tools.value.name}` is not a column of `{source}`", tools.value.span,
-                      tools.value.name, known.names, f"(columns: {', '.join(known.all)})")
+    if (
+        tools is not None
+        and isinstance(tools.value, ast.Name)
+        and known is not None
+        and tools.value.name not in known.names
+    ):
+        _not_a_column(
+            ctx,
+            f"`{tools.value.name}` is not a column of `{source}`",
+            tools.value.span,
+            tools.value.name,
+            known.names,
+            f"(columns: {', '.join(known.all)})",
+        )
     shape = template.settings.get("format")
     mixed = any(k in template.settings for k in ("prompt", "completion", "messages"))  # reported already
     if shape is not None and isinstance(shape.value, ast.Name) and known is not None and not mixed:
@@ -521,7 +767,10 @@ def _check_shape_columns(ctx: _Context, shape: ast.Name, source: str, known: Col
                     "E040",
                     f"`format = {shape.name}` reads the column `{column}`, which `{source}` does not have",
                     shape.span,
-                    join_help(did_you_mean(column, known.names), f"a column of another name can take it: `rename = (OLD = {column})` on the source (columns: {', '.join(known.all)})"),
+                    join_help(
+                        did_you_mean(column, known.names),
+                        f"a column of another name can take it: `rename = (OLD = {column})` on the source (columns: {', '.join(known.all)})",
+                    ),
                 )
             )
     if one_of and not any(c in known.names for c in one_of):
@@ -563,10 +812,17 @@ class _Shape:
         if self.kind == "conversation":
             return (self.column,) + ((self.tools,) if self.tools else ())
         if self.kind == "prompt_completion":
-            return tuple(name.split(".")[0] for text in (self.prompt, self.completion) if text for name in templates.placeholders(text))
+            return tuple(
+                name.split(".")[0]
+                for text in (self.prompt, self.completion)
+                if text
+                for name in templates.placeholders(text)
+            )
         if self.kind == "text":
             return (self.column,)
-        return {"alpaca": ("instruction", "input", "output"), "tokens": ("input_ids", "labels", "loss_mask")}.get(self.kind, ())
+        return {"alpaca": ("instruction", "input", "output"), "tokens": ("input_ids", "labels", "loss_mask")}.get(
+            self.kind, ()
+        )
 
 
 def _parses(template: str) -> bool:
@@ -582,8 +838,13 @@ def shape_of(template, known: Columns) -> _Shape | None:
     settings = template.settings if template is not None else {}
     if "prompt" in settings:
         prompt, completion, chat = (settings.get(key) for key in ("prompt", "completion", "chat"))
-        if isinstance(prompt.value, ast.Str) and completion is not None and isinstance(completion.value, ast.Str) \
-                and _parses(prompt.value.value) and _parses(completion.value.value):  # else E041 says why
+        if (
+            isinstance(prompt.value, ast.Str)
+            and completion is not None
+            and isinstance(completion.value, ast.Str)
+            and _parses(prompt.value.value)
+            and _parses(completion.value.value)
+        ):  # else E041 says why
             on = chat is not None and isinstance(chat.value, ast.Name) and BOOLEANS.get(chat.value.name) is True
             return _Shape("prompt_completion", prompt=prompt.value.value, completion=completion.value.value, chat=on)
         return _Shape("prompt_completion")
@@ -667,7 +928,14 @@ def _check_tokenizer_source(ctx: _Context, columns: dict[str, Columns | None]) -
     name = tokenizer.source.name
     shape = shape_of(_templates_by_source(ctx).get(name), columns[name])
     if shape is not None and shape.kind == "tokens":
-        ctx.report(Diagnostic("E024", f"`{name}` is pre-tokenized: a tokenizer cannot be trained on its token ids", tokenizer.source.span, 'set `tokenizer = hf("dir")` to the tokenizer that made the ids'))
+        ctx.report(
+            Diagnostic(
+                "E024",
+                f"`{name}` is pre-tokenized: a tokenizer cannot be trained on its token ids",
+                tokenizer.source.span,
+                'set `tokenizer = hf("dir")` to the tokenizer that made the ids',
+            )
+        )
 
 
 def _check_source_system(ctx: _Context, columns: dict[str, Columns | None]) -> None:
@@ -721,14 +989,18 @@ def _check_shapes(ctx: _Context, columns: dict[str, Columns | None]) -> None:
             _check_file_shapes(ctx, source, call, shape, rename, where)
 
 
-def _check_file_shapes(ctx: _Context, source: DataSource, call: ast.Call, shape: _Shape, rename: tuple, where: tuple) -> None:
+def _check_file_shapes(
+    ctx: _Context, source: DataSource, call: ast.Call, shape: _Shape, rename: tuple, where: tuple
+) -> None:
     path = _local_file(ctx, source, call)
     if path is None:
         return
     back = {new: old for old, new in rename}
     needed = [old for old, _ in rename] + [back.get(c, c) for c in (p.split(".")[0] for p, _ in where)]
     needed += [back.get(c, c) for c in shape.columns()]
-    options = {a.name.name: a.value.value for a in call.args if isinstance(a.name, ast.Name) and isinstance(a.value, ast.Str)}
+    options = {
+        a.name.name: a.value.value for a in call.args if isinstance(a.name, ast.Name) and isinstance(a.value, ast.Str)
+    }
     try:
         sample = shape_sample(call.head.name, path, ctx.files, options, list(dict.fromkeys(needed)))
     except (ColumnsError, OSError):
@@ -745,22 +1017,34 @@ def _check_file_shapes(ctx: _Context, source: DataSource, call: ast.Call, shape:
             filtered += 1
         elif problem is not None:
             found.append((sampled, problem))
-    shown = os.path.relpath(path, source.base_dir) if any(ch in str(arg(call, "path").value) for ch in "*?[") else arg(call, "path").value
+    shown = (
+        os.path.relpath(path, source.base_dir)
+        if any(ch in str(arg(call, "path").value) for ch in "*?[")
+        else arg(call, "path").value
+    )
     checked = _sampled_note(len(sample.rows), sample) + (f" ({filtered:,} left out by `where`)" if filtered else "")
     skip = _skips_bad_rows(source)
     for sampled, problem in found[:SHOWN_ROWS]:
-        place = f" {sample.unit} {sampled.number:,}" if sampled.number is not None else f", the line at byte {sampled.offset:,}"
+        place = (
+            f" {sample.unit} {sampled.number:,}"
+            if sampled.number is not None
+            else f", the line at byte {sampled.offset:,}"
+        )
         column = f", column `{problem.column}`" if problem.column else ""
         if problem.column in back:
             column += f" (`{back[problem.column]}` in the file)"
         turn = f", message {problem.turn}" if problem.turn is not None else ""
-        more = f"; {len(found):,} {'has' if len(found) == 1 else 'have'} a problem" + (f" (the first {SHOWN_ROWS} shown)" if len(found) > SHOWN_ROWS else "")
+        more = f"; {len(found):,} {'has' if len(found) == 1 else 'have'} a problem" + (
+            f" (the first {SHOWN_ROWS} shown)" if len(found) > SHOWN_ROWS else ""
+        )
         ctx.report(
             Diagnostic(
                 "W006" if skip else "E071",
                 f"data {source.name}: {shown}{place}{column}{turn}: {problem.reason}",
                 call.span,
-                "the run skips such rows and counts them; fix them to train on them" if skip else f"fix the row, or set `on_bad_row = skip` on data {source.name} to skip and count such rows",
+                "the run skips such rows and counts them; fix them to train on them"
+                if skip
+                else f"fix the row, or set `on_bad_row = skip` on data {source.name} to skip and count such rows",
                 checked + more,
             )
         )
@@ -770,7 +1054,7 @@ def _check_file_shapes(ctx: _Context, source: DataSource, call: ast.Call, shape:
                 "W007",
                 f"`where` keeps none of the {len(sample.rows):,} rows sampled from `{shown}`",
                 source.settings["where"].span,
-                "compare with the file's values: CSV values are strings (`\"5\"`, not `5`), `on`/`off` match true/false only",
+                'compare with the file\'s values: CSV values are strings (`"5"`, not `5`), `on`/`off` match true/false only',
                 checked,
             )
         )
@@ -813,7 +1097,9 @@ def _check_train(ctx: _Context) -> list[str]:
     if mixture is None:
         trained = list(spec.data)
         if not trained:
-            ctx.report(Diagnostic("E014", "the spec declares no data", spec.anchor, "add `data NAME = jsonl(\"file.jsonl\")`"))
+            ctx.report(
+                Diagnostic("E014", "the spec declares no data", spec.anchor, 'add `data NAME = jsonl("file.jsonl")`')
+            )
     else:
         seen: set[str] = set()
         for name in _mixture_sources(mixture):
@@ -825,11 +1111,25 @@ def _check_train(ctx: _Context) -> list[str]:
                 trained.append(name.name)
         for name, source in spec.data.items():
             if name not in seen:
-                ctx.report(Diagnostic("W004", f"data `{name}` is declared but not trained on", source.span, "add it to `train.data` or remove it"))
+                ctx.report(
+                    Diagnostic(
+                        "W004",
+                        f"data `{name}` is declared but not trained on",
+                        source.span,
+                        "add it to `train.data` or remove it",
+                    )
+                )
 
     epochs, steps = spec.blocks["train"].get("epochs"), spec.blocks["train"].get("steps")
     if epochs is not None and steps is not None:
-        ctx.report(Diagnostic("E056", "set `epochs` or `steps`, not both", steps.span, f"`epochs` is set at {_place(epochs.span, steps.span)}"))
+        ctx.report(
+            Diagnostic(
+                "E056",
+                "set `epochs` or `steps`, not both",
+                steps.span,
+                f"`epochs` is set at {_place(epochs.span, steps.span)}",
+            )
+        )
     total_steps = _int(steps.value) if steps is not None else None
 
     batch, micro = _int(spec.value("train", "batch")), _int(spec.value("train", "micro"))
@@ -845,11 +1145,38 @@ def _check_train(ctx: _Context) -> list[str]:
     _check_mesh(ctx, batch, micro)
     _check_schedule(ctx, total_steps)
     checkpoint = spec.value("train", "checkpoint")
-    if spec.span("train", "checkpoint") is not None and not spec.blocks["train"]["checkpoint"].is_default and isinstance(checkpoint, ast.Every) and total_steps and unit_is(checkpoint.unit, "steps") and checkpoint.amount.value > total_steps:
-        ctx.report(Diagnostic("W005", f"checkpoint interval {checkpoint.amount.value} exceeds the {total_steps} training steps", spec.span("train", "checkpoint"), "only the final checkpoint will be written"))
+    if (
+        spec.span("train", "checkpoint") is not None
+        and not spec.blocks["train"]["checkpoint"].is_default
+        and isinstance(checkpoint, ast.Every)
+        and total_steps
+        and unit_is(checkpoint.unit, "steps")
+        and checkpoint.amount.value > total_steps
+    ):
+        ctx.report(
+            Diagnostic(
+                "W005",
+                f"checkpoint interval {checkpoint.amount.value} exceeds the {total_steps} training steps",
+                spec.span("train", "checkpoint"),
+                "only the final checkpoint will be written",
+            )
+        )
     every = spec.value("eval", "every")
-    if not spec.blocks["eval"]["every"].is_default and isinstance(every, ast.Quantity) and total_steps and unit_is(every.unit, "steps") and every.amount.value > total_steps:
-        ctx.report(Diagnostic("W005", f"eval interval {every.amount.value} exceeds the {total_steps} training steps", spec.span("eval", "every"), "only the final evaluation will run"))
+    if (
+        not spec.blocks["eval"]["every"].is_default
+        and isinstance(every, ast.Quantity)
+        and total_steps
+        and unit_is(every.unit, "steps")
+        and every.amount.value > total_steps
+    ):
+        ctx.report(
+            Diagnostic(
+                "W005",
+                f"eval interval {every.amount.value} exceeds the {total_steps} training steps",
+                spec.span("eval", "every"),
+                "only the final evaluation will run",
+            )
+        )
     return trained
 
 
@@ -870,17 +1197,30 @@ def _check_mesh(ctx: _Context, batch: int | None, micro: int | None) -> None:
     for v in sizes.values():
         if isinstance(v, ast.Number):
             fixed *= v.value
-    where = f"--devices {ctx.devices}" if ctx.devices_given else f"{ctx.devices} device{'s' * (ctx.devices != 1)} present"
+    where = (
+        f"--devices {ctx.devices}" if ctx.devices_given else f"{ctx.devices} device{'s' * (ctx.devices != 1)} present"
+    )
     if len(autos) > 1:
         ctx.report(Diagnostic("E055", f"only one mesh axis can be `auto` ({' and '.join(autos)} are)", span))
         return
     if autos:
         if ctx.devices % fixed:
-            ctx.report(Diagnostic("E055", f"the mesh's fixed axes ({fixed} devices) do not divide the device count ({where})", span))
+            ctx.report(
+                Diagnostic(
+                    "E055", f"the mesh's fixed axes ({fixed} devices) do not divide the device count ({where})", span
+                )
+            )
             return
         sizes[autos[0]] = ast.Number(ctx.devices // fixed)
     elif fixed != ctx.devices:
-        ctx.report(Diagnostic("E055", f"the mesh covers {fixed} devices but there are {ctx.devices} ({where})", span, "set one axis to `auto`, or pass `--devices N` to check for another machine"))
+        ctx.report(
+            Diagnostic(
+                "E055",
+                f"the mesh covers {fixed} devices but there are {ctx.devices} ({where})",
+                span,
+                "set one axis to `auto`, or pass `--devices N` to check for another machine",
+            )
+        )
         return
     parallel = sizes["data"].value * sizes["fsdp"].value
     for label, count in (("batch", batch), ("micro", micro)):
@@ -902,10 +1242,25 @@ def _check_schedule(ctx: _Context, total_steps: int | None) -> None:
         return
     warmup, decay = arg(schedule, "warmup"), arg(schedule, "decay")
     if total_steps and isinstance(warmup, ast.Quantity) and warmup.amount.value >= total_steps:
-        ctx.report(Diagnostic("E054", f"warmup {warmup.amount.value} steps is not shorter than training ({total_steps} steps)", warmup.span))
+        ctx.report(
+            Diagnostic(
+                "E054",
+                f"warmup {warmup.amount.value} steps is not shorter than training ({total_steps} steps)",
+                warmup.span,
+            )
+        )
     if isinstance(warmup, ast.Percent) and isinstance(decay, ast.Percent) and warmup.value + decay.value > 1:
-        ctx.report(Diagnostic("E054", f"warmup {warmup.text} and decay {decay.text} add up to more than the whole run", decay.span))
-    if total_steps and isinstance(warmup, ast.Quantity) and isinstance(decay, ast.Quantity) and warmup.amount.value + decay.amount.value > total_steps:
+        ctx.report(
+            Diagnostic(
+                "E054", f"warmup {warmup.text} and decay {decay.text} add up to more than the whole run", decay.span
+            )
+        )
+    if (
+        total_steps
+        and isinstance(warmup, ast.Quantity)
+        and isinstance(decay, ast.Quantity)
+        and warmup.amount.value + decay.amount.value > total_steps
+    ):
         ctx.report(Diagnostic("E054", "warmup and decay add up to more than the whole run", decay.span))
     min_lr, lr = arg(schedule, "min_lr"), arg(ctx.spec.value("train", "optimizer"), "lr")
     if isinstance(min_lr, ast.Number) and isinstance(lr, ast.Number) and min_lr.value > lr.value:
@@ -959,7 +1314,14 @@ def _check_accept(ctx: _Context, trained: list[str]) -> None:
                     )
                 )
         elif not any_eval and trained:
-            ctx.report(Diagnostic("E061", f"no trained source has eval rows to compute `{name}` on", gate.metric.span, "add `split eval = 5%` (or a separate eval file) to a data source"))
+            ctx.report(
+                Diagnostic(
+                    "E061",
+                    f"no trained source has eval rows to compute `{name}` on",
+                    gate.metric.span,
+                    "add `split eval = 5%` (or a separate eval file) to a data source",
+                )
+            )
         text, side = gate_key(gate)
         bounds.setdefault(text, {})[side] = gate
     for text, sides in bounds.items():
@@ -967,7 +1329,13 @@ def _check_accept(ctx: _Context, trained: list[str]) -> None:
         if upper is not None and lower is not None:
             hi, lo = upper.value.value, lower.value.value
             if lo > hi or (lo == hi and (upper.op == "<" or lower.op == ">")):
-                ctx.report(Diagnostic("E062", f"`{text}` cannot be both {lower.op} {lower.value.text} and {upper.op} {upper.value.text}", upper.span))
+                ctx.report(
+                    Diagnostic(
+                        "E062",
+                        f"`{text}` cannot be both {lower.op} {lower.value.text} and {upper.op} {upper.value.text}",
+                        upper.span,
+                    )
+                )
 
 
 def baseline_kind(spec: Spec) -> str:
@@ -991,7 +1359,7 @@ def _check_baseline(ctx: _Context) -> str:
                 "E066",
                 f"`baseline = {kind}` compares with the base model, but this model is trained from scratch (`init`): there is no base to compare with",
                 spec.span("eval", "baseline"),
-                "remove `baseline`, or fine-tune a pretrained `base = hf(\"dir\")`",
+                'remove `baseline`, or fine-tune a pretrained `base = hf("dir")`',
             )
         )
         return "off"
@@ -1001,7 +1369,11 @@ def _check_baseline(ctx: _Context) -> str:
 def _check_compared(ctx: _Context, gate: ast.Gate, metric: schema.Metric, baseline: str) -> None:
     """`gain(...)` and `review_wins` gates compare with a baseline, which must exist and have the metric."""
     spec = ctx.spec
-    what = "`review_wins` compares the tuned answers with the baseline's" if metric.review else f"`{metric_text(gate.metric)}` is the improvement over the baseline"
+    what = (
+        "`review_wins` compares the tuned answers with the baseline's"
+        if metric.review
+        else f"`{metric_text(gate.metric)}` is the improvement over the baseline"
+    )
     if baseline == "off":
         scratch = isinstance(spec.value("model", "base"), ast.Init)
         ctx.report(
@@ -1009,7 +1381,9 @@ def _check_compared(ctx: _Context, gate: ast.Gate, metric: schema.Metric, baseli
                 "E066",
                 f"{what}, but {'this model is trained from scratch (`init`), so there is none' if scratch else 'the spec sets `baseline = off`'}",
                 gate.metric.span,
-                "remove the gate, or fine-tune a pretrained `base = hf(\"dir\")`" if scratch else "set `baseline = base` (or `few_shot(k = 3)`) in the `eval` block",
+                'remove the gate, or fine-tune a pretrained `base = hf("dir")`'
+                if scratch
+                else "set `baseline = base` (or `few_shot(k = 3)`) in the `eval` block",
             )
         )
     elif baseline == "few_shot" and not metric.generation:
@@ -1031,14 +1405,25 @@ def _check_output(ctx: _Context) -> None:
             ctx.report(problem)
         for placeholder in found:
             if placeholder.path != "name":
-                ctx.report(Diagnostic("E040", f"`{{{placeholder.path}}}` is not known in `output.dir`", placeholder.span, "only `{name}` (the spec's name) is filled in"))
+                ctx.report(
+                    Diagnostic(
+                        "E040",
+                        f"`{{{placeholder.path}}}` is not known in `output.dir`",
+                        placeholder.span,
+                        "only `{name}` (the spec's name) is filled in",
+                    )
+                )
 
 
 # ---------------------------------------------------------------- entry points
 
 
-def check_spec(spec: Spec, devices: int | None = None, offline: bool = False, files: FileSystem | None = None) -> list[Diagnostic]:
-    ctx = _Context(spec, files or FileSystem(), devices or detect_devices(), offline_mode(offline), [], devices is not None)
+def check_spec(
+    spec: Spec, devices: int | None = None, offline: bool = False, files: FileSystem | None = None
+) -> list[Diagnostic]:
+    ctx = _Context(
+        spec, files or FileSystem(), devices or detect_devices(), offline_mode(offline), [], devices is not None
+    )
     _check_model(ctx)
     columns = _check_data(ctx)
     _check_templates(ctx, columns)
@@ -1051,7 +1436,9 @@ def check_spec(spec: Spec, devices: int | None = None, offline: bool = False, fi
     return ctx.problems
 
 
-def check_spec_file(path: str | Path, devices: int | None = None, offline: bool = False, files: FileSystem | None = None) -> tuple[Spec | None, list[Diagnostic]]:
+def check_spec_file(
+    path: str | Path, devices: int | None = None, offline: bool = False, files: FileSystem | None = None
+) -> tuple[Spec | None, list[Diagnostic]]:
     """Everything `sftc check` proves about one spec; diagnostics sorted by place."""
     spec, problems = load_spec(path, files)
     if spec is not None:

@@ -121,7 +121,9 @@ def _load_for_diff(argument: str, console):
     spec, problems = load_spec(path, files)
     if spec is None:
         print_human(problems, console)
-        console.print(Text.assemble(("error", "bold red"), f": {argument} does not resolve; nothing to compare"), soft_wrap=True)
+        console.print(
+            Text.assemble(("error", "bold red"), f": {argument} does not resolve; nothing to compare"), soft_wrap=True
+        )
         return None
     return spec, files, argument
 
@@ -243,30 +245,56 @@ def _register_runtime_commands(commands) -> None:
     job.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, reachable from every process")
     job.add_argument("--num-processes", type=int, metavar="N", help="processes in the job")
     job.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1 (0 prints and writes)")
-    job.add_argument("--distributed", action="store_true",
-                     help="join the job JAX detects (SLURM, Cloud TPU, Kubernetes, Open MPI)")
+    job.add_argument(
+        "--distributed", action="store_true", help="join the job JAX detects (SLURM, Cloud TPU, Kubernetes, Open MPI)"
+    )
     run.set_defaults(run=_runtime_command("run", spec=True))
 
-    evaluate = commands.add_parser("eval", help="re-evaluate a run's checkpoint (optionally with an edited spec's gates)")
+    evaluate = commands.add_parser(
+        "eval", help="re-evaluate a run's checkpoint (optionally with an edited spec's gates)"
+    )
     evaluate.add_argument("run_dir", metavar="RUN", help="a run directory: runs/<name>/<timestamp>")
     evaluate.add_argument("--spec", default=None, help="judge with this spec's `eval` and `accept` blocks")
     evaluate.add_argument("--step", type=int, default=None, help="a checkpoint step (default: the latest)")
     evaluate.set_defaults(run=_evaluate)
 
-    for name, text in (("generate", "completions from a trained run"), ("chat", "talk to a trained run, streaming tokens")):
+    for name, text in (
+        ("generate", "completions from a trained run"),
+        ("chat", "talk to a trained run, streaming tokens"),
+    ):
         sub = commands.add_parser(name, help=text)
         sub.add_argument("run_dir", metavar="RUN", help="a run directory: runs/<name>/<timestamp>")
         if name == "generate":
             sub.add_argument("--prompt", default=None, help="the input text (fills the template's one placeholder)")
-            sub.add_argument("--file", default=None, help="a JSON-lines file of rows in the source's columns (a conversation's last assistant turn is dropped)")
+            sub.add_argument(
+                "--file",
+                default=None,
+                help="a JSON-lines file of rows in the source's columns (a conversation's last assistant turn is dropped)",
+            )
             sub.add_argument("--json", action="store_true", help="one JSON object per completion")
         sub.add_argument("--source", default=None, help="use this source's template (default: the first)")
         sub.add_argument("--step", type=int, default=None, help="a checkpoint step (default: the latest)")
-        sub.add_argument("--max-new-tokens", type=int, default=None, help="(default: the spec's eval.generate, else 128)")
-        sub.add_argument("--temperature", type=float, default=None, help="0 is greedy (default: the spec's eval.generate)")
-        sub.add_argument("--top-p", type=float, default=None, help="nucleus sampling, in (0, 1]; applies when temperature > 0 (default: the spec's)")
-        sub.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest tokens, 0 = all; applies when temperature > 0 (default: the spec's)")
-        sub.add_argument("--seed", type=int, default=None, help="the sampling seed (default: the spec's eval.generate seed)")
+        sub.add_argument(
+            "--max-new-tokens", type=int, default=None, help="(default: the spec's eval.generate, else 128)"
+        )
+        sub.add_argument(
+            "--temperature", type=float, default=None, help="0 is greedy (default: the spec's eval.generate)"
+        )
+        sub.add_argument(
+            "--top-p",
+            type=float,
+            default=None,
+            help="nucleus sampling, in (0, 1]; applies when temperature > 0 (default: the spec's)",
+        )
+        sub.add_argument(
+            "--top-k",
+            type=int,
+            default=None,
+            help="sample among the k likeliest tokens, 0 = all; applies when temperature > 0 (default: the spec's)",
+        )
+        sub.add_argument(
+            "--seed", type=int, default=None, help="the sampling seed (default: the spec's eval.generate seed)"
+        )
         sub.set_defaults(run=_runtime_command(name))
 
     export = commands.add_parser("export", help="write a checkpoint transformers / peft / vLLM load as is")
@@ -279,11 +307,20 @@ def _register_runtime_commands(commands) -> None:
     review = commands.add_parser("review", help="a local web page to score, flag and correct a run's eval answers")
     review.add_argument("run_dir", metavar="RUN", help="a run directory: runs/<name>/<timestamp>")
     review.add_argument("--port", type=int, default=8765, help="(default 8765; 0: any free port)")
-    review.add_argument("--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1; any other needs --token)")
+    review.add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1; any other needs --token)"
+    )
     review.add_argument("--token", default=None, help="a secret every request must carry (required off 127.0.0.1)")
     review.add_argument("--reviewer", default=None, help="judge as this reviewer (default: the page asks)")
-    review.add_argument("--blind", action="store_true", help="show the tuned and base answers as A/B in a random order per row")
-    review.add_argument("--export", metavar="FILE", default=None, help="write the corrections as JSON-lines data rows to FILE; no server")
+    review.add_argument(
+        "--blind", action="store_true", help="show the tuned and base answers as A/B in a random order per row"
+    )
+    review.add_argument(
+        "--export",
+        metavar="FILE",
+        default=None,
+        help="write the corrections as JSON-lines data rows to FILE; no server",
+    )
     review.set_defaults(run=_runtime_command("review"))
 
     bench = commands.add_parser("bench", help="steady-state training throughput of the spec's model and shapes")
@@ -304,7 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="prove a spec is right, without a GPU")
     check.add_argument("specs", nargs="+", metavar="SPEC")
     check.add_argument("--format", choices=("human", "json", "github"), default="human")
-    check.add_argument("--devices", type=_positive_int, default=None, help="device count the mesh must fit (default: the devices present)")
+    check.add_argument(
+        "--devices",
+        type=_positive_int,
+        default=None,
+        help="device count the mesh must fit (default: the devices present)",
+    )
     check.add_argument("--offline", action="store_true", help="skip checks that need the Hugging Face hub, and say so")
     check.set_defaults(run=cmd_check)
 

@@ -165,7 +165,9 @@ def _feature_paths(prefix: str, feature, out: set[str]) -> None:
             _feature_paths(f"{prefix}.{key}", inner, out)
 
 
-def sample_rows(kind: str, path: Path, files: FileSystem, options: dict, skip_bad_rows: bool = False) -> list[dict] | None:
+def sample_rows(
+    kind: str, path: Path, files: FileSystem, options: dict, skip_bad_rows: bool = False
+) -> list[dict] | None:
     """The rows in the first SAMPLE_BYTES of a local file (all rows of a `json` file), as the
     runtime will load them; None for kinds not sampled (parquet, disk). `skip_bad_rows`: as
     `read_columns`."""
@@ -426,14 +428,17 @@ def _arrow_sample(files: FileSystem, path: Path) -> Sample:
     return Sample(rows, "row", None)
 
 
-def shape_sample(kind: str, path: Path, files: FileSystem, options: dict, columns: list[str] | None = None,
-                 spread: int = SPREAD_ROWS) -> Sample | None:
+def shape_sample(
+    kind: str, path: Path, files: FileSystem, options: dict, columns: list[str] | None = None, spread: int = SPREAD_ROWS
+) -> Sample | None:
     """The rows `sftc check` runs the shape rules on: the head and `spread` rows to the file's
     end; None for kinds not sampled (disk). `columns`: all a parquet read needs (None: all)."""
     if kind == "jsonl":
         return _line_sample(files, path, lambda line: _jsonl_row(line) if line.strip() else None, spread)
     if kind == "text":
-        return _line_sample(files, path, lambda line: ({"text": line.decode("utf-8", errors="replace").rstrip("\r")}, None), spread)
+        return _line_sample(
+            files, path, lambda line: ({"text": line.decode("utf-8", errors="replace").rstrip("\r")}, None), spread
+        )
     if kind == "csv":
         return _csv_sample(files, path, options.get("delimiter", ","), spread)
     if kind == "json":

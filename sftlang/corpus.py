@@ -13,7 +13,6 @@ a character then counts only when at least two rows have it.
 
 from __future__ import annotations
 
-
 from runtime.plan.vocab_range import CharacterCount
 
 from . import ast
@@ -58,8 +57,15 @@ def _renderer(source: DataSource, template: Template | None, columns: set[str]):
             row = shapes.transform_row(row, rename, where)
             if row is None:
                 return None
-            return training_text(row, parts, conversation=conversation, roles=shape.roles, keys=shape.keys,
-                                 system=system, alpaca=shape.kind == "alpaca")
+            return training_text(
+                row,
+                parts,
+                conversation=conversation,
+                roles=shape.roles,
+                keys=shape.keys,
+                system=system,
+                alpaca=shape.kind == "alpaca",
+            )
         except RowProblem:
             return None
 
@@ -70,8 +76,11 @@ def training_characters(source: DataSource, template: Template | None, files: Fi
     """The characters of the source's training text as the tokenizer trainer counts them;
     None when the file cannot be sampled (hub, parquet, disk, missing or unreadable)."""
     path_arg = source.source.kwarg("path")
-    path = (present_file(files, source.base_dir, path_arg.value.value)
-            if path_arg is not None and isinstance(path_arg.value, ast.Str) else None)
+    path = (
+        present_file(files, source.base_dir, path_arg.value.value)
+        if path_arg is not None and isinstance(path_arg.value, ast.Str)
+        else None
+    )
     if path is None:
         return None
     options = {a.name.name: a.value.value for a in source.source.args if a.name and isinstance(a.value, ast.Str)}

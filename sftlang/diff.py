@@ -112,7 +112,9 @@ def _source_text(call: ast.Call) -> str:
     signature = schema.SOURCES.variants.get(call.head.name)
     positional = signature.positional if signature is not None else 0
     args = [
-        format_value(a.value) if index < positional and a.name is not None and a.name.name == signature.params[index].name else format_value(a)
+        format_value(a.value)
+        if index < positional and a.name is not None and a.name.name == signature.params[index].name
+        else format_value(a)
         for index, a in enumerate(call.args)
     ]
     return f"{call.head.name}({', '.join(args)})"
@@ -177,7 +179,9 @@ def flatten(spec: Spec) -> dict[str, _Entry]:
     for gate in spec.gates:
         # keyed by (metric, side) so `loss <= 1.2` -> `loss < 1.0` is one change
         metric, side = gate_key(gate)
-        out.append(_Entry(f"accept:{metric}|{side}", (gate.op, gate.value), format_value(gate.value), shown=_gate_path(gate)))
+        out.append(
+            _Entry(f"accept:{metric}|{side}", (gate.op, gate.value), format_value(gate.value), shown=_gate_path(gate))
+        )
     for block in ("output",):
         for key, setting in spec.blocks.get(block, {}).items():
             _flatten_value(f"{block}.{key}", setting.value, setting.is_default, out)
@@ -299,7 +303,7 @@ def diff_specs(
         elif before.value != after.value:
             old_text, new_text = before.text, after.text
             if path.startswith("accept:") and before.value[0] != after.value[0]:  # `<=` became `<`
-                shown = f"accept.{path[len('accept:'):].rsplit('|', 1)[0]}"
+                shown = f"accept.{path[len('accept:') :].rsplit('|', 1)[0]}"
                 old_text, new_text = f"{before.value[0]} {old_text}", f"{after.value[0]} {new_text}"
             diff = ()
             if path.startswith("template.") and path.rsplit(".", 1)[1] in TEXT_KEYS:
@@ -363,7 +367,9 @@ def render_lines(result: SpecDiff) -> list[tuple[str, str]]:
     for change in result.changes:
         mark, style = MARKS[change.kind]
         value = _line_value(change)
-        lines.append((f"{mark} {change.label:<{width}}  {value}".rstrip() if value else f"{mark} {change.label}", style))
+        lines.append(
+            (f"{mark} {change.label:<{width}}  {value}".rstrip() if value else f"{mark} {change.label}", style)
+        )
         for line in change.text_diff:
             lines.append(("    " + line, LINE_STYLES.get(line[:1], "")))
     lines.append((result.summary(), "bold"))
@@ -377,13 +383,24 @@ def render_human(result: SpecDiff) -> str:
 def to_json(result: SpecDiff, old_label: str | None = None, new_label: str | None = None) -> str:
     changes = []
     for change in result.changes:
-        item = {"kind": change.kind, "path": change.path, "category": change.category, "old": change.old, "new": change.new}
+        item = {
+            "kind": change.kind,
+            "path": change.path,
+            "category": change.category,
+            "old": change.old,
+            "new": change.new,
+        }
         if change.text_diff:
             item["text_diff"] = list(change.text_diff)
         if change.settings:
             item["settings"] = dict(change.settings)
         if change.rows is not None:
-            item["rows"] = {"old": change.rows.old, "new": change.rows.new, "added": change.rows.added, "removed": change.rows.removed}
+            item["rows"] = {
+                "old": change.rows.old,
+                "new": change.rows.new,
+                "added": change.rows.added,
+                "removed": change.rows.removed,
+            }
         if change.error is not None:
             item["error"] = change.error
         changes.append(item)

@@ -66,7 +66,11 @@ def emit_spec(spec: Spec, absolute_paths: bool = False) -> str:
         items.append(ast.DataDecl(ast.Name(source.name), call, ast.Body(tuple(entries))))
     for template in spec.templates.values():
         entries = tuple(_assign(s) for s in template.settings.values())
-        items.append(ast.TemplateDecl(ast.Name(template.name), tuple(ast.Name(n.name) for n in template.sources), ast.Body(entries)))
+        items.append(
+            ast.TemplateDecl(
+                ast.Name(template.name), tuple(ast.Name(n.name) for n in template.sources), ast.Body(entries)
+            )
+        )
     for block in ("train", "eval"):
         items.append(ast.Block(ast.Name(block), ast.Body(tuple(_assign(s) for s in spec.blocks[block].values()))))
     if spec.gates:

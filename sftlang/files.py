@@ -89,7 +89,9 @@ def git_revision(spec: str) -> tuple[GitRevision, Path] | None:
     if done.returncode != 0:
         return None
     root = Path(done.stdout.strip()).resolve()
-    check = subprocess.run(["git", "-C", str(root), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], capture_output=True)
+    check = subprocess.run(
+        ["git", "-C", str(root), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"], capture_output=True
+    )
     if check.returncode != 0:
         raise FileNotFoundError(f"`{rev}` is not a git revision here")
     return GitRevision(rev, root), Path(path)

@@ -177,7 +177,9 @@ def _count_disk_rows(files: FileSystem, paths: list[Path]) -> int | None:
             entries = json.loads(files.read_bytes(state)).get("_data_files") or []
         except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
             continue
-        listed |= {(state.parent / e["filename"]).as_posix() for e in entries if isinstance(e, dict) and "filename" in e}
+        listed |= {
+            (state.parent / e["filename"]).as_posix() for e in entries if isinstance(e, dict) and "filename" in e
+        }
     if listed:
         arrows = [p for p in arrows if p.as_posix() in listed]
     if not arrows:
@@ -199,7 +201,9 @@ def _count_disk_rows(files: FileSystem, paths: list[Path]) -> int | None:
 # ---------------------------------------------------------------- sources
 
 
-def fingerprint_source(call: ast.Call, base_dir: Path, files: FileSystem | None = None, lines: bool = False) -> Fingerprint:
+def fingerprint_source(
+    call: ast.Call, base_dir: Path, files: FileSystem | None = None, lines: bool = False
+) -> Fingerprint:
     """The fingerprint of one source call whose paths are relative to `base_dir`.
 
     `lines=True` also collects the row-hash multiset of a jsonl/text/csv source.

@@ -41,8 +41,8 @@ idempotent; tests/sftlang/test_fmt.py checks both on generated specs.
 from __future__ import annotations
 
 import math
-from decimal import Decimal
 from dataclasses import dataclass
+from decimal import Decimal
 
 from . import ast
 from .diagnostics import Diagnostic
@@ -94,7 +94,9 @@ def format_value(node) -> str:
     if isinstance(node, ast.Sum):
         return " + ".join(format_value(t) for t in node.terms)
     if isinstance(node, ast.Arg):
-        return format_value(node.value) if node.name is None else f"{format_value(node.name)} = {format_value(node.value)}"
+        return (
+            format_value(node.value) if node.name is None else f"{format_value(node.name)} = {format_value(node.value)}"
+        )
     if isinstance(node, (ast.Assign, ast.Gate)):
         left, op, right = _entry_parts(node)
         return f"{left} {op} {right}"

@@ -14,8 +14,19 @@ import os
 from pathlib import Path
 
 from runtime.plan.data_plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
-from runtime.plan.run_plan import BaselinePlan, EvalPlan, GatePlan, GenerationPlan, LoraPlan, ModelPlan, OutputPlan, Plan, TokenizerPlan, TrainPlan
 from runtime.plan.hub_policy import local_path_reason
+from runtime.plan.run_plan import (
+    BaselinePlan,
+    EvalPlan,
+    GatePlan,
+    GenerationPlan,
+    LoraPlan,
+    ModelPlan,
+    OutputPlan,
+    Plan,
+    TokenizerPlan,
+    TrainPlan,
+)
 from runtime.plan.settings import ARCHITECTURES, OPTIMIZERS, SCHEDULES, TOKENIZER_TRAINERS, Length, Schedule
 
 from . import ast, schema
@@ -74,7 +85,9 @@ def _source_spec(name: str, call: ast.Call, base_dir: Path, settings: dict) -> S
         value = split.value
         if isinstance(value, ast.Call):
             # the eval file is read like its owner: same overflow, bad rows, renames, filter, system message
-            inherited = {k: v for k, v in settings.items() if k in ("overflow", "on_bad_row", "rename", "where", "system")}
+            inherited = {
+                k: v for k, v in settings.items() if k in ("overflow", "on_bad_row", "rename", "where", "system")
+            }
             evaluation = EvalSplit(source=_source_spec(f"{name}/eval", value, base_dir, inherited))
         elif isinstance(value, ast.Seeded):
             evaluation = EvalSplit(fraction=value.value.value, seed=value.seed.value)
@@ -202,7 +215,9 @@ def _model_plan(spec: Spec) -> ModelPlan:
         return ModelPlan("init", dtype, tokenizer_plan, init=init, adapter=lora, quantize=quantize)
     options = _kwargs(base)
     path = _local_or_hub(options["path"], base_dir, options.get("revision"))
-    return ModelPlan("hf", dtype, tokenizer_plan, path=path, revision=options.get("revision"), adapter=lora, quantize=quantize)
+    return ModelPlan(
+        "hf", dtype, tokenizer_plan, path=path, revision=options.get("revision"), adapter=lora, quantize=quantize
+    )
 
 
 # ---------------------------------------------------------------- train / eval
@@ -275,8 +290,9 @@ def _eval_plan(spec: Spec) -> EvalPlan:
         options = _kwargs(generate)
         generation = GenerationPlan(greedy=generate.head.name == "greedy", **options)
     samples = spec.value("eval", "samples")
-    return EvalPlan(every_steps, every_epochs, generation, None if isinstance(samples, ast.Name) else samples.value,
-                    _baseline(spec))
+    return EvalPlan(
+        every_steps, every_epochs, generation, None if isinstance(samples, ast.Name) else samples.value, _baseline(spec)
+    )
 
 
 def _baseline(spec: Spec) -> BaselinePlan | None:

@@ -121,7 +121,7 @@ def _unescape(body: str, span, problems: list[Diagnostic], offset: int) -> str:
         ch = body[i]
         if ch == "\\" and i + 1 < len(body):
             nxt = body[i + 1]
-            if nxt in "nt\"\\r":
+            if nxt in 'nt"\\r':
                 out.append(_ESCAPES[nxt])
             else:
                 problems.append(
@@ -129,7 +129,7 @@ def _unescape(body: str, span, problems: list[Diagnostic], offset: int) -> str:
                         "E003",
                         f"unknown escape `\\{nxt}` in string",
                         span.sub(offset + i, offset + i + 2),
-                        "strings know `\\n`, `\\t`, `\\r`, `\\\"` and `\\\\`; write `\\\\` for a backslash",
+                        'strings know `\\n`, `\\t`, `\\r`, `\\"` and `\\\\`; write `\\\\` for a backslash',
                     )
                 )
                 out.append(nxt)
@@ -261,12 +261,16 @@ class _Builder:
     def item(self, node: Tree) -> ast.Item:
         kids, span = node.children, self.span_of(node)
         if node.data == "header":
-            return ast.Header(self.string(kids[0].children[0]) if isinstance(kids[0], Tree) else self.string(kids[0]), span)
+            return ast.Header(
+                self.string(kids[0].children[0]) if isinstance(kids[0], Tree) else self.string(kids[0]), span
+            )
         if node.data == "use":
             return ast.Use(self.string(kids[0]), span)
         if node.data == "data_decl":
             name, source, body = kids
-            return ast.DataDecl(self.name(name), self.value(source), self.body(body) if body is not None else None, span)
+            return ast.DataDecl(
+                self.name(name), self.value(source), self.body(body) if body is not None else None, span
+            )
         if node.data == "template_decl":
             name, names, body = kids
             sources = tuple(self.name(t) for t in names.children)

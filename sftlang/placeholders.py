@@ -37,20 +37,33 @@ def placeholders(node: ast.Str) -> tuple[list[Placeholder], list[Diagnostic]]:
             i += 2
             continue
         if ch == "}":
-            problems.append(Diagnostic("E041", "`}` without a matching `{`", node.span.sub(i, i + 1), "write `}}` for a literal brace"))
+            problems.append(
+                Diagnostic(
+                    "E041", "`}` without a matching `{`", node.span.sub(i, i + 1), "write `}}` for a literal brace"
+                )
+            )
             i += 1
             continue
         if ch == "{":
             close = raw.find("}", i + 1, end)
             newline = raw.find("\n", i + 1, end)
             if close == -1 or (newline != -1 and newline < close) or "{" in raw[i + 1 : close]:
-                problems.append(Diagnostic("E041", "`{` is never closed", node.span.sub(i, i + 1), "write `{{` for a literal brace"))
+                problems.append(
+                    Diagnostic("E041", "`{` is never closed", node.span.sub(i, i + 1), "write `{{` for a literal brace")
+                )
                 i += 1
                 continue
             path = raw[i + 1 : close].strip()
             span = node.span.sub(i, close + 1)
             if not path or any(not part.strip() for part in path.split(".")):
-                problems.append(Diagnostic("E041", f"empty placeholder `{raw[i:close + 1]}`", span, "write `{column}`, or `{{` for a literal brace"))
+                problems.append(
+                    Diagnostic(
+                        "E041",
+                        f"empty placeholder `{raw[i : close + 1]}`",
+                        span,
+                        "write `{column}`, or `{{` for a literal brace",
+                    )
+                )
             else:
                 found.append(Placeholder(path, span))
             i = close + 1

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from . import ast, schema
@@ -86,7 +86,7 @@ class Spec:
 # ---------------------------------------------------------------- defaults
 
 
-@lru_cache(maxsize=None)
+@cache
 def parse_value(text: str) -> ast.Value:
     """A value from source text (the schema's defaults)."""
     tree, problems = parse(f"b {{\n    v = {text}\n}}\n", "<default>")
@@ -98,7 +98,9 @@ def _pick(type_: Type, node) -> Type | None:
     """The alternative of a (possibly OneOf) type that describes `node`."""
     if isinstance(type_, OneOf):
         for option in type_.options:
-            if option.accepts(node) or (isinstance(option, Calls) and isinstance(node, ast.Name) and node.name in option.variants):
+            if option.accepts(node) or (
+                isinstance(option, Calls) and isinstance(node, ast.Name) and node.name in option.variants
+            ):
                 return option
         return None
     return type_
@@ -188,7 +190,11 @@ def merge_call(base: ast.Value, override: ast.Value, type_: Type) -> ast.Value:
     if not (isinstance(chosen, Calls) and isinstance(base, ast.Call) and isinstance(override, ast.Call)):
         return override
     signature = chosen.variants.get(override.head.name)
-    if base.head.name != override.head.name or signature is None or any(p.type is schema.PATH for p in signature.params):
+    if (
+        base.head.name != override.head.name
+        or signature is None
+        or any(p.type is schema.PATH for p in signature.params)
+    ):
         return override
     old, new = _named_args(base.args, signature), _named_args(override.args, signature)
     if old is None or new is None:
@@ -238,11 +244,20 @@ class _Loader:
             target = (path.parent / item.path.value).resolve()
             if target in chain or target == path:
                 cycle = " -> ".join(self.display(p) for p in (*chain, path, target))
-                self.report(Diagnostic("E034", f"`use` makes a cycle: {cycle}", item.path.span, "remove one of these `use` lines"))
+                self.report(
+                    Diagnostic(
+                        "E034", f"`use` makes a cycle: {cycle}", item.path.span, "remove one of these `use` lines"
+                    )
+                )
                 continue
             if not self.files.is_file(target):
                 self.report(
-                    Diagnostic("E033", f"`use` file `{item.path.value}` not found", item.path.span, f"looked for {self.display(target)}")
+                    Diagnostic(
+                        "E033",
+                        f"`use` file `{item.path.value}` not found",
+                        item.path.span,
+                        f"looked for {self.display(target)}",
+                    )
                 )
                 continue
             base = self.load(target, (*chain, path))
@@ -289,7 +304,9 @@ def _merge(files: list[tuple[ast.SpecFile, Path]], root: Path) -> Spec:
                 data[item.name.name] = DataSource(item.name.name, item.source, settings, path.parent, item.name.span)
             elif isinstance(item, ast.TemplateDecl):
                 settings = {
-                    e.key.name: Setting(e.key.name, e.value, e.span) for e in item.body.entries if isinstance(e, ast.Assign)
+                    e.key.name: Setting(e.key.name, e.value, e.span)
+                    for e in item.body.entries
+                    if isinstance(e, ast.Assign)
                 }
                 templates[item.name.name] = Template(item.name.name, item.sources, settings, item.name.span)
     return Spec(

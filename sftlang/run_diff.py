@@ -39,12 +39,20 @@ class RunDiff:
     devices: tuple[dict, dict] | None = None
     baselines: list[BeforeAfter] = field(default_factory=list)
     answers: tuple[int, int] | None = None  # (eval samples answered differently, samples both runs answered)
-    inputs: list[str] = field(default_factory=list)  # what changed among the inputs (runtime.plan.run_inputs), one line each
+    inputs: list[str] = field(
+        default_factory=list
+    )  # what changed among the inputs (runtime.plan.run_inputs), one line each
 
     @property
     def same(self) -> bool:
-        return (not self.fingerprints and not self.packages and not self.inputs and all(m.verdict == "same" for m in self.metrics)
-                and self.devices is None and not (self.answers and self.answers[0]))
+        return (
+            not self.fingerprints
+            and not self.packages
+            and not self.inputs
+            and all(m.verdict == "same" for m in self.metrics)
+            and self.devices is None
+            and not (self.answers and self.answers[0])
+        )
 
 
 def is_run_dir(path: Path) -> bool:
@@ -96,7 +104,11 @@ def diff_runs(old_dir: Path, new_dir: Path) -> RunDiff:
     result = RunDiff()
     for metric in dict.fromkeys([*old_metrics, *new_metrics]):
         base = metric.split("(", 1)[0]
-        if base != metric and old_metrics.get(metric) == old_metrics.get(base) and new_metrics.get(metric) == new_metrics.get(base):
+        if (
+            base != metric
+            and old_metrics.get(metric) == old_metrics.get(base)
+            and new_metrics.get(metric) == new_metrics.get(base)
+        ):
             continue  # a single source's value equal to the overall one says nothing new
         old, new = _number(old_metrics.get(metric)), _number(new_metrics.get(metric))
         result.metrics.append(MetricDelta(metric, old, new, _verdict(metric, old, new)))
@@ -107,8 +119,9 @@ def diff_runs(old_dir: Path, new_dir: Path) -> RunDiff:
     if old_inputs is not None and new_inputs is not None:  # every input, in the words resume and caches use
         result.inputs = new_inputs.changes(old_inputs, "run_diff")
     else:  # a run recorded before sftc kept its inputs: its data fingerprints
-        result.fingerprints = _pairs(old_manifest.get("data", {}).get("fingerprints", {}),
-                                     new_manifest.get("data", {}).get("fingerprints", {}))
+        result.fingerprints = _pairs(
+            old_manifest.get("data", {}).get("fingerprints", {}), new_manifest.get("data", {}).get("fingerprints", {})
+        )
     result.packages = _pairs(old_manifest.get("packages", {}), new_manifest.get("packages", {}))
     if old_manifest.get("devices") != new_manifest.get("devices"):
         result.devices = (old_manifest.get("devices", {}), new_manifest.get("devices", {}))
@@ -122,8 +135,11 @@ def _before_after(old_report: dict, new_report: dict) -> list[BeforeAfter]:
 
     def pairs(report: dict) -> dict[str, tuple[float, float]]:
         base, tuned = report.get("baseline", {}).get("metrics", {}), report.get("metrics", {})
-        return {k: (_number(base[k]), _number(tuned[k])) for k in base
-                if k in tuned and _number(base[k]) is not None and _number(tuned[k]) is not None}
+        return {
+            k: (_number(base[k]), _number(tuned[k]))
+            for k in base
+            if k in tuned and _number(base[k]) is not None and _number(tuned[k]) is not None
+        }
 
     old, new = pairs(old_report), pairs(new_report)
     rows = []
@@ -160,7 +176,9 @@ def render_lines(result: RunDiff, old_label: str, new_label: str, all_metrics: b
         style = {"better": "green", "worse": "red", "added": "green", "removed": "red"}
         for m in shown:
             change = "" if m.old is None or m.new is None else f"{m.new - m.old:+.4g}"
-            text = f"{m.metric.ljust(width)}  {_fmt(m.old):>{column}}  {_fmt(m.new):>{column}}  {change:>10}  {m.verdict}"
+            text = (
+                f"{m.metric.ljust(width)}  {_fmt(m.old):>{column}}  {_fmt(m.new):>{column}}  {change:>10}  {m.verdict}"
+            )
             lines.append((text, style.get(m.verdict, "")))
     elif result.metrics:
         lines.append(("metrics: all equal", "dim"))
@@ -168,7 +186,9 @@ def render_lines(result: RunDiff, old_label: str, new_label: str, all_metrics: b
         lines += _before_after_lines(result.baselines, old_label, new_label)
     if result.answers is not None:
         changed, both = result.answers
-        lines.append((f"answers: {changed} of {both} eval samples answered differently", "yellow" if changed else "dim"))
+        lines.append(
+            (f"answers: {changed} of {both} eval samples answered differently", "yellow" if changed else "dim")
+        )
     lines += [(line, "yellow") for line in result.inputs]
     for name, old, new in result.fingerprints:
         lines.append((f"~ data {name}  fingerprint {str(old)[:12]} -> {str(new)[:12]}", "yellow"))
@@ -199,8 +219,10 @@ def _before_after_lines(rows: list[BeforeAfter], old_label: str, new_label: str)
 def to_dict(result: RunDiff) -> dict:
     return {
         "metrics": [m.__dict__ for m in result.metrics],
-        "baselines": [{"metric": r.metric, "old": list(r.old) if r.old else None, "new": list(r.new) if r.new else None}
-                      for r in result.baselines],
+        "baselines": [
+            {"metric": r.metric, "old": list(r.old) if r.old else None, "new": list(r.new) if r.new else None}
+            for r in result.baselines
+        ],
         "answers_changed": list(result.answers) if result.answers else None,
         "data_fingerprints": [{"source": n, "old": o, "new": w} for n, o, w in result.fingerprints],
         "inputs": list(result.inputs),

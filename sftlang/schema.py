@@ -95,6 +95,7 @@ def signature_of(settings: type, doc: str = "") -> Signature:
         params.append(Param(f.name, _type_of(rule), default, required, rule.doc, rule.default_from))
     return Signature(tuple(params), doc=doc)
 
+
 # ---------------------------------------------------------------- model
 
 LAYER_TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
@@ -116,7 +117,11 @@ BASE_MODEL = OneOf(
         ),
         InitModel(
             Calls(
-                {"llama": signature_of(plan_types.LlamaInit, doc="a Llama-architecture decoder with fresh random weights")},
+                {
+                    "llama": signature_of(
+                        plan_types.LlamaInit, doc="a Llama-architecture decoder with fresh random weights"
+                    )
+                },
                 what="architecture",
             )
         ),
@@ -144,7 +149,11 @@ TOKENIZER = OneOf(
         ),
         TrainTokenizer(
             Calls(
-                {"sentencepiece": signature_of(plan_types.SentencepieceTraining, doc="train a sentencepiece tokenizer on a data source's text")},
+                {
+                    "sentencepiece": signature_of(
+                        plan_types.SentencepieceTraining, doc="train a sentencepiece tokenizer on a data source's text"
+                    )
+                },
                 what="tokenizer",
             )
         ),
@@ -172,9 +181,19 @@ ADAPTER = OneOf(
 )
 
 MODEL_KEYS = (
-    Key("base", BASE_MODEL, required=True, doc="the model to fine-tune: `hf(\"dir\")` or `init llama(...)`"),
-    Key("tokenizer", TOKENIZER, "base", doc="`base` (the checkpoint's), `hf(\"dir\")`, `sentencepiece(\"file.model\")` or `train sentencepiece(vocab = N) on SOURCE`"),
-    Key("dtype", Enum(("float32", "bfloat16")), "float32", doc="parameter and compute dtype; optimizer state stays float32"),
+    Key("base", BASE_MODEL, required=True, doc='the model to fine-tune: `hf("dir")` or `init llama(...)`'),
+    Key(
+        "tokenizer",
+        TOKENIZER,
+        "base",
+        doc='`base` (the checkpoint\'s), `hf("dir")`, `sentencepiece("file.model")` or `train sentencepiece(vocab = N) on SOURCE`',
+    ),
+    Key(
+        "dtype",
+        Enum(("float32", "bfloat16")),
+        "float32",
+        doc="parameter and compute dtype; optimizer state stays float32",
+    ),
     Key("adapter", ADAPTER, "none", doc="`none` (full fine-tune) or `lora(...)`"),
     Key(
         "quantize",
@@ -195,15 +214,25 @@ SOURCES = Calls(
             doc="a JSON array of objects (or under `field`)",
         ),
         "csv": Signature(
-            (Param("path", PATH, required=True), Param("delimiter", Str(non_empty=True, blank_ok=True), '","', doc="the field separator; \"\\t\" for TSV")),
+            (
+                Param("path", PATH, required=True),
+                Param("delimiter", Str(non_empty=True, blank_ok=True), '","', doc='the field separator; "\\t" for TSV'),
+            ),
             positional=1,
             doc="CSV with a header row",
         ),
         "parquet": Signature((Param("path", PATH, required=True),), positional=1, doc="Parquet files; globs allowed"),
-        "arrow": Signature((Param("path", PATH, required=True),), positional=1,
-                           doc="Arrow IPC stream files, as `datasets` writes them; globs allowed"),
-        "text": Signature((Param("path", PATH, required=True),), positional=1, doc="plain text, one row per line in column `text`"),
-        "disk": Signature((Param("path", PATH, required=True),), positional=1, doc="a dataset saved with `save_to_disk`"),
+        "arrow": Signature(
+            (Param("path", PATH, required=True),),
+            positional=1,
+            doc="Arrow IPC stream files, as `datasets` writes them; globs allowed",
+        ),
+        "text": Signature(
+            (Param("path", PATH, required=True),), positional=1, doc="plain text, one row per line in column `text`"
+        ),
+        "disk": Signature(
+            (Param("path", PATH, required=True),), positional=1, doc="a dataset saved with `save_to_disk`"
+        ),
         "hf_dataset": Signature(
             (
                 Param("name", Str(non_empty=True), required=True),
@@ -223,25 +252,74 @@ DATA_KEYS = (
         "split",
         OneOf((Seeded(Share(low=0, high=1, open_low=True, open_high=True)), SOURCES)),
         label="eval",
-        doc="held-out rows: `split eval = 5% seed 7` or `split eval = jsonl(\"eval.jsonl\")`",
+        doc='held-out rows: `split eval = 5% seed 7` or `split eval = jsonl("eval.jsonl")`',
     ),
-    Key("overflow", Enum(("drop", "truncate", "error")), "drop", doc="rows longer than `train.seq_len`: counted and reported"),
+    Key(
+        "overflow",
+        Enum(("drop", "truncate", "error")),
+        "drop",
+        doc="rows longer than `train.seq_len`: counted and reported",
+    ),
     Key("on_bad_row", Enum(("error", "skip")), "error", doc="a malformed row stops the run, or is skipped and counted"),
-    Key("rename", Mapping(NameOrString(), "COLUMN"), doc="columns renamed before templating: `(old = new, ...)`, each side a name or a string"),
-    Key("where", Mapping(Literal(lists=True), "COLUMN"), doc="keep only the rows whose column (a dotted path) equals the value, or one of a list; the others are counted as filtered"),
-    Key("system", Str(non_empty=True), doc="a system message for every conversation of this source that has none (conversation rows, and prompt/completion or Alpaca rows with `chat = on`; other rows refuse it, E045)"),
+    Key(
+        "rename",
+        Mapping(NameOrString(), "COLUMN"),
+        doc="columns renamed before templating: `(old = new, ...)`, each side a name or a string",
+    ),
+    Key(
+        "where",
+        Mapping(Literal(lists=True), "COLUMN"),
+        doc="keep only the rows whose column (a dotted path) equals the value, or one of a list; the others are counted as filtered",
+    ),
+    Key(
+        "system",
+        Str(non_empty=True),
+        doc="a system message for every conversation of this source that has none (conversation rows, and prompt/completion or Alpaca rows with `chat = on`; other rows refuse it, E045)",
+    ),
 )
 
 TEMPLATE_KEYS = (
     Key("prompt", Str(), doc="the prompt text; `{column}` placeholders"),
     Key("completion", Str(), doc="the trained text; `{column}` placeholders; EOS is appended"),
     Key("messages", Column(), doc="the column holding `[{role, content}]` conversations (OpenAI or ShareGPT style)"),
-    Key("format", Enum(FORMATS), doc="a whole-row shape instead of prompt/completion: `alpaca` (columns instruction, input, output) or `tokens` (input_ids with labels or loss_mask)"),
-    Key("train_on", Enum(("assistant", "last_assistant", "all")), doc="which turns of `messages` are trained (default `assistant`)"),
-    Key("roles", Mapping(Enum(CONVERSATION_ROLES), "ROLE"), doc="more role names of the conversations: `(bot = assistant, ...)`, each mapped to system, user, assistant or tool"),
-    Key("keys", Record(Signature((Param("role", NameOrString(), doc="the message key holding the role"), Param("content", NameOrString(), doc="the message key holding the text")))), doc="the message keys, when not `role`/`content` (or ShareGPT's `from`/`value`)"),
-    Key("tools", Column(), doc="the column of function schemas given to the chat template (default: `tools` when the source has it)"),
-    Key("chat", Bool(), "off", doc="render prompt/completion through the tokenizer's chat template: the prompt as the user turn, the completion as the assistant's (for instruct models)"),
+    Key(
+        "format",
+        Enum(FORMATS),
+        doc="a whole-row shape instead of prompt/completion: `alpaca` (columns instruction, input, output) or `tokens` (input_ids with labels or loss_mask)",
+    ),
+    Key(
+        "train_on",
+        Enum(("assistant", "last_assistant", "all")),
+        doc="which turns of `messages` are trained (default `assistant`)",
+    ),
+    Key(
+        "roles",
+        Mapping(Enum(CONVERSATION_ROLES), "ROLE"),
+        doc="more role names of the conversations: `(bot = assistant, ...)`, each mapped to system, user, assistant or tool",
+    ),
+    Key(
+        "keys",
+        Record(
+            Signature(
+                (
+                    Param("role", NameOrString(), doc="the message key holding the role"),
+                    Param("content", NameOrString(), doc="the message key holding the text"),
+                )
+            )
+        ),
+        doc="the message keys, when not `role`/`content` (or ShareGPT's `from`/`value`)",
+    ),
+    Key(
+        "tools",
+        Column(),
+        doc="the column of function schemas given to the chat template (default: `tools` when the source has it)",
+    ),
+    Key(
+        "chat",
+        Bool(),
+        "off",
+        doc="render prompt/completion through the tokenizer's chat template: the prompt as the user turn, the completion as the assistant's (for instruct models)",
+    ),
     Key("system", Str(), doc="a system message before the prompt (with `chat = on`)"),
 )
 
@@ -289,14 +367,36 @@ TRAIN_KEYS = (
     Key("seq_len", Num(low=8, high=1_048_576, integer=True), "1024", doc="tokens per sequence"),
     Key("packing", Bool(), "off", doc="pack several examples into each sequence"),
     Key("optimizer", OPTIMIZERS, "adamw(lr = 2e-5)", doc="adamw, adafactor, lion or sgd"),
-    Key("schedule", SCHEDULES, "cosine(warmup = 3%, min_lr = 10%)", doc="learning-rate schedule; warmup as a share or `N steps`; min_lr as a share of lr or absolute"),
+    Key(
+        "schedule",
+        SCHEDULES,
+        "cosine(warmup = 3%, min_lr = 10%)",
+        doc="learning-rate schedule; warmup as a share or `N steps`; min_lr as a share of lr or absolute",
+    ),
     Key("clip", OneOf((OFF, POSITIVE)), "1.0", doc="global gradient-norm clipping, or `off`"),
     Key("remat", Enum(("off", "full", "dots")), "off", doc="activation recomputation policy"),
     Key("seed", SEED, "42", doc="initialisation, shuffling and dropout seed"),
-    Key("mesh", MESH, "(data = auto, fsdp = 1, tensor = 1)", doc="device mesh; the product must equal the device count"),
-    Key("checkpoint", OneOf((OFF, Every())), "every 500 steps keep 3", doc="`every N steps keep K` or `off`; the final state is always saved"),
-    Key("log_every", OneOf((Enum(("auto",)), Quantity(("steps",)))), "auto", doc="metrics logging interval; `auto` logs every step of runs up to 200 steps, about 200 records otherwise"),
-    Key("max_skipped_steps", Num(low=0, integer=True), "0", doc="steps with a non-finite loss or gradient that may be skipped (update refused, counted and reported) before the run stops; 0 stops at the first"),
+    Key(
+        "mesh", MESH, "(data = auto, fsdp = 1, tensor = 1)", doc="device mesh; the product must equal the device count"
+    ),
+    Key(
+        "checkpoint",
+        OneOf((OFF, Every())),
+        "every 500 steps keep 3",
+        doc="`every N steps keep K` or `off`; the final state is always saved",
+    ),
+    Key(
+        "log_every",
+        OneOf((Enum(("auto",)), Quantity(("steps",)))),
+        "auto",
+        doc="metrics logging interval; `auto` logs every step of runs up to 200 steps, about 200 records otherwise",
+    ),
+    Key(
+        "max_skipped_steps",
+        Num(low=0, integer=True),
+        "0",
+        doc="steps with a non-finite loss or gradient that may be skipped (update refused, counted and reported) before the run stops; 0 stops at the first",
+    ),
 )
 
 # ---------------------------------------------------------------- eval
@@ -335,10 +435,25 @@ BASELINE = OneOf(
 )
 
 EVAL_KEYS = (
-    Key("every", OneOf((OFF, Quantity(("steps", "epochs")))), "off", doc="periodic evaluation of loss metrics; the final one always runs"),
-    Key("generate", OneOf((OFF, GENERATION)), "off", doc="decoding for generation metrics: `greedy(...)` or `sample(...)`"),
+    Key(
+        "every",
+        OneOf((OFF, Quantity(("steps", "epochs")))),
+        "off",
+        doc="periodic evaluation of loss metrics; the final one always runs",
+    ),
+    Key(
+        "generate",
+        OneOf((OFF, GENERATION)),
+        "off",
+        doc="decoding for generation metrics: `greedy(...)` or `sample(...)`",
+    ),
     Key("samples", OneOf((Enum(("all",)), COUNT)), "200", doc="eval rows used for generation metrics"),
-    Key("baseline", BASELINE, "auto", doc="what the tuned model is compared with: `base` (the pretrained model, same prompts), `few_shot(k = 3)` (the base with k training pairs in the prompt) or `off`; `auto` is `base` for a pretrained base and `off` for `init`"),
+    Key(
+        "baseline",
+        BASELINE,
+        "auto",
+        doc="what the tuned model is compared with: `base` (the pretrained model, same prompts), `few_shot(k = 3)` (the base with k training pairs in the prompt) or `off`; `auto` is `base` for a pretrained base and `off` for `init`",
+    ),
 )
 
 # ---------------------------------------------------------------- output
@@ -346,7 +461,12 @@ EVAL_KEYS = (
 OUTPUT_KEYS = (
     Key("dir", Str(non_empty=True), '"runs/{name}"', doc="run directory; `{name}` is the spec's name"),
     Key("export", Enum(("hf", "peft", "none")), "hf", doc="format written after an accepted run"),
-    Key("shard_size", Quantity(("KiB", "MiB", "GiB", "KB", "MB", "GB")), "5 GiB", doc="largest safetensors shard of the export"),
+    Key(
+        "shard_size",
+        Quantity(("KiB", "MiB", "GiB", "KB", "MB", "GB")),
+        "5 GiB",
+        doc="largest safetensors shard of the export",
+    ),
 )
 
 BLOCKS: dict[str, tuple[Key, ...]] = {
@@ -392,12 +512,28 @@ METRICS: dict[str, Metric] = {
         Metric("chrf", "higher", 0, 100, True, "corpus chrF (sacrebleu), 0-100"),
         Metric("json_valid", "higher", 0, 1, True, "share of generations that parse as JSON"),
         Metric("json_match", "higher", 0, 1, True, "share of generations whose parsed JSON equals the reference's"),
-        Metric("regex", "higher", 0, 1, True, "share of generations matching `regex(\"pattern\")`", pattern=True),
+        Metric("regex", "higher", 0, 1, True, 'share of generations matching `regex("pattern")`', pattern=True),
         Metric("mean_tokens", None, 0, math.inf, True, "mean generated tokens"),
         Metric("max_tokens", None, 0, math.inf, True, "longest generation in tokens"),
-        Metric("review_score", "higher", 1, 5, True, "mean expert score (1-5) of the tuned answers, from `sftc review`", review=True),
+        Metric(
+            "review_score",
+            "higher",
+            1,
+            5,
+            True,
+            "mean expert score (1-5) of the tuned answers, from `sftc review`",
+            review=True,
+        ),
         Metric("review_flagged", "lower", 0, 1, True, "share of tuned answers an expert flagged", review=True),
-        Metric("review_wins", "higher", 0, 1, True, "share of rows where experts scored the tuned answer above the baseline's", review=True),
+        Metric(
+            "review_wins",
+            "higher",
+            0,
+            1,
+            True,
+            "share of rows where experts scored the tuned answer above the baseline's",
+            review=True,
+        ),
     )
 }
 GAIN = "gain"  # `gain(rouge_l) >= 0.1`: the improvement over the baseline (lower-is-better metrics: baseline - tuned)

@@ -30,7 +30,7 @@ class Source:
         start = self.text.rfind("\n", 0, offset) + 1
         return line, offset - start + 1
 
-    def span(self, start: int, end: int) -> "Span":
+    def span(self, start: int, end: int) -> Span:
         line, column = self.position(start)
         end_line, end_column = self.position(end)
         return Span(self, start, end, line, column, end_line, end_column)
@@ -55,6 +55,6 @@ class Span:
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.column}"
 
-    def sub(self, start: int, end: int) -> "Span":
+    def sub(self, start: int, end: int) -> Span:
         """A span for characters [start, end) counted from this span's start."""
         return self.source.span(self.start + start, self.start + end)

@@ -9,8 +9,8 @@ language reference. Types are plain frozen data so the schema reads as a table.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from . import ast
 from .diagnostics import Diagnostic, did_you_mean, join_help, one_of
@@ -60,7 +60,7 @@ def found(node) -> str:
     return _KIND_NAMES.get(type(node), "a value")
 
 
-def mismatch(node, type_: "Type", report: Report, where: str = "") -> None:
+def mismatch(node, type_: Type, report: Report, where: str = "") -> None:
     place = f" for {where}" if where else ""
     report(Diagnostic("E020", f"expected {type_.describe()}{place}, found {found(node)}", node.span))
 
@@ -319,7 +319,14 @@ def check_args(head: str, args, signature: Signature, report: Report, what: str,
                 continue
             param = signature.params[index]
         elif isinstance(arg.name, ast.Str):
-            report(Diagnostic("E020", f"argument names of {what} are written without quotes", arg.name.span, f"write `{arg.name.value} = ...`"))
+            report(
+                Diagnostic(
+                    "E020",
+                    f"argument names of {what} are written without quotes",
+                    arg.name.span,
+                    f"write `{arg.name.value} = ...`",
+                )
+            )
             continue
         else:
             param = signature.param(arg.name.name)
@@ -578,7 +585,9 @@ class NameOrString(Type):
         if not self.accepts(node):
             return mismatch(node, self, report, where)
         if isinstance(node, ast.Str) and not node.value.strip():
-            report(Diagnostic("E022", f"{where or 'this name'} must not be empty", node.span, "write a column or key name"))
+            report(
+                Diagnostic("E022", f"{where or 'this name'} must not be empty", node.span, "write a column or key name")
+            )
 
 
 def _literal(node) -> tuple[str, object] | None:
@@ -619,7 +628,9 @@ class Literal(Type):
                 mismatch(node, self, report, where)
             return
         if not node.items:
-            report(Diagnostic("E022", f"{where or 'this list'} must not be empty", node.span, "list one value at least"))
+            report(
+                Diagnostic("E022", f"{where or 'this list'} must not be empty", node.span, "list one value at least")
+            )
         seen = set()
         for item in node.items:
             value = _literal(item)
@@ -648,18 +659,46 @@ class Mapping(Type):
         if not isinstance(node, ast.Tuple):
             return mismatch(node, self, report, where)
         if not node.args:
-            report(Diagnostic("E022", f"{where or 'this tuple'} must not be empty", node.span, f"write `({self.key_doc} = ...)`, or leave the key out"))
+            report(
+                Diagnostic(
+                    "E022",
+                    f"{where or 'this tuple'} must not be empty",
+                    node.span,
+                    f"write `({self.key_doc} = ...)`, or leave the key out",
+                )
+            )
         seen: dict[str, ast.Arg] = {}
         for arg in node.args:
             if arg.name is None:
-                report(Diagnostic("E020", f"every entry of {where or 'this tuple'} needs a name", arg.span, f"write `{self.key_doc} = ...`"))
+                report(
+                    Diagnostic(
+                        "E020",
+                        f"every entry of {where or 'this tuple'} needs a name",
+                        arg.span,
+                        f"write `{self.key_doc} = ...`",
+                    )
+                )
                 continue
             key = ast.text_of(arg.name)
             if not key.strip():
-                report(Diagnostic("E022", f"a name in {where or 'this tuple'} must not be empty", arg.name.span, f"write a {self.key_doc.lower()} name"))
+                report(
+                    Diagnostic(
+                        "E022",
+                        f"a name in {where or 'this tuple'} must not be empty",
+                        arg.name.span,
+                        f"write a {self.key_doc.lower()} name",
+                    )
+                )
                 continue
             if key in seen:
-                report(Diagnostic("E013", f"`{key}` is given twice in {where or 'this tuple'}", arg.name.span, f"first given at line {seen[key].span.line}" if seen[key].span else None))
+                report(
+                    Diagnostic(
+                        "E013",
+                        f"`{key}` is given twice in {where or 'this tuple'}",
+                        arg.name.span,
+                        f"first given at line {seen[key].span.line}" if seen[key].span else None,
+                    )
+                )
                 continue
             seen[key] = arg
             self.value.check(arg.value, report, f"`{key}` in {where}" if where else f"`{key}`")

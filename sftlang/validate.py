@@ -17,7 +17,11 @@ def validate_file(tree: ast.SpecFile, report: Report) -> None:
     for index, item in enumerate(tree.items):
         if isinstance(item, ast.Header):
             if index != 0:
-                report(Diagnostic("E016", "the `sft \"name\"` header must come first", item.span, "move it to the top of the file"))
+                report(
+                    Diagnostic(
+                        "E016", 'the `sft "name"` header must come first', item.span, "move it to the top of the file"
+                    )
+                )
             if not item.name.value.strip():
                 report(Diagnostic("E022", "the spec's name must not be empty", item.name.span))
         elif isinstance(item, ast.Use):
@@ -37,7 +41,14 @@ def validate_file(tree: ast.SpecFile, report: Report) -> None:
                 continue
             if kind in seen_blocks:
                 first = seen_blocks[kind].kind.span
-                report(Diagnostic("E013", f"block `{kind}` appears twice", item.kind.span, f"merge it into the first one at line {first.line}"))
+                report(
+                    Diagnostic(
+                        "E013",
+                        f"block `{kind}` appears twice",
+                        item.kind.span,
+                        f"merge it into the first one at line {first.line}",
+                    )
+                )
                 continue
             seen_blocks[kind] = item
             if kind == "accept":
@@ -47,7 +58,14 @@ def validate_file(tree: ast.SpecFile, report: Report) -> None:
         elif isinstance(item, ast.DataDecl):
             name = item.name.name
             if name in seen_data:
-                report(Diagnostic("E013", f"data source `{name}` is declared twice", item.name.span, f"first declared at line {seen_data[name].name.span.line}"))
+                report(
+                    Diagnostic(
+                        "E013",
+                        f"data source `{name}` is declared twice",
+                        item.name.span,
+                        f"first declared at line {seen_data[name].name.span.line}",
+                    )
+                )
                 continue
             seen_data[name] = item
             schema.SOURCES.check(item.source, report, f"data `{name}`")
@@ -56,7 +74,14 @@ def validate_file(tree: ast.SpecFile, report: Report) -> None:
         elif isinstance(item, ast.TemplateDecl):
             name = item.name.name
             if name in seen_templates:
-                report(Diagnostic("E013", f"template `{name}` is declared twice", item.name.span, f"first declared at line {seen_templates[name].name.span.line}"))
+                report(
+                    Diagnostic(
+                        "E013",
+                        f"template `{name}` is declared twice",
+                        item.name.span,
+                        f"first declared at line {seen_templates[name].name.span.line}",
+                    )
+                )
                 continue
             seen_templates[name] = item
             listed: set[str] = set()
@@ -71,7 +96,14 @@ def _validate_body(body: ast.Body, keys: dict[str, schema.Key], where: str, repo
     seen: dict[str, ast.Assign] = {}
     for entry in body.entries:
         if isinstance(entry, ast.Gate):
-            report(Diagnostic("E017", f"a comparison cannot appear in {where}", entry.span, "gates like `loss <= 1.2` belong in the `accept` block"))
+            report(
+                Diagnostic(
+                    "E017",
+                    f"a comparison cannot appear in {where}",
+                    entry.span,
+                    "gates like `loss <= 1.2` belong in the `accept` block",
+                )
+            )
             continue
         name = entry.key.name
         key = keys.get(name)
@@ -90,10 +122,19 @@ def _validate_body(body: ast.Body, keys: dict[str, schema.Key], where: str, repo
             continue
         if key.label is not None and (entry.label is None or entry.label.name != key.label):
             span = entry.label.span if entry.label is not None else entry.key.span
-            report(Diagnostic("E017", f"`{name}` needs the label `{key.label}`", span, f"write `{name} {key.label} = ...`"))
+            report(
+                Diagnostic("E017", f"`{name}` needs the label `{key.label}`", span, f"write `{name} {key.label} = ...`")
+            )
             continue
         if name in seen:
-            report(Diagnostic("E013", f"`{name}` is set twice in {where}", entry.key.span, f"first set at line {seen[name].key.span.line}"))
+            report(
+                Diagnostic(
+                    "E013",
+                    f"`{name}` is set twice in {where}",
+                    entry.key.span,
+                    f"first set at line {seen[name].key.span.line}",
+                )
+            )
             continue
         seen[name] = entry
         key.type.check(entry.value, report, f"`{name}`")
@@ -145,7 +186,14 @@ def _validate_gates(body: ast.Body, report: Report) -> None:
     seen: dict[tuple[str, str], ast.Gate] = {}
     for entry in body.entries:
         if isinstance(entry, ast.Assign):
-            report(Diagnostic("E017", f"`accept` holds gates, not settings: `{entry.key.name} = ...`", entry.span, "write a comparison such as `loss <= 1.2`"))
+            report(
+                Diagnostic(
+                    "E017",
+                    f"`accept` holds gates, not settings: `{entry.key.name} = ...`",
+                    entry.span,
+                    "write a comparison such as `loss <= 1.2`",
+                )
+            )
             continue
         metric_node = entry.metric
         gain = isinstance(metric_node, ast.Call) and metric_node.head.name == schema.GAIN
@@ -168,14 +216,31 @@ def _validate_gates(body: ast.Body, report: Report) -> None:
         if not _validate_metric_args(metric, metric_node, report):
             continue
         if gain and not metric.gains:
-            why = "it is read from expert reviews; gate `review_wins` instead" if metric.review else "neither a higher nor a lower value is better"
-            report(Diagnostic("E065", f"`gain({metric.name})` is not defined: {why}", name_node.span,
-                              f"gate `{metric.name}` itself" if not metric.review else None))
+            why = (
+                "it is read from expert reviews; gate `review_wins` instead"
+                if metric.review
+                else "neither a higher nor a lower value is better"
+            )
+            report(
+                Diagnostic(
+                    "E065",
+                    f"`gain({metric.name})` is not defined: {why}",
+                    name_node.span,
+                    f"gate `{metric.name}` itself" if not metric.review else None,
+                )
+            )
             continue
         _validate_threshold(metric, entry, report, gain)
         key = gate_key(entry)
         if key in seen:
-            report(Diagnostic("E064", f"`{key[0]}` has two {key[1]} bounds", entry.span, f"keep one; the other is at line {seen[key].span.line}"))
+            report(
+                Diagnostic(
+                    "E064",
+                    f"`{key[0]}` has two {key[1]} bounds",
+                    entry.span,
+                    f"keep one; the other is at line {seen[key].span.line}",
+                )
+            )
             continue
         seen[key] = entry
 
@@ -183,11 +248,13 @@ def _validate_gates(body: ast.Body, report: Report) -> None:
 def _validate_metric_args(metric: schema.Metric, node: ast.Name | ast.Call, report: Report) -> bool:
     if isinstance(node, ast.Name):
         if metric.pattern:
-            report(Diagnostic("E014", f"`{metric.name}` needs a pattern", node.span, f'write `{metric.name}("^\\\\{{")`'))
+            report(
+                Diagnostic("E014", f"`{metric.name}` needs a pattern", node.span, f'write `{metric.name}("^\\\\{{")`')
+            )
             return False
         return True
     args = list(node.args)
-    usage = f"`{metric.name}(\"pattern\"[, source])`" if metric.pattern else f"`{metric.name}(source)`"
+    usage = f'`{metric.name}("pattern"[, source])`' if metric.pattern else f"`{metric.name}(source)`"
     if any(a.name is not None for a in args):
         report(Diagnostic("E012", f"`{metric.name}` takes no named arguments", args[0].span, f"write {usage}"))
         return False
@@ -238,8 +305,14 @@ def _validate_threshold(metric: schema.Metric, gate: ast.Gate, report: Report, g
     if gain:
         span = metric.high - metric.low
         if abs(threshold) > span:
-            report(Diagnostic("E063", f"a gain of {value.text} in `{metric.name}` can never be reached", value.span,
-                              f"`{metric.name}` lies in [{_num(metric.low)}, {_num(metric.high)}], so a gain lies within ±{_num(span)}"))
+            report(
+                Diagnostic(
+                    "E063",
+                    f"a gain of {value.text} in `{metric.name}` can never be reached",
+                    value.span,
+                    f"`{metric.name}` lies in [{_num(metric.low)}, {_num(metric.high)}], so a gain lies within ±{_num(span)}",
+                )
+            )
         return
     if threshold < metric.low or threshold > metric.high:
         hint = f"`{metric.name}` lies in [{_num(metric.low)}, {_num(metric.high)}]"

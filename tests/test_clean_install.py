@@ -77,18 +77,24 @@ def _readme_install(venv: Path) -> str:
 @pytest.mark.slow
 def test_the_readme_install_alone_runs_the_chat_path(tmp_path):
     venv = tmp_path / "venv"
-    installed = subprocess.run(_readme_install(venv), shell=True, cwd=ROOT, capture_output=True, text=True,
-                               timeout=1200)
+    installed = subprocess.run(
+        _readme_install(venv), shell=True, cwd=ROOT, capture_output=True, text=True, timeout=1200
+    )
     assert installed.returncode == 0, installed.stderr[-3000:]
     python = venv / "bin" / "python"
     torch = subprocess.run([python, "-c", "import torch"], capture_output=True)
     assert torch.returncode != 0, "the README's install must not bring torch: this test would prove nothing"
 
     (tmp_path / "chat.sft").write_text(SPEC)
-    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "SFTC_CACHE": str(tmp_path / "cache"),
-           "HF_HUB_OFFLINE": "1"}
-    ran = subprocess.run([venv / "bin" / "sftc", "run", "chat.sft"], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=1200)
+    env = {
+        "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "SFTC_CACHE": str(tmp_path / "cache"),
+        "HF_HUB_OFFLINE": "1",
+    }
+    ran = subprocess.run(
+        [venv / "bin" / "sftc", "run", "chat.sft"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1200
+    )
     output = ran.stdout + ran.stderr
     assert ran.returncode == 0, output[-4000:]
     assert "ImportError" not in output and "jinja2" not in output

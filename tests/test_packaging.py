@@ -10,7 +10,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_wheel_ships_the_grammar_and_parses_outside_the_checkout(tmp_path):
     built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path / "dist"), str(ROOT)],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            str(ROOT),
+        ],
         capture_output=True,
         text=True,
     )
@@ -21,7 +32,13 @@ def test_wheel_ships_the_grammar_and_parses_outside_the_checkout(tmp_path):
         assert "sftlang/grammar/sft.lark" in names
         archive.extractall(tmp_path / "site")
     probe = "from sftlang.parse import parse; import sftlang; print(sftlang.__file__); print(parse('model {\\n base = hf(\"x\")\\n}\\n')[1])"
-    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, env={"PYTHONPATH": str(tmp_path / "site")}, capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(tmp_path / "site")},
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     location, problems = done.stdout.splitlines()
     assert location.startswith(str(tmp_path / "site")) and problems == "[]"

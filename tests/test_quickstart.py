@@ -22,7 +22,11 @@ def test_quickstart_is_accepted_and_an_impossible_gate_is_not(tmp_path, monkeypa
     report = json.loads((run_dir / "report.json").read_text())
     assert report["accepted"] and (run_dir / "export" / "config.json").exists()
     impossible = tmp_path / "impossible.sft"
-    impossible.write_text(spec.read_text().replace('"data/', f'"{ROOT}/specs/data/').replace("loss        <= 0.05", "loss        <= 0.00000001"))
+    impossible.write_text(
+        spec.read_text()
+        .replace('"data/', f'"{ROOT}/specs/data/')
+        .replace("loss        <= 0.05", "loss        <= 0.00000001")
+    )
     assert main(["eval", str(run_dir), "--spec", str(impossible)]) == 3
     (evaluation,) = sorted((run_dir / "evals").iterdir())
     failing = [g for g in json.loads((evaluation / "report.json").read_text())["gates"] if not g["passed"]]

@@ -83,8 +83,11 @@ def _evidence(error: BaseException, step_dir: Path) -> str | None:
     if isinstance(error, KeyError) and _ITEM_MISSING in str(error):
         return "a part of the checkpoint is missing"
     if _status(error) in _DAMAGE_STATUSES and _inside(error, step_dir):
-        return {"NOT_FOUND": "data is missing", "DATA_LOSS": "data does not decode",
-                "OUT_OF_RANGE": "a file is cut short"}[_status(error)]
+        return {
+            "NOT_FOUND": "data is missing",
+            "DATA_LOSS": "data does not decode",
+            "OUT_OF_RANGE": "a file is cut short",
+        }[_status(error)]
     return None
 
 

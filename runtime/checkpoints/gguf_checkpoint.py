@@ -37,8 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.platform.cache_dir import default_cache
 from runtime.plan.gguf_header import GgufError, GgufHeader, check_supported, hf_config, read_header
+from runtime.platform.cache_dir import default_cache
 
 __all__ = [
     "GGUF_TABLE",
@@ -55,18 +55,18 @@ SOURCE_FILE = "gguf.json"
 
 # GGUF tensor name ({i} = layer)   Hugging Face tensor name                               transform
 GGUF_TABLE: tuple[tuple[str, str, str | None], ...] = (
-    ("token_embd.weight",            "model.embed_tokens.weight",                          None),
-    ("blk.{i}.attn_norm.weight",     "model.layers.{i}.input_layernorm.weight",            None),
-    ("blk.{i}.attn_q.weight",        "model.layers.{i}.self_attn.q_proj.weight",           "unpermute_q"),
-    ("blk.{i}.attn_k.weight",        "model.layers.{i}.self_attn.k_proj.weight",           "unpermute_k"),
-    ("blk.{i}.attn_v.weight",        "model.layers.{i}.self_attn.v_proj.weight",           None),
-    ("blk.{i}.attn_output.weight",   "model.layers.{i}.self_attn.o_proj.weight",           None),
-    ("blk.{i}.ffn_norm.weight",      "model.layers.{i}.post_attention_layernorm.weight",   None),
-    ("blk.{i}.ffn_gate.weight",      "model.layers.{i}.mlp.gate_proj.weight",              None),
-    ("blk.{i}.ffn_up.weight",        "model.layers.{i}.mlp.up_proj.weight",                None),
-    ("blk.{i}.ffn_down.weight",      "model.layers.{i}.mlp.down_proj.weight",              None),
-    ("output_norm.weight",           "model.norm.weight",                                  None),
-    ("output.weight",                "lm_head.weight",                                     None),
+    ("token_embd.weight", "model.embed_tokens.weight", None),
+    ("blk.{i}.attn_norm.weight", "model.layers.{i}.input_layernorm.weight", None),
+    ("blk.{i}.attn_q.weight", "model.layers.{i}.self_attn.q_proj.weight", "unpermute_q"),
+    ("blk.{i}.attn_k.weight", "model.layers.{i}.self_attn.k_proj.weight", "unpermute_k"),
+    ("blk.{i}.attn_v.weight", "model.layers.{i}.self_attn.v_proj.weight", None),
+    ("blk.{i}.attn_output.weight", "model.layers.{i}.self_attn.o_proj.weight", None),
+    ("blk.{i}.ffn_norm.weight", "model.layers.{i}.post_attention_layernorm.weight", None),
+    ("blk.{i}.ffn_gate.weight", "model.layers.{i}.mlp.gate_proj.weight", None),
+    ("blk.{i}.ffn_up.weight", "model.layers.{i}.mlp.up_proj.weight", None),
+    ("blk.{i}.ffn_down.weight", "model.layers.{i}.mlp.down_proj.weight", None),
+    ("output_norm.weight", "model.norm.weight", None),
+    ("output.weight", "lm_head.weight", None),
 )
 _BY_GGUF = {gguf_name: (hf, t) for gguf_name, hf, t in GGUF_TABLE}
 _LAYER = re.compile(r"(?<=^blk\.)(\d+)(?=\.)")
@@ -81,7 +81,7 @@ def _unpermute(weight: np.ndarray, heads: int) -> np.ndarray:
 def hf_name(gguf_name: str) -> tuple[str, str | None]:
     """GGUF tensor name -> (Hugging Face name, transform); an unknown name maps to itself."""
     m = _LAYER.search(gguf_name)
-    template = gguf_name[:m.start()] + "{i}" + gguf_name[m.end():] if m else gguf_name
+    template = gguf_name[: m.start()] + "{i}" + gguf_name[m.end() :] if m else gguf_name
     if template not in _BY_GGUF:
         return gguf_name, None
     hf, transform = _BY_GGUF[template]
@@ -98,8 +98,13 @@ def file_sha256(path: Path) -> str:
 
 def _source_record(path: Path, digest: str) -> dict:
     stat = path.stat()
-    return {"file": str(path), "sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-            "cache_version": CACHE_VERSION}
+    return {
+        "file": str(path),
+        "sha256": digest,
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "cache_version": CACHE_VERSION,
+    }
 
 
 def checkpoint_dir(path: str | os.PathLike, cache_dir: Path | None = None) -> Path:
@@ -116,8 +121,10 @@ def checkpoint_dir(path: str | os.PathLike, cache_dir: Path | None = None) -> Pa
         if stored != record:  # same content, now at another path or touched: read the weights from here
             _write_json(target / SOURCE_FILE, record)
         return target
-    header = read_header(p, arrays=("tokenizer.ggml.tokens", "tokenizer.ggml.merges",
-                                    "tokenizer.ggml.token_type", "tokenizer.ggml.scores"))
+    header = read_header(
+        p,
+        arrays=("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type", "tokenizer.ggml.scores"),
+    )
     check_supported(header)
     partial = target.with_name(target.name + f".partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
@@ -145,8 +152,12 @@ def is_converted(directory: str | os.PathLike) -> bool:
 
 
 # ---------------------------------------------------------------- tokenizer
-_SPECIAL = {"bos_token": "bos_token_id", "eos_token": "eos_token_id", "unk_token": "unknown_token_id",
-            "pad_token": "padding_token_id"}
+_SPECIAL = {
+    "bos_token": "bos_token_id",
+    "eos_token": "eos_token_id",
+    "unk_token": "unknown_token_id",
+    "pad_token": "padding_token_id",
+}
 
 
 def build_tokenizer(header: GgufHeader):
@@ -160,11 +171,14 @@ def build_tokenizer(header: GgufHeader):
 
     metadata = header.metadata
     if not isinstance(metadata.get("tokenizer.ggml.tokens"), list):
-        raise GgufError(f"{header.path}: the GGUF file carries no tokenizer (tokenizer.ggml.tokens); "
-                        "name one with `tokenizer = hf(\"dir\")`")
-    grouped = {group: {name: metadata[f"tokenizer.{key}"] for key, name in renames.items()
-                       if f"tokenizer.{key}" in metadata}
-               for group, renames in GGUF_TOKENIZER_MAPPING.items()}
+        raise GgufError(
+            f"{header.path}: the GGUF file carries no tokenizer (tokenizer.ggml.tokens); "
+            'name one with `tokenizer = hf("dir")`'
+        )
+    grouped = {
+        group: {name: metadata[f"tokenizer.{key}"] for key, name in renames.items() if f"tokenizer.{key}" in metadata}
+        for group, renames in GGUF_TOKENIZER_MAPPING.items()
+    }
     tokenizer_dict, tokenizer_config = grouped["tokenizer"], grouped["tokenizer_config"]
     if tokenizer_dict.get("tokenizer_type") == "llama":
         tokenizer_config.setdefault("add_bos_token", True)  # llama.cpp's default for sentencepiece vocabularies
@@ -191,10 +205,12 @@ class GgufWeights:
         if not self.file.is_file():
             raise GgufError(f"{self.file}: the GGUF file this base was read from is gone; point hf(...) at it again")
         stat = self.file.stat()
-        if (stat.st_size, stat.st_mtime_ns) != (record["size"], record["mtime_ns"]) \
-                and file_sha256(self.file) != record["sha256"]:
-            raise GgufError(f"{self.file}: the GGUF file changed since {directory} was made from it; "
-                            "load it through its path again")
+        if (stat.st_size, stat.st_mtime_ns) != (record["size"], record["mtime_ns"]) and file_sha256(
+            self.file
+        ) != record["sha256"]:
+            raise GgufError(
+                f"{self.file}: the GGUF file changed since {directory} was made from it; load it through its path again"
+            )
         self.header = read_header(self.file)
         self.config = json.loads((directory / "config.json").read_text())
         self.files = {hf_name(name)[0]: self.file for name in self.header.tensors}

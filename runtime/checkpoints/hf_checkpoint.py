@@ -28,21 +28,32 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from runtime.plan.hub_policy import local_path_reason, offline_requested
 from runtime.models.config import ModelConfig, UnsupportedModelError
 from runtime.models.transformer import Transformer
+from runtime.plan.hub_policy import local_path_reason, offline_requested
 
-__all__ = ["CheckpointError", "WEIGHT_TABLE", "TRANSFORMS", "load_pretrained", "save_pretrained",
-           "read_config", "resolve_checkpoint", "hf_to_ours_name", "save_peft", "load_peft",
-           "serving_generation_config"]
+__all__ = [
+    "CheckpointError",
+    "WEIGHT_TABLE",
+    "TRANSFORMS",
+    "load_pretrained",
+    "save_pretrained",
+    "read_config",
+    "resolve_checkpoint",
+    "hf_to_ours_name",
+    "save_peft",
+    "load_peft",
+    "serving_generation_config",
+]
 
 
 class CheckpointError(Exception):
@@ -51,27 +62,27 @@ class CheckpointError(Exception):
 
 # ours (Flax state path, {i} = layer)   hugging face tensor name                               transform
 WEIGHT_TABLE: tuple[tuple[str, str, str | None], ...] = (
-    ("embed.embedding",                 "model.embed_tokens.weight",                          None),
-    ("layers.{i}.attn_norm.scale",      "model.layers.{i}.input_layernorm.weight",            None),
-    ("layers.{i}.attn.q.kernel",        "model.layers.{i}.self_attn.q_proj.weight",           "transpose"),
-    ("layers.{i}.attn.q.bias",          "model.layers.{i}.self_attn.q_proj.bias",             None),
-    ("layers.{i}.attn.k.kernel",        "model.layers.{i}.self_attn.k_proj.weight",           "transpose"),
-    ("layers.{i}.attn.k.bias",          "model.layers.{i}.self_attn.k_proj.bias",             None),
-    ("layers.{i}.attn.v.kernel",        "model.layers.{i}.self_attn.v_proj.weight",           "transpose"),
-    ("layers.{i}.attn.v.bias",          "model.layers.{i}.self_attn.v_proj.bias",             None),
-    ("layers.{i}.attn.o.kernel",        "model.layers.{i}.self_attn.o_proj.weight",           "transpose"),
-    ("layers.{i}.attn.o.bias",          "model.layers.{i}.self_attn.o_proj.bias",             None),
-    ("layers.{i}.attn.q_norm.scale",    "model.layers.{i}.self_attn.q_norm.weight",           None),
-    ("layers.{i}.attn.k_norm.scale",    "model.layers.{i}.self_attn.k_norm.weight",           None),
-    ("layers.{i}.mlp_norm.scale",       "model.layers.{i}.post_attention_layernorm.weight",   None),
-    ("layers.{i}.mlp.gate.kernel",      "model.layers.{i}.mlp.gate_proj.weight",              "transpose"),
-    ("layers.{i}.mlp.gate.bias",        "model.layers.{i}.mlp.gate_proj.bias",                None),
-    ("layers.{i}.mlp.up.kernel",        "model.layers.{i}.mlp.up_proj.weight",                "transpose"),
-    ("layers.{i}.mlp.up.bias",          "model.layers.{i}.mlp.up_proj.bias",                  None),
-    ("layers.{i}.mlp.down.kernel",      "model.layers.{i}.mlp.down_proj.weight",              "transpose"),
-    ("layers.{i}.mlp.down.bias",        "model.layers.{i}.mlp.down_proj.bias",                None),
-    ("final_norm.scale",                "model.norm.weight",                                  None),
-    ("lm_head.kernel",                  "lm_head.weight",                                     "transpose"),
+    ("embed.embedding", "model.embed_tokens.weight", None),
+    ("layers.{i}.attn_norm.scale", "model.layers.{i}.input_layernorm.weight", None),
+    ("layers.{i}.attn.q.kernel", "model.layers.{i}.self_attn.q_proj.weight", "transpose"),
+    ("layers.{i}.attn.q.bias", "model.layers.{i}.self_attn.q_proj.bias", None),
+    ("layers.{i}.attn.k.kernel", "model.layers.{i}.self_attn.k_proj.weight", "transpose"),
+    ("layers.{i}.attn.k.bias", "model.layers.{i}.self_attn.k_proj.bias", None),
+    ("layers.{i}.attn.v.kernel", "model.layers.{i}.self_attn.v_proj.weight", "transpose"),
+    ("layers.{i}.attn.v.bias", "model.layers.{i}.self_attn.v_proj.bias", None),
+    ("layers.{i}.attn.o.kernel", "model.layers.{i}.self_attn.o_proj.weight", "transpose"),
+    ("layers.{i}.attn.o.bias", "model.layers.{i}.self_attn.o_proj.bias", None),
+    ("layers.{i}.attn.q_norm.scale", "model.layers.{i}.self_attn.q_norm.weight", None),
+    ("layers.{i}.attn.k_norm.scale", "model.layers.{i}.self_attn.k_norm.weight", None),
+    ("layers.{i}.mlp_norm.scale", "model.layers.{i}.post_attention_layernorm.weight", None),
+    ("layers.{i}.mlp.gate.kernel", "model.layers.{i}.mlp.gate_proj.weight", "transpose"),
+    ("layers.{i}.mlp.gate.bias", "model.layers.{i}.mlp.gate_proj.bias", None),
+    ("layers.{i}.mlp.up.kernel", "model.layers.{i}.mlp.up_proj.weight", "transpose"),
+    ("layers.{i}.mlp.up.bias", "model.layers.{i}.mlp.up_proj.bias", None),
+    ("layers.{i}.mlp.down.kernel", "model.layers.{i}.mlp.down_proj.weight", "transpose"),
+    ("layers.{i}.mlp.down.bias", "model.layers.{i}.mlp.down_proj.bias", None),
+    ("final_norm.scale", "model.norm.weight", None),
+    ("lm_head.kernel", "lm_head.weight", "transpose"),
 )
 
 # name -> (hf -> ours, ours -> hf); both receive and return arrays (jax or numpy).
@@ -91,7 +102,7 @@ def _template(name: str) -> tuple[str, str | None]:
     m = _LAYER.search(name)
     if not m:
         return name, None
-    return name[:m.start()] + "{i}" + name[m.end():], m.group(1)
+    return name[: m.start()] + "{i}" + name[m.end() :], m.group(1)
 
 
 def ours_to_hf_name(ours: str) -> tuple[str, str | None]:
@@ -139,28 +150,36 @@ def resolve_checkpoint(path: str | os.PathLike, revision: str | None = None) -> 
     reason = local_path_reason(name, ".", revision)
     if reason is not None:
         kind = "file" if name.lower().endswith(".gguf") else "directory"
-        raise CheckpointError(f"{path}: no such {kind}: looked for {os.path.abspath(p)} (a local path: "
-                              f"{reason}). Point hf(...) at a local Hugging Face checkpoint directory, a "
-                              ".gguf file, or a hub id like 'org/name'.")
+        raise CheckpointError(
+            f"{path}: no such {kind}: looked for {os.path.abspath(p)} (a local path: "
+            f"{reason}). Point hf(...) at a local Hugging Face checkpoint directory, a "
+            ".gguf file, or a hub id like 'org/name'."
+        )
     try:
         from huggingface_hub import snapshot_download
 
-        local = snapshot_download(name, revision=revision, allow_patterns=_HUB_PATTERNS,
-                                  local_files_only=offline_requested())
+        local = snapshot_download(
+            name, revision=revision, allow_patterns=_HUB_PATTERNS, local_files_only=offline_requested()
+        )
     except Exception as e:  # the hub client raises many types; all mean "not available"
         kind = type(e).__name__
         if offline_requested():
-            why = ("HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache; unset "
-                   "HF_HUB_OFFLINE if this machine is online, or")
+            why = (
+                "HF_HUB_OFFLINE is set and it is not in the local Hugging Face cache; unset "
+                "HF_HUB_OFFLINE if this machine is online, or"
+            )
         elif kind in ("RepositoryNotFoundError", "GatedRepoError", "RevisionNotFoundError"):
-            why = ("the hub has no such repository or revision, or it is private/gated (log in "
-                   "with `hf auth login`); check the id, or")
+            why = (
+                "the hub has no such repository or revision, or it is private/gated (log in "
+                "with `hf auth login`); check the id, or"
+            )
         else:
             why = "the Hugging Face hub is unreachable from this machine;"
         raise CheckpointError(
             f"cannot load {name!r} (no local directory {os.path.abspath(p)}, so it is read as a hub id): "
             f"{why} download it where the hub is reachable "
-            f"(`hf download {name} --local-dir DIR`) and use hf(\"DIR\") ({kind}).") from None
+            f'(`hf download {name} --local-dir DIR`) and use hf("DIR") ({kind}).'
+        ) from None
     return Path(local)
 
 
@@ -203,15 +222,14 @@ class _Weights:
                 raise CheckpointError(
                     f"{directory}: only pickled PyTorch weights ({', '.join(sorted(pickled))}); "
                     "these are refused because unpickling can run arbitrary code. Convert them "
-                    "once, in a trusted environment, with: python -c \"from transformers import "
+                    'once, in a trusted environment, with: python -c "from transformers import '
                     f"AutoModelForCausalLM as M; M.from_pretrained('{directory}')"
-                    f".save_pretrained('{directory}-safetensors')\" and load that directory.")
-            raise CheckpointError(f"{directory}: no model.safetensors or "
-                                  "model.safetensors.index.json found")
+                    f".save_pretrained('{directory}-safetensors')\" and load that directory."
+                )
+            raise CheckpointError(f"{directory}: no model.safetensors or model.safetensors.index.json found")
         missing = sorted({str(f.name) for f in self.files.values() if not f.is_file()})
         if missing:
-            raise CheckpointError(f"{directory}: shard file(s) listed in the index are missing: "
-                                  f"{', '.join(missing)}")
+            raise CheckpointError(f"{directory}: shard file(s) listed in the index are missing: {', '.join(missing)}")
 
     def read_by_file(self, names: list[str]) -> Iterator[tuple[str, jax.Array]]:
         """Yield ``(name, array)`` one file at a time, each file mapped only while it is read."""
@@ -237,9 +255,14 @@ def _weights(directory: Path):
     return _Weights(directory)
 
 
-def load_pretrained(path: str | os.PathLike, dtype: str = "float32", *,
-                    revision: str | None = None, convert: Callable[[tuple, Any], Any] | None = None,
-                    **config_overrides) -> tuple[Transformer, ModelConfig]:
+def load_pretrained(
+    path: str | os.PathLike,
+    dtype: str = "float32",
+    *,
+    revision: str | None = None,
+    convert: Callable[[tuple, Any], Any] | None = None,
+    **config_overrides,
+) -> tuple[Transformer, ModelConfig]:
     """Load a Hugging Face Llama-family checkpoint: ``(model, config)``.
 
     ``path``: a local directory (config.json + safetensors), a ``.gguf`` file, or a hub id
@@ -267,16 +290,22 @@ def load_pretrained(path: str | os.PathLike, dtype: str = "float32", *,
         if hf_name not in weights.files:
             raise CheckpointError(
                 f"{directory}: tensor {hf_name!r} is missing (config.json describes a "
-                f"{config.model_type} model that needs it). The weights do not match config.json.")
+                f"{config.model_type} model that needs it). The weights do not match config.json."
+            )
         wanted[hf_name] = (key_path, variable, transform)
-    unused = sorted(n for n in weights.files if n not in wanted
-                    and not any(p.fullmatch(n) for p in IGNORED_HF_TENSORS)
-                    and not (config.tie_embeddings and n == "lm_head.weight"))
+    unused = sorted(
+        n
+        for n in weights.files
+        if n not in wanted
+        and not any(p.fullmatch(n) for p in IGNORED_HF_TENSORS)
+        and not (config.tie_embeddings and n == "lm_head.weight")
+    )
     if unused:
         raise CheckpointError(
             f"{directory}: {len(unused)} tensor(s) this {config.model_type} model does not use, "
             f"e.g. {', '.join(unused[:5])}. The checkpoint is not the architecture its "
-            "config.json names; nothing was loaded.")
+            "config.json names; nothing was loaded."
+        )
     leaves = []
     for hf_name, array in weights.read_by_file(list(wanted)):
         key_path, variable, transform = wanted[hf_name]
@@ -288,7 +317,8 @@ def load_pretrained(path: str | os.PathLike, dtype: str = "float32", *,
             implied = expected if transform is None else expected[::-1]
             raise CheckpointError(
                 f"{directory}: tensor {hf_name!r} has shape {stored}, but config.json implies "
-                f"{implied}. The weights do not match config.json.")
+                f"{implied}. The weights do not match config.json."
+            )
         value = jnp.asarray(array, jdtype)
         leaves.append((key_path, variable.replace(value if convert is None else convert(tuple(key_path), value))))
         del array
@@ -347,9 +377,16 @@ def serving_generation_config(hf_config, tokenizer=None):
     return generation_config
 
 
-def save_pretrained(model: Transformer, config: ModelConfig, path: str | os.PathLike,
-                    tokenizer=None, *, max_shard_size: int | str = "5GB",
-                    dtype: str | None = None, generation_config=None) -> Path:
+def save_pretrained(
+    model: Transformer,
+    config: ModelConfig,
+    path: str | os.PathLike,
+    tokenizer=None,
+    *,
+    max_shard_size: int | str = "5GB",
+    dtype: str | None = None,
+    generation_config=None,
+) -> Path:
     """Write a Hugging Face checkpoint directory that transformers loads unchanged.
 
     Files: ``config.json``, ``generation_config.json``, ``model.safetensors``
@@ -370,10 +407,12 @@ def save_pretrained(model: Transformer, config: ModelConfig, path: str | os.Path
     out.mkdir(parents=True, exist_ok=True)
     save_dtype = jnp.dtype(dtype or model.param_dtype).name
     if tokenizer is not None:
-        ids = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-               "pad_token_id": tokenizer.pad_token_id}
-        config = config.replace(**{k: v for k, v in ids.items()
-                                   if getattr(config, k) is None and v is not None})
+        ids = {
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        }
+        config = config.replace(**{k: v for k, v in ids.items() if getattr(config, k) is None and v is not None})
     hf_config = config.to_hf_config(dtype=save_dtype)
     hf_config.save_pretrained(out)
     if generation_config is None:
@@ -415,9 +454,17 @@ def save_pretrained(model: Transformer, config: ModelConfig, path: str | os.Path
 
 # --------------------------------------------------------------------------- peft adapters
 PEFT_PREFIX = "base_model.model."
-_PEFT_UNSUPPORTED = {"use_dora": False, "use_rslora": False, "bias": "none", "lora_bias": False,
-                     "fan_in_fan_out": False, "modules_to_save": None, "layers_to_transform": None,
-                     "rank_pattern": {}, "alpha_pattern": {}}
+_PEFT_UNSUPPORTED = {
+    "use_dora": False,
+    "use_rslora": False,
+    "bias": "none",
+    "lora_bias": False,
+    "fan_in_fan_out": False,
+    "modules_to_save": None,
+    "layers_to_transform": None,
+    "rank_pattern": {},
+    "alpha_pattern": {},
+}
 
 
 def _peft_module(ours_path: tuple) -> tuple[str, str | None]:
@@ -428,9 +475,17 @@ def _peft_module(ours_path: tuple) -> tuple[str, str | None]:
     return hf_name[: -len(".weight")], transform
 
 
-def save_peft(model: Transformer, config: ModelConfig, path: str | os.PathLike,
-              base_model_name_or_path: str, lora, tokenizer=None, *, dtype: str | None = None,
-              revision: str | None = None) -> Path:
+def save_peft(
+    model: Transformer,
+    config: ModelConfig,
+    path: str | os.PathLike,
+    base_model_name_or_path: str,
+    lora,
+    tokenizer=None,
+    *,
+    dtype: str | None = None,
+    revision: str | None = None,
+) -> Path:
     """Write a peft LoRA adapter directory: ``adapter_config.json`` + ``adapter_model.safetensors``.
 
     ``model`` carries adapters from `runtime.models.lora.add_lora` with the
@@ -456,8 +511,10 @@ def save_peft(model: Transformer, config: ModelConfig, path: str | os.PathLike,
     modules: set[str] = set()
     for ours_path, layer in layers:
         if (layer.rank, layer.alpha) != (lora.rank, float(lora.alpha)):
-            raise CheckpointError(f"adapter {'.'.join(map(str, ours_path))} has rank {layer.rank}, "
-                                  f"alpha {layer.alpha}; the plan says rank {lora.rank}, alpha {lora.alpha}")
+            raise CheckpointError(
+                f"adapter {'.'.join(map(str, ours_path))} has rank {layer.rank}, "
+                f"alpha {layer.alpha}; the plan says rank {lora.rank}, alpha {lora.alpha}"
+            )
         module, transform = _peft_module(ours_path)
         modules.add(module.rsplit(".", 1)[-1])
         for which, variable in (("A", layer.lora_a), ("B", layer.lora_b)):
@@ -515,15 +572,20 @@ def load_peft(model: Transformer, path: str | os.PathLike) -> tuple[Transformer,
         value = cfg.get(key)
         if value and value != plain:
             raise CheckpointError(f"{cfg_path}: {key} = {cfg[key]!r} is not supported")
-    by_hf = {_peft_module(("layers", 0, block, proj))[0].rsplit(".", 1)[-1]: target
-             for target, (block, proj) in TARGETS.items()}
+    by_hf = {
+        _peft_module(("layers", 0, block, proj))[0].rsplit(".", 1)[-1]: target
+        for target, (block, proj) in TARGETS.items()
+    }
     wanted = cfg.get("target_modules")
     if not isinstance(wanted, list) or any(m not in by_hf for m in wanted):
-        raise CheckpointError(f"{cfg_path}: target_modules {wanted!r} must be a list of "
-                              f"{', '.join(by_hf)}")
+        raise CheckpointError(f"{cfg_path}: target_modules {wanted!r} must be a list of {', '.join(by_hf)}")
     targets = {by_hf[m] for m in wanted}
-    plan = LoraPlan(int(cfg["r"]), float(cfg["lora_alpha"]), float(cfg.get("lora_dropout", 0.0)),
-                    tuple(t for t in TARGETS if t in targets))
+    plan = LoraPlan(
+        int(cfg["r"]),
+        float(cfg["lora_alpha"]),
+        float(cfg.get("lora_dropout", 0.0)),
+        tuple(t for t in TARGETS if t in targets),
+    )
     add_lora(model, plan)
     with safe_open(str(weights_path), framework="flax") as f:
         stored = set(f.keys())
@@ -538,10 +600,13 @@ def load_peft(model: Transformer, path: str | os.PathLike) -> tuple[Transformer,
                 if transform is not None:
                     array = TRANSFORMS[transform][0](array)
                 if tuple(array.shape) != tuple(variable.shape):
-                    raise CheckpointError(f"{weights_path}: tensor {name!r} has shape {tuple(array.shape)}, "
-                                          f"expected {tuple(variable.shape)[::-1]}")
+                    raise CheckpointError(
+                        f"{weights_path}: tensor {name!r} has shape {tuple(array.shape)}, "
+                        f"expected {tuple(variable.shape)[::-1]}"
+                    )
                 variable.set_value(jnp.asarray(array, variable.get_value().dtype))
     if stored:
-        raise CheckpointError(f"{weights_path}: {len(stored)} tensor(s) this model does not use, "
-                              f"e.g. {', '.join(sorted(stored)[:3])}")
+        raise CheckpointError(
+            f"{weights_path}: {len(stored)} tensor(s) this model does not use, e.g. {', '.join(sorted(stored)[:3])}"
+        )
     return model, plan

@@ -20,9 +20,9 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from runtime.platform import distributed
-from runtime.checkpoints.hf_checkpoint import CheckpointError
 from runtime.checkpoints.checkpoint_damage import damage, describe
+from runtime.checkpoints.hf_checkpoint import CheckpointError
+from runtime.platform import distributed
 
 
 class RestoreError(CheckpointError):
@@ -95,7 +95,9 @@ class Checkpoints:
                 found = damage(error, self.directory / str(step))
                 verdict = f"damaged {found}" if found else f"failed {describe(error)}"
             verdicts = distributed.gather_text(verdict)  # every process decides from every verdict
-            failed = [(index, v.removeprefix("failed ")) for index, v in enumerate(verdicts) if v and v.startswith("failed ")]
+            failed = [
+                (index, v.removeprefix("failed ")) for index, v in enumerate(verdicts) if v and v.startswith("failed ")
+            ]
             if failed:
                 raise RestoreError(_failure_message(self.directory, step, failed, len(verdicts)))
             damaged = [v.removeprefix("damaged ") for v in verdicts if v]
@@ -139,10 +141,12 @@ def abstract_like(state: Any, shardings: Any) -> Any:
 
 def _failure_message(directory: Path, step: int, failed: list[tuple[int, str]], processes: int) -> str:
     where = "" if processes == 1 else " on process " + ", ".join(str(i) for i, _ in failed)
-    return (f"checkpoint {step} in {directory} did not restore{where}: {failed[0][1]}. Nothing shows the checkpoint "
-            f"damaged, so nothing was set aside. help: if memory ran out or the storage failed, free memory or fix "
-            f"the storage and run the command again (it resumes from this checkpoint); if the model, the optimizer "
-            f"or the number of devices changed since it was saved, restore them, or start over with `sftc run --fresh`")
+    return (
+        f"checkpoint {step} in {directory} did not restore{where}: {failed[0][1]}. Nothing shows the checkpoint "
+        f"damaged, so nothing was set aside. help: if memory ran out or the storage failed, free memory or fix "
+        f"the storage and run the command again (it resumes from this checkpoint); if the model, the optimizer "
+        f"or the number of devices changed since it was saved, restore them, or start over with `sftc run --fresh`"
+    )
 
 
 # Orbax's Checkpointer.restore ends with this barrier (a collective over every process; its

@@ -32,14 +32,18 @@ from __future__ import annotations
 import io
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from runtime.plan.vocab_range import CharacterCount, explain, smallest_vocab
 
 __all__ = [
-    "DEFAULT_CHAT_TEMPLATE", "TokenizerError", "ensure_pad_token", "from_sentencepiece",
-    "load_tokenizer", "train_sentencepiece",
+    "DEFAULT_CHAT_TEMPLATE",
+    "TokenizerError",
+    "ensure_pad_token",
+    "from_sentencepiece",
+    "load_tokenizer",
+    "train_sentencepiece",
 ]
 
 PAD_CANDIDATES = ("<|finetune_right_pad_id|>", "<pad>", "<|pad|>", "[PAD]", "<|padding|>")
@@ -85,8 +89,10 @@ def ensure_pad_token(tokenizer):
         if existing is not None:
             tokenizer.pad_token = existing
             return tokenizer
-    raise TokenizerError("the tokenizer has no pad, unknown or end-of-sequence token to pad with; "
-                         "add one to the tokenizer files (special_tokens_map / tokenizer_config.json)")
+    raise TokenizerError(
+        "the tokenizer has no pad, unknown or end-of-sequence token to pad with; "
+        "add one to the tokenizer files (special_tokens_map / tokenizer_config.json)"
+    )
 
 
 def _number_after(text: str, marker: str) -> int | None:
@@ -97,9 +103,11 @@ def _number_after(text: str, marker: str) -> int | None:
 
 def _check_fast(tokenizer, source: str):
     if not getattr(tokenizer, "is_fast", False):
-        raise TokenizerError(f"{source}: only a slow (Python) tokenizer is available; provide "
-                             "tokenizer.json (a fast tokenizer), e.g. by saving it with "
-                             "transformers where the conversion works")
+        raise TokenizerError(
+            f"{source}: only a slow (Python) tokenizer is available; provide "
+            "tokenizer.json (a fast tokenizer), e.g. by saving it with "
+            "transformers where the conversion works"
+        )
     return tokenizer
 
 
@@ -121,8 +129,9 @@ def load_tokenizer(path: str | os.PathLike, *, revision: str | None = None):
     if not names & {"tokenizer.json", "tokenizer_config.json", "tokenizer.model"}:
         raise TokenizerError(
             f"{directory}: no tokenizer files (tokenizer.json / tokenizer_config.json). Set "
-            "`tokenizer = hf(\"dir\")` or `sentencepiece(\"file.model\")` in the model block, or "
-            "train one with `train sentencepiece(vocab = N) on <data>`.")
+            '`tokenizer = hf("dir")` or `sentencepiece("file.model")` in the model block, or '
+            "train one with `train sentencepiece(vocab = N) on <data>`."
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=False)
     except Exception as e:
@@ -143,8 +152,7 @@ def _load_proto(model_file: Path):
     return proto
 
 
-def from_sentencepiece(model_file: str | os.PathLike, *, add_bos: bool = True,
-                       chat_template: str | None = None):
+def from_sentencepiece(model_file: str | os.PathLike, *, add_bos: bool = True, chat_template: str | None = None):
     """Wrap a SentencePiece ``.model`` file as a transformers fast tokenizer.
 
     The result encodes text exactly as ``sentencepiece.SentencePieceProcessor``
@@ -167,8 +175,9 @@ def from_sentencepiece(model_file: str | os.PathLike, *, add_bos: bool = True,
     elif spec.model_type == 2:  # bpe
         vocab = {piece: i for i, (piece, _) in enumerate(pieces)}
     else:
-        raise TokenizerError(f"{model_file}: SentencePiece model type {spec.model_type} is not "
-                             "supported (use unigram or bpe)")
+        raise TokenizerError(
+            f"{model_file}: SentencePiece model type {spec.model_type} is not supported (use unigram or bpe)"
+        )
     backend = SpmConverter.build_tokenizer_from_spm_proto(proto=proto, vocab=vocab)
     if backend is None:
         raise TokenizerError(f"{model_file}: cannot convert this SentencePiece model")
@@ -176,30 +185,44 @@ def from_sentencepiece(model_file: str | os.PathLike, *, add_bos: bool = True,
     def piece(i: int) -> str | None:
         return proto.pieces[i].piece if 0 <= i < len(proto.pieces) else None
 
-    specials = {"unk_token": piece(spec.unk_id), "bos_token": piece(spec.bos_id),
-                "eos_token": piece(spec.eos_id), "pad_token": piece(spec.pad_id)}
+    specials = {
+        "unk_token": piece(spec.unk_id),
+        "bos_token": piece(spec.bos_id),
+        "eos_token": piece(spec.eos_id),
+        "pad_token": piece(spec.pad_id),
+    }
     specials = {k: v for k, v in specials.items() if v is not None}
     # control pieces (type 3) are special tokens: never produced from text, skipped in decode
     from tokenizers import AddedToken
 
-    backend.add_special_tokens([AddedToken(p.piece, special=True, normalized=False)
-                                for p in proto.pieces if p.type == 3])
+    backend.add_special_tokens(
+        [AddedToken(p.piece, special=True, normalized=False) for p in proto.pieces if p.type == 3]
+    )
     bos = specials.get("bos_token")
     if add_bos and bos is not None:
         bos_id = spec.bos_id
         backend.post_processor = processors.TemplateProcessing(
-            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)])
+            single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, bos_id)]
+        )
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, **specials)
     if chat_template is not None:
         tokenizer.chat_template = chat_template
     return ensure_pad_token(tokenizer)
 
 
-def train_sentencepiece(texts: Iterable[str], vocab_size: int, out_dir: str | os.PathLike, *,
-                        model_type: str = "unigram", character_coverage: float = 0.9995,
-                        max_sentence_length: int = 16384, num_threads: int = 1,
-                        split_digits: bool = True, byte_fallback: bool = True,
-                        chat_template: str | None = DEFAULT_CHAT_TEMPLATE):
+def train_sentencepiece(
+    texts: Iterable[str],
+    vocab_size: int,
+    out_dir: str | os.PathLike,
+    *,
+    model_type: str = "unigram",
+    character_coverage: float = 0.9995,
+    max_sentence_length: int = 16384,
+    num_threads: int = 1,
+    split_digits: bool = True,
+    byte_fallback: bool = True,
+    chat_template: str | None = DEFAULT_CHAT_TEMPLATE,
+):
     """Train a SentencePiece model on ``texts`` and return it as a fast tokenizer.
 
     Writes ``out_dir/tokenizer.model`` (the SentencePiece model) and the
@@ -222,8 +245,7 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, out_dir: str | os
         nonlocal count, kept, kept_characters
         for text in texts:
             if not isinstance(text, str):
-                raise TokenizerError(f"train sentencepiece: item {count} is a "
-                                     f"{type(text).__name__}, expected text")
+                raise TokenizerError(f"train sentencepiece: item {count} is a {type(text).__name__}, expected text")
             if text:
                 count += 1
                 characters.add(text)
@@ -237,15 +259,31 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, out_dir: str | os
     def train(sentence_iterator, size, **where):
         spm.set_random_generator_seed(0)
         spm.SentencePieceTrainer.train(
-            sentence_iterator=sentence_iterator, vocab_size=int(size),
-            model_type=model_type, byte_fallback=bool(byte_fallback), split_digits=bool(split_digits),
-            character_coverage=character_coverage, normalization_rule_name="identity",
-            remove_extra_whitespaces=False, allow_whitespace_only_pieces=True,
-            unk_id=0, bos_id=1, eos_id=2, pad_id=3,
-            unk_piece="<unk>", bos_piece="<s>", eos_piece="</s>", pad_piece="<pad>",
-            num_threads=num_threads, shuffle_input_sentence=False, input_sentence_size=0,
-            max_sentence_length=max_sentence_length, train_extremely_large_corpus=False,
-            minloglevel=2, **where)
+            sentence_iterator=sentence_iterator,
+            vocab_size=int(size),
+            model_type=model_type,
+            byte_fallback=bool(byte_fallback),
+            split_digits=bool(split_digits),
+            character_coverage=character_coverage,
+            normalization_rule_name="identity",
+            remove_extra_whitespaces=False,
+            allow_whitespace_only_pieces=True,
+            unk_id=0,
+            bos_id=1,
+            eos_id=2,
+            pad_id=3,
+            unk_piece="<unk>",
+            bos_piece="<s>",
+            eos_piece="</s>",
+            pad_piece="<pad>",
+            num_threads=num_threads,
+            shuffle_input_sentence=False,
+            input_sentence_size=0,
+            max_sentence_length=max_sentence_length,
+            train_extremely_large_corpus=False,
+            minloglevel=2,
+            **where,
+        )
 
     def largest() -> int | None:
         """The most pieces the kept corpus yields (sentencepiece names it when asked for too many)."""
@@ -273,12 +311,14 @@ def train_sentencepiece(texts: Iterable[str], vocab_size: int, out_dir: str | os
             raise TokenizerError(
                 f"{where}: vocab {vocab_size} is too small: the vocabulary needs "
                 f"{explain(smallest - smallest_vocab(0, bool(byte_fallback)), bool(byte_fallback))}; "
-                f"{fix}") from None
+                f"{fix}"
+            ) from None
         if "too high" in text and (most := _number_after(text, "value <=")):
             raise TokenizerError(
                 f"{where}: vocab {vocab_size} is too large: these texts yield at most {most} pieces; "
                 f"set vocab between {smallest} and {most} (at least "
-                f"{explain(needed, bool(byte_fallback))}), or add text") from None
+                f"{explain(needed, bool(byte_fallback))}), or add text"
+            ) from None
         raise TokenizerError(f"{where} failed: {text.rstrip('.')}.") from None
     (out / "tokenizer.vocab").unlink(missing_ok=True)
     # the trainer records the output path; drop it so equal texts give equal bytes anywhere

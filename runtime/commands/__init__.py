@@ -25,7 +25,7 @@ EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_REJECTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 13
 class Compiled:
     """What the compiler hands a command: the lowered plan and the resolved spec's text."""
 
-    plan: "Plan"
+    plan: Plan
     text: str
 
 
@@ -37,7 +37,7 @@ def start_runtime() -> None:
     route_library_logs()
 
 
-def say(console: "Console", kind: str, message: str) -> None:
+def say(console: Console, kind: str, message: str) -> None:
     """`error: ...` / `warning: ...` without markup interpretation: messages hold [brackets]."""
     from rich.text import Text
 
@@ -45,12 +45,12 @@ def say(console: "Console", kind: str, message: str) -> None:
     console.print(Text.assemble((kind, style), f": {message}"), soft_wrap=True)
 
 
-def runtime_error(console: "Console", error: Exception) -> int:
+def runtime_error(console: Console, error: Exception) -> int:
     say(console, "error", str(error))
     return EXIT_FAIL
 
 
-def internal_error(console: "Console", error: BaseException, run_dir: Path | None = None) -> int:
+def internal_error(console: Console, error: BaseException, run_dir: Path | None = None) -> int:
     """A failure sftc did not foresee (a bug, or an environment problem): one line on the
     screen, the traceback in a file (and in `status.json` of a run), never a wall of text."""
     import os
@@ -72,26 +72,30 @@ def internal_error(console: "Console", error: BaseException, run_dir: Path | Non
 
         rundir.write_status(run_dir, "error", message=f"{type(error).__name__}: {error}", traceback=str(where))
     detail = f"the traceback is in {where}" if where else "set SFTC_DEBUG=1 to see the traceback"
-    say(console, "error", f"sftc failed unexpectedly: {type(error).__name__}: {error}\n  = note: {detail}; please report it")
+    say(
+        console,
+        "error",
+        f"sftc failed unexpectedly: {type(error).__name__}: {error}\n  = note: {detail}; please report it",
+    )
     return EXIT_FAIL
 
 
 def runtime_errors() -> tuple[type[Exception], ...]:
     """The errors whose message already says what to do: shown as one line, exit 1."""
-    from runtime.plan.data_errors import DataError
-    from runtime.train.engine import EngineError
     from runtime.checkpoints.hf_checkpoint import CheckpointError
-    from runtime.platform.mesh import MeshError
-    from runtime.train.prepare import PrepareError
     from runtime.checkpoints.tokenizer_files import TokenizerError
+    from runtime.plan.data_errors import DataError
+    from runtime.platform.mesh import MeshError
+    from runtime.train.engine import EngineError
+    from runtime.train.prepare import PrepareError
 
     return (DataError, CheckpointError, EngineError, MeshError, PrepareError, TokenizerError)
 
 
-def load(args, console: "Console"):
+def load(args, console: Console):
     """The trained run `args.run_dir` at `args.step` (default: its newest checkpoint that restores)."""
-    from runtime.runs.trained_run import load_trained
     from runtime.platform.library_logs import route_library_logs
+    from runtime.runs.trained_run import load_trained
 
     if (Path(args.run_dir) / "plan.json").is_file():
         route_library_logs(Path(args.run_dir) / "sftc.log")

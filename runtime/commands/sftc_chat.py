@@ -29,7 +29,9 @@ def main(args: argparse.Namespace) -> int:
         return runtime_error(console, error)
     conversational = mode.kind == "messages" or mode.chat
     out = Console(highlight=False)
-    out.print(f"[dim]{trained.plan.name} at step {trained.step}; {'a conversation' if conversational else 'each line is a new prompt'}; Ctrl-D to quit[/]")
+    out.print(
+        f"[dim]{trained.plan.name} at step {trained.step}; {'a conversation' if conversational else 'each line is a new prompt'}; Ctrl-D to quit[/]"
+    )
     history: list[dict] = []
     turn = 0
     while True:
@@ -51,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
             for token in reply(trained, prompt, settings, turn, stops):
                 produced.append(token)
                 decoded = trained.tokenizer.decode(produced, skip_special_tokens=True)
-                out.print(decoded[len(shown):], end="", soft_wrap=True, markup=False)
+                out.print(decoded[len(shown) :], end="", soft_wrap=True, markup=False)
                 shown = decoded
         except KeyboardInterrupt:
             pass

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from rich.console import Console
 
-from runtime.plan.run_plan import Plan
 from runtime.commands import EXIT_OK, EXIT_REJECTED, load, runtime_error, runtime_errors
+from runtime.plan.run_plan import Plan
 
 
 def main(args: argparse.Namespace, edited: Plan | None = None) -> int:
@@ -16,10 +16,10 @@ def main(args: argparse.Namespace, edited: Plan | None = None) -> int:
     import dataclasses
 
     from runtime.evaluate.final import score
-    from runtime.plan.run_inputs import gather
     from runtime.evaluate.gates import accepted
     from runtime.evaluate.report import print_before_after, print_gates, write_report
     from runtime.evaluate.tokens import token_metrics
+    from runtime.plan.run_inputs import gather
     from runtime.runs.run_directory import new_run_dir
 
     console = Console(stderr=True, highlight=False)
@@ -32,15 +32,31 @@ def main(args: argparse.Namespace, edited: Plan | None = None) -> int:
         with console.status("evaluating"):
             prepared = trained.with_data()
             by_source = token_metrics(trained.engine, trained.frozen, prepared.pipeline, trained.params)
-            scores = score(prepared, trained.engine, trained.params, trained.frozen, trained.model, by_source,
-                           Path(args.run_dir), gather(plan))
+            scores = score(
+                prepared,
+                trained.engine,
+                trained.params,
+                trained.frozen,
+                trained.model,
+                by_source,
+                Path(args.run_dir),
+                gather(plan),
+            )
     except runtime_errors() as error:
         return runtime_error(console, error)
     out = new_run_dir(Path(args.run_dir) / "evals")
     facts = {"run": str(args.run_dir), "step": trained.step, "spec": args.spec or "the run's own"}
-    report, _ = write_report(out, verdicts=scores.verdicts, values=scores.values, samples=scores.samples, facts=facts,
-                             data_stats=prepared.pipeline.stats, records=[], baseline=scores.baseline,
-                             base_values=scores.base_values)
+    report, _ = write_report(
+        out,
+        verdicts=scores.verdicts,
+        values=scores.values,
+        samples=scores.samples,
+        facts=facts,
+        data_stats=prepared.pipeline.stats,
+        records=[],
+        baseline=scores.baseline,
+        base_values=scores.base_values,
+    )
     print_before_after(scores.values, scores.base_values, scores.baseline, console)
     if scores.verdicts:
         print_gates(scores.verdicts, console)

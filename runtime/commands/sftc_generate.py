@@ -29,8 +29,10 @@ def _read_rows(path: str) -> list[tuple[int, object]]:
             except json.JSONDecodeError as error:
                 raise ValueError(f"{path}:{number}: not JSON ({error.msg})") from None
             if not isinstance(rows[-1][1], (dict, str)):
-                raise ValueError(f"{path}:{number}: a row is a JSON object of columns (or a string), "
-                                 f"not {type(rows[-1][1]).__name__}")
+                raise ValueError(
+                    f"{path}:{number}: a row is a JSON object of columns (or a string), "
+                    f"not {type(rows[-1][1]).__name__}"
+                )
     return rows
 
 

@@ -12,8 +12,8 @@ from runtime.commands import EXIT_OK, Compiled, runtime_error, runtime_errors
 def decided(plan):
     """(decided plan, model config, data counts): recalled when the inputs are unchanged
     (`runtime.preflight.plan_cache`: metadata only), else prepared (tokenizing what is not cached)."""
-    from runtime.preflight import plan_cache
     from runtime.platform.cache_dir import default_cache
+    from runtime.preflight import plan_cache
     from runtime.train.prepare import planned_config, prepare
 
     cache = default_cache()

@@ -16,7 +16,9 @@ def main(args: argparse.Namespace, compiled: Compiled) -> int:
     console = Console(stderr=True, highlight=False)
     plan = compiled.plan
     if args.source is not None and args.source not in {s.name for s in plan.data.sources}:
-        console.print(f"[bold red]error[/]: no trained source `{args.source}` (sources: {', '.join(s.name for s in plan.data.sources)})")
+        console.print(
+            f"[bold red]error[/]: no trained source `{args.source}` (sources: {', '.join(s.name for s in plan.data.sources)})"
+        )
         return EXIT_USAGE
     try:
         with console.status("tokenizing the data"):

@@ -32,8 +32,11 @@ def _export(args: argparse.Namespace, console: Console) -> int:
         say(console, "error", f"not exported: {refusal}")
     rows = f"{result.written} corrected row{'s' * (result.written != 1)}"
     if result.refused:
-        console.print(f"wrote {rows} to {result.path}; {len(result.refused)} row"
-                      f"{'s' * (len(result.refused) != 1)} refused (see above)", highlight=False)
+        console.print(
+            f"wrote {rows} to {result.path}; {len(result.refused)} row"
+            f"{'s' * (len(result.refused) != 1)} refused (see above)",
+            highlight=False,
+        )
         return EXIT_FAIL
     console.print(f"wrote {rows} to {result.path}", highlight=False)
     return EXIT_OK
@@ -58,13 +61,16 @@ def main(args: argparse.Namespace) -> int:
         say(console, "error", str(error))
         return EXIT_FAIL
     if not _loopback(args.host) and not args.token:
-        say(console, "error", f"--host {args.host} would let anyone who can reach this machine read the run's "
-                              f"data and write reviews; pass --token T (every request must then carry it), "
-                              f"or keep the default --host 127.0.0.1")
+        say(
+            console,
+            "error",
+            f"--host {args.host} would let anyone who can reach this machine read the run's "
+            f"data and write reviews; pass --token T (every request must then carry it), "
+            f"or keep the default --host 127.0.0.1",
+        )
         return EXIT_USAGE
     if args.token is not None and len(args.token) < 16:
-        say(console, "error", "--token: use at least 16 characters (for example: "
-                              f"{secrets.token_urlsafe(24)})")
+        say(console, "error", f"--token: use at least 16 characters (for example: {secrets.token_urlsafe(24)})")
         return EXIT_USAGE
     if not 0 <= args.port <= 65535:
         say(console, "error", f"--port {args.port}: a port is 0-65535 (0: any free port)")
@@ -83,9 +89,12 @@ def main(args: argparse.Namespace) -> int:
             url += f"?token={args.token}"
         base = "no baseline answers" if rows.base_samples is None else f"baseline: {rows.base_kind or 'base'}"
         print(f"review: {url}", flush=True)
-        console.print(f"{len(rows.rows)} rows of {args.run_dir} ({base}{', blind' if args.blind else ''}); "
-                      f"judgements go to {rows.run_dir / 'reviews.sqlite'}; Ctrl-C stops",
-                      highlight=False, soft_wrap=True)
+        console.print(
+            f"{len(rows.rows)} rows of {args.run_dir} ({base}{', blind' if args.blind else ''}); "
+            f"judgements go to {rows.run_dir / 'reviews.sqlite'}; Ctrl-C stops",
+            highlight=False,
+            soft_wrap=True,
+        )
 
     try:
         serve(app, args.host, args.port, ready=ready)  # returns on Ctrl-C (waitress stops its threads)

@@ -8,23 +8,40 @@ from pathlib import Path
 
 from rich.console import Console
 
-from runtime.commands import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, Compiled, internal_error, runtime_error, runtime_errors, say
+from runtime.commands import (
+    EXIT_FAIL,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_REJECTED,
+    EXIT_USAGE,
+    Compiled,
+    internal_error,
+    runtime_error,
+    runtime_errors,
+    say,
+)
 
 
 def main(args: argparse.Namespace, compiled: Compiled) -> int:
     from rich.text import Text
 
-    from runtime.platform import distributed
-    from runtime.runs import run_directory as rundir
     from runtime.plan.run_inputs import gather
+    from runtime.platform import distributed
     from runtime.platform.library_logs import route_library_logs
-    from runtime.train.prepare import prepare
+    from runtime.runs import run_directory as rundir
     from runtime.runs.resume import differences
+    from runtime.train.prepare import prepare
 
     console = Console(stderr=True, highlight=False)
     try:
-        distributed.join(distributed.Launch(getattr(args, "coordinator", None), getattr(args, "num_processes", None),
-                                            getattr(args, "process_id", None), getattr(args, "distributed", False)))
+        distributed.join(
+            distributed.Launch(
+                getattr(args, "coordinator", None),
+                getattr(args, "num_processes", None),
+                getattr(args, "process_id", None),
+                getattr(args, "distributed", False),
+            )
+        )
     except distributed.LaunchError as error:
         say(console, "error", str(error))
         return EXIT_USAGE
@@ -49,10 +66,20 @@ def main(args: argparse.Namespace, compiled: Compiled) -> int:
             changed = differences(run_dir, prepared.plan, inputs) if run_dir else []
             if changed:
                 refused = True
-                console.print(Text.assemble(("error", "bold red"), f": the unfinished run {run_dir} was trained on other inputs; resuming it would mix them:"), soft_wrap=True)
+                console.print(
+                    Text.assemble(
+                        ("error", "bold red"),
+                        f": the unfinished run {run_dir} was trained on other inputs; resuming it would mix them:",
+                    ),
+                    soft_wrap=True,
+                )
                 for line in changed:
                     console.print(Text("    " + line, style="yellow"), soft_wrap=True)
-                console.print("  = help: `sftc run --fresh` starts a new run; or restore these inputs to resume this one", soft_wrap=True, markup=False)
+                console.print(
+                    "  = help: `sftc run --fresh` starts a new run; or restore these inputs to resume this one",
+                    soft_wrap=True,
+                    markup=False,
+                )
             resuming = run_dir is not None
             run_dir = run_dir or (None if refused else rundir.new_run_dir(root))
             decided = None if refused else f"{int(resuming)}{run_dir}"
@@ -93,11 +120,12 @@ def main(args: argparse.Namespace, compiled: Compiled) -> int:
     return int(distributed.broadcast_text(str(code) if primary else None))
 
 
-def _train_and_evaluate(args, console: Console, prepared, run_dir: Path, started: float, inputs,
-                        checkpoints: Path) -> int:
-    from runtime.runs import run_directory as rundir
+def _train_and_evaluate(
+    args, console: Console, prepared, run_dir: Path, started: float, inputs, checkpoints: Path
+) -> int:
     from runtime.evaluate.final import evaluate_run
     from runtime.evaluate.report import print_before_after, print_gates
+    from runtime.runs import run_directory as rundir
     from runtime.train.loop import train
     from runtime.train.metrics_log import MetricsLog
     from runtime.train.progress import progress_for
@@ -114,7 +142,14 @@ def _train_and_evaluate(args, console: Console, prepared, run_dir: Path, started
         say(console, "warning", note)
     seconds = round(time.time() - started, 1)
     if result.status != "done":
-        rundir.write_status(run_dir, result.status, steps=result.steps, skipped_steps=result.skipped, seconds=seconds, message=result.message)
+        rundir.write_status(
+            run_dir,
+            result.status,
+            steps=result.steps,
+            skipped_steps=result.skipped,
+            seconds=seconds,
+            message=result.message,
+        )
         if result.status == "interrupted":
             console.print(f"[yellow]{result.message}[/]")
             return EXIT_INTERRUPTED
@@ -126,13 +161,25 @@ def _train_and_evaluate(args, console: Console, prepared, run_dir: Path, started
     loss = f"; final train loss {result.last_loss:.4f}" if result.last_loss is not None else ""
     skipped = f"; {result.skipped} non-finite step{'s' * (result.skipped != 1)} skipped" if result.skipped else ""
     console.print(f"[bold green]✓[/] trained {result.steps} steps in {seconds:.0f}s{loss}{skipped}")
-    facts = {"name": plan.name, "run_dir": str(run_dir), "steps": result.steps, "skipped_steps": result.skipped,
-             "train_s": seconds, "spec_hash": plan.spec_hash}
+    facts = {
+        "name": plan.name,
+        "run_dir": str(run_dir),
+        "steps": result.steps,
+        "skipped_steps": result.skipped,
+        "train_s": seconds,
+        "spec_hash": plan.spec_hash,
+    }
     baseline = " and the baseline's" if plan.eval.baseline is not None else ""
     with console.status(f"evaluating: generating eval completions{baseline}"):
         outcome = evaluate_run(prepared, result, run_dir, facts, inputs, force_export=args.export)
-    rundir.write_status(run_dir, "done", steps=result.steps, skipped_steps=result.skipped,
-                        seconds=round(time.time() - started, 1), accepted=outcome.accepted)
+    rundir.write_status(
+        run_dir,
+        "done",
+        steps=result.steps,
+        skipped_steps=result.skipped,
+        seconds=round(time.time() - started, 1),
+        accepted=outcome.accepted,
+    )
     print_before_after(outcome.values, outcome.base_values, outcome.baseline, console)
     if outcome.verdicts:
         print_gates(outcome.verdicts, console)

@@ -20,23 +20,53 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from runtime.plan.data_errors import BadRowError, DataError, HubUnavailableError, SequenceTooLongError, SourceError, TemplateError, TemplateNotPrefixStableError
+from runtime.plan.data_errors import (
+    BadRowError,
+    DataError,
+    HubUnavailableError,
+    SequenceTooLongError,
+    SourceError,
+    TemplateError,
+    TemplateNotPrefixStableError,
+)
 from runtime.plan.data_plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
 
 _LAZY = {
-    "build_pipeline": "pipeline", "DataPipeline": "pipeline", "Example": "pipeline", "eval_rows_for": "pipeline",
-    "BATCH_KEYS": "batches", "shift_example": "batches", "assemble": "batches",
-    "DataStats": "stats", "SourceStats": "stats",
-    "load_source": "sources", "source_fingerprint": "sources", "LoadedSource": "sources",
-    "tokenize_source": "tokenize", "tokenizer_fingerprint": "tokenize", "TokenizedSource": "tokenize",
-    "parse_template": "templates", "placeholders": "templates",
+    "build_pipeline": "pipeline",
+    "DataPipeline": "pipeline",
+    "Example": "pipeline",
+    "eval_rows_for": "pipeline",
+    "BATCH_KEYS": "batches",
+    "shift_example": "batches",
+    "assemble": "batches",
+    "DataStats": "stats",
+    "SourceStats": "stats",
+    "load_source": "sources",
+    "source_fingerprint": "sources",
+    "LoadedSource": "sources",
+    "tokenize_source": "tokenize",
+    "tokenizer_fingerprint": "tokenize",
+    "TokenizedSource": "tokenize",
+    "parse_template": "templates",
+    "placeholders": "templates",
     "pack_bfd": "packing",
     "preview_records": "preview",
 }
 
-__all__ = ["DataPlan", "EvalSplit", "SourceSpec", "TemplateSpec", "DataError", "SourceError",
-           "HubUnavailableError", "BadRowError", "TemplateNotPrefixStableError", "TemplateError",
-           "SequenceTooLongError", *_LAZY]
+__all__ = [
+    "DataPlan",
+    "EvalSplit",
+    "SourceSpec",
+    "TemplateSpec",
+    "DataError",
+    "SourceError",
+    "HubUnavailableError",
+    "BadRowError",
+    "TemplateNotPrefixStableError",
+    "TemplateError",
+    "SequenceTooLongError",
+    *_LAZY,
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -36,7 +36,7 @@ would follow at position 10 with ``segment_ids`` 2 and ``positions`` 0, 1, ...
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -64,8 +64,9 @@ def empty_batch(rows: int, seq_len: int, pad_id: int) -> dict[str, np.ndarray]:
     }
 
 
-def assemble(rows: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]], seq_len: int,
-             pad_id: int) -> dict[str, np.ndarray]:
+def assemble(
+    rows: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]], seq_len: int, pad_id: int
+) -> dict[str, np.ndarray]:
     """Build a batch from rows, each a list of (tokens, trained) examples placed one after another."""
     out = empty_batch(len(rows), seq_len, pad_id)
     for r, examples in enumerate(rows):
@@ -75,10 +76,10 @@ def assemble(rows: Sequence[Sequence[tuple[np.ndarray, np.ndarray]]], seq_len: i
             n = len(x)
             if at + n > seq_len:
                 raise ValueError(f"row {r}: examples need {at + n} positions > seq_len {seq_len}")
-            out["input_ids"][r, at:at + n] = x
-            out["targets"][r, at:at + n] = y
-            out["loss_mask"][r, at:at + n] = m
-            out["positions"][r, at:at + n] = np.arange(n, dtype=np.int32)
-            out["segment_ids"][r, at:at + n] = seg
+            out["input_ids"][r, at : at + n] = x
+            out["targets"][r, at : at + n] = y
+            out["loss_mask"][r, at : at + n] = m
+            out["positions"][r, at : at + n] = np.arange(n, dtype=np.int32)
+            out["segment_ids"][r, at : at + n] = seg
             at += n
     return out

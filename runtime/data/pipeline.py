@@ -32,19 +32,20 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import OrderedDict
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from runtime.data.batches import BATCH_KEYS, assemble, empty_batch
-from runtime.plan.data_errors import DataError, SequenceTooLongError, shorten
 from runtime.data.packing import pack_bfd, pack_table, packing_efficiency
-from runtime.plan.data_plan import DataPlan, SourceSpec, TemplateSpec
+from runtime.data.share import Share
 from runtime.data.sources import LoadedSource, load_source
 from runtime.data.stats import DataStats, SourceStats, no_train_examples
-from runtime.data.share import Share
 from runtime.data.tokenize import TokenizedSource, tokenize_source
+from runtime.plan.data_errors import DataError, SequenceTooLongError, shorten
+from runtime.plan.data_plan import DataPlan, SourceSpec, TemplateSpec
 
 _TAG_SHUFFLE, _TAG_ROWS, _TAG_SOURCE = 0, 1, 100
 
@@ -94,12 +95,12 @@ class Rows:
         if not -n <= i < n:
             raise IndexError(f"row {i} of {n}")
         i %= n
-        return self.examples[self.starts[i]:self.starts[i + 1]]
+        return self.examples[self.starts[i] : self.starts[i + 1]]
 
     def __iter__(self) -> Iterator[np.ndarray]:
         return (self[i] for i in range(len(self)))
 
-    def permuted(self, perm: np.ndarray) -> "Rows":
+    def permuted(self, perm: np.ndarray) -> Rows:
         """The rows in the order ``perm`` (row ``j`` is row ``perm[j]`` of this table)."""
         lengths = np.diff(self.starts)[perm]
         starts = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
@@ -112,9 +113,9 @@ def trained_between(trained: np.ndarray, starts: np.ndarray, ends: np.ndarray, c
     so the memory it takes does not grow with the corpus (``trained`` may be memory-mapped)."""
     total = 0
     for i in range(0, len(starts), chunk):
-        a, b = starts[i:i + chunk], ends[i:i + chunk]
+        a, b = starts[i : i + chunk], ends[i : i + chunk]
         lo = int(a.min())
-        sums = np.concatenate([[0], np.cumsum(trained[lo:int(b.max())], dtype=np.int64)])
+        sums = np.concatenate([[0], np.cumsum(trained[lo : int(b.max())], dtype=np.int64)])
         total += int((sums[b - lo] - sums[a - lo]).sum())
     return total
 
@@ -122,8 +123,14 @@ def trained_between(trained: np.ndarray, starts: np.ndarray, ends: np.ndarray, c
 class DataPipeline:
     """Tokenized, split and length-checked examples of a DataPlan, and the batches they form."""
 
-    def __init__(self, plan: DataPlan, tokenizer: Any, cache_dir: str | None = None,
-                 num_proc: int | None = None, share: Share = Share()):
+    def __init__(
+        self,
+        plan: DataPlan,
+        tokenizer: Any,
+        cache_dir: str | None = None,
+        num_proc: int | None = None,
+        share: Share = Share(),
+    ):
         self.plan = plan
         self.tokenizer = tokenizer
         self.seq_len = int(plan.seq_len)
@@ -150,8 +157,13 @@ class DataPipeline:
                 self._loaded.append(loaded)
                 self._owner.append(spec.name)
                 if st is None:
-                    st = SourceStats(name=spec.name, fingerprint=ts.fingerprint, mode=ts.mode.kind,
-                                     resolved=dataclasses.asdict(ts.mode), columns=list(loaded.dataset.column_names))
+                    st = SourceStats(
+                        name=spec.name,
+                        fingerprint=ts.fingerprint,
+                        mode=ts.mode.kind,
+                        resolved=dataclasses.asdict(ts.mode),
+                        columns=list(loaded.dataset.column_names),
+                    )
                     self.stats.sources[spec.name] = st
                 else:
                     st.fingerprint += "+" + ts.fingerprint
@@ -199,7 +211,7 @@ class DataPipeline:
                     else:
                         st.eval_examples += len(sel)
                         st.eval_tokens += n_tok
-        cat = (lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt))
+        cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)
         self.ex_table = cat(gid_src, np.int32)
         self.ex_local = cat(gid_local, np.int64)
         self.ex_keep = cat(gid_keep, np.int64)  # tokens kept (positions used = keep - 1)
@@ -208,8 +220,9 @@ class DataPipeline:
         names = [s.name for s in plan.sources]
         owner_of_table = np.asarray([names.index(o) for o in self._owner], np.int32)
         self.ex_owner = owner_of_table[self.ex_table] if len(self.ex_table) else np.zeros(0, np.int32)
-        self._train_by_source = {s.name: np.nonzero((self.ex_owner == k) & (self.ex_split == 0))[0]
-                                 for k, s in enumerate(plan.sources)}
+        self._train_by_source = {
+            s.name: np.nonzero((self.ex_owner == k) & (self.ex_split == 0))[0] for k, s in enumerate(plan.sources)
+        }
         self._epoch_cache: OrderedDict[int, Rows] = OrderedDict()
         self._rows_per_epoch: list[int] = []
         self._check_weights()
@@ -218,8 +231,9 @@ class DataPipeline:
 
     # ------------------------------------------------------------ construction helpers
 
-    def _apply_overflow(self, ts: TokenizedSource, loaded: LoadedSource, spec: SourceSpec,
-                        lengths: np.ndarray, st: SourceStats) -> np.ndarray:
+    def _apply_overflow(
+        self, ts: TokenizedSource, loaded: LoadedSource, spec: SourceSpec, lengths: np.ndarray, st: SourceStats
+    ) -> np.ndarray:
         """Tokens kept per example (0 = dropped), counting drops and truncations."""
         limit = self.seq_len + 1  # seq_len positions need seq_len + 1 tokens
         keep = lengths.copy()
@@ -233,14 +247,15 @@ class DataPipeline:
             raise SequenceTooLongError(
                 f"data {spec.name} ({where}): example has {int(lengths[i]) - 1} positions > seq_len "
                 f"{self.seq_len} ({len(over)} such examples in this source). "
-                f"help: raise seq_len, or set overflow = drop | truncate")
+                f"help: raise seq_len, or set overflow = drop | truncate"
+            )
         if spec.overflow == "drop":
             keep[over] = 0
             st.dropped_overflow += len(over)
             return keep
         for i in over:  # truncate: keep the start
             a = int(ts.offsets[i])
-            if ts.trained[a + 1: a + limit].any():
+            if ts.trained[a + 1 : a + limit].any():
                 keep[i] = limit
                 st.truncated += 1
             else:
@@ -259,9 +274,18 @@ class DataPipeline:
 
     def _why_empty(self, headline: str, names: list[str]) -> str:
         overflow = {s.name: s.overflow for s in self.plan.sources}
-        return no_train_examples(headline, [
-            (self.stats.sources[n], np.concatenate(self._train_positions.get(n) or [np.zeros(0, np.int64)]), overflow[n])
-            for n in names], self.seq_len)
+        return no_train_examples(
+            headline,
+            [
+                (
+                    self.stats.sources[n],
+                    np.concatenate(self._train_positions.get(n) or [np.zeros(0, np.int64)]),
+                    overflow[n],
+                )
+                for n in names
+            ],
+            self.seq_len,
+        )
 
     def _finish_stats(self) -> None:
         rows0 = self.epoch_rows(0)
@@ -283,7 +307,7 @@ class DataPipeline:
         ts = self._tables[int(self.ex_table[gid])]
         a = int(ts.offsets[int(self.ex_local[gid])])
         k = int(self.ex_keep[gid])
-        return ts.tokens[a:a + k], ts.trained[a:a + k]
+        return ts.tokens[a : a + k], ts.trained[a : a + k]
 
     def example(self, gid: int) -> Example:
         t = int(self.ex_table[gid])
@@ -293,12 +317,19 @@ class DataPipeline:
         file, line = loaded.locate(row)
         tokens, trained = self.example_arrays(gid)
         turn = int(ts.turns[local]) if ts.turns is not None and ts.turns[local] >= 0 else None
-        return Example(source=self._owner[t], split="eval" if self.ex_split[gid] else "train", row=row,
-                       file=file, line=line, tokens=tokens, trained=trained, full_length=int(self.ex_full[gid]),
-                       turn=turn)
+        return Example(
+            source=self._owner[t],
+            split="eval" if self.ex_split[gid] else "train",
+            row=row,
+            file=file,
+            line=line,
+            tokens=tokens,
+            trained=trained,
+            full_length=int(self.ex_full[gid]),
+            turn=turn,
+        )
 
-    def examples(self, source: str | None = None, split: str | None = None,
-                 n: int | None = None) -> list[Example]:
+    def examples(self, source: str | None = None, split: str | None = None, n: int | None = None) -> list[Example]:
         """Kept examples in source order, then raw row order (for preview and inspection)."""
         sel = np.arange(len(self.ex_table))
         if source is not None:
@@ -342,7 +373,7 @@ class DataPipeline:
             pool = np.concatenate(chunks) if chunks else np.zeros(0, np.int64)
         return self._rng(epoch, _TAG_SHUFFLE).permutation(pool)
 
-    def epoch_rows(self, epoch: int) -> "Rows":
+    def epoch_rows(self, epoch: int) -> Rows:
         """Rows of ``epoch`` in training order; each row is an array of example ids."""
         if epoch in self._epoch_cache:
             self._epoch_cache.move_to_end(epoch)
@@ -426,18 +457,19 @@ class DataPipeline:
             k = [s.name for s in self.plan.sources].index(source)
             sel = sel[self.ex_owner[sel] == k]
         if not self.plan.packing:
-            return [sel[i:i + 1] for i in range(len(sel))]
+            return [sel[i : i + 1] for i in range(len(sel))]
         bins = pack_bfd(self.ex_keep[sel] - 1, self.seq_len) if len(sel) else []
         return [sel[np.asarray(b, np.int64)] for b in bins]
 
-    def eval_batches(self, batch_size: int | None = None, source: str | None = None,
-                     rows: np.ndarray | None = None) -> Iterator[dict[str, np.ndarray]]:
+    def eval_batches(
+        self, batch_size: int | None = None, source: str | None = None, rows: np.ndarray | None = None
+    ) -> Iterator[dict[str, np.ndarray]]:
         """Eval batches of ``batch_size`` rows (default: global batch), the last completed with
         empty rows; with ``rows``, only those rows of each batch (a process's share)."""
         bs = int(batch_size or self.batch_size)
         eval_rows = self.eval_rows(source)
         for i in range(0, len(eval_rows), bs):
-            chunk = eval_rows[i:i + bs]
+            chunk = eval_rows[i : i + bs]
             chunk = chunk + [np.zeros(0, np.int64)] * (bs - len(chunk))
             if rows is not None:
                 chunk = [chunk[int(r)] for r in rows]
@@ -461,11 +493,20 @@ class DataPipeline:
         return out
 
 
-def build_pipeline(plan: DataPlan, tokenizer: Any, cache_dir: str | None = None,
-                   num_proc: int | None = None) -> DataPipeline:
+def build_pipeline(
+    plan: DataPlan, tokenizer: Any, cache_dir: str | None = None, num_proc: int | None = None
+) -> DataPipeline:
     """Load, template, tokenize (cached) and index every source of ``plan``."""
     return DataPipeline(plan, tokenizer, cache_dir=cache_dir, num_proc=num_proc)
 
 
-__all__ = ["DataPipeline", "Example", "build_pipeline", "eval_rows_for", "BATCH_KEYS", "empty_batch",
-           "TemplateSpec", "shorten"]
+__all__ = [
+    "DataPipeline",
+    "Example",
+    "build_pipeline",
+    "eval_rows_for",
+    "BATCH_KEYS",
+    "empty_batch",
+    "TemplateSpec",
+    "shorten",
+]

@@ -46,10 +46,10 @@ def token_pieces(tokenizer: Any, ids: list[int]) -> list[str]:
         if cur.endswith("\ufffd") and i < len(ids) - 1:
             pieces.append("")  # part of a multi-byte character: shown with the token that completes it
         elif cur.startswith(emitted):
-            pieces.append(cur[len(emitted):])
+            pieces.append(cur[len(emitted) :])
             emitted = cur
         else:
-            piece = tokenizer.decode(ids[i:i + 1], skip_special_tokens=False)
+            piece = tokenizer.decode(ids[i : i + 1], skip_special_tokens=False)
             pieces.append(piece)
             emitted += piece
     return pieces
@@ -58,29 +58,42 @@ def token_pieces(tokenizer: Any, ids: list[int]) -> list[str]:
 def example_record(tokenizer: Any, ex: Example) -> dict[str, Any]:
     ids = [int(t) for t in ex.tokens]
     return {
-        "source": ex.source, "split": ex.split, "file": ex.file, "line": ex.line, "row": ex.row,
-        "input_ids": ids, "trained": [int(t) for t in ex.trained],
+        "source": ex.source,
+        "split": ex.split,
+        "file": ex.file,
+        "line": ex.line,
+        "row": ex.row,
+        "input_ids": ids,
+        "trained": [int(t) for t in ex.trained],
         "tokens": tokenizer.convert_ids_to_tokens(ids),
         "text": tokenizer.decode(ids, skip_special_tokens=False),
-        "n_tokens": len(ids), "n_trained": int(np.sum(ex.trained)),
-        "truncated": ex.truncated, "full_length": ex.full_length,
+        "n_tokens": len(ids),
+        "n_trained": int(np.sum(ex.trained)),
+        "truncated": ex.truncated,
+        "full_length": ex.full_length,
     }
 
 
-def preview_records(pipeline: DataPipeline, n: int = 3, source: str | None = None,
-                    split: str | None = None) -> list[dict[str, Any]]:
+def preview_records(
+    pipeline: DataPipeline, n: int = 3, source: str | None = None, split: str | None = None
+) -> list[dict[str, Any]]:
     return [example_record(pipeline.tokenizer, ex) for ex in pipeline.examples(source=source, split=split, n=n)]
 
 
 def _header(ex: Example) -> str:
     where = f"{ex.file}:{ex.line}" if ex.file else f"row {ex.line}"
     cut = f", truncated from {ex.full_length}" if ex.truncated else ""
-    return (f"── {ex.source} [{ex.split}] {where} ── {len(ex.tokens)} tokens{cut}, "
-            f"{int(np.sum(ex.trained))} trained")
+    return f"── {ex.source} [{ex.split}] {where} ── {len(ex.tokens)} tokens{cut}, {int(np.sum(ex.trained))} trained"
 
 
-def example_text(tokenizer: Any, tokens: np.ndarray, trained: np.ndarray, show_tokens: bool,
-                 plain: bool, segments: np.ndarray | None = None) -> Text | str:
+def example_text(
+    tokenizer: Any,
+    tokens: np.ndarray,
+    trained: np.ndarray,
+    show_tokens: bool,
+    plain: bool,
+    segments: np.ndarray | None = None,
+) -> Text | str:
     """One example (or packed row) as rich Text, or as plain text with «trained» spans."""
     ids = [int(t) for t in tokens]
     pieces = token_pieces(tokenizer, ids)
@@ -113,9 +126,17 @@ def example_text(tokenizer: Any, tokens: np.ndarray, trained: np.ndarray, show_t
     return text
 
 
-def preview(pipeline: DataPipeline, n: int = 3, source: str | None = None, tokens: bool = False,
-            json: bool = False, rows: bool = False, split: str | None = None,
-            file: IO[str] | None = None, console: Console | None = None) -> list[dict[str, Any]]:
+def preview(
+    pipeline: DataPipeline,
+    n: int = 3,
+    source: str | None = None,
+    tokens: bool = False,
+    json: bool = False,
+    rows: bool = False,
+    split: str | None = None,
+    file: IO[str] | None = None,
+    console: Console | None = None,
+) -> list[dict[str, Any]]:
     """Print ``n`` examples (or, with ``rows``, ``n`` packed rows of step 0); return their records."""
     out = file or sys.stdout
     if json:
@@ -133,8 +154,11 @@ def preview(pipeline: DataPipeline, n: int = 3, source: str | None = None, token
         body = example_text(tok, ex.tokens, ex.trained, tokens, plain)
         if plain:
             console.print(_header(ex), markup=False, highlight=False)
-            console.print(body + (f" ✂ [{ex.full_length - len(ex.tokens)} tokens cut]" if ex.truncated else ""),
-                          markup=False, highlight=False)
+            console.print(
+                body + (f" ✂ [{ex.full_length - len(ex.tokens)} tokens cut]" if ex.truncated else ""),
+                markup=False,
+                highlight=False,
+            )
         else:
             console.print(Text(_header(ex), style="bold"))
             if ex.truncated:
@@ -148,8 +172,9 @@ def preview(pipeline: DataPipeline, n: int = 3, source: str | None = None, token
     return [example_record(tok, ex) for ex in exs]
 
 
-def _preview_rows(pipeline: DataPipeline, n: int, show_tokens: bool, console: Console,
-                  plain: bool) -> list[dict[str, Any]]:
+def _preview_rows(
+    pipeline: DataPipeline, n: int, show_tokens: bool, console: Console, plain: bool
+) -> list[dict[str, Any]]:
     recs = []
     b = pipeline.batch(0)
     for r in range(min(n, b["input_ids"].shape[0])):
@@ -162,10 +187,13 @@ def _preview_rows(pipeline: DataPipeline, n: int, show_tokens: bool, console: Co
             ids += b["input_ids"][r, idx].tolist() + [int(b["targets"][r, idx[-1]])]
             trained += [0] + b["loss_mask"][r, idx].astype(int).tolist()
             segs += [s] * (len(idx) + 1)
-        header = (f"── row {r} of step 0 ── {int(seg.max(initial=0))} segments, {used}/{pipeline.seq_len} "
-                  f"positions used, {int(b['loss_mask'][r].sum())} trained")
-        body = example_text(pipeline.tokenizer, np.asarray(ids), np.asarray(trained), show_tokens, plain,
-                            segments=np.asarray(segs))
+        header = (
+            f"── row {r} of step 0 ── {int(seg.max(initial=0))} segments, {used}/{pipeline.seq_len} "
+            f"positions used, {int(b['loss_mask'][r].sum())} trained"
+        )
+        body = example_text(
+            pipeline.tokenizer, np.asarray(ids), np.asarray(trained), show_tokens, plain, segments=np.asarray(segs)
+        )
         console.print(header if plain else Text(header, style="bold"), markup=False, highlight=False)
         console.print(body, markup=False, highlight=False)
         console.print("")

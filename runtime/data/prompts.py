@@ -30,13 +30,23 @@ training.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
+from runtime.data.tokenize import Mode, prefix_ids
 from runtime.plan import row_shapes as shapes
 from runtime.plan.data_errors import DataError
-from runtime.plan.row_templates import Part, Rendered, RowProblem, chat_messages, parse_template, render_chat, render_prompt_completion, special_ids
-from runtime.data.tokenize import Mode, prefix_ids
+from runtime.plan.row_templates import (
+    Part,
+    Rendered,
+    RowProblem,
+    chat_messages,
+    parse_template,
+    render_chat,
+    render_prompt_completion,
+    special_ids,
+)
 
 __all__ = ["Prompt", "PromptError", "check_text", "render_prompt", "stop_ids"]
 
@@ -70,8 +80,10 @@ def check_text(mode: Mode) -> None:
     fields = _fields(mode)
     if len(fields) != 1:
         names = ", ".join(".".join(f) for f in fields) or "none"
-        raise PromptError(f"the prompt template takes the columns {names}, and a text fills exactly one "
-                          "placeholder; give JSON rows with `sftc generate --file`")
+        raise PromptError(
+            f"the prompt template takes the columns {names}, and a text fills exactly one "
+            "placeholder; give JSON rows with `sftc generate --file`"
+        )
 
 
 def _problem(p: RowProblem) -> PromptError:
@@ -86,11 +98,12 @@ def _prefix(tokenizer: Any, text: str, special: bool) -> list[int]:
 
 def _ids(tokenizer: Any, rendered: Rendered) -> list[int]:
     """The tokens before the last trained span, as training tokenizes them."""
-    return _prefix(tokenizer, rendered.text[:rendered.spans[-1][0]], rendered.add_special_tokens)
+    return _prefix(tokenizer, rendered.text[: rendered.spans[-1][0]], rendered.add_special_tokens)
 
 
-def _chat(tokenizer: Any, conversation: list[dict[str, Any]], column: str,
-          tools: list[dict[str, Any]] | None = None) -> Prompt:
+def _chat(
+    tokenizer: Any, conversation: list[dict[str, Any]], column: str, tools: list[dict[str, Any]] | None = None
+) -> Prompt:
     if not conversation:
         raise PromptError(f"column {column!r}: the conversation has no turn before its answer")
     answer = {"role": "assistant", "content": _STAND_IN}
@@ -112,16 +125,18 @@ def _row(mode: Mode, value: Mapping[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _conversation(mode: Mode, value: str | Mapping[str, Any], history: Sequence[Mapping[str, Any]]
-                  ) -> tuple[list, list | None]:
+def _conversation(
+    mode: Mode, value: str | Mapping[str, Any], history: Sequence[Mapping[str, Any]]
+) -> tuple[list, list | None]:
     """(the turns before the answer, the row's tools)."""
     if isinstance(value, str):
         turns = [dict(m) for m in history] + [{"role": "user", "content": value}]
         return shapes.with_system(turns, mode.system), None
     row = _row(mode, value)
     if mode.column not in row:
-        raise PromptError(f"a row of this source holds its conversation in the column {mode.column!r}; "
-                          f"this row has {sorted(row)}")
+        raise PromptError(
+            f"a row of this source holds its conversation in the column {mode.column!r}; this row has {sorted(row)}"
+        )
     try:
         turns = shapes.conversation(row[mode.column], mode.column, mode.roles, mode.keys)
         tools = shapes.tools_of(row.get(mode.tools), mode.tools) if mode.tools else None
@@ -141,8 +156,9 @@ def _text_row(field: tuple[str, ...], text: str) -> dict[str, Any]:
     return row
 
 
-def render_prompt(tokenizer: Any, mode: Mode, value: str | Mapping[str, Any],
-                  history: Sequence[Mapping[str, Any]] = ()) -> Prompt:
+def render_prompt(
+    tokenizer: Any, mode: Mode, value: str | Mapping[str, Any], history: Sequence[Mapping[str, Any]] = ()
+) -> Prompt:
     """The prompt of a row (a mapping of columns) or a text, as training renders it (module docstring).
 
     ``history`` (turns of earlier exchanges, as a previous `Prompt.conversation` plus the
@@ -154,8 +170,7 @@ def render_prompt(tokenizer: Any, mode: Mode, value: str | Mapping[str, Any],
     return prompt
 
 
-def _render(tokenizer: Any, mode: Mode, value: str | Mapping[str, Any],
-            history: Sequence[Mapping[str, Any]]) -> Prompt:
+def _render(tokenizer: Any, mode: Mode, value: str | Mapping[str, Any], history: Sequence[Mapping[str, Any]]) -> Prompt:
     if isinstance(value, str):
         check_text(mode)
     if mode.kind == "messages":
@@ -223,7 +238,7 @@ def end_of_turn(tokenizer: Any) -> int | None:
         rendered = render_chat(tokenizer, exchange, "messages", "last_assistant")
     except RowProblem:  # a template that cannot render an exchange trains no chat source either
         return None
-    text = rendered.text[:rendered.spans[-1][1]]
+    text = rendered.text[: rendered.spans[-1][1]]
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
     return int(ids[-1]) if ids and int(ids[-1]) in special_ids(tokenizer) else None
 

@@ -15,8 +15,9 @@ job's share with its barrier; one process gets ``Share()``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, TypeVar
+from typing import TypeVar
 
 T = TypeVar("T")
 

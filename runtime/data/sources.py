@@ -23,14 +23,15 @@ import glob
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from runtime.plan.hub_policy import hub_reachable, offline_requested
 from runtime.plan.data_errors import BadRowError, HubUnavailableError, SourceError, shorten
 from runtime.plan.data_plan import SourceSpec
+from runtime.plan.hub_policy import hub_reachable, offline_requested
 
 if TYPE_CHECKING:
     import datasets
@@ -91,6 +92,7 @@ def _nonblank_lines(path: str) -> np.ndarray:
 
 # ---------------------------------------------------------------- paths & fingerprints
 
+
 def resolve_paths(spec: SourceSpec) -> list[str]:
     """Expand glob patterns; every pattern must match at least one non-empty file."""
     files: list[str] = []
@@ -117,8 +119,8 @@ def resolve_paths(spec: SourceSpec) -> list[str]:
 def fingerprint_files(files: list[str]) -> str:
     """The content digest of these files, in order (`runtime.plan.data_fingerprint`: names do not count);
     each file's digest read once per change of the file (`runtime.platform.file_hashes`)."""
-    from runtime.platform.file_hashes import file_sha256
     from runtime.plan.data_fingerprint import combine
+    from runtime.platform.file_hashes import file_sha256
 
     return combine(bytes.fromhex(file_sha256(p)) for p in files)
 
@@ -135,6 +137,7 @@ def _disk_files(root: str) -> list[str]:
 
 # ---------------------------------------------------------------- bad lines
 
+
 def _scan_bad_lines(path: str, kind: str) -> Iterator[tuple[int, str, bytes]]:
     """(1-based line number, reason, raw bytes) of each line datasets cannot read."""
     with open(path, "rb") as f:
@@ -142,7 +145,7 @@ def _scan_bad_lines(path: str, kind: str) -> Iterator[tuple[int, str, bytes]]:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:
-                yield lineno, f"invalid UTF-8 (byte {e.start}: {raw[e.start:e.start + 1]!r})", raw
+                yield lineno, f"invalid UTF-8 (byte {e.start}: {raw[e.start : e.start + 1]!r})", raw
                 continue
             if kind == "jsonl" and text.strip():
                 try:
@@ -179,6 +182,7 @@ def _clean_copy(spec: SourceSpec, path: str, bad: set[int], cache_dir: str) -> t
 
 # ---------------------------------------------------------------- loaders
 
+
 def _load_file(spec: SourceSpec, path: str, cache_dir: str | None) -> datasets.Dataset:
     import datasets
 
@@ -188,8 +192,7 @@ def _load_file(spec: SourceSpec, path: str, cache_dir: str | None) -> datasets.D
     if spec.kind == "csv" and spec.delimiter is not None:
         kwargs["sep"] = spec.delimiter
     try:
-        ds = datasets.load_dataset(_BUILDER[spec.kind], data_files=[path], split="train",
-                                   cache_dir=cache_dir, **kwargs)
+        ds = datasets.load_dataset(_BUILDER[spec.kind], data_files=[path], split="train", cache_dir=cache_dir, **kwargs)
     except StopIteration as e:  # datasets' json builder on a file with no records
         raise SourceError(f"data {spec.name}: {path} has no rows") from e
     except ValueError as e:
@@ -223,16 +226,24 @@ def _load_local(spec: SourceSpec, cache_dir: str | None) -> LoadedSource:
             if spec.on_bad_row == "error":
                 lineno, reason, raw = bad[0]
                 more = f" ({len(bad) - 1} more bad lines in this file)" if len(bad) > 1 else ""
-                raise BadRowError(spec.name, path, lineno, None, reason + more,
-                                  shorten(raw.decode("utf-8", "backslashreplace")), unit="line") from None
+                raise BadRowError(
+                    spec.name,
+                    path,
+                    lineno,
+                    None,
+                    reason + more,
+                    shorten(raw.decode("utf-8", "backslashreplace")),
+                    unit="line",
+                ) from None
             for lineno, reason, raw in bad:
-                rejected.append(RejectedRow(path, lineno, None, reason,
-                                            shorten(raw.decode("utf-8", "backslashreplace"))))
-            clean, line_map = _clean_copy(spec, path, {b[0] for b in bad},
-                                          cache_dir or datasets.config.HF_DATASETS_CACHE)
+                rejected.append(
+                    RejectedRow(path, lineno, None, reason, shorten(raw.decode("utf-8", "backslashreplace")))
+                )
+            clean, line_map = _clean_copy(
+                spec, path, {b[0] for b in bad}, cache_dir or datasets.config.HF_DATASETS_CACHE
+            )
             if len(line_map) == 0:
-                raise SourceError(f"data {spec.name}: {path} has no readable rows "
-                                  f"({len(bad)} bad lines)") from None
+                raise SourceError(f"data {spec.name}: {path} has no readable rows ({len(bad)} bad lines)") from None
             ds = _load_file(spec, clean, cache_dir)
             line_maps.append(line_map)
         parts.append(ds)
@@ -241,9 +252,16 @@ def _load_local(spec: SourceSpec, cache_dir: str | None) -> LoadedSource:
         dataset = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
     except ValueError as e:
         raise SourceError(f"data {spec.name}: the files have different columns: {e}") from e
-    return LoadedSource(spec=spec, dataset=dataset, files=files, fingerprint=fingerprint_files(files),
-                        offsets=offsets, line_maps=line_maps, rejected=rejected,
-                        unit="line" if spec.kind in _LINE_KINDS else "row")
+    return LoadedSource(
+        spec=spec,
+        dataset=dataset,
+        files=files,
+        fingerprint=fingerprint_files(files),
+        offsets=offsets,
+        line_maps=line_maps,
+        rejected=rejected,
+        unit="line" if spec.kind in _LINE_KINDS else "row",
+    )
 
 
 def _load_disk(spec: SourceSpec) -> LoadedSource:
@@ -251,8 +269,9 @@ def _load_disk(spec: SourceSpec) -> LoadedSource:
 
     files = resolve_paths(spec)
     if len(files) != 1 or not os.path.isdir(files[0]):
-        raise SourceError(f"data {spec.name}: disk(...) needs exactly one directory written by "
-                          f"save_to_disk, got {files}")
+        raise SourceError(
+            f"data {spec.name}: disk(...) needs exactly one directory written by save_to_disk, got {files}"
+        )
     root = files[0]
     try:
         ds = datasets.load_from_disk(root)
@@ -266,14 +285,19 @@ def _load_disk(spec: SourceSpec) -> LoadedSource:
     if len(ds) == 0:
         raise SourceError(f"data {spec.name}: {root} has no rows")
     fp = fingerprint_files(_disk_files(root)) + ":" + (spec.split or "")
-    return LoadedSource(spec=spec, dataset=ds, files=[], fingerprint=hashlib.sha256(fp.encode()).hexdigest(),
-                        offsets=np.asarray([0, len(ds)], np.int64), line_maps=[None])
+    return LoadedSource(
+        spec=spec,
+        dataset=ds,
+        files=[],
+        fingerprint=hashlib.sha256(fp.encode()).hexdigest(),
+        offsets=np.asarray([0, len(ds)], np.int64),
+        line_maps=[None],
+    )
 
 
 @contextlib.contextmanager
 def _offline_mode():
     import datasets
-
     from huggingface_hub import constants
 
     saved = (datasets.config.HF_HUB_OFFLINE, datasets.config.HF_DATASETS_OFFLINE, constants.HF_HUB_OFFLINE)
@@ -308,16 +332,25 @@ def _load_hub(spec: SourceSpec, cache_dir: str | None) -> LoadedSource:
             raise HubUnavailableError(
                 f"data {spec.name}: hf_dataset({name!r}, split={split!r}) is not in the datasets cache "
                 f"({cache_dir or datasets.config.HF_DATASETS_CACHE}) and {why}. Load it once while online, "
-                f"or point the source at local files. ({type(e).__name__}: {shorten(str(e), 300)})") from e
-        raise SourceError(f"data {spec.name}: cannot load hf_dataset({name!r}, split={split!r}): "
-                          f"{type(e).__name__}: {shorten(str(e), 400)}") from e
+                f"or point the source at local files. ({type(e).__name__}: {shorten(str(e), 300)})"
+            ) from e
+        raise SourceError(
+            f"data {spec.name}: cannot load hf_dataset({name!r}, split={split!r}): "
+            f"{type(e).__name__}: {shorten(str(e), 400)}"
+        ) from e
     if isinstance(ds, (datasets.DatasetDict, datasets.IterableDataset)):
         raise SourceError(f"data {spec.name}: expected one split of {name!r}")
     if len(ds) == 0:
         raise SourceError(f"data {spec.name}: hf_dataset({name!r}, split={split!r}) has no rows")
     fp = "|".join([name, spec.subset or "", split, spec.revision or "", ds._fingerprint])
-    return LoadedSource(spec=spec, dataset=ds, files=[], fingerprint=hashlib.sha256(fp.encode()).hexdigest(),
-                        offsets=np.asarray([0, len(ds)], np.int64), line_maps=[None])
+    return LoadedSource(
+        spec=spec,
+        dataset=ds,
+        files=[],
+        fingerprint=hashlib.sha256(fp.encode()).hexdigest(),
+        offsets=np.asarray([0, len(ds)], np.int64),
+        line_maps=[None],
+    )
 
 
 def load_source(spec: SourceSpec, cache_dir: str | None = None) -> LoadedSource:

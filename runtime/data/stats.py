@@ -51,12 +51,18 @@ class SourceStats:
         if self.mode == "messages":
             if self.resolved.get("train_on") == "all":
                 return "every token of the conversations"
-            which = "the last assistant turn" if self.resolved.get("train_on") == "last_assistant" else "assistant turns"
+            which = (
+                "the last assistant turn" if self.resolved.get("train_on") == "last_assistant" else "assistant turns"
+            )
             if self.tool_call_tokens:
                 return f"{which} ({self.tool_call_tokens:,} tokens in tool calls; tool results are context)"
             return which
-        return {"prompt_completion": "completions and their end token", "alpaca": "Alpaca outputs and their end token",
-                "tokens": "the rows' labels", "text": "every token of the text"}.get(self.mode, self.mode)
+        return {
+            "prompt_completion": "completions and their end token",
+            "alpaca": "Alpaca outputs and their end token",
+            "tokens": "the rows' labels",
+            "text": "every token of the text",
+        }.get(self.mode, self.mode)
 
 
 @dataclass
@@ -104,14 +110,17 @@ class DataStats:
         for s in self.sources.values():
             lines.append(f"         {s.name}: {s.train_trained_tokens:,} trained tokens, from {s.trained_from()}")
             if s.per_turn_rows:
-                lines.append(f"         {s.name}: {s.per_turn_rows:,} conversations became {s.per_turn_examples:,} "
-                             "examples, one per assistant turn: the chat template renders earlier turns "
-                             "differently once later ones follow (as reasoning templates drop <think>)")
+                lines.append(
+                    f"         {s.name}: {s.per_turn_rows:,} conversations became {s.per_turn_examples:,} "
+                    "examples, one per assistant turn: the chat template renders earlier turns "
+                    "differently once later ones follow (as reasoning templates drop <think>)"
+                )
             if s.unclosed_turns:
-                lines.append(f"         warning: {s.unclosed_turns:,} trained turns of {s.name} do not end on an "
-                             "end-of-turn token, so the model may not learn to stop there")
+                lines.append(
+                    f"         warning: {s.unclosed_turns:,} trained turns of {s.name} do not end on an "
+                    "end-of-turn token, so the model may not learn to stop there"
+                )
         return lines
-
 
 
 def no_train_examples(headline: str, sources: list[tuple[SourceStats, np.ndarray, str]], seq_len: int) -> str:
@@ -126,10 +135,14 @@ def no_train_examples(headline: str, sources: list[tuple[SourceStats, np.ndarray
     for source, positions, overflow in sources:
         fates = []
         if source.dropped_overflow:
-            fates.append(f"{source.dropped_overflow:,} longer than seq_len {seq_len} and dropped (overflow = {overflow})")
+            fates.append(
+                f"{source.dropped_overflow:,} longer than seq_len {seq_len} and dropped (overflow = {overflow})"
+            )
         if source.dropped_no_trainable:
-            fates.append(f"{source.dropped_no_trainable:,} dropped because truncating to seq_len {seq_len} "
-                         "would cut every trained token")
+            fates.append(
+                f"{source.dropped_no_trainable:,} dropped because truncating to seq_len {seq_len} "
+                "would cut every trained token"
+            )
         if source.bad_rows:
             reasons = ", ".join(f"{reason}: {n:,}" for reason, n in source.bad_reasons.items())
             fates.append(f"{source.bad_rows:,} bad rows skipped ({reasons})")
@@ -140,8 +153,10 @@ def no_train_examples(headline: str, sources: list[tuple[SourceStats, np.ndarray
             helps.append(f"`data {source.name}` has no rows: check its file (or split)")
         if len(positions):
             low, mid, p95, high = (int(v) for v in np.percentile(positions, [0, 50, 95, 100], method="higher"))
-            lines.append(f"    tokens per example: min {low:,}, median {mid:,}, p95 {p95:,}, max {high:,}; "
-                         f"seq_len is {seq_len:,}")
+            lines.append(
+                f"    tokens per example: min {low:,}, median {mid:,}, p95 {p95:,}, max {high:,}; "
+                f"seq_len is {seq_len:,}"
+            )
             if high > seq_len:
                 longest, p95s = max(longest, high), p95s + [p95]
                 if overflow != "truncate":

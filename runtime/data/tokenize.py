@@ -45,12 +45,30 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from runtime.plan.data_errors import BadRowError, ChatTemplateError, DataError, SourceError, TemplateNotPrefixStableError, shorten
-from runtime.plan import row_shapes as shapes
-from runtime.plan.data_plan import SourceSpec, TemplateSpec
 from runtime.data.share import Share
 from runtime.data.sources import LoadedSource, RejectedRow
-from runtime.plan.row_templates import Rendered, RowProblem, chat_messages, parse_template, render_chat, render_conversation, render_prompt_completion, render_text, require_chat_template, special_ids
+from runtime.plan import row_shapes as shapes
+from runtime.plan.data_errors import (
+    BadRowError,
+    ChatTemplateError,
+    DataError,
+    SourceError,
+    TemplateNotPrefixStableError,
+    shorten,
+)
+from runtime.plan.data_plan import SourceSpec, TemplateSpec
+from runtime.plan.row_templates import (
+    Rendered,
+    RowProblem,
+    chat_messages,
+    parse_template,
+    render_chat,
+    render_conversation,
+    render_prompt_completion,
+    render_text,
+    require_chat_template,
+    special_ids,
+)
 
 if TYPE_CHECKING:
     import datasets
@@ -65,19 +83,23 @@ def _features():
     """The tokenized cache's columns (datasets is imported here: a recalled `sftc plan` never needs it)."""
     import datasets
 
-    return datasets.Features({
-        "input_ids": datasets.List(datasets.Value("int32")),
-        "trained": datasets.List(datasets.Value("int8")),
-        "row": datasets.Value("int64"),
-        "bad": datasets.Value("string"),  # "" for a good row, else the reason
-        "bad_column": datasets.Value("string"),
-        "bad_turn": datasets.Value("int32"),
-        "merges": datasets.Value("int32"),
-        "per_turn": datasets.Value("int8"),  # 1: one of the per-turn examples of a conversation (render_conversation)
-        "turn": datasets.Value("int32"),  # a per-turn example's assistant message index (its identity); else -1
-        "tool_tokens": datasets.Value("int32"),  # trained tokens in assistant turns that call tools
-        "unclosed": datasets.Value("int32"),  # trained turns that do not end on an end-of-turn token
-    })
+    return datasets.Features(
+        {
+            "input_ids": datasets.List(datasets.Value("int32")),
+            "trained": datasets.List(datasets.Value("int8")),
+            "row": datasets.Value("int64"),
+            "bad": datasets.Value("string"),  # "" for a good row, else the reason
+            "bad_column": datasets.Value("string"),
+            "bad_turn": datasets.Value("int32"),
+            "merges": datasets.Value("int32"),
+            "per_turn": datasets.Value(
+                "int8"
+            ),  # 1: one of the per-turn examples of a conversation (render_conversation)
+            "turn": datasets.Value("int32"),  # a per-turn example's assistant message index (its identity); else -1
+            "tool_tokens": datasets.Value("int32"),  # trained tokens in assistant turns that call tools
+            "unclosed": datasets.Value("int32"),  # trained turns that do not end on an end-of-turn token
+        }
+    )
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:
@@ -146,31 +168,53 @@ def _resolve_mode(template: TemplateSpec, columns: list[str], source: SourceSpec
     renamed = dict(rename)
     missing = [old for old in renamed if columns and old not in columns]
     if missing:
-        raise SourceError(f"data {name}: `rename` names the column {missing[0]!r}, which the source does not have; "
-                          f"its columns are {columns}")
+        raise SourceError(
+            f"data {name}: `rename` names the column {missing[0]!r}, which the source does not have; "
+            f"its columns are {columns}"
+        )
     clobbered = [new for old, new in rename if new in columns and new not in renamed]
     if clobbered:
-        raise SourceError(f"data {name}: `rename` gives a column the name {clobbered[0]!r}, which the source "
-                          "already has; rename that one too, or choose another name")
+        raise SourceError(
+            f"data {name}: `rename` gives a column the name {clobbered[0]!r}, which the source "
+            "already has; rename that one too, or choose another name"
+        )
     columns = [renamed.get(c, c) for c in columns]
     system = template.system or (spec.system if spec is not None else None)
     common = dict(rename=rename, where=where)
 
     def conversation(column: str) -> Mode:
         tools = template.tools or ("tools" if "tools" in columns else None)
-        return Mode("messages", column=column, train_on=template.train_on, system=system, roles=template.roles,
-                    keys=template.keys, tools=tools, **common)
+        return Mode(
+            "messages",
+            column=column,
+            train_on=template.train_on,
+            system=system,
+            roles=template.roles,
+            keys=template.keys,
+            tools=tools,
+            **common,
+        )
 
     if template.mode == "prompt_completion":
         parse_template(template.prompt or "")  # raise TemplateError early
         parse_template(template.completion or "")
-        return Mode("prompt_completion", prompt=template.prompt, completion=template.completion,
-                    chat=template.chat, system=system if template.chat else None, **common)
+        return Mode(
+            "prompt_completion",
+            prompt=template.prompt,
+            completion=template.completion,
+            chat=template.chat,
+            system=system if template.chat else None,
+            **common,
+        )
     if template.mode == "messages":
         return conversation(template.messages)
-    if template.mode == "alpaca" or (template.mode == "conventional" and "instruction" in columns
-                                     and "output" in columns and not _conversation_column(columns)
-                                     and "input_ids" not in columns):
+    if template.mode == "alpaca" or (
+        template.mode == "conventional"
+        and "instruction" in columns
+        and "output" in columns
+        and not _conversation_column(columns)
+        and "input_ids" not in columns
+    ):
         return Mode("alpaca", chat=template.chat, system=system if template.chat else None, **common)
     if template.mode == "tokens":
         return Mode("tokens", **common)
@@ -185,7 +229,8 @@ def _resolve_mode(template: TemplateSpec, columns: list[str], source: SourceSpec
         return Mode("text", column="text", **common)
     raise SourceError(
         f"data {name}: no template and no conventional columns (messages or conversations, input_ids, "
-        f"instruction + output, prompt + completion, or text); columns are {columns}. Add a template for {name}.")
+        f"instruction + output, prompt + completion, or text); columns are {columns}. Add a template for {name}."
+    )
 
 
 def _conversation_column(columns: list[str]) -> str | None:
@@ -263,8 +308,11 @@ class _Tokenize:
     def render(self, row: dict[str, Any]) -> list[Rendered]:
         m = self.mode
         if m.kind == "prompt_completion" and m.chat:
-            return [render_chat(self.tok, chat_messages(self.p_parts, self.c_parts, row, m.system), "prompt",
-                                "last_assistant")]
+            return [
+                render_chat(
+                    self.tok, chat_messages(self.p_parts, self.c_parts, row, m.system), "prompt", "last_assistant"
+                )
+            ]
         if m.kind == "prompt_completion":
             return [render_prompt_completion(self.p_parts, self.c_parts, row)]
         if m.kind == "alpaca" and m.chat:
@@ -281,25 +329,32 @@ class _Tokenize:
         tools = shapes.tools_of(row.get(m.tools), m.tools) if m.tools else None
         rendered = render_conversation(self.tok, messages, m.column, m.train_on, tools)
         lead = len(messages) - len(said)  # a system message the source adds: turns count the row's own messages
-        return [dataclasses.replace(r, turns=tuple(None if t is None else t - lead for t in r.turns))
-                for r in rendered] if lead else rendered
+        return (
+            [dataclasses.replace(r, turns=tuple(None if t is None else t - lead for t in r.turns)) for r in rendered]
+            if lead
+            else rendered
+        )
 
     def error(self, index: int, row: dict[str, Any], p: RowProblem) -> BadRowError:
         file, number = self.loaded.locate(index)
         cls = TemplateNotPrefixStableError if p.unstable else BadRowError
         reason = p.reason
         if p.unstable:
-            reason += (" -- use train_on = last_assistant, or a chat template whose generation prompt opens "
-                       "the assistant turn exactly as the turn is rendered")
-        err = cls(self.loaded.spec.name, file, number, p.column, reason, shorten(row), turn=p.turn,
-                  unit=self.loaded.unit)
+            reason += (
+                " -- use train_on = last_assistant, or a chat template whose generation prompt opens "
+                "the assistant turn exactly as the turn is rendered"
+            )
+        err = cls(
+            self.loaded.spec.name, file, number, p.column, reason, shorten(row), turn=p.turn, unit=self.loaded.unit
+        )
         return err
 
     def _ids(self, texts: list[str], special: bool) -> list[list[int]]:
         if not texts:
             return []
-        ids = self.tok(texts, add_special_tokens=special, return_attention_mask=False,
-                       return_token_type_ids=False)["input_ids"]
+        ids = self.tok(texts, add_special_tokens=special, return_attention_mask=False, return_token_type_ids=False)[
+            "input_ids"
+        ]
         return [list(x) for x in ids]
 
     def __call__(self, batch: dict[str, list], indices: list[int]) -> dict[str, list]:
@@ -390,8 +445,17 @@ class _Tokenize:
                 raise self.error(index, {k: batch[k][j] for k in cols}, prob)
             self._empty(out, index, prob.reason)
             return
-        self._example(out, index, full, trained, merges, per_turn=r.per_turn, tool_tokens=tool_tokens,
-                      unclosed=unclosed, turn=r.turns[-1] if r.per_turn and r.turns else None)
+        self._example(
+            out,
+            index,
+            full,
+            trained,
+            merges,
+            per_turn=r.per_turn,
+            tool_tokens=tool_tokens,
+            unclosed=unclosed,
+            turn=r.turns[-1] if r.per_turn and r.turns else None,
+        )
 
     @staticmethod
     def _empty(out, index: int, reason: str, column: str | None = None, turn: int | None = None) -> None:
@@ -408,8 +472,17 @@ class _Tokenize:
         out["unclosed"].append(0)
 
     @staticmethod
-    def _example(out, index: int, ids: list[int], trained: list[int], merges: int, per_turn: bool = False,
-                 tool_tokens: int = 0, unclosed: int = 0, turn: int | None = None) -> None:
+    def _example(
+        out,
+        index: int,
+        ids: list[int],
+        trained: list[int],
+        merges: int,
+        per_turn: bool = False,
+        tool_tokens: int = 0,
+        unclosed: int = 0,
+        turn: int | None = None,
+    ) -> None:
         out["row"].append(index)
         out["input_ids"].append(ids)
         out["trained"].append(trained)
@@ -449,8 +522,11 @@ def flat_columns(table: pa.Table, prefix: str | None) -> tuple[np.ndarray, np.nd
     if prefix is None:
         ids, trained = table.column("input_ids").combine_chunks(), table.column("trained").combine_chunks()
         offsets = ids.offsets.to_numpy().astype(np.int64)
-        return (ids.flatten().to_numpy().astype(np.int32), trained.flatten().to_numpy().astype(np.int8),
-                offsets - offsets[0])
+        return (
+            ids.flatten().to_numpy().astype(np.int32),
+            trained.flatten().to_numpy().astype(np.int8),
+            offsets - offsets[0],
+        )
     paths = {name: f"{prefix}.{name}.npy" for name in ("tokens", "trained", "offsets")}
     if not all(os.path.exists(p) for p in paths.values()):
         _write_flat(table, paths)
@@ -465,10 +541,15 @@ def _write_flat(table: pa.Table, paths: dict[str, str]) -> None:
     rows = sum(len(chunk) for chunk in ids_chunks)
     mine = f"{socket.gethostname()}.{os.getpid()}"  # processes of a job may share the cache's disk
     tmp = {name: f"{path}.{mine}.tmp" for name, path in paths.items()}
-    with open(tmp["tokens"], "wb") as tokens, open(tmp["trained"], "wb") as trained, open(tmp["offsets"], "wb") as offsets:
+    with (
+        open(tmp["tokens"], "wb") as tokens,
+        open(tmp["trained"], "wb") as trained,
+        open(tmp["offsets"], "wb") as offsets,
+    ):
         for f, dtype, n in ((tokens, np.int32, total), (trained, np.int8, total), (offsets, np.int64, rows + 1)):
             np.lib.format.write_array_header_2_0(
-                f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (n,)})
+                f, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)), "fortran_order": False, "shape": (n,)}
+            )
         at = 0
         offsets.write(np.zeros(1, np.int64).tobytes())
         for ids, flags in zip(ids_chunks, trained_chunks):
@@ -490,9 +571,15 @@ def worker_processes(num_proc: int | None) -> int | None:
     return num_proc
 
 
-def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any,
-                    cache_dir: str | None = None, batch_size: int = 1000,
-                    num_proc: int | None = None, share: Share = Share()) -> TokenizedSource:
+def tokenize_source(
+    loaded: LoadedSource,
+    template: TemplateSpec,
+    tokenizer: Any,
+    cache_dir: str | None = None,
+    batch_size: int = 1000,
+    num_proc: int | None = None,
+    share: Share = Share(),
+) -> TokenizedSource:
     """Template and tokenize every row of ``loaded`` (cached by shard; see the module docstring)."""
     import datasets
 
@@ -507,7 +594,10 @@ def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any
     key_obj = {
         "version": PIPELINE_VERSION,
         "source": loaded.fingerprint,
-        "kind": spec.kind, "field": spec.field, "split": spec.split, "subset": spec.subset,
+        "kind": spec.kind,
+        "field": spec.field,
+        "split": spec.split,
+        "subset": spec.subset,
         "mode": dataclasses.asdict(mode),
         "tokenizer": tokenizer_fingerprint(tokenizer),
     }
@@ -525,10 +615,17 @@ def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any
         a, b = bounds[k]
         part = loaded.dataset if len(bounds) == 1 else loaded.dataset.select(range(a, b))
         return part.map(
-            _Tokenize(loaded, mode, tokenizer, first_row=a), batched=True, batch_size=batch_size, with_indices=True,
-            remove_columns=loaded.dataset.column_names, features=_features(),
-            cache_file_name=files[k] if use_cache else None, new_fingerprint=f"{key}-{k}",
-            load_from_cache_file=use_cache, num_proc=worker_processes(num_proc), desc=f"tokenizing {spec.name}",
+            _Tokenize(loaded, mode, tokenizer, first_row=a),
+            batched=True,
+            batch_size=batch_size,
+            with_indices=True,
+            remove_columns=loaded.dataset.column_names,
+            features=_features(),
+            cache_file_name=files[k] if use_cache else None,
+            new_fingerprint=f"{key}-{k}",
+            load_from_cache_file=use_cache,
+            num_proc=worker_processes(num_proc),
+            desc=f"tokenizing {spec.name}",
         )
 
     if use_cache and share.count > 1:  # each process its shards; then every shard is on disk (or read below)
@@ -551,12 +648,22 @@ def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any
             if spec.on_bad_row == "error":  # found in a cache written by a skip run
                 raw = loaded.dataset[int(rows[i])]
                 t = bad_turns[i]
-                raise BadRowError(spec.name, file, number, bad_cols[i] or None, str(bad[i]), shorten(raw),
-                                  turn=None if t < 0 else t, unit=loaded.unit)
+                raise BadRowError(
+                    spec.name,
+                    file,
+                    number,
+                    bad_cols[i] or None,
+                    str(bad[i]),
+                    shorten(raw),
+                    turn=None if t < 0 else t,
+                    unit=loaded.unit,
+                )
             bad_rows.append(RejectedRow(file, number, bad_cols[i] or None, str(bad[i]), ""))
-    good = (bad == "")
+    good = bad == ""
     prefix = os.path.join(root, key) if use_cache else None
-    tokens_all, trained_all, offsets_all = share.first(f"token arrays of {spec.name}", lambda: flat_columns(table, prefix))
+    tokens_all, trained_all, offsets_all = share.first(
+        f"token arrays of {spec.name}", lambda: flat_columns(table, prefix)
+    )
     lengths = np.diff(offsets_all)[good]
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     # bad rows have zero length, so the flat arrays need no compaction
@@ -568,15 +675,28 @@ def tokenize_source(loaded: LoadedSource, template: TemplateSpec, tokenizer: Any
         if filtered == len(loaded):
             raise DataError(f"data {spec.name}: `where` leaves out all {filtered} rows; check its columns and values")
         reasons = Counter(r.reason for r in bad_rows).most_common(3)
-        raise DataError(f"data {spec.name}: none of its {len(loaded)} rows became an example; "
-                        f"most common problems: {reasons}")
+        raise DataError(
+            f"data {spec.name}: none of its {len(loaded)} rows became an example; most common problems: {reasons}"
+        )
     per_turn = table.column("per_turn").to_numpy().astype(bool)
     return TokenizedSource(
-        name=spec.name, mode=mode, tokens=tokens_all, trained=trained_all, offsets=offsets,
-        rows=rows[good], raw_rows=len(loaded) + len(loaded.rejected), bad_rows=bad_rows,
-        boundary_merges=merges, cache_hit=hit, cache_files=files if use_cache else [],
-        fingerprint=loaded.fingerprint, key=key, filtered=filtered,
-        per_turn_rows=len(np.unique(rows[per_turn])), per_turn_examples=int(per_turn.sum()),
+        name=spec.name,
+        mode=mode,
+        tokens=tokens_all,
+        trained=trained_all,
+        offsets=offsets,
+        rows=rows[good],
+        raw_rows=len(loaded) + len(loaded.rejected),
+        bad_rows=bad_rows,
+        boundary_merges=merges,
+        cache_hit=hit,
+        cache_files=files if use_cache else [],
+        fingerprint=loaded.fingerprint,
+        key=key,
+        filtered=filtered,
+        per_turn_rows=len(np.unique(rows[per_turn])),
+        per_turn_examples=int(per_turn.sum()),
         tool_tokens=table.column("tool_tokens").to_numpy().astype(np.int64)[good],
         turns=table.column("turn").to_numpy().astype(np.int64)[good],
-        unclosed_turns=int(table.column("unclosed").to_numpy().sum()))
+        unclosed_turns=int(table.column("unclosed").to_numpy().sum()),
+    )

@@ -11,12 +11,26 @@
 `metrics` holds the metric definitions (pure functions over strings); see docs/evaluation.md.
 """
 
-from runtime.evaluate.gates import TOKEN_METRICS, Verdict, accepted, compute_metrics, gate_key, judge, metric_key
 from runtime.evaluate.answers import Sample, generate_eval, select_prompts, stop_ids
+from runtime.evaluate.gates import TOKEN_METRICS, Verdict, accepted, compute_metrics, gate_key, judge, metric_key
 from runtime.evaluate.report import gate_table, print_gates, rank_samples, summary_line, write_loss_chart, write_report
 
 __all__ = [
-    "Sample", "TOKEN_METRICS", "Verdict", "accepted", "compute_metrics", "gate_key", "gate_table", "generate_eval",
-    "judge", "metric_key", "print_gates", "rank_samples", "select_prompts", "stop_ids", "summary_line",
-    "write_loss_chart", "write_report",
+    "Sample",
+    "TOKEN_METRICS",
+    "Verdict",
+    "accepted",
+    "compute_metrics",
+    "gate_key",
+    "gate_table",
+    "generate_eval",
+    "judge",
+    "metric_key",
+    "print_gates",
+    "rank_samples",
+    "select_prompts",
+    "stop_ids",
+    "summary_line",
+    "write_loss_chart",
+    "write_report",
 ]

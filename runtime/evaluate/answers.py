@@ -24,15 +24,24 @@ padding; with sampling, each batch draws from ``fold_in(key(seed), batch_index)`
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from runtime.data.prompts import stop_ids
 
-__all__ = ["Sample", "answer_ids", "cut_at_stop", "generate_eval", "pad_id", "sampling_for", "select_prompts",
-           "stop_ids"]
+__all__ = [
+    "Sample",
+    "answer_ids",
+    "cut_at_stop",
+    "generate_eval",
+    "pad_id",
+    "sampling_for",
+    "select_prompts",
+    "stop_ids",
+]
 
 
 @dataclass(frozen=True)
@@ -47,13 +56,15 @@ class Sample:
     generated: str  # decoded generation, stop token removed, special tokens skipped
     tokens: int  # generated tokens, the stop token not counted
     finished: bool = True  # False: cut at max_new_tokens before a stop token
-    turn: int | None = None  # a conversation trained per turn: the answer's message index (`runtime.plan.sample_origin`)
+    turn: int | None = (
+        None  # a conversation trained per turn: the answer's message index (`runtime.plan.sample_origin`)
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Sample":
+    def from_dict(cls, d: dict[str, Any]) -> Sample:
         return cls(**d)  # a report written before samples had a turn has none: None
 
     @property
@@ -80,8 +91,9 @@ def select_prompts(pipeline: Any, samples: int | None) -> list[tuple[Any, np.nda
     return chosen if samples is None else chosen[:samples]
 
 
-def sampling_for(generation: Any, temperature: float | None = None, top_p: float | None = None,
-                 top_k: int | None = None) -> Any:
+def sampling_for(
+    generation: Any, temperature: float | None = None, top_p: float | None = None, top_k: int | None = None
+) -> Any:
     """The `Sampling` of a `runtime.plan.run_plan.GenerationPlan` (None: greedy), each setting overridable."""
     from runtime.models.decode import Sampling
 
@@ -108,9 +120,17 @@ def pad_id(tokenizer: Any) -> int:
     return int(pad if pad is not None else 0)
 
 
-def answer_ids(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int, sampling: Any,
-               seed: int, batch_size: int = 32, eos_ids: Sequence[int] | None = None,
-               spread: bool = False) -> list[tuple[list[int], bool]]:
+def answer_ids(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    sampling: Any,
+    seed: int,
+    batch_size: int = 32,
+    eos_ids: Sequence[int] | None = None,
+    spread: bool = False,
+) -> list[tuple[list[int], bool]]:
     """Each prompt's answer: its new token ids without the stop token, and whether a stop token ended it.
 
     ``eos_ids`` overrides the stop tokens (default `stop_ids`). ``spread``: every process of a
@@ -119,22 +139,40 @@ def answer_ids(model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], max
     """
     import jax
 
-    from runtime.platform import distributed
     from runtime.models.decode import generate_many
+    from runtime.platform import distributed
 
     stops = list(eos_ids) if eos_ids is not None else stop_ids(tokenizer)
     share = distributed.share() if spread else (0, 1)
-    new = generate_many(model, prompts, int(max_new_tokens), eos_ids=stops, sampling=sampling,
-                        rng=jax.random.key(int(seed)), pad_id=pad_id(tokenizer), batch_size=batch_size, share=share)
+    new = generate_many(
+        model,
+        prompts,
+        int(max_new_tokens),
+        eos_ids=stops,
+        sampling=sampling,
+        rng=jax.random.key(int(seed)),
+        pad_id=pad_id(tokenizer),
+        batch_size=batch_size,
+        share=share,
+    )
     if share[1] > 1:
         new = distributed.merge_rows(new, int(max_new_tokens))
     return [cut_at_stop(tokens, stops) for tokens in new]
 
 
-def generate_eval(model: Any, tokenizer: Any, pipeline: Any, generation: Any, samples: int | None,
-                  seed: int | None = None, batch_size: int = 32,
-                  eos_ids: Sequence[int] | None = None, context: Callable[[Any, np.ndarray], np.ndarray] | None = None,
-                  max_length: int | None = None, spread: bool = False) -> list[Sample]:
+def generate_eval(
+    model: Any,
+    tokenizer: Any,
+    pipeline: Any,
+    generation: Any,
+    samples: int | None,
+    seed: int | None = None,
+    batch_size: int = 32,
+    eos_ids: Sequence[int] | None = None,
+    context: Callable[[Any, np.ndarray], np.ndarray] | None = None,
+    max_length: int | None = None,
+    spread: bool = False,
+) -> list[Sample]:
     """Generate for ``samples`` eval rows (see the module docstring) and decode.
 
     ``generation`` is a `runtime.plan.run_plan.GenerationPlan`; ``seed`` (default: its own)
@@ -153,28 +191,47 @@ def generate_eval(model: Any, tokenizer: Any, pipeline: Any, generation: Any, sa
         return []
     for ex, prompt, _ in chosen:
         if len(prompt) == 0:
-            raise DataError(f"data {ex.source} ({where(ex.file, ex.line, ex.turn)}): the eval example has no prompt tokens (every token "
-                            f"is trained), so there is nothing to generate from. help: give the source a "
-                            f"prompt/completion or messages template, or gate it on token metrics only")
+            raise DataError(
+                f"data {ex.source} ({where(ex.file, ex.line, ex.turn)}): the eval example has no prompt tokens (every token "
+                f"is trained), so there is nothing to generate from. help: give the source a "
+                f"prompt/completion or messages template, or gate it on token metrics only"
+            )
     if context is not None:
         chosen = [(ex, context(ex, prompt), ref) for ex, prompt, ref in chosen]
     if max_length is not None:
         for ex, prompt, _ in chosen:
             if len(prompt) + generation.max_new_tokens > max_length:
-                raise DataError(f"data {ex.source} ({where(ex.file, ex.line, ex.turn)}): the prompt is {len(prompt)} tokens; with "
-                                f"max_new_tokens {generation.max_new_tokens} it exceeds the model's {max_length} "
-                                f"positions. help: lower `k` of the few-shot baseline or `max_new_tokens`")
+                raise DataError(
+                    f"data {ex.source} ({where(ex.file, ex.line, ex.turn)}): the prompt is {len(prompt)} tokens; with "
+                    f"max_new_tokens {generation.max_new_tokens} it exceeds the model's {max_length} "
+                    f"positions. help: lower `k` of the few-shot baseline or `max_new_tokens`"
+                )
     stops = list(eos_ids) if eos_ids is not None else stop_ids(tokenizer)
-    answers = answer_ids(model, tokenizer, [prompt.tolist() for _, prompt, _ in chosen], generation.max_new_tokens,
-                         sampling_for(generation), generation.seed if seed is None else seed, batch_size, stops,
-                         spread=spread)
+    answers = answer_ids(
+        model,
+        tokenizer,
+        [prompt.tolist() for _, prompt, _ in chosen],
+        generation.max_new_tokens,
+        sampling_for(generation),
+        generation.seed if seed is None else seed,
+        batch_size,
+        stops,
+        spread=spread,
+    )
     result = []
     for (ex, prompt, ref), (gen, finished) in zip(chosen, answers):
         ref_ids, _ = cut_at_stop(ref.tolist(), stops)
-        result.append(Sample(
-            source=ex.source, file=ex.file, line=int(ex.line),
-            prompt=tokenizer.decode(prompt.tolist(), skip_special_tokens=False),
-            reference=tokenizer.decode(ref_ids, skip_special_tokens=True),
-            generated=tokenizer.decode(gen, skip_special_tokens=True),
-            tokens=len(gen), finished=finished, turn=ex.turn))
+        result.append(
+            Sample(
+                source=ex.source,
+                file=ex.file,
+                line=int(ex.line),
+                prompt=tokenizer.decode(prompt.tolist(), skip_special_tokens=False),
+                reference=tokenizer.decode(ref_ids, skip_special_tokens=True),
+                generated=tokenizer.decode(gen, skip_special_tokens=True),
+                tokens=len(gen),
+                finished=finished,
+                turn=ex.turn,
+            )
+        )
     return result

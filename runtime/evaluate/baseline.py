@@ -31,8 +31,8 @@ from typing import Any
 
 import numpy as np
 
-from runtime.platform.distributed import everywhere, is_primary
 from runtime.evaluate.answers import Sample, generate_eval
+from runtime.platform.distributed import everywhere, is_primary
 
 __all__ = ["Baseline", "baseline_key", "evaluate_baseline"]
 
@@ -51,12 +51,16 @@ class Baseline:
     cached: bool = False  # read from the cache, not computed by this run
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "k": self.k, "cached": self.cached,
-                "token_metrics": {("null" if s is None else s): m for s, m in self.token_metrics.items()},
-                "samples": [s.to_dict() for s in self.samples]}
+        return {
+            "kind": self.kind,
+            "k": self.k,
+            "cached": self.cached,
+            "token_metrics": {("null" if s is None else s): m for s, m in self.token_metrics.items()},
+            "samples": [s.to_dict() for s in self.samples],
+        }
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], cached: bool = False) -> "Baseline":
+    def from_dict(cls, d: dict[str, Any], cached: bool = False) -> Baseline:
         tokens = {(None if s == "null" else s): m for s, m in d.get("token_metrics", {}).items()}
         return cls(d["kind"], int(d.get("k", 0)), [Sample.from_dict(s) for s in d["samples"]], tokens, cached)
 
@@ -179,9 +183,17 @@ def evaluate_baseline(prepared: Any, engine: Any, params: Any, frozen: Any, inpu
         if spec.kind == "few_shot":
             bos = prepared.tokenizer.bos_token_id
             context = few_shot_context(pipeline, spec.k, spec.seed, None if bos is None else int(bos))
-        samples = generate_eval(model, prepared.tokenizer, pipeline, plan.eval.generate, plan.eval.samples,
-                                seed=plan.eval.generate.seed, context=context,
-                                max_length=prepared.config.max_position_embeddings if context else None, spread=True)
+        samples = generate_eval(
+            model,
+            prepared.tokenizer,
+            pipeline,
+            plan.eval.generate,
+            plan.eval.samples,
+            seed=plan.eval.generate.seed,
+            context=context,
+            max_length=prepared.config.max_position_embeddings if context else None,
+            spread=True,
+        )
     tokens = token_metrics(engine, frozen, pipeline, params) if spec.kind == "base" else {}
     baseline = Baseline(spec.kind, spec.k, samples, tokens)
     if is_primary() and key is not None:

@@ -70,9 +70,9 @@ def reload_export(prepared, directory: Path, kind: str):
     import jax.numpy as jnp
     from flax import nnx
 
-    from runtime.train.engine import compute_dtype
     from runtime.checkpoints.hf_checkpoint import load_peft, load_pretrained
     from runtime.models.transformer import build
+    from runtime.train.engine import compute_dtype
 
     plan = prepared.plan
     if kind == "hf":
@@ -111,7 +111,6 @@ def _logits_gap(model, exported, prompts: list[list[int]]) -> tuple[float, float
 def check_export(prepared, model, samples: list, directory: Path, kind: str, rows: int = ROWS) -> ExportCheck:
     """Re-score the export at ``directory`` against ``model`` (the run's) and its eval ``samples``."""
     from runtime.evaluate.answers import generate_eval, select_prompts
-
     from runtime.evaluate.final import original_base
 
     plan = prepared.plan
@@ -123,19 +122,29 @@ def check_export(prepared, model, samples: list, directory: Path, kind: str, row
     reference = original_base(prepared, model)
     n = rows if plan.eval.samples is None else min(rows, plan.eval.samples)
     chosen = select_prompts(prepared.pipeline, n)
-    prompts = [prompt.tolist() for _, prompt, _ in chosen if len(prompt)] or [[int(prepared.tokenizer.bos_token_id or 0)]]
+    prompts = [prompt.tolist() for _, prompt, _ in chosen if len(prompt)] or [
+        [int(prepared.tokenizer.bos_token_id or 0)]
+    ]
     gap, peak = _logits_gap(reference, exported, prompts[:LOGIT_PROMPTS])
     logits_tolerance = FLOAT32_LOGITS if exact else SIXTEEN_BIT_LOGITS * peak + FLOAT32_LOGITS
-    problems = [] if gap <= logits_tolerance else [f"logits differ by up to {gap:.4g} (tolerance {logits_tolerance:.4g})"]
+    problems = (
+        [] if gap <= logits_tolerance else [f"logits differ by up to {gap:.4g} (tolerance {logits_tolerance:.4g})"]
+    )
     quantization: dict[str, Any] = {}
     if quantize is not None:
         quantized_gap, quantized_peak = _logits_gap(model, exported, prompts[:LOGIT_PROMPTS])
         tolerance = QUANTIZED_LOGITS[quantize] * quantized_peak
-        quantization = {"kind": quantize, "max_abs_diff": quantized_gap, "tolerance": tolerance,
-                        "share": quantized_gap / max(quantized_peak, 1e-9)}
+        quantization = {
+            "kind": quantize,
+            "max_abs_diff": quantized_gap,
+            "tolerance": tolerance,
+            "share": quantized_gap / max(quantized_peak, 1e-9),
+        }
         if quantized_gap > tolerance:
-            problems.append(f"the {quantize} run's logits and the export's (over the original base) differ by up "
-                            f"to {quantized_gap:.4g}, more than quantization implies (tolerance {tolerance:.4g})")
+            problems.append(
+                f"the {quantize} run's logits and the export's (over the original base) differ by up "
+                f"to {quantized_gap:.4g}, more than quantization implies (tolerance {tolerance:.4g})"
+            )
 
     figures: dict[str, dict] = {}
     differing = 0
@@ -143,10 +152,16 @@ def check_export(prepared, model, samples: list, directory: Path, kind: str, row
     if generation is not None and samples:
         seed = generation.seed
         theirs = generate_eval(exported, prepared.tokenizer, prepared.pipeline, generation, n, seed=seed)
-        ours = samples[:len(theirs)] if generation.greedy else generate_eval(
-            model, prepared.tokenizer, prepared.pipeline, generation, n, seed=seed)
-        expected = ours if reference is model else generate_eval(
-            reference, prepared.tokenizer, prepared.pipeline, generation, n, seed=seed)
+        ours = (
+            samples[: len(theirs)]
+            if generation.greedy
+            else generate_eval(model, prepared.tokenizer, prepared.pipeline, generation, n, seed=seed)
+        )
+        expected = (
+            ours
+            if reference is model
+            else generate_eval(reference, prepared.tokenizer, prepared.pipeline, generation, n, seed=seed)
+        )
         differing = sum(a.generated != b.generated for a, b in zip(expected, theirs))
         if exact and differing:
             problems.append(f"{differing} of {len(theirs)} re-scored rows get a different answer")
@@ -169,8 +184,18 @@ def check_export(prepared, model, samples: list, directory: Path, kind: str, row
                 problems.append(f"{key} is {b:.4g} from the export, {a:.4g} in the run (tolerance {tolerance:g})")
     passed = not problems
     where = f"{directory} ({kind})"
-    message = (f"export check passed: {where} reloaded from disk agrees with the run on {len(chosen)} eval rows"
-               if passed else f"export check failed: {where} reloaded from disk does not reproduce the run: "
-               + "; ".join(problems))
-    return ExportCheck(passed, exact, len(chosen), differing, figures,
-                       {"max_abs_diff": gap, "tolerance": logits_tolerance}, message, quantization)
+    message = (
+        f"export check passed: {where} reloaded from disk agrees with the run on {len(chosen)} eval rows"
+        if passed
+        else f"export check failed: {where} reloaded from disk does not reproduce the run: " + "; ".join(problems)
+    )
+    return ExportCheck(
+        passed,
+        exact,
+        len(chosen),
+        differing,
+        figures,
+        {"max_abs_diff": gap, "tolerance": logits_tolerance},
+        message,
+        quantization,
+    )

@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.platform.distributed import is_primary
-from runtime.train.metrics_log import read_metrics
 from runtime.evaluate.gates import accepted, compute_metrics, judge
 from runtime.evaluate.report import write_report
+from runtime.platform.distributed import is_primary
+from runtime.train.metrics_log import read_metrics
 
 
 @dataclass
@@ -63,22 +63,31 @@ def score(prepared, engine, params, frozen, model, token_values: dict, run_dir: 
     evaluation `sftc run` and `sftc eval` share. ``token_values`` are the model's token metrics
     by source; ``run_dir`` is the run whose reviews (`reviews.sqlite`) count; ``inputs`` the
     `runtime.plan.run_inputs.Inputs` of this evaluation (the baseline's cache key, the reviews' data)."""
-    from runtime.plan.run_inputs import eval_fingerprints
     from runtime.evaluate.baseline import evaluate_baseline
     from runtime.evaluate.gates import gains
+    from runtime.plan.run_inputs import eval_fingerprints
 
     plan = prepared.plan
     samples = []
     if plan.eval.generate is not None:
         from runtime.evaluate.answers import generate_eval
 
-        samples = generate_eval(model, prepared.tokenizer, prepared.pipeline, plan.eval.generate, plan.eval.samples,
-                                seed=plan.eval.generate.seed, spread=True)
+        samples = generate_eval(
+            model,
+            prepared.tokenizer,
+            prepared.pipeline,
+            plan.eval.generate,
+            plan.eval.samples,
+            seed=plan.eval.generate.seed,
+            spread=True,
+        )
     eval_sources = [s.name for s in plan.data.sources if s.eval is not None]
     baseline = evaluate_baseline(prepared, engine, params, frozen, inputs)
     base_values = None
     if baseline is not None:
-        base_values = compute_metrics(baseline.samples, baseline.token_metrics, gates=plan.gates, eval_sources=eval_sources)
+        base_values = compute_metrics(
+            baseline.samples, baseline.token_metrics, gates=plan.gates, eval_sources=eval_sources
+        )
     reviews, pending = review_values(run_dir, plan.gates, samples, baseline, eval_fingerprints(inputs.parts))
     values = compute_metrics(samples, token_values, gates=plan.gates, eval_sources=eval_sources, extra=reviews)
     if base_values is not None:
@@ -96,26 +105,50 @@ def review_values(run_dir: Path, gates, samples, baseline, fingerprints: dict[st
         return {}, {}
     from runtime.review.summary import review_summary
 
-    summary = review_summary(Path(run_dir), [s.to_dict() for s in samples],
-                             [s.to_dict() for s in baseline.samples] if baseline is not None else None, fingerprints)
+    summary = review_summary(
+        Path(run_dir),
+        [s.to_dict() for s in samples],
+        [s.to_dict() for s in baseline.samples] if baseline is not None else None,
+        fingerprints,
+    )
     pending = {}
     for gate in gates:
         scope = [s for s in samples if gate.source is None or s.source == gate.source]
-        remaining = (summary.remaining_by_source.get(gate.source, 0) if gate.source is not None
-                     else summary.total - summary.reviewed)
+        remaining = (
+            summary.remaining_by_source.get(gate.source, 0)
+            if gate.source is not None
+            else summary.total - summary.reviewed
+        )
         if remaining and scope:
-            pending[gate_key(gate)] = (f"{remaining} of {len(scope)} rows remain to be reviewed: `sftc review "
-                                       f"{run_dir}`, then `sftc eval {run_dir}`")
+            pending[gate_key(gate)] = (
+                f"{remaining} of {len(scope)} rows remain to be reviewed: `sftc review "
+                f"{run_dir}`, then `sftc eval {run_dir}`"
+            )
     return dict(summary.values), pending
 
 
-def evaluate_run(prepared, result, run_dir: Path, facts: dict[str, Any], inputs,
-                 export: str | None = None, force_export: bool = False) -> Outcome:
+def evaluate_run(
+    prepared,
+    result,
+    run_dir: Path,
+    facts: dict[str, Any],
+    inputs,
+    export: str | None = None,
+    force_export: bool = False,
+) -> Outcome:
     """Evaluate the trained model, judge the gates, write report.md/json, export if accepted."""
     plan = prepared.plan
     model = trained_model(result.graphdef, result.params, result.frozen)
-    scores = score(prepared, result.engine, result.params, result.frozen, model, final_token_metrics(run_dir, result.steps),
-                   run_dir, inputs)
+    scores = score(
+        prepared,
+        result.engine,
+        result.params,
+        result.frozen,
+        model,
+        final_token_metrics(run_dir, result.steps),
+        run_dir,
+        inputs,
+    )
     samples, values, verdicts = scores.samples, scores.values, scores.verdicts
     ok = accepted(verdicts)
     export_dir = check = None
@@ -127,9 +160,17 @@ def evaluate_run(prepared, result, run_dir: Path, facts: dict[str, Any], inputs,
         check = check_export(prepared, model, samples, export_dir, export)
         ok = ok and check.passed
     facts = {**facts, "accepted": ok, "export": str(export_dir) if export_dir else None}
-    report, _ = write_report(run_dir, verdicts=verdicts, values=values, samples=samples, facts=facts,
-                             data_stats=prepared.pipeline.stats, export_check=check.to_dict() if check else None,
-                             baseline=scores.baseline, base_values=scores.base_values)
+    report, _ = write_report(
+        run_dir,
+        verdicts=verdicts,
+        values=values,
+        samples=samples,
+        facts=facts,
+        data_stats=prepared.pipeline.stats,
+        export_check=check.to_dict() if check else None,
+        baseline=scores.baseline,
+        base_values=scores.base_values,
+    )
     return Outcome(ok, verdicts, values, samples, report, export_dir, check, scores.baseline, scores.base_values)
 
 
@@ -151,13 +192,24 @@ def export_model(prepared, model, directory: Path, kind: str) -> Path:
 
             model = merge_lora(original_base(prepared, model))
         return save_pretrained(
-            model, prepared.config, directory, tokenizer=prepared.tokenizer,
-            max_shard_size=prepared.plan.output.shard_size, dtype=prepared.plan.model.dtype,
+            model,
+            prepared.config,
+            directory,
+            tokenizer=prepared.tokenizer,
+            max_shard_size=prepared.plan.output.shard_size,
+            dtype=prepared.plan.model.dtype,
         )
     if kind == "peft":
         from runtime.checkpoints.hf_checkpoint import save_peft
 
         base = prepared.plan.model.path
-        return save_peft(model, prepared.config, directory, base, prepared.plan.model.adapter,
-                         tokenizer=prepared.tokenizer, revision=prepared.plan.model.revision)
+        return save_peft(
+            model,
+            prepared.config,
+            directory,
+            base,
+            prepared.plan.model.adapter,
+            tokenizer=prepared.tokenizer,
+            revision=prepared.plan.model.revision,
+        )
     raise ValueError(f"unknown export format {kind!r}")

@@ -20,14 +20,24 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from runtime.evaluate import metrics as M
 from runtime.evaluate.answers import Sample
 
-__all__ = ["TOKEN_METRICS", "REVIEW_METRICS", "Verdict", "compute_metrics", "gains", "gate_key", "metric_key", "judge",
-           "accepted"]
+__all__ = [
+    "TOKEN_METRICS",
+    "REVIEW_METRICS",
+    "Verdict",
+    "compute_metrics",
+    "gains",
+    "gate_key",
+    "metric_key",
+    "judge",
+    "accepted",
+]
 
 TOKEN_METRICS = ("loss", "perplexity", "token_accuracy")
 REVIEW_METRICS = ("review_score", "review_flagged", "review_wins")  # from `sftc review` (runtime.review)
@@ -72,9 +82,13 @@ def _generation_values(samples: Sequence[Sample]) -> dict[str, float]:
     return {name: M.compute(name, preds, refs, counts) for name in M.GENERATION_METRICS}
 
 
-def compute_metrics(samples: Sequence[Sample], token_metrics: Mapping[str | None, Mapping[str, Any]],
-                    gates: Iterable[Any] = (), eval_sources: Sequence[str] | None = None,
-                    extra: Mapping[str, float] | None = None) -> dict[str, float]:
+def compute_metrics(
+    samples: Sequence[Sample],
+    token_metrics: Mapping[str | None, Mapping[str, Any]],
+    gates: Iterable[Any] = (),
+    eval_sources: Sequence[str] | None = None,
+    extra: Mapping[str, float] | None = None,
+) -> dict[str, float]:
     """Every metric, overall and per source, plus each gate's value under `gate_key`.
 
     ``token_metrics`` maps a source name (None: all eval rows) to the loop's eval
@@ -171,9 +185,11 @@ def _why_missing(gate: Any) -> str:
     if gate.metric in TOKEN_METRICS:
         return f"not computed: no eval {gate.metric} for {where} (no eval rows, or no eval pass ran)"
     if gate.metric == "regex" and gate.pattern is None:
-        return "not computed: regex needs a pattern, e.g. regex(\"^\\\\{\")"
-    return (f"not computed: no generations for {where} "
-            "(eval.generate is off, eval.samples is 0, or the source has no eval rows)")
+        return 'not computed: regex needs a pattern, e.g. regex("^\\\\{")'
+    return (
+        f"not computed: no generations for {where} "
+        "(eval.generate is off, eval.samples is 0, or the source has no eval rows)"
+    )
 
 
 def judge(gates: Iterable[Any], values: Mapping[str, float], pending: Mapping[str, str] | None = None) -> list[Verdict]:
@@ -184,11 +200,18 @@ def judge(gates: Iterable[Any], values: Mapping[str, float], pending: Mapping[st
     pending = pending or {}
     for gate in gates:
         key = gate_key(gate)
-        common = dict(gate=key, op=gate.op, threshold=float(gate.threshold), metric=gate.metric, source=gate.source,
-                      pattern=gate.pattern)
+        common = dict(
+            gate=key,
+            op=gate.op,
+            threshold=float(gate.threshold),
+            metric=gate.metric,
+            source=gate.source,
+            pattern=gate.pattern,
+        )
         if gate.op not in _OPS:
-            verdicts.append(Verdict(value=values.get(key), passed=False, reason=f"unknown comparison `{gate.op}`",
-                                    **common))
+            verdicts.append(
+                Verdict(value=values.get(key), passed=False, reason=f"unknown comparison `{gate.op}`", **common)
+            )
             continue
         if key in pending:
             verdicts.append(Verdict(value=values.get(key), passed=False, reason=pending[key], **common))

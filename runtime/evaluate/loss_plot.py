@@ -13,8 +13,8 @@ its Agg renderer directly: no display, no global pyplot state.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 SIZE = (900, 500)  # width, height in pixels
 DPI = 100
@@ -35,8 +35,15 @@ def chart(series: Sequence[Series], title: str, x_label: str = "step", y_label: 
     axes = figure.add_subplot()
     values = [float(y) for _, _, ys in series for y in ys]
     for index, (name, xs, ys) in enumerate(series):
-        axes.plot(xs, ys, label=name, color=f"C{index}", linewidth=1.6,
-                  marker="o" if len(xs) <= MARKED else None, markersize=3.5)
+        axes.plot(
+            xs,
+            ys,
+            label=name,
+            color=f"C{index}",
+            linewidth=1.6,
+            marker="o" if len(xs) <= MARKED else None,
+            markersize=3.5,
+        )
     if values and min(values) > 0 and max(values) / min(values) > LOG_RANGE:
         axes.set_yscale("log")
         y_label += " (log scale)"
@@ -50,8 +57,9 @@ def chart(series: Sequence[Series], title: str, x_label: str = "step", y_label: 
     return figure
 
 
-def line_chart(path: str | Path, series: Sequence[Series], title: str, x_label: str = "step",
-               y_label: str = "loss") -> Path:
+def line_chart(
+    path: str | Path, series: Sequence[Series], title: str, x_label: str = "step", y_label: str = "loss"
+) -> Path:
     """Write the chart of ``series`` to ``path`` (PNG); returns the path."""
     path = Path(path)
     chart(series, title, x_label, y_label).savefig(path, format="png", dpi=DPI)

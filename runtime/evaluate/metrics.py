@@ -35,17 +35,42 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 __all__ = [
-    "GENERATION_METRICS", "normalize", "exact_match", "rouge_1", "rouge_2", "rouge_l", "bleu", "chrf",
-    "json_valid", "json_match", "json_equal", "parse_json", "regex", "mean_tokens", "max_tokens",
-    "compute", "sample_scores",
+    "GENERATION_METRICS",
+    "normalize",
+    "exact_match",
+    "rouge_1",
+    "rouge_2",
+    "rouge_l",
+    "bleu",
+    "chrf",
+    "json_valid",
+    "json_match",
+    "json_equal",
+    "parse_json",
+    "regex",
+    "mean_tokens",
+    "max_tokens",
+    "compute",
+    "sample_scores",
 ]
 
 # generation metrics in report order; `regex` is computed only where a gate names a pattern
-GENERATION_METRICS = ("exact_match", "rouge_1", "rouge_2", "rouge_l", "bleu", "chrf", "json_valid",
-                      "json_match", "mean_tokens", "max_tokens")
+GENERATION_METRICS = (
+    "exact_match",
+    "rouge_1",
+    "rouge_2",
+    "rouge_l",
+    "bleu",
+    "chrf",
+    "json_valid",
+    "json_match",
+    "mean_tokens",
+    "max_tokens",
+)
 
 _WS = re.compile(r"\s+")
 
@@ -209,8 +234,9 @@ def max_tokens(token_counts: Sequence[int]) -> float:
     return float(max(token_counts))
 
 
-def compute(metric: str, preds: Sequence[str], refs: Sequence[str], token_counts: Sequence[int],
-            pattern: str | None = None) -> float:
+def compute(
+    metric: str, preds: Sequence[str], refs: Sequence[str], token_counts: Sequence[int], pattern: str | None = None
+) -> float:
     """One generation metric by name (``regex`` needs ``pattern``)."""
     if metric == "regex":
         if pattern is None:
@@ -220,15 +246,23 @@ def compute(metric: str, preds: Sequence[str], refs: Sequence[str], token_counts
         return {"mean_tokens": mean_tokens, "max_tokens": max_tokens}[metric](token_counts)
     if metric == "json_valid":
         return json_valid(preds)
-    fns = {"exact_match": exact_match, "rouge_1": rouge_1, "rouge_2": rouge_2, "rouge_l": rouge_l,
-           "bleu": bleu, "chrf": chrf, "json_match": json_match}
+    fns = {
+        "exact_match": exact_match,
+        "rouge_1": rouge_1,
+        "rouge_2": rouge_2,
+        "rouge_l": rouge_l,
+        "bleu": bleu,
+        "chrf": chrf,
+        "json_match": json_match,
+    }
     if metric not in fns:
         raise KeyError(f"{metric!r} is not a generation metric")
     return fns[metric](preds, refs)
 
 
-def sample_scores(metric: str, preds: Sequence[str], refs: Sequence[str], token_counts: Sequence[int],
-                  pattern: str | None = None) -> list[float]:
+def sample_scores(
+    metric: str, preds: Sequence[str], refs: Sequence[str], token_counts: Sequence[int], pattern: str | None = None
+) -> list[float]:
     """The metric for each generation on its own (sentence BLEU / chrF for the corpus
     metrics; the token count for mean/max_tokens): used to rank generations."""
     import sacrebleu

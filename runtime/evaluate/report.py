@@ -21,16 +21,27 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from runtime.evaluate import metrics as M
+from runtime.evaluate.answers import Sample
 from runtime.evaluate.gates import TOKEN_METRICS, Verdict, accepted, metric_key
 from runtime.plan.sample_origin import where
-from runtime.evaluate.answers import Sample
 
-__all__ = ["write_report", "write_loss_chart", "loss_series", "rank_samples", "gate_table", "print_gates",
-           "summary_line", "format_value", "before_after_rows", "print_before_after"]
+__all__ = [
+    "write_report",
+    "write_loss_chart",
+    "loss_series",
+    "rank_samples",
+    "gate_table",
+    "print_gates",
+    "summary_line",
+    "format_value",
+    "before_after_rows",
+    "print_before_after",
+]
 
 _GENERATION = set(M.GENERATION_METRICS) | {"regex"}
 
@@ -65,8 +76,9 @@ def summary_line(verdicts: Sequence[Verdict]) -> str:
     failed = [v for v in verdicts if not v.passed]
     if not failed:
         return f"accepted: all {len(verdicts)} gate{'s' if len(verdicts) != 1 else ''} hold"
-    return (f"rejected: {len(failed)} of {len(verdicts)} gate{'s' if len(verdicts) != 1 else ''} failed: "
-            + ", ".join(v.text for v in failed))
+    return f"rejected: {len(failed)} of {len(verdicts)} gate{'s' if len(verdicts) != 1 else ''} failed: " + ", ".join(
+        v.text for v in failed
+    )
 
 
 def _jsonable(x: Any) -> Any:
@@ -115,8 +127,9 @@ def loss_series(records: Sequence[Mapping[str, Any]]) -> list[tuple[str, list[fl
     return out
 
 
-def write_loss_chart(run_dir: str | Path, records: Sequence[Mapping[str, Any]] | None = None,
-                     title: str = "loss") -> Path | None:
+def write_loss_chart(
+    run_dir: str | Path, records: Sequence[Mapping[str, Any]] | None = None, title: str = "loss"
+) -> Path | None:
     """`loss.png` in ``run_dir`` from ``records`` (default: its `metrics.jsonl`); None without losses."""
     from runtime.evaluate.loss_plot import line_chart
     from runtime.train.metrics_log import read_metrics
@@ -138,8 +151,9 @@ def _ranking_verdict(verdicts: Sequence[Verdict]) -> Verdict | None:
     return (failing or gen or [None])[0]
 
 
-def rank_samples(samples: Sequence[Sample], verdicts: Sequence[Verdict]
-                 ) -> tuple[list[tuple[Sample, float | None]], Verdict | None]:
+def rank_samples(
+    samples: Sequence[Sample], verdicts: Sequence[Verdict]
+) -> tuple[list[tuple[Sample, float | None]], Verdict | None]:
     """Samples worst first by the first failing generation gate (else the first generation
     gate): the gate's own source first, ordered by each sample's score on that metric
     (lowest first for `>=`/`>` gates, highest first for `<=`/`<`, farthest from the
@@ -150,8 +164,17 @@ def rank_samples(samples: Sequence[Sample], verdicts: Sequence[Verdict]
         return [(s, None) for s in samples], None
     scope = [i for i, s in enumerate(samples) if verdict.source is None or s.source == verdict.source]
     chosen = [samples[i] for i in scope]
-    scores = M.sample_scores(verdict.metric, [s.generated for s in chosen], [s.reference for s in chosen],
-                             [s.tokens for s in chosen], verdict.pattern) if chosen else []
+    scores = (
+        M.sample_scores(
+            verdict.metric,
+            [s.generated for s in chosen],
+            [s.reference for s in chosen],
+            [s.tokens for s in chosen],
+            verdict.pattern,
+        )
+        if chosen
+        else []
+    )
     if verdict.op in ("<=", "<"):
         key = lambda k: (-scores[k], k)  # noqa: E731
     elif verdict.op == "==":
@@ -219,8 +242,18 @@ def _metric_rows(values: Mapping[str, float], sources: Sequence[str]) -> list[li
     return rows
 
 
-_STAT_COLUMNS = ("rows", "train_examples", "eval_examples", "bad_rows", "dropped_overflow", "truncated",
-                 "dropped_no_trainable", "train_tokens", "eval_tokens", "max_tokens")
+_STAT_COLUMNS = (
+    "rows",
+    "train_examples",
+    "eval_examples",
+    "bad_rows",
+    "dropped_overflow",
+    "truncated",
+    "dropped_no_trainable",
+    "train_tokens",
+    "eval_tokens",
+    "max_tokens",
+)
 
 
 def _data_lines(stats: Mapping[str, Any]) -> list[str]:
@@ -232,19 +265,25 @@ def _data_lines(stats: Mapping[str, Any]) -> list[str]:
     if isinstance(sources, Mapping) and sources:
         first = next(iter(sources.values()))
         cols = [c for c in _STAT_COLUMNS if c in first] or [
-            k for k, v in first.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+            k for k, v in first.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
+        ]
         rows = [[name, *(_fact(c, s.get(c, "")) for c in cols)] for name, s in sources.items()]
         lines += _table(["source", *cols], rows, ["l", *("r" * len(cols))]) + [""]
     return lines
 
 
 def _baseline_title(baseline: Any) -> str:
-    what = "the base model" if baseline.kind == "base" else f"the base model with {baseline.k} training examples in the prompt (few-shot)"
+    what = (
+        "the base model"
+        if baseline.kind == "base"
+        else f"the base model with {baseline.k} training examples in the prompt (few-shot)"
+    )
     return f"Baseline: {what}" + (", answers from the cache" if baseline.cached else "")
 
 
-def before_after_rows(values: Mapping[str, float], base_values: Mapping[str, float],
-                      sources: Sequence[str]) -> list[tuple[str, str, str, str, str]]:
+def before_after_rows(
+    values: Mapping[str, float], base_values: Mapping[str, float], sources: Sequence[str]
+) -> list[tuple[str, str, str, str, str]]:
     """(metric, scope, baseline, tuned, change) for every metric and scope both have, formatted:
     the one table behind report.md's "Before → after" and the terminal's."""
     rows = []
@@ -254,29 +293,50 @@ def before_after_rows(values: Mapping[str, float], base_values: Mapping[str, flo
             if key in values and key in base_values:
                 before, after = float(base_values[key]), float(values[key])
                 change = after - before
-                rows.append((metric, "all" if scope is None else scope, format_value(metric, before),
-                             format_value(metric, after), ("+" if change >= 0 else "") + format_value(metric, change)))
+                rows.append(
+                    (
+                        metric,
+                        "all" if scope is None else scope,
+                        format_value(metric, before),
+                        format_value(metric, after),
+                        ("+" if change >= 0 else "") + format_value(metric, change),
+                    )
+                )
     return rows
 
 
-def _before_after_lines(values: Mapping[str, float], base_values: Mapping[str, float], sources: Sequence[str],
-                        baseline: Any) -> list[str]:
+def _before_after_lines(
+    values: Mapping[str, float], base_values: Mapping[str, float], sources: Sequence[str], baseline: Any
+) -> list[str]:
     """Per metric and scope: the baseline's value, the tuned model's, and the change."""
     scopes = sources if len(sources) > 1 else []  # one source: its rows are the `all` rows
     rows = [[f"`{m}`", scope, *rest] for m, scope, *rest in before_after_rows(values, base_values, scopes)]
-    lines = ["## Before → after", "", _baseline_title(baseline) + ". Same eval rows, prompts, decoding and metrics.", ""]
+    lines = [
+        "## Before → after",
+        "",
+        _baseline_title(baseline) + ". Same eval rows, prompts, decoding and metrics.",
+        "",
+    ]
     if not rows:
         return lines + ["No metric was computed for both.", ""]
     return lines + _table(["metric", "scope", "baseline", "tuned", "change"], rows, ["l", "l", "r", "r", "r"]) + [""]
 
 
-def _sample_lines(ranked: Sequence[tuple[Sample, float | None]], verdict: Verdict | None, limit: int,
-                  prompt_chars: int, base: Mapping[tuple, Sample] | None = None) -> list[str]:
+def _sample_lines(
+    ranked: Sequence[tuple[Sample, float | None]],
+    verdict: Verdict | None,
+    limit: int,
+    prompt_chars: int,
+    base: Mapping[tuple, Sample] | None = None,
+) -> list[str]:
     lines: list[str] = []
     shown = ranked[:limit]
     if verdict is not None:
-        lines += [f"Worst first by `{verdict.gate}` ({'failing' if not verdict.passed else 'first generation'} "
-                  f"gate), {len(shown)} of {len(ranked)} samples.", ""]
+        lines += [
+            f"Worst first by `{verdict.gate}` ({'failing' if not verdict.passed else 'first generation'} "
+            f"gate), {len(shown)} of {len(ranked)} samples.",
+            "",
+        ]
     else:
         lines += [f"{len(shown)} of {len(ranked)} samples, in eval order.", ""]
     for n, (s, score) in enumerate(shown, 1):
@@ -288,12 +348,30 @@ def _sample_lines(ranked: Sequence[tuple[Sample, float | None]], verdict: Verdic
         cut = ""
         if len(prompt) > prompt_chars:
             prompt, cut = "…" + prompt[-prompt_chars:], f" (its last {prompt_chars} characters)"
-        lines += [head, "", f"Prompt{cut}:", "", _fence(prompt), "", "Reference:", "", _fence(s.reference), "",
-                  "Generated:", "", _fence(s.generated), ""]
+        lines += [
+            head,
+            "",
+            f"Prompt{cut}:",
+            "",
+            _fence(prompt),
+            "",
+            "Reference:",
+            "",
+            _fence(s.reference),
+            "",
+            "Generated:",
+            "",
+            _fence(s.generated),
+            "",
+        ]
         other = (base or {}).get(s.key)
         if other is not None:
-            lines += [f"Baseline ({other.tokens} tokens{'' if other.finished else ', cut at max_new_tokens'}):", "",
-                      _fence(other.generated), ""]
+            lines += [
+                f"Baseline ({other.tokens} tokens{'' if other.finished else ', cut at max_new_tokens'}):",
+                "",
+                _fence(other.generated),
+                "",
+            ]
     return lines
 
 
@@ -303,28 +381,60 @@ def _export_check_lines(check: Mapping[str, Any]) -> list[str]:
     rule = "identical answers (float32)" if check["exact"] else "within tolerance (16-bit weights)"
     quantization = check.get("quantization") or {}
     against = " (against the adapters over the original base)" if quantization else ""
-    lines = ["## Export check", "", f"{verdict}: {check['rows']} eval rows re-scored from the exported files, "
-             f"{check['rows_differing']} answer(s) differ{against}; rule: {rule}. See docs/evaluation.md.", ""]
+    lines = [
+        "## Export check",
+        "",
+        f"{verdict}: {check['rows']} eval rows re-scored from the exported files, "
+        f"{check['rows_differing']} answer(s) differ{against}; rule: {rule}. See docs/evaluation.md.",
+        "",
+    ]
     if quantization:
-        lines += [f"The run trained over a {quantization['kind']} base; the export holds its adapters over the "
-                  f"original base: {quantization.get('rows_differing_from_run', 0)} answer(s) differ from the run's, "
-                  f"and the logits by up to {quantization['max_abs_diff']:.3g} ({quantization['share']:.0%} of the "
-                  f"largest; tolerance {quantization['tolerance']:.3g}).", ""]
-    rows = [[f"`{key}`", format_value(key.split("(")[0], m["run"]), format_value(key.split("(")[0], m["export"]),
-             f"{m['tolerance']:g}", "✓" if m["passed"] else "✗"] for key, m in check["metrics"].items()]
+        lines += [
+            f"The run trained over a {quantization['kind']} base; the export holds its adapters over the "
+            f"original base: {quantization.get('rows_differing_from_run', 0)} answer(s) differ from the run's, "
+            f"and the logits by up to {quantization['max_abs_diff']:.3g} ({quantization['share']:.0%} of the "
+            f"largest; tolerance {quantization['tolerance']:.3g}).",
+            "",
+        ]
+    rows = [
+        [
+            f"`{key}`",
+            format_value(key.split("(")[0], m["run"]),
+            format_value(key.split("(")[0], m["export"]),
+            f"{m['tolerance']:g}",
+            "✓" if m["passed"] else "✗",
+        ]
+        for key, m in check["metrics"].items()
+    ]
     logits = check["logits"]
-    rows.append(["max |Δ logit|", "", f"{logits['max_abs_diff']:.3g}", f"{logits['tolerance']:.3g}",
-                 "✓" if logits["max_abs_diff"] <= logits["tolerance"] else "✗"])
+    rows.append(
+        [
+            "max |Δ logit|",
+            "",
+            f"{logits['max_abs_diff']:.3g}",
+            f"{logits['tolerance']:.3g}",
+            "✓" if logits["max_abs_diff"] <= logits["tolerance"] else "✗",
+        ]
+    )
     return lines + _table(["metric", "run", "export", "tolerance", ""], rows, ["l", "r", "r", "r", "l"]) + [""]
 
 
-def write_report(run_dir: str | Path, *, verdicts: Sequence[Verdict], values: Mapping[str, float],
-                 samples: Sequence[Sample] = (), facts: Mapping[str, Any] | None = None,
-                 data_stats: Mapping[str, Any] | Any | None = None,
-                 records: Sequence[Mapping[str, Any]] | None = None,
-                 sources: Sequence[str] | None = None, limit: int = 20,
-                 prompt_chars: int = 800, export_check: Mapping[str, Any] | None = None,
-                 baseline: Any = None, base_values: Mapping[str, float] | None = None) -> tuple[Path, Path]:
+def write_report(
+    run_dir: str | Path,
+    *,
+    verdicts: Sequence[Verdict],
+    values: Mapping[str, float],
+    samples: Sequence[Sample] = (),
+    facts: Mapping[str, Any] | None = None,
+    data_stats: Mapping[str, Any] | Any | None = None,
+    records: Sequence[Mapping[str, Any]] | None = None,
+    sources: Sequence[str] | None = None,
+    limit: int = 20,
+    prompt_chars: int = 800,
+    export_check: Mapping[str, Any] | None = None,
+    baseline: Any = None,
+    base_values: Mapping[str, float] | None = None,
+) -> tuple[Path, Path]:
     """Write `report.md`, `report.json` and `loss.png` into ``run_dir``; returns the two report paths.
 
     ``facts``: run facts shown at the top, in order (`name`, `steps`, `duration_s`,
@@ -348,7 +458,7 @@ def write_report(run_dir: str | Path, *, verdicts: Sequence[Verdict], values: Ma
         seen = [s.source for s in samples]
         for key in values:
             if key.endswith(")") and "(" in key and not key.startswith("regex("):
-                seen.append(key[key.index("(") + 1:-1])
+                seen.append(key[key.index("(") + 1 : -1])
         sources = list(dict.fromkeys(seen))
     chart = write_loss_chart(run_dir, records)
     ranked, by = rank_samples(samples, verdicts)
@@ -362,8 +472,15 @@ def write_report(run_dir: str | Path, *, verdicts: Sequence[Verdict], values: Ma
         md += _table(["run", ""], [[k, _fact(k, v)] for k, v in facts.items()]) + [""]
     md += ["## Gates", ""]
     if verdicts:
-        rows = [[f"`{v.gate}`", format_value(v.metric, v.value), _threshold_text(v),
-                 ("✓ pass" if v.passed else "✗ fail") + (f": {v.reason}" if v.reason else "")] for v in verdicts]
+        rows = [
+            [
+                f"`{v.gate}`",
+                format_value(v.metric, v.value),
+                _threshold_text(v),
+                ("✓ pass" if v.passed else "✗ fail") + (f": {v.reason}" if v.reason else ""),
+            ]
+            for v in verdicts
+        ]
         md += _table(["gate", "value", "threshold", "verdict"], rows, ["l", "r", "r", "l"]) + [""]
     else:
         md += ["No `accept` gates: the run is accepted as is.", ""]
@@ -375,27 +492,35 @@ def write_report(run_dir: str | Path, *, verdicts: Sequence[Verdict], values: Ma
     metric_rows = _metric_rows(values, sources)
     if metric_rows:
         md += _table(["metric", "all", *sources], metric_rows, ["l", *("r" * (1 + len(sources)))]) + [""]
-        md += ["`all`: every eval row for loss, perplexity and token accuracy; every generated sample for "
-               "the generation metrics. A source column uses that source's rows only. See docs/evaluation.md.",
-               ""]
+        md += [
+            "`all`: every eval row for loss, perplexity and token accuracy; every generated sample for "
+            "the generation metrics. A source column uses that source's rows only. See docs/evaluation.md.",
+            "",
+        ]
     else:
         md += ["No metrics were computed.", ""]
     md += ["## Loss", ""]
-    md += ([f"![loss curve]({chart.name})", ""] if chart is not None else ["No losses were logged.", ""])
+    md += [f"![loss curve]({chart.name})", ""] if chart is not None else ["No losses were logged.", ""]
     if data_stats:
         md += ["## Data", ""] + _data_lines(data_stats)
     md += ["## Generations", ""]
     base = {b.key: b for b in baseline.samples} if baseline is not None else None
-    md += (_sample_lines(ranked, by, limit, prompt_chars, base) if samples
-           else ["No generations (eval.generate is off).", ""])
+    md += (
+        _sample_lines(ranked, by, limit, prompt_chars, base)
+        if samples
+        else ["No generations (eval.generate is off).", ""]
+    )
 
     md_path = run_dir / "report.md"
     md_path.write_text("\n".join(md).rstrip() + "\n", encoding="utf-8")
 
     per_source: dict[str, dict[str, float]] = {}
     for scope in [None, *sources]:
-        row = {m: values[metric_key(m, scope)] for m in TOKEN_METRICS + M.GENERATION_METRICS
-               if metric_key(m, scope) in values}
+        row = {
+            m: values[metric_key(m, scope)]
+            for m in TOKEN_METRICS + M.GENERATION_METRICS
+            if metric_key(m, scope) in values
+        }
         if row:
             per_source["all" if scope is None else scope] = row
     doc = {
@@ -413,9 +538,13 @@ def write_report(run_dir: str | Path, *, verdicts: Sequence[Verdict], values: Ma
         "samples": [{**s.to_dict(), "score": score} for s, score in ranked],
     }
     if baseline is not None:
-        doc["baseline"] = {"kind": baseline.kind, "k": baseline.k, "cached": baseline.cached,
-                           "metrics": dict(base_values or {}),
-                           "samples": [base[s.key].to_dict() for s, _ in ranked if s.key in base]}
+        doc["baseline"] = {
+            "kind": baseline.kind,
+            "k": baseline.k,
+            "cached": baseline.cached,
+            "metrics": dict(base_values or {}),
+            "samples": [base[s.key].to_dict() for s, _ in ranked if s.key in base],
+        }
     json_path = run_dir / "report.json"
     json_path.write_text(json.dumps(_jsonable(doc), indent=2, allow_nan=False) + "\n", encoding="utf-8")
     return md_path, json_path
@@ -442,8 +571,9 @@ def gate_table(verdicts: Sequence[Verdict], title: str | None = None):
     return table
 
 
-def print_before_after(values: Mapping[str, float], base_values: Mapping[str, float] | None, baseline: Any,
-                       console=None) -> None:
+def print_before_after(
+    values: Mapping[str, float], base_values: Mapping[str, float] | None, baseline: Any, console=None
+) -> None:
     """The terminal's before → after table (every eval row's scope only; report.md has each source)."""
     from rich.console import Console
     from rich.table import Table
@@ -454,7 +584,7 @@ def print_before_after(values: Mapping[str, float], base_values: Mapping[str, fl
     if not rows:
         return
     console = console or Console()
-    console.print(f"[bold]Before → after[/] ({_baseline_title(baseline)[len('Baseline: '):]})")
+    console.print(f"[bold]Before → after[/] ({_baseline_title(baseline)[len('Baseline: ') :]})")
     table = Table(show_edge=False, pad_edge=False)
     for name, justify in (("metric", "left"), ("baseline", "right"), ("tuned", "right"), ("change", "right")):
         table.add_column(name, justify=justify, style="bold" if name == "metric" else None)
@@ -470,5 +600,4 @@ def print_gates(verdicts: Sequence[Verdict], console=None) -> None:
     console = console or Console()
     if verdicts:
         console.print(gate_table(verdicts))
-    console.print(summary_line(verdicts), style="bold green" if accepted(verdicts) else "bold red",
-                  highlight=False)
+    console.print(summary_line(verdicts), style="bold green" if accepted(verdicts) else "bold red", highlight=False)

@@ -16,6 +16,18 @@ from runtime.models.decode import GREEDY, Sampling, generate, generate_many, gen
 from runtime.models.transformer import KVCache, Transformer, build, forward, init_cache
 
 __all__ = [
-    "ARCHITECTURES", "GREEDY", "KVCache", "ModelConfig", "Sampling", "Transformer",
-    "UnsupportedModelError", "build", "forward", "generate", "generate_many", "generate_padded", "init_cache", "stream",
+    "ARCHITECTURES",
+    "GREEDY",
+    "KVCache",
+    "ModelConfig",
+    "Sampling",
+    "Transformer",
+    "UnsupportedModelError",
+    "build",
+    "forward",
+    "generate",
+    "generate_many",
+    "generate_padded",
+    "init_cache",
+    "stream",
 ]

@@ -33,14 +33,15 @@ def positions_from_segments(segment_ids: jnp.ndarray) -> jnp.ndarray:
     length = segment_ids.shape[1]
     index = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), segment_ids.shape)
     starts = jnp.concatenate(
-        [jnp.ones_like(segment_ids[:, :1], dtype=bool), segment_ids[:, 1:] != segment_ids[:, :-1]],
-        axis=1)
+        [jnp.ones_like(segment_ids[:, :1], dtype=bool), segment_ids[:, 1:] != segment_ids[:, :-1]], axis=1
+    )
     start_index = jax.lax.cummax(jnp.where(starts, index, 0), axis=1)
     return index - start_index
 
 
-def make_mask(query_segment, key_segment, query_index, key_index,
-              query_pos=None, key_pos=None, window: int | None = None) -> jnp.ndarray:
+def make_mask(
+    query_segment, key_segment, query_index, key_index, query_pos=None, key_pos=None, window: int | None = None
+) -> jnp.ndarray:
     """Boolean ``[batch, queries, keys]`` mask (see the module docstring).
 
     ``*_segment``/``*_pos``: ``[batch, n]``; ``*_index``: ``[n]`` or ``[batch, n]``.
@@ -54,8 +55,7 @@ def make_mask(query_segment, key_segment, query_index, key_index,
     return mask
 
 
-def resolve(impl: str, backend: str, dtype, head_dim: int, queries: int, keys: int,
-            window: int | None) -> str:
+def resolve(impl: str, backend: str, dtype, head_dim: int, queries: int, keys: int, window: int | None) -> str:
     """The attention kernel ``impl`` means here. ``"auto"`` picks the fused kernel of the
     accelerator where it serves these shapes: cuDNN flash attention on a GPU (bf16/fp16 self-
     attention, head_dim a multiple of 8 up to 128), the splash kernel on a TPU (self-attention,
@@ -64,16 +64,28 @@ def resolve(impl: str, backend: str, dtype, head_dim: int, queries: int, keys: i
     if impl != "auto":
         return impl
     self_attention = queries == keys
-    if (backend in ("gpu", "cuda") and self_attention and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
-            and head_dim % 8 == 0 and head_dim <= 128):
+    if (
+        backend in ("gpu", "cuda")
+        and self_attention
+        and jnp.dtype(dtype) in (jnp.bfloat16, jnp.float16)
+        and head_dim % 8 == 0
+        and head_dim <= 128
+    ):
         return "cudnn"
     if backend == "tpu" and self_attention and window is None and queries % 128 == 0:
         return "splash"
     return "xla"
 
 
-def attend(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, mask: jnp.ndarray,
-           impl: str = "xla", segments: jnp.ndarray | None = None, window: int | None = None) -> jnp.ndarray:
+def attend(
+    q: jnp.ndarray,
+    k: jnp.ndarray,
+    v: jnp.ndarray,
+    mask: jnp.ndarray,
+    impl: str = "xla",
+    segments: jnp.ndarray | None = None,
+    window: int | None = None,
+) -> jnp.ndarray:
     """Scaled dot-product attention with grouped KV heads.
 
     q: ``[batch, T, heads, head_dim]``; k, v: ``[batch, S, kv_heads, head_dim]``;
@@ -107,15 +119,17 @@ def attend(q: jnp.ndarray, k: jnp.ndarray, v: jnp.ndarray, mask: jnp.ndarray,
     # lets cuDNN skip the blocks above the diagonal.
     self_attention = q.shape[1] == k.shape[1]
     implementation = "cudnn" if impl == "cudnn" and self_attention else None
-    return jax.nn.dot_product_attention(q, k, v, mask=mask[:, None], is_causal=self_attention,
-                                        implementation=implementation)
+    return jax.nn.dot_product_attention(
+        q, k, v, mask=mask[:, None], is_causal=self_attention, implementation=implementation
+    )
 
 
 @functools.cache
 def _fall_back(kernel: str, reason: str) -> None:
     """Say once per kernel and reason that `auto` fell back to the einsum path."""
-    logging.getLogger("sftc").warning("attention: the %s kernel refused these shapes (%s); using the einsum path",
-                                      kernel, reason)
+    logging.getLogger("sftc").warning(
+        "attention: the %s kernel refused these shapes (%s); using the einsum path", kernel, reason
+    )
 
 
 def attend_splash(q, k, v, segments, interpret: bool = False):
@@ -129,11 +143,25 @@ def attend_splash(q, k, v, segments, interpret: bool = False):
     kv = k.shape[2]
     groups = n // kv
     block = next(size for size in (512, 256, 128) if t % size == 0)
-    sizes = kernels.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block, block_q_dkv=block,
-                               block_kv_dkv=block, block_kv_dkv_compute=block, block_q_dq=block, block_kv_dq=block)
-    kernel = kernels.make_splash_mha(masks.MultiHeadMask([masks.CausalMask((t, t))] * groups), block_sizes=sizes,
-                                     is_mqa=True, head_shards=1, q_seq_shards=1, interpret=interpret)
-    qg = (q * jnp.asarray(h ** -0.5, q.dtype)).transpose(0, 2, 1, 3).reshape(b, kv, groups, t, h)
+    sizes = kernels.BlockSizes(
+        block_q=block,
+        block_kv=block,
+        block_kv_compute=block,
+        block_q_dkv=block,
+        block_kv_dkv=block,
+        block_kv_dkv_compute=block,
+        block_q_dq=block,
+        block_kv_dq=block,
+    )
+    kernel = kernels.make_splash_mha(
+        masks.MultiHeadMask([masks.CausalMask((t, t))] * groups),
+        block_sizes=sizes,
+        is_mqa=True,
+        head_shards=1,
+        q_seq_shards=1,
+        interpret=interpret,
+    )
+    qg = (q * jnp.asarray(h**-0.5, q.dtype)).transpose(0, 2, 1, 3).reshape(b, kv, groups, t, h)
     kk, vv = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B, K, S, H]
 
     def one_row(q_row, k_row, v_row, segment):
@@ -180,8 +208,8 @@ def _ungrouped(x, t: int):
 def _block_scores(qg, kk, mask, start: int, stop: int, groups: int):
     """Scaled, masked float32 scores of queries [start, stop) against keys [0, stop): [B, K, rows, stop]."""
     b, kv, _, h = qg.shape
-    q = qg[:, :, start * groups:stop * groups]
-    scores = jnp.einsum("bkrh,bksh->bkrs", q, kk[:, :, :stop], preferred_element_type=jnp.float32) * (h ** -0.5)
+    q = qg[:, :, start * groups : stop * groups]
+    scores = jnp.einsum("bkrh,bksh->bkrs", q, kk[:, :, :stop], preferred_element_type=jnp.float32) * (h**-0.5)
     scores = scores.reshape(b, kv, stop - start, groups, stop)
     scores = jnp.where(mask[:, None, start:stop, None, :stop], scores, jnp.finfo(jnp.float32).min)
     return scores.reshape(b, kv, -1, stop)
@@ -221,11 +249,14 @@ def _blocked_backward(block, residuals, d_out):
         q_block, d_block = qg[:, :, rows], d_out[:, :, rows]
         probs = jnp.exp(_block_scores(qg, kk, mask, start, stop, groups) - lse[:, :, rows, None])
         d_v = d_v.at[:, :, :stop].add(
-            jnp.einsum("bkrs,bkrh->bksh", probs.astype(vv.dtype), d_block, preferred_element_type=jnp.float32))
+            jnp.einsum("bkrs,bkrh->bksh", probs.astype(vv.dtype), d_block, preferred_element_type=jnp.float32)
+        )
         d_probs = jnp.einsum("bkrh,bksh->bkrs", d_block, vv[:, :, :stop], preferred_element_type=jnp.float32)
         d_scores = (probs * (d_probs - d_rows[:, :, rows, None]) * scale).astype(qg.dtype)
         d_q.append(jnp.einsum("bkrs,bksh->bkrh", d_scores, kk[:, :, :stop], preferred_element_type=jnp.float32))
-        d_k = d_k.at[:, :, :stop].add(jnp.einsum("bkrs,bkrh->bksh", d_scores, q_block, preferred_element_type=jnp.float32))
+        d_k = d_k.at[:, :, :stop].add(
+            jnp.einsum("bkrs,bkrh->bksh", d_scores, q_block, preferred_element_type=jnp.float32)
+        )
     d_q = _ungrouped(jnp.concatenate(d_q, axis=2), t).astype(qg.dtype)
     return d_q, d_k.transpose(0, 2, 1, 3).astype(kk.dtype), d_v.transpose(0, 2, 1, 3).astype(vv.dtype), None
 
@@ -243,7 +274,7 @@ def _attend_einsum(q, k, v, mask):
     kv = k.shape[2]
     q = q.reshape(b, t, kv, n // kv, h)
     scores = jnp.einsum("btkgh,bskh->bkgts", q, k, preferred_element_type=jnp.float32)
-    scores = scores * (h ** -0.5)
+    scores = scores * (h**-0.5)
     scores = jnp.where(mask[:, None, None], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
     out = jnp.einsum("bkgts,bskh->btkgh", probs, v)

@@ -24,7 +24,8 @@ Example::
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "dot_product_attention", "cudnn", "splash")  # see models.attention
 
@@ -57,12 +58,18 @@ class Architecture:
 
 
 ARCHITECTURES: Mapping[str, Architecture] = {
-    "llama": Architecture(qkv_bias="attention_bias", o_bias="attention_bias",
-                          mlp_bias="mlp_bias", hf_class="LlamaForCausalLM"),
+    "llama": Architecture(
+        qkv_bias="attention_bias", o_bias="attention_bias", mlp_bias="mlp_bias", hf_class="LlamaForCausalLM"
+    ),
     "mistral": Architecture(sliding="all", hf_class="MistralForCausalLM"),
     "qwen2": Architecture(qkv_bias=True, sliding="layer_types", hf_class="Qwen2ForCausalLM"),
-    "qwen3": Architecture(qkv_bias="attention_bias", o_bias="attention_bias", qk_norm=True,
-                          sliding="layer_types", hf_class="Qwen3ForCausalLM"),
+    "qwen3": Architecture(
+        qkv_bias="attention_bias",
+        o_bias="attention_bias",
+        qk_norm=True,
+        sliding="layer_types",
+        hf_class="Qwen3ForCausalLM",
+    ),
 }
 
 SUPPORTED_ROPE_TYPES = ("default", "linear", "llama3")
@@ -126,24 +133,23 @@ class ModelConfig:
     def __post_init__(self):
         if self.model_type not in ARCHITECTURES:
             raise UnsupportedModelError(
-                f"model_type {self.model_type!r} is not supported; supported: "
-                f"{', '.join(sorted(ARCHITECTURES))}")
+                f"model_type {self.model_type!r} is not supported; supported: {', '.join(sorted(ARCHITECTURES))}"
+            )
         if self.num_heads % self.num_kv_heads:
-            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of "
-                             f"num_kv_heads ({self.num_kv_heads})")
+            raise ValueError(f"num_heads ({self.num_heads}) must be a multiple of num_kv_heads ({self.num_kv_heads})")
         if self.layer_types is not None and len(self.layer_types) != self.num_layers:
-            raise ValueError(f"layer_types has {len(self.layer_types)} entries for "
-                             f"{self.num_layers} layers")
+            raise ValueError(f"layer_types has {len(self.layer_types)} entries for {self.num_layers} layers")
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"remat must be one of {', '.join(REMAT_POLICIES)}, not {self.remat!r}")
         if self.attention_impl not in ATTENTION_IMPLEMENTATIONS:
-            raise ValueError(f"attention_impl must be one of {', '.join(ATTENTION_IMPLEMENTATIONS)}, "
-                             f"not {self.attention_impl!r}")
+            raise ValueError(
+                f"attention_impl must be one of {', '.join(ATTENTION_IMPLEMENTATIONS)}, not {self.attention_impl!r}"
+            )
         rope_type = self.rope_scaling_dict.get("rope_type", "default")
         if rope_type not in SUPPORTED_ROPE_TYPES:
             raise UnsupportedModelError(
-                f"rope scaling type {rope_type!r} is not supported; supported: "
-                f"{', '.join(SUPPORTED_ROPE_TYPES)}")
+                f"rope scaling type {rope_type!r} is not supported; supported: {', '.join(SUPPORTED_ROPE_TYPES)}"
+            )
 
     # ----------------------------------------------------------------- helpers
     @property
@@ -168,24 +174,42 @@ class ModelConfig:
         head = 0 if self.tie_embeddings else d * v
         return v * d + self.num_layers * per_layer + d + head
 
-    def replace(self, **changes) -> "ModelConfig":
+    def replace(self, **changes) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
     @classmethod
-    def llama(cls, *, layers: int, dim: int, heads: int, kv_heads: int | None = None,
-              ffn: int, vocab: int, head_dim: int | None = None, **overrides) -> "ModelConfig":
+    def llama(
+        cls,
+        *,
+        layers: int,
+        dim: int,
+        heads: int,
+        kv_heads: int | None = None,
+        ffn: int,
+        vocab: int,
+        head_dim: int | None = None,
+        **overrides,
+    ) -> ModelConfig:
         """The config behind the language's ``init llama(layers=, dim=, heads=, kv_heads=, ffn=, vocab=)``."""
         kv_heads = heads if kv_heads is None else kv_heads
         if head_dim is None:
             if dim % heads:
                 raise ValueError(f"dim ({dim}) must be divisible by heads ({heads})")
             head_dim = dim // heads
-        return cls(vocab_size=vocab, hidden_size=dim, intermediate_size=ffn, num_layers=layers,
-                   num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim, **overrides)
+        return cls(
+            vocab_size=vocab,
+            hidden_size=dim,
+            intermediate_size=ffn,
+            num_layers=layers,
+            num_heads=heads,
+            num_kv_heads=kv_heads,
+            head_dim=head_dim,
+            **overrides,
+        )
 
     # ------------------------------------------------------- Hugging Face form
     @classmethod
-    def from_hf_config(cls, hf: Any, **overrides) -> "ModelConfig":
+    def from_hf_config(cls, hf: Any, **overrides) -> ModelConfig:
         """Build from a transformers config object or a ``config.json`` dict.
 
         Reads both the transformers-5 form (``rope_parameters``) and the older
@@ -199,7 +223,8 @@ class ModelConfig:
             raise UnsupportedModelError(
                 f"model_type {model_type!r} is not supported (supported: "
                 f"{', '.join(sorted(ARCHITECTURES))}). Use a Llama, Mistral, Qwen2/2.5, Qwen3 or "
-                "SmolLM2 checkpoint, or `init llama(...)` for fresh weights.")
+                "SmolLM2 checkpoint, or `init llama(...)` for fresh weights."
+            )
         arch = ARCHITECTURES[model_type]
         act = d.get("hidden_act", "silu")
         if act != "silu":
@@ -222,8 +247,7 @@ class ModelConfig:
         if scaling.get("rope_type", "default") == "default":
             scaling = {}
         else:
-            if (scaling["rope_type"] == "llama3"
-                    and "original_max_position_embeddings" not in scaling):
+            if scaling["rope_type"] == "llama3" and "original_max_position_embeddings" not in scaling:
                 scaling["original_max_position_embeddings"] = d.get("max_position_embeddings")
 
         heads = d["num_attention_heads"]
@@ -239,8 +263,9 @@ class ModelConfig:
                 sliding_window = d.get("sliding_window")
                 if lt is None:
                     start = d.get("max_window_layers", d["num_hidden_layers"])
-                    lt = ["sliding_attention" if i >= start else "full_attention"
-                          for i in range(d["num_hidden_layers"])]
+                    lt = [
+                        "sliding_attention" if i >= start else "full_attention" for i in range(d["num_hidden_layers"])
+                    ]
                 layer_types = tuple(lt)
             if sliding_window is None:
                 layer_types = None
@@ -296,14 +321,12 @@ class ModelConfig:
             head_dim=self.head_dim,
             hidden_act="silu",
             rms_norm_eps=self.rms_norm_eps,
-            rope_parameters={"rope_type": "default", **self.rope_scaling_dict,
-                             "rope_theta": self.rope_theta},
+            rope_parameters={"rope_type": "default", **self.rope_scaling_dict, "rope_theta": self.rope_theta},
             tie_word_embeddings=self.tie_embeddings,
             max_position_embeddings=self.max_position_embeddings,
             initializer_range=self.initializer_range,
             bos_token_id=self.bos_token_id,
-            eos_token_id=list(self.eos_token_id) if isinstance(self.eos_token_id, tuple)
-            else self.eos_token_id,
+            eos_token_id=list(self.eos_token_id) if isinstance(self.eos_token_id, tuple) else self.eos_token_id,
             pad_token_id=self.pad_token_id,
             architectures=[arch.hf_class],
         )
@@ -312,19 +335,20 @@ class ModelConfig:
             if isinstance(spec, str):
                 kw[spec] = getattr(self, name)
             elif spec != getattr(self, name):
-                raise UnsupportedModelError(
-                    f"{self.model_type} cannot express {name}={getattr(self, name)}")
+                raise UnsupportedModelError(f"{self.model_type} cannot express {name}={getattr(self, name)}")
         if self.qkv_bias != self.o_bias and arch.qkv_bias == arch.o_bias:
             raise UnsupportedModelError(
-                f"{self.model_type} ties q/k/v and o biases; got qkv_bias={self.qkv_bias}, "
-                f"o_bias={self.o_bias}")
+                f"{self.model_type} ties q/k/v and o biases; got qkv_bias={self.qkv_bias}, o_bias={self.o_bias}"
+            )
         if arch.sliding == "all":
             kw["sliding_window"] = self.sliding_window
         elif arch.sliding == "layer_types":
             if self.sliding_window is not None:
-                kw.update(use_sliding_window=True, sliding_window=self.sliding_window,
-                          layer_types=list(self.layer_types or
-                                           ["sliding_attention"] * self.num_layers))
+                kw.update(
+                    use_sliding_window=True,
+                    sliding_window=self.sliding_window,
+                    layer_types=list(self.layer_types or ["sliding_attention"] * self.num_layers),
+                )
             else:
                 kw.update(use_sliding_window=False)
         elif self.sliding_window is not None:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -78,6 +78,7 @@ def _filter_logits(logits: jax.Array, sampling: Sampling, temperature=None, top_
     if 0 < sampling.top_k < logits.shape[-1]:
         kth = jax.lax.top_k(logits, sampling.top_k)[0][..., -1:]
         logits = jnp.where(logits < kth, neg, logits)
+
     def nucleus(logits):
         keys = _ordered_bits(logits)
         return jnp.where(keys < _top_p_threshold(logits, keys, top_p), neg, logits)
@@ -118,8 +119,9 @@ def _next_token(logits, sampling: Sampling, temperature, top_p, rng) -> jax.Arra
     return jax.random.categorical(rng, filtered, axis=-1).astype(jnp.int32)
 
 
-def _prefill(model: Transformer, ids, mask, rng, temperature, top_p, *, max_new_tokens: int,
-             sampling: Sampling, cache_dtype):
+def _prefill(
+    model: Transformer, ids, mask, rng, temperature, top_p, *, max_new_tokens: int, sampling: Sampling, cache_dtype
+):
     """Run the padded prompt into a fresh cache and choose each row's first new token."""
     b, p = ids.shape
     cache = init_cache(model.config, b, p + max_new_tokens, cache_dtype)
@@ -133,8 +135,7 @@ def _prefill(model: Transformer, ids, mask, rng, temperature, top_p, *, max_new_
     return token, n_real, cache, rng
 
 
-def _advance(model: Transformer, token, step, n_real, live, cache, rng, temperature, top_p, *,
-             sampling: Sampling):
+def _advance(model: Transformer, token, step, n_real, live, cache, rng, temperature, top_p, *, sampling: Sampling):
     """Write ``token`` (the ``step``-th new one) into the cache and choose the next; ``live`` 0 masks a stopped row."""
     pos = (n_real + step)[:, None]
     logits, cache = model.decode(token[:, None], pos, live.astype(jnp.int32)[:, None], cache)
@@ -143,13 +144,34 @@ def _advance(model: Transformer, token, step, n_real, live, cache, rng, temperat
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "sampling", "cache_dtype"))
-def _generate_jit(graphdef, state, ids, mask, eos_ids, rng, temperature, top_p, *,
-                  max_new_tokens: int, sampling: Sampling, cache_dtype):
+def _generate_jit(
+    graphdef,
+    state,
+    ids,
+    mask,
+    eos_ids,
+    rng,
+    temperature,
+    top_p,
+    *,
+    max_new_tokens: int,
+    sampling: Sampling,
+    cache_dtype,
+):
     # `sampling` here only carries what must be static: greedy or not, and top_k.
     model: Transformer = nnx.merge(graphdef, state)
     b = ids.shape[0]
-    token, n_real, cache, rng = _prefill(model, ids, mask, rng, temperature, top_p, max_new_tokens=max_new_tokens,
-                                         sampling=sampling, cache_dtype=cache_dtype)
+    token, n_real, cache, rng = _prefill(
+        model,
+        ids,
+        mask,
+        rng,
+        temperature,
+        top_p,
+        max_new_tokens=max_new_tokens,
+        sampling=sampling,
+        cache_dtype=cache_dtype,
+    )
     out = jnp.zeros((b, max_new_tokens), jnp.int32)
 
     def is_eos(t):
@@ -164,8 +186,9 @@ def _generate_jit(graphdef, state, ids, mask, eos_ids, rng, temperature, top_p, 
         out = out.at[:, step].set(jnp.where(done, 0, token))
         was_done = done
         done = done | is_eos(token)
-        token, cache, rng = _advance(model, token, step, n_real, ~was_done, cache, rng, temperature, top_p,
-                                     sampling=sampling)
+        token, cache, rng = _advance(
+            model, token, step, n_real, ~was_done, cache, rng, temperature, top_p, sampling=sampling
+        )
         return step + 1, token, out, done, cache, rng
 
     done0 = jnp.zeros((b,), bool)
@@ -175,16 +198,36 @@ def _generate_jit(graphdef, state, ids, mask, eos_ids, rng, temperature, top_p, 
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "max_new_tokens", "sampling", "cache_dtype"))
-def _prefill_jit(graphdef, state, ids, mask, rng, temperature, top_p, *, max_new_tokens: int,
-                 sampling: Sampling, cache_dtype):
-    return _prefill(nnx.merge(graphdef, state), ids, mask, rng, temperature, top_p,
-                    max_new_tokens=max_new_tokens, sampling=sampling, cache_dtype=cache_dtype)
+def _prefill_jit(
+    graphdef, state, ids, mask, rng, temperature, top_p, *, max_new_tokens: int, sampling: Sampling, cache_dtype
+):
+    return _prefill(
+        nnx.merge(graphdef, state),
+        ids,
+        mask,
+        rng,
+        temperature,
+        top_p,
+        max_new_tokens=max_new_tokens,
+        sampling=sampling,
+        cache_dtype=cache_dtype,
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("graphdef", "sampling"), donate_argnames=("cache",))
 def _advance_jit(graphdef, state, token, step, n_real, cache, rng, temperature, top_p, *, sampling: Sampling):
-    return _advance(nnx.merge(graphdef, state), token, step, n_real, jnp.ones_like(token), cache, rng,
-                    temperature, top_p, sampling=sampling)
+    return _advance(
+        nnx.merge(graphdef, state),
+        token,
+        step,
+        n_real,
+        jnp.ones_like(token),
+        cache,
+        rng,
+        temperature,
+        top_p,
+        sampling=sampling,
+    )
 
 
 def _bucket(n: int, multiple: int) -> int:
@@ -200,8 +243,15 @@ def _decoding(model: Transformer, sampling: Sampling, rng) -> tuple:
     top_p, and the static part of ``sampling`` (greedy or not, top_k: what changes the program)."""
     graphdef, state = nnx.split(model)
     static = Sampling() if sampling.greedy else Sampling(temperature=1.0, top_k=sampling.top_k)
-    return (graphdef, state, _key(rng), jnp.float32(sampling.temperature or 1.0), jnp.float32(sampling.top_p),
-            static, jnp.dtype(model.dtype).name)
+    return (
+        graphdef,
+        state,
+        _key(rng),
+        jnp.float32(sampling.temperature or 1.0),
+        jnp.float32(sampling.top_p),
+        static,
+        jnp.dtype(model.dtype).name,
+    )
 
 
 def _left_pad(prompts: Sequence[Sequence[int]], bucket: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
@@ -211,14 +261,20 @@ def _left_pad(prompts: Sequence[Sequence[int]], bucket: int, pad_id: int) -> tup
     ids = np.full((len(prompts), width), pad_id, np.int32)
     mask = np.zeros((len(prompts), width), np.int32)
     for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = p
-        mask[i, width - len(p):] = 1
+        ids[i, width - len(p) :] = p
+        mask[i, width - len(p) :] = 1
     return ids, mask
 
 
-def generate_padded(model: Transformer, input_ids, attention_mask, max_new_tokens: int,
-                    eos_ids: Sequence[int] = (), sampling: Sampling = GREEDY,
-                    rng: jax.Array | int | None = None) -> list[list[int]]:
+def generate_padded(
+    model: Transformer,
+    input_ids,
+    attention_mask,
+    max_new_tokens: int,
+    eos_ids: Sequence[int] = (),
+    sampling: Sampling = GREEDY,
+    rng: jax.Array | int | None = None,
+) -> list[list[int]]:
     """Generate from a padded batch ``input_ids [B, P]`` with ``attention_mask`` (1 = token).
 
     Returns the new tokens of each row: up to ``max_new_tokens``, ending with
@@ -234,8 +290,19 @@ def generate_padded(model: Transformer, input_ids, attention_mask, max_new_token
         raise ValueError("every prompt needs at least one token")
     eos = sorted(set(int(e) for e in eos_ids)) or [-1]
     graphdef, state, rng, temperature, top_p, static, cache_dtype = _decoding(model, sampling, rng)
-    out, _ = _generate_jit(graphdef, state, ids, mask, jnp.asarray(eos, jnp.int32), rng, temperature, top_p,
-                           max_new_tokens=int(max_new_tokens), sampling=static, cache_dtype=cache_dtype)
+    out, _ = _generate_jit(
+        graphdef,
+        state,
+        ids,
+        mask,
+        jnp.asarray(eos, jnp.int32),
+        rng,
+        temperature,
+        top_p,
+        max_new_tokens=int(max_new_tokens),
+        sampling=static,
+        cache_dtype=cache_dtype,
+    )
     eos_set = set(eos)
     results = []
     for row in np.asarray(out).tolist():
@@ -248,10 +315,16 @@ def generate_padded(model: Transformer, input_ids, attention_mask, max_new_token
     return results
 
 
-def generate(model: Transformer, prompt_ids_list: Sequence[Sequence[int]], max_new_tokens: int,
-             eos_ids: Sequence[int] = (), sampling: Sampling = GREEDY,
-             rng: jax.Array | int | None = None, pad_id: int = 0,
-             bucket: int = 16) -> list[list[int]]:
+def generate(
+    model: Transformer,
+    prompt_ids_list: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    eos_ids: Sequence[int] = (),
+    sampling: Sampling = GREEDY,
+    rng: jax.Array | int | None = None,
+    pad_id: int = 0,
+    bucket: int = 16,
+) -> list[list[int]]:
     """Continue each prompt; returns one list of new token ids per prompt.
 
     Prompts are left-padded to a common length rounded up to ``bucket``. A
@@ -268,10 +341,17 @@ def generate(model: Transformer, prompt_ids_list: Sequence[Sequence[int]], max_n
     return generate_padded(model, ids, mask, max_new_tokens, eos_ids, sampling, rng)
 
 
-def generate_many(model: Transformer, prompt_ids_list: Sequence[Sequence[int]], max_new_tokens: int,
-                  eos_ids: Sequence[int] = (), sampling: Sampling = GREEDY,
-                  rng: jax.Array | int | None = None, pad_id: int = 0,
-                  batch_size: int = 32, share: tuple[int, int] = (0, 1)) -> list[list[int] | None]:
+def generate_many(
+    model: Transformer,
+    prompt_ids_list: Sequence[Sequence[int]],
+    max_new_tokens: int,
+    eos_ids: Sequence[int] = (),
+    sampling: Sampling = GREEDY,
+    rng: jax.Array | int | None = None,
+    pad_id: int = 0,
+    batch_size: int = 32,
+    share: tuple[int, int] = (0, 1),
+) -> list[list[int] | None]:
     """`generate` over any number of prompts, ``batch_size`` at a time; results in the input order.
 
     Prompts are sorted by length so that a batch needs little padding; a short
@@ -292,19 +372,33 @@ def generate_many(model: Transformer, prompt_ids_list: Sequence[Sequence[int]], 
     for b, start in enumerate(range(0, len(order), size)):
         if b % count != index:
             continue
-        idx = order[start:start + size]
+        idx = order[start : start + size]
         batch = [prompts[i] for i in idx]
         batch += [batch[-1]] * (size - len(batch))
-        new = generate(model, batch, max_new_tokens, eos_ids=eos_ids, sampling=sampling,
-                       rng=jax.random.fold_in(key, b), pad_id=pad_id)
+        new = generate(
+            model,
+            batch,
+            max_new_tokens,
+            eos_ids=eos_ids,
+            sampling=sampling,
+            rng=jax.random.fold_in(key, b),
+            pad_id=pad_id,
+        )
         for i, tokens in zip(idx, new):
             outputs[i] = tokens
     return outputs
 
 
-def stream(model: Transformer, prompt: Sequence[int], max_new_tokens: int, eos_ids: Sequence[int] = (),
-           sampling: Sampling = GREEDY, rng: jax.Array | int | None = None, pad_id: int = 0,
-           bucket: int = 16) -> Iterator[int]:
+def stream(
+    model: Transformer,
+    prompt: Sequence[int],
+    max_new_tokens: int,
+    eos_ids: Sequence[int] = (),
+    sampling: Sampling = GREEDY,
+    rng: jax.Array | int | None = None,
+    pad_id: int = 0,
+    bucket: int = 16,
+) -> Iterator[int]:
     """Yield the new tokens of one prompt as they are chosen: what ``generate(model, [prompt], ...)[0]``
     returns (the stop token included), one token at a time.
 
@@ -316,14 +410,24 @@ def stream(model: Transformer, prompt: Sequence[int], max_new_tokens: int, eos_i
         return
     ids, mask = _left_pad([list(map(int, prompt))], bucket, pad_id)
     graphdef, state, rng, temperature, top_p, static, cache_dtype = _decoding(model, sampling, rng)
-    token, n_real, cache, rng = _prefill_jit(graphdef, state, jnp.asarray(ids), jnp.asarray(mask), rng,
-                                             temperature, top_p, max_new_tokens=int(max_new_tokens),
-                                             sampling=static, cache_dtype=cache_dtype)
+    token, n_real, cache, rng = _prefill_jit(
+        graphdef,
+        state,
+        jnp.asarray(ids),
+        jnp.asarray(mask),
+        rng,
+        temperature,
+        top_p,
+        max_new_tokens=int(max_new_tokens),
+        sampling=static,
+        cache_dtype=cache_dtype,
+    )
     stops = set(int(e) for e in eos_ids)
     for step in range(int(max_new_tokens)):
         chosen = int(token[0])
         yield chosen
         if chosen in stops or step + 1 == max_new_tokens:
             return
-        token, cache, rng = _advance_jit(graphdef, state, token, jnp.int32(step), n_real, cache, rng,
-                                         temperature, top_p, sampling=static)
+        token, cache, rng = _advance_jit(
+            graphdef, state, token, jnp.int32(step), n_real, cache, rng, temperature, top_p, sampling=static
+        )

@@ -55,7 +55,8 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -64,14 +65,29 @@ from flax import nnx
 from runtime.models.quantize import is_quantized
 from runtime.models.transformer import Linear
 
-__all__ = ["TARGETS", "LoraLinear", "add_lora", "trainable_filter", "count_params", "count_lora_params",
-           "merge_lora", "dropout_rng", "lora_layers", "has_lora"]
+__all__ = [
+    "TARGETS",
+    "LoraLinear",
+    "add_lora",
+    "trainable_filter",
+    "count_params",
+    "count_lora_params",
+    "merge_lora",
+    "dropout_rng",
+    "lora_layers",
+    "has_lora",
+]
 
 # language target -> (block attribute, projection attribute); the state path is
 # layers.{i}.<block>.<projection>, as in runtime.checkpoints.hf_checkpoint.WEIGHT_TABLE.
 TARGETS: dict[str, tuple[str, str]] = {
-    "q": ("attn", "q"), "k": ("attn", "k"), "v": ("attn", "v"), "o": ("attn", "o"),
-    "gate": ("mlp", "gate"), "up": ("mlp", "up"), "down": ("mlp", "down"),
+    "q": ("attn", "q"),
+    "k": ("attn", "k"),
+    "v": ("attn", "v"),
+    "o": ("attn", "o"),
+    "gate": ("mlp", "gate"),
+    "up": ("mlp", "up"),
+    "down": ("mlp", "down"),
 }
 
 _DROPOUT_KEY: contextvars.ContextVar = contextvars.ContextVar("lora_dropout_key", default=None)
@@ -106,8 +122,17 @@ class LoraLinear(Linear):
     this adapter's dropout mask independent of the others'.
     """
 
-    def __init__(self, base: nnx.Linear, *, rank: int, alpha: float, dropout: float = 0.0,
-                 index: int = 0, rngs: nnx.Rngs, param_dtype: Any = jnp.float32):
+    def __init__(
+        self,
+        base: nnx.Linear,
+        *,
+        rank: int,
+        alpha: float,
+        dropout: float = 0.0,
+        index: int = 0,
+        rngs: nnx.Rngs,
+        param_dtype: Any = jnp.float32,
+    ):
         if type(base) is not Linear:
             raise TypeError(f"LoRA wraps the model's Linear projections, got {type(base).__name__}")
         if rank < 1:
@@ -119,10 +144,14 @@ class LoraLinear(Linear):
                 setattr(self, name, nnx.data(None) if value is None and name == "bias" else value)
         din, dout = base.in_features, base.out_features
         names = base.kernel.get_metadata().get("out_sharding") or (None, None)
-        self.lora_a = nnx.LoRAParam(_lora_a_init(rngs.params(), (din, rank), jnp.dtype(param_dtype)),
-                                    out_sharding=(names[0], None), eager_sharding=False)
-        self.lora_b = nnx.LoRAParam(jnp.zeros((rank, dout), jnp.dtype(param_dtype)),
-                                    out_sharding=(None, names[1]), eager_sharding=False)
+        self.lora_a = nnx.LoRAParam(
+            _lora_a_init(rngs.params(), (din, rank), jnp.dtype(param_dtype)),
+            out_sharding=(names[0], None),
+            eager_sharding=False,
+        )
+        self.lora_b = nnx.LoRAParam(
+            jnp.zeros((rank, dout), jnp.dtype(param_dtype)), out_sharding=(None, names[1]), eager_sharding=False
+        )
         self.rank = int(rank)
         self.alpha = float(alpha)
         self.scaling = float(alpha) / int(rank)
@@ -160,8 +189,7 @@ def _targets(plan) -> tuple[str, ...]:
     targets = tuple(plan.targets)
     unknown = [t for t in targets if t not in TARGETS]
     if unknown:
-        raise ValueError(f"unknown LoRA target(s) {', '.join(map(repr, unknown))}; "
-                         f"targets are {', '.join(TARGETS)}")
+        raise ValueError(f"unknown LoRA target(s) {', '.join(map(repr, unknown))}; targets are {', '.join(TARGETS)}")
     if not targets:
         raise ValueError("LoRA needs at least one target")
     return targets
@@ -189,9 +217,19 @@ def add_lora(model: nnx.Module, plan, rngs: nnx.Rngs | int = 0, *, param_dtype: 
             block_name, proj_name = TARGETS[target]
             block = getattr(layer, block_name)
             base = getattr(block, proj_name)
-            setattr(block, proj_name, LoraLinear(base, rank=plan.rank, alpha=plan.alpha,
-                                                 dropout=plan.dropout, index=index, rngs=rngs,
-                                                 param_dtype=param_dtype))
+            setattr(
+                block,
+                proj_name,
+                LoraLinear(
+                    base,
+                    rank=plan.rank,
+                    alpha=plan.alpha,
+                    dropout=plan.dropout,
+                    index=index,
+                    rngs=rngs,
+                    param_dtype=param_dtype,
+                ),
+            )
             index += 1
     return model
 
@@ -221,8 +259,7 @@ def count_lora_params(config, plan) -> int:
     """Adapter parameters a `LoraPlan` adds to a `ModelConfig` (no model built)."""
     d, f, h = config.hidden_size, config.intermediate_size, config.head_dim
     q, kv = config.num_heads * h, config.num_kv_heads * h
-    shapes = {"q": (d, q), "k": (d, kv), "v": (d, kv), "o": (q, d),
-              "gate": (d, f), "up": (d, f), "down": (f, d)}
+    shapes = {"q": (d, q), "k": (d, kv), "v": (d, kv), "o": (q, d), "gate": (d, f), "up": (d, f), "down": (f, d)}
     per_layer = sum(plan.rank * (shapes[t][0] + shapes[t][1]) for t in _targets(plan))
     return config.num_layers * per_layer
 
@@ -242,13 +279,16 @@ def merge_lora(model: nnx.Module) -> nnx.Module:
     merged = {}
     for path, variable in nnx.to_flat_state(nnx.state(model)):
         if is_quantized(variable.get_value()):
-            raise ValueError(f"{'.'.join(map(str, path))} is quantized: merge the adapters into the "
-                             "unquantized base (runtime.train.engine.over_original_base)")
+            raise ValueError(
+                f"{'.'.join(map(str, path))} is quantized: merge the adapters into the "
+                "unquantized base (runtime.train.engine.over_original_base)"
+            )
     for path, layer in lora_layers(model):
         kernel = layer.kernel[...]
         merged[path + ("kernel",)] = (kernel.astype(jnp.float32) + layer.delta()).astype(kernel.dtype)
-    abstract = nnx.eval_shape(lambda: Transformer(model.config, rngs=nnx.Rngs(0), dtype=model.dtype,
-                                                  param_dtype=model.param_dtype))
+    abstract = nnx.eval_shape(
+        lambda: Transformer(model.config, rngs=nnx.Rngs(0), dtype=model.dtype, param_dtype=model.param_dtype)
+    )
     graphdef, _ = nnx.split(abstract)
     leaves = []
     for path, variable in nnx.to_flat_state(nnx.state(model)):

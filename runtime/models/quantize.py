@@ -26,15 +26,25 @@ holds the whole base in a wider dtype.
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import qwix
 from flax import nnx
 
-__all__ = ["QUANTIZED", "NF4_BLOCK", "nf4_block", "is_quantized", "quantize_kernel", "dequantize", "project",
-           "quantize_model", "converter", "bytes_per_weight"]
+__all__ = [
+    "QUANTIZED",
+    "NF4_BLOCK",
+    "nf4_block",
+    "is_quantized",
+    "quantize_kernel",
+    "dequantize",
+    "project",
+    "quantize_model",
+    "converter",
+    "bytes_per_weight",
+]
 
 # the projections a quantized base stores quantized: every block projection (attn.q ... mlp.down)
 QUANTIZED = ("q", "k", "v", "o", "gate", "up", "down")
@@ -118,8 +128,9 @@ def converter(kind: str, dtype) -> Callable[[tuple, jax.Array], object]:
     dtype = jnp.dtype(dtype)
 
     def convert(key_path: tuple, array: jax.Array):
-        quantized = (len(key_path) == 5 and key_path[0] == "layers" and key_path[3] in QUANTIZED
-                     and key_path[4] == "kernel")
+        quantized = (
+            len(key_path) == 5 and key_path[0] == "layers" and key_path[3] in QUANTIZED and key_path[4] == "kernel"
+        )
         return quantize_kernel(array, kind, dtype) if quantized else array
 
     return convert

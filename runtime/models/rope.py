@@ -22,7 +22,7 @@ def inverse_frequencies(config: ModelConfig) -> np.ndarray:
     """float32 ``[head_dim // 2]`` inverse frequencies, scaled per ``config.rope_scaling``."""
     dim = config.head_dim
     exponents = np.arange(0, dim, 2, dtype=np.int64).astype(np.float32) / dim
-    inv_freq = (1.0 / (config.rope_theta ** exponents)).astype(np.float32)
+    inv_freq = (1.0 / (config.rope_theta**exponents)).astype(np.float32)
     scaling = config.rope_scaling_dict
     rope_type = scaling.get("rope_type", "default")
     if rope_type == "linear":

@@ -22,7 +22,7 @@ runs unchanged on one device.
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import jax
 from flax import nnx

@@ -42,6 +42,7 @@ def mask_key(window: int | None) -> str:
     pytree JAX can flatten (it sorts dict keys; None and ints do not sort together)."""
     return "full" if window is None else f"window {window}"
 
+
 __all__ = ["Transformer", "KVCache", "build", "forward", "init_cache"]
 
 
@@ -78,13 +79,19 @@ class Linear(nnx.Linear):
         return y
 
 
-def _linear(din: int, dout: int, names: tuple[str, str], bias: bool, config: ModelConfig,
-            dtype: _Dtypes, rngs: nnx.Rngs) -> Linear:
+def _linear(
+    din: int, dout: int, names: tuple[str, str], bias: bool, config: ModelConfig, dtype: _Dtypes, rngs: nnx.Rngs
+) -> Linear:
     return Linear(
-        din, dout, use_bias=bias, dtype=dtype.compute, param_dtype=dtype.param,
+        din,
+        dout,
+        use_bias=bias,
+        dtype=dtype.compute,
+        param_dtype=dtype.param,
         kernel_init=partitioned(nnx.initializers.normal(config.initializer_range), names),
         bias_init=partitioned(nnx.initializers.zeros_init(), names[1:]),
-        rngs=rngs)
+        rngs=rngs,
+    )
 
 
 class Attention(nnx.Module):
@@ -147,8 +154,16 @@ class Block(nnx.Module):
         self.mlp = MLP(config, dtype=dtype, rngs=rngs)
 
     def __call__(self, x_td, shape, cos, sin, masks, kv=None):
-        h, kv = self.attn(self.attn_norm(x_td), shape, cos, sin, masks[mask_key(self.window)], kv,
-                          segments=masks.get(SEGMENTS), window=self.window)
+        h, kv = self.attn(
+            self.attn_norm(x_td),
+            shape,
+            cos,
+            sin,
+            masks[mask_key(self.window)],
+            kv,
+            segments=masks.get(SEGMENTS),
+            window=self.window,
+        )
         x_td = x_td + h
         x_td = x_td + self.mlp(self.mlp_norm(x_td))
         return constrain(x_td, ("batch", "embed")), kv
@@ -172,16 +187,23 @@ class KVCache(NamedTuple):
 def init_cache(config: ModelConfig, batch: int, length: int, dtype="float32") -> KVCache:
     shape = (batch, length, config.num_kv_heads, config.head_dim)
     zeros = tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers))
-    return KVCache(zeros, tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers)),
-                   jnp.zeros((batch, length), jnp.int32), jnp.zeros((batch, length), jnp.int32),
-                   jnp.zeros((), jnp.int32))
+    return KVCache(
+        zeros,
+        tuple(jnp.zeros(shape, dtype) for _ in range(config.num_layers)),
+        jnp.zeros((batch, length), jnp.int32),
+        jnp.zeros((batch, length), jnp.int32),
+        jnp.zeros((), jnp.int32),
+    )
 
 
 def _rematerialized(layer, x, shape, cos, sin, masks, remat: str):
     """A decoder layer under `jax.checkpoint`: `full` saves only the layer's input for
     the backward pass, `dots` also its matmul outputs."""
-    policy = (jax.checkpoint_policies.nothing_saveable if remat == "full"
-              else jax.checkpoint_policies.dots_with_no_batch_dims_saveable)
+    policy = (
+        jax.checkpoint_policies.nothing_saveable
+        if remat == "full"
+        else jax.checkpoint_policies.dots_with_no_batch_dims_saveable
+    )
 
     def run(layer, x, cos, sin, masks):
         return layer(x, shape, cos, sin, masks, None)[0]
@@ -217,9 +239,13 @@ class Transformer(nnx.Module):
         self.dtype = dtype.compute
         self.param_dtype = dtype.param
         self.embed = nnx.Embed(
-            c.vocab_size, c.hidden_size, dtype=dtype.compute, param_dtype=dtype.param,
+            c.vocab_size,
+            c.hidden_size,
+            dtype=dtype.compute,
+            param_dtype=dtype.param,
             embedding_init=partitioned(nnx.initializers.normal(c.initializer_range), ("vocab", "embed")),
-            rngs=rngs)
+            rngs=rngs,
+        )
         self.layers = nnx.List([Block(c, i, dtype=dtype, rngs=rngs) for i in range(c.num_layers)])
         self.final_norm = RMSNorm(c.hidden_size, c.rms_norm_eps, dtype=dtype)
         if c.tie_embeddings:
@@ -321,8 +347,7 @@ class Transformer(nnx.Module):
         return logits, KVCache(keys, values, k_seg, k_pos, start + l)
 
 
-def build(config: ModelConfig, rngs: nnx.Rngs | int = 0, dtype="float32",
-          param_dtype=None) -> Transformer:
+def build(config: ModelConfig, rngs: nnx.Rngs | int = 0, dtype="float32", param_dtype=None) -> Transformer:
     """A fresh, randomly initialised model (the language's ``init llama(...)``).
 
     ``dtype`` is the compute dtype; parameters are stored in ``param_dtype``

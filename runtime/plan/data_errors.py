@@ -22,8 +22,7 @@ class RowProblem(Exception):
     """A row that cannot become an example: which column/turn and why (turned into a
     `BadRowError` or a skip count by the caller)."""
 
-    def __init__(self, reason: str, column: str | None = None, turn: int | None = None,
-                 unstable: bool = False):
+    def __init__(self, reason: str, column: str | None = None, turn: int | None = None, unstable: bool = False):
         super().__init__(reason)
         self.reason, self.column, self.turn, self.unstable = reason, column, turn, unstable
 
@@ -66,8 +65,17 @@ class BadRowError(DataError):
     (None when not about one column), ``reason`` and ``row_text`` (shortened).
     """
 
-    def __init__(self, source: str, file: str | None, row: int, column: str | None,
-                 reason: str, row_text: str, turn: int | None = None, unit: str = "row"):
+    def __init__(
+        self,
+        source: str,
+        file: str | None,
+        row: int,
+        column: str | None,
+        reason: str,
+        row_text: str,
+        turn: int | None = None,
+        unit: str = "row",
+    ):
         self.source, self.file, self.row, self.column = source, file, row, column
         self.reason, self.row_text, self.turn, self.unit = reason, row_text, turn, unit
         where = f"{file}, {unit} {row}" if file else f"row {row}"
@@ -80,8 +88,10 @@ class BadRowError(DataError):
         )
 
     def __reduce__(self):  # picklable, so it crosses `Dataset.map(num_proc=N)` worker boundaries
-        return (type(self), (self.source, self.file, self.row, self.column, self.reason, self.row_text,
-                             self.turn, self.unit))
+        return (
+            type(self),
+            (self.source, self.file, self.row, self.column, self.reason, self.row_text, self.turn, self.unit),
+        )
 
 
 class TemplateNotPrefixStableError(BadRowError):

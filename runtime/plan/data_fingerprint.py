@@ -10,7 +10,7 @@ library only: the compiler imports this module.
 from __future__ import annotations
 
 import hashlib
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def file_digest(chunks: Iterable[bytes]) -> bytes:

@@ -43,8 +43,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 SOURCE_KINDS = ("jsonl", "json", "csv", "parquet", "arrow", "text", "disk", "hf_dataset")
 FORMATS = ("alpaca", "tokens")  # whole-row shapes a template names (others follow from its keys)
@@ -78,20 +79,21 @@ class EvalSplit:
 
     fraction: float | None = None
     seed: int = 0
-    source: "SourceSpec | None" = None
+    source: SourceSpec | None = None
 
     def __post_init__(self) -> None:
-        _check((self.fraction is None) != (self.source is None),
-               "EvalSplit needs exactly one of fraction= or source=")
+        _check((self.fraction is None) != (self.source is None), "EvalSplit needs exactly one of fraction= or source=")
         if self.fraction is not None:
-            _check(0.0 < float(self.fraction) < 1.0,
-                   f"EvalSplit.fraction must be in (0, 1), got {self.fraction}")
+            _check(0.0 < float(self.fraction) < 1.0, f"EvalSplit.fraction must be in (0, 1), got {self.fraction}")
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "EvalSplit":
+    def from_dict(cls, d: Mapping[str, Any]) -> EvalSplit:
         src = d.get("source")
-        return cls(fraction=d.get("fraction"), seed=int(d.get("seed", 0)),
-                   source=SourceSpec.from_dict(src) if src is not None else None)
+        return cls(
+            fraction=d.get("fraction"),
+            seed=int(d.get("seed", 0)),
+            source=SourceSpec.from_dict(src) if src is not None else None,
+        )
 
 
 @dataclass(frozen=True)
@@ -155,12 +157,17 @@ class SourceSpec:
         _check(len(set(news)) == len(news), f"source {self.name!r}: two columns renamed to the same name")
         _check(len(set(olds)) == len(olds), f"source {self.name!r}: a column renamed twice")
         _check(bool(self.name), "SourceSpec.name must be non-empty")
-        _check(self.kind in SOURCE_KINDS,
-               f"source {self.name!r}: kind must be one of {SOURCE_KINDS}, got {self.kind!r}")
-        _check(self.overflow in OVERFLOW_MODES,
-               f"source {self.name!r}: overflow must be one of {OVERFLOW_MODES}, got {self.overflow!r}")
-        _check(self.on_bad_row in BAD_ROW_MODES,
-               f"source {self.name!r}: on_bad_row must be one of {BAD_ROW_MODES}, got {self.on_bad_row!r}")
+        _check(
+            self.kind in SOURCE_KINDS, f"source {self.name!r}: kind must be one of {SOURCE_KINDS}, got {self.kind!r}"
+        )
+        _check(
+            self.overflow in OVERFLOW_MODES,
+            f"source {self.name!r}: overflow must be one of {OVERFLOW_MODES}, got {self.overflow!r}",
+        )
+        _check(
+            self.on_bad_row in BAD_ROW_MODES,
+            f"source {self.name!r}: on_bad_row must be one of {BAD_ROW_MODES}, got {self.on_bad_row!r}",
+        )
         if self.kind == "hf_dataset":
             _check(bool(self.hub), f"source {self.name!r}: hf_dataset needs hub='org/name'")
         else:
@@ -168,21 +175,30 @@ class SourceSpec:
         if self.field is not None:
             _check(self.kind in ("json", "jsonl"), f"source {self.name!r}: field= is only for json")
         if self.delimiter is not None:
-            _check(self.kind == "csv" and len(self.delimiter) == 1,
-                   f"source {self.name!r}: delimiter= is one character, and only for csv")
+            _check(
+                self.kind == "csv" and len(self.delimiter) == 1,
+                f"source {self.name!r}: delimiter= is one character, and only for csv",
+            )
 
-    def eval_part(self) -> "SourceSpec | None":
+    def eval_part(self) -> SourceSpec | None:
         """The source of this source's eval rows when they come from another file
         (``split eval = jsonl(...)``): read as this source's rows are (overflow, bad rows,
         renames, filter, system message), named ``"<name>/eval"``."""
         if self.eval is None or self.eval.source is None:
             return None
-        return dataclasses.replace(self.eval.source, name=f"{self.name}/eval", eval=None, overflow=self.overflow,
-                                   on_bad_row=self.on_bad_row, rename=self.rename, system=self.system,
-                                   where=self.where)
+        return dataclasses.replace(
+            self.eval.source,
+            name=f"{self.name}/eval",
+            eval=None,
+            overflow=self.overflow,
+            on_bad_row=self.on_bad_row,
+            rename=self.rename,
+            system=self.system,
+            where=self.where,
+        )
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "SourceSpec":
+    def from_dict(cls, d: Mapping[str, Any]) -> SourceSpec:
         d = dict(d)
         ev = d.pop("eval", None)
         d["paths"] = tuple(d.get("paths") or ())
@@ -240,21 +256,31 @@ class TemplateSpec:
         object.__setattr__(self, "roles", tuple((str(a), str(b)) for a, b in self.roles))
         object.__setattr__(self, "keys", tuple((str(a), str(b)) for a, b in self.keys))
         _check(self.format is None or self.format in FORMATS, f"format must be one of {FORMATS}, got {self.format!r}")
-        _check(self.format is None or (self.prompt is None and self.messages is None),
-               f"format = {self.format} takes no prompt/completion or messages")
+        _check(
+            self.format is None or (self.prompt is None and self.messages is None),
+            f"format = {self.format} takes no prompt/completion or messages",
+        )
         for name, role in self.roles:
             _check(role in CONVERSATION_ROLES, f"roles: {name!r} must map to one of {CONVERSATION_ROLES}, not {role!r}")
         for key, _ in self.keys:
             _check(key in ("role", "content"), f"keys: only `role` and `content` can be renamed, not {key!r}")
-        _check(not (self.roles or self.keys or self.tools) or (self.prompt is None and self.format is None),
-               "roles, keys and tools describe a conversation column, not prompt/completion or a format")
-        _check((self.prompt is None) == (self.completion is None),
-               "TemplateSpec needs both prompt and completion, or neither")
-        _check(not (self.messages is not None and self.prompt is not None),
-               "TemplateSpec takes prompt/completion or messages, not both")
+        _check(
+            not (self.roles or self.keys or self.tools) or (self.prompt is None and self.format is None),
+            "roles, keys and tools describe a conversation column, not prompt/completion or a format",
+        )
+        _check(
+            (self.prompt is None) == (self.completion is None),
+            "TemplateSpec needs both prompt and completion, or neither",
+        )
+        _check(
+            not (self.messages is not None and self.prompt is not None),
+            "TemplateSpec takes prompt/completion or messages, not both",
+        )
         _check(self.train_on in TRAIN_ON, f"train_on must be one of {TRAIN_ON}, got {self.train_on!r}")
-        _check(not self.chat or self.prompt is not None or self.format == "alpaca",
-               "TemplateSpec.chat wraps prompt/completion (or Alpaca rows); set both")
+        _check(
+            not self.chat or self.prompt is not None or self.format == "alpaca",
+            "TemplateSpec.chat wraps prompt/completion (or Alpaca rows); set both",
+        )
         _check(self.system is None or self.chat, "TemplateSpec.system needs chat=True")
 
     @property
@@ -269,7 +295,7 @@ class TemplateSpec:
         return "conventional"
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TemplateSpec":
+    def from_dict(cls, d: Mapping[str, Any]) -> TemplateSpec:
         d = dict(d)
         for key in ("roles", "keys"):
             d[key] = tuple(tuple(pair) for pair in d.get(key) or ())
@@ -347,7 +373,7 @@ class DataPlan:
         return json.dumps(self.to_dict(), **kw)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "DataPlan":
+    def from_dict(cls, d: Mapping[str, Any]) -> DataPlan:
         d = dict(d)
         return cls(
             sources=tuple(SourceSpec.from_dict(s) for s in d.pop("sources")),
@@ -357,5 +383,5 @@ class DataPlan:
         )
 
     @classmethod
-    def from_json(cls, s: str) -> "DataPlan":
+    def from_json(cls, s: str) -> DataPlan:
         return cls.from_dict(json.loads(s))

@@ -106,8 +106,19 @@ def is_gguf_path(path: str | os.PathLike) -> bool:
 
 
 _T = gguf.GGUFValueType
-_SCALARS = {_T.UINT8: "B", _T.INT8: "b", _T.UINT16: "H", _T.INT16: "h", _T.UINT32: "I", _T.INT32: "i",
-            _T.FLOAT32: "f", _T.BOOL: "?", _T.UINT64: "Q", _T.INT64: "q", _T.FLOAT64: "d"}
+_SCALARS = {
+    _T.UINT8: "B",
+    _T.INT8: "b",
+    _T.UINT16: "H",
+    _T.INT16: "h",
+    _T.UINT32: "I",
+    _T.INT32: "i",
+    _T.FLOAT32: "f",
+    _T.BOOL: "?",
+    _T.UINT64: "Q",
+    _T.INT64: "q",
+    _T.FLOAT64: "d",
+}
 
 
 class _Cursor:
@@ -126,7 +137,7 @@ class _Cursor:
         length = self.take("Q")
         if self.pos + length > len(self.buffer):
             raise GgufError(f"{self.path}: the GGUF header is truncated")
-        raw = bytes(self.buffer[self.pos:self.pos + length])
+        raw = bytes(self.buffer[self.pos : self.pos + length])
         self.pos += length
         return raw.decode("utf-8", errors="replace")
 
@@ -175,8 +186,10 @@ def read_header(path: str | os.PathLike, arrays: Iterable[str] = ()) -> GgufHead
                 raise GgufError(f"{p}: not a GGUF file (it does not start with the bytes `GGUF`)")
             version = cursor.take("I")
             if version not in (2, 3):
-                raise GgufError(f"{p}: GGUF version {version} is not supported (2 and 3 are); "
-                                "re-save the file with a current llama.cpp")
+                raise GgufError(
+                    f"{p}: GGUF version {version} is not supported (2 and 3 are); "
+                    "re-save the file with a current llama.cpp"
+                )
             tensor_count, kv_count = cursor.take("Q"), cursor.take("Q")
             metadata: dict[str, Any] = {}
             for _ in range(kv_count):
@@ -195,8 +208,10 @@ def check_supported(header: GgufHeader) -> None:
     """Raise `GgufError` unless sftc can load this file's architecture."""
     arch = header.architecture
     if arch not in SUPPORTED_ARCHITECTURES:
-        raise GgufError(f"GGUF architecture {arch or '(none)'!r} is not supported; sftc reads "
-                        f"{', '.join(repr(a) for a in SUPPORTED_ARCHITECTURES)} (Llama, SmolLM, Mistral-style) GGUF files")
+        raise GgufError(
+            f"GGUF architecture {arch or '(none)'!r} is not supported; sftc reads "
+            f"{', '.join(repr(a) for a in SUPPORTED_ARCHITECTURES)} (Llama, SmolLM, Mistral-style) GGUF files"
+        )
     scaling = header.get("rope.scaling.type")
     if scaling not in (None, "none"):
         raise GgufError(f"rope scaling {scaling!r} in a GGUF file is not supported")
@@ -223,8 +238,10 @@ def hf_config(header: GgufHeader) -> dict[str, Any]:
     tokens = header.metadata.get("tokenizer.ggml.tokens")
     vocab = header.get("vocab_size") or (embed.shape[-1] if embed else None) or (len(tokens) if tokens else None)
     if vocab is None:
-        raise GgufError(f"{header.path}: the vocabulary size is not recorded (no `{header.architecture}.vocab_size`, "
-                        "no token_embd.weight)")
+        raise GgufError(
+            f"{header.path}: the vocabulary size is not recorded (no `{header.architecture}.vocab_size`, "
+            "no token_embd.weight)"
+        )
     head_dim = header.get("attention.key_length") or header.get("rope.dimension_count") or dim // heads
     return {
         "architectures": ["LlamaForCausalLM"],

@@ -29,7 +29,7 @@ def offline_requested() -> bool:
     return any(os.environ.get(v, "").strip().lower() in ("1", "true", "yes", "on") for v in OFFLINE_VARIABLES)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def hub_reachable(timeout: float = 1.5) -> bool:
     """A TCP connect to the hub endpoint, at most `timeout` seconds (asked once per process)."""
     url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
@@ -46,8 +46,12 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")  # `org/name`: one `/`, let
 _LOCAL_PREFIXES = ("./", "../", "/", "~")
 
 
-def local_path_reason(text: str, base_dir: str | os.PathLike = ".", revision: str | None = None,
-                      is_dir: Callable[[Path], bool] = Path.is_dir) -> str | None:
+def local_path_reason(
+    text: str,
+    base_dir: str | os.PathLike = ".",
+    revision: str | None = None,
+    is_dir: Callable[[Path], bool] = Path.is_dir,
+) -> str | None:
     """Why the missing path `text` of `hf(text)` is a local path and not a hub id; None when it is
     read as a hub id. (A path that exists is always the local one; this decides what a missing one is.)
 
@@ -69,5 +73,5 @@ def local_path_reason(text: str, base_dir: str | os.PathLike = ".", revision: st
         return "a hub id `org/name` has only letters, digits, `-`, `_` and `.`"
     first = text.split("/", 1)[0]
     if revision is None and is_dir(Path(base_dir) / first):
-        return f"`{first}/` is a local directory (write `revision = \"main\"` for the hub repository `{text}`)"
+        return f'`{first}/` is a local directory (write `revision = "main"` for the hub repository `{text}`)'
     return None

@@ -24,21 +24,32 @@ Every problem is a `RowProblem` naming the column, the message (``turn``) and th
 from __future__ import annotations
 
 import json
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from runtime.plan.data_errors import RowProblem
 
 DEFAULT_ROLES = {
-    "system": "system", "user": "user", "assistant": "assistant", "tool": "tool",
-    "human": "user", "gpt": "assistant", "observation": "tool", "function_call": "assistant",
+    "system": "system",
+    "user": "user",
+    "assistant": "assistant",
+    "tool": "tool",
+    "human": "user",
+    "gpt": "assistant",
+    "observation": "tool",
+    "function_call": "assistant",
 }
 CONVERSATION_COLUMNS = ("messages", "conversations")  # conventional conversation columns, in order
 
-ALPACA_WITH_INPUT = ("Below is an instruction that describes a task, paired with an input that provides further "
-                     "context. Write a response that appropriately completes the request.\n\n"
-                     "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n")
-ALPACA_NO_INPUT = ("Below is an instruction that describes a task. Write a response that appropriately completes "
-                   "the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n")
+ALPACA_WITH_INPUT = (
+    "Below is an instruction that describes a task, paired with an input that provides further "
+    "context. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
+)
+ALPACA_NO_INPUT = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes "
+    "the request.\n\n### Instruction:\n{instruction}\n\n### Response:\n"
+)
 
 FILTERED = "filtered"  # the reason a row left out by `where` carries (not a bad row)
 
@@ -56,8 +67,9 @@ def lookup(row: Mapping[str, Any], path: str) -> Any:
     return value
 
 
-def transform_row(row: dict[str, Any], rename: Sequence[tuple[str, str]],
-                  where: Sequence[tuple[str, Sequence[Any]]]) -> dict[str, Any] | None:
+def transform_row(
+    row: dict[str, Any], rename: Sequence[tuple[str, str]], where: Sequence[tuple[str, Sequence[Any]]]
+) -> dict[str, Any] | None:
     """The row with its columns renamed, or None when ``where`` leaves it out."""
     if rename:
         row = dict(row)
@@ -66,16 +78,16 @@ def transform_row(row: dict[str, Any], rename: Sequence[tuple[str, str]],
             if row.get(old) is None:  # datasets fills a column some rows lack with null
                 raise RowProblem(f"missing or null column {old!r} (renamed to {new!r})", column=old)
             if row.get(new) is not None and new not in olds:
-                raise RowProblem(f"renaming {old!r} to {new!r} would replace the row's own {new!r} column",
-                                 column=new)
+                raise RowProblem(f"renaming {old!r} to {new!r} would replace the row's own {new!r} column", column=new)
             moved[new] = row.pop(old)
         row.update(moved)
     for path, values in where:
         try:
             value = lookup(row, path)
         except KeyError:
-            raise RowProblem(f"missing column {path!r} (the source keeps rows `where` it has one of "
-                             f"{list(values)})", column=path) from None
+            raise RowProblem(
+                f"missing column {path!r} (the source keeps rows `where` it has one of {list(values)})", column=path
+            ) from None
         if not any(_same(value, v) for v in values):
             return None
     return row
@@ -90,8 +102,9 @@ def _same(value: Any, wanted: Any) -> bool:
 # ---------------------------------------------------------------- conversations
 
 
-def conversation(value: Any, column: str, roles: Sequence[tuple[str, str]] = (),
-                 keys: Sequence[tuple[str, str]] = ()) -> list[dict[str, Any]]:
+def conversation(
+    value: Any, column: str, roles: Sequence[tuple[str, str]] = (), keys: Sequence[tuple[str, str]] = ()
+) -> list[dict[str, Any]]:
     """A conversation value as OpenAI-style messages (see the module docstring)."""
     if value is None:
         raise RowProblem("value is null", column=column)
@@ -99,8 +112,9 @@ def conversation(value: Any, column: str, roles: Sequence[tuple[str, str]] = (),
         try:
             value = json.loads(value)
         except json.JSONDecodeError as e:
-            raise RowProblem(f"a conversation stored as text must be JSON ({e.msg} at column {e.colno})",
-                             column=column) from None
+            raise RowProblem(
+                f"a conversation stored as text must be JSON ({e.msg} at column {e.colno})", column=column
+            ) from None
     if not isinstance(value, list):
         raise RowProblem(f"expected a list of messages, got {type(value).__name__}", column=column)
     if not value:
@@ -118,8 +132,12 @@ def conversation(value: Any, column: str, roles: Sequence[tuple[str, str]] = (),
         role = role_names.get(said)
         if role is None:
             known = ", ".join(sorted(role_names))
-            raise RowProblem(f"unknown role {said!r} (known: {known}); map it in the template: "
-                             f"roles = ({said} = user | assistant | system | tool)", column=column, turn=i)
+            raise RowProblem(
+                f"unknown role {said!r} (known: {known}); map it in the template: "
+                f"roles = ({said} = user | assistant | system | tool)",
+                column=column,
+                turn=i,
+            )
         content = message.get(content_key)
         normal = {k: v for k, v in message.items() if k not in (role_key, content_key) and v is not None}
         normal["role"] = role
@@ -128,8 +146,9 @@ def conversation(value: Any, column: str, roles: Sequence[tuple[str, str]] = (),
             content = ""
         if "tool_calls" in normal:
             if role != "assistant":
-                raise RowProblem(f"a {role} message has tool_calls; only assistant messages call tools",
-                                 column=column, turn=i)
+                raise RowProblem(
+                    f"a {role} message has tool_calls; only assistant messages call tools", column=column, turn=i
+                )
             calls = normal["tool_calls"]
             if not isinstance(calls, list) or not calls:
                 raise RowProblem("tool_calls must be a non-empty list", column=column, turn=i)
@@ -138,13 +157,19 @@ def conversation(value: Any, column: str, roles: Sequence[tuple[str, str]] = (),
         if content is None:
             raise RowProblem(f"message content is null (key {content_key!r})", column=column, turn=i)
         if not isinstance(content, str):
-            raise RowProblem(f"message content is {type(content).__name__}, not a string (key {content_key!r})",
-                             column=column, turn=i)
+            raise RowProblem(
+                f"message content is {type(content).__name__}, not a string (key {content_key!r})",
+                column=column,
+                turn=i,
+            )
         normal["content"] = content
         if role == "tool":
             if pending_calls == 0:
-                raise RowProblem("a tool message without a preceding tool call (an assistant message with "
-                                 "tool_calls)", column=column, turn=i)
+                raise RowProblem(
+                    "a tool message without a preceding tool call (an assistant message with tool_calls)",
+                    column=column,
+                    turn=i,
+                )
             pending_calls -= 1
         elif role == "assistant":
             pending_calls = len(normal.get("tool_calls", ()))
@@ -170,8 +195,9 @@ def _json_value(text: Any, column: str, turn: int, key: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise RowProblem(f"{key} is not valid JSON ({e.msg} at column {e.colno}): {text[:60]!r}",
-                         column=column, turn=turn) from None
+        raise RowProblem(
+            f"{key} is not valid JSON ({e.msg} at column {e.colno}): {text[:60]!r}", column=column, turn=turn
+        ) from None
 
 
 def _call(call: Any, column: str, turn: int, index: int) -> dict[str, Any]:
@@ -184,8 +210,9 @@ def _call(call: Any, column: str, turn: int, index: int) -> dict[str, Any]:
         raise RowProblem(f"{where} has no function name", column=column, turn=turn)
     arguments = _json_value(function.get("arguments", {}), column, turn, f"{where}.arguments")
     if not isinstance(arguments, Mapping):
-        raise RowProblem(f"{where}.arguments must be a JSON object, got {type(arguments).__name__}",
-                         column=column, turn=turn)
+        raise RowProblem(
+            f"{where}.arguments must be a JSON object, got {type(arguments).__name__}", column=column, turn=turn
+        )
     out = {"type": "function", "function": {"name": function["name"], "arguments": dict(arguments)}}
     if call.get("id") is not None:
         out["id"] = call["id"]
@@ -212,13 +239,17 @@ def system_refused(kind: str, chat: bool) -> tuple[str, str] | None:
     A system message is a turn of a conversation: sftc never invents a plain-text form of it."""
     if kind in ("prompt_completion", "alpaca") and not chat:
         what = "prompt/completion" if kind == "prompt_completion" else "Alpaca"
-        return (f"its {what} rows are rendered as plain text, without the chat template, so no turn would "
-                "carry the system message",
-                "set `chat = on` on its template (the prompt becomes a user turn after the system message, "
-                "rendered with the tokenizer's chat template), or remove `system`")
+        return (
+            f"its {what} rows are rendered as plain text, without the chat template, so no turn would "
+            "carry the system message",
+            "set `chat = on` on its template (the prompt becomes a user turn after the system message, "
+            "rendered with the tokenizer's chat template), or remove `system`",
+        )
     if kind == "text":
-        return ("its `text` rows are trained as written, with no turns to put a system message before",
-                "remove `system`, or write the system text into the rows")
+        return (
+            "its `text` rows are trained as written, with no turns to put a system message before",
+            "remove `system`, or write the system text into the rows",
+        )
     if kind == "tokens":
         return "its rows are token ids already (pre-tokenized)", "remove `system`"
     return None
@@ -238,16 +269,18 @@ def trained_turns(messages: list[dict[str, Any]], column: str, train_on: str) ->
     if not assistant:
         raise RowProblem("conversation has no assistant turn", column=column)
     if train_on == "last_assistant" and messages[-1]["role"] != "assistant":
-        raise RowProblem(f"the conversation ends on a {messages[-1]['role']} turn, after its last assistant turn "
-                         "(train_on = last_assistant trains the final answer)", column=column,
-                         turn=len(messages) - 1)
+        raise RowProblem(
+            f"the conversation ends on a {messages[-1]['role']} turn, after its last assistant turn "
+            "(train_on = last_assistant trains the final answer)",
+            column=column,
+            turn=len(messages) - 1,
+        )
     turns = assistant[-1:] if train_on == "last_assistant" else assistant
     for i in turns:
         if not messages[i]["content"].strip() and not messages[i].get("tool_calls"):
             raise RowProblem("empty assistant message", column=column, turn=i)
         if i == 0:
-            raise RowProblem("the conversation starts with an assistant turn: it has no prompt",
-                             column=column, turn=i)
+            raise RowProblem("the conversation starts with an assistant turn: it has no prompt", column=column, turn=i)
     return turns
 
 
@@ -301,8 +334,9 @@ def token_ids(row: Mapping[str, Any], vocab_size: int) -> list[int]:
         raise RowProblem("input_ids must be a non-empty list of token ids", column="input_ids")
     for j, t in enumerate(ids):
         if isinstance(t, bool) or not isinstance(t, int) or not 0 <= t < vocab_size:
-            raise RowProblem(f"input_ids[{j}] = {t!r} is not a token id of this tokenizer (0..{vocab_size - 1})",
-                             column="input_ids")
+            raise RowProblem(
+                f"input_ids[{j}] = {t!r} is not a token id of this tokenizer (0..{vocab_size - 1})", column="input_ids"
+            )
     return [int(t) for t in ids]
 
 
@@ -315,15 +349,16 @@ def token_row(row: Mapping[str, Any], vocab_size: int) -> tuple[list[int], list[
             raise RowProblem(f"labels must be a list as long as input_ids ({len(ids)})", column="labels")
         for j, (label, t) in enumerate(zip(labels, ids)):
             if label != -100 and label != t:
-                raise RowProblem(f"labels[{j}] = {label!r} is neither -100 nor input_ids[{j}] = {t}: labels are "
-                                 "aligned with input_ids (sftc shifts them); give a loss_mask otherwise",
-                                 column="labels")
+                raise RowProblem(
+                    f"labels[{j}] = {label!r} is neither -100 nor input_ids[{j}] = {t}: labels are "
+                    "aligned with input_ids (sftc shifts them); give a loss_mask otherwise",
+                    column="labels",
+                )
         trained = [0 if label == -100 else 1 for label in labels]
     elif row.get("loss_mask") is not None:
         mask = row["loss_mask"]
         if not isinstance(mask, (list, tuple)) or len(mask) != len(ids) or any(m not in (0, 1) for m in mask):
-            raise RowProblem(f"loss_mask must be a list of 0/1 as long as input_ids ({len(ids)})",
-                             column="loss_mask")
+            raise RowProblem(f"loss_mask must be a list of 0/1 as long as input_ids ({len(ids)})", column="loss_mask")
         trained = [int(m) for m in mask]
     else:
         raise RowProblem("a pre-tokenized row needs labels (-100: not trained) or a loss_mask", column="labels")

@@ -34,8 +34,9 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from runtime.plan import row_shapes as shapes
 from runtime.plan.data_errors import ChatTemplateError, RowProblem, TemplateError
@@ -57,7 +58,7 @@ def parse_template(template: str) -> list[Part]:
     buf: list[str] = []
     pos = 0
     for m in _TOKEN.finditer(template):
-        buf.append(template[pos:m.start()])
+        buf.append(template[pos : m.start()])
         tok = m.group(0)
         if tok == "{{":
             buf.append("{")
@@ -66,15 +67,18 @@ def parse_template(template: str) -> list[Part]:
         elif m.group(1) is not None:
             name = m.group(1).strip()
             if not _NAME.match(name):
-                raise TemplateError(f"bad placeholder {tok!r} at character {m.start()} of {template!r}; "
-                                    "use {column} or {a.b}, and {{ }} for literal braces")
+                raise TemplateError(
+                    f"bad placeholder {tok!r} at character {m.start()} of {template!r}; "
+                    "use {column} or {a.b}, and {{ }} for literal braces"
+                )
             if "".join(buf):
                 parts.append("".join(buf))
             buf = []
             parts.append(tuple(name.split(".")))
         else:
-            raise TemplateError(f"unmatched {tok!r} at character {m.start()} of {template!r}; "
-                                f"write {tok}{tok} for a literal brace")
+            raise TemplateError(
+                f"unmatched {tok!r} at character {m.start()} of {template!r}; write {tok}{tok} for a literal brace"
+            )
         pos = m.end()
     buf.append(template[pos:])
     if "".join(buf):
@@ -92,8 +96,9 @@ def _lookup(row: dict[str, Any], path: tuple[str, ...]) -> str:
     value: Any = row
     for i, key in enumerate(path):
         if not isinstance(value, dict):
-            raise RowProblem(f"{'.'.join(path[:i])!r} is {type(value).__name__}, not an object "
-                             f"with field {key!r}", column=col)
+            raise RowProblem(
+                f"{'.'.join(path[:i])!r} is {type(value).__name__}, not an object with field {key!r}", column=col
+            )
         if key not in value:
             where = "column" if i == 0 else "field"
             raise RowProblem(f"missing {where} {key!r}", column=col)
@@ -109,8 +114,16 @@ def render_parts(parts: Sequence[Part], row: dict[str, Any]) -> str:
     return "".join(p if isinstance(p, str) else _lookup(row, p) for p in parts)
 
 
-def training_text(row: dict[str, Any], parts: Sequence[Part] | None = None, *, conversation: str | None = None,
-                  roles=(), keys=(), system: str | None = None, alpaca: bool = False) -> str:
+def training_text(
+    row: dict[str, Any],
+    parts: Sequence[Part] | None = None,
+    *,
+    conversation: str | None = None,
+    roles=(),
+    keys=(),
+    system: str | None = None,
+    alpaca: bool = False,
+) -> str:
     """A row's text as a tokenizer is trained on it (what the model reads): the turns of the
     ``conversation`` column (tool calls as their JSON), the Alpaca prompt and output, or the
     template ``parts`` filled in. One rule for `sftc run`'s tokenizer training and `sftc check`'s
@@ -146,8 +159,9 @@ class Rendered:
     per_turn: bool = False
 
 
-def render_prompt_completion(prompt_parts: Sequence[Part], completion_parts: Sequence[Part],
-                             row: dict[str, Any]) -> Rendered:
+def render_prompt_completion(
+    prompt_parts: Sequence[Part], completion_parts: Sequence[Part], row: dict[str, Any]
+) -> Rendered:
     prompt = render_parts(prompt_parts, row)
     completion = render_parts(completion_parts, row)
     if not completion.strip():
@@ -157,16 +171,19 @@ def render_prompt_completion(prompt_parts: Sequence[Part], completion_parts: Seq
     return Rendered(text, ((len(prompt), len(text)),), True, True, (None,))
 
 
-def chat_messages(prompt_parts: Sequence[Part], completion_parts: Sequence[Part], row: dict[str, Any],
-                  system: str | None) -> list[dict[str, str]]:
+def chat_messages(
+    prompt_parts: Sequence[Part], completion_parts: Sequence[Part], row: dict[str, Any], system: str | None
+) -> list[dict[str, str]]:
     """A prompt/completion row as a conversation: [system], user = prompt, assistant = completion."""
     completion = render_parts(completion_parts, row)
     if not completion.strip():
         col = next((".".join(p) for p in completion_parts if isinstance(p, tuple)), None)
         raise RowProblem("empty completion", column=col)
     messages = [{"role": "system", "content": system}] if system else []
-    return messages + [{"role": "user", "content": render_parts(prompt_parts, row)},
-                       {"role": "assistant", "content": completion}]
+    return messages + [
+        {"role": "user", "content": render_parts(prompt_parts, row)},
+        {"role": "assistant", "content": completion},
+    ]
 
 
 def render_text(column: str, row: dict[str, Any]) -> Rendered:
@@ -192,8 +209,10 @@ def _special_strings(tokenizer: Any) -> tuple[str, ...]:
     return result
 
 
-JINJA_HELP = ("transformers renders chat templates with jinja2 (>= 3.1.6), which sftc depends on: reinstall sftc "
-              "(in a checkout: `pip install -e .`) or run `pip install 'jinja2>=3.1.6'` in this environment")
+JINJA_HELP = (
+    "transformers renders chat templates with jinja2 (>= 3.1.6), which sftc depends on: reinstall sftc "
+    "(in a checkout: `pip install -e .`) or run `pip install 'jinja2>=3.1.6'` in this environment"
+)
 
 
 def require_chat_template(tokenizer: Any, needs: str) -> None:
@@ -202,14 +221,17 @@ def require_chat_template(tokenizer: Any, needs: str) -> None:
     ``needs`` opens the message: what is rendered (``"data chats: `chat = on`"``).
     """
     if not getattr(tokenizer, "chat_template", None):
-        raise ChatTemplateError(f"{needs} is rendered with the tokenizer's chat template, but this tokenizer has "
-                                "no chat template; use a tokenizer that ships one, or a plain prompt/completion "
-                                "template")
+        raise ChatTemplateError(
+            f"{needs} is rendered with the tokenizer's chat template, but this tokenizer has "
+            "no chat template; use a tokenizer that ships one, or a plain prompt/completion "
+            "template"
+        )
     try:
         import jinja2  # noqa: F401 - transformers needs it only once a template is rendered
     except ImportError as e:
-        raise ChatTemplateError(f"{needs} is rendered with jinja2, which cannot be imported ({e})\n"
-                                f"  help: {JINJA_HELP}") from None
+        raise ChatTemplateError(
+            f"{needs} is rendered with jinja2, which cannot be imported ({e})\n  help: {JINJA_HELP}"
+        ) from None
 
 
 def _chat_failure(tokenizer: Any, error: Exception, column: str, turn: int) -> Exception:
@@ -221,8 +243,10 @@ def _chat_failure(tokenizer: Any, error: Exception, column: str, turn: int) -> E
         return ChatTemplateError(f"the tokenizer has no chat template ({type(error).__name__}: {error})")
     jinja2 = sys.modules.get("jinja2")  # loaded whenever jinja raised the error
     if jinja2 is not None and isinstance(error, jinja2.TemplateSyntaxError):
-        return ChatTemplateError(f"the tokenizer's chat template does not compile: {error} (template line "
-                                 f"{error.lineno}); fix `chat_template` in the tokenizer's files")
+        return ChatTemplateError(
+            f"the tokenizer's chat template does not compile: {error} (template line "
+            f"{error.lineno}); fix `chat_template` in the tokenizer's files"
+        )
     # jinja's raise_exception (bad role order), a message the template cannot format, ...
     return RowProblem(f"chat template failed: {type(error).__name__}: {error}", column=column, turn=turn)
 
@@ -256,7 +280,11 @@ def _turn_span(render, msgs: list[dict[str, Any]], i: int, column: str, specials
         raise RowProblem(
             "chat template is not prefix-stable: rendering with add_generation_prompt=True is not a "
             f"prefix of the rendered turn (prompt ends {before[-40:]!r}, turn starts "
-            f"{through[len(before) - 40: len(before) + 20]!r})", column=column, turn=i, unstable=True)
+            f"{through[len(before) - 40 : len(before) + 20]!r})",
+            column=column,
+            turn=i,
+            unstable=True,
+        )
     end = len(through)
     stripped = through.rstrip()
     if len(stripped) < end and len(stripped) > len(before) and stripped.endswith(specials):
@@ -264,16 +292,16 @@ def _turn_span(render, msgs: list[dict[str, Any]], i: int, column: str, specials
     return through, len(before), end
 
 
-def render_chat(tokenizer: Any, messages: Any, column: str, train_on: str,
-                tools: list[dict] | None = None) -> Rendered:
+def render_chat(tokenizer: Any, messages: Any, column: str, train_on: str, tools: list[dict] | None = None) -> Rendered:
     """Render a conversation and locate its trained spans by growing prefixes; a template that
     re-renders earlier turns once later ones follow is a `RowProblem` (``unstable``)."""
     (rendered,) = _render_conversation(tokenizer, messages, column, train_on, tools, per_turn=False)
     return rendered
 
 
-def render_conversation(tokenizer: Any, messages: Any, column: str, train_on: str,
-                        tools: list[dict] | None = None) -> list[Rendered]:
+def render_conversation(
+    tokenizer: Any, messages: Any, column: str, train_on: str, tools: list[dict] | None = None
+) -> list[Rendered]:
     """The examples of a conversation: one, with every trained turn's span, when the template is
     prefix-stable; else one per trained turn, each the conversation through that turn rendered
     as the template renders it then (reasoning templates drop earlier turns' ``<think>``), so
@@ -281,8 +309,9 @@ def render_conversation(tokenizer: Any, messages: Any, column: str, train_on: st
     return _render_conversation(tokenizer, messages, column, train_on, tools, per_turn=True)
 
 
-def _render_conversation(tokenizer: Any, messages: Any, column: str, train_on: str,
-                         tools: list[dict] | None, per_turn: bool) -> list[Rendered]:
+def _render_conversation(
+    tokenizer: Any, messages: Any, column: str, train_on: str, tools: list[dict] | None, per_turn: bool
+) -> list[Rendered]:
     msgs = shapes.conversation(messages, column)
     render = _renderer(tokenizer, column, tools)
     full = render(msgs, False)
@@ -299,8 +328,12 @@ def _render_conversation(tokenizer: Any, messages: Any, column: str, train_on: s
             k = next((j for j, (a, b) in enumerate(zip(through, full)) if a != b), min(len(through), len(full)))
             raise RowProblem(
                 "chat template is not prefix-stable: this turn renders differently once later turns "
-                f"follow (alone: {through[max(0, k - 20): k + 40]!r}; in the conversation: "
-                f"{full[max(0, k - 20): k + 40]!r})", column=column, turn=i, unstable=True)
+                f"follow (alone: {through[max(0, k - 20) : k + 40]!r}; in the conversation: "
+                f"{full[max(0, k - 20) : k + 40]!r})",
+                column=column,
+                turn=i,
+                unstable=True,
+            )
         spans.append((start, end))
         calls.append(bool(msgs[i].get("tool_calls")))
     return [Rendered(full, tuple(spans), False, False, tuple(turns), tuple(calls))]

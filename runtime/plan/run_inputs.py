@@ -37,21 +37,30 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 __all__ = ["CONSUMERS", "PARTS", "Inputs", "data_fingerprints", "eval_fingerprints", "eval_rows_fingerprint", "gather"]
 
 VERSION = 1
-PARTS = ("data", "eval_data", "tokenizer", "base", "base_config", "weights", "code", "data_libraries",
-         "numeric_libraries")
+PARTS = (
+    "data",
+    "eval_data",
+    "tokenizer",
+    "base",
+    "base_config",
+    "weights",
+    "code",
+    "data_libraries",
+    "numeric_libraries",
+)
 CONSUMERS: dict[str, tuple[str, ...]] = {
     "resume": ("data", "tokenizer", "base", "weights"),
     "plan_cache": ("data", "eval_data", "tokenizer", "base_config", "weights", "code", "data_libraries"),
-    "baseline": ("data", "eval_data", "tokenizer", "base", "weights", "code", "data_libraries",
-                 "numeric_libraries"),
+    "baseline": ("data", "eval_data", "tokenizer", "base", "weights", "code", "data_libraries", "numeric_libraries"),
     "run_diff": PARTS,
 }
 DATA_LIBRARIES = ("datasets", "pyarrow", "tokenizers", "transformers", "sentencepiece", "jinja2", "gguf")
@@ -76,7 +85,7 @@ class Inputs:
         return {"version": VERSION, **self.parts}
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "Inputs | None":
+    def from_dict(cls, d: Mapping[str, Any] | None) -> Inputs | None:
         """The inputs a manifest recorded (None: a run recorded before sftc kept them)."""
         if not isinstance(d, Mapping) or d.get("version") != VERSION:
             return None
@@ -92,7 +101,7 @@ class Inputs:
             return None
         return hashlib.sha256(json.dumps([VERSION, parts], sort_keys=True).encode()).hexdigest()[:32]
 
-    def changes(self, old: "Inputs", consumer: str) -> list[str]:
+    def changes(self, old: Inputs, consumer: str) -> list[str]:
         """``~ data faq: content changed (fingerprint 1a2b3c -> 4d5e6f)`` for each part ``consumer``
         depends on that differs from ``old``: one wording for every consumer."""
         lines: list[str] = []
@@ -113,8 +122,9 @@ class Inputs:
                     if a != b:
                         lines.append(f"~ {prefix}{key}: {a} -> {b}")
             else:
-                lines.append(f"~ {name.replace('_', ' ')}: {_WHAT[name]} (fingerprint {_short(before)} -> "
-                             f"{_short(after)})")
+                lines.append(
+                    f"~ {name.replace('_', ' ')}: {_WHAT[name]} (fingerprint {_short(before)} -> {_short(after)})"
+                )
         return lines
 
 
@@ -162,8 +172,11 @@ def _directory_files(directory: Path, weights: bool = True) -> list[tuple[str, P
     out = []
     for path in sorted(directory.rglob("*")):
         rel = path.relative_to(directory)
-        if path.is_file() and not any(part.startswith(".") for part in rel.parts) \
-                and (weights or not path.name.endswith(_WEIGHTS)):
+        if (
+            path.is_file()
+            and not any(part.startswith(".") for part in rel.parts)
+            and (weights or not path.name.endswith(_WEIGHTS))
+        ):
             out.append((rel.as_posix(), path))
     return out
 
@@ -210,13 +223,15 @@ def versions(names: tuple[str, ...]) -> dict[str, str]:
 def code_identity() -> str:
     """sftc's version and a digest of its source files (the compiler, the runtime, the grammar)."""
     import sftlang
-
     from runtime.platform.file_hashes import file_sha256
 
     files = []
     for root in (Path(sftlang.__file__).resolve().parent, Path(__file__).resolve().parent):
-        files += [(f"{root.name}/{p.relative_to(root).as_posix()}", p) for p in sorted(root.rglob("*"))
-                  if p.is_file() and p.suffix in (".py", ".lark", ".html", ".js", ".css")]
+        files += [
+            (f"{root.name}/{p.relative_to(root).as_posix()}", p)
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and p.suffix in (".py", ".lark", ".html", ".js", ".css")
+        ]
     from sftlang.parse import grammar_text
 
     digest = hashlib.sha256(grammar_text().encode())
@@ -238,8 +253,9 @@ def _part_fingerprint(part: Any, cache_dir: Path, load: bool) -> str | None:
     return fingerprint_files(resolve_paths(part))
 
 
-def data_fingerprints(plan: Any, cache_dir: Path,
-                      load: bool = True) -> tuple[dict[str, str | None], dict[str, str | None]]:
+def data_fingerprints(
+    plan: Any, cache_dir: Path, load: bool = True
+) -> tuple[dict[str, str | None], dict[str, str | None]]:
     """(each source's own files, each separate eval file): the ``data`` and ``eval_data`` parts."""
     own: dict[str, str | None] = {}
     separate: dict[str, str | None] = {}

@@ -14,11 +14,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from runtime.plan.data_plan import DataPlan, SourceSpec
-from runtime.plan.settings import ARCHITECTURES, OPTIMIZERS, SCHEDULES, TOKENIZER_TRAINERS, LlamaInit, Optimizer, Schedule, SentencepieceTraining, variant
+from runtime.plan.settings import (
+    ARCHITECTURES,
+    OPTIMIZERS,
+    SCHEDULES,
+    TOKENIZER_TRAINERS,
+    LlamaInit,
+    Optimizer,
+    Schedule,
+    SentencepieceTraining,
+    variant,
+)
 
 PLAN_VERSION = 2  # 2: typed optimizer, schedule, init and tokenizer-training settings
 
@@ -43,7 +54,7 @@ class TokenizerPlan:
     revision: str | None = None  # `hf(...)`: a hub revision (branch, tag or commit)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TokenizerPlan":
+    def from_dict(cls, d: Mapping[str, Any]) -> TokenizerPlan:
         d = dict(d)
         source, training = d.pop("source", None), d.pop("training", None)
         return cls(
@@ -61,7 +72,7 @@ class LoraPlan:
     targets: tuple[str, ...]
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "LoraPlan":
+    def from_dict(cls, d: Mapping[str, Any]) -> LoraPlan:
         return cls(**{**d, "targets": tuple(d["targets"])})
 
 
@@ -82,7 +93,7 @@ class ModelPlan:
     quantize: str | None = None
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ModelPlan":
+    def from_dict(cls, d: Mapping[str, Any]) -> ModelPlan:
         d = dict(d)
         adapter, init = d.pop("adapter", None), d.pop("init", None)
         return cls(
@@ -113,12 +124,17 @@ class TrainPlan:
 
     def __post_init__(self) -> None:
         if self.schedule.min_lr > self.optimizer.lr:  # `sftc check` reports it in the spec (E057)
-            raise ValueError(f"min_lr {self.schedule.min_lr:g} is above lr {self.optimizer.lr:g}: the schedule would raise the rate")
+            raise ValueError(
+                f"min_lr {self.schedule.min_lr:g} is above lr {self.optimizer.lr:g}: the schedule would raise the rate"
+            )
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "TrainPlan":
+    def from_dict(cls, d: Mapping[str, Any]) -> TrainPlan:
         d = dict(d)
-        optimizer, schedule = variant(OPTIMIZERS, d["optimizer"], "optimizer"), variant(SCHEDULES, d["schedule"], "schedule")
+        optimizer, schedule = (
+            variant(OPTIMIZERS, d["optimizer"], "optimizer"),
+            variant(SCHEDULES, d["schedule"], "schedule"),
+        )
         return cls(**{**d, "optimizer": optimizer, "schedule": schedule})
 
 
@@ -151,10 +167,15 @@ class EvalPlan:
     baseline: BaselinePlan | None = None  # None: no comparison (`off`, or a model trained from scratch)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "EvalPlan":
+    def from_dict(cls, d: Mapping[str, Any]) -> EvalPlan:
         generate, baseline = d.get("generate"), d.get("baseline")
-        return cls(**{**d, "generate": GenerationPlan(**generate) if generate is not None else None,
-                      "baseline": BaselinePlan(**baseline) if baseline is not None else None})
+        return cls(
+            **{
+                **d,
+                "generate": GenerationPlan(**generate) if generate is not None else None,
+                "baseline": BaselinePlan(**baseline) if baseline is not None else None,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -204,7 +225,7 @@ class Plan:
         return json.dumps(self.to_dict(), **kw)
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "Plan":
+    def from_dict(cls, d: Mapping[str, Any]) -> Plan:
         d = dict(d)
         version = d.get("version")
         if version != PLAN_VERSION:
@@ -226,5 +247,5 @@ class Plan:
         )
 
     @classmethod
-    def from_json(cls, text: str) -> "Plan":
+    def from_json(cls, text: str) -> Plan:
         return cls.from_dict(json.loads(text))

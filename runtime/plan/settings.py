@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,7 @@ class Schedule(Settings):
         """Every length is in steps."""
         return all(length.steps is not None for length in self._lengths().values())
 
-    def decided(self, total: int) -> "Schedule":
+    def decided(self, total: int) -> Schedule:
         """This schedule with every share turned into steps of a `total`-step run."""
         return dataclasses.replace(self, **{k: Length(steps=v.in_steps(total)) for k, v in self._lengths().items()})
 

@@ -23,8 +23,22 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Launch", "LaunchError", "JoinError", "join", "is_primary", "process_count", "broadcast_text", "gather_text", "barrier", "gather", "share", "merge_rows", "everywhere",
-           "HEARTBEAT_S"]
+__all__ = [
+    "Launch",
+    "LaunchError",
+    "JoinError",
+    "join",
+    "is_primary",
+    "process_count",
+    "broadcast_text",
+    "gather_text",
+    "barrier",
+    "gather",
+    "share",
+    "merge_rows",
+    "everywhere",
+    "HEARTBEAT_S",
+]
 
 HEARTBEAT_S = 20  # a silent process is declared dead after this long; the others then stop
 _TEXT_BYTES = 4096  # room for a broadcast path
@@ -50,13 +64,19 @@ class Launch:
     def validate(self) -> None:
         given = [x is not None for x in (self.coordinator, self.num_processes, self.process_id)]
         if any(given) and not all(given) and not self.auto:
-            raise LaunchError("a multi-process job needs all of --coordinator HOST:PORT, --num-processes N and "
-                              "--process-id I (or --distributed, to let JAX read them from the cluster)")
+            raise LaunchError(
+                "a multi-process job needs all of --coordinator HOST:PORT, --num-processes N and "
+                "--process-id I (or --distributed, to let JAX read them from the cluster)"
+            )
         if self.coordinator is not None and ":" not in self.coordinator:
             raise LaunchError(f"--coordinator {self.coordinator!r} is not HOST:PORT (for example 10.0.0.1:8476)")
         if self.num_processes is not None and self.num_processes < 1:
             raise LaunchError("--num-processes must be at least 1")
-        if self.process_id is not None and self.num_processes is not None and not 0 <= self.process_id < self.num_processes:
+        if (
+            self.process_id is not None
+            and self.num_processes is not None
+            and not 0 <= self.process_id < self.num_processes
+        ):
             raise LaunchError(f"--process-id {self.process_id} is not in 0..{self.num_processes - 1}")
 
     @property
@@ -81,13 +101,19 @@ def join(launch: Launch) -> None:
     # CPU devices of several processes reach each other through gloo (no effect on GPU/TPU).
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
     try:
-        jax.distributed.initialize(coordinator_address=launch.coordinator, num_processes=launch.num_processes,
-                                   process_id=launch.process_id, heartbeat_timeout_seconds=HEARTBEAT_S)
+        jax.distributed.initialize(
+            coordinator_address=launch.coordinator,
+            num_processes=launch.num_processes,
+            process_id=launch.process_id,
+            heartbeat_timeout_seconds=HEARTBEAT_S,
+        )
     except (ValueError, RuntimeError) as error:
-        raise JoinError(f"could not join the job: {error}. help: check that process 0 is running and that "
-                        f"{launch.coordinator or 'its address'} is reachable from here; without a cluster JAX "
-                        f"detects (SLURM, Cloud TPU, Kubernetes, Open MPI), pass --coordinator HOST:PORT "
-                        f"--num-processes N --process-id I") from None
+        raise JoinError(
+            f"could not join the job: {error}. help: check that process 0 is running and that "
+            f"{launch.coordinator or 'its address'} is reachable from here; without a cluster JAX "
+            f"detects (SLURM, Cloud TPU, Kubernetes, Open MPI), pass --coordinator HOST:PORT "
+            f"--num-processes N --process-id I"
+        ) from None
     from runtime.platform.library_logs import native_stdout_to_log
 
     native_stdout_to_log()  # before the first collective: gloo's "[Gloo] Rank i is connected" lines go to the log
@@ -139,13 +165,13 @@ def _pack(text: str | None) -> np.ndarray:
         raise ValueError(f"cannot broadcast {len(raw)} bytes (at most {_TEXT_BYTES})")
     buffer = np.zeros(_TEXT_BYTES + 4, np.uint8)
     buffer[:4] = np.frombuffer(np.uint32(len(raw)).tobytes(), np.uint8)
-    buffer[4:4 + len(raw)] = np.frombuffer(raw, np.uint8)
+    buffer[4 : 4 + len(raw)] = np.frombuffer(raw, np.uint8)
     return buffer
 
 
 def _unpack(got: np.ndarray) -> str | None:
     size = int(np.frombuffer(got[:4].tobytes(), np.uint32)[0])
-    raw = got[4:4 + size].tobytes()
+    raw = got[4 : 4 + size].tobytes()
     return None if raw[:1] == b"\x00" else raw[1:].decode()
 
 
@@ -193,7 +219,7 @@ def merge_rows(rows: list[list[int] | None], width: int) -> list[list[int]]:
     for i, row in enumerate(rows):
         if row is not None:
             packed[i, 0] = len(row)
-            packed[i, 1:1 + len(row)] = row
+            packed[i, 1 : 1 + len(row)] = row
     every = np.asarray(multihost_utils.process_allgather(packed))  # [processes, rows, width + 1]
     merged = []
     for i in range(len(rows)):
@@ -201,7 +227,7 @@ def merge_rows(rows: list[list[int] | None], width: int) -> list[list[int]]:
         if len(owners) != 1:
             raise RuntimeError(f"row {i} was computed by {len(owners)} processes, not one")
         length = int(every[owners[0], i, 0])
-        merged.append(every[owners[0], i, 1:1 + length].tolist())
+        merged.append(every[owners[0], i, 1 : 1 + length].tolist())
     return merged
 
 

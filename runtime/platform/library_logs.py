@@ -111,12 +111,12 @@ def native_stdout_to_log(prefixes: tuple[bytes, ...] = NATIVE_PREFIXES, logger: 
     os.dup2(write, 1)
     os.close(write)
     old = sys.stdout
-    sys.stdout = io.TextIOWrapper(io.FileIO(os.dup(terminal), "w"), encoding=old.encoding, errors=old.errors,
-                                  line_buffering=old.line_buffering)
+    sys.stdout = io.TextIOWrapper(
+        io.FileIO(os.dup(terminal), "w"), encoding=old.encoding, errors=old.errors, line_buffering=old.line_buffering
+    )
     log = logging.getLogger(logger)
     log.setLevel(logging.INFO)  # its records reach the file whatever the root logger's level
-    thread = threading.Thread(target=_pump, args=(read, terminal, prefixes, log),
-                              name="native-stdout", daemon=True)
+    thread = threading.Thread(target=_pump, args=(read, terminal, prefixes, log), name="native-stdout", daemon=True)
     thread.start()
     _native.update(thread=thread, terminal=terminal)
     atexit.register(_stop_native_filter)
@@ -134,7 +134,7 @@ def _pump(read: int, terminal: int, prefixes: tuple[bytes, ...], log: logging.Lo
                 log.info(line.decode(errors="replace"))
             else:
                 os.write(terminal, line + b"\n")
-        if pending and not any(p.startswith(pending[:len(p)]) for p in prefixes):
+        if pending and not any(p.startswith(pending[: len(p)]) for p in prefixes):
             os.write(terminal, pending)
             pending = b""
     if pending:

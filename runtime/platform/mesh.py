@@ -9,7 +9,8 @@ divide over its mesh axes stays replicated rather than failing.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import numpy as np
@@ -55,7 +56,9 @@ def make_mesh(shape: Mapping[str, int], devices=None) -> jax.sharding.Mesh:
     sizes = tuple(shape[axis] for axis in AXES)
     if devices is None:
         return jax.make_mesh(sizes, AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(AXES))
-    return jax.sharding.Mesh(np.asarray(devices).reshape(sizes), AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(AXES))
+    return jax.sharding.Mesh(
+        np.asarray(devices).reshape(sizes), AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(AXES)
+    )
 
 
 def _axis_size(mesh: jax.sharding.Mesh, axes) -> int:

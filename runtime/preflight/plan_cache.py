@@ -40,7 +40,7 @@ class TokenizerFacts:
         return self.size
 
     @classmethod
-    def of(cls, tokenizer) -> "TokenizerFacts":
+    def of(cls, tokenizer) -> TokenizerFacts:
         return cls(len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
 
 
@@ -95,8 +95,10 @@ def record(key: str | None, cache_dir: Path, plan: Plan, stats: DataStats, token
 def _stats(d: dict[str, Any]) -> DataStats:
     names = {f.name for f in fields(DataStats)}
     source_names = {f.name for f in fields(SourceStats)}
-    sources = {name: SourceStats(**{**{k: v for k, v in s.items() if k in source_names}, "cache_hit": True})
-               for name, s in d["sources"].items()}  # nothing is tokenized now
+    sources = {
+        name: SourceStats(**{**{k: v for k, v in s.items() if k in source_names}, "cache_hit": True})
+        for name, s in d["sources"].items()
+    }  # nothing is tokenized now
     return DataStats(**{**{k: v for k, v in d.items() if k in names}, "sources": sources})
 
 

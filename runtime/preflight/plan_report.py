@@ -11,11 +11,11 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from runtime.platform import mesh as meshlib
-from runtime.models.flops import flops_per_token
 from runtime.models.config import ModelConfig
-from runtime.plan.settings import AdamW, Constant, Lion, Optimizer, Sgd
+from runtime.models.flops import flops_per_token
 from runtime.plan.run_plan import Plan
+from runtime.plan.settings import AdamW, Constant, Lion, Optimizer, Sgd
+from runtime.platform import mesh as meshlib
 
 if TYPE_CHECKING:
     from runtime.data.stats import DataStats
@@ -45,16 +45,29 @@ def parameter_count(config: ModelConfig) -> dict[str, int]:
     layers = n * (attention + mlp + 2 * d)
     embed = v * d
     head = 0 if config.tie_embeddings else v * d
-    projections = n * (d * h * hd + 2 * d * kv * hd + h * hd * d + 3 * d * f)  # the kernels a quantized base stores quantized
-    return {"embedding": embed, "layers": layers, "head": head, "norm": d, "total": embed + layers + head + d,
-            "projections": projections}
+    projections = n * (
+        d * h * hd + 2 * d * kv * hd + h * hd * d + 3 * d * f
+    )  # the kernels a quantized base stores quantized
+    return {
+        "embedding": embed,
+        "layers": layers,
+        "head": head,
+        "norm": d,
+        "total": embed + layers + head + d,
+        "projections": projections,
+    }
 
 
 def projection_shapes(config: ModelConfig) -> list[tuple[int, int]]:
     """The ``[in, out]`` kernels of one layer's block projections (q k v o gate up down): what a
     quantized base stores quantized, its blocks along ``in`` (`runtime.models.quantize`)."""
-    d, h, kv, hd, f = (config.hidden_size, config.num_heads, config.num_kv_heads, config.head_dim,
-                       config.intermediate_size)
+    d, h, kv, hd, f = (
+        config.hidden_size,
+        config.num_heads,
+        config.num_kv_heads,
+        config.head_dim,
+        config.intermediate_size,
+    )
     return [(d, h * hd), (d, kv * hd), (d, kv * hd), (h * hd, d), (d, f), (d, f), (f, d)]
 
 
@@ -85,9 +98,20 @@ def activation_bytes(config: ModelConfig, tokens: int, seq_len: int, remat: str,
     return int(layers + logits)
 
 
-def memory_estimate(config: ModelConfig, *, trainable: int, total_params: int, dtype: str, optimizer: Optimizer,
-                    micro_tokens: int, seq_len: int, remat: str, shard: int = 1, tensor: int = 1,
-                    quantize: str | None = None) -> dict[str, float]:
+def memory_estimate(
+    config: ModelConfig,
+    *,
+    trainable: int,
+    total_params: int,
+    dtype: str,
+    optimizer: Optimizer,
+    micro_tokens: int,
+    seq_len: int,
+    remat: str,
+    shard: int = 1,
+    tensor: int = 1,
+    quantize: str | None = None,
+) -> dict[str, float]:
     """Bytes per device of one train step, by part (the one estimate `sftc plan` prints and
     `bench/memory_plan.py` checks against XLA's own accounting of the compiled step).
 
@@ -100,26 +124,52 @@ def memory_estimate(config: ModelConfig, *, trainable: int, total_params: int, d
     frozen = total_params - trainable  # kept in the compute dtype; the trainable part has a float32 master
     frozen_b = frozen * compute_bytes
     if quantize is not None:  # each projection's bytes by its input width (nf4's block depends on it)
-        stored = sum(din * dout * (bytes_per_weight(quantize, compute_bytes, din) - compute_bytes)
-                     for din, dout in projection_shapes(config))
+        stored = sum(
+            din * dout * (bytes_per_weight(quantize, compute_bytes, din) - compute_bytes)
+            for din, dout in projection_shapes(config)
+        )
         largest = config.hidden_size * max(config.intermediate_size, config.num_heads * config.head_dim)
         frozen_b += config.num_layers * stored + largest * compute_bytes
     params_b = (trainable * 4 + frozen_b + (trainable * compute_bytes if compute_bytes == 2 else 0)) / shard
     grads_b = trainable * 4 / shard
     opt_b = optimizer_bytes(optimizer, config, trainable) / shard
     act_b = activation_bytes(config, micro_tokens, seq_len, remat, compute_bytes) / max(tensor, 1)
-    return {"params": params_b, "grads": grads_b, "optimizer": opt_b, "activations": act_b,
-            "total": params_b + grads_b + opt_b + act_b}
+    return {
+        "params": params_b,
+        "grads": grads_b,
+        "optimizer": opt_b,
+        "activations": act_b,
+        "total": params_b + grads_b + opt_b + act_b,
+    }
 
 
-def memory_advice(config: ModelConfig, limit: int, *, batch: int, micro: int, parallel: int, devices: int,
-                  fsdp: int, tensor: int, dtype: str, remat: str, lora: bool = False, **estimate_args) -> list[str]:
+def memory_advice(
+    config: ModelConfig,
+    limit: int,
+    *,
+    batch: int,
+    micro: int,
+    parallel: int,
+    devices: int,
+    fsdp: int,
+    tensor: int,
+    dtype: str,
+    remat: str,
+    lora: bool = False,
+    **estimate_args,
+) -> list[str]:
     """When the estimate exceeds ``limit``: each single setting that would make it fit, with the
     estimate it gives (the smallest change of each kind), or what no single setting can fix."""
 
     def total(**changes) -> float:
-        args = dict(estimate_args, dtype=dtype, remat=remat, shard=fsdp * tensor, tensor=tensor,
-                    micro_tokens=micro // parallel * estimate_args["seq_len"])
+        args = dict(
+            estimate_args,
+            dtype=dtype,
+            remat=remat,
+            shard=fsdp * tensor,
+            tensor=tensor,
+            micro_tokens=micro // parallel * estimate_args["seq_len"],
+        )
         args.update(changes)
         return memory_estimate(config, **args)["total"]
 
@@ -127,8 +177,10 @@ def memory_advice(config: ModelConfig, limit: int, *, batch: int, micro: int, pa
     seq_len = estimate_args["seq_len"]
     for smaller in range(micro - parallel, 0, -parallel):
         if batch % smaller == 0 and total(micro_tokens=smaller // parallel * seq_len) <= limit:
-            advice.append(f"`micro = {smaller}` (accumulation {batch // smaller}) would need "
-                          f"{total(micro_tokens=smaller // parallel * seq_len) / GiB:.2f} GiB")
+            advice.append(
+                f"`micro = {smaller}` (accumulation {batch // smaller}) would need "
+                f"{total(micro_tokens=smaller // parallel * seq_len) / GiB:.2f} GiB"
+            )
             break
     if remat != "full" and total(remat="full") <= limit:
         advice.append(f"`remat = full` would need {total(remat='full') / GiB:.2f} GiB")
@@ -146,9 +198,11 @@ def memory_advice(config: ModelConfig, limit: int, *, batch: int, micro: int, pa
             break
     if not advice:
         least = total(micro_tokens=seq_len, remat="full", dtype="bfloat16", shard=devices)
-        advice.append(f"no single setting fits: even `micro = {parallel}`, `remat = full`, `dtype = bfloat16` and "
-                      f"fsdp over all {devices} devices need {least / GiB:.2f} GiB; use more devices or a smaller "
-                      "model (or LoRA, over a quantized base)")
+        advice.append(
+            f"no single setting fits: even `micro = {parallel}`, `remat = full`, `dtype = bfloat16` and "
+            f"fsdp over all {devices} devices need {least / GiB:.2f} GiB; use more devices or a smaller "
+            "model (or LoRA, over a quantized base)"
+        )
     return advice
 
 
@@ -189,18 +243,39 @@ def plan_report(plan: Plan, config: ModelConfig, stats: DataStats, as_dict: bool
     mesh = meshlib.make_mesh(shape)
     parallel = shape["data"] * shape["fsdp"]
     estimate = memory_estimate(
-        config, trainable=trainable, total_params=total_params, dtype=plan.model.dtype, optimizer=plan.train.optimizer,
-        micro_tokens=plan.train.micro // parallel * plan.data.seq_len, seq_len=plan.data.seq_len,
-        remat=plan.train.remat, shard=shape["fsdp"] * shape["tensor"], tensor=shape["tensor"],
-        quantize=plan.model.quantize)
+        config,
+        trainable=trainable,
+        total_params=total_params,
+        dtype=plan.model.dtype,
+        optimizer=plan.train.optimizer,
+        micro_tokens=plan.train.micro // parallel * plan.data.seq_len,
+        seq_len=plan.data.seq_len,
+        remat=plan.train.remat,
+        shard=shape["fsdp"] * shape["tensor"],
+        tensor=shape["tensor"],
+        quantize=plan.model.quantize,
+    )
     limit, memory_kind = device_memory()
     advice = []
     if limit and estimate["total"] > limit:
-        advice = memory_advice(config, limit, batch=plan.data.global_batch_size, micro=plan.train.micro,
-                               parallel=parallel, devices=devices, fsdp=shape["fsdp"], tensor=shape["tensor"],
-                               dtype=plan.model.dtype, remat=plan.train.remat, trainable=trainable,
-                               total_params=total_params, optimizer=plan.train.optimizer, seq_len=plan.data.seq_len,
-                               lora=plan.model.adapter is not None, quantize=plan.model.quantize)
+        advice = memory_advice(
+            config,
+            limit,
+            batch=plan.data.global_batch_size,
+            micro=plan.train.micro,
+            parallel=parallel,
+            devices=devices,
+            fsdp=shape["fsdp"],
+            tensor=shape["tensor"],
+            dtype=plan.model.dtype,
+            remat=plan.train.remat,
+            trainable=trainable,
+            total_params=total_params,
+            optimizer=plan.train.optimizer,
+            seq_len=plan.data.seq_len,
+            lora=plan.model.adapter is not None,
+            quantize=plan.model.quantize,
+        )
     tokens_per_step = plan.data.global_batch_size * plan.data.seq_len
     step_flops = flops_per_token(config, total_params, plan.data.seq_len) * tokens_per_step
     steps = plan.train.steps
@@ -251,7 +326,11 @@ def _baseline_text(plan) -> str | None:
     baseline = plan.eval.baseline
     if baseline is None:
         return None
-    return "the base model" if baseline.kind == "base" else f"the base model given {baseline.k} training examples (few-shot)"
+    return (
+        "the base model"
+        if baseline.kind == "base"
+        else f"the base model given {baseline.k} training examples (few-shot)"
+    )
 
 
 def _render(r: dict, plan, stats, memory_kind: str) -> str:
@@ -278,7 +357,9 @@ def _render(r: dict, plan, stats, memory_kind: str) -> str:
     )
     shape = r["mesh"]
     count = shape["data"] * shape["fsdp"] * shape["tensor"]
-    lines.append(f"mesh     {count} device{'s' * (count != 1)}: data {shape['data']} x fsdp {shape['fsdp']} x tensor {shape['tensor']}")
+    lines.append(
+        f"mesh     {count} device{'s' * (count != 1)}: data {shape['data']} x fsdp {shape['fsdp']} x tensor {shape['tensor']}"
+    )
     lines.append("         " + "   ".join(f"{k} {v}" for k, v in r["shardings"].items()))
     available = f" of {mem['available'] / GiB:.1f} GiB {memory_kind}" if mem["available"] else ""
     lines.append(
@@ -286,8 +367,14 @@ def _render(r: dict, plan, stats, memory_kind: str) -> str:
         f"optimizer {mem['optimizer'] / GiB:.3f}, activations {mem['activations'] / GiB:.3f}; estimate){available}"
     )
     if r["memory_advice"]:
-        lines.append("[bold red]warning[/]: the estimate exceeds the device's memory; "
-                     + ("what no single setting fixes:" if r["memory_advice"][0].startswith("no single") else "any one of these fits:"))
+        lines.append(
+            "[bold red]warning[/]: the estimate exceeds the device's memory; "
+            + (
+                "what no single setting fixes:"
+                if r["memory_advice"][0].startswith("no single")
+                else "any one of these fits:"
+            )
+        )
         lines += [f"         {line}" for line in r["memory_advice"]]
     lines.append(f"compute  {_human(r['flops_per_step'], 'FLOP')}/step, {_human(r['flops_total'], 'FLOP')} in total")
     if r["baseline"]:

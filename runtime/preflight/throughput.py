@@ -52,22 +52,32 @@ import platform
 import resource
 import sys
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from runtime.platform import allocator
-from runtime.train.engine import Engine, StepSettings, load_weights
-from runtime.models.flops import flops_per_token
 from runtime.models import ModelConfig
+from runtime.models.flops import flops_per_token
 from runtime.plan.run_plan import Plan
 from runtime.plan.settings import SCHEDULES, AdamW, Length, Optimizer
+from runtime.platform import allocator
+from runtime.train.engine import Engine, StepSettings, load_weights
 
 allocator.reuse_freed_memory()  # before JAX's CPU threads first allocate (see runtime.platform.allocator)
 
-__all__ = ["PEAK_FLOPS", "DEFAULT_OPTIMIZER", "StepBench", "bench_plan", "bench_step", "flops_per_token", "peak_flops", "format_bench"]
+__all__ = [
+    "PEAK_FLOPS",
+    "DEFAULT_OPTIMIZER",
+    "StepBench",
+    "bench_plan",
+    "bench_step",
+    "flops_per_token",
+    "peak_flops",
+    "format_bench",
+]
 
 DEFAULT_OPTIMIZER = AdamW(lr=1e-4, weight_decay=0.01)
 
@@ -105,7 +115,9 @@ def peak_flops(device_kind: str, dtype: str) -> float | None:
     return None
 
 
-def synthetic_batch(config: ModelConfig, accumulation: int, micro: int, seq_len: int, seed: int = 0) -> dict[str, np.ndarray]:
+def synthetic_batch(
+    config: ModelConfig, accumulation: int, micro: int, seq_len: int, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Full rows of random tokens ``[accumulation, micro, seq_len]``, every token trained."""
     rng = np.random.default_rng(seed)
     ids = rng.integers(0, config.vocab_size, (accumulation, micro, seq_len + 1)).astype(np.int32)
@@ -163,7 +175,9 @@ class StepBench:
         data = synthetic_batch(config, settings.accumulation, settings.micro, seq_len, settings.seed)
         self.data = jax.device_put(data, engine.batch_sharding)
         started = time.perf_counter()
-        self.compiled = engine.step_fn.lower(self.state, self.frozen, self.data).compile()  # called as the run's loop does
+        self.compiled = engine.step_fn.lower(
+            self.state, self.frozen, self.data
+        ).compile()  # called as the run's loop does
         self.compile_s = time.perf_counter() - started
         # jax 0.10 on the CPU: a compiled executable refuses mesh-sharded 4-bit arguments (it reports
         # their packed layout as unpacked), so a 4-bit base steps through the jitted function, as the
@@ -174,18 +188,36 @@ class StepBench:
         self.faults_per_step = 0.0
 
     @classmethod
-    def for_shape(cls, config: ModelConfig, batch: int, micro: int | None = None, seq_len: int = 256,
-                  dtype: str = "float32", optimizer: Optimizer | None = None,
-                  mesh: Mapping[str, int | str] | None = None, *, clip: float | None = 1.0,
-                  schedule: str = "cosine", total_steps: int = 1000, seed: int = 0, devices=None) -> "StepBench":
+    def for_shape(
+        cls,
+        config: ModelConfig,
+        batch: int,
+        micro: int | None = None,
+        seq_len: int = 256,
+        dtype: str = "float32",
+        optimizer: Optimizer | None = None,
+        mesh: Mapping[str, int | str] | None = None,
+        *,
+        clip: float | None = 1.0,
+        schedule: str = "cosine",
+        total_steps: int = 1000,
+        seed: int = 0,
+        devices=None,
+    ) -> StepBench:
         """A full fine-tune step of these shapes, without a spec (arguments as in `bench_step`)."""
         micro = batch if micro is None else micro
         if micro < 1 or batch % micro:
             raise ValueError(f"batch {batch} is not a whole number of micro-batches of {micro}")
         settings = StepSettings(
-            steps=max(total_steps, 2), micro=micro, accumulation=batch // micro, dtype=dtype,
-            optimizer=optimizer or DEFAULT_OPTIMIZER, schedule=SCHEDULES[schedule](warmup=Length(steps=1)).decided(max(total_steps, 2)),
-            clip=clip, mesh=mesh or {"data": "auto"}, seed=seed,
+            steps=max(total_steps, 2),
+            micro=micro,
+            accumulation=batch // micro,
+            dtype=dtype,
+            optimizer=optimizer or DEFAULT_OPTIMIZER,
+            schedule=SCHEDULES[schedule](warmup=Length(steps=1)).decided(max(total_steps, 2)),
+            clip=clip,
+            mesh=mesh or {"data": "auto"},
+            seed=seed,
         )
         return cls(config, settings, seq_len, devices)
 
@@ -281,8 +313,20 @@ def bench_step(
     """
     if steps < 1:
         raise ValueError("steps must be at least 1")
-    bench = StepBench.for_shape(config, batch, micro, seq_len, dtype, optimizer, mesh, clip=clip, schedule=schedule,
-                                total_steps=warmup + steps, seed=seed, devices=devices)
+    bench = StepBench.for_shape(
+        config,
+        batch,
+        micro,
+        seq_len,
+        dtype,
+        optimizer,
+        mesh,
+        clip=clip,
+        schedule=schedule,
+        total_steps=warmup + steps,
+        seed=seed,
+        devices=devices,
+    )
     return _timed(bench, steps, warmup)
 
 
@@ -323,9 +367,20 @@ def format_bench(result: Mapping[str, Any]) -> str:
     rows = [
         ("device", f"{r['devices']} x {r['device_kind']} ({r['platform']}), mesh {mesh}"),
         ("batch", f"{batch}, {r['dtype']}"),
-        ("parameters", f"{r['params']:,}" + (f" ({r['trainable_params']:,} trainable)" if r.get("trainable_params", r["params"]) != r["params"] else "")),
+        (
+            "parameters",
+            f"{r['params']:,}"
+            + (
+                f" ({r['trainable_params']:,} trainable)"
+                if r.get("trainable_params", r["params"]) != r["params"]
+                else ""
+            ),
+        ),
         ("compile", f"{r['compile_s']:.1f} s"),
-        ("step", f"{r['step_ms']:.1f} ms (best {r['step_ms_min']:.1f} ms, {r['steps']} timed after {r['warmup']} warm-up)"),
+        (
+            "step",
+            f"{r['step_ms']:.1f} ms (best {r['step_ms_min']:.1f} ms, {r['steps']} timed after {r['warmup']} warm-up)",
+        ),
         ("tokens/s", f"{r['tokens_per_s']:,.0f}"),
         ("FLOPs/step", _si(r["flops_per_step"], "FLOP")),
         ("achieved", _si(r["flops_per_step"] * 1e3 / r["step_ms"], "FLOP/s")),

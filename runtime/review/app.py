@@ -47,8 +47,10 @@ LOOPBACK = {"127.0.0.1", "localhost", "::1", "[::1]"}
 JSON_DEPTH = 8  # a judgement is 3 levels deep: {"answers": {"tuned": {...}}}
 _JSON_STRING, _JSON_BRACKET = re.compile(r'"(?:[^"\\]++|\\.)*+"'), re.compile(r"[\[\]{}]")
 _SURROGATE = re.compile("[\ud800-\udfff]")
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
-       "form-action 'self'; base-uri 'none'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; "
+    "form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 class BadRequest(Exception):
@@ -59,7 +61,7 @@ class BadRequest(Exception):
 
 def _host_name(host: str) -> str:
     if host.startswith("["):
-        return host[:host.index("]") + 1] if "]" in host else host
+        return host[: host.index("]") + 1] if "]" in host else host
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
@@ -75,8 +77,13 @@ def slots(row: Row, reviewer: str | None, blind: bool) -> list[tuple[str, str]]:
     return [("A", first), ("B", second)]
 
 
-def create_app(rows: RunRows, reviewer: str | None = None, blind: bool = False, token: str | None = None,
-               bound_host: str = "127.0.0.1") -> Flask:
+def create_app(
+    rows: RunRows,
+    reviewer: str | None = None,
+    blind: bool = False,
+    token: str | None = None,
+    bound_host: str = "127.0.0.1",
+) -> Flask:
     """The app for ``rows``. ``reviewer``: every judgement is theirs (else each page asks);
     ``blind``: answers shown as A/B; ``token``: required on every request."""
     app = Flask(__name__, static_folder="static", template_folder="templates")
@@ -97,8 +104,9 @@ def create_app(rows: RunRows, reviewer: str | None = None, blind: bool = False, 
         if token is not None:
             given = request.args.get("token") or request.headers.get(TOKEN_HEADER) or request.cookies.get(TOKEN_COOKIE)
             if not given or not hmac.compare_digest(given.encode(), token.encode()):
-                return _error("a valid token is required: open the URL sftc review printed (it carries ?token=...)",
-                              403)
+                return _error(
+                    "a valid token is required: open the URL sftc review printed (it carries ?token=...)", 403
+                )
             if request.args.get("token") and request.method == "GET":
                 # the token moves into a cookie and out of the address bar, history and referrers
                 response = redirect(request.path, code=303)
@@ -130,8 +138,11 @@ def create_app(rows: RunRows, reviewer: str | None = None, blind: bool = False, 
     def unexpected(error: Exception):  # a bug or a broken environment: never a silent 500
         logging.getLogger("sftc").error("review: %s %s failed", request.method, request.path, exc_info=error)
         where = _log_file() or 'the log of the logger "sftc"'
-        return _error(f"the server failed unexpectedly ({type(error).__name__}: {error}); the traceback is in "
-                      f"{where}; please report it", 500)
+        return _error(
+            f"the server failed unexpectedly ({type(error).__name__}: {error}); the traceback is in "
+            f"{where}; please report it",
+            500,
+        )
 
     def progress(name: str | None) -> dict[str, Any]:
         judgements = store.history()
@@ -139,8 +150,10 @@ def create_app(rows: RunRows, reviewer: str | None = None, blind: bool = False, 
         total, mine = Counter(r.source for r in rows.rows), Counter()
         for row in rows.rows:
             answers = current.get(row.id, {})
-            if name and all(answers.get(a, {}).get(name) is not None and answers[a][name].score is not None
-                            for _, a in slots(row, name, blind)):
+            if name and all(
+                answers.get(a, {}).get(name) is not None and answers[a][name].score is not None
+                for _, a in slots(row, name, blind)
+            ):
                 mine[row.source] += 1
         out: dict[str, Any] = {
             "total": len(rows.rows),
@@ -167,22 +180,38 @@ def create_app(rows: RunRows, reviewer: str | None = None, blind: bool = False, 
             for slot, answer in slots(row, name, blind):
                 j = current.get((row.id, answer))
                 stale = j is not None and j.answer_sha != row.sha(answer)
-                answers.append({"slot": slot, "label": f"Answer {slot}" if blind else
-                                ("Tuned answer" if answer == "tuned" else _base_label(rows.base_kind)),
-                                "text": row.text(answer), "sha": row.sha(answer),
-                                "score": None if j is None or stale else j.score,
-                                "flagged": bool(j and not stale and j.flagged),
-                                "note": (j.note or "") if j and not stale else "",
-                                "stale": stale})
+                answers.append(
+                    {
+                        "slot": slot,
+                        "label": f"Answer {slot}"
+                        if blind
+                        else ("Tuned answer" if answer == "tuned" else _base_label(rows.base_kind)),
+                        "text": row.text(answer),
+                        "sha": row.sha(answer),
+                        "score": None if j is None or stale else j.score,
+                        "flagged": bool(j and not stale and j.flagged),
+                        "note": (j.note or "") if j and not stale else "",
+                        "stale": stale,
+                    }
+                )
             tuned = current.get((row.id, "tuned"))
-            shown.append({"row": row, "answers": answers,
-                          "correction": (tuned.correction or "") if tuned is not None else ""})
+            shown.append(
+                {"row": row, "answers": answers, "correction": (tuned.correction or "") if tuned is not None else ""}
+            )
         cookie = unquote(request.cookies.get(REVIEWER_COOKIE, ""))
         refused = _reviewer_problem(cookie) if reviewer is None and cookie else None
-        return render_template("review.html", rows=shown, reviewer=name, fixed_reviewer=reviewer is not None,
-                               refused=refused and f"Your name was not taken: {refused}.",
-                               blind=blind, run=str(rows.run_dir), progress=progress(name),
-                               has_base=rows.base_samples is not None, base_kind=rows.base_kind)
+        return render_template(
+            "review.html",
+            rows=shown,
+            reviewer=name,
+            fixed_reviewer=reviewer is not None,
+            refused=refused and f"Your name was not taken: {refused}.",
+            blind=blind,
+            run=str(rows.run_dir),
+            progress=progress(name),
+            has_base=rows.base_samples is not None,
+            base_kind=rows.base_kind,
+        )
 
     @app.get("/api/progress")
     def api_progress():
@@ -228,8 +257,15 @@ def create_app(rows: RunRows, reviewer: str | None = None, blind: bool = False, 
             raise BadRequest("a correction is saved with the tuned answer: send its slot too")
         new = [j for j in wanted if _changed(j, previous.get(j.answer))]
         saved = store.add_many(new) if new else []
-        return jsonify({"ok": True, "saved": len(saved), "row": row.id,
-                        "created_at": saved[0].created_at if saved else None, "progress": progress(name)})
+        return jsonify(
+            {
+                "ok": True,
+                "saved": len(saved),
+                "row": row.id,
+                "created_at": saved[0].created_at if saved else None,
+                "progress": progress(name),
+            }
+        )
 
     return app
 
@@ -267,8 +303,10 @@ def _json_body(data: bytes) -> Any:
     for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub('""', text)):
         depth += 1 if bracket in "[{" else -1
         if depth > JSON_DEPTH:
-            raise BadRequest(f"the JSON body is nested deeper than {JSON_DEPTH} levels; a judgement is "
-                             f'{{"row", "reviewer", "answers": {{slot: {{score, flagged, note, sha}}}}, "correction"}}')
+            raise BadRequest(
+                f"the JSON body is nested deeper than {JSON_DEPTH} levels; a judgement is "
+                f'{{"row", "reviewer", "answers": {{slot: {{score, flagged, note, sha}}}}, "correction"}}'
+            )
     try:
         return json.loads(text)
     except RecursionError:
@@ -284,9 +322,11 @@ def _lone_surrogate(value: Any, where: str = "") -> str | None:
         found = _SURROGATE.search(value)
         if found is None:
             return None
-        return (f"`{where or 'the body'}` holds a lone UTF-16 surrogate, {describe(found.group())}, at character "
-                f"{found.start() + 1}: a character was cut in two (pasting half of an emoji does it); "
-                f"paste the whole character or remove it")
+        return (
+            f"`{where or 'the body'}` holds a lone UTF-16 surrogate, {describe(found.group())}, at character "
+            f"{found.start() + 1}: a character was cut in two (pasting half of an emoji does it); "
+            f"paste the whole character or remove it"
+        )
     items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
     for key, item in items:
         if isinstance(key, str) and _SURROGATE.search(key):
@@ -318,9 +358,17 @@ def _judgement(row: Row, answer: str, slot: str, reviewer: str, fields: Any, cor
         raise BadRequest(f"answer {slot!r}: the note is over {NOTE_MAX // 1024} KiB", 413)
     if fields.get("sha") != row.sha(answer):
         raise BadRequest(f"row {row.id}: answer {slot!r} is not the text this page showed; reload the page", 409)
-    return Judgement(row_id=row.id, answer=answer, reviewer=reviewer, score=score, flagged=flagged,
-                     correction=correction, note=note if note and note.strip() else None,
-                     data_fingerprint=row.fingerprint, answer_sha=row.sha(answer) or "")
+    return Judgement(
+        row_id=row.id,
+        answer=answer,
+        reviewer=reviewer,
+        score=score,
+        flagged=flagged,
+        correction=correction,
+        note=note if note and note.strip() else None,
+        data_fingerprint=row.fingerprint,
+        answer_sha=row.sha(answer) or "",
+    )
 
 
 def _changed(new: Judgement, old: Judgement | None) -> bool:
@@ -339,8 +387,15 @@ def serve(app: Flask, host: str, port: int, ready=None, threads: int = 8) -> Non
 
     from waitress.server import create_server
 
-    server = create_server(app, host=host, port=port, threads=threads, max_request_body_size=MAX_BODY + 1024,
-                           ident="sftc-review", clear_untrusted_proxy_headers=True)
+    server = create_server(
+        app,
+        host=host,
+        port=port,
+        threads=threads,
+        max_request_body_size=MAX_BODY + 1024,
+        ident="sftc-review",
+        clear_untrusted_proxy_headers=True,
+    )
 
     def stop(signum, frame):  # SIGTERM stops as Ctrl-C does
         raise KeyboardInterrupt

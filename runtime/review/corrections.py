@@ -54,8 +54,11 @@ class _Refused(Exception):
 def chosen_corrections(rows: RunRows, judgements: list[Judgement]) -> tuple[list[tuple[Row, Judgement]], list[str]]:
     """(row, the judgement whose correction it takes) in row order, and the warnings about
     rows several reviewers corrected."""
-    fresh = [j for j in judgements if j.answer == "tuned" and (row := rows.by_id(j.row_id)) is not None
-             and j.data_fingerprint == row.fingerprint]
+    fresh = [
+        j
+        for j in judgements
+        if j.answer == "tuned" and (row := rows.by_id(j.row_id)) is not None and j.data_fingerprint == row.fingerprint
+    ]
     by_row: dict[str, list[Judgement]] = {}
     for j in current_of(fresh):
         if j.correction is not None:
@@ -68,8 +71,10 @@ def chosen_corrections(rows: RunRows, judgements: list[Judgement]) -> tuple[list
         latest = max(corrections, key=lambda j: j.id or 0)
         if len(corrections) > 1:
             others = ", ".join(sorted(j.reviewer for j in corrections if j is not latest))
-            warnings.append(f"row {row.id}: corrected by {len(corrections)} reviewers ({latest.reviewer}, {others}); "
-                            f"took the latest, {latest.reviewer}'s of {latest.created_at}")
+            warnings.append(
+                f"row {row.id}: corrected by {len(corrections)} reviewers ({latest.reviewer}, {others}); "
+                f"took the latest, {latest.reviewer}'s of {latest.created_at}"
+            )
         chosen.append((row, latest))
     return chosen, warnings
 
@@ -86,10 +91,10 @@ def _drop_nulls(value: Any) -> Any:
 def _corrected(plan: Any, source: str, row: dict, turn: int | None, correction: str, where: str) -> dict:
     """``row`` as it is in its file, with the answer the sample is about replaced by ``correction``,
     in the source's own shape: the rule that reads the row (`resolve_mode`, `shapes`) finds it."""
+    from runtime.data.tokenize import resolve_mode
     from runtime.plan import row_shapes as shapes
     from runtime.plan.data_errors import DataError, RowProblem
     from runtime.plan.row_templates import parse_template
-    from runtime.data.tokenize import resolve_mode
 
     try:
         mode = resolve_mode(plan.data.template_for(source), list(row), plan.data.source(source))
@@ -108,11 +113,15 @@ def _corrected(plan: Any, source: str, row: dict, turn: int | None, correction: 
         assistant = [i for i, m in enumerate(said) if m["role"] == "assistant"]
         index = turn if turn is not None else (assistant[-1] if assistant else None)
         if index is None or index >= len(said) or said[index]["role"] != "assistant":
-            raise _Refused(f"{where}: column {column!r} has no assistant message "
-                           f"{'at index ' + str(index) if index is not None else ''} to correct".rstrip())
+            raise _Refused(
+                f"{where}: column {column!r} has no assistant message "
+                f"{'at index ' + str(index) if index is not None else ''} to correct".rstrip()
+            )
         if said[index].get("tool_calls"):
-            raise _Refused(f"{where}: message {index} of column {column!r} is a tool call; a text correction "
-                           "cannot stand for it, correct the row by hand")
+            raise _Refused(
+                f"{where}: message {index} of column {column!r} is a tool call; a text correction "
+                "cannot stand for it, correct the row by hand"
+            )
         messages[index][shapes.message_keys(messages[index], mode.keys)[1]] = correction
         row[column] = json.dumps(messages, ensure_ascii=False) if isinstance(value, str) else messages
         return row
@@ -120,10 +129,12 @@ def _corrected(plan: Any, source: str, row: dict, turn: int | None, correction: 
         parts = parse_template(mode.completion or "")
         fields = [p for p in parts if isinstance(p, tuple)]
         if len(fields) != 1:
-            raise _Refused(f"{where}: the completion template {mode.completion!r} is not one placeholder "
-                           f"{{column}} with text around it, so the correction cannot be put back into a column")
+            raise _Refused(
+                f"{where}: the completion template {mode.completion!r} is not one placeholder "
+                f"{{column}} with text around it, so the correction cannot be put back into a column"
+            )
         at = parts.index(fields[0])
-        correction = _between("".join(parts[:at]), "".join(parts[at + 1:]), correction, mode.completion or "", where)
+        correction = _between("".join(parts[:at]), "".join(parts[at + 1 :]), correction, mode.completion or "", where)
         path = (raw.get(fields[0][0], fields[0][0]), *fields[0][1:])
     elif mode.kind == "alpaca":
         path = (raw.get("output", "output"),)
@@ -143,14 +154,18 @@ def _between(before: str, after: str, correction: str, template: str, where: str
     """The column's value in a correction of the whole completion ``before + {column} + after``:
     the text around the placeholder taken off where the reviewer wrote it; whitespace around it
     (a separating space) may be left out; other text must be there, or the row is refused."""
-    for text, present, cut in ((before, correction.startswith(before), lambda c: c[len(before):]),
-                               (after, correction.endswith(after), lambda c: c[:len(c) - len(after)])):
+    for text, present, cut in (
+        (before, correction.startswith(before), lambda c: c[len(before) :]),
+        (after, correction.endswith(after), lambda c: c[: len(c) - len(after)]),
+    ):
         if text and present:
             correction = cut(correction)
         elif text.strip():
-            raise _Refused(f"{where}: the completion template {template!r} has the text {text.strip()!r} around "
-                           f"its placeholder and the correction does not, so it cannot be put back into a column; "
-                           f"write the whole answer as the template renders it")
+            raise _Refused(
+                f"{where}: the completion template {template!r} has the text {text.strip()!r} around "
+                f"its placeholder and the correction does not, so it cannot be put back into a column; "
+                f"write the whole answer as the template renders it"
+            )
     return correction
 
 
@@ -186,17 +201,19 @@ class _Reader:
         raise _Refused(f"{where}: {file} is no longer one of the source's files")
 
     def row(self, source: str, file: str, line: int, expected_fingerprint: str, where: str) -> dict:
-        from runtime.plan.data_errors import DataError
         from runtime.data.sources import load_source
-        from runtime.platform.cache_dir import default_cache
+        from runtime.plan.data_errors import DataError
         from runtime.plan.run_inputs import eval_rows_fingerprint
+        from runtime.platform.cache_dir import default_cache
 
         try:
             if source not in self.current:  # the data the run saw: a changed file has other rows at that line
                 self.current[source] = eval_rows_fingerprint(self.plan.data.source(source), default_cache())
             if self.current[source] != expected_fingerprint:
-                raise _Refused(f"{where}: the data of its eval rows changed since the run (its fingerprint differs "
-                               f"from manifest.json); the row at this line may be another row")
+                raise _Refused(
+                    f"{where}: the data of its eval rows changed since the run (its fingerprint differs "
+                    f"from manifest.json); the row at this line may be another row"
+                )
             if file not in self.files:
                 part = dataclasses.replace(self.part(source, file, where), paths=(file,))
                 loaded = load_source(part, self.cache_dir)
@@ -229,16 +246,22 @@ def export_corrections(run_dir: str | Path, out: str | Path, cache_dir: str | No
         where = f"data {row.source}, row {row.id}"
         try:
             if row.file is None:
-                raise _Refused(f"{where}: the row has no local file (a hub or disk dataset) to map the correction "
-                               f"back to; copy the row by hand")
+                raise _Refused(
+                    f"{where}: the row has no local file (a hub or disk dataset) to map the correction "
+                    f"back to; copy the row by hand"
+                )
             assert reader is not None
             original = reader.row(row.source, row.file, row.line, row.fingerprint, where)
             corrected = _corrected(reader.plan, row.source, original, row.turn, judgement.correction or "", where)
         except _Refused as refusal:
             result.refused.append(str(refusal))
             continue
-        corrected["review"] = {"reviewer": judgement.reviewer, "score": judgement.score,
-                               "run": str(run_dir), "row": row.id}
+        corrected["review"] = {
+            "reviewer": judgement.reviewer,
+            "score": judgement.score,
+            "run": str(run_dir),
+            "row": row.id,
+        }
         lines.append(json.dumps(corrected, ensure_ascii=False, default=str) + "\n")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")

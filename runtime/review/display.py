@@ -44,8 +44,7 @@ def _invisible(char: str) -> bool:
 
 
 # every invisible character of the Basic Multilingual Plane and the tag characters (U+E0000..U+E007F)
-_INVISIBLE_CLASS = "".join(re.escape(chr(c)) for c in [*range(0x10000), *range(0xE0000, 0xE0080)]
-                           if _invisible(chr(c)))
+_INVISIBLE_CLASS = "".join(re.escape(chr(c)) for c in [*range(0x10000), *range(0xE0000, 0xE0080)] if _invisible(chr(c)))
 _INVISIBLE = re.compile(f"[{_INVISIBLE_CLASS}]")
 
 
@@ -53,9 +52,15 @@ def describe(char: str) -> str:
     """``U+202E RIGHT-TO-LEFT OVERRIDE``; control characters and lone surrogates, which
     Unicode leaves unnamed, by what they are (``U+0000 NULL``)."""
     category = unicodedata.category(char)
-    name = unicodedata.name(char, "") or ("NULL" if char == "\0" else "CONTROL CHARACTER" if category == "Cc" else
-                                          "LONE SURROGATE (half of a character, e.g. of an emoji)"
-                                          if category == "Cs" else "")
+    name = unicodedata.name(char, "") or (
+        "NULL"
+        if char == "\0"
+        else "CONTROL CHARACTER"
+        if category == "Cc"
+        else "LONE SURROGATE (half of a character, e.g. of an emoji)"
+        if category == "Cs"
+        else ""
+    )
     return f"U+{ord(char):04X} {name}" if name else f"U+{ord(char):04X}"
 
 
@@ -88,14 +93,18 @@ def visible(text: str | None, tokens: Iterable[str] = ()) -> Markup:
         return Markup("")
     out, at = [], 0
     for found in _pattern(tuple(tokens)).finditer(text):
-        out.append(escape(text[at:found.start()]))
+        out.append(escape(text[at : found.start()]))
         piece = found.group()
         if len(piece) == 1 and _INVISIBLE.fullmatch(piece):
-            out.append(Markup('<span class="invisible" title="{}: an invisible character in the text">⟨U+{:04X}⟩'
-                              '</span>').format(describe(piece), ord(piece)))
+            out.append(
+                Markup(
+                    '<span class="invisible" title="{}: an invisible character in the text">⟨U+{:04X}⟩</span>'
+                ).format(describe(piece), ord(piece))
+            )
         else:
-            out.append(Markup('<span class="special-token" title="special token of the tokenizer">{}</span>')
-                       .format(piece))
+            out.append(
+                Markup('<span class="special-token" title="special token of the tokenizer">{}</span>').format(piece)
+            )
         at = found.end()
     out.append(escape(text[at:]))
     return Markup("").join(out)
@@ -126,8 +135,7 @@ def special_tokens(tokenizer_dir: Path) -> tuple[str, ...]:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as error:
-            logging.getLogger("sftc").warning("review: %s not read, its special tokens are not marked: %s",
-                                              path, error)
+            logging.getLogger("sftc").warning("review: %s not read, its special tokens are not marked: %s", path, error)
             continue
         if not isinstance(data, dict):
             continue

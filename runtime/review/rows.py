@@ -11,8 +11,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from runtime.plan.sample_origin import sample_key
 from runtime.plan.run_inputs import eval_fingerprints
+from runtime.plan.sample_origin import sample_key
 from runtime.review.store import answer_sha, row_ids
 
 __all__ = ["ReviewError", "Row", "RunRows", "blind_order", "load_rows"]
@@ -95,8 +95,10 @@ def load_rows(run_dir: str | Path) -> RunRows:
     report = _read_json(report_path)
     samples = _check_samples(report_path, report.get("samples", []), "samples")
     if not samples:
-        raise ReviewError(f"{report_path}: the run has no generated eval samples to review; give the spec an "
-                          f"`eval {{ generate = greedy(...) }}` block and eval rows, then run it again")
+        raise ReviewError(
+            f"{report_path}: the run has no generated eval samples to review; give the spec an "
+            f"`eval {{ generate = greedy(...) }}` block and eval rows, then run it again"
+        )
     baseline = report.get("baseline")
     base_samples, base_kind = None, None
     if baseline is not None:
@@ -108,11 +110,29 @@ def load_rows(run_dir: str | Path) -> RunRows:
     rows = []
     for i, (rid, s) in enumerate(zip(row_ids(samples), samples)):
         key = sample_key(s)
-        rows.append(Row(id=rid, index=i, source=s["source"], file=s.get("file"), line=int(s["line"]), turn=key[3],
-                        prompt=s["prompt"], reference=s["reference"], tuned=s["generated"],
-                        base=base_at.get(key), fingerprint=fingerprints.get(s["source"], "")))
-    return RunRows(run_dir=run_dir, rows=tuple(rows), samples=samples, base_samples=base_samples,
-                   base_kind=base_kind, fingerprints=fingerprints)
+        rows.append(
+            Row(
+                id=rid,
+                index=i,
+                source=s["source"],
+                file=s.get("file"),
+                line=int(s["line"]),
+                turn=key[3],
+                prompt=s["prompt"],
+                reference=s["reference"],
+                tuned=s["generated"],
+                base=base_at.get(key),
+                fingerprint=fingerprints.get(s["source"], ""),
+            )
+        )
+    return RunRows(
+        run_dir=run_dir,
+        rows=tuple(rows),
+        samples=samples,
+        base_samples=base_samples,
+        base_kind=base_kind,
+        fingerprints=fingerprints,
+    )
 
 
 def blind_order(row: str, reviewer: str) -> tuple[str, str]:

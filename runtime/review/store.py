@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import hashlib
-import os
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -60,8 +59,19 @@ CREATE TRIGGER IF NOT EXISTS judgements_no_update BEFORE UPDATE ON judgements
 CREATE TRIGGER IF NOT EXISTS judgements_no_delete BEFORE DELETE ON judgements
     BEGIN SELECT RAISE(ABORT, 'judgements are append-only'); END;
 """
-_COLUMNS = ("id", "row_id", "answer", "reviewer", "score", "flagged", "correction", "note", "created_at",
-            "data_fingerprint", "answer_sha")
+_COLUMNS = (
+    "id",
+    "row_id",
+    "answer",
+    "reviewer",
+    "score",
+    "flagged",
+    "correction",
+    "note",
+    "created_at",
+    "data_fingerprint",
+    "answer_sha",
+)
 
 
 def answer_sha(text: str) -> str:
@@ -179,8 +189,19 @@ class ReviewStore:
                     cursor = db.execute(
                         "INSERT INTO judgements (row_id, answer, reviewer, score, flagged, correction, note,"
                         " created_at, data_fingerprint, answer_sha) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (j.row_id, j.answer, j.reviewer, j.score, int(bool(j.flagged)), j.correction, j.note,
-                         created, j.data_fingerprint, j.answer_sha))
+                        (
+                            j.row_id,
+                            j.answer,
+                            j.reviewer,
+                            j.score,
+                            int(bool(j.flagged)),
+                            j.correction,
+                            j.note,
+                            created,
+                            j.data_fingerprint,
+                            j.answer_sha,
+                        ),
+                    )
                     out.append(Judgement(**{**j.to_dict(), "id": cursor.lastrowid, "created_at": created}))
                 db.execute("COMMIT")
             except BaseException:
@@ -196,14 +217,14 @@ class ReviewStore:
             if row is None:
                 rows = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM judgements ORDER BY id").fetchall()
             else:
-                rows = db.execute(f"SELECT {', '.join(_COLUMNS)} FROM judgements WHERE row_id = ? ORDER BY id",
-                                  (row,)).fetchall()
+                rows = db.execute(
+                    f"SELECT {', '.join(_COLUMNS)} FROM judgements WHERE row_id = ? ORDER BY id", (row,)
+                ).fetchall()
         return [_judgement(r) for r in rows]
 
     def current(self, reviewer: str | None = None) -> list[Judgement]:
         """The latest judgement per (row, answer, reviewer) (of ``reviewer`` only), by row then id."""
-        return current_of(self.history() if reviewer is None else
-                          [j for j in self.history() if j.reviewer == reviewer])
+        return current_of(self.history() if reviewer is None else [j for j in self.history() if j.reviewer == reviewer])
 
 
 def current_of(judgements: Iterable[Judgement]) -> list[Judgement]:

@@ -42,8 +42,9 @@ class ReviewSummary:
     values: dict[str, float]  # review_score, review_flagged, review_wins, and `name(source)` per source
 
 
-def _base_by_row(samples: Sequence[Mapping[str, Any]], base_samples: Sequence[Mapping[str, Any]] | None,
-                 ids: Sequence[str]) -> dict[str, Mapping[str, Any]]:
+def _base_by_row(
+    samples: Sequence[Mapping[str, Any]], base_samples: Sequence[Mapping[str, Any]] | None, ids: Sequence[str]
+) -> dict[str, Mapping[str, Any]]:
     """The base sample of each row id (matched by `runtime.plan.sample_origin.sample_key`, so a baseline
     in another order still lines up; a row the baseline lacks has none)."""
     from runtime.plan.sample_origin import sample_key
@@ -59,9 +60,12 @@ def _base_by_row(samples: Sequence[Mapping[str, Any]], base_samples: Sequence[Ma
     return out
 
 
-def valid_current(judgements: Sequence[Judgement], samples: Sequence[Mapping[str, Any]],
-                  base_samples: Sequence[Mapping[str, Any]] | None,
-                  fingerprints: Mapping[str, str]) -> dict[str, dict[str, dict[str, Judgement]]]:
+def valid_current(
+    judgements: Sequence[Judgement],
+    samples: Sequence[Mapping[str, Any]],
+    base_samples: Sequence[Mapping[str, Any]] | None,
+    fingerprints: Mapping[str, str],
+) -> dict[str, dict[str, dict[str, Judgement]]]:
     """row id -> answer -> reviewer -> the current judgement, keeping only judgements about
     the answer text of ``samples`` / ``base_samples`` and the data of ``fingerprints``."""
     ids = row_ids(samples)
@@ -93,8 +97,9 @@ def _values(rows: list[dict[str, dict[str, Judgement]]], suffix: str, values: di
             values[name + suffix] = fmean(column)
 
 
-def review_summary(run_dir: Path, samples: list[dict], base_samples: list[dict] | None,
-                   fingerprints: dict[str, str]) -> ReviewSummary:
+def review_summary(
+    run_dir: Path, samples: list[dict], base_samples: list[dict] | None, fingerprints: dict[str, str]
+) -> ReviewSummary:
     """The review state of a run's eval rows (see the module docstring). Reads
     `run_dir/reviews.sqlite` when there is one; never creates or writes it."""
     store = ReviewStore(run_dir, create=False)
@@ -114,5 +119,9 @@ def review_summary(run_dir: Path, samples: list[dict], base_samples: list[dict] 
     _values([a for rows in reviewed.values() for a in rows], "", values)
     for source in remaining:
         _values(reviewed.get(source, []), f"({source})", values)
-    return ReviewSummary(total=len(samples), reviewed=sum(len(r) for r in reviewed.values()),
-                         remaining_by_source=remaining, values=values)
+    return ReviewSummary(
+        total=len(samples),
+        reviewed=sum(len(r) for r in reviewed.values()),
+        remaining_by_source=remaining,
+        values=values,
+    )

@@ -16,20 +16,23 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from runtime.platform import mesh as meshlib
 from runtime.models import ModelConfig, build
 from runtime.plan.run_plan import LoraPlan, Plan
 from runtime.plan.settings import Optimizer, Schedule
-from runtime.train import optim, schedule as schedulelib, step as steplib
+from runtime.platform import mesh as meshlib
+from runtime.train import optim
+from runtime.train import schedule as schedulelib
+from runtime.train import step as steplib
 
 
 class EngineError(ValueError):
@@ -54,13 +57,21 @@ class StepSettings:
     quantize: str | None = None  # how the frozen base is stored (runtime.models.quantize)
 
     @classmethod
-    def of(cls, plan: Plan) -> "StepSettings":
+    def of(cls, plan: Plan) -> StepSettings:
         if plan.train.steps is None:
             raise EngineError("the plan's step count is not decided yet (prepare the data first)")
         return cls(
-            steps=plan.train.steps, micro=plan.train.micro, accumulation=plan.accumulation, dtype=plan.model.dtype,
-            optimizer=plan.train.optimizer, schedule=plan.train.schedule, clip=plan.train.clip,
-            mesh=plan.train.mesh, adapter=plan.model.adapter, seed=plan.data.seed, quantize=plan.model.quantize,
+            steps=plan.train.steps,
+            micro=plan.train.micro,
+            accumulation=plan.accumulation,
+            dtype=plan.model.dtype,
+            optimizer=plan.train.optimizer,
+            schedule=plan.train.schedule,
+            clip=plan.train.clip,
+            mesh=plan.train.mesh,
+            adapter=plan.model.adapter,
+            seed=plan.data.seed,
+            quantize=plan.model.quantize,
         )
 
 
@@ -172,11 +183,19 @@ class Engine:
         self.graphdef, abstract_params, abstract_frozen = _abstract_model(settings, config)
         pure = abstract_params.to_pure_dict()
         self.abstract_state = jax.eval_shape(lambda p: steplib.start_state(p, self.tx), pure)
-        self.shardings = steplib.state_shardings(self.abstract_state, meshlib.state_shardings(abstract_params, self.mesh), self.mesh)
+        self.shardings = steplib.state_shardings(
+            self.abstract_state, meshlib.state_shardings(abstract_params, self.mesh), self.mesh
+        )
         self.frozen_shardings = meshlib.state_shardings(abstract_frozen, self.mesh)
         dropout = settings.adapter.dropout if settings.adapter is not None else 0.0
         self.step_fn = steplib.compile_step(
-            self.graphdef, self.tx, self.schedule, self.compute, self.shardings, self.frozen_shardings, self.mesh,
+            self.graphdef,
+            self.tx,
+            self.schedule,
+            self.compute,
+            self.shardings,
+            self.frozen_shardings,
+            self.mesh,
             dropout_seed=settings.seed if dropout > 0 else None,
         )
         self.eval_fn = steplib.OnMesh(
@@ -215,9 +234,12 @@ class Engine:
         """This process's rows of a global batch (`batch_rows`, in that order) as the global
         `[accumulation, micro, seq_len]` arrays on the mesh."""
         accumulation, micro = self.settings.accumulation, self.settings.micro
-        return {k: jax.make_array_from_process_local_data(
-                    self.batch_sharding, v.reshape(accumulation, -1, v.shape[-1]), (accumulation, micro, v.shape[-1]))
-                for k, v in batch.items()}
+        return {
+            k: jax.make_array_from_process_local_data(
+                self.batch_sharding, v.reshape(accumulation, -1, v.shape[-1]), (accumulation, micro, v.shape[-1])
+            )
+            for k, v in batch.items()
+        }
 
     def eval_rows(self, rows: int) -> np.ndarray:
         """The rows of an eval batch `[rows, seq_len]` this process reads and assembles."""

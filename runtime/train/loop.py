@@ -29,17 +29,18 @@ from typing import Any
 
 import jax
 
-from runtime.platform.distributed import gather
-from runtime.train.engine import Engine, StepSettings, load_weights
-from runtime.evaluate.tokens import token_metrics
-from runtime.train.prepare import Prepared, log_interval
 from runtime.checkpoints.hf_checkpoint import CheckpointError
 from runtime.checkpoints.orbax_checkpoints import Checkpoints
+from runtime.evaluate.tokens import token_metrics
+from runtime.platform.distributed import gather
+from runtime.train.engine import Engine, StepSettings, load_weights
 from runtime.train.metrics_log import MetricsLog
+from runtime.train.prepare import Prepared, log_interval
 
-
-_NONFINITE_HELP = ("lower the learning rate or clip, check the data at these steps, or allow a few skipped "
-                   "steps with `train { max_skipped_steps = N }`")
+_NONFINITE_HELP = (
+    "lower the learning rate or clip, check the data at these steps, or allow a few skipped "
+    "steps with `train { max_skipped_steps = N }`"
+)
 
 
 @dataclass
@@ -87,8 +88,9 @@ class _Interrupts:
             signal.signal(signal.SIGINT, previous)
 
 
-def train(prepared: Prepared, run_dir: Path, progress=None, log: MetricsLog | None = None,
-          checkpoint_dir: Path | None = None) -> TrainResult:
+def train(
+    prepared: Prepared, run_dir: Path, progress=None, log: MetricsLog | None = None, checkpoint_dir: Path | None = None
+) -> TrainResult:
     """Run (or resume) the plan's training in `run_dir` (checkpoints in `checkpoint_dir`, by
     default `run_dir/checkpoints`; with several processes, the one directory they share);
     returns how it ended."""
@@ -106,15 +108,18 @@ def train(prepared: Prepared, run_dir: Path, progress=None, log: MetricsLog | No
         checkpoints.close()
         raise
     for skipped_step, reason in restored.skipped:
-        notes.append(f"checkpoint {skipped_step} does not restore, its files are damaged ({reason}); it was moved "
-                     f"to {restored.moved_to}")
+        notes.append(
+            f"checkpoint {skipped_step} does not restore, its files are damaged ({reason}); it was moved "
+            f"to {restored.moved_to}"
+        )
         log.event(skipped_step, "checkpoint_skipped", reason=reason)
     if restored.state is None and restored.skipped:  # starting over here would make metrics.jsonl go backwards
         checkpoints.close()
         steps = ", ".join(str(step) for step, _ in restored.skipped)
         raise CheckpointError(
             f"every checkpoint of {run_dir} is damaged ({steps}: {restored.skipped[0][1]}); they were moved to "
-            f"{restored.moved_to} and nothing is left to resume. `sftc run` again starts a new run directory")
+            f"{restored.moved_to} and nothing is left to resume. `sftc run` again starts a new run directory"
+        )
     if restored.state is not None:
         state = restored.state
         del params
@@ -135,8 +140,10 @@ def train(prepared: Prepared, run_dir: Path, progress=None, log: MetricsLog | No
     end = total
     if skipped > allowed:  # resumed after stopping for it: the spec must allow it now, or nothing runs
         status, end = "nan", start
-        message = (f"this run has skipped {skipped} non-finite step{'s' * (skipped > 1)} (max_skipped_steps = "
-                   f"{allowed}); {_NONFINITE_HELP}, or start again with `sftc run --fresh`")
+        message = (
+            f"this run has skipped {skipped} non-finite step{'s' * (skipped > 1)} (max_skipped_steps = "
+            f"{allowed}); {_NONFINITE_HELP}, or start again with `sftc run --fresh`"
+        )
     pool = concurrent.futures.ThreadPoolExecutor(1)
     rows = engine.batch_rows()  # this process's share of every batch
     upcoming = pool.submit(prepared.pipeline.batch, start, rows) if start < end else None
@@ -214,8 +221,9 @@ def train(prepared: Prepared, run_dir: Path, progress=None, log: MetricsLog | No
             log.write(record)
     log.event(steps, "stop" if status != "done" else "done", status=status, skipped_steps=skipped)
     params = gather(state.params)  # every process: the whole model, for evaluation and export
-    return TrainResult(status, steps, engine.graphdef, params, gather(frozen), last_loss, message, skipped, notes,
-                       engine)
+    return TrainResult(
+        status, steps, engine.graphdef, params, gather(frozen), last_loss, message, skipped, notes, engine
+    )
 
 
 def _epochs_to_steps(epochs: float | None, prepared: Prepared) -> int | None:
@@ -226,4 +234,9 @@ def _epochs_to_steps(epochs: float | None, prepared: Prepared) -> int | None:
 
 
 def _record(prepared: Prepared, step_number: int) -> dict:
-    return {"step": step_number, "spec_hash": prepared.plan.spec_hash, "seed": prepared.plan.data.seed, "time": time.time()}
+    return {
+        "step": step_number,
+        "spec_hash": prepared.plan.spec_hash,
+        "seed": prepared.plan.data.seed,
+        "time": time.time(),
+    }

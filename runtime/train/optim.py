@@ -3,7 +3,8 @@ then clipping, masked weight decay and the schedule."""
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import optax
@@ -18,7 +19,11 @@ def decay_mask(params) -> Any:
 
 def _adafactor(o: Adafactor, schedule) -> optax.GradientTransformation:
     core = optax.adafactor(
-        schedule, decay_rate=o.decay_rate, eps=o.eps, clipping_threshold=o.clip_threshold, multiply_by_parameter_scale=False
+        schedule,
+        decay_rate=o.decay_rate,
+        eps=o.eps,
+        clipping_threshold=o.clip_threshold,
+        multiply_by_parameter_scale=False,
     )
     return optax.chain(core, _decoupled_decay(o.weight_decay, schedule)) if o.weight_decay > 0 else core
 

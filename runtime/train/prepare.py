@@ -11,17 +11,17 @@ import hashlib
 import json
 import math
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
-from runtime.platform.allocator import reuse_freed_memory
-from runtime.platform.cache_dir import default_cache
-from runtime.plan.data_plan import SourceSpec, TemplateSpec
 from runtime.data.share import Share
 from runtime.models.config import ModelConfig
+from runtime.plan.data_plan import SourceSpec, TemplateSpec
 from runtime.plan.run_plan import Plan
-
+from runtime.platform.allocator import reuse_freed_memory
+from runtime.platform.cache_dir import default_cache
 
 TOKENIZER_CACHE_VERSION = 2  # 2: the default chat template renders tools and tool calls
 
@@ -47,17 +47,19 @@ def _texts(spec: SourceSpec, template: TemplateSpec, cache_dir: str | None) -> I
     model will read it, through the shapes training uses (`runtime.plan.row_shapes`): prompt +
     completion, the turns of a conversation (tool calls as their JSON), the Alpaca prompt and
     output, or the text."""
-    from runtime.plan.data_errors import RowProblem, SourceError
     from runtime.data.pipeline import eval_rows_for
     from runtime.data.sources import load_source
-    from runtime.plan.row_templates import parse_template, training_text
     from runtime.data.tokenize import resolve_mode
+    from runtime.plan.data_errors import RowProblem, SourceError
+    from runtime.plan.row_templates import parse_template, training_text
 
     loaded = load_source(spec, cache_dir)
     mode = resolve_mode(template, loaded.dataset.column_names, spec)
     if mode.kind == "tokens":
-        raise SourceError(f"data {spec.name} is pre-tokenized: a tokenizer cannot be trained on token ids; "
-                          "set `tokenizer = hf(\"dir\")` to the tokenizer that made them")
+        raise SourceError(
+            f"data {spec.name} is pre-tokenized: a tokenizer cannot be trained on token ids; "
+            'set `tokenizer = hf("dir")` to the tokenizer that made them'
+        )
     held = set()
     if spec.eval is not None and spec.eval.fraction is not None:
         held = set(eval_rows_for(len(loaded), float(spec.eval.fraction), int(spec.eval.seed)).tolist())
@@ -72,8 +74,15 @@ def _texts(spec: SourceSpec, template: TemplateSpec, cache_dir: str | None) -> I
         try:
             row = mode.transform(raw)
             if row is not None:
-                yield training_text(row, parts, conversation=conversation, roles=mode.roles, keys=mode.keys,
-                                    system=mode.system, alpaca=mode.kind == "alpaca")
+                yield training_text(
+                    row,
+                    parts,
+                    conversation=conversation,
+                    roles=mode.roles,
+                    keys=mode.keys,
+                    system=mode.system,
+                    alpaca=mode.kind == "alpaca",
+                )
         except RowProblem:
             continue  # bad rows are counted and reported by the data pipeline itself
 
@@ -91,9 +100,13 @@ def trained_tokenizer_dir(plan: Plan, cache_dir: Path) -> Path:
 
     spec = plan.model.tokenizer
     key = json.dumps(
-        [source_fingerprint(spec.source, str(cache_dir / "data")), dataclasses.asdict(_tokenizer_template(plan)),
-         spec.training.arguments(), dataclasses.asdict(spec.source.eval) if spec.source.eval else None,
-         TOKENIZER_CACHE_VERSION],
+        [
+            source_fingerprint(spec.source, str(cache_dir / "data")),
+            dataclasses.asdict(_tokenizer_template(plan)),
+            spec.training.arguments(),
+            dataclasses.asdict(spec.source.eval) if spec.source.eval else None,
+            TOKENIZER_CACHE_VERSION,
+        ],
         sort_keys=True,
     )
     return cache_dir / "tokenizers" / hashlib.sha256(key.encode()).hexdigest()[:20]
@@ -145,7 +158,9 @@ def model_config(plan: Plan, tokenizer) -> tuple[ModelConfig, Path | None]:
         init = model.init
         vocab = init.vocab or len(tokenizer)
         if vocab < len(tokenizer):
-            raise PrepareError(f"`init {init.name}(vocab = {vocab})` is smaller than the tokenizer's {len(tokenizer)} tokens")
+            raise PrepareError(
+                f"`init {init.name}(vocab = {vocab})` is smaller than the tokenizer's {len(tokenizer)} tokens"
+            )
         config = ModelConfig.llama(
             layers=init.layers,
             dim=init.dim,
@@ -168,7 +183,9 @@ def model_config(plan: Plan, tokenizer) -> tuple[ModelConfig, Path | None]:
     directory = resolve_checkpoint(model.path, model.revision)
     config = read_config(directory)
     if len(tokenizer) > config.vocab_size:
-        raise PrepareError(f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary holds {config.vocab_size}")
+        raise PrepareError(
+            f"the tokenizer has {len(tokenizer)} tokens but the model's vocabulary holds {config.vocab_size}"
+        )
     return config, directory
 
 
@@ -185,7 +202,9 @@ def decide(plan: Plan, total_steps: int) -> Plan:
     if warmup >= total_steps and total_steps > 1:
         raise PrepareError(f"warmup ({warmup} steps) is not shorter than training ({total_steps} steps)")
     if warmup + decay > total_steps:
-        raise PrepareError(f"warmup ({warmup} steps) and decay ({decay} steps) add up to more than training ({total_steps} steps)")
+        raise PrepareError(
+            f"warmup ({warmup} steps) and decay ({decay} steps) add up to more than training ({total_steps} steps)"
+        )
     train = dataclasses.replace(plan.train, steps=total_steps, schedule=decided)
     return dataclasses.replace(plan, train=train)
 
@@ -200,8 +219,8 @@ def log_interval(plan: Plan) -> int:
 def prepare(plan: Plan, cache_dir: Path | None = None, share: Share = Share()) -> Prepared:
     """Tokenizer, model config, tokenized data and the decided plan (cached work is reused).
     In a job, ``share`` splits the work between its processes (`runtime.data.share`)."""
-    from runtime.preflight import plan_cache
     from runtime.data.pipeline import DataPipeline
+    from runtime.preflight import plan_cache
 
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache()
     inputs = plan_cache.inputs_key(plan, cache_dir) if share.index == 0 else None

@@ -8,7 +8,14 @@ import time
 
 class RichProgress:
     def __init__(self, console):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self._progress = Progress(
             TextColumn("[bold]{task.description}"),
@@ -32,7 +39,9 @@ class RichProgress:
         return self._progress.__exit__(*exc)
 
     def start(self, total: int, completed: int) -> None:
-        self._task = self._progress.add_task("train", total=total, completed=completed, loss=float("nan"), lr=0.0, rate=0.0)
+        self._task = self._progress.add_task(
+            "train", total=total, completed=completed, loss=float("nan"), lr=0.0, rate=0.0
+        )
 
     def update(self, completed: int, **fields) -> None:
         self._progress.update(self._task, completed=completed, **fields)

@@ -16,17 +16,18 @@ so in its metrics, so the loop can stop with the last good state intact.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
 
+from runtime.models import lora
 from runtime.platform import mesh as meshlib
 from runtime.train.cross_entropy import chunked_cross_entropy, logit_chunks
 from runtime.train.optim import at_step
-from runtime.models import lora
 
 
 class TrainState(NamedTuple):
@@ -45,7 +46,9 @@ def cast(tree, dtype):
     return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x, tree)
 
 
-def token_statistics(graphdef, params, frozen, batch, compute_dtype, dropout_key=None) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+def token_statistics(
+    graphdef, params, frozen, batch, compute_dtype, dropout_key=None
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
     """(sum of token losses, (trained tokens, correctly predicted trained tokens)) of a
     micro-batch. `dropout_key` turns adapter dropout on (training only).
 
@@ -58,12 +61,28 @@ def token_statistics(graphdef, params, frozen, batch, compute_dtype, dropout_key
     rows, length = batch["targets"].shape
     head_trains = ("embed" if model.lm_head is None else "lm_head") in params
     loss_sum, correct = chunked_cross_entropy(
-        model.logits_of, hidden, model.head_weight(), batch["targets"], batch["loss_mask"],
-        logit_chunks(rows, length, model.config.vocab_size), head_trains)
+        model.logits_of,
+        hidden,
+        model.head_weight(),
+        batch["targets"],
+        batch["loss_mask"],
+        logit_chunks(rows, length, model.config.vocab_size),
+        head_trains,
+    )
     return loss_sum, (jnp.sum(batch["loss_mask"].astype(jnp.float32)), correct)
 
 
-def train_step(state: TrainState, frozen, batch, *, graphdef, tx: optax.GradientTransformation, schedule: Callable, compute_dtype, dropout_seed: int | None = None) -> tuple[TrainState, dict]:
+def train_step(
+    state: TrainState,
+    frozen,
+    batch,
+    *,
+    graphdef,
+    tx: optax.GradientTransformation,
+    schedule: Callable,
+    compute_dtype,
+    dropout_seed: int | None = None,
+) -> tuple[TrainState, dict]:
     grad_fn = jax.value_and_grad(token_statistics, argnums=1, has_aux=True)
     accumulation = jax.tree.leaves(batch)[0].shape[0]
 
@@ -90,9 +109,15 @@ def train_step(state: TrainState, frozen, batch, *, graphdef, tx: optax.Gradient
     updates, opt_state = tx.update(grads, old_opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(params))
-    kept = jax.tree.map(lambda new, old: jnp.where(finite, new, old), (params, opt_state), (state.params, old_opt_state))
-    new_state = TrainState(state.step + 1, kept[0], at_step(kept[1], state.step + 1),
-                           state.skipped + jnp.where(finite, 0, 1).astype(jnp.int32))
+    kept = jax.tree.map(
+        lambda new, old: jnp.where(finite, new, old), (params, opt_state), (state.params, old_opt_state)
+    )
+    new_state = TrainState(
+        state.step + 1,
+        kept[0],
+        at_step(kept[1], state.step + 1),
+        state.skipped + jnp.where(finite, 0, 1).astype(jnp.int32),
+    )
     metrics = {
         "loss": loss,
         "grad_norm": grad_norm,
@@ -129,7 +154,16 @@ def state_shardings(abstract_state: TrainState, param_shardings, mesh) -> TrainS
     )
 
 
-def compile_step(graphdef, tx, schedule, compute_dtype, shardings: TrainState, frozen_shardings, mesh, dropout_seed: int | None = None):
+def compile_step(
+    graphdef,
+    tx,
+    schedule,
+    compute_dtype,
+    shardings: TrainState,
+    frozen_shardings,
+    mesh,
+    dropout_seed: int | None = None,
+):
     """The jitted step: state donated, batch split over data x fsdp, metrics replicated."""
     step = functools.partial(
         train_step, graphdef=graphdef, tx=tx, schedule=schedule, compute_dtype=compute_dtype, dropout_seed=dropout_seed

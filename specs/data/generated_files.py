@@ -6,8 +6,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def render(rows: list[dict]) -> bytes:
@@ -29,7 +29,9 @@ def write_or_check(files: dict[Path, bytes], check: bool, generator: str) -> int
     return 0
 
 
-def main(build: Callable[[], dict[Path, bytes]], description: str, generator: str, argv: list[str] | None = None) -> int:
+def main(
+    build: Callable[[], dict[Path, bytes]], description: str, generator: str, argv: list[str] | None = None
+) -> int:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--check", action="store_true", help="regenerate in memory; exit 1 if the files on disk differ")
     args = parser.parse_args(argv)

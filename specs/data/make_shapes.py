@@ -53,8 +53,10 @@ def make_sharegpt() -> list[dict]:
         topic, question, answer = TOPICS[i % len(TOPICS)]
         turns = [{"from": "human", "value": question}, {"from": "gpt", "value": answer}]
         if rng.random() < 0.5:
-            turns += [{"from": "human", "value": rng.choice(("Thanks!", "Great, thank you.", "OK, thanks."))},
-                      {"from": "gpt", "value": f"You're welcome. Anything else about {topic}?"}]
+            turns += [
+                {"from": "human", "value": rng.choice(("Thanks!", "Great, thank you.", "OK, thanks."))},
+                {"from": "gpt", "value": f"You're welcome. Anything else about {topic}?"},
+            ]
         if rng.random() < 0.3:
             turns = [{"from": "system", "value": f"You answer {STORE} customers in one sentence."}] + turns
         rows.append({"conversations": turns, "lang": "de" if i % 10 == 9 else "en"})
@@ -71,9 +73,13 @@ def make_alpaca() -> list[dict]:
         product = rng.choice(PRODUCTS)
         if i % 2:
             order = f"{rng.randrange(10_000, 100_000)}"
-            rows.append({"instruction": "Write the order number in the message as JSON.",
-                         "input": f"Hi, my {product} from order {order} has not arrived yet.",
-                         "output": json.dumps({"order_id": order})})
+            rows.append(
+                {
+                    "instruction": "Write the order number in the message as JSON.",
+                    "input": f"Hi, my {product} from order {order} has not arrived yet.",
+                    "output": json.dumps({"order_id": order}),
+                }
+            )
         else:
             topic, question, answer = TOPICS[i // 2 % len(TOPICS)]
             rows.append({"instruction": question, "input": "", "output": answer})
@@ -82,9 +88,14 @@ def make_alpaca() -> list[dict]:
 
 # ---------------------------------------------------------------- tool calls
 
-ORDER_TOOL = {"type": "function", "function": {
-    "name": "order_status", "description": "Look up where an order is.",
-    "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]}}}
+ORDER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "order_status",
+        "description": "Look up where an order is.",
+        "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}, "required": ["order_id"]},
+    },
+}
 
 
 def make_tools() -> list[dict]:
@@ -93,13 +104,28 @@ def make_tools() -> list[dict]:
     for i in range(120):
         order, product, status = f"{rng.randrange(10_000, 100_000)}", rng.choice(PRODUCTS), rng.choice(STATUS)
         messages = [
-            {"role": "user", "content": rng.choice((f"Where is my order {order}?", f"Any news on order {order}?",
-                                                     f"Has order {order} shipped?"))},
-            {"role": "assistant", "content": None, "tool_calls": [{
-                "id": f"call{i}", "type": "function",
-                "function": {"name": "order_status", "arguments": json.dumps({"order_id": order})}}]},
-            {"role": "tool", "tool_call_id": f"call{i}", "content": json.dumps({"order_id": order, "status": status,
-                                                                                "item": product})},
+            {
+                "role": "user",
+                "content": rng.choice(
+                    (f"Where is my order {order}?", f"Any news on order {order}?", f"Has order {order} shipped?")
+                ),
+            },
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": f"call{i}",
+                        "type": "function",
+                        "function": {"name": "order_status", "arguments": json.dumps({"order_id": order})},
+                    }
+                ],
+            },
+            {
+                "role": "tool",
+                "tool_call_id": f"call{i}",
+                "content": json.dumps({"order_id": order, "status": status, "item": product}),
+            },
             {"role": "assistant", "content": f"Your {product} (order {order}) is {status}."},
         ]
         rows.append({"messages": messages, "tools": [ORDER_TOOL]})
@@ -168,22 +194,54 @@ def byte_ids(text: str) -> list[int]:
 def make_tokenizer() -> dict[str, bytes]:
     vocab = {token: i for i, token in enumerate(SPECIALS + ADDED)}
     vocab.update({symbol: BYTES_AT + b for b, symbol in enumerate(byte_symbols())})
-    added = [{"id": i, "content": token, "single_word": False, "lstrip": False, "rstrip": False,
-              "normalized": False, "special": token in SPECIALS} for i, token in enumerate(SPECIALS + ADDED)]
+    added = [
+        {
+            "id": i,
+            "content": token,
+            "single_word": False,
+            "lstrip": False,
+            "rstrip": False,
+            "normalized": False,
+            "special": token in SPECIALS,
+        }
+        for i, token in enumerate(SPECIALS + ADDED)
+    ]
     tokenizer = {
-        "version": "1.0", "truncation": None, "padding": None, "added_tokens": added, "normalizer": None,
+        "version": "1.0",
+        "truncation": None,
+        "padding": None,
+        "added_tokens": added,
+        "normalizer": None,
         "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
         "post_processor": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True},
         "decoder": {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True},
-        "model": {"type": "BPE", "dropout": None, "unk_token": None, "continuing_subword_prefix": None,
-                  "end_of_word_suffix": None, "fuse_unk": False, "byte_fallback": False, "ignore_merges": False,
-                  "vocab": vocab, "merges": []},
+        "model": {
+            "type": "BPE",
+            "dropout": None,
+            "unk_token": None,
+            "continuing_subword_prefix": None,
+            "end_of_word_suffix": None,
+            "fuse_unk": False,
+            "byte_fallback": False,
+            "ignore_merges": False,
+            "vocab": vocab,
+            "merges": [],
+        },
     }
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": None, "eos_token": "<|im_end|>",
-              "pad_token": "<|pad|>", "unk_token": None, "model_max_length": 4096, "clean_up_tokenization_spaces": False,
-              "chat_template": CHAT_TEMPLATE}
-    return {"tokenizer.json": (json.dumps(tokenizer, ensure_ascii=True, indent=1) + "\n").encode("ascii"),
-            "tokenizer_config.json": (json.dumps(config, ensure_ascii=True, indent=1) + "\n").encode("ascii")}
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": None,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|pad|>",
+        "unk_token": None,
+        "model_max_length": 4096,
+        "clean_up_tokenization_spaces": False,
+        "chat_template": CHAT_TEMPLATE,
+    }
+    return {
+        "tokenizer.json": (json.dumps(tokenizer, ensure_ascii=True, indent=1) + "\n").encode("ascii"),
+        "tokenizer_config.json": (json.dumps(config, ensure_ascii=True, indent=1) + "\n").encode("ascii"),
+    }
 
 
 # ---------------------------------------------------------------- pre-tokenized
@@ -203,9 +261,13 @@ def make_tokens() -> list[dict]:
 
 
 def build() -> dict[Path, bytes]:
-    files = {HERE / "shapes-sharegpt.jsonl": render(make_sharegpt()), HERE / "shapes-alpaca.jsonl": render(make_alpaca()),
-             HERE / "shapes-tools.jsonl": render(make_tools()), HERE / "shapes-reasoning.jsonl": render(make_reasoning()),
-             HERE / "shapes-tokens.jsonl": render(make_tokens())}
+    files = {
+        HERE / "shapes-sharegpt.jsonl": render(make_sharegpt()),
+        HERE / "shapes-alpaca.jsonl": render(make_alpaca()),
+        HERE / "shapes-tools.jsonl": render(make_tools()),
+        HERE / "shapes-reasoning.jsonl": render(make_reasoning()),
+        HERE / "shapes-tokens.jsonl": render(make_tokens()),
+    }
     files.update({TOKENIZER_DIR / name: data for name, data in make_tokenizer().items()})
     return files
 

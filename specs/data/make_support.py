@@ -64,61 +64,151 @@ INTENTS = (
 )
 
 PRODUCTS = (
-    "headphones", "laptop", "blender", "backpack", "jacket", "sneakers", "desk lamp",
-    "coffee maker", "phone case", "monitor", "keyboard", "watch", "tent", "rug",
-    "vacuum", "mug set", "office chair", "toaster", "speaker", "camera", "hoodie",
-    "water bottle", "yoga mat", "kettle", "mouse", "printer", "sofa cover", "scarf",
-    "bike helmet", "suitcase",
+    "headphones",
+    "laptop",
+    "blender",
+    "backpack",
+    "jacket",
+    "sneakers",
+    "desk lamp",
+    "coffee maker",
+    "phone case",
+    "monitor",
+    "keyboard",
+    "watch",
+    "tent",
+    "rug",
+    "vacuum",
+    "mug set",
+    "office chair",
+    "toaster",
+    "speaker",
+    "camera",
+    "hoodie",
+    "water bottle",
+    "yoga mat",
+    "kettle",
+    "mouse",
+    "printer",
+    "sofa cover",
+    "scarf",
+    "bike helmet",
+    "suitcase",
 )
 
 # ---------------------------------------------------------------- phrase banks
 
 GREETINGS = (
-    "", "", "", "Hi,", "Hi!", "Hello,", "Hello there,", "Hey,", "Hey there,", "Good morning,",
-    "Good afternoon,", "Good evening,", "Dear support,", "Hi team,", "Hello support team,", "Hiya,",
-    "Greetings,", "To whom it may concern,",
+    "",
+    "",
+    "",
+    "Hi,",
+    "Hi!",
+    "Hello,",
+    "Hello there,",
+    "Hey,",
+    "Hey there,",
+    "Good morning,",
+    "Good afternoon,",
+    "Good evening,",
+    "Dear support,",
+    "Hi team,",
+    "Hello support team,",
+    "Hiya,",
+    "Greetings,",
+    "To whom it may concern,",
 )
 
 SIGNOFFS = (
-    "", "", "", "Thanks!", "Thank you.", "Thanks in advance.", "Many thanks.", "Cheers, Sam",
-    "Best, Maria", "Regards, Tom", "Thanks, Priya", "Kind regards.", "Appreciate it.",
-    "Thank you so much for your help.", "Thanks a lot, Alex", "Have a nice day.",
+    "",
+    "",
+    "",
+    "Thanks!",
+    "Thank you.",
+    "Thanks in advance.",
+    "Many thanks.",
+    "Cheers, Sam",
+    "Best, Maria",
+    "Regards, Tom",
+    "Thanks, Priya",
+    "Kind regards.",
+    "Appreciate it.",
+    "Thank you so much for your help.",
+    "Thanks a lot, Alex",
+    "Have a nice day.",
 )
 
 HIGH = (
-    "This is urgent.", "Please help ASAP!", "I need this fixed today.", "URGENT, please reply right away.",
-    "Please treat this as urgent.", "I need an answer immediately.", "This is really urgent!!",
-    "Please hurry, it is urgent.", "I need this sorted asap.", "Urgent: please respond today.",
+    "This is urgent.",
+    "Please help ASAP!",
+    "I need this fixed today.",
+    "URGENT, please reply right away.",
+    "Please treat this as urgent.",
+    "I need an answer immediately.",
+    "This is really urgent!!",
+    "Please hurry, it is urgent.",
+    "I need this sorted asap.",
+    "Urgent: please respond today.",
 )
 HIGH_PREFIX = ("URGENT:", "Urgent -", "ASAP:", "Urgent!")
 LOW = (
-    "No rush.", "No hurry at all.", "Whenever you get a chance.", "Not urgent, just wondering.",
-    "No rush, take your time.", "It's not urgent.", "Whenever is convenient for you.",
-    "No hurry, just letting you know.", "Not in a hurry.",
+    "No rush.",
+    "No hurry at all.",
+    "Whenever you get a chance.",
+    "Not urgent, just wondering.",
+    "No rush, take your time.",
+    "It's not urgent.",
+    "Whenever is convenient for you.",
+    "No hurry, just letting you know.",
+    "Not in a hurry.",
 )
 
 # An order reference for a message that has an id; {id} is the 5 digits.
 ORDER_WITH_ID = (
-    "order {id}", "order #{id}", "order number {id}", "order no. {id}", "order #{id}",
-    "order {id}", "order ID {id}", "order nr {id}",
+    "order {id}",
+    "order #{id}",
+    "order number {id}",
+    "order no. {id}",
+    "order #{id}",
+    "order {id}",
+    "order ID {id}",
+    "order nr {id}",
 )
 # Used with "my"/"the" before it.
 ORDER_WITHOUT_ID = ("order", "order", "recent order", "last order", "purchase")
 # The id stated on its own, before or after the body.
 ID_SENTENCE_AFTER = (
-    "Order number: {id}.", "My order number is {id}.", "The order ID is {id}.", "Order #{id}.",
-    "It was order {id}.", "(order {id})", "Ref: order {id}.", "Order no. {id}.",
+    "Order number: {id}.",
+    "My order number is {id}.",
+    "The order ID is {id}.",
+    "Order #{id}.",
+    "It was order {id}.",
+    "(order {id})",
+    "Ref: order {id}.",
+    "Order no. {id}.",
 )
 ID_SENTENCE_BEFORE = ("Order {id}:", "Re: order #{id} -", "Order #{id} -", "Regarding order {id}:", "#{id}:")
 NO_ID_EXCUSE = (
-    "", "", "", "I don't have the order number handy.", "I lost the confirmation email.",
-    "Sorry, I can't find the order number.", "I don't remember the order number.",
+    "",
+    "",
+    "",
+    "I don't have the order number handy.",
+    "I lost the confirmation email.",
+    "Sorry, I can't find the order number.",
+    "I don't remember the order number.",
 )
 
 # Optional quantity / time detail with small numbers (never 5 digits).
 WHEN = (
-    "", "", "", "", "I ordered it {days} days ago.", "I placed it {weeks} weeks ago.",
-    "It was ordered {days} days ago.", "I bought {count} of them.", "I paid for it {days} days ago.",
+    "",
+    "",
+    "",
+    "",
+    "I ordered it {days} days ago.",
+    "I placed it {weeks} weeks ago.",
+    "It was ordered {days} days ago.",
+    "I bought {count} of them.",
+    "I paid for it {days} days ago.",
 )
 
 GENERIC_THING = ("my package", "the item", "my parcel", "the package", "my stuff", "the item I bought")
@@ -226,11 +316,26 @@ BODIES: dict[str, tuple[str, ...]] = {
 # Typos and informal spellings applied to a few non-critical words (never to the
 # order id, product names or the urgency words).
 TYPOS = (
-    ("received", "recieved"), ("address", "adress"), ("please", "pls"), ("Please", "Pls"),
-    ("package", "pakage"), ("arrived", "arived"), ("cancel", "cancle"), ("account", "acount"),
-    ("would", "wuold"), ("because", "becuase"), ("thanks", "thx"), ("Thanks", "Thx"),
-    ("still", "stil"), ("delivery", "delivary"), ("password", "pasword"), ("know", "kno"),
-    ("you", "u"), ("already", "allready"), ("refund", "refnud"), ("wrong", "wrnog"),
+    ("received", "recieved"),
+    ("address", "adress"),
+    ("please", "pls"),
+    ("Please", "Pls"),
+    ("package", "pakage"),
+    ("arrived", "arived"),
+    ("cancel", "cancle"),
+    ("account", "acount"),
+    ("would", "wuold"),
+    ("because", "becuase"),
+    ("thanks", "thx"),
+    ("Thanks", "Thx"),
+    ("still", "stil"),
+    ("delivery", "delivary"),
+    ("password", "pasword"),
+    ("know", "kno"),
+    ("you", "u"),
+    ("already", "allready"),
+    ("refund", "refnud"),
+    ("wrong", "wrnog"),
 )
 # A word that is the main cue of its intent keeps its spelling there ("refund" in a
 # refund request, "wrong" in a wrong-item message); elsewhere it may get a typo.
@@ -272,7 +377,11 @@ class Maker:
             order_phrase = my + self.pick(ORDER_WITH_ID).format(id=order_id)
         else:
             order_phrase = my + self.pick(ORDER_WITHOUT_ID)
-        thing = self.pick(("the ", "my ", "the ")) + product if product else self.pick(GENERIC_THING_BY_INTENT.get(intent, GENERIC_THING))
+        thing = (
+            self.pick(("the ", "my ", "the ")) + product
+            if product
+            else self.pick(GENERIC_THING_BY_INTENT.get(intent, GENERIC_THING))
+        )
         text = body.format(
             order=order_phrase,
             order_cap=order_phrase[:1].upper() + order_phrase[1:],
@@ -282,7 +391,9 @@ class Maker:
         )
         if product and not any(slot in body for slot in ("{thing}", "{Thing}", "{a_prod}")):
             # the template had no {thing} slot: mention the product in a short clause
-            text += " " + self.pick(("It's for the {p}.", "This is about the {p}.", "The item is {a}.", "It's the {p} I bought.")).format(p=product, a=_article(product))
+            text += " " + self.pick(
+                ("It's for the {p}.", "This is about the {p}.", "The item is {a}.", "It's the {p} I bought.")
+            ).format(p=product, a=_article(product))
 
         parts = [text]
         when = self.pick(WHEN)

@@ -9,23 +9,53 @@ from __future__ import annotations
 
 import pytest
 
-TINY = dict(vocab_size=256, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
-            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-            bos_token_id=1, eos_token_id=2, pad_token_id=0)
+TINY = dict(
+    vocab_size=256,
+    hidden_size=64,
+    intermediate_size=96,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=256,
+    bos_token_id=1,
+    eos_token_id=2,
+    pad_token_id=0,
+)
 
 # name -> (transformers config class, overrides)
 ARCH_CASES = {
     "llama": ("LlamaConfig", dict(rope_parameters={"rope_type": "default", "rope_theta": 10000.0})),
-    "llama31": ("LlamaConfig", dict(rope_parameters={
-        "rope_type": "llama3", "rope_theta": 500000.0, "factor": 8.0, "low_freq_factor": 1.0,
-        "high_freq_factor": 4.0, "original_max_position_embeddings": 16})),
-    "llama_linear": ("LlamaConfig", dict(rope_parameters={
-        "rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0})),
+    "llama31": (
+        "LlamaConfig",
+        dict(
+            rope_parameters={
+                "rope_type": "llama3",
+                "rope_theta": 500000.0,
+                "factor": 8.0,
+                "low_freq_factor": 1.0,
+                "high_freq_factor": 4.0,
+                "original_max_position_embeddings": 16,
+            }
+        ),
+    ),
+    "llama_linear": (
+        "LlamaConfig",
+        dict(rope_parameters={"rope_type": "linear", "rope_theta": 10000.0, "factor": 4.0}),
+    ),
     "llama_bias": ("LlamaConfig", dict(attention_bias=True, mlp_bias=True, head_dim=8)),
-    "mistral": ("MistralConfig", dict(sliding_window=5, rope_parameters={
-        "rope_type": "default", "rope_theta": 1000000.0})),
-    "qwen2": ("Qwen2Config", dict(use_sliding_window=True, sliding_window=5, max_window_layers=1,
-                                  rope_parameters={"rope_type": "default", "rope_theta": 1000000.0})),
+    "mistral": (
+        "MistralConfig",
+        dict(sliding_window=5, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+    ),
+    "qwen2": (
+        "Qwen2Config",
+        dict(
+            use_sliding_window=True,
+            sliding_window=5,
+            max_window_layers=1,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0},
+        ),
+    ),
     "qwen3": ("Qwen3Config", dict(head_dim=32, rms_norm_eps=1e-6)),
     "smollm2": ("LlamaConfig", dict(tie_word_embeddings=True, num_key_value_heads=1)),
 }

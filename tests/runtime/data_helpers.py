@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Iterable
+from collections.abc import Iterable
 
-from tokenizers import Tokenizer, models, pre_tokenizers, processors, decoders, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 # ---------------------------------------------------------------- chat templates (real styles)
@@ -60,8 +60,22 @@ THINK_DROPPING = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 
-SPECIALS = ["<pad>", "<s>", "</s>", "<unk>", "<|im_start|>", "<|im_end|>", "<|start_header_id|>",
-            "<|end_header_id|>", "<|eot_id|>", "<|user|>", "<|assistant|>", "<|system|>", "[INST]", "[/INST]"]
+SPECIALS = [
+    "<pad>",
+    "<s>",
+    "</s>",
+    "<unk>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|user|>",
+    "<|assistant|>",
+    "<|system|>",
+    "[INST]",
+    "[/INST]",
+]
 
 WORDS = """the a an is are of to and in what how why which who hello hi thanks thank you please
 question answer q a ok yes no capital france paris germany berlin italy rome two plus three four five
@@ -84,10 +98,12 @@ def wordlevel_tokenizer(chat_template: str | None = None, extra_words: Iterable[
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.add_special_tokens(SPECIALS)
     tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", vocab["<s>"])])
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", vocab["<s>"])]
+    )
     tok.decoder = decoders.WordPiece(prefix="##")  # joins with spaces
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>", unk_token="<unk>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
     if chat_template is not None:
         fast.chat_template = chat_template
     return fast
@@ -111,18 +127,24 @@ _BPE_CORPUS = [
 ] * 20
 
 
-def bpe_tokenizer(chat_template: str | None = None, vocab_size: int = 400,
-                  extra_specials: Iterable[str] = ()) -> PreTrainedTokenizerFast:
+def bpe_tokenizer(
+    chat_template: str | None = None, vocab_size: int = 400, extra_specials: Iterable[str] = ()
+) -> PreTrainedTokenizerFast:
     """A small byte-level BPE tokenizer trained in-process (GPT-2 / Llama 3 style, no BOS post-processor)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIALS + list(extra_specials),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIALS + list(extra_specials),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tok.train_from_iterator(_BPE_CORPUS, trainer=trainer)
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>",
-                                   pad_token="<pad>", unk_token="<unk>")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+    )
     if chat_template is not None:
         fast.chat_template = chat_template
     return fast
@@ -138,8 +160,18 @@ def write_jsonl(path: str, rows: list[dict]) -> str:
 
 # ---------------------------------------------------------------- chat templates with tools (each family's style)
 
-TOOL_SPECIALS = ["<tool_call>", "</tool_call>", "<tool_response>", "</tool_response>", "<|python_tag|>",
-                 "[TOOL_CALLS]", "[TOOL_RESULTS]", "[/TOOL_RESULTS]", "[AVAILABLE_TOOLS]", "[/AVAILABLE_TOOLS]"]
+TOOL_SPECIALS = [
+    "<tool_call>",
+    "</tool_call>",
+    "<tool_response>",
+    "</tool_response>",
+    "<|python_tag|>",
+    "[TOOL_CALLS]",
+    "[TOOL_RESULTS]",
+    "[/TOOL_RESULTS]",
+    "[AVAILABLE_TOOLS]",
+    "[/AVAILABLE_TOOLS]",
+]
 
 CHATML_TOOLS = (  # Qwen 2.5 style: tools in the system turn, calls in <tool_call>, results as a user turn
     "{%- if tools %}{{ '<|im_start|>system\n' }}{% if messages[0]['role'] == 'system' %}"

@@ -87,17 +87,45 @@ def write_project(root: Path) -> None:
     _lines(root / "pc.jsonl", [{"q": f"colour {i}?", "a": w} for i, w in enumerate(words)])
     _lines(root / "sep.jsonl", [{"q": f"name {i}?", "a": w} for i, w in enumerate(words)])
     _lines(root / "sep-eval.jsonl", [{"q": "name ten?", "a": "tan"}, {"q": "name eleven?", "a": "teal"}])
-    _lines(root / "msgs.jsonl", [{"messages": [{"role": "user", "content": f"say {w}"},
-                                               {"role": "assistant", "content": w},
-                                               {"role": "user", "content": "again"},
-                                               {"role": "assistant", "content": f"{w} {w}"}]} for w in words])
-    _lines(root / "share.jsonl", [{"dialog": [{"speaker": "customer", "text": f"where is {w}?"},
-                                              {"speaker": "bot", "text": f"{w} is here"}], "id": i}
-                                  for i, w in enumerate(words)])
-    _lines(root / "alpaca.jsonl", [{"instruction": f"Spell {w}.", "input": "" if i % 2 else "slowly",
-                                    "output": "-".join(w)} for i, w in enumerate(words)])
-    for name, source in (("tools.jsonl", "shapes-tools.jsonl"), ("think.jsonl", "shapes-reasoning.jsonl"),
-                         ("tokens.jsonl", "shapes-tokens.jsonl")):
+    _lines(
+        root / "msgs.jsonl",
+        [
+            {
+                "messages": [
+                    {"role": "user", "content": f"say {w}"},
+                    {"role": "assistant", "content": w},
+                    {"role": "user", "content": "again"},
+                    {"role": "assistant", "content": f"{w} {w}"},
+                ]
+            }
+            for w in words
+        ],
+    )
+    _lines(
+        root / "share.jsonl",
+        [
+            {
+                "dialog": [
+                    {"speaker": "customer", "text": f"where is {w}?"},
+                    {"speaker": "bot", "text": f"{w} is here"},
+                ],
+                "id": i,
+            }
+            for i, w in enumerate(words)
+        ],
+    )
+    _lines(
+        root / "alpaca.jsonl",
+        [
+            {"instruction": f"Spell {w}.", "input": "" if i % 2 else "slowly", "output": "-".join(w)}
+            for i, w in enumerate(words)
+        ],
+    )
+    for name, source in (
+        ("tools.jsonl", "shapes-tools.jsonl"),
+        ("think.jsonl", "shapes-reasoning.jsonl"),
+        ("tokens.jsonl", "shapes-tokens.jsonl"),
+    ):
         (root / name).write_text("".join((DATA / source).read_text().splitlines(keepends=True)[:8]))
     (root / "meet.sft").write_text(SPEC.replace("TOKENIZER", str(SHAPES_TOKENIZER)))
 
@@ -123,9 +151,19 @@ def project(tmp_path_factory):
     finally:
         os.chdir(old)
     tok = prepared.tokenizer
-    samples = [Sample(ex.source, ex.file, int(ex.line), tok.decode(list(prompt), skip_special_tokens=False),
-                      tok.decode(list(ref), skip_special_tokens=True), f"tuned {k}", 1, turn=ex.turn)
-               for k, (ex, prompt, ref) in enumerate(select_prompts(prepared.pipeline, None))]
+    samples = [
+        Sample(
+            ex.source,
+            ex.file,
+            int(ex.line),
+            tok.decode(list(prompt), skip_special_tokens=False),
+            tok.decode(list(ref), skip_special_tokens=True),
+            f"tuned {k}",
+            1,
+            turn=ex.turn,
+        )
+        for k, (ex, prompt, ref) in enumerate(select_prompts(prepared.pipeline, None))
+    ]
     return root, prepared, samples
 
 
@@ -141,8 +179,11 @@ def make_run(root: Path, prepared, samples, name: str, base_text=lambda s, k: f"
     write_plan(run_dir, prepared.plan)
     write_manifest(run_dir, prepared.plan, prepared.pipeline.stats.to_dict(), gather(prepared.plan, root / "cache"))
     base = [dict(s.to_dict(), generated=base_text(s, k)) for k, s in enumerate(samples)][::-1]
-    report = {"samples": [s.to_dict() for s in samples], "metrics": {},
-              "baseline": {"kind": "base", "k": 0, "samples": base, "metrics": {}}}
+    report = {
+        "samples": [s.to_dict() for s in samples],
+        "metrics": {},
+        "baseline": {"kind": "base", "k": 0, "samples": base, "metrics": {}},
+    }
     (run_dir / "report.json").write_text(json.dumps(report))
     return run_dir
 
@@ -200,9 +241,9 @@ def test_report_review_and_diff_pair_each_sample_with_its_own_base_answer(projec
 def test_review_wins_count_each_turn_against_its_own_base_answer(project, tmp_path):
     """Turn 1 wins (5 against 1) and turn 3 loses (1 against 5): review_wins(think) is 0.5.
     Keyed by row alone, both turns would read the last turn's base answer."""
+    from runtime.review.rows import load_rows
     from runtime.review.store import Judgement, ReviewStore, answer_sha
     from runtime.review.summary import review_summary
-    from runtime.review.rows import load_rows
 
     root, prepared, samples = project
     run_dir = make_run(tmp_path, prepared, samples, "a")
@@ -284,8 +325,17 @@ def test_review_export_writes_each_correction_into_its_own_answer_in_the_source_
 
 
 def _file(shape: str) -> str:
-    return {"pc": "pc.jsonl", "chat": "pc.jsonl", "sep": "sep.jsonl", "msgs": "msgs.jsonl", "share": "share.jsonl",
-            "alp": "alpaca.jsonl", "tools": "tools.jsonl", "think": "think.jsonl", "toks": "tokens.jsonl"}[shape]
+    return {
+        "pc": "pc.jsonl",
+        "chat": "pc.jsonl",
+        "sep": "sep.jsonl",
+        "msgs": "msgs.jsonl",
+        "share": "share.jsonl",
+        "alp": "alpaca.jsonl",
+        "tools": "tools.jsonl",
+        "think": "think.jsonl",
+        "toks": "tokens.jsonl",
+    }[shape]
 
 
 # ---------------------------------------------------------------- an edited eval file

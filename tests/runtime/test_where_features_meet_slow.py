@@ -23,11 +23,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from tests.runtime.run_helpers import final_params
-from tests.runtime.test_where_features_meet import EXPECTED_EXPORT, SHAPES, SHAPES_TOKENIZER, write_project
 
 from runtime.plan.sample_origin import sample_key
 from sftlang.cli import main
+from tests.runtime.run_helpers import final_params
+from tests.runtime.test_where_features_meet import EXPECTED_EXPORT, SHAPES, SHAPES_TOKENIZER, write_project
 
 pytestmark = pytest.mark.slow
 
@@ -35,13 +35,17 @@ STEPS = 6
 # How the cheap project's spec becomes a LoRA run over a pretrained base with a baseline:
 # (the text in meet.sft, what it becomes). Each must be there: a change to the cheap spec fails here.
 EDITS = [
-    ("    base      = init llama(layers = 1, dim = 32, heads = 2, ffn = 64, max_seq_len = 512)\n"
-     f"    tokenizer = hf(\"{SHAPES_TOKENIZER}\")\n",
-     "    base    = hf(\"base\")\n    adapter = lora(rank = 4)\n"),
+    (
+        "    base      = init llama(layers = 1, dim = 32, heads = 2, ffn = 64, max_seq_len = 512)\n"
+        f'    tokenizer = hf("{SHAPES_TOKENIZER}")\n',
+        '    base    = hf("base")\n    adapter = lora(rank = 4)\n',
+    ),
     ("    steps     = 2\n", f"    steps     = {STEPS}\n    checkpoint = every 2 steps keep 5\n"),
     ("    optimizer = adamw(lr = 1e-3)\n", "    optimizer = adamw(lr = 1e-2)\n"),
-    ("    generate = greedy(max_new_tokens = 8)\n",
-     "    generate = greedy(max_new_tokens = 4)\n    samples  = all\n    baseline = base\n"),
+    (
+        "    generate = greedy(max_new_tokens = 8)\n",
+        "    generate = greedy(max_new_tokens = 4)\n    samples  = all\n    baseline = base\n",
+    ),
     ("output {", "accept {\n    loss <= 100\n}\noutput {"),
 ]
 
@@ -52,9 +56,18 @@ def _write_base(root: Path) -> None:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     tokenizer = AutoTokenizer.from_pretrained(SHAPES_TOKENIZER)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=512,
-                         bos_token_id=None, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(root / "base")
     for name in ("tokenizer.json", "tokenizer_config.json"):
@@ -153,8 +166,11 @@ def _fixes_spec(spec: str) -> str:
     rows are refused, and the eval and accept blocks (no eval rows) left out."""
     one_line = r'data (\w+) = jsonl\("[^"]+"\) \{ split eval = [^\n]* \}\n'
     spec, n = re.subn(one_line, lambda m: f'data {m[1]} = jsonl("fix-{m[1]}.jsonl")\n', spec)
-    spec, k = re.subn(r'data (\w+) = jsonl\("[^"]+"\) \{\n    split eval = [^\n]*\n',
-                      lambda m: f'data {m[1]} = jsonl("fix-{m[1]}.jsonl") {{\n', spec)
+    spec, k = re.subn(
+        r'data (\w+) = jsonl\("[^"]+"\) \{\n    split eval = [^\n]*\n',
+        lambda m: f'data {m[1]} = jsonl("fix-{m[1]}.jsonl") {{\n',
+        spec,
+    )
     assert (n, k) == (len(SHAPES) - 1, 1), (n, k)
     spec = spec.replace('data toks = jsonl("fix-toks.jsonl")\n', "")
     spec, blocks = re.subn(r"^(eval|accept) \{\n(    [^\n]*\n)*\}\n", "", spec, flags=re.M)
@@ -184,8 +200,12 @@ def exported(trained):
     shutil.copytree(run_dir, reviewed)
     rows = load_rows(reviewed).rows
     store = ReviewStore(reviewed)
-    store.add_many([Judgement(r.id, "tuned", "ada", 2, False, f"fixed {r.id}", None, r.fingerprint, answer_sha(r.tuned))
-                    for r in rows])
+    store.add_many(
+        [
+            Judgement(r.id, "tuned", "ada", 2, False, f"fixed {r.id}", None, r.fingerprint, answer_sha(r.tuned))
+            for r in rows
+        ]
+    )
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.setenv("SFTC_CACHE", str(root / "cache"))
@@ -244,8 +264,11 @@ def test_a_correction_lands_in_its_answer_and_trains_as_that_answer(trained, exp
 
     tokenizer = AutoTokenizer.from_pretrained(root / "base")
     for line, w in enumerate(written, start=1):
-        spans = [tokenizer.decode([t for t, on in zip(e["input_ids"], e["trained"]) if on])
-                 for e in examples if e["line"] == line]
+        spans = [
+            tokenizer.decode([t for t, on in zip(e["input_ids"], e["trained"]) if on])
+            for e in examples
+            if e["line"] == line
+        ]
         assert any(f"fixed {w['review']['row']}" in text for text in spans), (line, spans)
 
 
@@ -297,8 +320,11 @@ def test_a_resumed_run_ends_with_the_uninterrupted_runs_weights(trained, resumed
 @pytest.mark.parametrize("shape", SHAPES)
 def test_a_resumed_run_answers_every_eval_sample_as_the_uninterrupted_run(trained, resumed, shape):
     _, first = trained
-    answers = lambda run, part: {sample_key(s): (s["prompt"], s["reference"], s["generated"])  # noqa: E731
-                                 for s in part(_report(run)) if s["source"] == shape}
+    answers = lambda run, part: {
+        sample_key(s): (s["prompt"], s["reference"], s["generated"])  # noqa: E731
+        for s in part(_report(run))
+        if s["source"] == shape
+    }
     tuned, base = (lambda r: r["samples"]), (lambda r: r["baseline"]["samples"])
     assert answers(first, tuned) and answers(resumed, tuned) == answers(first, tuned)
     assert answers(resumed, base) == answers(first, base)
@@ -332,10 +358,30 @@ def test_a_two_process_job_answers_every_eval_sample_as_one_process(trained):
     before = set(_runs(root))
     port = _free_port()
     code = "import sys; from sftlang.cli import main; sys.exit(main(sys.argv[1:]))"
-    job = [subprocess.Popen([sys.executable, "-c", code, "run", "meet.sft", "--fresh", "--coordinator",
-                             f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)],
-                            cwd=root, env=_env(root, 1), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-           for i in range(2)]
+    job = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                code,
+                "run",
+                "meet.sft",
+                "--fresh",
+                "--coordinator",
+                f"127.0.0.1:{port}",
+                "--num-processes",
+                "2",
+                "--process-id",
+                str(i),
+            ],
+            cwd=root,
+            env=_env(root, 1),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
     for rc, out in finish(job):
         assert rc == 0, out[-3000:]
     (job_run,) = set(_runs(root)) - before

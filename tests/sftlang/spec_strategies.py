@@ -25,17 +25,17 @@ Public: `spec_texts()`, `values()`, `comments()`, `KEYWORDS`.
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from hypothesis import strategies as st
 
 
-@lru_cache(maxsize=None)
+@cache
 def _sampled(options: tuple):
     return st.sampled_from(options)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _integers(low: int, high: int):
     return st.integers(low, high)
 
@@ -60,16 +60,84 @@ _BOOL = st.booleans()
 # the keyword is not expected (`packing = on`, `seed = 42`, `data = tickets`).
 KEYWORDS = frozenset({"sft", "use", "data", "template", "for", "init", "train", "on", "every", "keep", "seed"})
 
-_PLAIN = ["auto", "bfloat16", "float32", "drop", "truncate", "error", "skip", "assistant", "all", "hf", "peft",
-          "none", "greedy", "off", "true", "false", "full", "dots", "q", "k", "v", "o", "base", "x", "y_2", "_z"]
+_PLAIN = [
+    "auto",
+    "bfloat16",
+    "float32",
+    "drop",
+    "truncate",
+    "error",
+    "skip",
+    "assistant",
+    "all",
+    "hf",
+    "peft",
+    "none",
+    "greedy",
+    "off",
+    "true",
+    "false",
+    "full",
+    "dots",
+    "q",
+    "k",
+    "v",
+    "o",
+    "base",
+    "x",
+    "y_2",
+    "_z",
+]
 _VALUE_NAMES = _PLAIN + ["on"]  # `on` is a name in value position (the example writes `packing = on`)
 _UNITS = ["steps", "epochs", "tokens", "GiB", "MiB", "rows"]
 _DATA_NAMES = ["tickets", "faq", "chats", "extra", "t2", "on_call"]
-_HEADS = ["hf", "lora", "adamw", "cosine", "greedy", "sample", "jsonl", "parquet", "hf_dataset", "llama",
-          "sentencepiece", "f", "exact_match"]
-_KEYS = ["base", "tokenizer", "dtype", "adapter", "quantize", "epochs", "steps", "batch", "micro", "seq_len",
-         "packing", "optimizer", "schedule", "clip", "remat", "seed", "mesh", "checkpoint", "every", "generate",
-         "samples", "dir", "export", "overflow", "on_bad_row", "data", "on", "train", "lrr", "zzz"]
+_HEADS = [
+    "hf",
+    "lora",
+    "adamw",
+    "cosine",
+    "greedy",
+    "sample",
+    "jsonl",
+    "parquet",
+    "hf_dataset",
+    "llama",
+    "sentencepiece",
+    "f",
+    "exact_match",
+]
+_KEYS = [
+    "base",
+    "tokenizer",
+    "dtype",
+    "adapter",
+    "quantize",
+    "epochs",
+    "steps",
+    "batch",
+    "micro",
+    "seq_len",
+    "packing",
+    "optimizer",
+    "schedule",
+    "clip",
+    "remat",
+    "seed",
+    "mesh",
+    "checkpoint",
+    "every",
+    "generate",
+    "samples",
+    "dir",
+    "export",
+    "overflow",
+    "on_bad_row",
+    "data",
+    "on",
+    "train",
+    "lrr",
+    "zzz",
+]
 _METRICS = ["loss", "rouge_l", "exact_match", "json_valid", "mean_tokens", "chrf", "perplexity"]
 _BLOCKS = ["model", "train", "eval", "accept", "output"]
 _OTHER_BLOCKS = ["on", "every", "seed", "keep", "for", "init", "optimizer", "modle"]
@@ -234,8 +302,7 @@ def _atom(draw, inside: bool, depth: int) -> str:
     if kind == "call":
         return _call(draw, inside, depth)
     if kind == "list":
-        items = [_gap(draw, True) + _value(draw, True, depth + 1) + _gap(draw, True)
-                 for _ in range(_int(draw, 0, 4))]
+        items = [_gap(draw, True) + _value(draw, True, depth + 1) + _gap(draw, True) for _ in range(_int(draw, 0, 4))]
         text = ",".join(items)
         if items and _int(draw, 0, 4) == 0:
             text += ","
@@ -245,8 +312,15 @@ def _atom(draw, inside: bool, depth: int) -> str:
     if kind == "init":
         return "init" + g(True) + _call(draw, inside, depth, head=_one(draw, ["llama", "mistral", "f"]))
     if kind == "train_on":
-        return ("train" + g(True) + _call(draw, inside, depth, head="sentencepiece") + g(True) + "on" + g(True)
-                + _one(draw, _DATA_NAMES))
+        return (
+            "train"
+            + g(True)
+            + _call(draw, inside, depth, head="sentencepiece")
+            + g(True)
+            + "on"
+            + g(True)
+            + _one(draw, _DATA_NAMES)
+        )
     if kind == "every":
         text = "every" + g(True) + draw(_NUMBERS) + g(True) + _one(draw, _UNITS)
         if _flag(draw):
@@ -324,8 +398,15 @@ _TYPED = {
 def _entry(draw, kind: str) -> str:
     if kind == "accept" and _int(draw, 0, 5):
         if _int(draw, 0, 3) == 0:
-            metric = _one(draw, ["bleu", "chrf", "rouge_l"]) + _sp(draw) + "(" + _sp(draw) \
-                + _one(draw, _DATA_NAMES) + _sp(draw) + ")"
+            metric = (
+                _one(draw, ["bleu", "chrf", "rouge_l"])
+                + _sp(draw)
+                + "("
+                + _sp(draw)
+                + _one(draw, _DATA_NAMES)
+                + _sp(draw)
+                + ")"
+            )
         else:
             metric = _one(draw, _METRICS)
         op = _one(draw, ["<=", ">=", "<", ">", "=="])
@@ -383,8 +464,14 @@ def _item(draw, kind: str) -> str:
     if kind == "data":
         name = _one(draw, _DATA_NAMES)
         if _flag(draw):
-            source = _one(draw, ['jsonl("data/tickets.jsonl")', 'hf_dataset("org/faq", split = "train")',
-                                           'parquet("data/chats.parquet")'])
+            source = _one(
+                draw,
+                [
+                    'jsonl("data/tickets.jsonl")',
+                    'hf_dataset("org/faq", split = "train")',
+                    'parquet("data/chats.parquet")',
+                ],
+            )
         else:
             source = _call(draw, False, 0, head=_one(draw, ["jsonl", "hf_dataset", "parquet"]))
         text = "data" + _req(draw) + name + _sp(draw) + "=" + _sp(draw) + source
@@ -393,14 +480,25 @@ def _item(draw, kind: str) -> str:
         return text
     if kind == "template":
         sources = draw(_SOURCE_LISTS)
-        return ("template" + _req(draw) + _one(draw, ["answer", "dialog", "t"]) + _req(draw) + "for"
-                + _req(draw) + (_sp(draw) + "," + _sp(draw)).join(sources) + _sp(draw) + _body(draw, "template"))
+        return (
+            "template"
+            + _req(draw)
+            + _one(draw, ["answer", "dialog", "t"])
+            + _req(draw)
+            + "for"
+            + _req(draw)
+            + (_sp(draw) + "," + _sp(draw)).join(sources)
+            + _sp(draw)
+            + _body(draw, "template")
+        )
     return kind + _sp(draw) + _body(draw, kind)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _item_kinds(max_items: int):
-    return st.lists(st.sampled_from(["data", "data", "template"] + _BLOCKS + _BLOCKS + _OTHER_BLOCKS), max_size=max_items)
+    return st.lists(
+        st.sampled_from(["data", "data", "template"] + _BLOCKS + _BLOCKS + _OTHER_BLOCKS), max_size=max_items
+    )
 
 
 @st.composite

@@ -110,11 +110,21 @@ def test_json_format_valid(project, capsys):
     write(project / "demo.sft", VALID)
     assert main(["check", "demo.sft", "--format", "json", "--devices", "1"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report == {"format_version": "1.0", "valid": True, "files": ["demo.sft"], "error_count": 0, "warning_count": 0, "diagnostics": []}
+    assert report == {
+        "format_version": "1.0",
+        "valid": True,
+        "files": ["demo.sft"],
+        "error_count": 0,
+        "warning_count": 0,
+        "diagnostics": [],
+    }
 
 
 def test_github_format(project, capsys):
-    write(project / "bad.sft", VALID.replace("optimizer", "x").replace("batch = 4", "batch = 4\n    optimizer = adamw(lrr = 1e-3)"))
+    write(
+        project / "bad.sft",
+        VALID.replace("optimizer", "x").replace("batch = 4", "batch = 4\n    optimizer = adamw(lrr = 1e-3)"),
+    )
     assert main(["check", "bad.sft", "--format", "github", "--devices", "1"]) == 1
     out = capsys.readouterr().out.strip().splitlines()
     assert out == [
@@ -130,13 +140,19 @@ def test_several_syntax_errors_in_one_pass(project):
 
 
 def test_several_semantic_errors_in_one_pass(project):
-    text = VALID.replace("steps = 20", "stepz = 20").replace("layers = 2", "layers = 0").replace("loss <= 3", "los <= 3")
+    text = (
+        VALID.replace("steps = 20", "stepz = 20").replace("layers = 2", "layers = 0").replace("loss <= 3", "los <= 3")
+    )
     _, problems = check_spec_file(write(project / "bad.sft", text), devices=1)
     assert [c for c, _, _ in codes(problems)] == ["E022", "E011", "E032"]
 
 
 def test_several_reference_errors_in_one_pass(project):
-    text = VALID.replace("{question}", "{qestion}").replace("split eval = 10%", "overflow = drop").replace("sentencepiece(vocab = 300) on rows", "sentencepiece(vocab = 300) on row")
+    text = (
+        VALID.replace("{question}", "{qestion}")
+        .replace("split eval = 10%", "overflow = drop")
+        .replace("sentencepiece(vocab = 300) on rows", "sentencepiece(vocab = 300) on row")
+    )
     _, problems = check_spec_file(write(project / "bad.sft", text), devices=1)
     assert [c for c, _, _ in codes(problems)] == ["E030", "E040", "E061"]
 
@@ -151,7 +167,9 @@ def test_use_merges_blocks_key_by_key_and_paths_follow_their_file(project):
         project / "base" / "common.sft",
         'sft "base"\ndata shared = jsonl("rows.jsonl")\ntrain {\n    batch = 16\n    optimizer = adamw(lr = 1e-4)\n}\n',
     )
-    child = VALID.replace('sft "demo"', 'sft "demo"\nuse "base/common.sft"').replace("batch = 4", "batch = 4\n    data = rows + shared")
+    child = VALID.replace('sft "demo"', 'sft "demo"\nuse "base/common.sft"').replace(
+        "batch = 4", "batch = 4\n    data = rows + shared"
+    )
     _, problems = check_spec_file(write(project / "demo.sft", child), devices=1)
     assert problems == []
     spec, _ = load_spec(project / "demo.sft")
@@ -218,7 +236,10 @@ def test_csv_and_parquet_columns(project):
 
 def test_conventional_columns_need_no_template(project):
     (project / "pc.jsonl").write_text('{"prompt": "p", "completion": "c"}\n')
-    text = VALID.replace('jsonl("rows.jsonl")', 'jsonl("pc.jsonl")').split("template qa")[0] + "train {\n    steps = 5\n}\n"
+    text = (
+        VALID.replace('jsonl("rows.jsonl")', 'jsonl("pc.jsonl")').split("template qa")[0]
+        + "train {\n    steps = 5\n}\n"
+    )
     _, problems = check_spec_file(write(project / "demo.sft", text), devices=1)
     assert problems == []
 
@@ -244,11 +265,17 @@ def test_every_conventional_shape_needs_no_template(project, row):
 
 def test_no_template_and_no_conventional_columns_lists_them_in_order(project):
     (project / "odd.jsonl").write_text('{"q": "a", "a": "b"}\n')
-    text = VALID.replace('jsonl("rows.jsonl")', 'jsonl("odd.jsonl")').split("template qa")[0] + "train {\n    steps = 5\n}\n"
+    text = (
+        VALID.replace('jsonl("rows.jsonl")', 'jsonl("odd.jsonl")').split("template qa")[0]
+        + "train {\n    steps = 5\n}\n"
+    )
     _, problems = check_spec_file(write(project / "demo.sft", text), devices=1)
     (problem,) = [d for d in problems if d.code == "E044"]
     assert problem.message == "`rows` has no template and no conventional columns"
-    assert "`messages` or `conversations`, `input_ids`, `instruction` + `output`, `prompt` + `completion`, or `text` (columns: a, q)" in problem.help
+    assert (
+        "`messages` or `conversations`, `input_ids`, `instruction` + `output`, `prompt` + `completion`, or `text` (columns: a, q)"
+        in problem.help
+    )
 
 
 def _twelve_word_rows(path: Path, rows: int = 400) -> None:
@@ -256,13 +283,17 @@ def _twelve_word_rows(path: Path, rows: int = 400) -> None:
 
     rng = random.Random(0)
     words = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima".split()
-    path.write_text("".join(json.dumps({"text": " ".join(rng.choice(words) for _ in range(12))}) + "\n" for _ in range(rows)))
+    path.write_text(
+        "".join(json.dumps({"text": " ".join(rng.choice(words) for _ in range(12))}) + "\n" for _ in range(rows))
+    )
 
 
 def _tokenizer_spec(vocab: int, source: str = 'jsonl("words.jsonl")', extra: str = "") -> str:
-    return (f'sft "words"\nmodel {{\n    base = init llama(layers = 2, dim = 64, heads = 4, ffn = 128)\n'
-            f'    tokenizer = train sentencepiece(vocab = {vocab}{extra}) on words\n}}\n'
-            f'data words = {source}\ntrain {{\n    steps = 5\n}}\n')
+    return (
+        f'sft "words"\nmodel {{\n    base = init llama(layers = 2, dim = 64, heads = 4, ffn = 128)\n'
+        f"    tokenizer = train sentencepiece(vocab = {vocab}{extra}) on words\n}}\n"
+        f"data words = {source}\ntrain {{\n    steps = 5\n}}\n"
+    )
 
 
 def test_trained_tokenizer_vocab_must_hold_every_character(project):
@@ -270,12 +301,20 @@ def test_trained_tokenizer_vocab_must_hold_every_character(project):
     256 + 4 + 22 = 282 pieces (NOTES finding 10); the run would fail at tokenizer training."""
     _twelve_word_rows(project / "words.jsonl")
     _, problems = check_spec_file(write(project / "words.sft", _tokenizer_spec(200)), devices=1)
-    assert [(d.code, d.span.line, d.span.column, d.message, d.help) for d in problems] == [(
-        "E047", 4, 45,
-        "vocab 200 is too small for the text of `words`: it needs 256 byte pieces + 4 special pieces + 22 distinct characters = 282",
-        "set `vocab` to at least 282")]
-    for fits in (_tokenizer_spec(282), _tokenizer_spec(100, extra=", byte_fallback = off"),
-                 _tokenizer_spec(200, extra=", character_coverage = 0.9995")):
+    assert [(d.code, d.span.line, d.span.column, d.message, d.help) for d in problems] == [
+        (
+            "E047",
+            4,
+            45,
+            "vocab 200 is too small for the text of `words`: it needs 256 byte pieces + 4 special pieces + 22 distinct characters = 282",
+            "set `vocab` to at least 282",
+        )
+    ]
+    for fits in (
+        _tokenizer_spec(282),
+        _tokenizer_spec(100, extra=", byte_fallback = off"),
+        _tokenizer_spec(200, extra=", character_coverage = 0.9995"),
+    ):
         assert check_spec_file(write(project / "words.sft", fits), devices=1)[1] == [], fits
 
 
@@ -285,25 +324,46 @@ def test_trained_tokenizer_vocab_on_text_not_read(project):
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"text": ["abc"]}), project / "words.parquet")
-    _, problems = check_spec_file(write(project / "words.sft", _tokenizer_spec(260, 'parquet("words.parquet")')), devices=1)
-    assert [(d.code, d.message, d.help) for d in problems] == [(
-        "E047", "vocab 260 is too small: it needs 256 byte pieces + 4 special pieces + a piece per distinct character of `words`'s text",
-        "set `vocab` above 260")]
-    assert check_spec_file(write(project / "words.sft", _tokenizer_spec(261, 'parquet("words.parquet")')), devices=1)[1] == []
+    _, problems = check_spec_file(
+        write(project / "words.sft", _tokenizer_spec(260, 'parquet("words.parquet")')), devices=1
+    )
+    assert [(d.code, d.message, d.help) for d in problems] == [
+        (
+            "E047",
+            "vocab 260 is too small: it needs 256 byte pieces + 4 special pieces + a piece per distinct character of `words`'s text",
+            "set `vocab` above 260",
+        )
+    ]
+    assert (
+        check_spec_file(write(project / "words.sft", _tokenizer_spec(261, 'parquet("words.parquet")')), devices=1)[1]
+        == []
+    )
 
 
 def test_absolute_min_lr_above_lr_is_an_error(project):
     """`cosine(min_lr = 0.5)` under `adamw(lr = 1e-5)` would raise the rate 50,000x (issue 9, failure 7)."""
 
     def problems(optimizer: str, schedule: str):
-        text = VALID.replace("    batch = 4\n", f"    batch = 4\n    optimizer = {optimizer}\n    schedule = {schedule}\n")
+        text = VALID.replace(
+            "    batch = 4\n", f"    batch = 4\n    optimizer = {optimizer}\n    schedule = {schedule}\n"
+        )
         return check_spec_file(write(project / "lr.sft", text), devices=1)[1]
 
-    assert [(d.code, d.span.line, d.span.column, d.message, d.help) for d in problems("adamw(lr = 1e-5)", "cosine(min_lr = 0.5)")] == [(
-        "E057", 21, 32, "min_lr 0.5 is above the optimizer's lr 1e-5: the schedule would raise the rate",
-        "write a share such as `min_lr = 10%`, or a rate below lr")]
+    assert [
+        (d.code, d.span.line, d.span.column, d.message, d.help)
+        for d in problems("adamw(lr = 1e-5)", "cosine(min_lr = 0.5)")
+    ] == [
+        (
+            "E057",
+            21,
+            32,
+            "min_lr 0.5 is above the optimizer's lr 1e-5: the schedule would raise the rate",
+            "write a share such as `min_lr = 10%`, or a rate below lr",
+        )
+    ]
     assert [(d.code, d.message) for d in problems("lion()", "wsd(min_lr = 1e-4)")] == [
-        ("E057", "min_lr 1e-4 is above the optimizer's lr 2e-5: the schedule would raise the rate")]
+        ("E057", "min_lr 1e-4 is above the optimizer's lr 2e-5: the schedule would raise the rate")
+    ]
     for fine in ("cosine(min_lr = 10%)", "linear(min_lr = 1e-6)", "cosine(min_lr = 1e-5)", "constant"):
         assert problems("adamw(lr = 1e-5)", fine) == [], fine
 
@@ -338,6 +398,10 @@ def _gguf_not_linked(d) -> bool:
 
 def test_console_script(project):
     write(project / "demo.sft", VALID)
-    done = subprocess.run([str(Path(sys.executable).parent / "sftc"), "check", "demo.sft", "--devices", "1"], capture_output=True, text=True)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "sftc"), "check", "demo.sft", "--devices", "1"],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stderr
     assert "is valid" in done.stderr

@@ -58,7 +58,9 @@ def test_an_invalid_json_line_with_skip_is_a_row_the_run_skips_not_a_stop(projec
     spec, problems = check(project, lines, skip=True)
     assert [d.code for d in problems] == ["W006"]
     d = problems[0]
-    assert d.message == "data tickets: tickets.jsonl line 4: not valid JSON (Expecting value: line 1 column 34 (char 33))"
+    assert (
+        d.message == "data tickets: tickets.jsonl line 4: not valid JSON (Expecting value: line 1 column 34 (char 33))"
+    )
     # a diagnostic names its file relative to the cwd when that is shorter: compare the files
     assert (Path(d.span.file).resolve(), d.span.line, d.span.column) == (Path(spec).resolve(), 5, 16)
     assert "^^^^^^^^^^^^^^^^^^^^^^" in render_plain(d)
@@ -78,18 +80,23 @@ def test_a_null_completion_column_is_found_by_check_as_the_run_refuses_it(projec
     lines[5] = json.dumps({"question": "q", "answer": None})
     spec, problems = check(project, lines)
     assert [(d.code, d.message, d.span.line, d.span.column) for d in problems] == [
-        ("E071", "data tickets: tickets.jsonl line 6, column `answer`: value is null or missing", 5, 16)]
+        ("E071", "data tickets: tickets.jsonl line 6, column `answer`: value is null or missing", 5, 16)
+    ]
     _, problems = check(project, lines, skip=True)
     assert [(d.code, d.message) for d in problems] == [
-        ("W006", "data tickets: tickets.jsonl line 6, column `answer`: value is null or missing")]
+        ("W006", "data tickets: tickets.jsonl line 6, column `answer`: value is null or missing")
+    ]
 
 
-@pytest.mark.parametrize("row, reason", [
-    ({"question": None, "answer": "a"}, "column `question`: value is null or missing"),
-    ({"answer": "a"}, "column `question`: missing column 'question'"),
-    ({"question": "q", "answer": 3}, "column `answer`: value is int (3), not a string"),
-    ({"question": "q", "answer": "  "}, "column `answer`: empty completion"),
-])
+@pytest.mark.parametrize(
+    "row, reason",
+    [
+        ({"question": None, "answer": "a"}, "column `question`: value is null or missing"),
+        ({"answer": "a"}, "column `question`: missing column 'question'"),
+        ({"question": "q", "answer": 3}, "column `answer`: value is int (3), not a string"),
+        ({"question": "q", "answer": "  "}, "column `answer`: empty completion"),
+    ],
+)
 def test_every_problem_the_template_meets_is_found(project, row, reason):
     lines = rows()
     lines[7] = json.dumps(row)
@@ -102,7 +109,8 @@ def test_chat_on_prompt_completion_rows_too(project):
     lines[2] = json.dumps({"question": "q", "answer": None})
     _, problems = check(project, lines, chat=True)
     assert [(d.code, d.message) for d in problems] == [
-        ("E071", "data tickets: tickets.jsonl line 3, column `answer`: value is null or missing")]
+        ("E071", "data tickets: tickets.jsonl line 3, column `answer`: value is null or missing")
+    ]
 
 
 def test_conventional_prompt_completion_and_text_rows(project):
@@ -110,12 +118,14 @@ def test_conventional_prompt_completion_and_text_rows(project):
     lines[4] = json.dumps({"prompt": "p", "completion": None})
     _, problems = check(project, lines, template="")
     assert [(d.code, d.message) for d in problems] == [
-        ("E071", "data tickets: tickets.jsonl line 5, column `completion`: value is null or missing")]
+        ("E071", "data tickets: tickets.jsonl line 5, column `completion`: value is null or missing")
+    ]
     lines = [json.dumps({"text": f"t{i}"}) for i in range(20)]
     lines[9] = json.dumps({"text": None})
     _, problems = check(project, lines, template="")
     assert [(d.code, d.message) for d in problems] == [
-        ("E071", "data tickets: tickets.jsonl line 10, column `text`: value is null or missing")]
+        ("E071", "data tickets: tickets.jsonl line 10, column `text`: value is null or missing")
+    ]
 
 
 def test_clean_rows_stay_clean(project):

@@ -86,7 +86,9 @@ CASES = {
     "unknown enum value": Case("E015", {15: "    remat = ful"}, 15, "ful"),
     "unknown source kind": Case("E015", {6: 'data tickets = jsnl("tickets.jsonl") {'}, 6, "jsnl"),
     "unknown lora target": Case("E015", {4: "    adapter = lora(targets = [q, x])"}, 4, "x"),
-    "unknown quantization": Case("E015", {4: "    tokenizer = train sentencepiece(vocab = 300) on tickets\n    quantize = int4"}, 5, "int4"),
+    "unknown quantization": Case(
+        "E015", {4: "    tokenizer = train sentencepiece(vocab = 300) on tickets\n    quantize = int4"}, 5, "int4"
+    ),
     "header not first": Case("E016", {1: "", 16: '}\nsft "x"'}, 16, "sft"),
     "split without label": Case("E017", {7: "    split = 10%"}, 7, "split"),
     "split with wrong label": Case("E017", {7: "    split test = 10%"}, 7, "test"),
@@ -107,7 +109,9 @@ CASES = {
     # ---- references
     "unknown source in mixture": Case("E030", {15: "    data = tickts"}, 15, "tickts"),
     "template for unknown source": Case("E030", {9: "template answer for tickts {"}, 9, "tickts"),
-    "tokenizer on unknown source": Case("E030", {4: "    tokenizer = train sentencepiece(vocab = 300) on faq"}, 4, "faq"),
+    "tokenizer on unknown source": Case(
+        "E030", {4: "    tokenizer = train sentencepiece(vocab = 300) on faq"}, 4, "faq"
+    ),
     "unknown metric": Case("E032", {22: "    exact_mach >= 0.5"}, 22, "exact_mach"),
     "use file missing": Case("E033", {1: 'use "no-such-base.sft"'}, 1, '"no-such-base.sft"'),
     "data file missing": Case("E035", {6: 'data tickets = jsonl("missing.jsonl") {'}, 6, '"missing.jsonl"'),
@@ -120,29 +124,53 @@ CASES = {
     "unclosed placeholder": Case("E041", {11: '    completion = "{answer"'}, 11, "{"),
     "empty placeholder": Case("E041", {11: '    completion = "{answer} {}"'}, 11, "{}"),
     "template without completion": Case("E042", {11: ""}, 9, "answer"),
-    "system message without chat": Case("E042", {11: '    completion = "{answer}"\n    system = "be brief"'}, 12, "system"),
+    "system message without chat": Case(
+        "E042", {11: '    completion = "{answer}"\n    system = "be brief"'}, 12, "system"
+    ),
     "template mixing forms": Case("E042", {11: "    messages = question"}, 10, "prompt"),
-    "two templates for a source": Case("E043", {12: '}\ntemplate other for tickets {\n    prompt = "x"\n    completion = "y"\n}'}, 13, "tickets"),
+    "two templates for a source": Case(
+        "E043", {12: '}\ntemplate other for tickets {\n    prompt = "x"\n    completion = "y"\n}'}, 13, "tickets"
+    ),
     "no template, no conventional columns": Case("E044", {9: "", 10: "", 11: "", 12: ""}, 6, "tickets"),
     # ---- row shapes and source transforms
-    "format with prompt/completion": Case("E042", {11: '    completion = "{answer}"\n    format = alpaca'}, 12, "format"),
-    "roles on prompt/completion": Case("E042", {11: '    completion = "{answer}"\n    roles = (bot = assistant)'}, 12, "roles"),
-    "system on a messages template": Case("E042", {10: "    messages = question", 11: '    system = "be brief"'}, 11, "system"),
+    "format with prompt/completion": Case(
+        "E042", {11: '    completion = "{answer}"\n    format = alpaca'}, 12, "format"
+    ),
+    "roles on prompt/completion": Case(
+        "E042", {11: '    completion = "{answer}"\n    roles = (bot = assistant)'}, 12, "roles"
+    ),
+    "system on a messages template": Case(
+        "E042", {10: "    messages = question", 11: '    system = "be brief"'}, 11, "system"
+    ),
     "chat with pre-tokenized rows": Case("E042", {10: "    format = tokens", 11: "    chat = on"}, 11, "chat"),
     "template with only roles": Case("E042", {10: "    roles = (bot = assistant)", 11: ""}, 9, "answer"),
     "alpaca without its columns": Case("E040", {10: "    format = alpaca", 11: ""}, 10, "alpaca"),
     "tools not a column": Case("E040", {10: "    messages = question", 11: "    tools = functions"}, 11, "functions"),
-    "rename of a missing column": Case("E040", {7: "    split eval = 10% seed 1\n    rename = (questoin = q)"}, 8, "questoin"),
+    "rename of a missing column": Case(
+        "E040", {7: "    split eval = 10% seed 1\n    rename = (questoin = q)"}, 8, "questoin"
+    ),
     "where on a missing column": Case("E040", {7: '    split eval = 10% seed 1\n    where = (lnag = "en")'}, 8, "lnag"),
-    "two columns renamed to one": Case("E013", {7: "    split eval = 10% seed 1\n    rename = (question = q, answer = q)"}, 8, "q", occurrence=3),
-    "mapping entry without a name": Case("E020", {7: "    split eval = 10% seed 1\n    rename = (question)"}, 8, "question"),
+    "two columns renamed to one": Case(
+        "E013", {7: "    split eval = 10% seed 1\n    rename = (question = q, answer = q)"}, 8, "q", occurrence=3
+    ),
+    "mapping entry without a name": Case(
+        "E020", {7: "    split eval = 10% seed 1\n    rename = (question)"}, 8, "question"
+    ),
     "where value not a literal": Case("E020", {7: "    split eval = 10% seed 1\n    where = (lang = en)"}, 8, "en)"),
     "empty where list": Case("E022", {7: "    split eval = 10% seed 1\n    where = (lang = [])"}, 8, "[]"),
     "empty rename": Case("E022", {7: "    split eval = 10% seed 1\n    rename = ()"}, 8, "()"),
     "empty source system message": Case("E022", {7: '    split eval = 10% seed 1\n    system = " "'}, 8, '" "'),
     "unknown role": Case("E015", {10: "    messages = question", 11: "    roles = (bot = asistant)"}, 11, "asistant"),
-    "role named twice": Case("E013", {10: "    messages = question", 11: "    roles = (bot = assistant, bot = user)"}, 11, "bot", occurrence=2),
-    "unknown message key": Case("E012", {10: "    messages = question", 11: "    keys = (speaker = from)"}, 11, "speaker"),
+    "role named twice": Case(
+        "E013",
+        {10: "    messages = question", 11: "    roles = (bot = assistant, bot = user)"},
+        11,
+        "bot",
+        occurrence=2,
+    ),
+    "unknown message key": Case(
+        "E012", {10: "    messages = question", 11: "    keys = (speaker = from)"}, 11, "speaker"
+    ),
     "unknown format": Case("E015", {10: "    format = sharegpt", 11: ""}, 10, "sharegpt"),
     "quoted argument name": Case("E020", {14: '    optimizer = adamw("lr" = 1e-3)'}, 14, '"lr"'),
     # ---- arithmetic
@@ -156,14 +184,32 @@ CASES = {
     "two auto axes": Case("E055", {15: "    mesh = (data = auto, fsdp = auto)"}, 15, "mesh"),
     "mesh does not divide devices": Case("E055", {15: "    mesh = (data = auto, tensor = 3)"}, 15, "mesh", devices=4),
     "epochs and steps": Case("E056", {15: "    epochs = 2"}, 14, "steps"),
-    "min_lr above lr": Case("E057", {15: "    optimizer = adamw(lr = 1e-5)\n    schedule = cosine(min_lr = 0.5)"}, 16, "0.5"),
+    "min_lr above lr": Case(
+        "E057", {15: "    optimizer = adamw(lr = 1e-5)\n    schedule = cosine(min_lr = 0.5)"}, 16, "0.5"
+    ),
     # ---- model consistency
     "init model with base tokenizer": Case("E024", {4: "    tokenizer = base"}, 4, "tokenizer"),
-    "heads not multiple of kv_heads": Case("E024", {3: "    base = init llama(layers = 2, dim = 64, heads = 4, kv_heads = 3, ffn = 128)"}, 3, "3"),
-    "tokenizer vocab below the characters": Case("E047", {4: "    tokenizer = train sentencepiece(vocab = 262) on tickets"}, 4, "262"),
-    "lora on init model": Case("E024", {4: "    tokenizer = train sentencepiece(vocab = 300) on tickets\n    adapter = lora()"}, 5, "lora"),
-    "sequence longer than the model's positions": Case("E024", {3: "    base = init llama(layers = 2, dim = 64, heads = 4, ffn = 128, max_seq_len = 512)", 15: "    seq_len = 1024"}, 15, "seq_len"),
-    "vocab smaller than tokenizer": Case("E024", {3: "    base = init llama(layers = 2, dim = 64, heads = 4, ffn = 128, vocab = 100)"}, 3, "100"),
+    "heads not multiple of kv_heads": Case(
+        "E024", {3: "    base = init llama(layers = 2, dim = 64, heads = 4, kv_heads = 3, ffn = 128)"}, 3, "3"
+    ),
+    "tokenizer vocab below the characters": Case(
+        "E047", {4: "    tokenizer = train sentencepiece(vocab = 262) on tickets"}, 4, "262"
+    ),
+    "lora on init model": Case(
+        "E024", {4: "    tokenizer = train sentencepiece(vocab = 300) on tickets\n    adapter = lora()"}, 5, "lora"
+    ),
+    "sequence longer than the model's positions": Case(
+        "E024",
+        {
+            3: "    base = init llama(layers = 2, dim = 64, heads = 4, ffn = 128, max_seq_len = 512)",
+            15: "    seq_len = 1024",
+        },
+        15,
+        "seq_len",
+    ),
+    "vocab smaller than tokenizer": Case(
+        "E024", {3: "    base = init llama(layers = 2, dim = 64, heads = 4, ffn = 128, vocab = 100)"}, 3, "100"
+    ),
     # ---- acceptance
     "generation metric without generate": Case("E060", {18: "    samples = 10"}, 22, "exact_match"),
     "no eval rows": Case("E061", {7: ""}, 20, "loss"),
@@ -180,7 +226,9 @@ CASES = {
     "review wins on a model trained from scratch": Case("E066", {22: "    review_wins >= 60%"}, 22, "review_wins"),
     "baseline on a model trained from scratch": Case("E066", {18: "    baseline = base"}, 18, "base"),
     "peft export without adapter": Case("E070", {16: "}\noutput {\n    export = peft\n}"}, 18, "export"),
-    "quantized base of an init model": Case("E072", {4: "    tokenizer = train sentencepiece(vocab = 300) on tickets\n    quantize = nf4"}, 5, "nf4"),
+    "quantized base of an init model": Case(
+        "E072", {4: "    tokenizer = train sentencepiece(vocab = 300) on tickets\n    quantize = nf4"}, 5, "nf4"
+    ),
 }
 
 

@@ -94,8 +94,8 @@ def test_the_header_describes_the_model_transformers_builds(smollm2_gguf):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from runtime.plan.gguf_header import hf_config, read_header
     from runtime.models.config import ModelConfig
+    from runtime.plan.gguf_header import hf_config, read_header
     from runtime.preflight.plan_report import parameter_count
 
     header = read_header(smollm2_gguf)
@@ -137,7 +137,8 @@ def test_a_file_that_is_not_gguf(project):
     (project / "fake.gguf").write_bytes(b"PK\x03\x04" + bytes(100))
     found = errors(spec_with(project, "fake.gguf"))
     assert [(d.code, d.message) for d in found] == [
-        ("E037", "`fake.gguf`: not a GGUF file (it does not start with the bytes `GGUF`)")]
+        ("E037", "`fake.gguf`: not a GGUF file (it does not start with the bytes `GGUF`)")
+    ]
     assert "Llama-architecture" in found[0].help
 
 

@@ -71,7 +71,9 @@ def test_sharegpt_role_the_run_does_not_know_and_the_roles_fix(project):
     problems = check(project, text)
     assert [d.code for d in problems] == ["E071"] * 3
     first = problems[0]
-    assert first.message.startswith("data chats: chats.jsonl line 1, column `conversations`, message 1: unknown role 'bot'")
+    assert first.message.startswith(
+        "data chats: chats.jsonl line 1, column `conversations`, message 1: unknown role 'bot'"
+    )
     assert "roles = (bot = " in first.message
     assert (first.span.line, first.span.column) == (6, 14)  # the `jsonl("chats.jsonl")` call
     assert first.note == "checked all 3 rows; 3 have a problem"
@@ -81,7 +83,10 @@ def test_sharegpt_role_the_run_does_not_know_and_the_roles_fix(project):
 
 
 def test_conventional_conversations_column_is_sampled_too(project):
-    jsonl(project / "chats.jsonl", [SHAREGPT, {"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]}])
+    jsonl(
+        project / "chats.jsonl",
+        [SHAREGPT, {"conversations": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]}],
+    )
     (problem,) = check(project, spec_text('data chats = jsonl("chats.jsonl")'))
     assert problem.code == "E071" and "line 1, column `conversations`, message 1: unknown role 'bot'" in problem.message
 
@@ -125,29 +130,45 @@ def test_tools_must_be_a_column(project):
 
 def test_bad_tool_arguments_near_the_end_of_a_big_file_are_found_by_the_spread_sample(project):
     good = {"messages": CHAT, "note": "x" * 300}
-    broken = {"messages": [
-        {"role": "user", "content": "weather?"},
-        {"role": "assistant", "content": "", "tool_calls": [{"function": {"name": "weather", "arguments": "{city: Oslo}"}}]},
-        {"role": "tool", "content": "21"},
-        {"role": "assistant", "content": "21 degrees"},
-    ]}
+    broken = {
+        "messages": [
+            {"role": "user", "content": "weather?"},
+            {
+                "role": "assistant",
+                "content": "",
+                "tool_calls": [{"function": {"name": "weather", "arguments": "{city: Oslo}"}}],
+            },
+            {"role": "tool", "content": "21"},
+            {"role": "assistant", "content": "21 degrees"},
+        ]
+    }
     path = project / "big.jsonl"
     jsonl(path, [good] * 4999 + [broken])
     assert path.stat().st_size > 1 << 20
     assert len(sample_rows("jsonl", path, FileSystem(), {})) < 4000  # the head alone never sees line 5,000
     (problem,) = check(project, spec_text('data big = jsonl("big.jsonl")'))
     assert problem.code == "E071"
-    assert problem.message.startswith("data big: big.jsonl line 5,000, column `messages`, message 1: tool_calls[0].arguments is not valid JSON")
+    assert problem.message.startswith(
+        "data big: big.jsonl line 5,000, column `messages`, message 1: tool_calls[0].arguments is not valid JSON"
+    )
     assert problem.note.startswith("checked ") and problem.note.endswith("sampled rows of 5,000 lines; 1 has a problem")
 
 
 def test_a_conversation_must_end_on_the_trained_last_assistant_turn(project):
-    jsonl(project / "chats.jsonl", [{"messages": CHAT}, {"messages": messages(("user", "a"), ("assistant", "b"), ("user", "thanks"))}])
+    jsonl(
+        project / "chats.jsonl",
+        [{"messages": CHAT}, {"messages": messages(("user", "a"), ("assistant", "b"), ("user", "thanks"))}],
+    )
     template = "template chat for chats {\n    messages = messages\n    train_on = last_assistant\n}"
     (problem,) = check(project, spec_text('data chats = jsonl("chats.jsonl")', template))
     assert problem.code == "E071"
-    assert problem.message.startswith("data chats: chats.jsonl line 2, column `messages`, message 2: the conversation ends on a user turn")
-    assert check(project, spec_text('data chats = jsonl("chats.jsonl")', template.replace("last_assistant", "assistant"))) == []
+    assert problem.message.startswith(
+        "data chats: chats.jsonl line 2, column `messages`, message 2: the conversation ends on a user turn"
+    )
+    assert (
+        check(project, spec_text('data chats = jsonl("chats.jsonl")', template.replace("last_assistant", "assistant")))
+        == []
+    )
 
 
 def test_csv_conversations_stored_as_json_text(project):
@@ -155,7 +176,9 @@ def test_csv_conversations_stored_as_json_text(project):
         writer = csv.writer(handle)
         writer.writerow(["id", "messages"])
         writer.writerow(["1", json.dumps(CHAT)])
-        writer.writerow(["2", json.dumps([{"role": "customer", "content": "hi"}, {"role": "assistant", "content": "yes"}])])
+        writer.writerow(
+            ["2", json.dumps([{"role": "customer", "content": "hi"}, {"role": "assistant", "content": "yes"}])]
+        )
     problems = check(project, spec_text('data chats = csv("chats.csv")'))
     assert [(d.code, d.message.split(": unknown role")[0]) for d in problems] == [
         ("E071", "data chats: chats.csv line 3, column `messages`, message 0")
@@ -173,7 +196,10 @@ def test_alpaca_needs_its_columns_and_every_row_its_output(project):
     (problem,) = check(project, spec_text('data rows = jsonl("instr.jsonl")', template))
     assert (problem.code, problem.span.line, problem.span.column) == ("E040", 9, 14)
     assert problem.message == "`format = alpaca` reads the column `output`, which `rows` does not have"
-    jsonl(project / "instr.jsonl", [{"instruction": "add 2 and 2", "input": "", "output": "4"}, {"instruction": "hi", "output": None}])
+    jsonl(
+        project / "instr.jsonl",
+        [{"instruction": "add 2 and 2", "input": "", "output": "4"}, {"instruction": "hi", "output": None}],
+    )
     (problem,) = check(project, spec_text('data rows = jsonl("instr.jsonl")', template))
     assert problem.code == "E071" and problem.message == "data rows: instr.jsonl line 2, column `output`: value is null"
     (conventional,) = check(project, spec_text('data rows = jsonl("instr.jsonl")'))
@@ -181,7 +207,10 @@ def test_alpaca_needs_its_columns_and_every_row_its_output(project):
 
 
 def test_clean_alpaca_with_chat_and_system(project):
-    jsonl(project / "instr.jsonl", [{"instruction": "add", "input": "2 and 2", "output": "4"}, {"instruction": "hi", "output": "hello"}])
+    jsonl(
+        project / "instr.jsonl",
+        [{"instruction": "add", "input": "2 and 2", "output": "4"}, {"instruction": "hi", "output": "hello"}],
+    )
     template = 'template instr for rows {\n    format = alpaca\n    chat   = on\n    system = "Be brief."\n}'
     assert check(project, spec_text('data rows = jsonl("instr.jsonl")', template)) == []
 
@@ -191,11 +220,15 @@ def test_pre_tokenized_labels_misaligned_in_parquet(project):
     import pyarrow.parquet as pq
 
     labels = [[-100, 2, 3]] * 199 + [[-100, 5, 3]]
-    pq.write_table(pa.table({"input_ids": [[1, 2, 3]] * 200, "labels": labels}), project / "toks.parquet", row_group_size=50)
+    pq.write_table(
+        pa.table({"input_ids": [[1, 2, 3]] * 200, "labels": labels}), project / "toks.parquet", row_group_size=50
+    )
     template = "template pre for toks {\n    format = tokens\n}"
     (problem,) = check(project, spec_text('data toks = parquet("toks.parquet")', template))
     assert problem.code == "E071"
-    assert problem.message.startswith("data toks: toks.parquet row 200, column `labels`: labels[1] = 5 is neither -100 nor input_ids[1] = 2")
+    assert problem.message.startswith(
+        "data toks: toks.parquet row 200, column `labels`: labels[1] = 5 is neither -100 nor input_ids[1] = 2"
+    )
     assert problem.note == "checked 132 sampled rows of 200 rows; 1 has a problem"
     (conventional,) = check(project, spec_text('data toks = parquet("toks.parquet")'))
     assert conventional.message == problem.message
@@ -205,7 +238,10 @@ def test_pre_tokenized_needs_labels_or_a_loss_mask(project):
     jsonl(project / "toks.jsonl", [{"input_ids": [1, 2, 3]}])
     template = "template pre for toks {\n    format = tokens\n}"
     (problem,) = check(project, spec_text('data toks = jsonl("toks.jsonl")', template))
-    assert problem.code == "E040" and problem.message == "`format = tokens` needs a `labels` or `loss_mask` column, which `toks` does not have"
+    assert (
+        problem.code == "E040"
+        and problem.message == "`format = tokens` needs a `labels` or `loss_mask` column, which `toks` does not have"
+    )
     jsonl(project / "toks.jsonl", [{"input_ids": [1, 2, 3], "loss_mask": [0, 1, 1]}])
     assert check(project, spec_text('data toks = jsonl("toks.jsonl")', template)) == []
 
@@ -257,7 +293,9 @@ def test_eval_file_is_read_like_its_source_and_sampled(project):
     jsonl(project / "eval.jsonl", [row, {"dialog": [{"from": "human", "value": "a"}, {"from": "bot", "value": "b"}]}])
     data = 'data chats = jsonl("train.jsonl") {\n    rename = (dialog = conversations)\n    split eval = jsonl("eval.jsonl")\n}'
     (problem,) = check(project, spec_text(data))
-    assert problem.code == "E071" and problem.message.startswith("data chats: eval.jsonl line 2, column `conversations`")
+    assert problem.code == "E071" and problem.message.startswith(
+        "data chats: eval.jsonl line 2, column `conversations`"
+    )
     assert (problem.span.line, problem.span.column) == (8, 18)  # the eval call
 
 
@@ -311,7 +349,9 @@ def test_csv_with_fields_over_several_lines_is_checked_by_its_head_only(project)
 
 
 def _trained_tokenizer_spec(data: str, vocab: int = 262) -> str:
-    return spec_text(data).replace('tokenizer = sentencepiece("tok.model")', f"tokenizer = train sentencepiece(vocab = {vocab}) on rows")
+    return spec_text(data).replace(
+        'tokenizer = sentencepiece("tok.model")', f"tokenizer = train sentencepiece(vocab = {vocab}) on rows"
+    )
 
 
 def test_a_trained_tokenizer_counts_the_characters_of_every_shape(project):
@@ -332,11 +372,14 @@ def test_a_tokenizer_cannot_be_trained_on_token_ids(project):
     ]
 
 
-@pytest.mark.parametrize("turns, reason", [
-    (messages(("user", "hi"), ("user", "anyone?")), "conversation has no assistant turn"),
-    (messages(("user", "hi"), ("assistant", "  ")), "empty assistant message"),
-    (messages(("assistant", "hello"), ("user", "hi"), ("assistant", "yes")), "starts with an assistant turn"),
-])
+@pytest.mark.parametrize(
+    "turns, reason",
+    [
+        (messages(("user", "hi"), ("user", "anyone?")), "conversation has no assistant turn"),
+        (messages(("user", "hi"), ("assistant", "  ")), "empty assistant message"),
+        (messages(("assistant", "hello"), ("user", "hi"), ("assistant", "yes")), "starts with an assistant turn"),
+    ],
+)
 def test_conversations_with_nothing_to_train_are_found_before_the_run(project, turns, reason):
     jsonl(project / "chats.jsonl", [{"messages": CHAT}] * 4 + [{"messages": turns}])
     problems = check(project, spec_text('data chats = jsonl("chats.jsonl")'))

@@ -29,23 +29,42 @@ def check(project: Path, rows: list[dict], template: str = ""):
 PC = [{"q": "2 + 2?", "a": "4"}]
 ALPACA = [{"instruction": "add 2 and 2", "input": "", "output": "4"}]
 CASES = {  # rows, template, the reason, the help
-    "prompt/completion": (PC, 'template t for rows {\n    prompt = "{q}"\n    completion = " {a}"\n}',
-                          "its prompt/completion rows are rendered as plain text, without the chat template, so no turn would carry the system message",
-                          "set `chat = on` on template `t` (the prompt becomes a user turn after the system message, rendered with the tokenizer's chat template), or remove `system`"),
-    "prompt/completion columns": ([{"prompt": "2 + 2?", "completion": " 4"}], "",
-                                  "its prompt/completion rows are rendered as plain text, without the chat template, so no turn would carry the system message",
-                                  'give it a template with `chat = on`, `template NAME for rows { prompt = "{prompt}"  completion = "{completion}"  chat = on }`, or remove `system`'),
-    "alpaca": (ALPACA, "template t for rows {\n    format = alpaca\n}",
-               "its Alpaca rows are rendered as plain text, without the chat template, so no turn would carry the system message",
-               "set `chat = on` on template `t` (the prompt becomes a user turn after the system message, rendered with the tokenizer's chat template), or remove `system`"),
-    "alpaca columns": (ALPACA, "",
-                       "its Alpaca rows are rendered as plain text, without the chat template, so no turn would carry the system message",
-                       "give it a template with `chat = on`, `template NAME for rows { format = alpaca  chat = on }`, or remove `system`"),
-    "text": ([{"text": "hello world"}], "",
-             "its `text` rows are trained as written, with no turns to put a system message before",
-             "remove `system`, or write the system text into the rows"),
-    "tokens": ([{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}], "template t for rows {\n    format = tokens\n}",
-               "its rows are token ids already (pre-tokenized)", "remove `system`"),
+    "prompt/completion": (
+        PC,
+        'template t for rows {\n    prompt = "{q}"\n    completion = " {a}"\n}',
+        "its prompt/completion rows are rendered as plain text, without the chat template, so no turn would carry the system message",
+        "set `chat = on` on template `t` (the prompt becomes a user turn after the system message, rendered with the tokenizer's chat template), or remove `system`",
+    ),
+    "prompt/completion columns": (
+        [{"prompt": "2 + 2?", "completion": " 4"}],
+        "",
+        "its prompt/completion rows are rendered as plain text, without the chat template, so no turn would carry the system message",
+        'give it a template with `chat = on`, `template NAME for rows { prompt = "{prompt}"  completion = "{completion}"  chat = on }`, or remove `system`',
+    ),
+    "alpaca": (
+        ALPACA,
+        "template t for rows {\n    format = alpaca\n}",
+        "its Alpaca rows are rendered as plain text, without the chat template, so no turn would carry the system message",
+        "set `chat = on` on template `t` (the prompt becomes a user turn after the system message, rendered with the tokenizer's chat template), or remove `system`",
+    ),
+    "alpaca columns": (
+        ALPACA,
+        "",
+        "its Alpaca rows are rendered as plain text, without the chat template, so no turn would carry the system message",
+        "give it a template with `chat = on`, `template NAME for rows { format = alpaca  chat = on }`, or remove `system`",
+    ),
+    "text": (
+        [{"text": "hello world"}],
+        "",
+        "its `text` rows are trained as written, with no turns to put a system message before",
+        "remove `system`, or write the system text into the rows",
+    ),
+    "tokens": (
+        [{"input_ids": [1, 2, 3], "labels": [-100, 2, 3]}],
+        "template t for rows {\n    format = tokens\n}",
+        "its rows are token ids already (pre-tokenized)",
+        "remove `system`",
+    ),
 }
 
 

@@ -9,7 +9,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-
 from sftlang.cli import main
 from sftlang.diff import diff_specs, render_human, text_diff
 from sftlang.fingerprint import fingerprint_pair, fingerprint_source
@@ -85,9 +84,13 @@ def test_identical_specs_are_the_same(tmp_path, capsys):
 def test_default_written_out_reformatted_and_reordered_is_no_change(tmp_path, capsys):
     # lr = 2e-5 is adamw's default, `0.00002` the same number, keys and blocks reordered,
     # `split` written with a different layout, gates reordered, the output block spelled out.
-    a = project(tmp_path, "a", BASE.replace("adamw(lr = 1e-4, weight_decay = 0.01)", "adamw(weight_decay = 0.01)").replace(
-        "loss <= 1.2", "loss <= 1.2\n    token_accuracy >= 0.5"
-    ))
+    a = project(
+        tmp_path,
+        "a",
+        BASE.replace("adamw(lr = 1e-4, weight_decay = 0.01)", "adamw(weight_decay = 0.01)").replace(
+            "loss <= 1.2", "loss <= 1.2\n    token_accuracy >= 0.5"
+        ),
+    )
     b = project(
         tmp_path,
         "b",
@@ -149,7 +152,13 @@ def test_key_without_default_added_and_removed(tmp_path, capsys):
 
 def test_data_source_added_and_removed(tmp_path, capsys):
     a = project(tmp_path, "a", BASE)
-    b = project(tmp_path, "b", BASE.replace("\ntemplate", 'data faq = hf_dataset("org/faq", split = "train") {\n    overflow = truncate\n}\n\ntemplate'))
+    b = project(
+        tmp_path,
+        "b",
+        BASE.replace(
+            "\ntemplate", 'data faq = hf_dataset("org/faq", split = "train") {\n    overflow = truncate\n}\n\ntemplate'
+        ),
+    )
     code, out, _ = run_diff(capsys, a, b)
     assert code == 1
     assert change_lines(out) == [
@@ -169,7 +178,9 @@ def test_source_path_and_split_changed(tmp_path, capsys):
     b = project(
         tmp_path,
         "b",
-        BASE.replace('jsonl("data/tickets.jsonl")', 'jsonl("data/tickets-v2.jsonl")').replace("5% seed 7", "10% seed 7"),
+        BASE.replace('jsonl("data/tickets.jsonl")', 'jsonl("data/tickets-v2.jsonl")').replace(
+            "5% seed 7", "10% seed 7"
+        ),
         **{"data/tickets-v2.jsonl": rows(4)},  # the same bytes under another name: no content change
     )
     code, out, _ = run_diff(capsys, a, b)
@@ -182,8 +193,22 @@ def test_source_path_and_split_changed(tmp_path, capsys):
 
 
 def test_template_prompt_text_diff(tmp_path, capsys):
-    a = project(tmp_path, "a", BASE.replace('"### Question:\\n{question}\\n### Answer:\\n"', '"""\n        System: be brief.\n        ### Question:\n        {question}\n        ### Answer:\n        """'))
-    b = project(tmp_path, "b", BASE.replace('"### Question:\\n{question}\\n### Answer:\\n"', '"""\n        System: be brief.\n        Question: {question}\n        ### Answer:\n        """'))
+    a = project(
+        tmp_path,
+        "a",
+        BASE.replace(
+            '"### Question:\\n{question}\\n### Answer:\\n"',
+            '"""\n        System: be brief.\n        ### Question:\n        {question}\n        ### Answer:\n        """',
+        ),
+    )
+    b = project(
+        tmp_path,
+        "b",
+        BASE.replace(
+            '"### Question:\\n{question}\\n### Answer:\\n"',
+            '"""\n        System: be brief.\n        Question: {question}\n        ### Answer:\n        """',
+        ),
+    )
     code, out, _ = run_diff(capsys, a, b)
     assert code == 1
     assert out.splitlines() == [
@@ -202,7 +227,15 @@ def test_text_diff_separates_distant_hunks():
     old = "\n".join(f"line {i}" for i in range(20))
     new = old.replace("line 1\n", "line one\n").replace("line 18", "line eighteen")
     assert text_diff(old, new, context=1) == (
-        " line 0", "-line 1", "+line one", " line 2", "…", " line 17", "-line 18", "+line eighteen", " line 19",
+        " line 0",
+        "-line 1",
+        "+line one",
+        " line 2",
+        "…",
+        " line 17",
+        "-line 18",
+        "+line eighteen",
+        " line 19",
     )
 
 
@@ -224,7 +257,12 @@ def test_gate_threshold_changed_added_and_operator(tmp_path, capsys):
 def test_use_base_edit_changes_the_including_spec(tmp_path, capsys):
     child = 'sft "child"\n\nuse "base.sft"\n\ntrain {\n    epochs = 1\n}\n'
     a = project(tmp_path, "a", child, **{"base.sft": BASE})
-    b = project(tmp_path, "b", child, **{"base.sft": BASE.replace("seed 7", "seed 8").replace("batch     = 32", "batch     = 64")})
+    b = project(
+        tmp_path,
+        "b",
+        child,
+        **{"base.sft": BASE.replace("seed 7", "seed 8").replace("batch     = 32", "batch     = 64")},
+    )
     code, out, _ = run_diff(capsys, a, b)
     assert code == 1
     assert change_lines(out) == [
@@ -274,7 +312,7 @@ def test_fingerprints_of_glob_csv_json_and_parquet(tmp_path):
         "parquet": ('parquet("t.parquet")', 7),
     }
     for kind, (text, expected) in calls.items():
-        tree, problems = parse(f'data x = {text}\n', "t.sft")
+        tree, problems = parse(f"data x = {text}\n", "t.sft")
         assert not problems
         assert fingerprint_source(tree.items[0].source, tmp_path).rows == expected, kind
     missing = fingerprint_source(parse('data x = jsonl("nope.jsonl")\n', "t.sft")[0].items[0].source, tmp_path)
@@ -297,17 +335,32 @@ def test_hub_sources_compare_by_name_split_revision_only(tmp_path):
 def git(cwd: Path, *args: str) -> None:
     subprocess.run(
         ["git", "-c", "user.email=t@t", "-c", "user.name=t", "-c", "commit.gpgsign=false", *args],
-        cwd=cwd, check=True, capture_output=True,
+        cwd=cwd,
+        check=True,
+        capture_output=True,
     )
 
 
 def test_rev_path_reads_spec_used_files_and_data_at_the_revision(tmp_path, capsys, monkeypatch):
     repo = tmp_path / "repo"
-    write(repo, {"specs/base.sft": BASE.replace('"data/', '"../data/'), "specs/child.sft": 'use "base.sft"\n', "data/tickets.jsonl": rows(3)})
+    write(
+        repo,
+        {
+            "specs/base.sft": BASE.replace('"data/', '"../data/'),
+            "specs/child.sft": 'use "base.sft"\n',
+            "data/tickets.jsonl": rows(3),
+        },
+    )
     git(repo, "init", "-q")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "v1")
-    write(repo, {"specs/base.sft": BASE.replace('"data/', '"../data/').replace("epochs    = 3", "epochs    = 5"), "data/tickets.jsonl": rows(5)})
+    write(
+        repo,
+        {
+            "specs/base.sft": BASE.replace('"data/', '"../data/').replace("epochs    = 3", "epochs    = 5"),
+            "data/tickets.jsonl": rows(5),
+        },
+    )
     monkeypatch.chdir(repo / "specs")
     code, out, _ = run_diff(capsys, "HEAD:child.sft", "child.sft")
     assert code == 1
@@ -327,8 +380,11 @@ def test_rev_path_reads_spec_used_files_and_data_at_the_revision(tmp_path, capsy
 def test_json_output_shape(tmp_path, capsys):
     a = project(tmp_path, "a", BASE, rows(2))
     b = project(
-        tmp_path, "b",
-        BASE.replace("1e-4", "5e-5").replace("### Answer:", "Answer:").replace("\ntemplate", '\ndata faq = hf_dataset("org/faq")\n\ntemplate'),
+        tmp_path,
+        "b",
+        BASE.replace("1e-4", "5e-5")
+        .replace("### Answer:", "Answer:")
+        .replace("\ntemplate", '\ndata faq = hf_dataset("org/faq")\n\ntemplate'),
         rows(3),
     )
     code, out, _ = run_diff(capsys, a, b, "--format", "json")
@@ -337,7 +393,13 @@ def test_json_output_shape(tmp_path, capsys):
     assert report["same"] is False
     assert report["summary"] == "2 settings changed, 1 source added, 1 data change."
     by_path = {(c["path"], c["category"]): c for c in report["changes"]}
-    assert by_path["train.optimizer.lr", "setting"] == {"kind": "changed", "path": "train.optimizer.lr", "category": "setting", "old": "1e-4", "new": "5e-5"}
+    assert by_path["train.optimizer.lr", "setting"] == {
+        "kind": "changed",
+        "path": "train.optimizer.lr",
+        "category": "setting",
+        "old": "1e-4",
+        "new": "5e-5",
+    }
     assert by_path["data.faq", "source"]["kind"] == "added"
     assert by_path["data.faq", "source"]["new"] == 'hf_dataset("org/faq", split = "train")'
     prompt = by_path["template.answer.prompt", "setting"]
@@ -388,8 +450,8 @@ def test_installed_console_script(tmp_path):
 
 
 def test_source_transforms_and_template_shapes_show(tmp_path, capsys):
-    chat = 'template answer for tickets {\n    messages = conversations\n    roles = (bot = assistant)\n}'
-    template = BASE[BASE.index("template answer"):BASE.index("train {")].strip()
+    chat = "template answer for tickets {\n    messages = conversations\n    roles = (bot = assistant)\n}"
+    template = BASE[BASE.index("template answer") : BASE.index("train {")].strip()
     a = project(tmp_path, "a", BASE.replace(template, chat))
     body = '    split eval = 5% seed 7\n    rename = (dialog = conversations)\n    where = ("meta.lang" = ["en", "de"])\n    system = "Be kind."\n'
     edited = chat.replace("(bot = assistant)", "(bot = assistant, customer = user)") + "\n"
@@ -406,13 +468,17 @@ def test_source_transforms_and_template_shapes_show(tmp_path, capsys):
         "+ template answer.tools functions",
         "1 setting changed, 5 settings added.",
     ]
-    same = project(tmp_path, "c", BASE.replace(template, chat.replace("roles = (bot = assistant)", "roles    =   ( bot=assistant, )")))
+    same = project(
+        tmp_path,
+        "c",
+        BASE.replace(template, chat.replace("roles = (bot = assistant)", "roles    =   ( bot=assistant, )")),
+    )
     code, out, _ = run_diff(capsys, a, same)
     assert code == 0
 
 
 def test_template_format_shows(tmp_path, capsys):
-    template = BASE[BASE.index("template answer"):BASE.index("train {")].strip()
+    template = BASE[BASE.index("template answer") : BASE.index("train {")].strip()
     a = project(tmp_path, "a", BASE.replace(template, "template answer for tickets {\n    format = alpaca\n}"))
     b = project(tmp_path, "b", BASE.replace(template, "template answer for tickets {\n    format = tokens\n}"))
     code, out, _ = run_diff(capsys, a, b)

@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from sftlang import ast
 from sftlang.fmt import format_spec, format_text, format_value
 from sftlang.parse import parse
+
 from .spec_strategies import spec_texts
 
 LANGUAGE_MD = Path(__file__).resolve().parents[2] / "docs" / "LANGUAGE.md"
@@ -192,14 +193,16 @@ def test_language_example_round_trips_and_is_idempotent():
     assert tree(out) == tree(source)
     assert fmt(out) == out
     assert comment_texts(out) == comment_texts(source)
-    assert "    split eval = 5% seed 7  # or: eval = jsonl(\"data/tickets-eval.jsonl\")\n" in out
+    assert '    split eval = 5% seed 7  # or: eval = jsonl("data/tickets-eval.jsonl")\n' in out
     # trailing comments of consecutive entries line up
     assert "    overflow   = drop       # drop | truncate" in out
     assert "    bleu(faq)   >= 20    # a metric on one source's eval rows\n" in out
     assert "    checkpoint = every 200 steps keep 3\n}\n" in out
     # a continuation comment under a trailing one becomes an own-line comment at the entry's indentation
-    assert "    tokenizer = base  # or hf(\"dir\"), sentencepiece(\"tok.model\"),\n" \
-           "    # train sentencepiece(vocab = 4096) on tickets\n" in out
+    assert (
+        '    tokenizer = base  # or hf("dir"), sentencepiece("tok.model"),\n'
+        "    # train sentencepiece(vocab = 4096) on tickets\n" in out
+    )
 
 
 # ---------------------------------------------------------------- comments and blank lines
@@ -236,7 +239,7 @@ def test_opening_closing_and_end_of_block_comments_stay():
 
 
 def test_brace_line_entries_and_comment_after_closing_brace():
-    assert fmt("model { base = hf(\"m\")\n  dtype = float32 }  # one-liner\n") == (
+    assert fmt('model { base = hf("m")\n  dtype = float32 }  # one-liner\n') == (
         'model {\n    base  = hf("m")\n    dtype = float32\n}  # one-liner\n'
     )
 
@@ -249,17 +252,14 @@ def test_blank_lines_between_comments_are_kept_once():
 def test_multiline_entry_breaks_the_alignment_run():
     source = 'template t for a {\n  x = 1\n  prompt = """\n  hi\n  """\n  completion = "{y}"\n  z = 2\n}\n'
     assert fmt(source) == (
-        'template t for a {\n'
-        '    x = 1\n'
-        '    prompt = """\n  hi\n  """\n'
-        '    completion = "{y}"\n'
-        '    z          = 2\n'
-        '}\n'
+        'template t for a {\n    x = 1\n    prompt = """\n  hi\n  """\n    completion = "{y}"\n    z          = 2\n}\n'
     )
 
 
 def test_top_level_separation():
-    source = 'sft "a"\n\n\nuse "x"\n\nuse "y"\n# about z\nuse "z"\ndata a = jsonl("a")\ndata b = jsonl("b")\n# m\nmodel {}'
+    source = (
+        'sft "a"\n\n\nuse "x"\n\nuse "y"\n# about z\nuse "z"\ndata a = jsonl("a")\ndata b = jsonl("b")\n# m\nmodel {}'
+    )
     assert fmt(source) == (
         'sft "a"\n\nuse "x"\nuse "y"\n# about z\nuse "z"\n\ndata a = jsonl("a")\n\ndata b = jsonl("b")\n\n# m\nmodel {}\n'
     )
@@ -329,14 +329,25 @@ def test_format_value_of_nodes_built_by_code():
 
 
 def test_tree_built_by_code_formats():
-    spec = ast.SpecFile((
-        ast.Header(ast.Str("demo")),
-        ast.Block(ast.Name("train"), ast.Body((
-            ast.Assign(ast.Name("batch"), None, ast.Number(32)),
-            ast.Assign(ast.Name("schedule"), None, ast.Call(ast.Name("cosine"), (ast.Arg(ast.Name("warmup"), ast.Percent(0.03)),))),
-        ))),
-        ast.Block(ast.Name("accept"), ast.Body((ast.Gate(ast.Name("loss"), "<=", ast.Number(1.2)),))),
-    ))
+    spec = ast.SpecFile(
+        (
+            ast.Header(ast.Str("demo")),
+            ast.Block(
+                ast.Name("train"),
+                ast.Body(
+                    (
+                        ast.Assign(ast.Name("batch"), None, ast.Number(32)),
+                        ast.Assign(
+                            ast.Name("schedule"),
+                            None,
+                            ast.Call(ast.Name("cosine"), (ast.Arg(ast.Name("warmup"), ast.Percent(0.03)),)),
+                        ),
+                    )
+                ),
+            ),
+            ast.Block(ast.Name("accept"), ast.Body((ast.Gate(ast.Name("loss"), "<=", ast.Number(1.2)),))),
+        )
+    )
     out = format_spec(spec)
     assert out == (
         'sft "demo"\n\ntrain {\n    batch    = 32\n    schedule = cosine(warmup = 3%)\n}\n\naccept {\n    loss <= 1.2\n}\n'
@@ -414,7 +425,7 @@ def test_trailing_comments_of_consecutive_entries_line_up():
 
 # ---------------------------------------------------------------- data shapes (issue 12)
 
-SHAPES_MESSY = '''\
+SHAPES_MESSY = """\
 data chats=jsonl("c.jsonl"){
 rename=( dialog=conversations,"sys prompt" = system_prompt ) # old = new
   where=(lang="en",tier=["gold",
@@ -428,9 +439,9 @@ keys=(role=speaker,content="text body")
 tools=functions
 }
 template instr for rows { format=alpaca }
-'''
+"""
 
-SHAPES_EXPECTED = '''\
+SHAPES_EXPECTED = """\
 data chats = jsonl("c.jsonl") {
     rename = (dialog = conversations, "sys prompt" = system_prompt)  # old = new
     where  = (lang = "en", tier = ["gold", "silver"], "meta.ok" = on)
@@ -447,7 +458,7 @@ template chat for chats {
 template instr for rows {
     format = alpaca
 }
-'''
+"""
 
 
 def test_source_transforms_and_template_shapes_format_and_round_trip():

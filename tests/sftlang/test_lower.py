@@ -97,7 +97,14 @@ def test_every_setting_is_lowered(project):
         "chats": TemplateSpec(messages="turns", train_on="last_assistant"),
     }
     assert data.weights == {"qa": 3.0, "chats": 1.0}
-    assert (data.epochs, data.steps, data.global_batch_size, data.seq_len, data.packing, data.seed) == (2, None, 8, 1024, False, 42)
+    assert (data.epochs, data.steps, data.global_batch_size, data.seq_len, data.packing, data.seed) == (
+        2,
+        None,
+        8,
+        1024,
+        False,
+        42,
+    )
     train = plan.train
     assert train.steps is None and train.micro == 4 and plan.accumulation == 2
     assert train.optimizer == AdamW(lr=1e-3, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.1)
@@ -153,7 +160,11 @@ def test_used_file_paths_are_rebased(project):
     (project / "base").mkdir()
     (project / "base" / "extra.jsonl").write_text('{"prompt": "p", "completion": "c"}\n')
     (project / "base" / "common.sft").write_text('data extra = jsonl("extra.jsonl")\n')
-    (project / "child.sft").write_text(SPEC.replace('sft "lowered"\n', 'sft "lowered"\nuse "base/common.sft"\n').replace("qa * 3 + chats * 1", "qa * 3 + chats * 1 + extra * 1"))
+    (project / "child.sft").write_text(
+        SPEC.replace('sft "lowered"\n', 'sft "lowered"\nuse "base/common.sft"\n').replace(
+            "qa * 3 + chats * 1", "qa * 3 + chats * 1 + extra * 1"
+        )
+    )
     spec, _ = load_spec(project / "child.sft")
     text = emit_spec(spec)
     assert 'data extra = jsonl(path = "base/extra.jsonl")' in text
@@ -203,7 +214,15 @@ def shapes_project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tok.model").write_text("x")
     turns = [{"speaker": "customer", "text": "hi"}, {"speaker": "bot", "text": "hello"}]
-    row = {"dialog": turns, "sys prompt": "s", "lang": "en", "tier": "gold", "score": 5, "meta": {"ok": True}, "functions": []}
+    row = {
+        "dialog": turns,
+        "sys prompt": "s",
+        "lang": "en",
+        "tier": "gold",
+        "score": 5,
+        "meta": {"ok": True},
+        "functions": [],
+    }
     for name in ("chats.jsonl", "chats-eval.jsonl"):
         (tmp_path / name).write_text(json.dumps(row) + "\n")
     (tmp_path / "rows.jsonl").write_text(json.dumps({"instruction": "i", "input": "", "output": "o"}) + "\n")
@@ -263,10 +282,11 @@ def test_a_tsv_an_arrow_file_and_a_tokenizer_revision_are_lowered(tmp_path, monk
         writer.write_table(table)
     (tmp_path / "tok").mkdir()
     (tmp_path / "t.sft").write_text(
-        'model {\n    base = init llama(layers = 1, dim = 32, heads = 2, ffn = 64)\n'
+        "model {\n    base = init llama(layers = 1, dim = 32, heads = 2, ffn = 64)\n"
         '    tokenizer = hf("org/tokenizer", revision = "v1.2")\n}\n'
         'data tsv = csv("qa.tsv", delimiter = "\\t")\ndata arrow = arrow("qa.arrow")\n'
-        'data comma = csv("qa.csv")\ntrain {\n    steps = 5\n}\n')
+        'data comma = csv("qa.csv")\ntrain {\n    steps = 5\n}\n'
+    )
     _, problems = check_spec_file(tmp_path / "t.sft", devices=1, offline=True)
     assert [p.code for p in problems if p.code.startswith("E")] == []
     spec, _ = load_spec(tmp_path / "t.sft")
@@ -275,5 +295,8 @@ def test_a_tsv_an_arrow_file_and_a_tokenizer_revision_are_lowered(tmp_path, monk
     assert (tsv.kind, tsv.delimiter) == ("csv", "\t")
     assert comma.delimiter is None  # the default comma is not written into the plan
     assert arrow.kind == "arrow" and arrow.paths == (str(tmp_path / "qa.arrow"),)
-    assert (plan.model.tokenizer.kind, plan.model.tokenizer.path, plan.model.tokenizer.revision) == \
-        ("hf", "org/tokenizer", "v1.2")
+    assert (plan.model.tokenizer.kind, plan.model.tokenizer.path, plan.model.tokenizer.revision) == (
+        "hf",
+        "org/tokenizer",
+        "v1.2",
+    )

@@ -46,19 +46,22 @@ def _check(workdir, base: str):
     return spec, check_spec_file(spec, devices=1, offline=True)
 
 
-@pytest.mark.parametrize("text, local", [
-    ("HuggingFaceTB/SmolLM2-135M-Instruct", False),  # a hub id, even with no network
-    ("meta-llama/Llama-3.2-1B", False),
-    ("models/SmolLM2-135M-Instruct", True),  # `models/` exists beside the spec
-    ("./SmolLM2", True),
-    ("../models/SmolLM2", True),
-    ("/opt/models/SmolLM2", True),
-    ("~/models/SmolLM2", True),
-    ("checkpoints/run/final", True),  # two `/`: never a hub id
-    ("org/model.gguf", True),
-    ("SmolLM2", True),  # no `/`
-    ("my models/x", True),  # a space: not a hub id
-])
+@pytest.mark.parametrize(
+    "text, local",
+    [
+        ("HuggingFaceTB/SmolLM2-135M-Instruct", False),  # a hub id, even with no network
+        ("meta-llama/Llama-3.2-1B", False),
+        ("models/SmolLM2-135M-Instruct", True),  # `models/` exists beside the spec
+        ("./SmolLM2", True),
+        ("../models/SmolLM2", True),
+        ("/opt/models/SmolLM2", True),
+        ("~/models/SmolLM2", True),
+        ("checkpoints/run/final", True),  # two `/`: never a hub id
+        ("org/model.gguf", True),
+        ("SmolLM2", True),  # no `/`
+        ("my models/x", True),  # a space: not a hub id
+    ],
+)
 def test_the_rule(workdir, text, local):
     from runtime.plan.hub_policy import local_path_reason
 

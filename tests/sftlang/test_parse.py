@@ -32,7 +32,9 @@ def test_escaped_quote_inside_triple_quoted_text():
     ],
 )
 def test_scalars(text, expected):
-    assert value(text).value == pytest.approx(expected) if not isinstance(expected, str) else value(text).value == expected
+    assert (
+        value(text).value == pytest.approx(expected) if not isinstance(expected, str) else value(text).value == expected
+    )
 
 
 def test_quantities_and_phrases():
@@ -55,9 +57,14 @@ def test_calls_lists_and_tuples_may_span_lines():
 
 
 def test_spans_are_exact():
-    tree, _ = parse('train {\n    optimizer = adamw(lr = 1e-3)\n}\n', "x.sft")
+    tree, _ = parse("train {\n    optimizer = adamw(lr = 1e-3)\n}\n", "x.sft")
     arg = tree.items[0].body.entries[0].value.args[0]
-    assert (arg.name.span.line, arg.name.span.column, arg.value.span.column, arg.value.span.end_column) == (2, 23, 28, 32)
+    assert (arg.name.span.line, arg.name.span.column, arg.value.span.column, arg.value.span.end_column) == (
+        2,
+        23,
+        28,
+        32,
+    )
     assert str(arg.name.span) == "x.sft:2:23"
 
 

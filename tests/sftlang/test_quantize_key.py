@@ -108,9 +108,11 @@ def test_quantize_without_an_adapter_is_E072(tmp_path, quantize):
 
 
 def test_quantize_on_an_init_model_is_E072(tmp_path):
-    spec = SPEC.replace('    base = hf("base")\n    adapter = lora(rank = 8, targets = [q, v])\n',
-                        "    base = init llama(layers = 1, dim = 32, heads = 2, ffn = 64)\n"
-                        '    tokenizer = sentencepiece("tok.model")\n')
+    spec = SPEC.replace(
+        '    base = hf("base")\n    adapter = lora(rank = 8, targets = [q, v])\n',
+        "    base = init llama(layers = 1, dim = 32, heads = 2, ffn = 64)\n"
+        '    tokenizer = sentencepiece("tok.model")\n',
+    )
     (tmp_path / "tok.model").write_text("x")
     [error] = errors(write(tmp_path, "int8", spec))
     assert error.code == "E072" and "an `init` model trains in full" in error.message

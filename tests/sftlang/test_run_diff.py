@@ -14,15 +14,23 @@ def _run(root, name, lr, metrics, fingerprint, jax_version, report=None):
     (run / "spec.sft").write_text(SPEC.replace("{data}", str(root / "d.jsonl")).replace("{lr}", lr))
     (run / "plan.json").write_text("{}")
     (run / "report.json").write_text(json.dumps({"metrics": metrics, **(report or {})}))
-    manifest = {"data": {"fingerprints": {"d": fingerprint}}, "packages": {"jax": jax_version}, "devices": {"count": 1, "kind": "cpu"}}
+    manifest = {
+        "data": {"fingerprints": {"d": fingerprint}},
+        "packages": {"jax": jax_version},
+        "devices": {"count": 1, "kind": "cpu"},
+    }
     (run / "manifest.json").write_text(json.dumps(manifest))
     return run
 
 
 def test_run_diff_shows_metric_deltas_with_direction(tmp_path, capsys):
     (tmp_path / "d.jsonl").write_text('{"prompt": "p", "completion": "c"}\n')
-    a = _run(tmp_path, "v2", "2e-5", {"loss": 1.31, "rouge_l": 0.41, "mean_tokens": 50, "loss(d)": 1.31}, "aaa", "0.10.2")
-    b = _run(tmp_path, "v3", "1e-5", {"loss": 1.12, "rouge_l": 0.40, "mean_tokens": 55, "loss(d)": 1.12}, "bbb", "0.10.3")
+    a = _run(
+        tmp_path, "v2", "2e-5", {"loss": 1.31, "rouge_l": 0.41, "mean_tokens": 50, "loss(d)": 1.31}, "aaa", "0.10.2"
+    )
+    b = _run(
+        tmp_path, "v3", "1e-5", {"loss": 1.12, "rouge_l": 0.40, "mean_tokens": 55, "loss(d)": 1.12}, "bbb", "0.10.3"
+    )
     assert main(["diff", str(a), str(b)]) == 1
     out = capsys.readouterr().out
     assert "~ train.optimizer.lr  2e-5 -> 1e-5" in out
@@ -46,10 +54,24 @@ def test_identical_runs_are_the_same(tmp_path, capsys):
 def test_run_diff_shows_each_run_against_its_baseline_and_changed_answers(tmp_path, capsys):
     (tmp_path / "d.jsonl").write_text('{"prompt": "p", "completion": "c"}\n')
     sample = lambda line, text: {"source": "d", "file": "d.jsonl", "line": line, "generated": text}  # noqa: E731
-    a = _run(tmp_path, "a", "2e-5", {"rouge_l": 0.40, "gain(rouge_l)": 0.10}, "x", "1", {
-        "baseline": {"metrics": {"rouge_l": 0.30}}, "samples": [sample(1, "yes"), sample(2, "no")]})
-    b = _run(tmp_path, "b", "1e-5", {"rouge_l": 0.45, "gain(rouge_l)": 0.15}, "x", "1", {
-        "baseline": {"metrics": {"rouge_l": 0.30}}, "samples": [sample(2, "no"), sample(1, "maybe")]})
+    a = _run(
+        tmp_path,
+        "a",
+        "2e-5",
+        {"rouge_l": 0.40, "gain(rouge_l)": 0.10},
+        "x",
+        "1",
+        {"baseline": {"metrics": {"rouge_l": 0.30}}, "samples": [sample(1, "yes"), sample(2, "no")]},
+    )
+    b = _run(
+        tmp_path,
+        "b",
+        "1e-5",
+        {"rouge_l": 0.45, "gain(rouge_l)": 0.15},
+        "x",
+        "1",
+        {"baseline": {"metrics": {"rouge_l": 0.30}}, "samples": [sample(2, "no"), sample(1, "maybe")]},
+    )
     assert main(["diff", str(a), str(b)]) == 1
     out = capsys.readouterr().out
     lines = {}

@@ -45,7 +45,9 @@ eval {
 def project(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tok.model").write_bytes(b"not read by check")
-    (tmp_path / "tickets.jsonl").write_text("".join(json.dumps({"question": f"q{i}", "answer": f"a{i}"}) + "\n" for i in range(20)))
+    (tmp_path / "tickets.jsonl").write_text(
+        "".join(json.dumps({"question": f"q{i}", "answer": f"a{i}"}) + "\n" for i in range(20))
+    )
     (tmp_path / "base.sft").write_text(BASE)
     return tmp_path
 
@@ -63,7 +65,9 @@ def resolved(path):
 
 
 def test_a_call_of_the_same_function_keeps_the_arguments_it_does_not_give(project):
-    spec = resolved(derived(project, "train {\n    optimizer = adamw(lr = 1e-3)\n    schedule = cosine(warmup = 10%)\n}\n"))
+    spec = resolved(
+        derived(project, "train {\n    optimizer = adamw(lr = 1e-3)\n    schedule = cosine(warmup = 10%)\n}\n")
+    )
     optimizer = lower(spec).train.optimizer
     assert (optimizer.name, optimizer.lr, optimizer.b2, optimizer.weight_decay) == ("adamw", 1e-3, 0.95, 0.01)
     schedule = spec.value("train", "schedule")
@@ -73,14 +77,21 @@ def test_a_call_of_the_same_function_keeps_the_arguments_it_does_not_give(projec
 
 
 def test_another_function_replaces_the_whole_value(project):
-    spec = resolved(derived(project, "train {\n    optimizer = sgd(lr = 1e-2)\n}\neval {\n    generate = greedy()\n}\n"))
+    spec = resolved(
+        derived(project, "train {\n    optimizer = sgd(lr = 1e-2)\n}\neval {\n    generate = greedy()\n}\n")
+    )
     assert lower(spec).train.optimizer.name == "sgd"
     assert spec.value("eval", "generate").head.name == "greedy"
 
 
 def test_sample_keeps_top_p_and_init_keeps_its_optional_shape(project):
-    spec = resolved(derived(project, "model {\n    base = init llama(layers = 4, dim = 64, heads = 4, ffn = 128)\n}\n"
-                                     "eval {\n    generate = sample(temperature = 1.0)\n}\n"))
+    spec = resolved(
+        derived(
+            project,
+            "model {\n    base = init llama(layers = 4, dim = 64, heads = 4, ffn = 128)\n}\n"
+            "eval {\n    generate = sample(temperature = 1.0)\n}\n",
+        )
+    )
     generate = {a.name.name: a.value.value for a in spec.value("eval", "generate").args}
     assert (generate["temperature"], generate["top_p"]) == (1.0, 0.9)
     init = lower(spec).model.init
@@ -116,4 +127,5 @@ def test_a_second_template_for_a_source_names_the_file_of_the_first(project):
     _, problems = check_spec_file(path, devices=1, offline=True)
     found = [d for d in problems if d.code == "E043"]
     assert [(d.span.file, d.span.line, d.help) for d in found] == [
-        ("derived.sft", 3, "see base.sft:10; a source takes one template")], [render_plain(d) for d in problems]
+        ("derived.sft", 3, "see base.sft:10; a source takes one template")
+    ], [render_plain(d) for d in problems]

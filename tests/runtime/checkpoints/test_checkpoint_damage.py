@@ -24,9 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from runtime.commands import runtime_errors
 from runtime.checkpoints.hf_checkpoint import CheckpointError
 from runtime.checkpoints.orbax_checkpoints import Checkpoints
+from runtime.commands import runtime_errors
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -64,9 +64,15 @@ def _cut(path: Path) -> None:
 
 
 DAMAGE = {  # what a crash or a careless `rm` leaves -> what the reason says
-    "manifest deleted": (lambda s: (s / "state" / "manifest.ocdbt").unlink(), "a file is missing: state/manifest.ocdbt"),
+    "manifest deleted": (
+        lambda s: (s / "state" / "manifest.ocdbt").unlink(),
+        "a file is missing: state/manifest.ocdbt",
+    ),
     "tree metadata deleted": (lambda s: (s / "state" / "_METADATA").unlink(), "a file is missing: state/_METADATA"),
-    "tree metadata emptied": (lambda s: (s / "state" / "_METADATA").write_text(""), "a file is missing: state/_METADATA"),
+    "tree metadata emptied": (
+        lambda s: (s / "state" / "_METADATA").write_text(""),
+        "a file is missing: state/_METADATA",
+    ),
     "manifest cut short": (lambda s: _cut(s / "state" / "manifest.ocdbt"), "data does not decode"),
     "array metadata cut short": (lambda s: _cut(s / "state" / "_METADATA"), "a metadata file is not readable"),
     "data files cut short": (lambda s: [_cut(p) for p in _data_files(s)], "a file is cut short"),
@@ -95,6 +101,7 @@ def test_a_damaged_checkpoint_is_set_aside_with_what_is_damaged(saved, kind):
 def _fail_with(error: BaseException):
     def restore(*args, **kwargs):
         raise error
+
     return restore
 
 
@@ -112,9 +119,18 @@ def _wrapped(cause: BaseException) -> Exception:
 NOT_DAMAGE = {
     "out of memory": (MemoryError(), "MemoryError"),
     "an I/O error": (OSError(errno.EIO, "Input/output error"), "Input/output error"),
-    "out of memory while reading an array": (_wrapped(MemoryError("std::bad_alloc")), "Encountered error while reading"),
-    "device memory exhausted": (_wrapped(ValueError("RESOURCE_EXHAUSTED: Out of memory allocating 4 GiB")), "reading array"),
-    "a missing file that is not the checkpoint's": (FileNotFoundError(errno.ENOENT, "No such file", "/opt/lib/x.so"), "x.so"),
+    "out of memory while reading an array": (
+        _wrapped(MemoryError("std::bad_alloc")),
+        "Encountered error while reading",
+    ),
+    "device memory exhausted": (
+        _wrapped(ValueError("RESOURCE_EXHAUSTED: Out of memory allocating 4 GiB")),
+        "reading array",
+    ),
+    "a missing file that is not the checkpoint's": (
+        FileNotFoundError(errno.ENOENT, "No such file", "/opt/lib/x.so"),
+        "x.so",
+    ),
 }
 
 
@@ -231,9 +247,17 @@ def _free_port() -> int:
 def _job(directory: Path, case: str) -> list[dict]:
     env = {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_NUM_CPU_DEVICES": "1", "PYTHONPATH": str(ROOT)}
     port = _free_port()
-    processes = [subprocess.Popen([sys.executable, "-c", _JOB, str(port), str(i), str(directory), case], cwd=ROOT,
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                 for i in range(2)]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _JOB, str(port), str(i), str(directory), case],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
     results = []
     for process in processes:
         try:
@@ -244,7 +268,7 @@ def _job(directory: Path, case: str) -> list[dict]:
             raise
         assert process.returncode == 0, out[-3000:]
         lines = [line for line in out.splitlines() if line.startswith("RESULT ")]
-        results.append(json.loads(lines[-1][len("RESULT "):]) if lines else None)
+        results.append(json.loads(lines[-1][len("RESULT ") :]) if lines else None)
     return results
 
 

@@ -12,7 +12,13 @@ import pytest
 import torch
 import transformers
 
-from runtime.checkpoints.hf_checkpoint import CheckpointError, load_pretrained, parse_size, resolve_checkpoint, save_pretrained
+from runtime.checkpoints.hf_checkpoint import (
+    CheckpointError,
+    load_pretrained,
+    parse_size,
+    resolve_checkpoint,
+    save_pretrained,
+)
 from runtime.models import ModelConfig, build, forward
 
 IDS = np.random.RandomState(7).randint(3, 256, size=(2, 11))
@@ -29,7 +35,9 @@ def test_export_round_trip_loads_in_transformers(case, hf_checkpoint, tmp_path):
     model, config = load_pretrained(directory)
     out = save_pretrained(model, config, tmp_path / "export")
     assert (out / "config.json").is_file() and (out / "generation_config.json").is_file()
-    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").eval()
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(
+        out, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
     assert type(reloaded) is type(torch_model)
     # the exported weights are bit-identical to the originals
     original = torch_model.state_dict()
@@ -57,7 +65,9 @@ def test_sharded_import_and_export(hf_checkpoint, tmp_path):
     files = sorted(set(index["weight_map"].values()))
     assert len(files) > 2 and all((out / f).is_file() for f in files)
     assert not (out / "model.safetensors").exists()
-    reloaded = transformers.AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32, attn_implementation="eager").eval()
+    reloaded = transformers.AutoModelForCausalLM.from_pretrained(
+        out, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
     np.testing.assert_array_equal(_torch_logits(reloaded), _torch_logits(torch_model))
 
 
@@ -83,8 +93,9 @@ def test_legacy_config_json_is_read(hf_checkpoint, tmp_path):
 def test_bf16_export_and_fresh_model_export(tmp_path):
     config = ModelConfig.llama(layers=2, dim=64, heads=4, kv_heads=2, ffn=96, vocab=128)
     model = build(config, rngs=3, dtype="bfloat16")
-    out = save_pretrained(model, config, tmp_path / "fresh",
-                          generation_config={"do_sample": True, "temperature": 0.7, "top_p": 0.9})
+    out = save_pretrained(
+        model, config, tmp_path / "fresh", generation_config={"do_sample": True, "temperature": 0.7, "top_p": 0.9}
+    )
     assert json.loads((out / "config.json").read_text())["dtype"] == "bfloat16"
     generation = transformers.GenerationConfig.from_pretrained(out)
     assert (generation.do_sample, generation.temperature, generation.top_p) == (True, 0.7, 0.9)
@@ -152,17 +163,28 @@ def test_not_a_directory_or_config(tmp_path):
 
 
 def test_offline_hub_id_fails_with_a_message_not_a_traceback(tmp_path):
-    code = ("from runtime.checkpoints.hf_checkpoint import load_pretrained\n"
-            "load_pretrained('sftc-test-org/no-such-model-xyz')\n")
+    code = (
+        "from runtime.checkpoints.hf_checkpoint import load_pretrained\n"
+        "load_pretrained('sftc-test-org/no-such-model-xyz')\n"
+    )
     env = {"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=120, cwd=str(__import__("pathlib").Path(__file__).parents[3]))
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(__import__("pathlib").Path(__file__).parents[3]),
+    )
     assert proc.returncode != 0
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith("runtime.checkpoints.hf_checkpoint.CheckpointError: cannot load 'sftc-test-org/no-such-model-xyz'")
+    assert last.startswith(
+        "runtime.checkpoints.hf_checkpoint.CheckpointError: cannot load 'sftc-test-org/no-such-model-xyz'"
+    )
     assert "HF_HUB_OFFLINE is set" in last and "hf download" in last
     # in-process as well
     import os
+
     old = os.environ.get("HF_HUB_OFFLINE")
     os.environ["HF_HUB_OFFLINE"] = "1"
     try:

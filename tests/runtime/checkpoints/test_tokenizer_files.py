@@ -9,22 +9,35 @@ import pytest
 import sentencepiece as spm
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from runtime.checkpoints.tokenizer_files import TokenizerError, ensure_pad_token, from_sentencepiece, load_tokenizer, train_sentencepiece
+from runtime.checkpoints.tokenizer_files import (
+    TokenizerError,
+    ensure_pad_token,
+    from_sentencepiece,
+    load_tokenizer,
+    train_sentencepiece,
+)
 
 SAMPLES = [
     "where is my order 48213?",
     "Hello  World\n\tnew line é ü 中文 🙂",
     '{"intent": "refund", "order_id": "90210"}',
-    " leading space", "trailing  ", "12,345.67", "",
+    " leading space",
+    "trailing  ",
+    "12,345.67",
+    "",
 ]
 
 
 def _corpus(n=1500, seed=0):
     rng = random.Random(seed)
-    words = ("the order refund shipping delayed package arrived broken please help my "
-             "where is cancel address change invoice account password").split()
-    return [" ".join(rng.choice(words) for _ in range(rng.randint(3, 12)))
-            + f" order {rng.randint(10000, 99999)}." for _ in range(n)]
+    words = (
+        "the order refund shipping delayed package arrived broken please help my "
+        "where is cancel address change invoice account password"
+    ).split()
+    return [
+        " ".join(rng.choice(words) for _ in range(rng.randint(3, 12))) + f" order {rng.randint(10000, 99999)}."
+        for _ in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +50,9 @@ def test_training_is_deterministic(trained, tmp_path):
     _, out = trained
     again = train_sentencepiece(_corpus(), 300, tmp_path / "again")
     assert (tmp_path / "again" / "tokenizer.model").read_bytes() == (out / "tokenizer.model").read_bytes()
-    assert json.loads((tmp_path / "again" / "tokenizer.json").read_text()) == \
-        json.loads((out / "tokenizer.json").read_text())
+    assert json.loads((tmp_path / "again" / "tokenizer.json").read_text()) == json.loads(
+        (out / "tokenizer.json").read_text()
+    )
     assert len(again) == 300
 
 
@@ -76,8 +90,9 @@ def test_export_with_model_reloads_identically(trained, tmp_path):
         assert reloaded(text)["input_ids"] == tok(text)["input_ids"]
     assert reloaded.chat_template == tok.chat_template
     messages = [{"role": "user", "content": "refund 123"}]
-    assert reloaded.apply_chat_template(messages, add_generation_prompt=True) == \
-        tok.apply_chat_template(messages, add_generation_prompt=True)
+    assert reloaded.apply_chat_template(messages, add_generation_prompt=True) == tok.apply_chat_template(
+        messages, add_generation_prompt=True
+    )
     cfg = json.loads((out / "config.json").read_text())
     assert (cfg["bos_token_id"], cfg["eos_token_id"], cfg["pad_token_id"]) == (1, 2, 3)
     # the runtime's own loaders read the export back
@@ -92,9 +107,15 @@ def test_export_with_model_reloads_identically(trained, tmp_path):
 
 def test_wrap_bpe_sentencepiece_model(tmp_path):
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_corpus(800, seed=2)), model_prefix=str(tmp_path / "bpe"),
-        vocab_size=300, model_type="bpe", byte_fallback=True, split_digits=True, num_threads=1,
-        minloglevel=2)
+        sentence_iterator=iter(_corpus(800, seed=2)),
+        model_prefix=str(tmp_path / "bpe"),
+        vocab_size=300,
+        model_type="bpe",
+        byte_fallback=True,
+        split_digits=True,
+        num_threads=1,
+        minloglevel=2,
+    )
     tok = from_sentencepiece(tmp_path / "bpe.model")
     sp = spm.SentencePieceProcessor(model_file=str(tmp_path / "bpe.model"))
     for text in SAMPLES[:4] + _corpus(20, seed=3):
@@ -152,13 +173,15 @@ def test_vocab_errors_give_the_valid_range(tmp_path):
         train_sentencepiece(_twelve_words(), 200, tmp_path / "small")
     assert str(small.value) == (
         "train sentencepiece(vocab = 200) on 400 texts: vocab 200 is too small: the vocabulary needs "
-        "256 byte pieces + 4 special pieces + 22 distinct characters = 282; set vocab between 282 and 294")
+        "256 byte pieces + 4 special pieces + 22 distinct characters = 282; set vocab between 282 and 294"
+    )
     with pytest.raises(TokenizerError) as large:
         train_sentencepiece(_twelve_words(), 4096, tmp_path / "large")
     assert str(large.value) == (
         "train sentencepiece(vocab = 4096) on 400 texts: vocab 4096 is too large: these texts yield at "
         "most 294 pieces; set vocab between 282 and 294 (at least 256 byte pieces + 4 special pieces + "
-        "22 distinct characters = 282), or add text")
+        "22 distinct characters = 282), or add text"
+    )
     for edge in (282, 294):
         assert len(train_sentencepiece(_twelve_words(), edge, tmp_path / str(edge))) == edge
 

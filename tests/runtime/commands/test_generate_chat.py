@@ -11,14 +11,14 @@ import random
 import numpy as np
 import pytest
 
-from tests.runtime.data_helpers import CHATML, LLAMA3, WORDS, bpe_tokenizer, wordlevel_tokenizer
+from runtime.checkpoints.tokenizer_files import DEFAULT_CHAT_TEMPLATE
 from runtime.data.prompts import PromptError, render_prompt, stop_ids
 from runtime.evaluate.answers import generate_eval, select_prompts
-from runtime.runs.trained_run import answers, decoding, load_trained, reply, source_mode
 from runtime.models import Sampling
 from runtime.plan.run_plan import GenerationPlan
-from runtime.checkpoints.tokenizer_files import DEFAULT_CHAT_TEMPLATE
+from runtime.runs.trained_run import answers, decoding, load_trained, reply, source_mode
 from sftlang.cli import main
+from tests.runtime.data_helpers import CHATML, LLAMA3, WORDS, bpe_tokenizer, wordlevel_tokenizer
 
 SPEC = """\
 sft "agree"
@@ -82,7 +82,7 @@ def _phrase(rnd: random.Random, most: int) -> str:
 
 def _answer(rnd: random.Random) -> str:
     """Counting, two or three words: what a tiny model learns in a few steps, with where to stop."""
-    return " ".join(ANSWER_WORDS[:rnd.choice((2, 3, 3))])
+    return " ".join(ANSWER_WORDS[: rnd.choice((2, 3, 3))])
 
 
 def _turns(rnd: random.Random) -> list[dict]:
@@ -177,8 +177,9 @@ def test_evaluation_generate_and_chat_give_the_same_tokens(runs, style, capsys):
         _write(path, [row for _, _, row in rows])
         assert main(["generate", str(run_dir), "--file", str(path), "--source", source, "--json"]) == 0
         printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-        assert [(p["completion"], p["tokens"], p["finished"]) for p in printed] == \
-            [(s.generated, s.tokens, s.finished) for s in expected]
+        assert [(p["completion"], p["tokens"], p["finished"]) for p in printed] == [
+            (s.generated, s.tokens, s.finished) for s in expected
+        ]
         # the command's code path, and chat's stream, token by token
         prompts = [render_prompt(tok, source_mode(trained.plan, run_dir, source), row) for _, _, row in rows]
         batched = answers(trained, prompts, settings)
@@ -192,9 +193,11 @@ def test_evaluation_generate_and_chat_give_the_same_tokens(runs, style, capsys):
 def test_chat_command_streams_the_answer_evaluation_gives(runs, style, monkeypatch, capsys):
     root, run_dir, trained, pipeline = runs(style)
     samples = generate_eval(trained.model, trained.tokenizer, pipeline, GREEDY, None)
-    (ex, _, row), sample = next((r, s) for r, s in zip(_eval_rows(root, pipeline, "plain"),
-                                                       [s for s in samples if s.source == "plain"])
-                                if len(r[2]["messages"]) == 2)
+    (ex, _, row), sample = next(
+        (r, s)
+        for r, s in zip(_eval_rows(root, pipeline, "plain"), [s for s in samples if s.source == "plain"])
+        if len(r[2]["messages"]) == 2
+    )
     lines = iter([row["messages"][0]["content"], "hello"])
 
     def fake_input(prompt=""):

@@ -7,19 +7,31 @@ import json
 
 import numpy as np
 import pytest
+
+from runtime.train.metrics_log import read_metrics
+from sftlang.cli import main
 from tests.runtime.data_helpers import wordlevel_tokenizer
 from tests.runtime.run_helpers import SLOW_RUN, SPEC
 from tests.runtime.run_helpers import final_params as _final_params
 from tests.runtime.run_helpers import runs as _runs
 
-from runtime.train.metrics_log import read_metrics
-from sftlang.cli import main
-
 
 def test_run_writes_a_complete_run_directory(project, capsys):
     assert main(["run", "tiny.sft"]) == 0
     (run_dir,) = _runs(project)
-    for name in ("spec.sft", "plan.json", "manifest.json", "metrics.jsonl", "status.json", "loss.png", "report.md", "report.json", "tokenizer/tokenizer.json", "export/config.json", "export/model.safetensors"):
+    for name in (
+        "spec.sft",
+        "plan.json",
+        "manifest.json",
+        "metrics.jsonl",
+        "status.json",
+        "loss.png",
+        "report.md",
+        "report.json",
+        "tokenizer/tokenizer.json",
+        "export/config.json",
+        "export/model.safetensors",
+    ):
         assert (run_dir / name).exists(), name
     assert list((run_dir / "tb").iterdir()), "TensorBoard event files"
     plan = json.loads((run_dir / "plan.json").read_text())
@@ -146,8 +158,15 @@ def test_lora_run_trains_only_the_adapter_and_exports_for_peft(project):
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
     tokenizer = wordlevel_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(project / "base")
     tokenizer.save_pretrained(str(project / "base"))
@@ -156,10 +175,26 @@ def test_lora_run_trains_only_the_adapter_and_exports_for_peft(project):
     (run_dir,) = sorted((project / "runs" / "tiny-lora").iterdir())
     export = run_dir / "export"
     adapter_config = json.loads((export / "adapter_config.json").read_text())
-    assert {k: adapter_config[k] for k in ("base_model_name_or_path", "revision", "r", "lora_alpha", "lora_dropout",
-                                           "target_modules", "task_type")} == {
-        "base_model_name_or_path": str(project / "base"), "revision": None, "r": 4, "lora_alpha": 8, "lora_dropout": 0.1,
-        "target_modules": ["q_proj", "v_proj"], "task_type": "CAUSAL_LM"}
+    assert {
+        k: adapter_config[k]
+        for k in (
+            "base_model_name_or_path",
+            "revision",
+            "r",
+            "lora_alpha",
+            "lora_dropout",
+            "target_modules",
+            "task_type",
+        )
+    } == {
+        "base_model_name_or_path": str(project / "base"),
+        "revision": None,
+        "r": 4,
+        "lora_alpha": 8,
+        "lora_dropout": 0.1,
+        "target_modules": ["q_proj", "v_proj"],
+        "task_type": "CAUSAL_LM",
+    }
     assert json.loads((export / "generation_config.json").read_text())["eos_token_id"] == [tokenizer.eos_token_id]
     base = AutoModelForCausalLM.from_pretrained(project / "base")
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(project / "base"), export)
@@ -174,14 +209,20 @@ def test_lora_run_trains_only_the_adapter_and_exports_for_peft(project):
     assert plan["model"]["adapter"] == {"rank": 4, "alpha": 8.0, "dropout": 0.1, "targets": ["q", "v"]}
 
 
-
 def test_bench_times_the_specs_own_step_adapters_included(project, capsys):
     """`sftc bench` on a LoRA spec builds the run's step (engine), not a full fine-tune of the base."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = wordlevel_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+    )
     LlamaForCausalLM(config).save_pretrained(project / "base")
     tokenizer.save_pretrained(str(project / "base"))
     (project / "lora.sft").write_text(LORA_SPEC)
@@ -199,8 +240,6 @@ def test_bench_prints_the_documented_keys(project, capsys):
     assert (result["batch"], result["micro"], result["seq_len"]) == (8, 4, 16)
 
 
-
-
 @pytest.mark.slow
 def test_a_run_killed_between_checkpoints_resumes_to_the_same_end(project):
     """SIGKILL after step 6 (checkpoints every 4): restarting ends with the same weights and
@@ -213,8 +252,13 @@ def test_a_run_killed_between_checkpoints_resumes_to_the_same_end(project):
 
     assert main(["run", "tiny.sft"]) == 0
     (whole,) = _runs(project)
-    child = subprocess.Popen([sys.executable, "-c", SLOW_RUN], cwd=project, env=os.environ.copy(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen(
+        [sys.executable, "-c", SLOW_RUN],
+        cwd=project,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     killed_dir = None
     while time.time() < deadline and killed_dir is None:
@@ -245,10 +289,18 @@ def test_a_run_killed_between_checkpoints_resumes_to_the_same_end(project):
 
 @pytest.mark.slow
 def test_a_tiny_run_overfits_a_handful_of_examples(project):
-    rows = [{"a": "one", "b": "two", "c": "three"}, {"a": "two", "b": "two", "c": "four"},
-            {"a": "three", "b": "five", "c": "eight"}, {"a": "four", "b": "five", "c": "nine"}]
+    rows = [
+        {"a": "one", "b": "two", "c": "three"},
+        {"a": "two", "b": "two", "c": "four"},
+        {"a": "three", "b": "five", "c": "eight"},
+        {"a": "four", "b": "five", "c": "nine"},
+    ]
     (project / "sums.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    spec = SPEC.replace("    split eval = 10% seed 1\n", "").replace("steps = 12", "steps = 60").replace("batch = 8\n    micro = 4", "batch = 4\n    micro = 4")
+    spec = (
+        SPEC.replace("    split eval = 10% seed 1\n", "")
+        .replace("steps = 12", "steps = 60")
+        .replace("batch = 8\n    micro = 4", "batch = 4\n    micro = 4")
+    )
     (project / "tiny.sft").write_text(spec.replace("cosine(warmup = 2 steps)", "constant"))
     assert main(["run", "tiny.sft"]) == 0
     (run_dir,) = _runs(project)

@@ -8,10 +8,10 @@ import json
 
 import numpy as np
 import pytest
-from tests.runtime.data_helpers import wordlevel_tokenizer
-from tests.runtime.run_helpers import NUMBERS, SPEC
 
 from sftlang.cli import main
+from tests.runtime.data_helpers import wordlevel_tokenizer
+from tests.runtime.run_helpers import NUMBERS, SPEC
 
 pytestmark = pytest.mark.slow  # whole runs of the tool-call spec: about 25 s on 2 cores
 
@@ -131,7 +131,9 @@ def test_impossible_gate_rejects_the_run(tmp_path, monkeypatch, capsys):
     wordlevel_tokenizer().save_pretrained(str(tmp_path / "tok"))
     rows = [{"a": NUMBERS[a], "b": NUMBERS[b], "c": NUMBERS[(a + b) % 10]} for a in range(10) for b in range(10)]
     (tmp_path / "sums.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "tiny.sft").write_text(GATED.replace("json_valid >= 0", "exact_match >= 1.0").replace("steps = 12", "steps = 4"))
+    (tmp_path / "tiny.sft").write_text(
+        GATED.replace("json_valid >= 0", "exact_match >= 1.0").replace("steps = 12", "steps = 4")
+    )
     assert main(["run", "tiny.sft"]) == 3
     err = capsys.readouterr().err
     assert "exact_match" in err and "no export" in err

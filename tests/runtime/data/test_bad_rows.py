@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from tests.runtime.data_helpers import CHATML, wordlevel_tokenizer, write_jsonl
-from runtime.plan.data_errors import BadRowError, DataError
 from runtime.data.pipeline import build_pipeline
+from runtime.plan.data_errors import BadRowError, DataError
 from runtime.plan.data_plan import DataPlan, SourceSpec, TemplateSpec
+from tests.runtime.data_helpers import CHATML, wordlevel_tokenizer, write_jsonl
 
 PC = TemplateSpec(prompt="question : {q} answer :", completion=" {a}")
 GOOD = {"q": "hello", "a": "hi"}
 
 
 def plan_for(path, on_bad_row, template=PC, kind="jsonl"):
-    return DataPlan(sources=(SourceSpec(name="s", kind=kind, paths=(path,), on_bad_row=on_bad_row),),
-                    templates={"s": template} if template else {}, seq_len=32, global_batch_size=2)
+    return DataPlan(
+        sources=(SourceSpec(name="s", kind=kind, paths=(path,), on_bad_row=on_bad_row),),
+        templates={"s": template} if template else {},
+        seq_len=32,
+        global_batch_size=2,
+    )
 
 
 def write_lines(path, lines: list[bytes]) -> str:
@@ -29,14 +33,27 @@ CASES = {
     "null": ([GOOD, GOOD, {"q": None, "a": "hi"}], PC, "q", "value is null"),
     "non-string": ([{"q": "hello", "a": 5}, GOOD], PC, "a", "value is int"),
     "empty completion": ([GOOD, {"q": "hello", "a": "  "}], PC, "a", "empty completion"),
-    "no assistant turn": ([{"messages": [{"role": "user", "content": "hello"}]}], None, "messages",
-                          "no assistant turn"),
-    "content not a string": ([{"messages": [{"role": "user", "content": ["hello"]},
-                                            {"role": "assistant", "content": "hi"}]}], None, "messages",
-                             "content is list"),
+    "no assistant turn": (
+        [{"messages": [{"role": "user", "content": "hello"}]}],
+        None,
+        "messages",
+        "no assistant turn",
+    ),
+    "content not a string": (
+        [{"messages": [{"role": "user", "content": ["hello"]}, {"role": "assistant", "content": "hi"}]}],
+        None,
+        "messages",
+        "content is list",
+    ),
 }
-BAD_ROW = {"missing in row": 2, "null": 3, "non-string": 1, "empty completion": 2, "no assistant turn": 1,
-           "content not a string": 1}
+BAD_ROW = {
+    "missing in row": 2,
+    "null": 3,
+    "non-string": 1,
+    "empty completion": 2,
+    "no assistant turn": 1,
+    "content not a string": 1,
+}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -57,8 +74,11 @@ def test_bad_row_error_names_file_row_column_and_text(tmp_path, case):
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_row_skip_counts_and_reports(tmp_path, case):
     rows, template, column, reason = CASES[case]
-    good = GOOD if template is PC else {"messages": [{"role": "user", "content": "hello"},
-                                                     {"role": "assistant", "content": "hi"}]}
+    good = (
+        GOOD
+        if template is PC
+        else {"messages": [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]}
+    )
     path = write_jsonl(str(tmp_path / "bad.jsonl"), rows + [good])
     tok = wordlevel_tokenizer(CHATML)
     p = build_pipeline(plan_for(path, "skip", template), tok, cache_dir=str(tmp_path / "c"))
@@ -70,8 +90,15 @@ def test_bad_row_skip_counts_and_reports(tmp_path, case):
 
 
 def test_invalid_json_and_utf8_lines(tmp_path):
-    path = write_lines(tmp_path / "b.jsonl", [b'{"q": "hello", "a": "hi"}', b'{"q": "x", oops}',
-                                              b'{"q": "\xff\xfe", "a": "hi"}', b'{"q": "thanks", "a": "ok"}'])
+    path = write_lines(
+        tmp_path / "b.jsonl",
+        [
+            b'{"q": "hello", "a": "hi"}',
+            b'{"q": "x", oops}',
+            b'{"q": "\xff\xfe", "a": "hi"}',
+            b'{"q": "thanks", "a": "ok"}',
+        ],
+    )
     tok = wordlevel_tokenizer()
     with pytest.raises(BadRowError) as e:
         build_pipeline(plan_for(path, "error"), tok, cache_dir=str(tmp_path / "c"))
@@ -82,7 +109,8 @@ def test_invalid_json_and_utf8_lines(tmp_path):
     assert st.bad_rows == 2 and st.train_examples == 2 and st.rows == 4
     assert st.bad_reasons == {"invalid JSON": 1, "invalid UTF-8": 1}
     assert "line 2" not in st.bad_examples[0] and st.bad_examples[0].endswith(
-        ":2: invalid JSON: Expecting property name enclosed in double quotes at column 12")
+        ":2: invalid JSON: Expecting property name enclosed in double quotes at column 12"
+    )
     # rows after a skipped line still report their original line numbers
     ex = p.examples()
     assert [(e.line, e.row) for e in ex] == [(1, 0), (4, 1)]

@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from tests.runtime.data_helpers import CHATML, MISTRAL, wordlevel_tokenizer, write_jsonl
-from runtime.plan.data_errors import BadRowError, ChatTemplateError
 from runtime.data.pipeline import build_pipeline
+from runtime.plan.data_errors import BadRowError, ChatTemplateError
 from runtime.plan.data_plan import DataPlan, SourceSpec, TemplateSpec
+from tests.runtime.data_helpers import CHATML, MISTRAL, wordlevel_tokenizer, write_jsonl
 
 CONV = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "hi"}]
 MESSAGES = TemplateSpec(messages="messages")
@@ -23,15 +23,20 @@ TEMPLATES = {"messages": MESSAGES, "chat = on": CHAT_ON}
 
 def build(tmp_path, rows, template, tokenizer, on_bad_row="skip"):
     path = write_jsonl(str(tmp_path / "chats.jsonl"), rows)
-    plan = DataPlan(sources=(SourceSpec(name="chats", kind="jsonl", paths=(path,), on_bad_row=on_bad_row),),
-                    templates={"chats": template}, seq_len=32, global_batch_size=2)
+    plan = DataPlan(
+        sources=(SourceSpec(name="chats", kind="jsonl", paths=(path,), on_bad_row=on_bad_row),),
+        templates={"chats": template},
+        seq_len=32,
+        global_batch_size=2,
+    )
     return build_pipeline(plan, tokenizer, cache_dir=str(tmp_path / "cache"))
 
 
 def without_jinja(*args, **kwargs):
     """What transformers raises from apply_chat_template when jinja2 is not installed."""
-    raise ImportError("apply_chat_template requires jinja2 to be installed. Please install it using "
-                      "`pip install jinja2`.")
+    raise ImportError(
+        "apply_chat_template requires jinja2 to be installed. Please install it using `pip install jinja2`."
+    )
 
 
 @pytest.mark.parametrize("shape", sorted(ROWS))

@@ -5,9 +5,9 @@ turn (with its end-of-turn token) is trained."""
 import numpy as np
 import pytest
 
-from tests.runtime.data_helpers import CHATML, LLAMA3, wordlevel_tokenizer
 from runtime.plan.data_plan import TemplateSpec
 from tests.runtime.data.test_masks import pairs, tokenized
+from tests.runtime.data_helpers import CHATML, LLAMA3, wordlevel_tokenizer
 
 ROW = {"q": "what is the capital of france ?", "a": "paris"}
 
@@ -15,10 +15,21 @@ ROW = {"q": "what is the capital of france ?", "a": "paris"}
 @pytest.mark.parametrize("chat_template", [CHATML, LLAMA3], ids=["chatml", "llama3"])
 def test_chat_wrapped_pair_equals_the_conversation(tmp_path, chat_template):
     tok = wordlevel_tokenizer(chat_template=chat_template)
-    wrapped = tokenized(tmp_path, [ROW], TemplateSpec(prompt="{q}", completion="{a}", chat=True, system="you are a bot"), tok, name="w")
-    conversation = [{"messages": [{"role": "system", "content": "you are a bot"},
-                                  {"role": "user", "content": ROW["q"]}, {"role": "assistant", "content": ROW["a"]}]}]
-    reference = tokenized(tmp_path, conversation, TemplateSpec(messages="messages", train_on="last_assistant"), tok, name="m")
+    wrapped = tokenized(
+        tmp_path, [ROW], TemplateSpec(prompt="{q}", completion="{a}", chat=True, system="you are a bot"), tok, name="w"
+    )
+    conversation = [
+        {
+            "messages": [
+                {"role": "system", "content": "you are a bot"},
+                {"role": "user", "content": ROW["q"]},
+                {"role": "assistant", "content": ROW["a"]},
+            ]
+        }
+    ]
+    reference = tokenized(
+        tmp_path, conversation, TemplateSpec(messages="messages", train_on="last_assistant"), tok, name="m"
+    )
     tokens, mask = wrapped.example(0)
     ref_tokens, ref_mask = reference.example(0)
     assert tokens.tolist() == ref_tokens.tolist() and mask.tolist() == ref_mask.tolist()

@@ -5,14 +5,24 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests.runtime.data_helpers import CHATML, LLAMA3, MISTRAL, THINK_DROPPING, ZEPHYR, bpe_tokenizer, ids, wordlevel_tokenizer, write_jsonl
 from runtime.data.batches import assemble, shift_example
-from runtime.plan.data_errors import TemplateNotPrefixStableError
 from runtime.data.pipeline import build_pipeline
-from runtime.plan.data_plan import DataPlan, SourceSpec, TemplateSpec
 from runtime.data.sources import load_source
-from runtime.plan.row_templates import parse_template, placeholders
 from runtime.data.tokenize import tokenize_source
+from runtime.plan.data_errors import TemplateNotPrefixStableError
+from runtime.plan.data_plan import DataPlan, SourceSpec, TemplateSpec
+from runtime.plan.row_templates import parse_template, placeholders
+from tests.runtime.data_helpers import (
+    CHATML,
+    LLAMA3,
+    MISTRAL,
+    THINK_DROPPING,
+    ZEPHYR,
+    bpe_tokenizer,
+    ids,
+    wordlevel_tokenizer,
+    write_jsonl,
+)
 
 CONV = [
     {"role": "system", "content": "be good"},
@@ -37,6 +47,7 @@ def pairs(tok, ts, i=0):
 
 # ------------------------------------------------------------------ template strings
 
+
 def test_parse_template_fields_and_literal_braces():
     assert parse_template("Q: {q}\n{meta.lang} {{x}}") == ["Q: ", ("q",), "\n", ("meta", "lang"), " {x}"]
     assert placeholders("{a} and {b.c} {{d}}") == ["a", "b.c"]
@@ -51,6 +62,7 @@ def test_parse_template_rejects_malformed(bad):
 
 
 # ------------------------------------------------------------------ prompt / completion
+
 
 def test_prompt_completion_mask_hand_computed(tmp_path):
     tok = wordlevel_tokenizer()
@@ -73,8 +85,16 @@ def test_conventional_prompt_completion_columns_need_no_template(tmp_path):
     # braces inside values are data, never template syntax
     rows = [{"prompt": "question : { q }", "completion": "yes"}]
     ts = tokenized(tmp_path, rows, TemplateSpec(), tok)
-    assert pairs(tok, ts) == [("<s>", 0), ("question", 0), (":", 0), ("{", 0), ("q", 0), ("}", 0),
-                              ("yes", 1), ("</s>", 1)]
+    assert pairs(tok, ts) == [
+        ("<s>", 0),
+        ("question", 0),
+        (":", 0),
+        ("{", 0),
+        ("q", 0),
+        ("}", 0),
+        ("yes", 1),
+        ("</s>", 1),
+    ]
 
 
 def test_conventional_text_column_trains_everything(tmp_path):
@@ -97,12 +117,14 @@ def test_bpe_boundary_merge_is_counted_and_starts_at_divergence(tmp_path):
     t, m = ts.example(0)
     assert ts.boundary_merges == 1
     assert tok.decode(t[m == 1].tolist()) == " Paris.</s>"
-    clean = tokenized(tmp_path, [{"q": "what", "a": " Paris."}], TemplateSpec(prompt="Answer:", completion="{a}"),
-                      tok, name="clean")
+    clean = tokenized(
+        tmp_path, [{"q": "what", "a": " Paris."}], TemplateSpec(prompt="Answer:", completion="{a}"), tok, name="clean"
+    )
     assert clean.boundary_merges == 0
 
 
 # ------------------------------------------------------------------ label shift and batch format
+
 
 def test_shift_example_hand_computed():
     tokens = np.array([1, 10, 11, 12, 2])
@@ -117,9 +139,14 @@ def test_docstring_worked_example(tmp_path):
     """The worked example in runtime/data/batches.py, token for token."""
     tok = wordlevel_tokenizer(extra_words=["Q", "A"])
     path = write_jsonl(str(tmp_path / "w.jsonl"), [{"q": "two plus three ?", "a": "five"}])
-    plan = DataPlan(sources=(SourceSpec(name="w", kind="jsonl", paths=(path,)),),
-                    templates={"w": TemplateSpec(prompt="Q: {q} A:", completion=" {a}")},
-                    seq_len=12, packing=False, global_batch_size=1, epochs=1)
+    plan = DataPlan(
+        sources=(SourceSpec(name="w", kind="jsonl", paths=(path,)),),
+        templates={"w": TemplateSpec(prompt="Q: {q} A:", completion=" {a}")},
+        seq_len=12,
+        packing=False,
+        global_batch_size=1,
+        epochs=1,
+    )
     b = build_pipeline(plan, tok, cache_dir=str(tmp_path / "c")).batch(0)
     pad = tok.pad_token_id
     assert b["input_ids"][0].tolist() == ids(tok, "<s> Q : two plus three ? A : five") + [pad, pad]
@@ -144,27 +171,109 @@ def test_assemble_packs_segments_with_restarting_positions():
 # ------------------------------------------------------------------ chat templates
 
 CHAT_EXPECTED = {
-    "chatml": (CHATML, CONV, [
-        ("<|im_start|>", 0), ("system", 0), ("be", 0), ("good", 0), ("<|im_end|>", 0),
-        ("<|im_start|>", 0), ("user", 0), ("hello", 0), ("<|im_end|>", 0),
-        ("<|im_start|>", 0), ("assistant", 0), ("hi", 1), ("<|im_end|>", 1),
-        ("<|im_start|>", 0), ("user", 0), ("thanks", 0), ("<|im_end|>", 0),
-        ("<|im_start|>", 0), ("assistant", 0), ("ok", 1), ("bye", 1), ("<|im_end|>", 1)]),
-    "llama3": (LLAMA3, CONV, [
-        ("<s>", 0),
-        ("<|start_header_id|>", 0), ("system", 0), ("<|end_header_id|>", 0), ("be", 0), ("good", 0), ("<|eot_id|>", 0),
-        ("<|start_header_id|>", 0), ("user", 0), ("<|end_header_id|>", 0), ("hello", 0), ("<|eot_id|>", 0),
-        ("<|start_header_id|>", 0), ("assistant", 0), ("<|end_header_id|>", 0), ("hi", 1), ("<|eot_id|>", 1),
-        ("<|start_header_id|>", 0), ("user", 0), ("<|end_header_id|>", 0), ("thanks", 0), ("<|eot_id|>", 0),
-        ("<|start_header_id|>", 0), ("assistant", 0), ("<|end_header_id|>", 0), ("ok", 1), ("bye", 1),
-        ("<|eot_id|>", 1)]),
-    "mistral": (MISTRAL, CONV_NO_SYSTEM, [
-        ("<s>", 0), ("[INST]", 0), ("hello", 0), ("[/INST]", 0), ("hi", 1), ("</s>", 1),
-        ("[INST]", 0), ("thanks", 0), ("[/INST]", 0), ("ok", 1), ("bye", 1), ("</s>", 1)]),
-    "zephyr": (ZEPHYR, CONV, [
-        ("<|system|>", 0), ("be", 0), ("good", 0), ("</s>", 0), ("<|user|>", 0), ("hello", 0), ("</s>", 0),
-        ("<|assistant|>", 0), ("hi", 1), ("</s>", 1), ("<|user|>", 0), ("thanks", 0), ("</s>", 0),
-        ("<|assistant|>", 0), ("ok", 1), ("bye", 1), ("</s>", 1)]),
+    "chatml": (
+        CHATML,
+        CONV,
+        [
+            ("<|im_start|>", 0),
+            ("system", 0),
+            ("be", 0),
+            ("good", 0),
+            ("<|im_end|>", 0),
+            ("<|im_start|>", 0),
+            ("user", 0),
+            ("hello", 0),
+            ("<|im_end|>", 0),
+            ("<|im_start|>", 0),
+            ("assistant", 0),
+            ("hi", 1),
+            ("<|im_end|>", 1),
+            ("<|im_start|>", 0),
+            ("user", 0),
+            ("thanks", 0),
+            ("<|im_end|>", 0),
+            ("<|im_start|>", 0),
+            ("assistant", 0),
+            ("ok", 1),
+            ("bye", 1),
+            ("<|im_end|>", 1),
+        ],
+    ),
+    "llama3": (
+        LLAMA3,
+        CONV,
+        [
+            ("<s>", 0),
+            ("<|start_header_id|>", 0),
+            ("system", 0),
+            ("<|end_header_id|>", 0),
+            ("be", 0),
+            ("good", 0),
+            ("<|eot_id|>", 0),
+            ("<|start_header_id|>", 0),
+            ("user", 0),
+            ("<|end_header_id|>", 0),
+            ("hello", 0),
+            ("<|eot_id|>", 0),
+            ("<|start_header_id|>", 0),
+            ("assistant", 0),
+            ("<|end_header_id|>", 0),
+            ("hi", 1),
+            ("<|eot_id|>", 1),
+            ("<|start_header_id|>", 0),
+            ("user", 0),
+            ("<|end_header_id|>", 0),
+            ("thanks", 0),
+            ("<|eot_id|>", 0),
+            ("<|start_header_id|>", 0),
+            ("assistant", 0),
+            ("<|end_header_id|>", 0),
+            ("ok", 1),
+            ("bye", 1),
+            ("<|eot_id|>", 1),
+        ],
+    ),
+    "mistral": (
+        MISTRAL,
+        CONV_NO_SYSTEM,
+        [
+            ("<s>", 0),
+            ("[INST]", 0),
+            ("hello", 0),
+            ("[/INST]", 0),
+            ("hi", 1),
+            ("</s>", 1),
+            ("[INST]", 0),
+            ("thanks", 0),
+            ("[/INST]", 0),
+            ("ok", 1),
+            ("bye", 1),
+            ("</s>", 1),
+        ],
+    ),
+    "zephyr": (
+        ZEPHYR,
+        CONV,
+        [
+            ("<|system|>", 0),
+            ("be", 0),
+            ("good", 0),
+            ("</s>", 0),
+            ("<|user|>", 0),
+            ("hello", 0),
+            ("</s>", 0),
+            ("<|assistant|>", 0),
+            ("hi", 1),
+            ("</s>", 1),
+            ("<|user|>", 0),
+            ("thanks", 0),
+            ("</s>", 0),
+            ("<|assistant|>", 0),
+            ("ok", 1),
+            ("bye", 1),
+            ("</s>", 1),
+        ],
+    ),
 }
 
 
@@ -180,8 +289,9 @@ def test_chat_assistant_masks_hand_computed(tmp_path, style):
 def test_chat_last_assistant_and_all(tmp_path, style):
     template, conv, expected = CHAT_EXPECTED[style]
     tok = wordlevel_tokenizer(template)
-    last = tokenized(tmp_path, [{"msgs": conv}], TemplateSpec(messages="msgs", train_on="last_assistant"), tok,
-                     name="last")
+    last = tokenized(
+        tmp_path, [{"msgs": conv}], TemplateSpec(messages="msgs", train_on="last_assistant"), tok, name="last"
+    )
     # only the final assistant turn: the trained tokens are the tail of the "assistant" expectation
     first_final = max(i for i, (_, m) in enumerate(expected) if m == 1 and expected[i - 1][1] == 0)
     assert pairs(tok, last) == [(t, m if i >= first_final else 0) for i, (t, m) in enumerate(expected)]
@@ -229,27 +339,65 @@ def test_a_template_that_rerenders_earlier_turns_trains_each_turn_as_rendered_th
     think = [("<", 1), ("think", 1), (">", 1)]  # the word-level tokenizer splits <think> in three
     end_think = [("</", 1), ("think", 1), (">", 1)]
     good = {"messages": CONV_NO_SYSTEM}
-    thinking = {"messages": [{"role": "user", "content": "hello"},
-                             {"role": "assistant", "content": "<think> hmm </think> hi"},
-                             {"role": "user", "content": "thanks"},
-                             {"role": "assistant", "content": "<think> think </think> ok"}]}
+    thinking = {
+        "messages": [
+            {"role": "user", "content": "hello"},
+            {"role": "assistant", "content": "<think> hmm </think> hi"},
+            {"role": "user", "content": "thanks"},
+            {"role": "assistant", "content": "<think> think </think> ok"},
+        ]
+    }
     ts = tokenized(tmp_path, [good, thinking], TemplateSpec(), tok)
     assert len(ts) == 3 and ts.rows.tolist() == [0, 1, 1]
     assert (ts.per_turn_rows, ts.per_turn_examples) == (1, 2)
     first, second = pairs(tok, ts, 1), pairs(tok, ts, 2)
-    assert first == [("<|im_start|>", 0), ("user", 0), ("hello", 0), ("<|im_end|>", 0), ("<|im_start|>", 0),
-                     ("assistant", 0), *think, ("hmm", 1), *end_think, ("hi", 1), ("<|im_end|>", 1)]
+    assert first == [
+        ("<|im_start|>", 0),
+        ("user", 0),
+        ("hello", 0),
+        ("<|im_end|>", 0),
+        ("<|im_start|>", 0),
+        ("assistant", 0),
+        *think,
+        ("hmm", 1),
+        *end_think,
+        ("hi", 1),
+        ("<|im_end|>", 1),
+    ]
     # turn 2 sees turn 1 as the template renders it then: without its <think>
-    assert second == [("<|im_start|>", 0), ("user", 0), ("hello", 0), ("<|im_end|>", 0), ("<|im_start|>", 0),
-                      ("assistant", 0), ("hi", 0), ("<|im_end|>", 0), ("<|im_start|>", 0), ("user", 0),
-                      ("thanks", 0), ("<|im_end|>", 0), ("<|im_start|>", 0), ("assistant", 0), *think,
-                      ("think", 1), *end_think, ("ok", 1), ("<|im_end|>", 1)]
-    assert [tk for tk, m in pairs(tok, ts, 0) if m] == ["hi", "<|im_end|>", "ok", "bye", "<|im_end|>"]  # stable row: one example
+    assert second == [
+        ("<|im_start|>", 0),
+        ("user", 0),
+        ("hello", 0),
+        ("<|im_end|>", 0),
+        ("<|im_start|>", 0),
+        ("assistant", 0),
+        ("hi", 0),
+        ("<|im_end|>", 0),
+        ("<|im_start|>", 0),
+        ("user", 0),
+        ("thanks", 0),
+        ("<|im_end|>", 0),
+        ("<|im_start|>", 0),
+        ("assistant", 0),
+        *think,
+        ("think", 1),
+        *end_think,
+        ("ok", 1),
+        ("<|im_end|>", 1),
+    ]
+    assert [tk for tk, m in pairs(tok, ts, 0) if m] == [
+        "hi",
+        "<|im_end|>",
+        "ok",
+        "bye",
+        "<|im_end|>",
+    ]  # stable row: one example
     # each per-turn example's prompt is what inference gives the model for that turn
     for i, messages in ((1, thinking["messages"][:1]), (2, thinking["messages"][:3])):
         prompt = tok.apply_chat_template(messages, add_generation_prompt=True)["input_ids"]
         t, m = ts.example(i)
-        assert t[:int(np.argmax(m))].tolist() == list(prompt)
+        assert t[: int(np.argmax(m))].tolist() == list(prompt)
 
 
 def test_a_generation_prompt_that_is_not_the_turns_start_is_refused_with_row_and_turn(tmp_path):
@@ -276,9 +424,13 @@ def test_cross_check_with_transformers_generation_tags(tmp_path):
     tok = bpe_tokenizer(gen)
     convs = [
         [{"role": "user", "content": "Hello!"}, {"role": "assistant", "content": "I am fine."}],
-        [{"role": "system", "content": "Tell me a joke."}, {"role": "user", "content": "about cats"},
-         {"role": "assistant", "content": "Why did the cat sit on the computer?"},
-         {"role": "user", "content": "Why?"}, {"role": "assistant", "content": "To keep an eye on the mouse."}],
+        [
+            {"role": "system", "content": "Tell me a joke."},
+            {"role": "user", "content": "about cats"},
+            {"role": "assistant", "content": "Why did the cat sit on the computer?"},
+            {"role": "user", "content": "Why?"},
+            {"role": "assistant", "content": "To keep an eye on the mouse."},
+        ],
     ]
     ts = tokenized(tmp_path, [{"messages": c} for c in convs], TemplateSpec(), tok)
     for i, conv in enumerate(convs):
@@ -300,8 +452,11 @@ def test_eval_prompts_of_a_chat_end_at_the_last_assistant_turn(tmp_path):
 
     tok = wordlevel_tokenizer(CHATML)
     path = write_jsonl(str(tmp_path / "m.jsonl"), [{"messages": CONV}] * 2)
-    plan = DataPlan(sources=(SourceSpec(name="m", kind="jsonl", paths=(path,), eval=EvalSplit(fraction=0.5, seed=0)),),
-                    seq_len=64, global_batch_size=1)
+    plan = DataPlan(
+        sources=(SourceSpec(name="m", kind="jsonl", paths=(path,), eval=EvalSplit(fraction=0.5, seed=0)),),
+        seq_len=64,
+        global_batch_size=1,
+    )
     [(ex, prompt, ref)] = build_pipeline(plan, tok, cache_dir=str(tmp_path / "c")).eval_prompts("m")
     assert tok.convert_ids_to_tokens(ref.tolist()) == ["ok", "bye", "<|im_end|>"]
     assert prompt.tolist() == list(tok.apply_chat_template(CONV[:-1], add_generation_prompt=True)["input_ids"])

@@ -7,14 +7,15 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import runtime.data.tokenize as tokenize_mod
-from tests.runtime.data_helpers import WORDS, wordlevel_tokenizer, write_jsonl
-from runtime.plan.data_errors import DataError, SequenceTooLongError
 from runtime.data.packing import pack_bfd
 from runtime.data.pipeline import build_pipeline, eval_rows_for
+from runtime.plan.data_errors import DataError, SequenceTooLongError
 from runtime.plan.data_plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
+from tests.runtime.data_helpers import WORDS, wordlevel_tokenizer, write_jsonl
 
 PC = TemplateSpec(prompt="question : {q} answer :", completion=" {a}")
 
@@ -22,8 +23,14 @@ PC = TemplateSpec(prompt="question : {q} answer :", completion=" {a}")
 def random_rows(n, seed, max_q=12, max_a=6):
     rnd = random.Random(seed)
     words = WORDS[:60]
-    return [{"q": " ".join(rnd.choice(words) for _ in range(rnd.randint(1, max_q))),
-             "a": " ".join(rnd.choice(words) for _ in range(rnd.randint(1, max_a))), "id": i} for i in range(n)]
+    return [
+        {
+            "q": " ".join(rnd.choice(words) for _ in range(rnd.randint(1, max_q))),
+            "a": " ".join(rnd.choice(words) for _ in range(rnd.randint(1, max_a))),
+            "id": i,
+        }
+        for i in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -39,11 +46,13 @@ def make(tmp_path, tok, sources, **plan_kw):
         templates[name] = PC
     base = dict(seq_len=32, packing=True, seed=1, global_batch_size=4, epochs=1)
     base.update(plan_kw)
-    return build_pipeline(DataPlan(sources=tuple(specs), templates=templates, **base), tok,
-                          cache_dir=str(tmp_path / "c"))
+    return build_pipeline(
+        DataPlan(sources=tuple(specs), templates=templates, **base), tok, cache_dir=str(tmp_path / "c")
+    )
 
 
 # ------------------------------------------------------------------ bin packing
+
 
 def brute_bfd(sizes, cap):
     bins, rem = [], []
@@ -73,6 +82,7 @@ def test_pack_bfd_equals_textbook_best_fit_decreasing(case):
 
 # ------------------------------------------------------------------ batches
 
+
 def test_every_token_lands_exactly_once_with_right_segments(tmp_path, tok):
     p = make(tmp_path, tok, [("a", random_rows(120, 0), {})], global_batch_size=3)
     seen = Counter()
@@ -86,11 +96,11 @@ def test_every_token_lands_exactly_once_with_right_segments(tmp_path, tok):
                 seen[int(g)] += 1
                 tokens, trained = p.example_arrays(int(g))
                 n = len(tokens) - 1
-                assert b["input_ids"][r, at:at + n].tolist() == tokens[:-1].tolist()
-                assert b["targets"][r, at:at + n].tolist() == tokens[1:].tolist()
-                assert b["loss_mask"][r, at:at + n].tolist() == trained[1:].tolist()
-                assert b["positions"][r, at:at + n].tolist() == list(range(n))
-                assert (b["segment_ids"][r, at:at + n] == seg).all()
+                assert b["input_ids"][r, at : at + n].tolist() == tokens[:-1].tolist()
+                assert b["targets"][r, at : at + n].tolist() == tokens[1:].tolist()
+                assert b["loss_mask"][r, at : at + n].tolist() == trained[1:].tolist()
+                assert b["positions"][r, at : at + n].tolist() == list(range(n))
+                assert (b["segment_ids"][r, at : at + n] == seg).all()
                 at += n
             assert (b["segment_ids"][r, at:] == 0).all() and (b["loss_mask"][r, at:] == 0).all()
             assert (b["input_ids"][r, at:] == tok.pad_token_id).all()
@@ -117,6 +127,7 @@ def test_without_packing_one_example_per_padded_row(tmp_path, tok):
 
 # ------------------------------------------------------------------ order
 
+
 def test_step_n_equals_replayed_order_and_is_seeded(tmp_path, tok):
     srcs = [("a", random_rows(50, 2), {}), ("b", random_rows(13, 3), {})]
     kw = dict(weights={"a": 0.5, "b": 0.5}, steps=40, epochs=None, global_batch_size=3)
@@ -136,8 +147,13 @@ def test_step_n_equals_replayed_order_and_is_seeded(tmp_path, tok):
 
 
 def test_mixture_weights_set_per_epoch_counts(tmp_path, tok):
-    p = make(tmp_path, tok, [("a", random_rows(40, 4), {}), ("b", random_rows(10, 5), {})],
-             weights={"a": 1.0, "b": 3.0}, seq_len=64)
+    p = make(
+        tmp_path,
+        tok,
+        [("a", random_rows(40, 4), {}), ("b", random_rows(10, 5), {})],
+        weights={"a": 1.0, "b": 3.0},
+        seq_len=64,
+    )
     a_n = p.stats.sources["a"].train_examples
     b_n = p.stats.sources["b"].train_examples
     total = a_n + b_n
@@ -163,6 +179,7 @@ def test_fractional_epochs(tmp_path, tok):
 
 # ------------------------------------------------------------------ splits
 
+
 def test_eval_split_is_deterministic_and_disjoint(tmp_path, tok):
     rows = random_rows(200, 9)
     p = make(tmp_path, tok, [("a", rows, dict(eval=EvalSplit(fraction=0.05, seed=7)))], seq_len=64)
@@ -170,8 +187,7 @@ def test_eval_split_is_deterministic_and_disjoint(tmp_path, tok):
     tr = [e.row for e in p.examples(split="train")]
     assert len(ev) == 10 and not set(ev) & set(tr) and len(ev) + len(tr) == 200
     assert ev == eval_rows_for(200, 0.05, 7).tolist()
-    again = make(tmp_path, tok, [("a", rows, dict(eval=EvalSplit(fraction=0.05, seed=7)))], seq_len=128,
-                 packing=False)
+    again = make(tmp_path, tok, [("a", rows, dict(eval=EvalSplit(fraction=0.05, seed=7)))], seq_len=128, packing=False)
     assert [e.row for e in again.examples(split="eval")] == ev  # independent of seq_len / packing
     other = make(tmp_path, tok, [("a", rows, dict(eval=EvalSplit(fraction=0.05, seed=8)))], seq_len=64)
     assert [e.row for e in other.examples(split="eval")] != ev
@@ -180,7 +196,8 @@ def test_eval_split_is_deterministic_and_disjoint(tmp_path, tok):
     assert not train_gids & {int(g) for r in p.eval_rows() for g in r}
     batches = list(p.eval_batches(batch_size=4))
     assert sum(float(b["loss_mask"].sum()) for b in batches) == sum(
-        float(e.trained[1:].sum()) for e in p.examples(split="eval"))
+        float(e.trained[1:].sum()) for e in p.examples(split="eval")
+    )
     prompts = p.eval_prompts("a")
     ex, prompt, ref = prompts[0]
     assert tok.decode(prompt.tolist()).startswith("<s> question") and ref[-1] == tok.eos_token_id
@@ -196,6 +213,7 @@ def test_eval_from_a_separate_source(tmp_path, tok):
 
 
 # ------------------------------------------------------------------ overflow
+
 
 def overflow_rows():
     # row lengths in tokens: <s> question : q... answer : a... </s>
@@ -223,8 +241,11 @@ def test_overflow_truncate_keeps_start_and_never_silently_empties(tmp_path, tok)
 
 
 def test_overflow_error_names_the_row(tmp_path, tok):
-    with pytest.raises(SequenceTooLongError, match=r"a\.jsonl, line 2\): example has 26 positions > seq_len 10 "
-                                                   r"\(2 such examples"):
+    with pytest.raises(
+        SequenceTooLongError,
+        match=r"a\.jsonl, line 2\): example has 26 positions > seq_len 10 "
+        r"\(2 such examples",
+    ):
         make(tmp_path, tok, [("a", overflow_rows(), dict(overflow="error"))], seq_len=10)
 
 
@@ -239,15 +260,20 @@ def test_every_row_too_long_says_how_long_and_what_to_change(tmp_path, tok):
         "  data long: 400 rows, 400 longer than seq_len 64 and dropped (overflow = drop)\n"
         "    tokens per example: min 76, median 86, p95 95, max 96; seq_len is 64\n"
         "  = help: raise `seq_len` in `train` to at least 96 (95 keeps 95 % of the rows), "
-        "or set `overflow = truncate` in `data long`")
+        "or set `overflow = truncate` in `data long`"
+    )
 
 
 def test_no_train_examples_names_each_sources_cause(tmp_path, tok):
     long_prompts = [{"q": " ".join(["one"] * 20), "a": "hi"}] * 3  # the answer lies past seq_len 10
     long_or_bad = [{"q": "hello"}] * 2 + [{"q": "hello", "a": " ".join(["two"] * 12)}] * 3
     with pytest.raises(DataError) as error:
-        make(tmp_path, tok, [("cut", long_prompts, dict(overflow="truncate")),
-                             ("mixed", long_or_bad, dict(on_bad_row="skip"))], seq_len=10)
+        make(
+            tmp_path,
+            tok,
+            [("cut", long_prompts, dict(overflow="truncate")), ("mixed", long_or_bad, dict(on_bad_row="skip"))],
+            seq_len=10,
+        )
     lines = str(error.value).split("\n")
     assert lines[:6] == [
         "no train examples in any source",
@@ -256,12 +282,14 @@ def test_no_train_examples_names_each_sources_cause(tmp_path, tok):
         "  data mixed: 5 rows, 3 longer than seq_len 10 and dropped (overflow = drop), 2 bad rows skipped "
         "(value is null or missing: 2)",
         "    tokens per example: min 18, median 18, p95 18, max 18; seq_len is 10",
-        "  = help: raise `seq_len` in `train` to at least 26, or set `overflow = truncate` in `data mixed`"]
+        "  = help: raise `seq_len` in `train` to at least 26, or set `overflow = truncate` in `data mixed`",
+    ]
     assert lines[6].startswith("  = help: fix the bad rows or the template of `mixed` (first: ")
     assert len(lines) == 7
 
 
 # ------------------------------------------------------------------ cache
+
 
 def test_second_run_hits_the_tokenization_cache(tmp_path, tok):
     rows = random_rows(30, 12)

@@ -3,9 +3,9 @@ every example's logits inside a packed batch equal those of the example run alon
 
 import numpy as np
 
-from tests.runtime.data_helpers import wordlevel_tokenizer
 from runtime.models import ModelConfig, build, forward
 from tests.runtime.data.test_packing import make, random_rows
+from tests.runtime.data_helpers import wordlevel_tokenizer
 
 
 def test_packed_rows_give_each_example_its_own_logits(tmp_path):
@@ -13,7 +13,9 @@ def test_packed_rows_give_each_example_its_own_logits(tmp_path):
     pipeline = make(tmp_path, tok, [("qa", random_rows(40, seed=3), {})], seq_len=48, global_batch_size=4)
     model = build(ModelConfig.llama(layers=2, dim=32, heads=4, kv_heads=2, ffn=64, vocab=len(tok)), 0)
     batch = pipeline.batch(0)
-    packed = np.asarray(forward(model, batch["input_ids"], positions=batch["positions"], segment_ids=batch["segment_ids"]))
+    packed = np.asarray(
+        forward(model, batch["input_ids"], positions=batch["positions"], segment_ids=batch["segment_ids"])
+    )
     length = batch["input_ids"].shape[1]
     checked = 0
     for row in range(batch["input_ids"].shape[0]):

@@ -8,15 +8,17 @@ import json
 import pytest
 from rich.console import Console
 
-from tests.runtime.data_helpers import CHATML, bpe_tokenizer, wordlevel_tokenizer, write_jsonl
 from runtime.data.pipeline import build_pipeline
-from runtime.plan.data_plan import DataPlan, SourceSpec, TemplateSpec
 from runtime.data.preview import preview, token_pieces
+from runtime.plan.data_plan import DataPlan, SourceSpec, TemplateSpec
+from tests.runtime.data_helpers import CHATML, bpe_tokenizer, wordlevel_tokenizer, write_jsonl
 
 CONVS = [
     [{"role": "user", "content": "Hello!"}, {"role": "assistant", "content": "I am fine."}],
-    [{"role": "user", "content": "Tell me a joke about cats."},
-     {"role": "assistant", "content": "Why did the cat sit on the computer? To keep an eye on the mouse."}],
+    [
+        {"role": "user", "content": "Tell me a joke about cats."},
+        {"role": "assistant", "content": "Why did the cat sit on the computer? To keep an eye on the mouse."},
+    ],
 ]
 
 
@@ -24,8 +26,11 @@ CONVS = [
 def chat_pipe(tmp_path_factory):
     d = tmp_path_factory.mktemp("prev")
     path = write_jsonl(str(d / "m.jsonl"), [{"messages": c} for c in CONVS])
-    plan = DataPlan(sources=(SourceSpec(name="m", kind="jsonl", paths=(path,), overflow="truncate"),),
-                    seq_len=40, global_batch_size=2)
+    plan = DataPlan(
+        sources=(SourceSpec(name="m", kind="jsonl", paths=(path,), overflow="truncate"),),
+        seq_len=40,
+        global_batch_size=2,
+    )
     return build_pipeline(plan, bpe_tokenizer(CHATML), cache_dir=str(d / "c"))
 
 
@@ -70,9 +75,13 @@ def test_terminal_output_styles_prompt_dim_and_trained_highlighted(chat_pipe):
 def test_packed_rows_show_segment_boundaries(tmp_path):
     tok = wordlevel_tokenizer()
     path = write_jsonl(str(tmp_path / "a.jsonl"), [{"q": "hello", "a": "hi"}, {"q": "thanks", "a": "ok"}])
-    plan = DataPlan(sources=(SourceSpec(name="a", kind="jsonl", paths=(path,)),),
-                    templates={"a": TemplateSpec(prompt="question : {q} answer :", completion=" {a}")},
-                    seq_len=32, global_batch_size=1, packing=True)
+    plan = DataPlan(
+        sources=(SourceSpec(name="a", kind="jsonl", paths=(path,)),),
+        templates={"a": TemplateSpec(prompt="question : {q} answer :", completion=" {a}")},
+        seq_len=32,
+        global_batch_size=1,
+        packing=True,
+    )
     p = build_pipeline(plan, tok, cache_dir=str(tmp_path / "c"))
     out = io.StringIO()
     recs = preview(p, n=1, rows=True, file=out)

@@ -32,8 +32,9 @@ def project(tmp_path_factory):
 
 def _sftc(project: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "SFTC_CACHE": str(project / "cache"), "COLUMNS": "200"}
-    return subprocess.run([sys.executable, "-m", "sftlang.cli", *args], cwd=project, env=env, capture_output=True,
-                          text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "sftlang.cli", *args], cwd=project, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.mark.slow

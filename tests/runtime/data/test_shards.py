@@ -12,11 +12,11 @@ import threading
 import numpy as np
 import pytest
 
-from tests.runtime.data_helpers import wordlevel_tokenizer
 from runtime.data import tokenize as tokenize_mod
 from runtime.data.pipeline import DataPipeline
-from runtime.plan.data_plan import DataPlan, SourceSpec
 from runtime.data.share import Share
+from runtime.plan.data_plan import DataPlan, SourceSpec
+from tests.runtime.data_helpers import wordlevel_tokenizer
 
 NUMBERS = "zero one two three four five six seven eight nine".split()
 ROWS, SHARD = 300, 70  # five shards, the last one short
@@ -27,15 +27,22 @@ def _write(tmp_path):
     rnd = random.Random(1)
     lines = []
     for i in range(1, ROWS + 1):
-        row = {"prompt": f"what is {rnd.choice(NUMBERS)} plus {rnd.choice(NUMBERS)} ?",
-               "completion": " ".join(rnd.choice(NUMBERS) for _ in range(rnd.randint(1, 6)))}
+        row = {
+            "prompt": f"what is {rnd.choice(NUMBERS)} plus {rnd.choice(NUMBERS)} ?",
+            "completion": " ".join(rnd.choice(NUMBERS) for _ in range(rnd.randint(1, 6))),
+        }
         if i == BAD_LINE:
             row = {"prompt": "no completion here", "completion": None}
         lines.append(json.dumps(row))
     path = tmp_path / "sums.jsonl"
     path.write_text("\n".join(lines) + "\n")
-    return DataPlan(sources=(SourceSpec(name="sums", kind="jsonl", paths=(str(path),), on_bad_row="skip"),),
-                    seq_len=32, packing=True, global_batch_size=4, epochs=1)
+    return DataPlan(
+        sources=(SourceSpec(name="sums", kind="jsonl", paths=(str(path),), on_bad_row="skip"),),
+        seq_len=32,
+        packing=True,
+        global_batch_size=4,
+        epochs=1,
+    )
 
 
 def _same(a: DataPipeline, b: DataPipeline) -> None:

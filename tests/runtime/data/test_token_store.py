@@ -11,23 +11,33 @@ import random
 import datasets
 import numpy as np
 
-from tests.runtime.data_helpers import wordlevel_tokenizer
 from runtime.data.pipeline import DataPipeline, trained_between
-from runtime.plan.data_plan import DataPlan, SourceSpec
 from runtime.data.tokenize import flat_columns
+from runtime.plan.data_plan import DataPlan, SourceSpec
+from tests.runtime.data_helpers import wordlevel_tokenizer
 
 NUMBERS = "zero one two three four five six seven eight nine".split()
 
 
 def _plan(path) -> DataPlan:
-    return DataPlan(sources=(SourceSpec(name="sums", kind="jsonl", paths=(str(path),)),), seq_len=32, packing=True,
-                    global_batch_size=4, epochs=1)
+    return DataPlan(
+        sources=(SourceSpec(name="sums", kind="jsonl", paths=(str(path),)),),
+        seq_len=32,
+        packing=True,
+        global_batch_size=4,
+        epochs=1,
+    )
 
 
 def test_tokens_are_memory_mapped_and_equal_the_in_memory_arrays(tmp_path):
     rnd = random.Random(0)
-    rows = [{"prompt": f"what is {rnd.choice(NUMBERS)} plus {rnd.choice(NUMBERS)} ?",
-             "completion": " ".join(rnd.choice(NUMBERS) for _ in range(rnd.randint(1, 6)))} for _ in range(300)]
+    rows = [
+        {
+            "prompt": f"what is {rnd.choice(NUMBERS)} plus {rnd.choice(NUMBERS)} ?",
+            "completion": " ".join(rnd.choice(NUMBERS) for _ in range(rnd.randint(1, 6))),
+        }
+        for _ in range(300)
+    ]
     path = tmp_path / "sums.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     tokenizer, cache = wordlevel_tokenizer(), str(tmp_path / "cache")
@@ -44,7 +54,8 @@ def test_tokens_are_memory_mapped_and_equal_the_in_memory_arrays(tmp_path):
     np.testing.assert_array_equal(source.trained, trained)
     np.testing.assert_array_equal(source.offsets, offsets)  # no bad rows here: every row is an example
     assert first.stats.sources["sums"].train_trained_tokens == int(
-        sum(trained[a + 1:b].sum() for a, b in zip(offsets[:-1], offsets[1:])))
+        sum(trained[a + 1 : b].sum() for a, b in zip(offsets[:-1], offsets[1:]))
+    )
 
     second = DataPipeline(_plan(path), tokenizer, cache)
     assert second._tables[0].cache_hit and isinstance(second._tables[0].tokens, np.memmap)

@@ -8,9 +8,9 @@ import os
 
 import jax
 
-from tests.runtime.data_helpers import wordlevel_tokenizer, write_jsonl
 from runtime.data.pipeline import build_pipeline
 from runtime.plan.data_plan import DataPlan, SourceSpec, TemplateSpec
+from tests.runtime.data_helpers import wordlevel_tokenizer, write_jsonl
 
 
 def test_data_preparation_in_a_jax_process_never_forks(tmp_path, monkeypatch):
@@ -21,8 +21,11 @@ def test_data_preparation_in_a_jax_process_never_forks(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "fork", fork)
     path = write_jsonl(str(tmp_path / "rows.jsonl"), [{"q": f"hello {i}", "a": "hi"} for i in range(40)])
-    plan = DataPlan(sources=(SourceSpec(name="s", kind="jsonl", paths=(path,)),),
-                    templates={"s": TemplateSpec(prompt="question : {q} answer :", completion=" {a}")},
-                    seq_len=32, global_batch_size=2)
+    plan = DataPlan(
+        sources=(SourceSpec(name="s", kind="jsonl", paths=(path,)),),
+        templates={"s": TemplateSpec(prompt="question : {q} answer :", completion=" {a}")},
+        seq_len=32,
+        global_batch_size=2,
+    )
     pipe = build_pipeline(plan, wordlevel_tokenizer(), cache_dir=str(tmp_path / "c"), num_proc=2)
     assert pipe.stats.sources["s"].rows == 40

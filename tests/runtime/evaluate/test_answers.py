@@ -8,12 +8,12 @@ import random
 import numpy as np
 import pytest
 
-from tests.runtime.data_helpers import CHATML, WORDS, wordlevel_tokenizer, write_jsonl
 from runtime.data.pipeline import build_pipeline
-from runtime.plan.data_plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
 from runtime.evaluate import Sample, generate_eval, select_prompts, stop_ids
 from runtime.models import ModelConfig, build, generate
+from runtime.plan.data_plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
 from runtime.plan.run_plan import GenerationPlan
+from tests.runtime.data_helpers import CHATML, WORDS, wordlevel_tokenizer, write_jsonl
 
 PC = TemplateSpec(prompt="question : {q} answer :", completion=" {a}")
 GREEDY = GenerationPlan(greedy=True, max_new_tokens=6)
@@ -22,18 +22,33 @@ GREEDY = GenerationPlan(greedy=True, max_new_tokens=6)
 def rows(n, seed):
     rnd = random.Random(seed)
     words = WORDS[14:70]
-    return [{"q": " ".join(rnd.choice(words) for _ in range(rnd.randint(1, 9))),
-             "a": " ".join(rnd.choice(words) for _ in range(rnd.randint(1, 4)))} for _ in range(n)]
+    return [
+        {
+            "q": " ".join(rnd.choice(words) for _ in range(rnd.randint(1, 9))),
+            "a": " ".join(rnd.choice(words) for _ in range(rnd.randint(1, 4))),
+        }
+        for _ in range(n)
+    ]
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("evalgen")
     tok = wordlevel_tokenizer()
-    specs = (SourceSpec(name="a", kind="jsonl", paths=(write_jsonl(str(tmp / "a.jsonl"), rows(40, 1)),),
-                        eval=EvalSplit(fraction=0.2, seed=3)),
-             SourceSpec(name="b", kind="jsonl", paths=(write_jsonl(str(tmp / "b.jsonl"), rows(10, 2)),),
-                        eval=EvalSplit(fraction=0.2, seed=3)))
+    specs = (
+        SourceSpec(
+            name="a",
+            kind="jsonl",
+            paths=(write_jsonl(str(tmp / "a.jsonl"), rows(40, 1)),),
+            eval=EvalSplit(fraction=0.2, seed=3),
+        ),
+        SourceSpec(
+            name="b",
+            kind="jsonl",
+            paths=(write_jsonl(str(tmp / "b.jsonl"), rows(10, 2)),),
+            eval=EvalSplit(fraction=0.2, seed=3),
+        ),
+    )
     plan = DataPlan(sources=specs, templates={"a": PC, "b": PC}, seq_len=48, global_batch_size=4, epochs=1)
     pipeline = build_pipeline(plan, tok, cache_dir=str(tmp / "c"))
     # weights drawn wide (std 0.3) so greedy choices are far from ties
@@ -48,7 +63,12 @@ def test_rows_are_spread_over_sources_in_row_order(setup):
     assert (len(a), len(b)) == (8, 2)
     chosen = select_prompts(pipeline, 5)
     assert [(ex.source, ex.row) for ex, _, _ in chosen] == [
-        ("a", a[0][0].row), ("b", b[0][0].row), ("a", a[1][0].row), ("b", b[1][0].row), ("a", a[2][0].row)]
+        ("a", a[0][0].row),
+        ("b", b[0][0].row),
+        ("a", a[1][0].row),
+        ("b", b[1][0].row),
+        ("a", a[2][0].row),
+    ]
     every = select_prompts(pipeline, None)
     assert len(every) == 10 and [ex.source for ex, _, _ in every][4:] == ["a"] * 6
     assert len(select_prompts(pipeline, 100)) == 10
@@ -93,8 +113,11 @@ def test_stop_ids_are_what_references_end_with(setup, tmp_path):
     tok = wordlevel_tokenizer(CHATML)
     conv = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "ok bye"}]
     path = write_jsonl(str(tmp_path / "m.jsonl"), [{"messages": conv}] * 2)
-    plan = DataPlan(sources=(SourceSpec(name="m", kind="jsonl", paths=(path,), eval=EvalSplit(fraction=0.5, seed=0)),),
-                    seq_len=64, global_batch_size=1)
+    plan = DataPlan(
+        sources=(SourceSpec(name="m", kind="jsonl", paths=(path,), eval=EvalSplit(fraction=0.5, seed=0)),),
+        seq_len=64,
+        global_batch_size=1,
+    )
     [(_, _, chat_ref)] = build_pipeline(plan, tok, cache_dir=str(tmp_path / "c")).eval_prompts()
     assert stop_ids(tok) == sorted({tok.eos_token_id, tok.convert_tokens_to_ids("<|im_end|>")})
     assert chat_ref[-1] in stop_ids(tok)
@@ -108,8 +131,11 @@ def test_chat_reference_drops_the_end_of_turn(setup, tmp_path):
     tok = wordlevel_tokenizer(CHATML)
     conv = [{"role": "user", "content": "hello"}, {"role": "assistant", "content": "ok bye"}]
     path = write_jsonl(str(tmp_path / "m.jsonl"), [{"messages": conv}] * 2)
-    plan = DataPlan(sources=(SourceSpec(name="m", kind="jsonl", paths=(path,), eval=EvalSplit(fraction=0.5, seed=0)),),
-                    seq_len=64, global_batch_size=1)
+    plan = DataPlan(
+        sources=(SourceSpec(name="m", kind="jsonl", paths=(path,), eval=EvalSplit(fraction=0.5, seed=0)),),
+        seq_len=64,
+        global_batch_size=1,
+    )
     pipeline = build_pipeline(plan, tok, cache_dir=str(tmp_path / "c"))
     [s] = generate_eval(model, tok, pipeline, GREEDY, samples=None)
     assert s.reference == "ok bye"
@@ -130,9 +156,11 @@ def test_generations_to_gates_and_report(setup, tmp_path):
 
     tok, pipeline, model = setup
     samples = generate_eval(model, tok, pipeline, GREEDY, samples=None, batch_size=4)
-    gates = (GatePlan("rouge_l", ">=", 0.0, source="b", text="rouge_l(b)"),
-             GatePlan("exact_match", ">=", 1.01, text="exact_match"),  # impossible
-             GatePlan("max_tokens", "<=", 6, text="max_tokens"))
+    gates = (
+        GatePlan("rouge_l", ">=", 0.0, source="b", text="rouge_l(b)"),
+        GatePlan("exact_match", ">=", 1.01, text="exact_match"),  # impossible
+        GatePlan("max_tokens", "<=", 6, text="max_tokens"),
+    )
     values = compute_metrics(samples, {None: {"loss": 5.0}, "a": {"loss": 5.1}, "b": {"loss": 4.9}}, gates=gates)
     verdicts = judge(gates, values)
     assert [v.passed for v in verdicts] == [True, False, True] and not accepted(verdicts)

@@ -9,9 +9,9 @@ import os
 import numpy as np
 import pytest
 
+from sftlang.cli import main
 from tests.runtime.data_helpers import wordlevel_tokenizer
 from tests.runtime.run_helpers import NUMBERS
-from sftlang.cli import main
 
 pytestmark = pytest.mark.slow  # whole runs over a pretrained base with a baseline: about 50 s on 2 cores
 
@@ -55,8 +55,15 @@ def _write(root, spec: str = SPEC) -> None:
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tokenizer = wordlevel_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(root / "base")
     tokenizer.save_pretrained(str(root / "base"))
@@ -121,9 +128,15 @@ def test_the_baseline_is_the_base_model_as_transformers_runs_it(project):
     for sample in samples[:4]:
         ids = torch.tensor([tokenizer(sample["prompt"], add_special_tokens=False)["input_ids"]])
         with torch.no_grad():
-            out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=3, do_sample=False,
-                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-        new = [t for t in out[0, ids.shape[1]:].tolist() if t != tokenizer.eos_token_id]
+            out = model.generate(
+                ids,
+                attention_mask=torch.ones_like(ids),
+                max_new_tokens=3,
+                do_sample=False,
+                eos_token_id=tokenizer.eos_token_id,
+                pad_token_id=tokenizer.pad_token_id,
+            )
+        new = [t for t in out[0, ids.shape[1] :].tolist() if t != tokenizer.eos_token_id]
         assert tokenizer.decode(new, skip_special_tokens=True) == sample["generated"]
 
 
@@ -151,14 +164,17 @@ def test_sftc_eval_applies_the_gain_gates_again(project, capsys):
     report, first = _report(again), _report(run_dir)
     assert report["baseline"]["cached"]
     assert {g["gate"]: g["value"] for g in report["gates"]} == pytest.approx(
-        {g["gate"]: g["value"] for g in first["gates"]}, abs=1e-5)
+        {g["gate"]: g["value"] for g in first["gates"]}, abs=1e-5
+    )
 
 
 def test_a_lora_baseline_is_the_base_too(project, monkeypatch):
     """With LoRA the baseline is the trained graph with zeroed adapters: the same answers and
     the same loss as the full fine-tune's reloaded base (computed again: an empty cache)."""
     monkeypatch.setenv("SFTC_CACHE", str(project / "cache-lora"))
-    spec = SPEC.replace('    base = hf("base")\n', '    base = hf("base")\n    adapter = lora(rank = 4, targets = [q, v])\n')
+    spec = SPEC.replace(
+        '    base = hf("base")\n', '    base = hf("base")\n    adapter = lora(rank = 4, targets = [q, v])\n'
+    )
     spec = spec.replace('sft "before-after"', 'sft "before-after-lora"').replace("gain(loss) >= 0.5", "gain(loss) >= 0")
     (project / "lora.sft").write_text(spec)
     assert main(["run", "lora.sft"]) in (0, 3)
@@ -189,8 +205,9 @@ def test_a_few_shot_baseline_puts_training_examples_before_each_prompt(project):
         prefix = base["prompt"][: -len(question)]
         assert shots in (None, prefix)  # the same examples before every row of the source
         shots = prefix
-    train_rows = {f"what is {NUMBERS[a]} plus {NUMBERS[b]}? {NUMBERS[(a + b) % 10]} </s>"
-                  for a in range(10) for b in range(10)}
+    train_rows = {
+        f"what is {NUMBERS[a]} plus {NUMBERS[b]}? {NUMBERS[(a + b) % 10]} </s>" for a in range(10) for b in range(10)
+    }
     assert sum(row in shots for row in train_rows) == 2 and shots.count("</s>") == 2
 
 
@@ -221,7 +238,7 @@ def _judge(run_dir, rows: int, tuned_score: int = 5, base_score: int = 2, stale:
 
 
 def test_review_gates_wait_for_every_row_and_sftc_eval_applies_them(project):
-    spec = SPEC[: SPEC.index("accept {")] + REVIEW_GATES + SPEC[SPEC.index("output {"):]
+    spec = SPEC[: SPEC.index("accept {")] + REVIEW_GATES + SPEC[SPEC.index("output {") :]
     (project / "reviewed.sft").write_text(spec.replace('sft "before-after"', 'sft "reviewed"'))
     assert main(["run", "reviewed.sft"]) == 3  # nothing reviewed yet
     (run_dir,) = sorted((project / "runs" / "reviewed").iterdir())
@@ -241,7 +258,8 @@ def test_review_gates_wait_for_every_row_and_sftc_eval_applies_them(project):
 
 @pytest.mark.slow
 def test_an_edited_eval_file_is_not_served_the_cached_baseline_and_a_forced_export_says_it_was_rejected(
-        tmp_path, monkeypatch, capsys):
+    tmp_path, monkeypatch, capsys
+):
     """`split eval = jsonl(...)`: editing the eval file makes other prompts and references, so the
     baseline is computed again (it was served from the cache while only training files were
     fingerprinted). The second run is rejected and exported because `--export` asks: it says so
@@ -257,8 +275,9 @@ def test_an_edited_eval_file_is_not_served_the_cached_baseline_and_a_forced_expo
     first = _report(_runs(tmp_path)[0])
     assert not first["baseline"]["cached"]
     (tmp_path / "held.jsonl").write_text("\n".join(rows[90:][::-1]) + "\n")  # the same rows, another order
-    (tmp_path / "ba.sft").write_text(separate.replace("gain(loss) >= 0.5", "gain(loss) >= 50")
-                                     .replace("export = none", "export = hf"))
+    (tmp_path / "ba.sft").write_text(
+        separate.replace("gain(loss) >= 0.5", "gain(loss) >= 50").replace("export = none", "export = hf")
+    )
     capsys.readouterr()
     assert main(["run", "ba.sft", "--export"]) == 3
     err = " ".join(capsys.readouterr().err.split())  # as one line: the console wraps at its width

@@ -11,8 +11,8 @@ import random
 
 import pytest
 
-from tests.runtime.data_helpers import CHATML, LLAMA3, WORDS, wordlevel_tokenizer
 from sftlang.cli import main
+from tests.runtime.data_helpers import CHATML, LLAMA3, WORDS, wordlevel_tokenizer
 
 pytestmark = pytest.mark.slow  # whole runs and exports: about 20 s on 2 cores
 
@@ -56,8 +56,13 @@ END_OF_TURN = {"chatml": "<|im_end|>", "llama3": "<|eot_id|>"}
 def _write_project(root, style: str) -> None:
     wordlevel_tokenizer({"chatml": CHATML, "llama3": LLAMA3}[style]).save_pretrained(str(root / "tok"))
     rnd = random.Random(0)
-    rows = [{"q": " ".join(rnd.choice(WORDS[14:70]) for _ in range(rnd.randint(1, 5))),
-             "a": " ".join(("zero", "one", "two")[:rnd.choice((2, 3))])} for _ in range(24)]
+    rows = [
+        {
+            "q": " ".join(rnd.choice(WORDS[14:70]) for _ in range(rnd.randint(1, 5))),
+            "a": " ".join(("zero", "one", "two")[: rnd.choice((2, 3))]),
+        }
+        for _ in range(24)
+    ]
     (root / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     (root / "served.sft").write_text(SPEC)
 
@@ -101,8 +106,10 @@ def test_transformers_stops_where_the_run_stopped(runs, style):
     end = tokenizer.convert_tokens_to_ids(END_OF_TURN[style])
     generation_config = GenerationConfig.from_pretrained(export)
     assert sorted(generation_config.eos_token_id) == sorted({tokenizer.eos_token_id, end})
-    assert (generation_config.bos_token_id, generation_config.pad_token_id) == (tokenizer.bos_token_id,
-                                                                                tokenizer.pad_token_id)
+    assert (generation_config.bos_token_id, generation_config.pad_token_id) == (
+        tokenizer.bos_token_id,
+        tokenizer.pad_token_id,
+    )
     assert tokenizer.chat_template == {"chatml": CHATML, "llama3": LLAMA3}[style]
 
     trained = load_trained(run_dir)
@@ -113,9 +120,10 @@ def test_transformers_stops_where_the_run_stopped(runs, style):
     stopped = 0
     for prompt, (tokens, finished) in zip(prompts, ours):
         with torch.no_grad():
-            out = model.generate(torch.tensor([prompt]), generation_config=generation_config, max_new_tokens=6,
-                                 do_sample=False)
-        theirs = out[0, len(prompt):].tolist()
+            out = model.generate(
+                torch.tensor([prompt]), generation_config=generation_config, max_new_tokens=6, do_sample=False
+            )
+        theirs = out[0, len(prompt) :].tolist()
         assert theirs == tokens + ([end] if finished else [])
         stopped += finished
     assert stopped >= len(prompts) // 2  # the answers end at the end-of-turn token, not at max_new_tokens

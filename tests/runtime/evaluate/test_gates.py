@@ -12,8 +12,15 @@ from runtime.plan.run_plan import GatePlan
 
 
 def sample(source, generated, reference, tokens=None):
-    return Sample(source=source, file=f"{source}.jsonl", line=1, prompt="q", reference=reference,
-                  generated=generated, tokens=len(generated.split()) if tokens is None else tokens)
+    return Sample(
+        source=source,
+        file=f"{source}.jsonl",
+        line=1,
+        prompt="q",
+        reference=reference,
+        generated=generated,
+        tokens=len(generated.split()) if tokens is None else tokens,
+    )
 
 
 SAMPLES = [
@@ -22,14 +29,19 @@ SAMPLES = [
     sample("tickets", '{"intent": "status"', '{"intent": "status"}'),
     sample("faq", "we ship worldwide", "we ship to the EU only"),
 ]
-TOKENS = {None: {"loss": 0.9, "perplexity": math.exp(0.9), "token_accuracy": 0.7, "tokens": 400},
-          "tickets": {"loss": 0.5, "token_accuracy": 0.8}, "faq": {"loss": 1.3, "token_accuracy": 0.6}}
+TOKENS = {
+    None: {"loss": 0.9, "perplexity": math.exp(0.9), "token_accuracy": 0.7, "tokens": 400},
+    "tickets": {"loss": 0.5, "token_accuracy": 0.8},
+    "faq": {"loss": 1.3, "token_accuracy": 0.6},
+}
 
 
 def test_keys_overall_per_source_and_gate_text():
-    gates = [GatePlan("bleu", ">=", 20, source="faq", text="bleu(faq)"),
-             GatePlan("regex", ">=", 0.9, source="tickets", pattern="^\\{", text='regex("^\\\\{", tickets)'),
-             GatePlan("loss", "<=", 1.2, text="loss")]
+    gates = [
+        GatePlan("bleu", ">=", 20, source="faq", text="bleu(faq)"),
+        GatePlan("regex", ">=", 0.9, source="tickets", pattern="^\\{", text='regex("^\\\\{", tickets)'),
+        GatePlan("loss", "<=", 1.2, text="loss"),
+    ]
     values = compute_metrics(SAMPLES, TOKENS, gates=gates)
     faq = [s for s in SAMPLES if s.source == "faq"]
     assert values["loss"] == 0.9 and values["token_accuracy"] == 0.7 and "tokens" not in values
@@ -61,11 +73,14 @@ def test_one_eval_source_has_the_overall_token_metrics():
 
 def test_judge_comparisons():
     values = {"loss": 1.0, "bleu(faq)": 19.99, "exact_match": 0.8, "mean_tokens": 80.0}
-    gates = [GatePlan("loss", "<=", 1.0, text="loss"), GatePlan("loss", "<", 1.0, text="loss"),
-             GatePlan("bleu", ">=", 20, source="faq", text="bleu(faq)"),
-             GatePlan("exact_match", "==", 0.8, text="exact_match"),
-             GatePlan("exact_match", ">", 0.79, text="exact_match"),
-             GatePlan("mean_tokens", "<=", 80, text="mean_tokens")]
+    gates = [
+        GatePlan("loss", "<=", 1.0, text="loss"),
+        GatePlan("loss", "<", 1.0, text="loss"),
+        GatePlan("bleu", ">=", 20, source="faq", text="bleu(faq)"),
+        GatePlan("exact_match", "==", 0.8, text="exact_match"),
+        GatePlan("exact_match", ">", 0.79, text="exact_match"),
+        GatePlan("mean_tokens", "<=", 80, text="mean_tokens"),
+    ]
     verdicts = judge(gates, values)
     assert [v.passed for v in verdicts] == [True, False, False, True, True, True]
     assert verdicts[2].gate == "bleu(faq)" and verdicts[2].value == 19.99 and verdicts[2].threshold == 20
@@ -74,10 +89,12 @@ def test_judge_comparisons():
 
 
 def test_missing_or_nan_values_fail_with_a_reason():
-    gates = [GatePlan("rouge_l", ">=", 0.0, source="chats", text="rouge_l(chats)"),
-             GatePlan("loss", "<=", 100, source="faq", text="loss(faq)"),
-             GatePlan("loss", "<=", 100, text="loss"),
-             GatePlan("wer", "<=", 1, text="wer")]
+    gates = [
+        GatePlan("rouge_l", ">=", 0.0, source="chats", text="rouge_l(chats)"),
+        GatePlan("loss", "<=", 100, source="faq", text="loss(faq)"),
+        GatePlan("loss", "<=", 100, text="loss"),
+        GatePlan("wer", "<=", 1, text="wer"),
+    ]
     verdicts = judge(gates, {"loss": float("nan"), "rouge_l": 1.0})
     assert not any(v.passed for v in verdicts)
     assert "no generations for source `chats`" in verdicts[0].reason and verdicts[0].value is None

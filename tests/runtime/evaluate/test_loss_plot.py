@@ -15,7 +15,7 @@ def _series():
 
 
 def _near(pixels: np.ndarray, colour: np.ndarray) -> np.ndarray:
-    return (np.abs(pixels.astype(int) - colour).max(-1) <= 12)
+    return np.abs(pixels.astype(int) - colour).max(-1) <= 12
 
 
 def test_chart_has_both_curves_labelled():

@@ -16,10 +16,14 @@ from rouge_score import rouge_scorer
 
 from runtime.evaluate import metrics as M
 
-PREDS = ["the cat sat on the mat", "Hello there, general Kenobi!", "a quick brown fox jumps", "ok",
-         "JSON is not a sentence"]
-REFS = ["the cat sat on a mat", "hello there general", "the quick brown fox jumped over", "okay",
-        "JSON is a format"]
+PREDS = [
+    "the cat sat on the mat",
+    "Hello there, general Kenobi!",
+    "a quick brown fox jumps",
+    "ok",
+    "JSON is not a sentence",
+]
+REFS = ["the cat sat on a mat", "hello there general", "the quick brown fox jumped over", "okay", "JSON is a format"]
 
 
 def test_bleu_and_chrf_equal_sacrebleu_calls():
@@ -40,8 +44,12 @@ def test_bleu_and_chrf_equal_the_sacrebleu_command_line(tmp_path):
     ref.write_text("\n".join(REFS) + "\n")
     exe = shutil.which("sacrebleu", path=str(Path(sys.executable).parent)) or shutil.which("sacrebleu")
     cmd = [exe] if exe else [sys.executable, "-m", "sacrebleu"]
-    done = subprocess.run(cmd + [str(ref), "-i", str(hyp), "-m", "bleu", "chrf", "-w", "6", "--format", "json"],
-                          capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        cmd + [str(ref), "-i", str(hyp), "-m", "bleu", "chrf", "-w", "6", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     bleu_cli, chrf_cli = (entry["score"] for entry in json.loads(done.stdout))
     assert M.bleu(PREDS, REFS) == pytest.approx(bleu_cli, abs=1e-6)
     assert M.chrf(PREDS, REFS) == pytest.approx(chrf_cli, abs=1e-6)
@@ -72,10 +80,17 @@ def test_exact_match_normalisation():
 
 
 def test_json_valid_and_json_match():
-    preds = ['{"a": 1, "b": [1, 2]}', '  {"b": [1, 2], "a": 1.0}\n', '{"a": 1', "NaN", "true", '"1"', "[2, 1]",
-             '{"a": 1}']
-    refs = ['{"b": [1, 2], "a": 1}', '{"a": 1, "b": [1, 2]}', '{"a": 1}', "NaN", "1", "1", "[1, 2]",
-            "not json"]
+    preds = [
+        '{"a": 1, "b": [1, 2]}',
+        '  {"b": [1, 2], "a": 1.0}\n',
+        '{"a": 1',
+        "NaN",
+        "true",
+        '"1"',
+        "[2, 1]",
+        '{"a": 1}',
+    ]
+    refs = ['{"b": [1, 2], "a": 1}', '{"a": 1, "b": [1, 2]}', '{"a": 1}', "NaN", "1", "1", "[1, 2]", "not json"]
     # valid: all but the truncated object and NaN (not JSON, although Python's json accepts it)
     assert M.json_valid(preds) == pytest.approx(6 / 8)
     # match: key order ignored, 1 == 1.0; true != 1, "1" != 1, arrays keep order; a non-JSON reference never matches

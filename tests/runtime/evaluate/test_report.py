@@ -15,9 +15,16 @@ from runtime.train.metrics_log import MetricsLog
 
 
 def sample(source, generated, reference, line):
-    return Sample(source=source, file=f"data/{source}.jsonl", line=line, prompt=f"question {line} | answer :",
-                  reference=reference, generated=generated, tokens=len(generated.split()),
-                  finished=line != 3)
+    return Sample(
+        source=source,
+        file=f"data/{source}.jsonl",
+        line=line,
+        prompt=f"question {line} | answer :",
+        reference=reference,
+        generated=generated,
+        tokens=len(generated.split()),
+        finished=line != 3,
+    )
 
 
 SAMPLES = [
@@ -27,10 +34,12 @@ SAMPLES = [
     sample("faq", "cats", "free returns", 4),
     sample("tickets", '{"intent": "status"', '{"intent": "status"}', 5),
 ]
-GATES = (GatePlan("loss", "<=", 1.2, text="loss"),
-         GatePlan("json_valid", ">=", 0.9, source="tickets", text="json_valid(tickets)"),
-         GatePlan("rouge_l", ">=", 0.5, source="faq", text="rouge_l(faq)"),
-         GatePlan("bleu", ">=", 10, source="chats", text="bleu(chats)"))
+GATES = (
+    GatePlan("loss", "<=", 1.2, text="loss"),
+    GatePlan("json_valid", ">=", 0.9, source="tickets", text="json_valid(tickets)"),
+    GatePlan("rouge_l", ">=", 0.5, source="faq", text="rouge_l(faq)"),
+    GatePlan("bleu", ">=", 10, source="chats", text="bleu(chats)"),
+)
 TOKENS = {None: {"loss": 0.8}, "faq": {"loss": 1.1}, "tickets": {"loss": 0.5}}
 RECORDS = (
     [{"kind": "event", "step": 0, "event": "start"}]
@@ -58,10 +67,12 @@ def test_samples_worst_first_by_the_failing_gate():
     assert by.gate == "json_valid(tickets)"
     assert [(s.line, score) for s, score in ranked] == [(5, 0.0), (2, 1.0), (1, None), (3, None), (4, None)]
     # with every generation gate passing, the first generation gate orders; `<=` gates worst = highest
-    ranked, by = rank_samples(SAMPLES, judge([GatePlan("mean_tokens", "<=", 100, text="mean_tokens")],
-                                             {"mean_tokens": 3.0}))
-    assert by.gate == "mean_tokens" and [s.tokens for s, _ in ranked] == sorted((s.tokens for s in SAMPLES),
-                                                                                reverse=True)
+    ranked, by = rank_samples(
+        SAMPLES, judge([GatePlan("mean_tokens", "<=", 100, text="mean_tokens")], {"mean_tokens": 3.0})
+    )
+    assert by.gate == "mean_tokens" and [s.tokens for s, _ in ranked] == sorted(
+        (s.tokens for s in SAMPLES), reverse=True
+    )
     assert rank_samples(SAMPLES, [])[1] is None
 
 
@@ -72,18 +83,26 @@ def test_report_files(tmp_path):
     log.close()
     values = compute_metrics(SAMPLES, TOKENS, gates=GATES)
     verdicts = judge(GATES, values)
-    stats = {"seq_len": 128, "packing": True, "total_steps": 10,
-             "sources": {"faq": {"rows": 30, "train_examples": 27, "eval_examples": 3, "bad_rows": 0},
-                         "tickets": {"rows": 20, "train_examples": 18, "eval_examples": 2, "bad_rows": 0}}}
+    stats = {
+        "seq_len": 128,
+        "packing": True,
+        "total_steps": 10,
+        "sources": {
+            "faq": {"rows": 30, "train_examples": 27, "eval_examples": 3, "bad_rows": 0},
+            "tickets": {"rows": 20, "train_examples": 18, "eval_examples": 2, "bad_rows": 0},
+        },
+    }
     facts = {"name": "support", "steps": 10, "duration_s": 125.4, "spec_hash": "ab12cd"}
-    md_path, json_path = write_report(tmp_path, verdicts=verdicts, values=values, samples=SAMPLES, facts=facts,
-                                      data_stats=stats, limit=4)
+    md_path, json_path = write_report(
+        tmp_path, verdicts=verdicts, values=values, samples=SAMPLES, facts=facts, data_stats=stats, limit=4
+    )
     md = md_path.read_text()
     png = (tmp_path / "loss.png").read_bytes()
     assert png.startswith(b"\x89PNG\r\n\x1a\n") and "![loss curve](loss.png)" in md
     assert md.startswith("# support: rejected\n")
-    assert ("**rejected: 3 of 4 gates failed: json_valid(tickets) >= 0.9, rouge_l(faq) >= 0.5, "
-            "bleu(chats) >= 10**") in md
+    assert (
+        "**rejected: 3 of 4 gates failed: json_valid(tickets) >= 0.9, rouge_l(faq) >= 0.5, bleu(chats) >= 10**"
+    ) in md
     assert "| `loss` | 0.8000 | <= 1.2 | ✓ pass |" in md
     assert "| `json_valid(tickets)` | 0.5000 | >= 0.9 | ✗ fail |" in md
     assert "| `bleu(chats)` | — | >= 10 | ✗ fail: not computed: no generations for source `chats`" in md

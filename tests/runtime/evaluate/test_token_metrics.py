@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.runtime.run_helpers import SPEC
 
 from sftlang.cli import main
+from tests.runtime.run_helpers import SPEC
 
 pytestmark = pytest.mark.slow  # a whole run in its fixture: about 10 s on 2 cores
 
@@ -18,10 +18,17 @@ def two_sources(project):
     rows = (project / "sums.jsonl").read_text().splitlines(keepends=True)
     (project / "first.jsonl").write_text("".join(rows[:50]))
     (project / "second.jsonl").write_text("".join(rows[50:]))
-    spec = SPEC.replace('data sums = jsonl("sums.jsonl") {\n    split eval = 10% seed 1\n}',
-                        'data first = jsonl("first.jsonl") {\n    split eval = 20% seed 1\n}\n'
-                        'data second = jsonl("second.jsonl") {\n    split eval = 20% seed 2\n}')
-    spec = spec.replace("template add for sums", "template add for first, second").replace("steps = 12", "steps = 3").replace("warmup = 2 steps", "warmup = 1 steps").replace("every 4 steps", "every 3 steps")
+    spec = SPEC.replace(
+        'data sums = jsonl("sums.jsonl") {\n    split eval = 10% seed 1\n}',
+        'data first = jsonl("first.jsonl") {\n    split eval = 20% seed 1\n}\n'
+        'data second = jsonl("second.jsonl") {\n    split eval = 20% seed 2\n}',
+    )
+    spec = (
+        spec.replace("template add for sums", "template add for first, second")
+        .replace("steps = 12", "steps = 3")
+        .replace("warmup = 2 steps", "warmup = 1 steps")
+        .replace("every 4 steps", "every 3 steps")
+    )
     (project / "tiny.sft").write_text(spec)
     assert main(["run", "tiny.sft"]) == 0
     (run_dir,) = sorted((project / "runs" / "tiny").iterdir())

@@ -18,18 +18,21 @@ from runtime.models import forward
 from runtime.models.attention import _attend_einsum, attend_splash, make_mask, resolve
 
 
-@pytest.mark.parametrize("backend, dtype, head_dim, queries, keys, window, expected", [
-    ("cpu", jnp.bfloat16, 64, 512, 512, None, "xla"),
-    ("gpu", jnp.bfloat16, 64, 512, 512, None, "cudnn"),
-    ("gpu", jnp.float16, 128, 300, 300, 4096, "cudnn"),
-    ("gpu", jnp.float32, 64, 512, 512, None, "xla"),    # cuDNN's kernel is half precision only
-    ("gpu", jnp.bfloat16, 256, 512, 512, None, "xla"),  # head_dim beyond what every GPU serves
-    ("gpu", jnp.bfloat16, 64, 1, 600, None, "xla"),     # cached decoding
-    ("tpu", jnp.bfloat16, 64, 512, 512, None, "splash"),
-    ("tpu", jnp.float32, 128, 256, 256, None, "splash"),
-    ("tpu", jnp.bfloat16, 64, 200, 200, None, "xla"),   # not a multiple of the kernel's blocks
-    ("tpu", jnp.bfloat16, 64, 512, 512, 128, "xla"),    # sliding window: the einsum path masks it
-])
+@pytest.mark.parametrize(
+    "backend, dtype, head_dim, queries, keys, window, expected",
+    [
+        ("cpu", jnp.bfloat16, 64, 512, 512, None, "xla"),
+        ("gpu", jnp.bfloat16, 64, 512, 512, None, "cudnn"),
+        ("gpu", jnp.float16, 128, 300, 300, 4096, "cudnn"),
+        ("gpu", jnp.float32, 64, 512, 512, None, "xla"),  # cuDNN's kernel is half precision only
+        ("gpu", jnp.bfloat16, 256, 512, 512, None, "xla"),  # head_dim beyond what every GPU serves
+        ("gpu", jnp.bfloat16, 64, 1, 600, None, "xla"),  # cached decoding
+        ("tpu", jnp.bfloat16, 64, 512, 512, None, "splash"),
+        ("tpu", jnp.float32, 128, 256, 256, None, "splash"),
+        ("tpu", jnp.bfloat16, 64, 200, 200, None, "xla"),  # not a multiple of the kernel's blocks
+        ("tpu", jnp.bfloat16, 64, 512, 512, 128, "xla"),  # sliding window: the einsum path masks it
+    ],
+)
 def test_auto_picks_the_fused_kernel_only_where_it_serves(backend, dtype, head_dim, queries, keys, window, expected):
     assert resolve("auto", backend, dtype, head_dim, queries, keys, window) == expected
     assert resolve("xla", backend, dtype, head_dim, queries, keys, window) == "xla"  # a chosen one stays
@@ -62,8 +65,9 @@ def test_splash_kernel_equals_einsum_attention_forward_and_backward():
         return lambda q, k, v: (fn(q, k, v) * weights).sum()
 
     want_grads = jax.grad(loss(lambda q, k, v: _attend_einsum(q, k, v, mask)), argnums=(0, 1, 2))(q, k, v)
-    got_grads = jax.jit(jax.grad(loss(lambda q, k, v: attend_splash(q, k, v, seg, interpret=True)),
-                                 argnums=(0, 1, 2)))(q, k, v)
+    got_grads = jax.jit(jax.grad(loss(lambda q, k, v: attend_splash(q, k, v, seg, interpret=True)), argnums=(0, 1, 2)))(
+        q, k, v
+    )
     for name, a, b in zip("qkv", got_grads, want_grads):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=5e-5, err_msg=f"d{name}")
 

@@ -20,11 +20,12 @@ def _hf_greedy(torch_model, prompts, max_new, eos):
     ids = torch.zeros((len(prompts), width), dtype=torch.long)
     mask = torch.zeros_like(ids)
     for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.tensor(p)
-        mask[i, width - len(p):] = 1
+        ids[i, width - len(p) :] = torch.tensor(p)
+        mask[i, width - len(p) :] = 1
     with torch.no_grad():
-        out = torch_model.generate(ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False,
-                                   eos_token_id=eos, pad_token_id=0)
+        out = torch_model.generate(
+            ids, attention_mask=mask, max_new_tokens=max_new, do_sample=False, eos_token_id=eos, pad_token_id=0
+        )
     results = []
     for row in out[:, width:].tolist():
         cut = []
@@ -36,8 +37,16 @@ def _hf_greedy(torch_model, prompts, max_new, eos):
     return results
 
 
-@pytest.mark.parametrize("case", ["smollm2", *(pytest.param(c, marks=pytest.mark.slow)  # one family by default
-                                              for c in ("llama31", "mistral", "qwen2", "qwen3"))])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "smollm2",
+        *(
+            pytest.param(c, marks=pytest.mark.slow)  # one family by default
+            for c in ("llama31", "mistral", "qwen2", "qwen3")
+        ),
+    ],
+)
 def test_greedy_matches_transformers_and_batching(case, hf_checkpoint):
     directory, torch_model = hf_checkpoint(case)
     model, _ = load_pretrained(directory)
@@ -61,8 +70,8 @@ def test_right_left_and_no_padding_agree(hf_checkpoint):
     right = np.zeros((3, width), np.int32)
     lmask, rmask = np.zeros_like(left), np.zeros_like(right)
     for i, p in enumerate(PROMPTS):
-        left[i, width - len(p):], lmask[i, width - len(p):] = p, 1
-        right[i, :len(p)], rmask[i, :len(p)] = p, 1
+        left[i, width - len(p) :], lmask[i, width - len(p) :] = p, 1
+        right[i, : len(p)], rmask[i, : len(p)] = p, 1
     a = generate_padded(model, left, lmask, 15)
     b = generate_padded(model, right, rmask, 15)
     c = [generate(model, [p], 15)[0] for p in PROMPTS]
@@ -103,15 +112,16 @@ def test_filter_logits_keeps_the_right_tokens():
 @pytest.mark.slow
 def test_stream_and_generate_many_are_generate():
     # weights drawn wide (std 0.3) so greedy choices are far from ties
-    model = build(ModelConfig.llama(layers=2, dim=64, heads=4, kv_heads=2, ffn=128, vocab=256,
-                                    initializer_range=0.3), rngs=0)
+    model = build(
+        ModelConfig.llama(layers=2, dim=64, heads=4, kv_heads=2, ffn=128, vocab=256, initializer_range=0.3), rngs=0
+    )
     free = generate(model, PROMPTS, 10)
     eos = [free[0][3]]  # row 0 stops early, after (and with) the first of these
     for sampling in (Sampling(), Sampling(temperature=1.2, top_p=0.9, top_k=40)):
         for p in PROMPTS:
             one = generate(model, [p], 10, eos_ids=eos, sampling=sampling, rng=3)[0]
             assert list(stream(model, p, 10, eos_ids=eos, sampling=sampling, rng=3)) == one
-    assert list(stream(model, PROMPTS[0], 10, eos_ids=eos)) == free[0][:free[0].index(eos[0]) + 1]
+    assert list(stream(model, PROMPTS[0], 10, eos_ids=eos)) == free[0][: free[0].index(eos[0]) + 1]
     # any number of prompts, in length-sorted batches, in the input order
     assert generate_many(model, PROMPTS * 2, 10, batch_size=4) == free * 2
 

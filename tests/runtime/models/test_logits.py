@@ -18,8 +18,8 @@ def _padded_batch(seed=0, vocab=256):
     rng = np.random.RandomState(seed)
     ids = rng.randint(3, vocab, size=(3, 14)).astype(np.int64)
     mask = np.ones_like(ids)
-    mask[1, 9:] = 0          # right padding
-    mask[2, :5] = 0          # left padding
+    mask[1, 9:] = 0  # right padding
+    mask[2, :5] = 0  # left padding
     ids[mask == 0] = 0
     positions = np.maximum(np.cumsum(mask, axis=1) - 1, 0)
     return ids, mask, positions
@@ -45,8 +45,9 @@ def test_logits_match_transformers_on_padded_batch(case, hf_checkpoint, loaded):
     model, config = loaded(case)
     ids, mask, positions = _padded_batch()
     with torch.no_grad():
-        ref = torch_model(torch.tensor(ids), attention_mask=torch.tensor(mask),
-                          position_ids=torch.tensor(positions)).logits.numpy()
+        ref = torch_model(
+            torch.tensor(ids), attention_mask=torch.tensor(mask), position_ids=torch.tensor(positions)
+        ).logits.numpy()
     ours = np.asarray(forward(model, ids, attention_mask=mask))
     assert ours.shape == (3, 14, config.vocab_size)
     real = mask.astype(bool)
@@ -54,7 +55,9 @@ def test_logits_match_transformers_on_padded_batch(case, hf_checkpoint, loaded):
     np.testing.assert_allclose(ours[real], ref[real], atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize("case", [c if c in ("llama", "qwen3") else pytest.param(c, marks=pytest.mark.slow) for c in ARCHS])
+@pytest.mark.parametrize(
+    "case", [c if c in ("llama", "qwen3") else pytest.param(c, marks=pytest.mark.slow) for c in ARCHS]
+)
 def test_packed_segments_equal_examples_alone(case, loaded):
     model, _ = loaded(case)
     rng = np.random.RandomState(1)
@@ -66,7 +69,7 @@ def test_packed_segments_equal_examples_alone(case, loaded):
     start = 0
     for ex in examples:
         alone = np.asarray(forward(model, ex[None]))[0]
-        np.testing.assert_allclose(logits[0, start:start + len(ex)], alone, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(logits[0, start : start + len(ex)], alone, atol=1e-4, rtol=0)
         start += len(ex)
     # and it is not the unsegmented result
     plain = np.asarray(forward(model, packed))
@@ -105,8 +108,11 @@ def test_bfloat16_forward_close_to_float32(hf_checkpoint, loaded):
     assert b.dtype == np.float32
     with torch.no_grad():
         t16 = copy.deepcopy(torch_model).to(torch.bfloat16)
-        t = t16(torch.tensor(ids), attention_mask=torch.tensor(mask),
-                position_ids=torch.tensor(positions)).logits.float().numpy()
+        t = (
+            t16(torch.tensor(ids), attention_mask=torch.tensor(mask), position_ids=torch.tensor(positions))
+            .logits.float()
+            .numpy()
+        )
     real = mask.astype(bool)
     ours_err = np.abs(a[real] - b[real])
     torch_err = np.abs(a[real] - t[real])
@@ -131,7 +137,7 @@ def test_long_packed_rows_match_transformers(case, hf_checkpoint, loaded):
     for ex in examples:
         with torch.no_grad():
             ref = torch_model(torch.tensor(ex[None])).logits.numpy()[0]
-        np.testing.assert_allclose(ours[0, start:start + len(ex)], ref, atol=1e-4, rtol=0)
+        np.testing.assert_allclose(ours[0, start : start + len(ex)], ref, atol=1e-4, rtol=0)
         start += len(ex)
 
 
@@ -154,8 +160,10 @@ def test_blocked_attention_equals_full():
         full = np.asarray(full_fn(q, k, v, mask))
         np.testing.assert_allclose(np.asarray(blocked_fn(q, k, v, mask)), full, atol=1e-5)
         np.testing.assert_allclose(np.asarray(jax.jit(attend)(q, k, v, mask)), full, atol=1e-5)
-    grads = [jax.jit(jax.grad(lambda q, f=f: (f(q, k, v, mask) ** 2).sum()))(q)
-             for f in (_attend_einsum, lambda *a: _attend_blocked(*a, 64))]
+    grads = [
+        jax.jit(jax.grad(lambda q, f=f: (f(q, k, v, mask) ** 2).sum()))(q)
+        for f in (_attend_einsum, lambda *a: _attend_blocked(*a, 64))
+    ]
     np.testing.assert_allclose(np.asarray(grads[0]), np.asarray(grads[1]), atol=1e-4)
 
 

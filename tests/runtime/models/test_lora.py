@@ -17,11 +17,11 @@ import transformers
 from flax import nnx
 from safetensors import safe_open
 
-from runtime.platform import mesh as meshlib
 from runtime.checkpoints.hf_checkpoint import CheckpointError, load_peft, load_pretrained, save_peft, save_pretrained
 from runtime.models import ModelConfig, build, forward, lora
 from runtime.models.transformer import Linear
 from runtime.plan.run_plan import LoraPlan
+from runtime.platform import mesh as meshlib
 from runtime.train import step
 
 peft = pytest.importorskip("peft")
@@ -43,10 +43,13 @@ def _randomize(model, seed):
             v.set_value(jnp.asarray(0.3 * rng.standard_normal(v.shape), v.get_value().dtype))
 
 
-@pytest.mark.parametrize("case, plan", [
-    ("llama", LoraPlan(rank=4, alpha=8, dropout=0.05, targets=ALL)),
-    ("llama_bias", LoraPlan(rank=2, alpha=3.5, dropout=0.0, targets=("q", "k", "v", "o"))),
-])
+@pytest.mark.parametrize(
+    "case, plan",
+    [
+        ("llama", LoraPlan(rank=4, alpha=8, dropout=0.05, targets=ALL)),
+        ("llama_bias", LoraPlan(rank=2, alpha=3.5, dropout=0.0, targets=("q", "k", "v", "o"))),
+    ],
+)
 def test_lora_matches_peft_and_merged_export(case, plan, hf_checkpoint, tmp_path):
     directory, torch_model = hf_checkpoint(case)
     model, config = load_pretrained(directory)
@@ -71,11 +74,24 @@ def test_lora_matches_peft_and_merged_export(case, plan, hf_checkpoint, tmp_path
     out = save_peft(model, config, tmp_path / "adapter", str(directory), plan, revision="abc123")
     adapter_config = json.loads((out / "adapter_config.json").read_text())
     assert (adapter_config["base_model_name_or_path"], adapter_config["revision"]) == (str(directory), "abc123")
-    hf_targets = sorted({"q": "q_proj", "k": "k_proj", "v": "v_proj", "o": "o_proj", "gate": "gate_proj",
-                         "up": "up_proj", "down": "down_proj"}[t] for t in plan.targets)
+    hf_targets = sorted(
+        {
+            "q": "q_proj",
+            "k": "k_proj",
+            "v": "v_proj",
+            "o": "o_proj",
+            "gate": "gate_proj",
+            "up": "up_proj",
+            "down": "down_proj",
+        }[t]
+        for t in plan.targets
+    )
     assert adapter_config["target_modules"] == hf_targets
     assert (adapter_config["r"], adapter_config["lora_alpha"], adapter_config["lora_dropout"]) == (
-        plan.rank, plan.alpha, plan.dropout)
+        plan.rank,
+        plan.alpha,
+        plan.dropout,
+    )
     assert adapter_config["task_type"] == "CAUSAL_LM" and adapter_config["peft_type"] == "LORA"
     peft_model = peft.PeftModel.from_pretrained(copy.deepcopy(torch_model), out).eval()
     expected = peft.get_peft_model_state_dict(peft_model)
@@ -93,7 +109,8 @@ def test_lora_matches_peft_and_merged_export(case, plan, hf_checkpoint, tmp_path
     assert nnx.graphdef(plain) == nnx.graphdef(load_pretrained(directory)[0])
     merged_dir = save_pretrained(plain, config, tmp_path / "merged")
     merged = transformers.AutoModelForCausalLM.from_pretrained(
-        merged_dir, dtype=torch.float32, attn_implementation="eager").eval()
+        merged_dir, dtype=torch.float32, attn_implementation="eager"
+    ).eval()
     np.testing.assert_allclose(_torch_logits(merged), ours, atol=1e-4, rtol=1e-4)
     peft_merged = peft_model.merge_and_unload().state_dict()
     for name, tensor in merged.state_dict().items():
@@ -111,9 +128,13 @@ PLAN = LoraPlan(rank=4, alpha=16, dropout=0.0, targets=("q", "v", "down"))
 
 def _batch(rng, accumulation=1, micro=2, length=12):
     ids = rng.integers(0, CONFIG.vocab_size, (accumulation, micro, length)).astype(np.int32)
-    return {"input_ids": ids, "targets": np.roll(ids, -1, -1), "loss_mask": np.ones(ids.shape, np.float32),
-            "positions": np.broadcast_to(np.arange(length, dtype=np.int32), ids.shape).copy(),
-            "segment_ids": np.ones_like(ids)}
+    return {
+        "input_ids": ids,
+        "targets": np.roll(ids, -1, -1),
+        "loss_mask": np.ones(ids.shape, np.float32),
+        "positions": np.broadcast_to(np.arange(length, dtype=np.int32), ids.shape).copy(),
+        "segment_ids": np.ones_like(ids),
+    }
 
 
 def test_train_step_updates_only_the_adapters():
@@ -131,7 +152,9 @@ def test_train_step_updates_only_the_adapters():
     mesh = meshlib.make_mesh(meshlib.mesh_shape({"data": "auto"}, jax.device_count()))
     abstract = nnx.split(nnx.eval_shape(lambda: lora.add_lora(build(CONFIG, 0), PLAN, 0)), filt, ...)[1]
     assert meshlib.logical_names(abstract)["layers"][0]["mlp"]["down"] == {
-        "lora_a": ("mlp", None), "lora_b": (None, "embed")}
+        "lora_a": ("mlp", None),
+        "lora_b": (None, "embed"),
+    }
     tx = optax.adam(1e-2)
     abstract_state = jax.eval_shape(lambda p: step.start_state(p, tx), params)
     shardings = step.state_shardings(abstract_state, meshlib.state_shardings(abstract, mesh), mesh)
@@ -187,6 +210,7 @@ def test_dropout_needs_a_key_and_is_deterministic_per_key():
             m = nnx.merge(graphdef, p, frozen)
             with lora.dropout_rng(key):
                 return jnp.sum(m(ids) ** 2)
+
         return jax.grad(f)(params)
 
     eval_logits = np.asarray(forward(model, ids))
@@ -246,17 +270,25 @@ def test_a_frozen_bf16_base_is_read_in_bf16_with_the_values_of_a_float32_read(hf
     import jax
     import jax.numpy as jnp
 
-    from runtime.preflight.throughput import DEFAULT_OPTIMIZER
-    from runtime.train.engine import StepSettings, load_weights
     from runtime.checkpoints.hf_checkpoint import load_pretrained
     from runtime.plan.settings import SCHEDULES, Length
+    from runtime.preflight.throughput import DEFAULT_OPTIMIZER
+    from runtime.train.engine import StepSettings, load_weights
     from runtime.train.step import cast
 
     directory, _ = hf_checkpoint("llama")
     _, config = load_pretrained(directory)
-    settings = StepSettings(steps=2, micro=1, accumulation=1, dtype="bfloat16", optimizer=DEFAULT_OPTIMIZER,
-                            schedule=SCHEDULES["constant"](warmup=Length(steps=0)).decided(2), clip=None,
-                            mesh={"data": "auto"}, adapter=PLAN)
+    settings = StepSettings(
+        steps=2,
+        micro=1,
+        accumulation=1,
+        dtype="bfloat16",
+        optimizer=DEFAULT_OPTIMIZER,
+        schedule=SCHEDULES["constant"](warmup=Length(steps=0)).decided(2),
+        clip=None,
+        mesh={"data": "auto"},
+        adapter=PLAN,
+    )
     params, frozen = load_weights(settings, config, directory)
     assert {x.dtype for x in jax.tree.leaves(frozen)} == {jnp.dtype(jnp.bfloat16)}
     assert {x.dtype for x in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}

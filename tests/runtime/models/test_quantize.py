@@ -19,13 +19,13 @@ import pytest
 import qwix
 from flax import nnx
 
-from runtime.preflight.throughput import DEFAULT_OPTIMIZER, StepBench
-from runtime.train.engine import EngineError, StepSettings, load_weights, over_original_base, _abstract_model
 from runtime.checkpoints.hf_checkpoint import load_pretrained
 from runtime.models import ModelConfig, build, forward, lora
-from runtime.models.quantize import converter, is_quantized, nf4_block, quantize_kernel, quantize_model
+from runtime.models.quantize import is_quantized, nf4_block, quantize_kernel, quantize_model
 from runtime.plan.run_plan import LoraPlan
 from runtime.plan.settings import SCHEDULES, Length
+from runtime.preflight.throughput import DEFAULT_OPTIMIZER, StepBench
+from runtime.train.engine import EngineError, StepSettings, _abstract_model, load_weights, over_original_base
 
 ROOT = Path(__file__).resolve().parents[3]
 PLAN = LoraPlan(rank=4, alpha=8, dropout=0.0, targets=("q", "k", "v", "o"))
@@ -33,24 +33,49 @@ CONFIG = ModelConfig.llama(layers=2, dim=64, heads=4, kv_heads=2, ffn=96, vocab=
 IDS = np.random.RandomState(3).randint(0, 128, size=(2, 11))
 
 # QLoRA's NormalFloat-4 levels (Dettmers et al. 2023, appendix E): the definition the codes must meet
-NF4_LEVELS = np.array([-1.0, -0.6961928009986877, -0.5250730514526367, -0.39491748809814453,
-                       -0.28444138169288635, -0.18477343022823334, -0.09105003625154495, 0.0,
-                       0.07958029955625534, 0.16093020141124725, 0.24611230194568634, 0.33791524171829224,
-                       0.44070982933044434, 0.5626170039176941, 0.7229568362236023, 1.0])
+NF4_LEVELS = np.array(
+    [
+        -1.0,
+        -0.6961928009986877,
+        -0.5250730514526367,
+        -0.39491748809814453,
+        -0.28444138169288635,
+        -0.18477343022823334,
+        -0.09105003625154495,
+        0.0,
+        0.07958029955625534,
+        0.16093020141124725,
+        0.24611230194568634,
+        0.33791524171829224,
+        0.44070982933044434,
+        0.5626170039176941,
+        0.7229568362236023,
+        1.0,
+    ]
+)
 
 
 def _settings(quantize, dtype="float32", **changes):
-    return StepSettings(steps=50, micro=2, accumulation=1, dtype=dtype,
-                        optimizer=dataclasses.replace(DEFAULT_OPTIMIZER, lr=1e-2),
-                        schedule=SCHEDULES["constant"](warmup=Length(steps=0)).decided(50), clip=1.0,
-                        mesh={"data": "auto"}, quantize=quantize, **{"adapter": PLAN, **changes})
+    return StepSettings(
+        steps=50,
+        micro=2,
+        accumulation=1,
+        dtype=dtype,
+        optimizer=dataclasses.replace(DEFAULT_OPTIMIZER, lr=1e-2),
+        schedule=SCHEDULES["constant"](warmup=Length(steps=0)).decided(50),
+        clip=1.0,
+        mesh={"data": "auto"},
+        quantize=quantize,
+        **{"adapter": PLAN, **changes},
+    )
 
 
 def _dense(model):
     """The same model with every quantized kernel replaced by its dequantized values."""
     graphdef, state = nnx.split(model)
-    return nnx.merge(graphdef, jax.tree.map(lambda v: qwix.dequantize(v) if is_quantized(v) else v,
-                                            state, is_leaf=is_quantized))
+    return nnx.merge(
+        graphdef, jax.tree.map(lambda v: qwix.dequantize(v) if is_quantized(v) else v, state, is_leaf=is_quantized)
+    )
 
 
 def test_nf4_codes_are_qlora_normal_float_per_64_inputs():
@@ -79,8 +104,8 @@ def test_a_width_64_does_not_divide_gets_the_largest_block_below_64_that_divides
 def test_the_memory_estimate_counts_the_bytes_the_quantizer_stores():
     """`sftc plan`'s estimate of a quantized base is the bytes of the codes and scales the
     quantizer makes, for a model whose `ffn` 64 does not divide (96: blocks of 48)."""
-    from runtime.preflight.plan_report import memory_estimate, parameter_count
     from runtime.plan.settings import AdamW
+    from runtime.preflight.plan_report import memory_estimate, parameter_count
 
     config = CONFIG  # dim 64, ffn 96: q k v o gate up take 64 inputs, down 96
     model = nnx.eval_shape(lambda: quantize_model(build(config, rngs=0, dtype="bfloat16"), "nf4"))
@@ -92,9 +117,17 @@ def test_the_memory_estimate_counts_the_bytes_the_quantizer_stores():
     assert blocks == {(64, 64), (96, 48)}  # (inputs, block) of each projection
 
     def params(quantize):
-        return memory_estimate(config, trainable=0, total_params=parameter_count(config)["total"], dtype="bfloat16",
-                               optimizer=AdamW(lr=1e-3), micro_tokens=16, seq_len=16, remat="off",
-                               quantize=quantize)["params"]
+        return memory_estimate(
+            config,
+            trainable=0,
+            total_params=parameter_count(config)["total"],
+            dtype="bfloat16",
+            optimizer=AdamW(lr=1e-3),
+            micro_tokens=16,
+            seq_len=16,
+            remat="off",
+            quantize=quantize,
+        )["params"]
 
     largest = config.hidden_size * max(config.intermediate_size, config.num_heads * config.head_dim) * 2
     assert params("nf4") - params(None) == pytest.approx(stored - codes * 2 + largest, rel=1e-12)

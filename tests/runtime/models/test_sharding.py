@@ -7,7 +7,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-
 from runtime.models import ModelConfig, build
 from runtime.models.sharding import LOGICAL_AXES, constrain
 
@@ -15,8 +14,18 @@ from runtime.models.sharding import LOGICAL_AXES, constrain
 def test_every_parameter_has_logical_axes():
     from flax import nnx
 
-    config = ModelConfig.llama(layers=1, dim=32, heads=4, kv_heads=2, ffn=48, vocab=64,
-                               model_type="qwen3", qk_norm=True, qkv_bias=True, o_bias=True)
+    config = ModelConfig.llama(
+        layers=1,
+        dim=32,
+        heads=4,
+        kv_heads=2,
+        ffn=48,
+        vocab=64,
+        model_type="qwen3",
+        qk_norm=True,
+        qkv_bias=True,
+        o_bias=True,
+    )
     state = nnx.state(build(config, 0), nnx.Param)
     for path, variable in nnx.to_flat_state(state):
         names = variable.get_metadata().get("out_sharding")
@@ -65,8 +74,13 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_sharded_forward_on_a_simulated_mesh():
-    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "PATH": "/usr/bin:/bin",
-           "JAX_PLATFORMS": "cpu"}
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True,
-                          timeout=300, cwd=str(Path(__file__).parents[3]))
+    env = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "PATH": "/usr/bin:/bin", "JAX_PLATFORMS": "cpu"}
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=str(Path(__file__).parents[3]),
+    )
     assert proc.returncode == 0 and proc.stdout.strip().endswith("OK"), proc.stderr[-3000:]

@@ -7,8 +7,10 @@ from runtime.plan import hub_policy as hub
 
 
 @pytest.mark.parametrize("variable", hub.OFFLINE_VARIABLES)
-@pytest.mark.parametrize("value, offline", [("1", True), ("true", True), ("YES", True), ("on", True),
-                                            ("0", False), ("", False), ("false", False)])
+@pytest.mark.parametrize(
+    "value, offline",
+    [("1", True), ("true", True), ("YES", True), ("on", True), ("0", False), ("", False), ("false", False)],
+)
 def test_every_offline_variable_and_spelling(monkeypatch, variable, value, offline):
     for name in hub.OFFLINE_VARIABLES:
         monkeypatch.delenv(name, raising=False)
@@ -17,8 +19,8 @@ def test_every_offline_variable_and_spelling(monkeypatch, variable, value, offli
 
 
 def test_the_compiler_and_the_runtime_share_the_rule():
-    import runtime.data.sources as sources
     import runtime.checkpoints.hf_checkpoint as hf
+    import runtime.data.sources as sources
     import sftlang.check as check
 
     assert check.offline_requested is hf.offline_requested is sources.offline_requested is hub.offline_requested

@@ -19,7 +19,9 @@ from sftlang.resolve import load_spec
 INIT = "init llama(layers = 2, dim = 64, heads = 4, ffn = 128)"
 
 
-def lowered(tmp_path, train: str = "", base: str = INIT, tokenizer: str = "train sentencepiece(vocab = 300) on rows") -> Plan:
+def lowered(
+    tmp_path, train: str = "", base: str = INIT, tokenizer: str = "train sentencepiece(vocab = 300) on rows"
+) -> Plan:
     spec = tmp_path / "t.sft"
     spec.write_text(
         f'sft "t"\nmodel {{\n    base = {base}\n    tokenizer = {tokenizer}\n}}\n'
@@ -69,12 +71,23 @@ def test_init_and_tokenizer_training_lower_to_the_class_defaults(tmp_path):
 def test_defaults_read_as_the_user_writes_them():
     adamw = schema.OPTIMIZERS.variants["adamw"]
     assert [(p.name, p.default) for p in adamw.params] == [
-        ("lr", "2e-5"), ("b1", "0.9"), ("b2", "0.999"), ("eps", "1e-8"), ("weight_decay", "0.0")]
+        ("lr", "2e-5"),
+        ("b1", "0.9"),
+        ("b2", "0.999"),
+        ("eps", "1e-8"),
+        ("weight_decay", "0.0"),
+    ]
     llama = schema.BASE_MODEL.options[1].calls.variants["llama"]
     assert [(p.name, p.default, p.required) for p in llama.params if p.default or p.required] == [
-        ("layers", None, True), ("dim", None, True), ("heads", None, True), ("ffn", None, True),
-        ("rope_theta", "10000.0", False), ("norm_eps", "1e-5", False), ("tie_embeddings", "off", False),
-        ("max_seq_len", "4096", False)]
+        ("layers", None, True),
+        ("dim", None, True),
+        ("heads", None, True),
+        ("ffn", None, True),
+        ("rope_theta", "10000.0", False),
+        ("norm_eps", "1e-5", False),
+        ("tie_embeddings", "off", False),
+        ("max_seq_len", "4096", False),
+    ]
 
 
 def test_construction_refuses_what_the_language_refuses():
@@ -112,11 +125,24 @@ def test_every_variant_survives_plan_json(tmp_path):
             again = Plan.from_json(plan.to_json())
             assert again == plan and type(again.train.optimizer) is type(plan.train.optimizer)
     saved = json.loads(lowered(tmp_path).to_json())
-    assert saved["train"]["optimizer"] == {"name": "adamw", "lr": 2e-5, "b1": 0.9, "b2": 0.999, "eps": 1e-8, "weight_decay": 0.0}
-    assert saved["train"]["schedule"] == {"name": "cosine", "warmup": {"steps": None, "share": 0.03}, "min_lr": pytest.approx(2e-6)}
+    assert saved["train"]["optimizer"] == {
+        "name": "adamw",
+        "lr": 2e-5,
+        "b1": 0.9,
+        "b2": 0.999,
+        "eps": 1e-8,
+        "weight_decay": 0.0,
+    }
+    assert saved["train"]["schedule"] == {
+        "name": "cosine",
+        "warmup": {"steps": None, "share": 0.03},
+        "min_lr": pytest.approx(2e-6),
+    }
 
 
 def test_a_plan_from_an_older_sftc_says_so(tmp_path):
     old = json.loads(lowered(tmp_path).to_json()) | {"version": 1}
-    with pytest.raises(PlanVersionError, match=r"written by an older sftc \(plan version 1; this sftc reads version 2\)"):
+    with pytest.raises(
+        PlanVersionError, match=r"written by an older sftc \(plan version 1; this sftc reads version 2\)"
+    ):
         Plan.from_dict(old)

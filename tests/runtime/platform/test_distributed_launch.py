@@ -13,13 +13,19 @@ import pytest
 from runtime.platform.distributed import Launch, LaunchError
 
 
-@pytest.mark.parametrize("launch, message", [
-    (Launch("127.0.0.1:8476", None, 0), "needs all of --coordinator HOST:PORT, --num-processes N and --process-id I"),
-    (Launch(None, 2, 1), "needs all of"),
-    (Launch("localhost", 2, 0), "is not HOST:PORT"),
-    (Launch("127.0.0.1:8476", 0, 0), "--num-processes must be at least 1"),
-    (Launch("127.0.0.1:8476", 2, 2), "--process-id 2 is not in 0..1"),
-])
+@pytest.mark.parametrize(
+    "launch, message",
+    [
+        (
+            Launch("127.0.0.1:8476", None, 0),
+            "needs all of --coordinator HOST:PORT, --num-processes N and --process-id I",
+        ),
+        (Launch(None, 2, 1), "needs all of"),
+        (Launch("localhost", 2, 0), "is not HOST:PORT"),
+        (Launch("127.0.0.1:8476", 0, 0), "--num-processes must be at least 1"),
+        (Launch("127.0.0.1:8476", 2, 2), "--process-id 2 is not in 0..1"),
+    ],
+)
 def test_a_half_described_job_is_refused(launch, message):
     with pytest.raises(LaunchError, match=message.replace(".", r"\.")):
         launch.validate()
@@ -34,8 +40,8 @@ def test_who_joins_a_job(monkeypatch):
 
 
 def test_sftc_run_with_half_the_flags_is_a_usage_error(tmp_path, monkeypatch, capsys):
-    from tests.runtime.run_helpers import write_project
     from sftlang.cli import main
+    from tests.runtime.run_helpers import write_project
 
     monkeypatch.chdir(write_project(tmp_path))
     monkeypatch.setenv("SFTC_CACHE", str(tmp_path / "cache"))
@@ -47,13 +53,22 @@ def test_sftc_run_with_half_the_flags_is_a_usage_error(tmp_path, monkeypatch, ca
 def test_distributed_without_a_cluster_says_what_to_pass():
     """`--distributed` where JAX detects no cluster: a clear error, not a traceback."""
     root = Path(__file__).resolve().parents[3]
-    code = ("from runtime.platform.distributed import Launch, JoinError, join\n"
-            "try:\n    join(Launch(auto=True))\nexcept JoinError as e:\n    print('JoinError:', e)\n")
+    code = (
+        "from runtime.platform.distributed import Launch, JoinError, join\n"
+        "try:\n    join(Launch(auto=True))\nexcept JoinError as e:\n    print('JoinError:', e)\n"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JAX_COORD", "OMPI_"))}
-    done = subprocess.run([sys.executable, "-c", code], cwd=root, env={**env, "PYTHONPATH": str(root)},
-                          capture_output=True, text=True, timeout=120)
-    assert "JoinError: could not join the job" in done.stdout and "--coordinator HOST:PORT" in done.stdout, \
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=root,
+        env={**env, "PYTHONPATH": str(root)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "JoinError: could not join the job" in done.stdout and "--coordinator HOST:PORT" in done.stdout, (
         done.stdout + done.stderr[-2000:]
+    )
 
 
 def test_gloo_connection_lines_go_to_the_log_not_the_terminal(tmp_path):
@@ -65,17 +80,31 @@ def test_gloo_connection_lines_go_to_the_log_not_the_terminal(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = ("import sys\n"
-            "from runtime.platform.library_logs import route_library_logs\n"
-            "from runtime.platform.distributed import Launch, join, broadcast_text\n"
-            "i = int(sys.argv[1])\n"
-            f"route_library_logs({str(tmp_path)!r} + f'/sftc-{{i}}.log')\n"
-            f"join(Launch('127.0.0.1:{port}', 2, i))\n"
-            "print('sftc says:', broadcast_text('hello' if i == 0 else None))\n")
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JAX_COORD", "OMPI_"))},
-           "PYTHONPATH": str(root), "JAX_NUM_CPU_DEVICES": "1"}
-    job = [subprocess.Popen([sys.executable, "-c", code, str(i)], cwd=root, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+    code = (
+        "import sys\n"
+        "from runtime.platform.library_logs import route_library_logs\n"
+        "from runtime.platform.distributed import Launch, join, broadcast_text\n"
+        "i = int(sys.argv[1])\n"
+        f"route_library_logs({str(tmp_path)!r} + f'/sftc-{{i}}.log')\n"
+        f"join(Launch('127.0.0.1:{port}', 2, i))\n"
+        "print('sftc says:', broadcast_text('hello' if i == 0 else None))\n"
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "JAX_COORD", "OMPI_"))},
+        "PYTHONPATH": str(root),
+        "JAX_NUM_CPU_DEVICES": "1",
+    }
+    job = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(i)],
+            cwd=root,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     ended = [p.communicate(timeout=180) for p in job]
     for i, (p, (out, err)) in enumerate(zip(job, ended)):
         assert p.returncode == 0, out + err[-2000:]

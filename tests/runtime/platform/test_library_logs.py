@@ -31,8 +31,9 @@ sys.exit(main(sys.argv[1:]))
 def _sftc(cwd, *args):
     env = dict(os.environ, SFTC_CACHE=str(cwd / "cache"))
     env.pop("TRANSFORMERS_NO_ADVISORY_WARNINGS", None)
-    return subprocess.run([sys.executable, "-c", WITHOUT_TORCH, *args], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-c", WITHOUT_TORCH, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_plan_shows_only_sftc_output_and_logs_the_rest(tmp_path):
@@ -58,8 +59,8 @@ from runtime.platform.library_logs import route_library_logs
 early = logging.getLogger("datasets")  # a library imported before the routing
 early.addHandler(logging.StreamHandler())
 early.propagate = False
-route_library_logs({str(tmp_path / 'first.log')!r})
-route_library_logs({str(tmp_path / 'sftc.log')!r})
+route_library_logs({str(tmp_path / "first.log")!r})
+route_library_logs({str(tmp_path / "sftc.log")!r})
 early.warning("from datasets")
 library = logging.getLogger("transformers")
 library.addHandler(logging.StreamHandler())
@@ -75,8 +76,14 @@ print("sftc's own line", file=sys.stderr)
     assert done.returncode == 0, done.stderr
     assert done.stderr == "sftc's own line\n"
     log = (tmp_path / "sftc.log").read_text()
-    for line in ("WARNING datasets: from datasets", "WARNING transformers: from transformers", "WARNING huggingface_hub.utils: from the hub",
-                 "WARNING absl: from absl", "WARNING jax._src.xla_bridge: from jax", "UserWarning: a python warning"):
+    for line in (
+        "WARNING datasets: from datasets",
+        "WARNING transformers: from transformers",
+        "WARNING huggingface_hub.utils: from the hub",
+        "WARNING absl: from absl",
+        "WARNING jax._src.xla_bridge: from jax",
+        "UserWarning: a python warning",
+    ):
         assert line in log
     assert (tmp_path / "first.log").read_text() == ""  # nothing was logged while it was the file
 
@@ -85,9 +92,9 @@ def test_the_log_file_exists_from_the_moment_it_is_named(tmp_path):
     """A run directory holds `sftc.log` from the run's start, even when no library logs a word."""
     probe = f"""
 from runtime.platform.library_logs import route_library_logs
-route_library_logs({str(tmp_path / 'run' / 'sftc.log')!r})
+route_library_logs({str(tmp_path / "run" / "sftc.log")!r})
 import os
-print(os.path.exists({str(tmp_path / 'run' / 'sftc.log')!r}))
+print(os.path.exists({str(tmp_path / "run" / "sftc.log")!r}))
 """
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

@@ -41,20 +41,41 @@ def _free_port() -> int:
 
 
 def _env(project: Path, devices: int) -> dict:
-    return {**os.environ, "SFTC_CACHE": str(project / "cache"), "JAX_NUM_CPU_DEVICES": str(devices),
-            "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests" / "runtime")])}
+    return {
+        **os.environ,
+        "SFTC_CACHE": str(project / "cache"),
+        "JAX_NUM_CPU_DEVICES": str(devices),
+        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests" / "runtime")]),
+    }
 
 
 def start(project: Path, processes: int, slow: bool = False, spec: str = "tiny.sft") -> list[subprocess.Popen]:
     """`sftc run SPEC` as a job of ``processes`` processes (one: no job flags)."""
     port = _free_port()
-    code = SLOW_RUN.replace('main(["run", "tiny.sft"])', 'main(["run", "tiny.sft", *sys.argv[1:]])') if slow else \
-        "import sys; from sftlang.cli import main; sys.exit(main(sys.argv[1:]))"
+    code = (
+        SLOW_RUN.replace('main(["run", "tiny.sft"])', 'main(["run", "tiny.sft", *sys.argv[1:]])')
+        if slow
+        else "import sys; from sftlang.cli import main; sys.exit(main(sys.argv[1:]))"
+    )
     base = [sys.executable, "-c", code] + ([] if slow else ["run", spec])
-    flags = (lambda i: []) if processes == 1 else (
-        lambda i: ["--coordinator", f"127.0.0.1:{port}", "--num-processes", str(processes), "--process-id", str(i)])
-    return [subprocess.Popen(base + flags(i), cwd=project, env=_env(project, DEVICES // processes),
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(processes)]
+    flags = (
+        (lambda i: [])
+        if processes == 1
+        else (
+            lambda i: ["--coordinator", f"127.0.0.1:{port}", "--num-processes", str(processes), "--process-id", str(i)]
+        )
+    )
+    return [
+        subprocess.Popen(
+            base + flags(i),
+            cwd=project,
+            env=_env(project, DEVICES // processes),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(processes)
+    ]
 
 
 def finish(job: list[subprocess.Popen], timeout: float = 300) -> list[tuple[int, str]]:
@@ -118,8 +139,7 @@ def _kill_after_first_checkpoint(job: list[subprocess.Popen], project: Path, vic
 
 
 @pytest.mark.parametrize("before, after", [(2, 1), (1, 2)])
-def test_a_killed_process_stops_the_job_and_a_relaunch_with_other_processes_resumes(reference, tmp_path, before,
-                                                                                        after):
+def test_a_killed_process_stops_the_job_and_a_relaunch_with_other_processes_resumes(reference, tmp_path, before, after):
     project = write_project(tmp_path)
     job = start(project, before, slow=True)
     victim = before - 1  # in a job, not the coordinator: the others must notice its death
@@ -149,7 +169,8 @@ def test_a_killed_process_stops_the_job_and_a_relaunch_with_other_processes_resu
 def test_a_job_on_a_pretrained_base_scores_the_base_and_shares_the_decoding(tmp_path):
     """40 eval rows are two decoding batches: process 0 decodes one, process 1 the other, and
     the report (tuned and base answers, every metric) is the one a single process writes."""
-    from tests.runtime.evaluate.test_baseline import SPEC as BASELINE_SPEC, _write
+    from tests.runtime.evaluate.test_baseline import SPEC as BASELINE_SPEC
+    from tests.runtime.evaluate.test_baseline import _write
 
     spec = BASELINE_SPEC.replace("split eval = 10% seed 1", "split eval = 40% seed 1")
     reports = []

@@ -44,14 +44,22 @@ def project(tmp_path):
 
     write_project(tmp_path)
     tokenizer_dir = tmp_path / "tok"
-    config = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=64)
+    config = LlamaConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(tmp_path / "base")
     for f in tokenizer_dir.iterdir():
         (tmp_path / "base" / f.name).write_bytes(f.read_bytes())
-    spec = SPEC.replace("base = init llama(layers = 1, dim = 32, heads = 2, ffn = 64)\n    tokenizer = hf(\"tok\")",
-                        "base = hf(\"base\")")
+    spec = SPEC.replace(
+        'base = init llama(layers = 1, dim = 32, heads = 2, ffn = 64)\n    tokenizer = hf("tok")', 'base = hf("base")'
+    )
     assert spec != SPEC
     (tmp_path / "tiny.sft").write_text(spec)
     return tmp_path

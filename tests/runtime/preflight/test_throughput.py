@@ -13,9 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from runtime.preflight import throughput as bench
 from runtime.models import ModelConfig
 from runtime.plan.settings import Sgd
+from runtime.preflight import throughput as bench
 from runtime.train.cross_entropy import cross_entropy
 
 pytestmark = pytest.mark.slow  # the bench and the chunked loss over several shapes: about 45 s on 2 cores
@@ -134,8 +134,10 @@ def test_cross_entropy_accuracy_breaks_ties_like_argmax():
     assert correct.tolist() == [True, False, False, False, True, False]
 
 
-@pytest.mark.parametrize("tied, head_trains, dtype", [(True, True, "float32"), (False, True, "float32"),
-                                                     (True, False, "float32"), (False, False, "bfloat16")])
+@pytest.mark.parametrize(
+    "tied, head_trains, dtype",
+    [(True, True, "float32"), (False, True, "float32"), (True, False, "float32"), (False, False, "bfloat16")],
+)
 def test_chunked_cross_entropy_is_the_plain_loss_of_the_logits_and_its_gradient(tied, head_trains, dtype):
     """Slicing the positions and computing each slice's gradient in the forward pass changes
     nothing: the same sums and the same gradients for the hidden states and the head."""
@@ -158,6 +160,7 @@ def test_chunked_cross_entropy_is_the_plain_loss_of_the_logits_and_its_gradient(
         return jnp.sum(losses * m), jnp.sum(correct * m)
 
     for chunks in (1, 3, 12):
+
         def chunked(h, w, chunks=chunks):
             return chunked_cross_entropy(logits_of, h, w, targets, mask, chunks, head_trains)
 

@@ -48,29 +48,51 @@ def run_dir(tmp_path_factory):
     from tests.runtime.run_helpers import SPEC, write_project
 
     project = write_project(tmp_path_factory.mktemp("review_run"))
-    (project / "tiny.sft").write_text(SPEC.replace(
-        "output {", "eval {\n    generate = greedy(max_new_tokens = 4)\n    samples = 6\n}\noutput {"))
+    (project / "tiny.sft").write_text(
+        SPEC.replace("output {", "eval {\n    generate = greedy(max_new_tokens = 4)\n    samples = 6\n}\noutput {")
+    )
     env = {**os.environ, "SFTC_CACHE": str(project / "cache"), "PYTHONPATH": str(ROOT)}
-    done = subprocess.run([sys.executable, "-c", "import sys; from sftlang.cli import main; sys.exit(main())",
-                           "run", "tiny.sft"], cwd=project, env=env, capture_output=True, text=True, timeout=300,
-                          check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from sftlang.cli import main; sys.exit(main())", "run", "tiny.sft"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode in (0, 3), done.stderr[-3000:]  # 3: a gate rejected the run; its report is complete
     (run,) = sorted((project / "runs" / "tiny").iterdir())
     report = json.loads((run / "report.json").read_text())
     assert len(report["samples"]) == 6
     report["samples"][1]["generated"] = SCRIPT
     report["samples"][4]["generated"] = LONG
-    report["baseline"] = {"kind": "base", "samples": [dict(s, generated=f"base answer {i}")
-                                                      for i, s in enumerate(report["samples"])]}
+    report["baseline"] = {
+        "kind": "base",
+        "samples": [dict(s, generated=f"base answer {i}") for i, s in enumerate(report["samples"])],
+    }
     (run / "report.json").write_text(json.dumps(report))
     return run
 
 
 @pytest.fixture(scope="module")
 def server(run_dir):
-    process = subprocess.Popen([sys.executable, "-c", "import sys; from sftlang.cli import main; sys.exit(main())",
-                                "review", str(run_dir), "--port", "0"], cwd=ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from sftlang.cli import main; sys.exit(main())",
+            "review",
+            str(run_dir),
+            "--port",
+            "0",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     line = process.stdout.readline()
     assert line.startswith("review: http://127.0.0.1:"), line + process.stderr.read()
     yield line.split()[1]
@@ -86,8 +108,13 @@ def _browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                     "--window-size=1400,1000"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        "--window-size=1400,1000",
+    ):
         options.add_argument(argument)
     return webdriver.Chrome(service=Service(DRIVER), options=options)
 
@@ -156,8 +183,10 @@ def test_keyboard_review_persists_after_reload(run_dir, server, browsers):
     tuned, base = _card(browser, 0, "tuned"), _card(browser, 0, "base")
     assert (tuned.get_attribute("data-score"), tuned.get_attribute("data-flagged")) == ("4", "yes")
     assert base.get_attribute("data-score") == "2"
-    assert browser.find_element(By.CSS_SELECTOR, "#row-0 textarea.correction").get_attribute("value") == \
-        "the corrected answer"
+    assert (
+        browser.find_element(By.CSS_SELECTOR, "#row-0 textarea.correction").get_attribute("value")
+        == "the corrected answer"
+    )
     assert _card(browser, 1, "tuned").get_attribute("data-score") == "5"
     current = {(j.row_id, j.answer): j for j in ReviewStore(run_dir).current("ann")}
     row0 = browser.find_element(By.CSS_SELECTOR, "#row-0").get_attribute("data-row")
@@ -211,8 +240,10 @@ def test_rows_moved_to_stay_below_the_sticky_header_and_long_answers_scroll_in_t
     assert header.rect["height"] <= 160, header.rect  # compact: the rows keep most of the window
 
     def focused_row_top_and_header_bottom():
-        return browser.execute_script("return [document.activeElement.closest('section.row').getBoundingClientRect()"
-                                      ".top, document.querySelector('body > header').getBoundingClientRect().bottom]")
+        return browser.execute_script(
+            "return [document.activeElement.closest('section.row').getBoundingClientRect()"
+            ".top, document.querySelector('body > header').getBoundingClientRect().bottom]"
+        )
 
     rows = len(browser.find_elements(By.CSS_SELECTOR, "section.row"))
     moves = ["j"] * (rows - 1) + ["k"] * (rows - 1)
@@ -222,8 +253,9 @@ def test_rows_moved_to_stay_below_the_sticky_header_and_long_answers_scroll_in_t
         _wait(browser, lambda b, expected=expected: b.switch_to.active_element == _card(b, expected, "tuned"))
         time.sleep(0.1)  # the scroll is instant; let layout settle
         top, bottom = focused_row_top_and_header_bottom()
-        assert top >= bottom - 1, f"after {key!r} (move {i + 1}) row {expected}'s top {top} is under the header " \
-                                  f"(its bottom: {bottom})"
+        assert top >= bottom - 1, (
+            f"after {key!r} (move {i + 1}) row {expected}'s top {top} is under the header (its bottom: {bottom})"
+        )
 
     card = _card(browser, 4, "tuned")
     text = card.find_element(By.CSS_SELECTOR, "pre.text")

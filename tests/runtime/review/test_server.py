@@ -27,8 +27,16 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 def sample(source, line, generated, file="/data/eval.jsonl"):
-    return {"source": source, "file": file, "line": line, "prompt": f"<s> question {line} & <b>bold</b>",
-            "reference": f"answer {line}", "generated": generated, "tokens": 3, "finished": True}
+    return {
+        "source": source,
+        "file": file,
+        "line": line,
+        "prompt": f"<s> question {line} & <b>bold</b>",
+        "reference": f"answer {line}",
+        "generated": generated,
+        "tokens": 3,
+        "finished": True,
+    }
 
 
 def write_run(run_dir: Path, base: bool = True, samples: list[dict] | None = None) -> Path:
@@ -36,8 +44,10 @@ def write_run(run_dir: Path, base: bool = True, samples: list[dict] | None = Non
         samples = [sample("faq", 1, SCRIPT), sample("faq", 2, "four"), sample("chat", 3, "hi", "/data/chat.jsonl")]
     report = {"samples": samples}
     if base:
-        report["baseline"] = {"kind": "base", "samples": [dict(s, generated=f"base {i}") for i, s in
-                                                          enumerate(samples)]}
+        report["baseline"] = {
+            "kind": "base",
+            "samples": [dict(s, generated=f"base {i}") for i, s in enumerate(samples)],
+        }
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "report.json").write_text(json.dumps(report))
     (run_dir / "manifest.json").write_text(json.dumps({"data": {"fingerprints": FP}}))
@@ -53,8 +63,7 @@ def client(run_dir, **options):
     return create_app(load_rows(run_dir), **options).test_client()
 
 
-def body(row="faq:eval.jsonl:2", reviewer="ann", score=4, answer="tuned", text="four", note="", flagged=False,
-         **extra):
+def body(row="faq:eval.jsonl:2", reviewer="ann", score=4, answer="tuned", text="four", note="", flagged=False, **extra):
     answers = {answer: {"score": score, "flagged": flagged, "note": note, "sha": answer_sha(text)}}
     return {"row": row, "reviewer": reviewer, "answers": answers, **extra}
 
@@ -76,8 +85,13 @@ def test_untrusted_text_is_escaped_and_no_inline_script_may_run(run_dir):
 
 def test_a_token_is_required_on_every_request(run_dir):
     c = client(run_dir, token="s3cret-token-0123456789")
-    for response in (c.get("/"), c.get("/static/review.js"), c.post("/api/judgements", json=body()),
-                     c.get("/?token=wrong"), c.get("/", headers={TOKEN_HEADER: "wrong"})):
+    for response in (
+        c.get("/"),
+        c.get("/static/review.js"),
+        c.post("/api/judgements", json=body()),
+        c.get("/?token=wrong"),
+        c.get("/", headers={TOKEN_HEADER: "wrong"}),
+    ):
         assert response.status_code == 403 and "token" in response.get_json()["error"]
     assert c.get("/", headers={TOKEN_HEADER: "s3cret-token-0123456789"}).status_code == 200
     first = c.get("/?token=s3cret-token-0123456789")  # once in the URL: a cookie, and the URL loses it
@@ -92,18 +106,21 @@ def test_without_a_token_only_loopback_host_names_are_answered(run_dir):
     assert c.get("/", headers={"Host": "127.0.0.1:8765"}).status_code == 200
 
 
-@pytest.mark.parametrize("payload, status, message", [
-    (body(score=6), 400, "score must be a whole number from 1 to 5"),
-    (body(score="4"), 400, "score must be a whole number"),
-    (body(row="faq:eval.jsonl:99"), 404, "unknown row"),
-    (body(reviewer=None), 400, "reviewer name is required"),
-    (body(reviewer=""), 400, "reviewer name is required"),
-    (body(answer="gold"), 400, "has no answer 'gold'"),
-    (body(text="something else"), 409, "reload the page"),
-    (body(correction="x" * (16 * 1024 + 1)), 413, "correction is over 16 KiB"),
-    (body(answer="base", text="base 1", correction="fix"), 400, "saved with the tuned answer"),
-    ([1, 2], 400, "not a JSON object"),
-])
+@pytest.mark.parametrize(
+    "payload, status, message",
+    [
+        (body(score=6), 400, "score must be a whole number from 1 to 5"),
+        (body(score="4"), 400, "score must be a whole number"),
+        (body(row="faq:eval.jsonl:99"), 404, "unknown row"),
+        (body(reviewer=None), 400, "reviewer name is required"),
+        (body(reviewer=""), 400, "reviewer name is required"),
+        (body(answer="gold"), 400, "has no answer 'gold'"),
+        (body(text="something else"), 409, "reload the page"),
+        (body(correction="x" * (16 * 1024 + 1)), 413, "correction is over 16 KiB"),
+        (body(answer="base", text="base 1", correction="fix"), 400, "saved with the tuned answer"),
+        ([1, 2], 400, "not a JSON object"),
+    ],
+)
 def test_malformed_submissions_are_refused_with_a_clear_json_error(run_dir, payload, status, message):
     response = client(run_dir).post("/api/judgements", json=payload)
     assert response.status_code == status and message in response.get_json()["error"]
@@ -119,11 +136,14 @@ def test_oversized_and_non_json_bodies_are_refused(run_dir):
     assert form.status_code == 415 and "JSON" in form.get_json()["error"]
 
 
-@pytest.mark.parametrize("field, raw", [
-    ("note", json.dumps(body(note="NOTE")).replace('"NOTE"', '"half an emoji \\ud83d"')),
-    ("correction", json.dumps(body(correction="FIX")).replace('"FIX"', '"\\ud83d"')),
-    ("reviewer", json.dumps(body(reviewer="NAME")).replace('"NAME"', '"ann\\udc00"')),
-])
+@pytest.mark.parametrize(
+    "field, raw",
+    [
+        ("note", json.dumps(body(note="NOTE")).replace('"NOTE"', '"half an emoji \\ud83d"')),
+        ("correction", json.dumps(body(correction="FIX")).replace('"FIX"', '"\\ud83d"')),
+        ("reviewer", json.dumps(body(reviewer="NAME")).replace('"NAME"', '"ann\\udc00"')),
+    ],
+)
 def test_a_lone_surrogate_is_refused_naming_the_field(run_dir, field, raw, caplog):
     """Pasting half of an emoji sends a lone UTF-16 surrogate: a clear 400, not a 500."""
     assert "\\ud" in raw  # the JSON text holds the escape; json.loads makes it a lone surrogate
@@ -135,11 +155,14 @@ def test_a_lone_surrogate_is_refused_naming_the_field(run_dir, field, raw, caplo
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
-@pytest.mark.parametrize("raw", [
-    "[" * 20000 + "]" * 20000,
-    json.dumps(body(note="NOTE")).replace('"NOTE"', "[" * 5000 + "]" * 5000),
-    '{"row": ' + '{"a": ' * 3000 + "1" + "}" * 3000 + "}",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "[" * 20000 + "]" * 20000,
+        json.dumps(body(note="NOTE")).replace('"NOTE"', "[" * 5000 + "]" * 5000),
+        '{"row": ' + '{"a": ' * 3000 + "1" + "}" * 3000 + "}",
+    ],
+)
 def test_deeply_nested_json_is_refused(run_dir, raw, caplog):
     response = client(run_dir).post("/api/judgements", data=raw, content_type="application/json")
     assert response.status_code == 400, response.get_data(as_text=True)
@@ -171,8 +194,12 @@ def test_the_real_server_logs_an_unexpected_failure_in_the_runs_sftc_log(tmp_pat
         for name in ("reviews.sqlite", "reviews.sqlite-wal", "reviews.sqlite-shm"):
             (run_dir / name).unlink(missing_ok=True)
         (run_dir / "reviews.sqlite").mkdir()  # the database cannot be opened any more
-        request = urllib.request.Request(line.split()[1] + "api/judgements", method="POST",
-                                         data=json.dumps(body()).encode(), headers={"Content-Type": "application/json"})
+        request = urllib.request.Request(
+            line.split()[1] + "api/judgements",
+            method="POST",
+            data=json.dumps(body()).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         with pytest.raises(urllib.error.HTTPError) as failed:
             urllib.request.urlopen(request, timeout=10)
         error = json.loads(failed.value.read())["error"]
@@ -206,8 +233,11 @@ INVISIBLE = "\u202e\u200b\u200c\u200d\u2060\ufeff\x00\u2066"
 
 
 def test_invisible_characters_are_shown_as_marked_placeholders(tmp_path):
-    hidden = dict(sample("faq", 1, "ok\u202edesrever\u2060 \x00end"),
-                  prompt="pay \u200b\u200c\u200dnow\ufeff", reference="ref\u2066x")
+    hidden = dict(
+        sample("faq", 1, "ok\u202edesrever\u2060 \x00end"),
+        prompt="pay \u200b\u200c\u200dnow\ufeff",
+        reference="ref\u2066x",
+    )
     html = client(write_run(tmp_path / "run", samples=[hidden])).get("/").get_data(as_text=True)
     for char in INVISIBLE:
         assert char not in html
@@ -220,8 +250,9 @@ def test_invisible_characters_are_shown_as_marked_placeholders(tmp_path):
 def test_special_tokens_of_the_runs_tokenizer_are_marked(tmp_path):
     from tests.runtime.data_helpers import wordlevel_tokenizer
 
-    run_dir = write_run(tmp_path / "run", samples=[dict(sample("faq", 1, "fine</s>"),
-                                                        reference="<|im_start|>assistant <s>x")])
+    run_dir = write_run(
+        tmp_path / "run", samples=[dict(sample("faq", 1, "fine</s>"), reference="<|im_start|>assistant <s>x")]
+    )
     tokenizer = wordlevel_tokenizer()
     tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
     tokenizer.save_pretrained(str(run_dir / "tokenizer"))
@@ -236,17 +267,26 @@ def test_special_tokens_of_the_runs_tokenizer_are_marked(tmp_path):
 def test_a_judgement_persists_and_shows_on_reload(tmp_path):
     run_dir = write_run(tmp_path / "run")
     c = client(run_dir)
-    payload = body(row="faq:eval.jsonl:1", text=SCRIPT, score=2, correction="the right answer", note="<i>n</i>",
-                   flagged=True)
+    payload = body(
+        row="faq:eval.jsonl:1", text=SCRIPT, score=2, correction="the right answer", note="<i>n</i>", flagged=True
+    )
     saved = c.post("/api/judgements", json=payload)
     assert saved.status_code == 200 and saved.get_json()["saved"] == 1
     assert saved.get_json()["progress"]["reviewed"] == 1
     again = c.post("/api/judgements", json=payload)  # the same state again: nothing new is stored
     assert again.get_json()["saved"] == 0
     (j,) = ReviewStore(run_dir).history()
-    assert (j.row_id, j.answer, j.reviewer, j.score, j.flagged, j.correction, j.note, j.data_fingerprint,
-            j.answer_sha) == ("faq:eval.jsonl:1", "tuned", "ann", 2, True, "the right answer", "<i>n</i>",
-                              FP["faq"], answer_sha(SCRIPT))
+    assert (
+        j.row_id,
+        j.answer,
+        j.reviewer,
+        j.score,
+        j.flagged,
+        j.correction,
+        j.note,
+        j.data_fingerprint,
+        j.answer_sha,
+    ) == ("faq:eval.jsonl:1", "tuned", "ann", 2, True, "the right answer", "<i>n</i>", FP["faq"], answer_sha(SCRIPT))
     c.set_cookie("sftc_reviewer", "ann")
     html = c.get("/").get_data(as_text=True)
     assert 'data-score="2" data-flagged="yes"' in html and "the right answer</textarea>" in html
@@ -273,9 +313,15 @@ def test_blind_mode_hides_which_answer_is_which(tmp_path):
     assert blind_order("faq:eval.jsonl:2", "ann") == blind_order("faq:eval.jsonl:2", "ann")  # stable on reload
     first, second = blind_order("faq:eval.jsonl:2", "ann")
     texts = {"tuned": "four", "base": "base 1"}
-    payload = {"row": "faq:eval.jsonl:2", "reviewer": "ann", "correction": "4",
-               "answers": {"A": {"score": 5, "flagged": False, "note": "", "sha": answer_sha(texts[first])},
-                           "B": {"score": 1, "flagged": False, "note": "", "sha": answer_sha(texts[second])}}}
+    payload = {
+        "row": "faq:eval.jsonl:2",
+        "reviewer": "ann",
+        "correction": "4",
+        "answers": {
+            "A": {"score": 5, "flagged": False, "note": "", "sha": answer_sha(texts[first])},
+            "B": {"score": 1, "flagged": False, "note": "", "sha": answer_sha(texts[second])},
+        },
+    }
     assert c.post("/api/judgements", json=payload).status_code == 200
     saved = {j.answer: j for j in ReviewStore(run_dir).history()}
     assert saved[first].score == 5 and saved[second].score == 1 and saved["tuned"].correction == "4"
@@ -303,16 +349,25 @@ def test_two_reviewers_at_once_lose_nothing(tmp_path):
     history = ReviewStore(run_dir).history()
     assert len(history) == 90
     assert {(j.reviewer, j.note) for j in ReviewStore(run_dir).current()} == {
-        ("ann", "pass 29"), ("bob", "pass 29"), ("cy", "pass 29")}
+        ("ann", "pass 29"),
+        ("bob", "pass 29"),
+        ("cy", "pass 29"),
+    }
 
 
 def _sftc(*args, **kw):
     """`sftc ARGS` as a terminal would start it: Ctrl-C (SIGINT) at its default, even when these
     tests themselves run in the background (where a shell ignores SIGINT for its children)."""
-    return subprocess.Popen([sys.executable, "-c", "import sys; from sftlang.cli import main; sys.exit(main())",
-                             *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), **kw)
+    return subprocess.Popen(
+        [sys.executable, "-c", "import sys; from sftlang.cli import main; sys.exit(main())", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        **kw,
+    )
 
 
 def test_acknowledged_judgements_survive_a_killed_server(tmp_path):
@@ -323,9 +378,12 @@ def test_acknowledged_judgements_survive_a_killed_server(tmp_path):
         assert line.startswith("review: http://127.0.0.1:"), line + server.stderr.read()
         url = line.split()[1]
         for i in range(10):
-            request = urllib.request.Request(url + "api/judgements", method="POST",
-                                             data=json.dumps(body(score=1 + i % 5, note=f"n{i}")).encode(),
-                                             headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(
+                url + "api/judgements",
+                method="POST",
+                data=json.dumps(body(score=1 + i % 5, note=f"n{i}")).encode(),
+                headers={"Content-Type": "application/json"},
+            )
             with urllib.request.urlopen(request, timeout=10) as response:
                 assert response.status == 200
     finally:

@@ -18,15 +18,44 @@ FP = {"faq": "f" * 64, "chat": "c" * 64}
 
 
 def sample(source, line, generated, file="/data/eval.jsonl", reference="ref"):
-    return {"source": source, "file": file, "line": line, "prompt": f"q{line}", "reference": reference,
-            "generated": generated, "tokens": 3, "finished": True}
+    return {
+        "source": source,
+        "file": file,
+        "line": line,
+        "prompt": f"q{line}",
+        "reference": reference,
+        "generated": generated,
+        "tokens": 3,
+        "finished": True,
+    }
 
 
-def judge(store, row, reviewer, score=None, answer="tuned", text="", flagged=False, correction=None, note=None,
-          fingerprint=None, source="faq"):
-    return store.add(Judgement(row_id=row, answer=answer, reviewer=reviewer, score=score, flagged=flagged,
-                               correction=correction, note=note, data_fingerprint=fingerprint or FP[source],
-                               answer_sha=answer_sha(text)))
+def judge(
+    store,
+    row,
+    reviewer,
+    score=None,
+    answer="tuned",
+    text="",
+    flagged=False,
+    correction=None,
+    note=None,
+    fingerprint=None,
+    source="faq",
+):
+    return store.add(
+        Judgement(
+            row_id=row,
+            answer=answer,
+            reviewer=reviewer,
+            score=score,
+            flagged=flagged,
+            correction=correction,
+            note=note,
+            data_fingerprint=fingerprint or FP[source],
+            answer_sha=answer_sha(text),
+        )
+    )
 
 
 # ---------------------------------------------------------------- store
@@ -55,8 +84,10 @@ def test_store_is_append_only_wal_and_durable_settings(tmp_path):
     with pytest.raises(sqlite3.DatabaseError, match="append-only"):
         db.execute("DELETE FROM judgements")
     with pytest.raises(sqlite3.IntegrityError):  # the table itself refuses a score of 7
-        db.execute("INSERT INTO judgements (row_id, answer, reviewer, score, created_at, data_fingerprint,"
-                   " answer_sha) VALUES ('r', 'tuned', 'x', 7, 'now', 'f', 's')")
+        db.execute(
+            "INSERT INTO judgements (row_id, answer, reviewer, score, created_at, data_fingerprint,"
+            " answer_sha) VALUES ('r', 'tuned', 'x', 7, 'now', 'f', 's')"
+        )
     db.close()
     conn = store._connect()
     assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
@@ -64,14 +95,30 @@ def test_store_is_append_only_wal_and_durable_settings(tmp_path):
     conn.close()
 
 
-@pytest.mark.parametrize("bad, message", [
-    ({"score": 6}, "score must be 1-5"), ({"score": 0}, "score must be 1-5"), ({"score": True}, "score"),
-    ({"reviewer": ""}, "reviewer name is required"), ({"answer": "other"}, "answer must be"),
-    ({"answer": "base", "correction": "x"}, "tuned answers only"), ({"correction": "x" * 20000}, "at most"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ({"score": 6}, "score must be 1-5"),
+        ({"score": 0}, "score must be 1-5"),
+        ({"score": True}, "score"),
+        ({"reviewer": ""}, "reviewer name is required"),
+        ({"answer": "other"}, "answer must be"),
+        ({"answer": "base", "correction": "x"}, "tuned answers only"),
+        ({"correction": "x" * 20000}, "at most"),
+    ],
+)
 def test_judgement_refuses_malformed_values(bad, message):
-    fields = {"row_id": "r", "answer": "tuned", "reviewer": "ann", "score": 3, "flagged": False,
-              "correction": None, "note": None, "data_fingerprint": "f", "answer_sha": "s"}
+    fields = {
+        "row_id": "r",
+        "answer": "tuned",
+        "reviewer": "ann",
+        "score": 3,
+        "flagged": False,
+        "correction": None,
+        "note": None,
+        "data_fingerprint": "f",
+        "answer_sha": "s",
+    }
     with pytest.raises(ValueError, match=message):
         Judgement(**{**fields, **bad})
 
@@ -101,18 +148,30 @@ def test_concurrent_writers_lose_nothing(tmp_path):
 
 @pytest.fixture()
 def run(tmp_path):
-    samples = [sample("faq", 1, "Paris"), sample("faq", 2, "four"), sample("faq", 3, "blue"),
-               sample("chat", 7, "hi", "/data/chat.jsonl")]
-    base = [sample("faq", 1, "London"), sample("faq", 2, "four"), sample("faq", 3, "red"),
-            sample("chat", 7, "hello", "/data/chat.jsonl")]
+    samples = [
+        sample("faq", 1, "Paris"),
+        sample("faq", 2, "four"),
+        sample("faq", 3, "blue"),
+        sample("chat", 7, "hi", "/data/chat.jsonl"),
+    ]
+    base = [
+        sample("faq", 1, "London"),
+        sample("faq", 2, "four"),
+        sample("faq", 3, "red"),
+        sample("chat", 7, "hello", "/data/chat.jsonl"),
+    ]
     return tmp_path, samples, base, row_ids(samples)
 
 
 def test_summary_without_database_is_all_remaining_and_creates_nothing(run):
     run_dir, samples, base, _ = run
     summary = review_summary(run_dir, samples, base, FP)
-    assert (summary.total, summary.reviewed, summary.remaining_by_source, summary.values) == \
-        (4, 0, {"faq": 2 + 1, "chat": 1}, {})
+    assert (summary.total, summary.reviewed, summary.remaining_by_source, summary.values) == (
+        4,
+        0,
+        {"faq": 2 + 1, "chat": 1},
+        {},
+    )
     assert not (run_dir / "reviews.sqlite").exists()
 
 
@@ -136,8 +195,12 @@ def test_summary_values_follow_their_definitions(run):
     assert summary.total == 4 and summary.reviewed == 2
     assert summary.remaining_by_source == {"faq": 1, "chat": 1}
     assert summary.values == {
-        "review_score": pytest.approx((3 + 3) / 2), "review_flagged": 0.5, "review_wins": 0.5,
-        "review_score(faq)": pytest.approx(3.0), "review_flagged(faq)": 0.5, "review_wins(faq)": 0.5,
+        "review_score": pytest.approx((3 + 3) / 2),
+        "review_flagged": 0.5,
+        "review_wins": 0.5,
+        "review_score(faq)": pytest.approx(3.0),
+        "review_flagged(faq)": 0.5,
+        "review_wins(faq)": 0.5,
     }  # chat has no reviewed row: its keys are left out
     # without a baseline, wins cannot be computed: the keys are left out
     no_base = review_summary(run_dir, samples, None, FP)
@@ -196,21 +259,32 @@ train {
 def export_run(tmp_path_factory):
     """A run directory whose plan is compiled from SPEC, with three sources: a one-column
     completion, a messages column and a completion with text around its placeholder."""
-    from tests.runtime.data_helpers import CHATML, wordlevel_tokenizer
-
     from runtime.data.sources import source_fingerprint
     from runtime.runs.run_directory import write_plan
     from sftlang.check import check_spec_file
     from sftlang.lower import lower
+    from tests.runtime.data_helpers import CHATML, wordlevel_tokenizer
 
     root = tmp_path_factory.mktemp("export")
     wordlevel_tokenizer(CHATML).save_pretrained(str(root / "tok"))
     qa = [{"question": f"what is {n}", "answer": f"{n}", "id": n} for n in ("one", "two", "three", "four")]
-    (root / "qa.jsonl").write_text("\n".join(json.dumps(r) for r in qa[:2]) + "\n\n"  # a blank line: line 4 is qa[2]
-                                   + "\n".join(json.dumps(r) for r in qa[2:]) + "\n")
-    chat = [{"messages": [{"role": "user", "content": f"say {n}"}, {"role": "assistant", "content": n},
-                          {"role": "user", "content": "again"}, {"role": "assistant", "content": n}]}
-            for n in ("one", "two")]
+    (root / "qa.jsonl").write_text(
+        "\n".join(json.dumps(r) for r in qa[:2])
+        + "\n\n"  # a blank line: line 4 is qa[2]
+        + "\n".join(json.dumps(r) for r in qa[2:])
+        + "\n"
+    )
+    chat = [
+        {
+            "messages": [
+                {"role": "user", "content": f"say {n}"},
+                {"role": "assistant", "content": n},
+                {"role": "user", "content": "again"},
+                {"role": "assistant", "content": n},
+            ]
+        }
+        for n in ("one", "two")
+    ]
     (root / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chat))
     (root / "lit.jsonl").write_text("".join(json.dumps(r) + "\n" for r in qa))
     (root / "corr.sft").write_text(SPEC)
@@ -222,8 +296,12 @@ def export_run(tmp_path_factory):
     write_plan(run_dir, plan)
     fingerprints = {s.name: source_fingerprint(s, str(root / "cache")) for s in plan.data.sources}
     (run_dir / "manifest.json").write_text(json.dumps({"data": {"fingerprints": fingerprints}}))
-    samples = [sample("qa", 4, "thre", str(root / "qa.jsonl")), sample("qa", 2, "two", str(root / "qa.jsonl")),
-               sample("chat", 2, "tw", str(root / "chat.jsonl")), sample("lit", 1, "1", str(root / "lit.jsonl"))]
+    samples = [
+        sample("qa", 4, "thre", str(root / "qa.jsonl")),
+        sample("qa", 2, "two", str(root / "qa.jsonl")),
+        sample("chat", 2, "tw", str(root / "chat.jsonl")),
+        sample("lit", 1, "1", str(root / "lit.jsonl")),
+    ]
     (run_dir / "report.json").write_text(json.dumps({"samples": samples}))
     return root, run_dir, samples, fingerprints
 
@@ -235,9 +313,19 @@ def test_export_replaces_the_trained_part_and_refuses_what_it_cannot_map(export_
     ids = row_ids(samples)
     store = ReviewStore(run_dir)
     try:
-        j = lambda i, reviewer, correction, score=2: store.add(Judgement(
-            row_id=ids[i], answer="tuned", reviewer=reviewer, score=score, flagged=False, correction=correction,
-            note=None, data_fingerprint=fps[samples[i]["source"]], answer_sha=answer_sha(samples[i]["generated"])))
+        j = lambda i, reviewer, correction, score=2: store.add(
+            Judgement(
+                row_id=ids[i],
+                answer="tuned",
+                reviewer=reviewer,
+                score=score,
+                flagged=False,
+                correction=correction,
+                note=None,
+                data_fingerprint=fps[samples[i]["source"]],
+                answer_sha=answer_sha(samples[i]["generated"]),
+            )
+        )
         j(0, "ann", "three (fixed by ann)")
         j(0, "bob", "three")  # two reviewers: the latest wins, with a warning
         j(2, "ann", "two, again")
@@ -246,14 +334,26 @@ def test_export_replaces_the_trained_part_and_refuses_what_it_cannot_map(export_
         result = export_corrections(run_dir, out, cache_dir=str(root / "cache"))
         lines = [json.loads(line) for line in out.read_text().splitlines()]
         assert result.written == 2 and len(lines) == 2
-        assert lines[0] == {"question": "what is three", "answer": "three", "id": "three",
-                            "review": {"reviewer": "bob", "score": 2, "run": str(run_dir), "row": ids[0]}}
+        assert lines[0] == {
+            "question": "what is three",
+            "answer": "three",
+            "id": "three",
+            "review": {"reviewer": "bob", "score": 2, "run": str(run_dir), "row": ids[0]},
+        }
         assert lines[1]["messages"][-1] == {"role": "assistant", "content": "two, again"}
         assert lines[1]["messages"][1] == {"role": "assistant", "content": "two"}  # earlier turns kept
-        assert len(result.warnings) == 1 and ids[0] in result.warnings[0] and "ann" in result.warnings[0] \
+        assert (
+            len(result.warnings) == 1
+            and ids[0] in result.warnings[0]
+            and "ann" in result.warnings[0]
             and "bob" in result.warnings[0]
-        assert len(result.refused) == 1 and "data lit" in result.refused[0] and ids[3] in result.refused[0] \
+        )
+        assert (
+            len(result.refused) == 1
+            and "data lit" in result.refused[0]
+            and ids[3] in result.refused[0]
             and "The answer is {answer}" in result.refused[0]
+        )
     finally:
         store.path.unlink()
         for suffix in ("-wal", "-shm"):
@@ -275,8 +375,19 @@ def test_export_refuses_rows_of_changed_data_and_rows_without_files(export_run, 
     (copy / "manifest.json").write_text(json.dumps({"data": {"fingerprints": changed}}))
     store = ReviewStore(copy)
     for rid, s in zip(row_ids(report["samples"]), report["samples"]):
-        store.add(Judgement(row_id=rid, answer="tuned", reviewer="ann", score=1, flagged=False, correction="x",
-                            note=None, data_fingerprint=changed["qa"], answer_sha=answer_sha(s["generated"])))
+        store.add(
+            Judgement(
+                row_id=rid,
+                answer="tuned",
+                reviewer="ann",
+                score=1,
+                flagged=False,
+                correction="x",
+                note=None,
+                data_fingerprint=changed["qa"],
+                answer_sha=answer_sha(s["generated"]),
+            )
+        )
     result = export_corrections(copy, tmp_path / "c.jsonl", cache_dir=str(root / "cache"))
     assert result.written == 0 and (tmp_path / "c.jsonl").read_text() == ""
     assert len(result.refused) == 2
@@ -294,9 +405,19 @@ def test_sftc_review_export_says_where_and_how_many(export_run, tmp_path, capsys
     copy = tmp_path / "run"
     shutil.copytree(run_dir, copy)
     rid = row_ids(samples)[1]
-    ReviewStore(copy).add(Judgement(row_id=rid, answer="tuned", reviewer="ann", score=5, flagged=False,
-                                    correction="TWO", note=None, data_fingerprint=fps["qa"],
-                                    answer_sha=answer_sha(samples[1]["generated"])))
+    ReviewStore(copy).add(
+        Judgement(
+            row_id=rid,
+            answer="tuned",
+            reviewer="ann",
+            score=5,
+            flagged=False,
+            correction="TWO",
+            note=None,
+            data_fingerprint=fps["qa"],
+            answer_sha=answer_sha(samples[1]["generated"]),
+        )
+    )
     out = tmp_path / "corrections.jsonl"
     assert main(["review", str(copy), "--export", str(out)]) == 0
     assert f"wrote 1 corrected row to {out}" in capsys.readouterr().err.replace("\n", "")

@@ -34,8 +34,15 @@ IM_END = 2
 def sftc(project: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     """`sftc ARGS` in its own process, in ``project``, with the project's cache."""
     env = {**os.environ, "SFTC_CACHE": str(project / "cache"), "PYTHONPATH": str(ROOT), "COLUMNS": "160"}
-    return subprocess.run([sys.executable, "-m", "sftlang.cli", *args], cwd=project, env=env, capture_output=True,
-                          text=True, timeout=timeout, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "sftlang.cli", *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -89,7 +96,9 @@ def test_transformers_answers_like_the_run_and_stops_on_im_end(run):
     tokenizer = AutoTokenizer.from_pretrained(export)
     model = AutoModelForCausalLM.from_pretrained(export, dtype=torch.float32).eval()
     generation = GenerationConfig.from_pretrained(export, max_new_tokens=40, do_sample=False)
-    assert IM_END in (generation.eos_token_id if isinstance(generation.eos_token_id, list) else [generation.eos_token_id])
+    assert IM_END in (
+        generation.eos_token_id if isinstance(generation.eos_token_id, list) else [generation.eos_token_id]
+    )
     rows = (ROOT / "specs" / "data" / "support-eval.jsonl").read_text().splitlines()
     # rows the run answered right, in file order: a near-tie (where float32 kernels may pick
     # differently) is unlikely there, and the stop is the trained one
@@ -99,11 +108,12 @@ def test_transformers_answers_like_the_run_and_stops_on_im_end(run):
         row = json.loads(rows[sample["line"] - 1])
         assert sample["reference"] == row["answer"]
         messages = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": row["message"]}]
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_tensors="pt",
-                                            return_dict=True)["input_ids"]
+        ids = tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, return_tensors="pt", return_dict=True
+        )["input_ids"]
         with torch.no_grad():
             out = model.generate(ids, generation_config=generation)
-        new = out[0, ids.shape[1]:].tolist()
+        new = out[0, ids.shape[1] :].tolist()
         if sample["finished"]:
             assert new[-1] == IM_END and IM_END not in new[:-1], "transformers stops where the run stopped"
         assert tokenizer.decode(new, skip_special_tokens=True).strip() == sample["generated"].strip()
@@ -116,8 +126,11 @@ def test_an_unmet_gain_gate_rejects_and_the_base_answers_come_from_the_cache(pro
     edited = project / "specs" / "more-gain.sft"
     wanted = f"{min(gain + 0.05, 1):.2f}"
     assert "gain(exact_match) >= 0.5" in text and "gain(rouge_l)     >= 0.3" in text
-    edited.write_text(text.replace("gain(exact_match) >= 0.5", f"gain(exact_match) >= {wanted}")
-                      .replace("gain(rouge_l)     >= 0.3", "gain(rouge_l)     >= 1.0"))
+    edited.write_text(
+        text.replace("gain(exact_match) >= 0.5", f"gain(exact_match) >= {wanted}").replace(
+            "gain(rouge_l)     >= 0.3", "gain(rouge_l)     >= 1.0"
+        )
+    )
     done = sftc(project, "eval", str(run_dir), "--spec", str(edited))
     assert done.returncode == 3, (done.stdout + done.stderr)[-3000:]
     (evaluation,) = sorted((run_dir / "evals").iterdir())
@@ -144,9 +157,15 @@ def test_review_of_the_real_answers_feeds_the_next_spec(project, run):
     assert escape(tuned["generated"]) in page and escape(base["generated"]) in page and "Base answer" in page
     row = rows.rows[0]
     fixed = json.dumps({"intent": "refund", "order_id": "00000", "product": "lamp", "urgency": "high"})
-    saved = client.post("/api/judgements", json={
-        "row": row.id, "reviewer": "ann", "correction": fixed,
-        "answers": {"tuned": {"score": 2, "flagged": True, "note": "", "sha": answer_sha(row.tuned)}}})
+    saved = client.post(
+        "/api/judgements",
+        json={
+            "row": row.id,
+            "reviewer": "ann",
+            "correction": fixed,
+            "answers": {"tuned": {"score": 2, "flagged": True, "note": "", "sha": answer_sha(row.tuned)}},
+        },
+    )
     assert saved.status_code == 200 and saved.get_json()["progress"]["reviewed"] == 1, saved.get_json()
 
     text = (project / SPEC).read_text()
@@ -160,9 +179,13 @@ def test_review_of_the_real_answers_feeds_the_next_spec(project, run):
     (line,) = (project / "specs" / "data-corrections.jsonl").read_text().splitlines()
     assert json.loads(line)["answer"] == fixed
     nxt = project / "specs" / "next.sft"
-    nxt.write_text(text.replace("template extract for support {",
-                                'data fixes = jsonl("data-corrections.jsonl")\n\ntemplate extract for support, fixes {', 1)
-                   .replace("data       = support", "data       = support + fixes"))
+    nxt.write_text(
+        text.replace(
+            "template extract for support {",
+            'data fixes = jsonl("data-corrections.jsonl")\n\ntemplate extract for support, fixes {',
+            1,
+        ).replace("data       = support", "data       = support + fixes")
+    )
     assert sftc(project, "check", str(nxt)).returncode == 0
     diff = sftc(project, "diff", SPEC, str(nxt))
     assert diff.returncode == 1 and "+ data fixes" in diff.stdout, diff.stdout
@@ -170,8 +193,13 @@ def test_review_of_the_real_answers_feeds_the_next_spec(project, run):
 
 def test_sftc_generate_answers_a_new_message_as_json(run):
     run_dir, _ = run
-    done = sftc(run_dir.parents[2], "generate", str(run_dir), "--prompt",
-                "Hi, where is my order 12345? It is the lamp, I need it by Friday.")
+    done = sftc(
+        run_dir.parents[2],
+        "generate",
+        str(run_dir),
+        "--prompt",
+        "Hi, where is my order 12345? It is the lamp, I need it by Friday.",
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     answer = json.loads(done.stdout.strip().splitlines()[-1])
     assert answer["order_id"] == "12345" and answer["product"] == "lamp", answer

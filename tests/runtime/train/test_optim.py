@@ -23,13 +23,22 @@ def _mask(params):
 
 # Settings off their defaults, and the optax calls they must become.
 CASES = {
-    "adamw": (AdamW(lr=LR, b1=0.8, b2=0.95, eps=1e-6, weight_decay=0.1),
-              optax.adamw(LR, b1=0.8, b2=0.95, eps=1e-6, weight_decay=0.1, mask=_mask)),
-    "lion": (Lion(lr=LR, b1=0.85, b2=0.9, weight_decay=0.2), optax.lion(LR, b1=0.85, b2=0.9, weight_decay=0.2, mask=_mask)),
-    "adafactor": (Adafactor(lr=LR, decay_rate=0.7, eps=1e-20, clip_threshold=0.5),
-                  optax.adafactor(LR, decay_rate=0.7, eps=1e-20, clipping_threshold=0.5, multiply_by_parameter_scale=False)),
-    "sgd": (Sgd(lr=LR, momentum=0.5, nesterov=True, weight_decay=0.1),
-            optax.chain(optax.add_decayed_weights(0.1, mask=_mask), optax.sgd(LR, momentum=0.5, nesterov=True))),
+    "adamw": (
+        AdamW(lr=LR, b1=0.8, b2=0.95, eps=1e-6, weight_decay=0.1),
+        optax.adamw(LR, b1=0.8, b2=0.95, eps=1e-6, weight_decay=0.1, mask=_mask),
+    ),
+    "lion": (
+        Lion(lr=LR, b1=0.85, b2=0.9, weight_decay=0.2),
+        optax.lion(LR, b1=0.85, b2=0.9, weight_decay=0.2, mask=_mask),
+    ),
+    "adafactor": (
+        Adafactor(lr=LR, decay_rate=0.7, eps=1e-20, clip_threshold=0.5),
+        optax.adafactor(LR, decay_rate=0.7, eps=1e-20, clipping_threshold=0.5, multiply_by_parameter_scale=False),
+    ),
+    "sgd": (
+        Sgd(lr=LR, momentum=0.5, nesterov=True, weight_decay=0.1),
+        optax.chain(optax.add_decayed_weights(0.1, mask=_mask), optax.sgd(LR, momentum=0.5, nesterov=True)),
+    ),
 }
 
 
@@ -54,11 +63,20 @@ def test_settings_reach_optax(name):
             np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
 
 
-@pytest.mark.parametrize("settings", [Cosine(warmup=Length(steps=2), min_lr=0.1), Wsd(warmup=Length(steps=1), decay=Length(steps=4), min_lr=0.2),
-                                      SCHEDULES["constant"](warmup=Length(steps=3)), SCHEDULES["linear"](min_lr=0.3)])
+@pytest.mark.parametrize(
+    "settings",
+    [
+        Cosine(warmup=Length(steps=2), min_lr=0.1),
+        Wsd(warmup=Length(steps=1), decay=Length(steps=4), min_lr=0.2),
+        SCHEDULES["constant"](warmup=Length(steps=3)),
+        SCHEDULES["linear"](min_lr=0.3),
+    ],
+)
 def test_a_plan_schedule_gives_the_positional_forms_rates(settings):
     built = schedule.build(settings, 1.0, 11)
-    positional = schedule.learning_rate(settings.name, 1.0, settings.min_lr, 11, settings.warmup_steps, settings.decay_steps or 0)
+    positional = schedule.learning_rate(
+        settings.name, 1.0, settings.min_lr, 11, settings.warmup_steps, settings.decay_steps or 0
+    )
     np.testing.assert_allclose([float(built(s)) for s in range(11)], [float(positional(s)) for s in range(11)])
 
 
@@ -75,5 +93,7 @@ def test_decide_turns_shares_into_steps_and_refuses_overlong_ones(tmp_path):
 
     decided = decide(lowered(tmp_path, "schedule = wsd(warmup = 10%, decay = 20%)"), 50)
     assert decided.train.steps == 50 and decided.train.schedule == Wsd(warmup=Length(steps=5), decay=Length(steps=10))
-    with pytest.raises(PrepareError, match=r"warmup \(30 steps\) and decay \(5 steps\) add up to more than training \(32 steps\)"):
+    with pytest.raises(
+        PrepareError, match=r"warmup \(30 steps\) and decay \(5 steps\) add up to more than training \(32 steps\)"
+    ):
         decide(lowered(tmp_path, "schedule = wsd(warmup = 30 steps, decay = 5 steps)"), 32)

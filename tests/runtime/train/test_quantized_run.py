@@ -10,8 +10,8 @@ import json
 import numpy as np
 import pytest
 
-from tests.runtime.data_helpers import wordlevel_tokenizer
 from sftlang.cli import main
+from tests.runtime.data_helpers import wordlevel_tokenizer
 
 SPEC = """\
 sft "tiny-qlora"
@@ -56,8 +56,15 @@ def quantized_run(tmp_path_factory):
 
     project = write_project(tmp_path_factory.mktemp("qlora"))
     tokenizer = wordlevel_tokenizer()
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+    )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(project / "base")
     tokenizer.save_pretrained(str(project / "base"))
@@ -91,16 +98,17 @@ def test_transformers_and_peft_load_the_exports_with_the_logits_of_the_adapters_
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from runtime.train.engine import StepSettings, over_original_base
     from runtime.evaluate.export_check import QUANTIZED_LOGITS
     from runtime.runs.trained_run import load_trained
+    from runtime.train.engine import StepSettings, over_original_base
 
     project, run_dir = quantized_run
     ids = np.array([wordlevel_tokenizer()("what is two plus three ?")["input_ids"]])
     trained = load_trained(run_dir)
     ours_quantized = np.asarray(trained.model(ids))
-    original = over_original_base(trained.model, StepSettings.of(trained.plan), trained.config,
-                                  trained.prepared.checkpoint)
+    original = over_original_base(
+        trained.model, StepSettings.of(trained.plan), trained.config, trained.prepared.checkpoint
+    )
     ours_original = np.asarray(original(ids))
     merged = AutoModelForCausalLM.from_pretrained(run_dir / "export", dtype=torch.float32).eval()
     with torch.no_grad():

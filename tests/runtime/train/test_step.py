@@ -18,9 +18,9 @@ import optax
 import pytest
 from flax import nnx
 
-from runtime.platform import mesh as meshlib
 from runtime.models import ModelConfig, build
 from runtime.plan.settings import Adafactor, AdamW, Lion, Sgd
+from runtime.platform import mesh as meshlib
 from runtime.train import optim, schedule, step
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -95,8 +95,14 @@ def test_loss_is_the_mean_over_trained_tokens_of_the_global_batch(setup):
     batch = _random_batch(np.random.default_rng(1), 2, 3)
     _, metrics = fn(step.init_state(params, tx, shardings), frozen, batch)
     flat = {k: v.reshape(6, -1) for k, v in batch.items()}
-    logits = np.asarray(model(flat["input_ids"], positions=flat["positions"], segment_ids=flat["segment_ids"]), np.float64)
-    logp = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)) - logits.max(-1, keepdims=True)
+    logits = np.asarray(
+        model(flat["input_ids"], positions=flat["positions"], segment_ids=flat["segment_ids"]), np.float64
+    )
+    logp = (
+        logits
+        - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True))
+        - logits.max(-1, keepdims=True)
+    )
     nll = -np.take_along_axis(logp, flat["targets"][..., None], -1)[..., 0]
     expected = (nll * flat["loss_mask"]).sum() / flat["loss_mask"].sum()
     assert float(metrics["loss"]) == pytest.approx(expected, rel=1e-5)
@@ -111,7 +117,15 @@ def test_accumulation_does_not_change_the_update(setup):
     abstract = nnx.split(nnx.eval_shape(lambda: build(CONFIG, 0)), nnx.Param, ...)[1]
     abstract_state = jax.eval_shape(lambda p: step.start_state(p, sgd), params)
     shardings = step.state_shardings(abstract_state, meshlib.state_shardings(abstract, mesh), mesh)
-    fn = step.compile_step(graphdef, sgd, lambda s: 0.1, jnp.float32, shardings, jax.tree.map(lambda _: meshlib.replicated(mesh), frozen), mesh)
+    fn = step.compile_step(
+        graphdef,
+        sgd,
+        lambda s: 0.1,
+        jnp.float32,
+        shardings,
+        jax.tree.map(lambda _: meshlib.replicated(mesh), frozen),
+        mesh,
+    )
     batch = _random_batch(np.random.default_rng(2), 1, 4)
     split = {k: v.reshape(2, 2, -1) for k, v in batch.items()}
     one, m1 = fn(step.init_state(params, sgd, shardings), frozen, batch)
@@ -207,8 +221,11 @@ def test_the_rate_applied_after_a_refused_step_is_the_rate_logged_for_its_step(s
     assert int(state.step) == 5 and _schedule_counts(state.opt_state) == [5]
 
 
-@pytest.mark.parametrize("plan", [AdamW(lr=1e-2, weight_decay=0.1), Lion(lr=1e-3), Adafactor(lr=1e-2, weight_decay=0.1),
-                                  Sgd(lr=0.1, momentum=0.9)], ids=lambda p: type(p).__name__)
+@pytest.mark.parametrize(
+    "plan",
+    [AdamW(lr=1e-2, weight_decay=0.1), Lion(lr=1e-3), Adafactor(lr=1e-2, weight_decay=0.1), Sgd(lr=0.1, momentum=0.9)],
+    ids=lambda p: type(p).__name__,
+)
 def test_every_optimizers_schedule_count_follows_the_step(plan):
     """`optim.at_step` reaches each schedule of each optimizer (adafactor's decoupled decay has
     its own) and leaves the counts that belong to the moments alone."""
@@ -303,7 +320,9 @@ def test_every_optimizer_trains(setup, plan):
     abstract = nnx.split(nnx.eval_shape(lambda: build(CONFIG, 0)), nnx.Param, ...)[1]
     abstract_state = jax.eval_shape(lambda p: step.start_state(p, tx), params)
     shardings = step.state_shardings(abstract_state, meshlib.state_shardings(abstract, mesh), mesh)
-    fn = step.compile_step(graphdef, tx, lr, jnp.float32, shardings, jax.tree.map(lambda _: meshlib.replicated(mesh), frozen), mesh)
+    fn = step.compile_step(
+        graphdef, tx, lr, jnp.float32, shardings, jax.tree.map(lambda _: meshlib.replicated(mesh), frozen), mesh
+    )
     state = step.init_state(params, tx, shardings)
     batch = _random_batch(np.random.default_rng(5), 1, 4)
     losses = []
