@@ -19,7 +19,7 @@ def main(args: argparse.Namespace, edited: Plan | None = None) -> int:
     from runtime.evaluate.gates import accepted
     from runtime.evaluate.report import print_before_after, print_gates, write_report
     from runtime.evaluate.tokens import token_metrics
-    from runtime.plan.run_inputs import gather
+    from runtime.runs.input_fingerprints import gather
     from runtime.runs.run_directory import new_run_dir
 
     console = Console(stderr=True, highlight=False)

@@ -25,7 +25,7 @@ from runtime.commands import (
 def main(args: argparse.Namespace, compiled: Compiled) -> int:
     from rich.text import Text
 
-    from runtime.plan.run_inputs import gather
+    from runtime.runs.input_fingerprints import gather
     from runtime.platform import distributed
     from runtime.platform.library_logs import route_library_logs
     from runtime.runs import run_directory as rundir

@@ -59,7 +59,7 @@ def inputs_key(plan: Plan, cache_dir: Path) -> str | None:
     sftc's code, the data libraries); None when one cannot be known without loading it (a hub
     dataset, a saved `disk` dataset, a tokenizer not trained yet) or is missing."""
     from runtime.data.tokenize import PIPELINE_VERSION
-    from runtime.plan.run_inputs import gather
+    from runtime.runs.input_fingerprints import gather
     from runtime.train.prepare import TOKENIZER_CACHE_VERSION
 
     try:

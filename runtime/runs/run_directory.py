@@ -72,7 +72,7 @@ def unfinished(root: Path) -> Path | None:
 
 
 def package_versions() -> dict[str, str]:
-    from runtime.plan.run_inputs import versions
+    from runtime.runs.input_fingerprints import versions
 
     return versions(("sftc", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "transformers", "datasets",
                      "tokenizers", "sentencepiece", "numpy"))
