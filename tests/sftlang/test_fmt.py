@@ -1,4 +1,8 @@
-"""`sftc fmt`: golden layouts, comment placement, and properties on generated specs.
+"""`sftc fmt`: golden layouts, the shipped specs, the command line, and properties on generated specs.
+
+Golden cases are files: fmt_cases/<name>.in.sft formats to exactly <name>.out.sft (a new case is
+two new files). Every spec the repository ships (specs/*.sft) and every complete spec in a fenced
+block of README.md or docs/*.md round-trips.
 
 The properties (hypothesis, tests/sftlang/spec_strategies.py): formatting keeps the tree
 (`parse(fmt(x)) == parse(x)`, spans aside), is idempotent, and keeps every
@@ -9,6 +13,7 @@ that reads back as the same tree.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 from pathlib import Path
 
@@ -16,12 +21,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from sftlang import ast
+from sftlang.cli import main
 from sftlang.fmt import format_spec, format_text, format_value
 from sftlang.parse import parse
 
 from .spec_strategies import spec_texts
 
-LANGUAGE_MD = Path(__file__).resolve().parents[2] / "docs" / "LANGUAGE.md"
+ROOT = Path(__file__).resolve().parents[2]
+CASES = Path(__file__).resolve().parent / "fmt_cases"
 
 
 def fmt(text: str) -> str:
@@ -40,236 +47,150 @@ def comment_texts(text: str) -> list[str]:
     return [c.text.rstrip() for c in tree(text).comments]
 
 
-# ---------------------------------------------------------------- golden
-
-MESSY = '''\
-# support bot, messy on purpose$
-sft   "support-bot"
-use "base.sft"$
-use    "more.sft"  # second base
+def read(path: Path) -> str:
+    # bytes, not text mode: a case's line ends (CRLF) and trailing spaces are part of it
+    return path.read_bytes().decode("utf-8")
 
 
+# ---------------------------------------------------------------- golden (fmt_cases/<name>.in.sft -> <name>.out.sft)
 
-model{   # the model
-base=hf( "models/SmolLM2-135M" )
-  # the tokenizer comes from the base
-    tokenizer=base
-  dtype   =    bfloat16    # compute dtype
-adapter = lora( rank=16,
-      alpha = 32,   # twice the rank
-      targets=[ q,k,
-         v , o ] )
-
-    remat=off
-  # last word on the model
-
-}
-data tickets=jsonl("data/tickets.jsonl"){
-  split   eval=5%   seed 7
-  overflow=drop
-}
-data faq=hf_dataset( "org/faq",split="train" )   # FAQ
-data chats = parquet(  # local copy
-    "data/chats.parquet")
-template answer for tickets ,faq{
-    prompt = """
-        ### Question:
-        {question}
-        ### Answer:
-    """
-  completion="{answer}\\n"
-}
-template dialog for chats { messages = messages
-	train_on    = assistant }
-train {
-
-  data=tickets*0.7+faq*0.3
-  optimizer=adamw(lr=2e-5,weight_decay=0.01)
-  mesh=( data=auto,fsdp=1 )
-  checkpoint = every 200 steps   keep 3
+CASE_NAMES = sorted(p.name.removesuffix(".in.sft") for p in CASES.glob("*.in.sft"))
 
 
-  schedule = cosine(warmup=3%)
-  tokenizer = train sentencepiece(vocab=4096) on tickets
-  base = init llama( layers=2 )
-}
-eval{}
-accept {
-loss<=1.2
-    bleu( faq )>=20   # on faq only
-}   # end of accept
-output { dir = "runs/{name}" }
-# the end
-'''.replace("$\n", "   \n")  # `$`: trailing spaces to remove
-
-EXPECTED = '''\
-# support bot, messy on purpose
-sft "support-bot"
-use "base.sft"
-use "more.sft"  # second base
-
-model {  # the model
-    base      = hf("models/SmolLM2-135M")
-    # the tokenizer comes from the base
-    tokenizer = base
-    dtype     = bfloat16  # compute dtype
-    # twice the rank
-    adapter   = lora(rank = 16, alpha = 32, targets = [q, k, v, o])
-
-    remat = off
-    # last word on the model
-}
-
-data tickets = jsonl("data/tickets.jsonl") {
-    split eval = 5% seed 7
-    overflow   = drop
-}
-
-data faq = hf_dataset("org/faq", split = "train")  # FAQ
-
-# local copy
-data chats = parquet("data/chats.parquet")
-
-template answer for tickets, faq {
-    prompt = """
-        ### Question:
-        {question}
-        ### Answer:
-    """
-    completion = "{answer}\\n"
-}
-
-template dialog for chats {
-    messages = messages
-    train_on = assistant
-}
-
-train {
-    data       = tickets * 0.7 + faq * 0.3
-    optimizer  = adamw(lr = 2e-5, weight_decay = 0.01)
-    mesh       = (data = auto, fsdp = 1)
-    checkpoint = every 200 steps keep 3
-
-    schedule  = cosine(warmup = 3%)
-    tokenizer = train sentencepiece(vocab = 4096) on tickets
-    base      = init llama(layers = 2)
-}
-
-eval {}
-
-accept {
-    loss      <= 1.2
-    bleu(faq) >= 20  # on faq only
-}  # end of accept
-
-output {
-    dir = "runs/{name}"
-}
-# the end
-'''
+def test_every_golden_case_has_both_files():
+    outs = sorted(p.name.removesuffix(".out.sft") for p in CASES.glob("*.out.sft"))
+    assert outs == CASE_NAMES
+    assert len(CASE_NAMES) >= 17  # the cases moved out of this file; a lost glob must not pass vacuously
 
 
-def test_messy_spec_formats_to_the_canonical_layout():
-    assert fmt(MESSY) == EXPECTED
-
-
-def test_canonical_layout_is_a_fixed_point():
-    assert fmt(EXPECTED) == EXPECTED
-
-
-def _language_example() -> str:
-    candidates = [Path("/work/shared/LANGUAGE.md"), LANGUAGE_MD]
-    for path in candidates:
-        if path.is_file():
-            match = re.search(r"```\n(# specs/support\.sft\n.*?)```", path.read_text(encoding="utf-8"), re.S)
-            if match:
-                return match.group(1)
-    pytest.skip("LANGUAGE.md with the complete example is not available")
-
-
-def test_language_example_round_trips_and_is_idempotent():
-    source = _language_example()
+@pytest.mark.parametrize("name", CASE_NAMES)
+def test_golden_case_formats_to_its_expected_layout(name):
+    source, expected = read(CASES / f"{name}.in.sft"), read(CASES / f"{name}.out.sft")
     out = fmt(source)
-    assert tree(out) == tree(source)
-    assert fmt(out) == out
+    assert out == expected
+    assert fmt(expected) == expected  # the canonical layout is a fixed point
+    assert tree(expected) == tree(source)
+    assert comment_texts(expected) == comment_texts(source)
+
+
+def test_data_shapes_without_source_text_format_to_the_same_tree():
+    source = read(CASES / "data_shapes.in.sft")
+    assert tree(format_spec(_without_source_text(tree(source)))) == tree(source)
+
+
+# ---------------------------------------------------------------- what the repository ships round-trips
+
+
+def _doc_specs() -> list[tuple[str, str]]:
+    """(`file:line`, text) of each fenced block in README.md and docs/*.md that is a complete spec:
+    tagged `sft`, or untagged and opening with its `sft "name"` header (untagged fragments such as a
+    lone `accept {}` illustrate one block and are not specs)."""
+    found = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text(encoding="utf-8")
+        for match in re.finditer(r"^```(\w*)[ \t]*\n(.*?)^```", text, re.S | re.M):
+            tag, body = match.group(1), match.group(2)
+            first = next((line for line in body.splitlines() if line.strip() and not line.startswith("#")), "")
+            if tag == "sft" or (tag == "" and re.match(r'sft\s+"', first)):
+                line = text.count("\n", 0, match.start()) + 1
+                found.append((f"{path.relative_to(ROOT)}:{line}", body))
+    return found
+
+
+SHIPPED_SPECS = sorted((ROOT / "specs").glob("*.sft"))
+DOC_SPECS = _doc_specs()
+
+
+def test_shipped_specs_and_doc_examples_are_found():
+    assert ROOT / "specs" / "quickstart.sft" in SHIPPED_SPECS
+    assert any(where.startswith("docs/language.md:") for where, _ in DOC_SPECS)
+
+
+def _round_trips(source: str) -> None:
+    out = fmt(source)
+    assert tree(out) == tree(source)  # same syntax tree (spans aside)
+    assert fmt(out) == out  # a fixed point
     assert comment_texts(out) == comment_texts(source)
-    assert '    split eval = 5% seed 7  # or: eval = jsonl("data/tickets-eval.jsonl")\n' in out
-    # trailing comments of consecutive entries line up
-    assert "    overflow   = drop       # drop | truncate" in out
-    assert "    bleu(faq)   >= 20    # a metric on one source's eval rows\n" in out
-    assert "    checkpoint = every 200 steps keep 3\n}\n" in out
-    # a continuation comment under a trailing one becomes an own-line comment at the entry's indentation
-    assert (
-        '    tokenizer = base  # or hf("dir"), sentencepiece("tok.model"),\n'
-        "    # train sentencepiece(vocab = 4096) on tickets\n" in out
+
+
+@pytest.mark.parametrize("path", SHIPPED_SPECS, ids=lambda p: p.name)
+def test_shipped_spec_round_trips(path):
+    _round_trips(path.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize("where, source", DOC_SPECS, ids=[where for where, _ in DOC_SPECS])
+def test_doc_spec_round_trips(where, source):
+    _round_trips(source)
+
+
+# ---------------------------------------------------------------- `sftc fmt` on the command line
+
+MESSY_SMALL = 'model{\nbase=hf( "m" )   # the base\n  dtype   =   float32\n}\n'
+TIDY_SMALL = 'model {\n    base  = hf("m")  # the base\n    dtype = float32\n}\n'
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative names: nothing long for the console to wrap
+    return tmp_path
+
+
+def test_cli_fmt_rewrites_in_place_and_prints_the_path(in_tmp, capsys):
+    (in_tmp / "a.sft").write_text(MESSY_SMALL, encoding="utf-8")
+    (in_tmp / "b.sft").write_text(TIDY_SMALL, encoding="utf-8")
+    assert main(["fmt", "a.sft", "b.sft"]) == 0
+    assert (in_tmp / "a.sft").read_text(encoding="utf-8") == TIDY_SMALL
+    assert (in_tmp / "b.sft").read_text(encoding="utf-8") == TIDY_SMALL
+    assert capsys.readouterr().out.splitlines() == ["a.sft"]  # only the file it changed
+
+
+def test_cli_fmt_check_fails_and_names_the_file_without_changing_it(in_tmp, capsys):
+    (in_tmp / "a.sft").write_text(MESSY_SMALL, encoding="utf-8")
+    (in_tmp / "b.sft").write_text(TIDY_SMALL, encoding="utf-8")
+    assert main(["fmt", "--check", "a.sft", "b.sft"]) == 1
+    assert (in_tmp / "a.sft").read_text(encoding="utf-8") == MESSY_SMALL
+    captured = capsys.readouterr()
+    assert "a.sft" in captured.err
+    assert "b.sft" not in captured.err + captured.out
+    assert captured.out == ""
+
+
+def test_cli_fmt_diff_prints_a_unified_diff(in_tmp, capsys):
+    (in_tmp / "a.sft").write_text(MESSY_SMALL, encoding="utf-8")
+    assert main(["fmt", "--diff", "a.sft"]) == 0
+    out = capsys.readouterr().out
+    expected = "".join(
+        difflib.unified_diff(MESSY_SMALL.splitlines(True), TIDY_SMALL.splitlines(True), "a/a.sft", "b/a.sft")
     )
+    assert out == expected
+    assert out.startswith("--- a/a.sft\n+++ b/a.sft\n@@ ")
+    assert '+    base  = hf("m")  # the base\n' in out
+    assert (in_tmp / "a.sft").read_text(encoding="utf-8") == MESSY_SMALL  # --diff shows, never writes
 
 
-# ---------------------------------------------------------------- comments and blank lines
+def test_cli_fmt_leaves_a_formatted_file_alone(in_tmp, capsys):
+    spec = in_tmp / "b.sft"
+    spec.write_text(TIDY_SMALL, encoding="utf-8")
+    before = spec.stat().st_mtime_ns
+    for flags in ([], ["--check"], ["--diff"]):
+        assert main(["fmt", *flags, "b.sft"]) == 0
+        assert capsys.readouterr().out == ""
+    assert spec.read_text(encoding="utf-8") == TIDY_SMALL
+    assert spec.stat().st_mtime_ns == before  # not even rewritten with the same text
 
 
-def test_comments_inside_multiline_values_move_before_their_entry():
-    source = (
-        "train {\n"
-        "    batch = 32\n"
-        "    optimizer = adamw(  # the usual\n"
-        "        lr = 2e-5,  # small\n"
-        "        # no decay\n"
-        "        weight_decay = 0.0,\n"
-        "    )  # after\n"
-        "}\n"
-    )
-    assert fmt(source) == (
-        "train {\n"
-        "    batch     = 32\n"
-        "    # the usual\n"
-        "    # small\n"
-        "    # no decay\n"
-        "    optimizer = adamw(lr = 2e-5, weight_decay = 0.0)  # after\n"
-        "}\n"
-    )
+def test_cli_fmt_unparsable_file_exits_2_with_a_located_diagnostic(in_tmp, capsys):
+    broken = "model {\n  a = \n}\n"
+    (in_tmp / "bad.sft").write_text(broken, encoding="utf-8")
+    assert main(["fmt", "bad.sft"]) == 2
+    captured = capsys.readouterr()
+    assert re.search(r"bad\.sft:2:\d+", captured.err), captured.err
+    assert re.search(r"\bE\d{3}\b", captured.err), captured.err
+    assert captured.out == ""
+    assert (in_tmp / "bad.sft").read_text(encoding="utf-8") == broken
 
 
-def test_opening_closing_and_end_of_block_comments_stay():
-    source = "eval {   # nothing yet\n\n\n   # still nothing\n\n}  # closed\n\n\n\n# bye   \n\n"
-    assert fmt(source) == "eval {  # nothing yet\n    # still nothing\n}  # closed\n\n# bye\n"
-    assert fmt("eval {  # only this\n}") == "eval {  # only this\n}\n"
-    assert fmt("eval {\n}\n") == "eval {}\n"
-    assert fmt("eval { } # c\n") == "eval {}  # c\n"
-
-
-def test_brace_line_entries_and_comment_after_closing_brace():
-    assert fmt('model { base = hf("m")\n  dtype = float32 }  # one-liner\n') == (
-        'model {\n    base  = hf("m")\n    dtype = float32\n}  # one-liner\n'
-    )
-
-
-def test_blank_lines_between_comments_are_kept_once():
-    source = "model {\n    a = 1\n\n\n    # about b\n\n\n    b = 2\n    # c\n    ccc = 3\n}\n"
-    assert fmt(source) == "model {\n    a = 1\n\n    # about b\n\n    b   = 2\n    # c\n    ccc = 3\n}\n"
-
-
-def test_multiline_entry_breaks_the_alignment_run():
-    source = 'template t for a {\n  x = 1\n  prompt = """\n  hi\n  """\n  completion = "{y}"\n  z = 2\n}\n'
-    assert fmt(source) == (
-        'template t for a {\n    x = 1\n    prompt = """\n  hi\n  """\n    completion = "{y}"\n    z          = 2\n}\n'
-    )
-
-
-def test_top_level_separation():
-    source = (
-        'sft "a"\n\n\nuse "x"\n\nuse "y"\n# about z\nuse "z"\ndata a = jsonl("a")\ndata b = jsonl("b")\n# m\nmodel {}'
-    )
-    assert fmt(source) == (
-        'sft "a"\n\nuse "x"\nuse "y"\n# about z\nuse "z"\n\ndata a = jsonl("a")\n\ndata b = jsonl("b")\n\n# m\nmodel {}\n'
-    )
-    assert fmt('sft "a"\nuse "x"\n') == 'sft "a"\nuse "x"\n'
-
-
-def test_crlf_and_edges():
-    assert fmt("model {\r\n  a = 1  # c\r\n}\r\n") == "model {\n    a = 1  # c\n}\n"
-    assert fmt("") == ""
-    assert fmt("\n\n# only a comment\n\n\n# and another\n\n") == "# only a comment\n\n# and another\n"
+# ---------------------------------------------------------------- diagnostics
 
 
 def test_unparsable_text_gives_diagnostics_not_text():
@@ -350,7 +271,8 @@ def test_tree_built_by_code_formats():
     )
     out = format_spec(spec)
     assert out == (
-        'sft "demo"\n\ntrain {\n    batch    = 32\n    schedule = cosine(warmup = 3%)\n}\n\naccept {\n    loss <= 1.2\n}\n'
+        'sft "demo"\n\ntrain {\n    batch    = 32\n    schedule = cosine(warmup = 3%)\n}\n\n'
+        "accept {\n    loss <= 1.2\n}\n"
     )
     assert tree(out) == spec
 
@@ -402,70 +324,6 @@ def test_escapes_in_triple_quoted_text_are_text_not_layout():
     assert value.value == "\tx\na\n  b\nc\n"
     assert format_value(value) == '"""\n    \\tx\n    a\\n  b\n    c\n    """'
     assert format_value(dataclasses.replace(value, raw="")) == '"\\tx\\na\\n  b\\nc\\n"'
-
-
-def test_trailing_comments_of_consecutive_entries_line_up():
-    source = (
-        "train {\n"
-        "    steps = 10 # short\n"
-        "    batch = 32     # global\n"
-        "    optimizer = adamw(lr = 1e-3)\n"
-        "    seed = 1 # alone\n"
-        "}\n"
-    )
-    assert fmt(source) == (
-        "train {\n"
-        "    steps     = 10  # short\n"
-        "    batch     = 32  # global\n"
-        "    optimizer = adamw(lr = 1e-3)\n"
-        "    seed      = 1  # alone\n"
-        "}\n"
-    )
-
-
-# ---------------------------------------------------------------- data shapes (issue 12)
-
-SHAPES_MESSY = """\
-data chats=jsonl("c.jsonl"){
-rename=( dialog=conversations,"sys prompt" = system_prompt ) # old = new
-  where=(lang="en",tier=["gold",
-     "silver"],"meta.ok"=on)
-system="Be nice."
-}
-template chat for chats{
-messages=conversations
-roles=(bot=assistant)
-keys=(role=speaker,content="text body")
-tools=functions
-}
-template instr for rows { format=alpaca }
-"""
-
-SHAPES_EXPECTED = """\
-data chats = jsonl("c.jsonl") {
-    rename = (dialog = conversations, "sys prompt" = system_prompt)  # old = new
-    where  = (lang = "en", tier = ["gold", "silver"], "meta.ok" = on)
-    system = "Be nice."
-}
-
-template chat for chats {
-    messages = conversations
-    roles    = (bot = assistant)
-    keys     = (role = speaker, content = "text body")
-    tools    = functions
-}
-
-template instr for rows {
-    format = alpaca
-}
-"""
-
-
-def test_source_transforms_and_template_shapes_format_and_round_trip():
-    assert fmt(SHAPES_MESSY) == SHAPES_EXPECTED
-    assert fmt(SHAPES_EXPECTED) == SHAPES_EXPECTED
-    assert tree(SHAPES_EXPECTED) == tree(SHAPES_MESSY)
-    assert tree(format_spec(_without_source_text(tree(SHAPES_MESSY)))) == tree(SHAPES_MESSY)
 
 
 def test_quoted_mapping_names_keep_their_quotes():
