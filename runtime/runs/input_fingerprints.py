@@ -99,11 +99,10 @@ def _source_roots() -> list[Path]:
 @functools.cache
 def code_identity() -> str:
     """sftc's version and a digest of its source files (the compiler, the runtime, the grammar)."""
-    import sftlang
     from runtime.platform.file_hashes import file_sha256
 
     files = []
-    for root in (Path(sftlang.__file__).resolve().parent, Path(__file__).resolve().parent):
+    for root in _source_roots():
         files += [
             (f"{root.name}/{p.relative_to(root).as_posix()}", p)
             for p in sorted(root.rglob("*"))
