@@ -40,7 +40,7 @@ import numpy as np
 
 from runtime.data.batches import BATCH_KEYS, assemble, empty_batch
 from runtime.data.packing import pack_bfd, pack_table, packing_efficiency
-from runtime.data.share import Share
+from runtime.platform.process_share import Share
 from runtime.data.sources import LoadedSource, load_source
 from runtime.data.stats import DataStats, SourceStats, no_train_examples
 from runtime.data.tokenize import TokenizedSource, tokenize_source

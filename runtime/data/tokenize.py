@@ -20,7 +20,7 @@ source's content fingerprint, the template, the tokenizer's fingerprint and this
 module's version, and the shard's place. A second run with the same key reads the
 files instead of tokenizing (``TokenizedSource.cache_hit``); an interrupted one
 keeps the shards it finished; the processes of a job split the shards
-(`runtime.data.share`). ``seq_len``, splits and overflow are applied afterwards,
+(`runtime.platform.process_share`). ``seq_len``, splits and overflow are applied afterwards,
 so changing them never re-tokenizes.
 
 Workers: ``num_proc`` asks `Dataset.map` for forked workers, which a process that has imported
@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from runtime.data.share import Share
+from runtime.platform.process_share import Share
 from runtime.data.sources import LoadedSource, RejectedRow
 from runtime.plan import row_shapes as shapes
 from runtime.plan.data_errors import (

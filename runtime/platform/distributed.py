@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from runtime.plan.sftc_error import SftcError
+
 __all__ = [
     "Launch",
     "LaunchError",
@@ -44,11 +46,11 @@ HEARTBEAT_S = 20  # a silent process is declared dead after this long; the other
 _TEXT_BYTES = 4096  # room for a broadcast path
 
 
-class LaunchError(ValueError):
+class LaunchError(SftcError, ValueError):
     """The multi-process flags do not describe a job; the message says what to pass."""
 
 
-class JoinError(RuntimeError):
+class JoinError(SftcError, RuntimeError):
     """The job could not be joined (no coordinator, nothing detected); the message says why."""
 
 
@@ -194,8 +196,8 @@ def share() -> tuple[int, int]:
 
 
 def data_share():
-    """This process's share of data preparation (`runtime.data.share`), with the job's barrier."""
-    from runtime.data.share import Share
+    """This process's share of data preparation (`runtime.platform.process_share`), with the job's barrier."""
+    from runtime.platform.process_share import Share
 
     index, count = share()
     return Share(index, count, barrier) if count > 1 else Share()

@@ -16,17 +16,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.data.share import Share
+from runtime.platform.process_share import Share
 from runtime.models.config import ModelConfig
 from runtime.plan.data_plan import SourceSpec, TemplateSpec
 from runtime.plan.run_plan import Plan
+from runtime.plan.sftc_error import SftcError
 from runtime.platform.allocator import reuse_freed_memory
 from runtime.platform.cache_dir import default_cache
 
 TOKENIZER_CACHE_VERSION = 2  # 2: the default chat template renders tools and tool calls
 
 
-class PrepareError(Exception):
+class PrepareError(SftcError):
     """Something the run needs before training cannot be had; the message says what to do."""
 
 
@@ -218,7 +219,7 @@ def log_interval(plan: Plan) -> int:
 
 def prepare(plan: Plan, cache_dir: Path | None = None, share: Share = Share()) -> Prepared:
     """Tokenizer, model config, tokenized data and the decided plan (cached work is reused).
-    In a job, ``share`` splits the work between its processes (`runtime.data.share`)."""
+    In a job, ``share`` splits the work between its processes (`runtime.platform.process_share`)."""
     from runtime.data.pipeline import DataPipeline
     from runtime.preflight import plan_cache
 

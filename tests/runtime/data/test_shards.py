@@ -14,7 +14,7 @@ import pytest
 
 from runtime.data import tokenize as tokenize_mod
 from runtime.data.pipeline import DataPipeline
-from runtime.data.share import Share
+from runtime.platform.process_share import Share
 from runtime.plan.data_plan import DataPlan, SourceSpec
 from tests.runtime.data_helpers import wordlevel_tokenizer
 
