@@ -40,6 +40,7 @@ from flax import nnx
 from runtime.models.config import ModelConfig, UnsupportedModelError
 from runtime.models.transformer import Transformer
 from runtime.plan.hub_policy import local_path_reason, offline_requested
+from runtime.plan.sftc_error import SftcError
 
 __all__ = [
     "CheckpointError",
@@ -56,7 +57,7 @@ __all__ = [
 ]
 
 
-class CheckpointError(Exception):
+class CheckpointError(SftcError):
     """A checkpoint cannot be read or written; the message says what to do."""
 
 

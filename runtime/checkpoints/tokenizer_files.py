@@ -35,6 +35,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from runtime.plan.sftc_error import SftcError
 from runtime.plan.vocab_range import CharacterCount, explain, smallest_vocab
 
 __all__ = [
@@ -68,7 +69,7 @@ PROBE_CHARACTERS = 2_000_000
 PROBE_VOCAB = 1_000_000
 
 
-class TokenizerError(Exception):
+class TokenizerError(SftcError):
     """A tokenizer cannot be loaded, converted or trained; the message says what to do."""
 
 

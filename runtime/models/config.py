@@ -27,6 +27,8 @@ import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
+from runtime.plan.sftc_error import SftcError
+
 ATTENTION_IMPLEMENTATIONS = ("auto", "xla", "dot_product_attention", "cudnn", "splash")  # see models.attention
 
 __all__ = ["ARCHITECTURES", "Architecture", "ModelConfig", "UnsupportedModelError"]
@@ -35,7 +37,7 @@ __all__ = ["ARCHITECTURES", "Architecture", "ModelConfig", "UnsupportedModelErro
 REMAT_POLICIES = ("off", "full", "dots")
 
 
-class UnsupportedModelError(ValueError):
+class UnsupportedModelError(SftcError, ValueError):
     """A checkpoint's configuration describes a model this runtime cannot run."""
 
 

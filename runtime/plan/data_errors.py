@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from runtime.plan.sftc_error import SftcError
 
-class DataError(Exception):
+
+class DataError(SftcError):
     """Any problem with the training data that stops a run."""
 
 

@@ -28,6 +28,8 @@ from typing import Any
 
 import gguf
 
+from runtime.plan.sftc_error import SftcError
+
 __all__ = [
     "SUPPORTED_ARCHITECTURES",
     "ArrayInfo",
@@ -46,7 +48,7 @@ GGUF_SUFFIX = ".gguf"
 SUPPORTED_ARCHITECTURES = {"llama": "llama"}
 
 
-class GgufError(Exception):
+class GgufError(SftcError):
     """The file is not a GGUF sftc can read; the message says why."""
 
 

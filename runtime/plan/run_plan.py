@@ -30,6 +30,7 @@ from runtime.plan.settings import (
     SentencepieceTraining,
     variant,
 )
+from runtime.plan.sftc_error import SftcError
 
 PLAN_VERSION = 2  # 2: typed optimizer, schedule, init and tokenizer-training settings
 
@@ -38,7 +39,7 @@ PLAN_VERSION = 2  # 2: typed optimizer, schedule, init and tokenizer-training se
 QUANTIZATIONS = ("int8", "nf4")
 
 
-class PlanVersionError(ValueError):
+class PlanVersionError(SftcError, ValueError):
     """A plan.json written by another sftc: its layout is not this one's."""
 
 

@@ -16,6 +16,8 @@ import jax
 import numpy as np
 from flax import nnx
 
+from runtime.plan.sftc_error import SftcError
+
 AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
 
@@ -32,7 +34,7 @@ RULES: tuple[tuple[str, Any], ...] = (
 )
 
 
-class MeshError(ValueError):
+class MeshError(SftcError, ValueError):
     """The mesh asked for does not fit the devices present."""
 
 

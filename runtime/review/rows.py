@@ -13,6 +13,7 @@ from typing import Any
 
 from runtime.plan.run_inputs import eval_fingerprints
 from runtime.plan.sample_origin import sample_key
+from runtime.plan.sftc_error import SftcError
 from runtime.review.store import answer_sha, row_ids
 
 __all__ = ["ReviewError", "Row", "RunRows", "blind_order", "load_rows"]
@@ -20,7 +21,7 @@ __all__ = ["ReviewError", "Row", "RunRows", "blind_order", "load_rows"]
 _SAMPLE_KEYS = ("source", "line", "prompt", "reference", "generated")
 
 
-class ReviewError(Exception):
+class ReviewError(SftcError):
     """A run directory `sftc review` cannot use; the message says which file and why."""
 
 

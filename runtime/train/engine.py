@@ -29,13 +29,14 @@ from flax import nnx
 from runtime.models import ModelConfig, build
 from runtime.plan.run_plan import LoraPlan, Plan
 from runtime.plan.settings import Optimizer, Schedule
+from runtime.plan.sftc_error import SftcError
 from runtime.platform import mesh as meshlib
 from runtime.train import optim
 from runtime.train import schedule as schedulelib
 from runtime.train import step as steplib
 
 
-class EngineError(ValueError):
+class EngineError(SftcError, ValueError):
     """The step cannot be built for these settings; the message says which to change."""
 
 
