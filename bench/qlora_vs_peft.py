@@ -14,7 +14,7 @@ trained. Base storage:
 * ``int8``, ``nf4``: the base's block projections (q k v o gate up down) quantized, compute in
   bfloat16; ``nf4-f32``: nf4 with float32 compute (an extra row).
 
-sftc: `runtime.preflight.throughput.StepBench` (the step a run builds: `runtime.train.engine`, with
+sftc: `runtime.train.throughput.StepBench` (the step a run builds: `runtime.train.engine`, with
 ``StepSettings(adapter=LoraPlan(...), quantize=None | "int8" | "nf4")``). Its base is
 initialised in the process; an int8/nf4 base is initialised in float32 and quantized there
 (`runtime.train.engine.load_weights` without a checkpoint), so a float32 copy exists for a moment
@@ -149,7 +149,7 @@ def run_sftc(a, storage: str) -> dict:
     from runtime.plan.run_plan import LoraPlan
     from runtime.plan.settings import SCHEDULES, AdamW
     from runtime.platform import allocator
-    from runtime.preflight.throughput import StepBench
+    from runtime.train.throughput import StepBench
     from runtime.train.engine import StepSettings
 
     dtype, quantize = HOW[storage]

@@ -91,7 +91,7 @@ def load_one(dtype: str, quantize: str | None) -> dict:
     from runtime.checkpoints.hf_checkpoint import read_config, resolve_checkpoint
     from runtime.plan.run_plan import LoraPlan
     from runtime.plan.settings import SCHEDULES, Length
-    from runtime.preflight.throughput import DEFAULT_OPTIMIZER
+    from runtime.train.throughput import DEFAULT_OPTIMIZER
     from runtime.train.engine import StepSettings, load_weights
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

@@ -2,7 +2,7 @@
 shape of `qlora_vs_peft.py` (LoRA r16 on q,k,v,o, or every weight with ``--full``), grouped by
 kind of XLA operation, beside the matrix-multiply rate the same XLA reaches alone.
 
-The step runs as `sftc run` runs it (`runtime.preflight.throughput.StepBench`). The trace is the profiler's
+The step runs as `sftc run` runs it (`runtime.train.throughput.StepBench`). The trace is the profiler's
 Perfetto JSON: each XLA operation's time on the CPU threads, summed by its kind (matrix
 multiplies, elementwise and reduction fusions, copies, the rest). The step's FLOPs
 (`runtime.models.flops`, 6N per trained token plus attention, 4N for a frozen base) over its time give
@@ -76,7 +76,7 @@ def main(argv=None) -> dict:
     from runtime.models import ModelConfig
     from runtime.plan.run_plan import LoraPlan
     from runtime.plan.settings import SCHEDULES, AdamW
-    from runtime.preflight.throughput import StepBench
+    from runtime.train.throughput import StepBench
     from runtime.train.engine import StepSettings
 
     s = SHAPE

@@ -6,7 +6,7 @@ trained (full rows of random tokens):
 * peer: ``transformers.LlamaForCausalLM(LlamaConfig(...))`` (SDPA attention),
   ``torch.optim.AdamW(fused=True)``, gradient clipping at 1.0, ``torch.set_num_threads``
   = the number of CPU cores (JAX's CPU client uses them all too);
-* sftc: `runtime.preflight.throughput` (the jitted step of `runtime.train.step` with the
+* sftc: `runtime.train.throughput` (the jitted step of `runtime.train.step` with the
   optimizer/schedule of a run: AdamW, clipping 1.0, cosine schedule).
 
 Both run in one process under the same glibc malloc settings: by default those
@@ -151,11 +151,11 @@ class Torch:
 
 
 class Sftc:
-    """`runtime.preflight.throughput.StepBench`: the compiled step of a run, timed in rounds."""
+    """`runtime.train.throughput.StepBench`: the compiled step of a run, timed in rounds."""
 
     def __init__(self, a):
         from runtime.models import ModelConfig
-        from runtime.preflight.throughput import StepBench
+        from runtime.train.throughput import StepBench
 
         config = ModelConfig.llama(
             layers=a.layers, dim=a.dim, heads=a.heads, kv_heads=a.kv_heads, ffn=a.ffn, vocab=a.vocab

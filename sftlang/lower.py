@@ -4,30 +4,20 @@ Every value comes out of the syntax tree here, once: the runtime never sees an
 AST. Paths become absolute (relative to the file that wrote them), shares of the
 learning rate become absolute rates, units become step counts. What depends on
 the data (steps of an `epochs` run, warmup given as a share) is left for
-`runtime.train.prepare`, which fills it in before a run starts.
+`runtime.preflight.prepare`, which fills it in before a run starts.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 from pathlib import Path
 
 from runtime.plan.data_plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
 from runtime.plan.hub_policy import local_path_reason
-from runtime.plan.run_plan import (
-    BaselinePlan,
-    EvalPlan,
-    GatePlan,
-    GenerationPlan,
-    LoraPlan,
-    ModelPlan,
-    OutputPlan,
-    Plan,
-    TokenizerPlan,
-    TrainPlan,
-)
-from runtime.plan.settings import ARCHITECTURES, OPTIMIZERS, SCHEDULES, TOKENIZER_TRAINERS, Length, Schedule
+from runtime.plan.run_plan import BaselinePlan, EvalPlan, GatePlan, GenerationPlan, LoraPlan, ModelPlan, OutputPlan, Plan, TokenizerPlan, TrainPlan
+from runtime.plan.settings import ARCHITECTURES, LENGTH, OPTIMIZERS, SCHEDULES, SHARE_OF_LR, TOKENIZER_TRAINERS, Length, Schedule
 
 from . import ast, schema
 from .check import arg, baseline_kind, pairs, where_pairs
@@ -233,15 +223,20 @@ def _length(node) -> Length:
 
 
 def _schedule(call: ast.Call, lr: float) -> Schedule:
-    """`warmup` and `decay` become Lengths; `min_lr` given as a share of lr becomes a rate."""
-    settings = {}
+    """Each argument as its field's Rule `form` says: a Length (`warmup`, `decay`), or a rate
+    (`min_lr`), which a share multiplies out by lr."""
+    settings = SCHEDULES[call.head.name]
+    forms = {f.name: f.metadata["rule"].form for f in dataclasses.fields(settings) if f.init}
+    arguments = {}
     for a in call.args:
         name, value = a.name.name, a.value
-        if name == "min_lr":
-            settings[name] = value.value * lr if isinstance(value, ast.Percent) else float(value.value)
+        if forms[name] == LENGTH:
+            arguments[name] = _length(value)
+        elif forms[name] == SHARE_OF_LR and isinstance(value, ast.Percent):
+            arguments[name] = value.value * lr
         else:
-            settings[name] = _length(value)
-    return SCHEDULES[call.head.name](**settings)
+            arguments[name] = float(value.value)
+    return settings(**arguments)
 
 
 def _train_plan(spec: Spec) -> TrainPlan:

@@ -21,13 +21,13 @@ def test_check_fmt_diff_import_no_ml_stack():
 
 
 def test_the_runtime_never_imports_the_compiler_and_plan_never_imports_the_benchmark():
-    """The runtime takes a Plan, never `.sft` text; `sftc plan` must not import `runtime.preflight.throughput`
+    """The runtime takes a Plan, never `.sft` text; `sftc plan` must not import `runtime.train.throughput`
     (importing it changes malloc settings for the process)."""
     probe = (
         "import sys\n"
         "import runtime.commands.sftc_plan, runtime.commands.sftc_run, runtime.commands.sftc_eval, runtime.commands.sftc_generate\n"
         "import runtime.commands.sftc_chat, runtime.commands.sftc_export, runtime.commands.sftc_preview, runtime.preflight.plan_report\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sftlang' or m == 'runtime.preflight.throughput'))\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sftlang' or m == 'runtime.train.throughput'))\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr

@@ -2,48 +2,58 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+from runtime.commands import Compiled, ExitCode, load
 
-from runtime.commands import EXIT_OK, EXIT_REJECTED, load, runtime_error, runtime_errors
-from runtime.plan.run_plan import Plan
+if TYPE_CHECKING:
+    import argparse
+
+    from rich.console import Console
+
+NAME = "eval"
+HELP = "re-evaluate a run's checkpoint (optionally with an edited spec's gates)"
+TAKES_SPEC = True  # optional: `--spec SPEC`, compiled by the compiler when given
 
 
-def main(args: argparse.Namespace, edited: Plan | None = None) -> int:
-    """Re-evaluate a run's checkpoint, with its own gates or those of an edited spec."""
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN", help="a run directory: runs/<name>/<timestamp>")
+    parser.add_argument("--spec", default=None, help="judge with this spec's `eval` and `accept` blocks")
+    parser.add_argument("--step", type=int, default=None, help="a checkpoint step (default: the latest)")
+
+
+def main(args: argparse.Namespace, console: Console, compiled: Compiled | None) -> int:
+    """Re-evaluate a run's checkpoint, with its own gates or those of an edited spec (`compiled`)."""
     import dataclasses
 
     from runtime.evaluate.final import score
     from runtime.evaluate.gates import accepted
     from runtime.evaluate.report import print_before_after, print_gates, write_report
-    from runtime.evaluate.tokens import token_metrics
-    from runtime.runs.input_fingerprints import gather
+    from runtime.train.token_metrics import token_metrics
+    from runtime.preflight.input_fingerprints import gather
     from runtime.runs.run_directory import new_run_dir
 
-    console = Console(stderr=True, highlight=False)
-    try:
-        trained = load(args, console)
-        plan = trained.plan
-        if edited is not None:
-            plan = dataclasses.replace(plan, gates=edited.gates, eval=edited.eval)
-            trained.prepared.plan = plan
-        with console.status("evaluating"):
-            prepared = trained.with_data()
-            by_source = token_metrics(trained.engine, trained.frozen, prepared.pipeline, trained.params)
-            scores = score(
-                prepared,
-                trained.engine,
-                trained.params,
-                trained.frozen,
-                trained.model,
-                by_source,
-                Path(args.run_dir),
-                gather(plan),
-            )
-    except runtime_errors() as error:
-        return runtime_error(console, error)
+
+    trained = load(args, console)
+    plan = trained.plan
+    if compiled is not None:
+        edited = compiled.plan
+        plan = dataclasses.replace(plan, gates=edited.gates, eval=edited.eval)
+        trained.prepared.plan = plan
+    with console.status("evaluating"):
+        prepared = trained.with_data()
+        by_source = token_metrics(trained.engine, trained.frozen, prepared.pipeline, trained.params)
+        scores = score(
+            prepared,
+            trained.engine,
+            trained.params,
+            trained.frozen,
+            trained.model,
+            by_source,
+            Path(args.run_dir),
+            gather(plan),
+        )
     out = new_run_dir(Path(args.run_dir) / "evals")
     facts = {"run": str(args.run_dir), "step": trained.step, "spec": args.spec or "the run's own"}
     report, _ = write_report(
@@ -64,4 +74,4 @@ def main(args: argparse.Namespace, edited: Plan | None = None) -> int:
         for key in sorted(scores.values):
             console.print(f"{key:24} {scores.values[key]:.4f}")
     console.print(f"report: {report}")
-    return EXIT_OK if accepted(scores.verdicts) else EXIT_REJECTED
+    return ExitCode.OK if accepted(scores.verdicts) else ExitCode.REJECTED

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
-import argparse
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+from runtime.commands import Compiled, ExitCode
 
-from runtime.commands import EXIT_OK, Compiled, runtime_error, runtime_errors
+if TYPE_CHECKING:
+    import argparse
+
+    from rich.console import Console
+
+NAME = "plan"
+HELP = "what a run will do: data, steps, parameters, mesh, memory, FLOPs"
+TAKES_SPEC = True
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", metavar="SPEC")
+    parser.add_argument("--json", action="store_true", help="print the report as one JSON object")
 
 
 def decided(plan):
@@ -14,7 +26,7 @@ def decided(plan):
     (`runtime.preflight.plan_cache`: metadata only), else prepared (tokenizing what is not cached)."""
     from runtime.platform.cache_dir import default_cache
     from runtime.preflight import plan_cache
-    from runtime.train.prepare import planned_config, prepare
+    from runtime.preflight.prepare import planned_config, prepare
 
     cache = default_cache()
     recorded = plan_cache.recall(plan_cache.inputs_key(plan, cache), cache)
@@ -25,19 +37,17 @@ def decided(plan):
     return prepared.plan, prepared.config, prepared.pipeline.stats
 
 
-def main(args: argparse.Namespace, compiled: Compiled) -> int:
+def main(args: argparse.Namespace, console: Console, compiled: Compiled) -> int:
+    from rich.console import Console
+
     from runtime.preflight.plan_report import plan_report
 
-    console = Console(stderr=True, highlight=False)
-    try:
-        with console.status("tokenizing and packing the data (cached after the first time)"):
-            plan, config, stats = decided(compiled.plan)
-    except runtime_errors() as error:
-        return runtime_error(console, error)
+    with console.status("tokenizing and packing the data (cached after the first time)"):
+        plan, config, stats = decided(compiled.plan)
     if args.json:
         import json
 
         print(json.dumps(plan_report(plan, config, stats, as_dict=True), indent=2))
     else:
         Console(highlight=False, soft_wrap=True).print(plan_report(plan, config, stats))
-    return EXIT_OK
+    return ExitCode.OK

@@ -8,29 +8,18 @@ from pathlib import Path
 
 from rich.console import Console
 
-from runtime.commands import (
-    EXIT_FAIL,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_REJECTED,
-    EXIT_USAGE,
-    Compiled,
-    internal_error,
-    runtime_error,
-    runtime_errors,
-    say,
-)
+from runtime.commands import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, Compiled, internal_error, runtime_error, runtime_errors, say
 
 
 def main(args: argparse.Namespace, compiled: Compiled) -> int:
     from rich.text import Text
 
-    from runtime.runs.input_fingerprints import gather
+    from runtime.preflight.input_fingerprints import gather
     from runtime.platform import distributed
     from runtime.platform.library_logs import route_library_logs
     from runtime.runs import run_directory as rundir
     from runtime.runs.resume import differences
-    from runtime.train.prepare import prepare
+    from runtime.preflight.prepare import prepare
 
     console = Console(stderr=True, highlight=False)
     try:

@@ -166,7 +166,7 @@ def evaluate_baseline(prepared: Any, engine: Any, params: Any, frozen: Any, inpu
     ``params``/``frozen`` are the run's (trained) parameters on ``engine``: a LoRA baseline
     zeroes the adapters of a copy, a full fine-tune's baseline reloads the base checkpoint.
     """
-    from runtime.evaluate.tokens import token_metrics
+    from runtime.train.token_metrics import token_metrics
 
     plan, pipeline = prepared.plan, prepared.pipeline
     spec = plan.eval.baseline

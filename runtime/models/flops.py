@@ -1,4 +1,4 @@
-"""Model FLOPs of a training step, shared by `sftc plan` and `sftc bench` (see runtime.preflight.throughput's
+"""Model FLOPs of a training step, shared by `sftc plan` and `sftc bench` (see runtime.train.throughput's
 docstring for the convention). Importing this module has no side effects.
 """
 

@@ -30,7 +30,7 @@ means "cannot be known without loading it" (a hub dataset, a tokenizer not train
 key over such a part is None too, so a cache misses rather than hits wrongly.
 
 Plain data, standard library only: the compiler's run diff reads manifests through it.
-`runtime.runs.input_fingerprints` computes each part from the files (`gather`).
+`runtime.preflight.input_fingerprints` computes each part from the files (`gather`).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Plain frozen dataclasses, JSON round-trippable, importing nothing heavy (the
 compiler imports this module; it must never pull in JAX). The compiler decides
 every number it can from the spec alone; the few that depend on the data (the
 step count of an `epochs` run, warmup and decay given as shares) are decided by
-`runtime.train.prepare` once the data is tokenized, and the plan saved in the run
+`runtime.preflight.prepare` once the data is tokenized, and the plan saved in the run
 directory has them all. Settings that come in variants (optimizer, schedule,
 `init` architecture, tokenizer training) are the typed classes of
 `runtime.plan.settings`.
@@ -19,17 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.plan.data_plan import DataPlan, SourceSpec
-from runtime.plan.settings import (
-    ARCHITECTURES,
-    OPTIMIZERS,
-    SCHEDULES,
-    TOKENIZER_TRAINERS,
-    LlamaInit,
-    Optimizer,
-    Schedule,
-    SentencepieceTraining,
-    variant,
-)
+from runtime.plan.settings import ARCHITECTURES, OPTIMIZERS, SCHEDULES, TOKENIZER_TRAINERS, LlamaInit, Optimizer, Schedule, SentencepieceTraining, variant
 from runtime.plan.sftc_error import SftcError
 
 PLAN_VERSION = 2  # 2: typed optimizer, schedule, init and tokenizer-training settings

@@ -2,8 +2,8 @@
 learning-rate schedule, `init` architecture and trained tokenizer.
 
 Each class is the one home of its call's argument names, defaults and ranges:
-`sftlang.schema` derives the language's signatures from these fields (schedules,
-whose spec form differs, are tied to theirs by tests/runtime/plan/test_settings.py),
+`sftlang.schema` derives the language's signatures from these fields (a field the
+spec writes differently, a schedule's Length or min_lr, says how in its Rule's `form`),
 `sftlang.lower` builds them, and the runtime maps each to optax, a ModelConfig
 or sentencepiece in one table. Construction checks every field, so an edited
 plan.json cannot carry `b2 = 1.5` into a run. In JSON, `name` tags the variant.
@@ -24,7 +24,12 @@ from typing import Any
 class Rule:
     """What one setting accepts: a number in [low, high] (`open_*` excludes that end,
     `integer` refuses fractions), one of `choices`, or on/off (`flag`). `doc` and
-    `default_from` (the setting whose value it takes when absent) are for the language."""
+    `default_from` (the setting whose value it takes when absent) are for the language.
+
+    `form` is how the language writes a value that the plan holds in another shape:
+    LENGTH, a Length the spec writes as `N steps`, a share of the run (`3%`) or `0`;
+    SHARE_OF_LR, an absolute rate the spec may also write as a share of the optimizer's
+    lr (`10%`), which the compiler multiplies out. None: the spec writes the value itself."""
 
     low: float = -math.inf
     high: float = math.inf
@@ -35,9 +40,12 @@ class Rule:
     flag: bool = False
     doc: str = ""
     default_from: str | None = None
+    form: str | None = None
 
     def problem(self, value: Any) -> str | None:
         """Why `value` is refused, or None."""
+        if self.form == LENGTH:
+            return None if isinstance(value, Length) else "must be a Length (steps or a share)"
         if self.flag:
             return None if isinstance(value, bool) else "must be on or off"
         if self.choices:
@@ -54,9 +62,18 @@ class Rule:
         return None
 
 
+LENGTH = "length"
+SHARE_OF_LR = "share_of_lr"
+
+
 def setting(default: Any = MISSING, **rule: Any) -> Any:
     """A dataclass field with its Rule; no default: the argument is required."""
     return field(default=default, metadata={"rule": Rule(**rule)})
+
+
+DEFAULT_LR = 2e-5
+"""Every optimizer's default learning rate: a fine-tuning rate (the language's default
+`optimizer = adamw(lr = ...)` writes it from here)."""
 
 
 POSITIVE = {"low": 0, "open_low": True}
@@ -109,7 +126,7 @@ class Optimizer(Settings):
 @dataclass(frozen=True, kw_only=True)
 class AdamW(Optimizer):
     name: str = field(default="adamw", init=False)
-    lr: float = setting(2e-5, **POSITIVE)
+    lr: float = setting(DEFAULT_LR, **POSITIVE)
     b1: float = setting(0.9, **BETA)
     b2: float = setting(0.999, **BETA)
     eps: float = setting(1e-8, **POSITIVE)
@@ -119,7 +136,7 @@ class AdamW(Optimizer):
 @dataclass(frozen=True, kw_only=True)
 class Adafactor(Optimizer):
     name: str = field(default="adafactor", init=False)
-    lr: float = setting(2e-5, **POSITIVE)
+    lr: float = setting(DEFAULT_LR, **POSITIVE)
     decay_rate: float = setting(0.8, low=0, high=1)
     eps: float = setting(1e-30, **POSITIVE)
     clip_threshold: float = setting(1.0, **POSITIVE)
@@ -129,7 +146,7 @@ class Adafactor(Optimizer):
 @dataclass(frozen=True, kw_only=True)
 class Lion(Optimizer):
     name: str = field(default="lion", init=False)
-    lr: float = setting(2e-5, **POSITIVE)
+    lr: float = setting(DEFAULT_LR, **POSITIVE)
     b1: float = setting(0.9, **BETA)
     b2: float = setting(0.99, **BETA)
     weight_decay: float = setting(0.0, **NON_NEGATIVE)
@@ -138,7 +155,7 @@ class Lion(Optimizer):
 @dataclass(frozen=True, kw_only=True)
 class Sgd(Optimizer):
     name: str = field(default="sgd", init=False)
-    lr: float = setting(2e-5, **POSITIVE)
+    lr: float = setting(DEFAULT_LR, **POSITIVE)
     momentum: float = setting(0.0, **BETA)
     nesterov: bool = setting(False, flag=True)
     weight_decay: float = setting(0.0, **NON_NEGATIVE)
@@ -173,6 +190,18 @@ class Length:
 NO_WARMUP = Length(steps=0)
 
 
+def length_setting(default: Length, doc: str = "") -> Any:
+    """A Length field of a schedule: the spec writes `N steps`, a share `3%` or `0`."""
+    return field(default=default, metadata={"rule": Rule(form=LENGTH, doc=doc)})
+
+
+def min_lr_setting() -> Any:
+    """A schedule's floor: an absolute rate >= 0 in the plan, a share of lr or a rate in
+    the spec. The default is the integer 0 so that the language shows it as `0`; the
+    instance holds 0.0 (Settings stores real numbers as floats)."""
+    return setting(0, **NON_NEGATIVE, form=SHARE_OF_LR)
+
+
 class Schedule(Settings):
     """Base of the schedules. `min_lr` is absolute (a share of lr is multiplied out by
     the compiler); `constant` has none and reads 0.0, which its rate never uses.
@@ -180,12 +209,6 @@ class Schedule(Settings):
 
     warmup: Length
     min_lr: float = 0.0
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        for name, length in self._lengths().items():
-            if not isinstance(length, Length):
-                raise ValueError(f"{self.name}({name} = {length!r}): {name} must be a Length (steps or a share)")
 
     @property
     def warmup_steps(self) -> int | None:
@@ -197,7 +220,11 @@ class Schedule(Settings):
 
     def _lengths(self) -> dict[str, Length]:
         """The fields that are stretches of the run."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.type == "Length"}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if "rule" in f.metadata and f.metadata["rule"].form == LENGTH
+        }
 
     @property
     def is_decided(self) -> bool:
@@ -212,21 +239,21 @@ class Schedule(Settings):
 @dataclass(frozen=True, kw_only=True)
 class Constant(Schedule):
     name: str = field(default="constant", init=False)
-    warmup: Length = NO_WARMUP
+    warmup: Length = length_setting(NO_WARMUP)
 
 
 @dataclass(frozen=True, kw_only=True)
 class Linear(Schedule):
     name: str = field(default="linear", init=False)
-    warmup: Length = NO_WARMUP
-    min_lr: float = setting(0.0, **NON_NEGATIVE)
+    warmup: Length = length_setting(NO_WARMUP)
+    min_lr: float = min_lr_setting()
 
 
 @dataclass(frozen=True, kw_only=True)
 class Cosine(Schedule):
     name: str = field(default="cosine", init=False)
-    warmup: Length = NO_WARMUP
-    min_lr: float = setting(0.0, **NON_NEGATIVE)
+    warmup: Length = length_setting(NO_WARMUP)
+    min_lr: float = min_lr_setting()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -234,9 +261,9 @@ class Wsd(Schedule):
     """Warmup, stable at lr, then a final `decay` down to min_lr."""
 
     name: str = field(default="wsd", init=False)
-    warmup: Length = NO_WARMUP
-    decay: Length = Length(share=0.1)
-    min_lr: float = setting(0.0, **NON_NEGATIVE)
+    warmup: Length = length_setting(NO_WARMUP)
+    decay: Length = length_setting(Length(share=0.1), doc="length of the final decay")
+    min_lr: float = min_lr_setting()
 
     @property
     def decay_steps(self) -> int | None:
@@ -251,7 +278,7 @@ SCHEDULES: dict[str, type[Schedule]] = {c.name: c for c in (Constant, Linear, Co
 
 @dataclass(frozen=True, kw_only=True)
 class LlamaInit(Settings):
-    """`init llama(...)`: a Llama-architecture decoder with fresh weights. `runtime.train.prepare`
+    """`init llama(...)`: a Llama-architecture decoder with fresh weights. `runtime.preflight.prepare`
     turns it into a ModelConfig (`norm_eps` is rms_norm_eps, `max_seq_len` is
     max_position_embeddings there)."""
 

@@ -19,7 +19,7 @@ mapped; 1.2 GB became 1.5-2.2 GB at that shape).
 
 It must run before JAX's CPU worker threads first allocate (before the first
 computation): threads keep the arena they started with. sftc calls it when the data
-is prepared (`runtime.train.prepare`) and when an engine is built, not at start-up.
+is prepared (`runtime.preflight.prepare`) and when an engine is built, not at start-up.
 
 One arena has a cost for other multi-threaded native code: its threads queue on
 the arena's lock. The Rust tokenizers' thread pool is the case that matters

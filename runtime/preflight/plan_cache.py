@@ -2,7 +2,7 @@
 
 Everything `sftc plan` reports besides the devices follows from the decided plan, the model's
 config and the data's counts, and those follow from the compiled plan, the bytes of the data
-files, the tokenizer's files and the checkpoint's config. Preparing the data (`runtime.train.prepare`)
+files, the tokenizer's files and the checkpoint's config. Preparing the data (`runtime.preflight.prepare`)
 records its outcome under a key made of exactly those inputs (`runtime.plan.run_inputs`, the one identity
 of a run's inputs); a later `sftc plan` that finds its key recorded reports from the record
 without loading transformers, datasets or the data. Any changed byte of a data or eval file,
@@ -59,8 +59,8 @@ def inputs_key(plan: Plan, cache_dir: Path) -> str | None:
     sftc's code, the data libraries); None when one cannot be known without loading it (a hub
     dataset, a saved `disk` dataset, a tokenizer not trained yet) or is missing."""
     from runtime.data.tokenize import PIPELINE_VERSION
-    from runtime.runs.input_fingerprints import gather
-    from runtime.train.prepare import TOKENIZER_CACHE_VERSION
+    from runtime.preflight.input_fingerprints import gather
+    from runtime.preflight.prepare import TOKENIZER_CACHE_VERSION
 
     try:
         inputs = gather(plan, cache_dir, load=False, consumer="plan_cache").key("plan_cache")

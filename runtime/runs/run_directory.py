@@ -72,7 +72,7 @@ def unfinished(root: Path) -> Path | None:
 
 
 def package_versions() -> dict[str, str]:
-    from runtime.runs.input_fingerprints import versions
+    from runtime.preflight.input_fingerprints import versions
 
     return versions(("sftc", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "transformers", "datasets",
                      "tokenizers", "sentencepiece", "numpy"))
@@ -119,6 +119,6 @@ def read_plan(run_dir: Path) -> Plan:
     try:
         return Plan.from_json((Path(run_dir) / "plan.json").read_text())
     except PlanVersionError as error:
-        from runtime.train.prepare import PrepareError
+        from runtime.preflight.prepare import PrepareError
 
         raise PrepareError(f"{run_dir}: {error}") from None

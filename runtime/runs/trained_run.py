@@ -21,7 +21,7 @@ from runtime.data.tokenize import Mode, resolve_mode
 from runtime.evaluate.answers import answer_ids, pad_id, sampling_for
 from runtime.models.decode import Sampling, stream
 from runtime.plan.run_plan import Plan
-from runtime.train.prepare import PrepareError, Prepared, model_config
+from runtime.preflight.prepare import PrepareError, Prepared, model_config
 from runtime.runs.run_directory import read_plan
 
 
@@ -42,7 +42,7 @@ class Trained:
         """The prepared plan with its (cached) data pipeline, for evaluation."""
         if self.prepared.pipeline is None:
             from runtime.data.pipeline import DataPipeline
-            from runtime.train.prepare import default_cache
+            from runtime.preflight.prepare import default_cache
 
             self.prepared.pipeline = DataPipeline(self.plan.data, self.tokenizer, str(default_cache() / "data"))
         return self.prepared

@@ -136,7 +136,7 @@ def project(tmp_path_factory):
     import os
 
     from runtime.evaluate.answers import Sample, select_prompts
-    from runtime.train.prepare import prepare
+    from runtime.preflight.prepare import prepare
     from sftlang.check import check_spec_file
     from sftlang.lower import lower
 
@@ -171,7 +171,7 @@ def make_run(root: Path, prepared, samples, name: str, base_text=lambda s, k: f"
     """A finished run directory as `sftc run` leaves it for review and diff: plan, manifest
     (with the inputs' identity), report.json with the samples and the baseline's (in reverse
     order, so only identity can pair them)."""
-    from runtime.runs.input_fingerprints import gather
+    from runtime.preflight.input_fingerprints import gather
     from runtime.runs.run_directory import write_manifest, write_plan
 
     run_dir = root / "runs" / "meet" / name
@@ -345,7 +345,7 @@ def test_an_edited_eval_file_retires_its_judgements_and_refuses_their_export(pro
     """Two lines of a separate eval file swapped after the run: no correction may land on the
     other prompt, and the judgements stop counting (their data is not the data now)."""
     from runtime.plan.run_inputs import eval_fingerprints
-    from runtime.runs.input_fingerprints import gather
+    from runtime.preflight.input_fingerprints import gather
     from runtime.review.corrections import export_corrections
     from runtime.review.rows import load_rows
     from runtime.review.summary import review_summary

@@ -24,7 +24,7 @@ from runtime.models import ModelConfig, build, forward, lora
 from runtime.models.quantize import is_quantized, nf4_block, quantize_kernel, quantize_model
 from runtime.plan.run_plan import LoraPlan
 from runtime.plan.settings import SCHEDULES, Length
-from runtime.preflight.throughput import DEFAULT_OPTIMIZER, StepBench
+from runtime.train.throughput import DEFAULT_OPTIMIZER, StepBench
 from runtime.train.engine import EngineError, StepSettings, _abstract_model, load_weights, over_original_base
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -220,7 +220,7 @@ def test_sharded_quantized_step_equals_unsharded(tmp_path):
         import dataclasses, json, sys
         sys.path.insert(0, {str(ROOT)!r})
         import jax
-        from runtime.preflight.throughput import StepBench
+        from runtime.train.throughput import StepBench
         from tests.runtime.models.test_quantize import CONFIG, _settings
         out = {{}}
         for name, mesh, devices in (("one", {{"data": 1}}, jax.devices()[:1]), ("fsdp", {{"data": 1, "fsdp": 2}}, jax.devices()[:2])):

@@ -78,14 +78,14 @@ def test_a_second_plan_reads_only_metadata_and_reports_what_the_first_prepared(p
 def planner(project, monkeypatch, capsys):
     """``planner() -> (report, prepared)``: `sftc plan --json` in this process, and whether it
     prepared the data (a missed record) rather than recalling it."""
-    import runtime.train.prepare
+    import runtime.preflight.prepare
     from sftlang.cli import main
 
     monkeypatch.chdir(project)
     monkeypatch.setenv("SFTC_CACHE", str(project / "cache"))
     calls = []
-    original = runtime.train.prepare.prepare
-    monkeypatch.setattr(runtime.train.prepare, "prepare", lambda *a, **k: calls.append(1) or original(*a, **k))
+    original = runtime.preflight.prepare.prepare
+    monkeypatch.setattr(runtime.preflight.prepare, "prepare", lambda *a, **k: calls.append(1) or original(*a, **k))
 
     def plan_here() -> tuple[dict, bool]:
         before = len(calls)

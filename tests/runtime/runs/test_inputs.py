@@ -102,7 +102,7 @@ def _plan():
 
 def _change(what: str, root: Path, plan, monkeypatch):
     """Change one input; returns the plan to gather with."""
-    from runtime.runs import input_fingerprints as inputs
+    from runtime.preflight import input_fingerprints as inputs
 
     if what == "a training data file":
         with open(root / "more.jsonl", "a") as f:
@@ -144,7 +144,7 @@ def _seen(old, new) -> set[str]:
 
 @pytest.mark.parametrize("what", list(TABLE))
 def test_each_consumer_sees_exactly_the_inputs_it_depends_on(project, what, monkeypatch):
-    from runtime.runs.input_fingerprints import gather
+    from runtime.preflight.input_fingerprints import gather
 
     plan = _plan()
     before = gather(plan)
@@ -154,7 +154,7 @@ def test_each_consumer_sees_exactly_the_inputs_it_depends_on(project, what, monk
 
 
 def test_changes_are_named_in_one_wording(project, monkeypatch):
-    from runtime.runs.input_fingerprints import gather
+    from runtime.preflight.input_fingerprints import gather
 
     plan = _plan()
     before = gather(plan)
@@ -189,7 +189,7 @@ def test_a_large_base_is_read_once_per_change(project, monkeypatch):
 def test_resume_refuses_a_base_whose_weights_changed(project):
     """A LoRA run whose base directory got other weights of the same shapes would resume its
     adapters over another base: `sftc run` must refuse and say so."""
-    from runtime.runs.input_fingerprints import gather
+    from runtime.preflight.input_fingerprints import gather
     from runtime.runs.resume import differences
     from runtime.runs.run_directory import write_manifest, write_plan
 
@@ -206,7 +206,7 @@ def test_resume_refuses_a_base_whose_weights_changed(project):
 
 def test_the_baseline_cache_key_follows_quantize_and_the_eval_file(project):
     from runtime.evaluate.baseline import baseline_key
-    from runtime.runs.input_fingerprints import gather
+    from runtime.preflight.input_fingerprints import gather
 
     plan = _plan()
     key = baseline_key(plan, gather(plan))
@@ -221,7 +221,7 @@ def test_the_baseline_cache_key_follows_quantize_and_the_eval_file(project):
 
 def test_resume_names_a_changed_setting_once(project):
     """dtype and quantize are settings of the plan and parts of the inputs: said once."""
-    from runtime.runs.input_fingerprints import gather
+    from runtime.preflight.input_fingerprints import gather
     from runtime.runs.resume import differences
     from runtime.runs.run_directory import write_manifest, write_plan
 
@@ -239,7 +239,7 @@ def test_the_plan_caches_inputs_never_read_the_base_weights(project, monkeypatch
     """`sftc plan` of unchanged inputs reads only metadata: its part of the identity hashes no weight file."""
     from runtime.platform import file_hashes
     from runtime.plan.run_inputs import CONSUMERS
-    from runtime.runs.input_fingerprints import gather
+    from runtime.preflight.input_fingerprints import gather
 
     read = []
     real = file_hashes._hash

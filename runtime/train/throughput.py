@@ -334,7 +334,7 @@ def bench_plan(plan: Plan, config: ModelConfig, steps: int = 10, warmup: int = 4
     """`bench_step` for a spec's plan: its model, adapter, dtype, optimizer, batch, mesh and
     shapes. The step count and schedule do not change a step's cost; a plan whose steps
     depend on the data is timed as if it ran `warmup + steps` steps."""
-    from runtime.train.prepare import decide
+    from runtime.preflight.prepare import decide
 
     if plan.train.steps is None or plan.train.schedule.warmup_steps is None:
         plan = decide(plan, plan.train.steps or max(warmup + steps, 100))

@@ -68,7 +68,7 @@ def _tokenizer(plan: Any, cache_dir: Path) -> str | None:
         return _checkpoint(spec.path, spec.revision, weights=False)
     if spec.kind == "sentencepiece":
         return _digest_named([(Path(spec.path).name, Path(spec.path))])
-    from runtime.train.prepare import trained_tokenizer_dir
+    from runtime.preflight.prepare import trained_tokenizer_dir
 
     target = trained_tokenizer_dir(plan, cache_dir)
     return _digest_named(_directory_files(target)) if (target / "tokenizer.json").is_file() else None

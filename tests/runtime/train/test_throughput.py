@@ -1,4 +1,4 @@
-"""`sftc bench` (runtime.preflight.throughput) and the exactness of the step's fast paths."""
+"""`sftc bench` (runtime.train.throughput) and the exactness of the step's fast paths."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 
 from runtime.models import ModelConfig
 from runtime.plan.settings import Sgd
-from runtime.preflight import throughput as bench
+from runtime.train import throughput as bench
 from runtime.train.cross_entropy import cross_entropy
 
 pytestmark = pytest.mark.slow  # the bench and the chunked loss over several shapes: about 45 s on 2 cores
@@ -85,7 +85,7 @@ def test_bfloat16_bench():
 @pytest.mark.slow
 def test_bench_on_a_data_parallel_mesh():
     code = (
-        "import json, statistics; from runtime.preflight import throughput as bench; from runtime.models import ModelConfig\n"
+        "import json, statistics; from runtime.train import throughput as bench; from runtime.models import ModelConfig\n"
         "cfg = ModelConfig.llama(layers=1, dim=32, heads=4, kv_heads=2, ffn=64, vocab=8192)\n"
         "b = bench.StepBench.for_shape(cfg, batch=4, seq_len=256, mesh={'data': 2, 'fsdp': 1, 'tensor': 1})\n"
         "faults = []\n"
