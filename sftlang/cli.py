@@ -1,11 +1,12 @@
 """`sftc`: the command line. Each subcommand is a small function returning its exit code.
 
-The compiler's own commands (check, fmt, diff) live here; the others are checked and
-lowered here and executed by `runtime.commands`, which never reads `.sft` text.
+The compiler's own commands (check, fmt, diff) live here, options and handlers; each of the
+others is declared by its module in `runtime.commands` (options next to the handler) and
+registered here, its spec checked and lowered here: the runtime never reads `.sft` text.
 
-Exit codes: 0 success (valid, formatted, same), 1 the answer is "no" (invalid,
-would reformat, different), 2 usage or input errors; `sftc run` adds 3 for a
-rejected run.
+Exit codes (`runtime.plan.sftc_error.ExitCode`): 0 success (valid, formatted, same),
+1 the answer is "no" (invalid, would reformat, different), 2 usage or input errors;
+`sftc run` adds 3 for a rejected run, and Ctrl-C is 130.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import argparse
 import sys
 import time
 from pathlib import Path
+
+from runtime.plan.sftc_error import ExitCode
 
 from . import __version__
 
@@ -53,7 +56,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     elif args.format == "human" and len(args.specs) > 1:
         elapsed = time.perf_counter() - started
         _console(stderr=True).print(f"{len(args.specs)} specs checked in {elapsed:.2f}s: {summary_line(everything)}")
-    return 1 if any(d.is_error for d in everything) else 0
+    return ExitCode.FAIL if any(d.is_error for d in everything) else ExitCode.OK
 
 
 # ---------------------------------------------------------------- fmt
@@ -91,12 +94,12 @@ def cmd_fmt(args: argparse.Namespace) -> int:
             Path(path).write_text(formatted, encoding="utf-8")
             print(path)
     if broken:
-        return 2
+        return ExitCode.USAGE
     if args.check and changed:
         for path in changed:
             console.print(f"[yellow]would reformat[/] {path}")
-        return 1
-    return 0
+        return ExitCode.FAIL
+    return ExitCode.OK
 
 
 # ---------------------------------------------------------------- diff
@@ -140,7 +143,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
     errors = _console(stderr=True)
     sides = [_load_for_diff(argument, errors) for argument in (args.old, args.new)]
     if any(side is None for side in sides):
-        return 2
+        return ExitCode.USAGE
     (old, old_files, old_label), (new, new_files, new_label) = sides
     old_prints, new_prints = fingerprint_pair(old, old_files, new, new_files)
     result = diff_specs(old, new, old_prints, new_prints)
@@ -160,7 +163,7 @@ def cmd_diff(args: argparse.Namespace) -> int:
         if runs is not None:
             for text, style in run_diff.render_lines(runs, Path(args.old).name, Path(args.new).name):
                 console.print(Text(text, style=style), soft_wrap=True)
-    return 0 if result.same and (runs is None or runs.same) else 1
+    return ExitCode.OK if result.same and (runs is None or runs.same) else ExitCode.FAIL
 
 
 # ---------------------------------------------------------------- the runtime's commands
@@ -188,146 +191,39 @@ def compile_spec(path: str, console, devices: int | None = None):
     return Compiled(lower(spec), emit_spec(spec, absolute_paths=True))
 
 
-def _runtime_command(module: str, spec: bool = False):
-    """The handler of `sftc MODULE`: compile the spec (when it takes one) and hand the plan
-    to `runtime.commands.MODULE.main`."""
+def _runtime_handler(command):
+    """The handler of `sftc NAME` for the module `runtime.commands.sftc_NAME`: compile the spec
+    (when the command takes one and it is given) and run the module's `main` with it."""
 
     def handler(args: argparse.Namespace) -> int:
-        import importlib
-
+        from runtime.commands import run_command
         from runtime.platform.compilation_cache import use_compilation_cache
 
         use_compilation_cache()  # before JAX is imported
-        command = importlib.import_module(f"runtime.commands.sftc_{module}")
-        if not spec:
-            return command.main(args)
-        compiled = compile_spec(args.spec, _console(stderr=True))
-        return 1 if compiled is None else command.main(args, compiled)
+        if not command.TAKES_SPEC:
+            return run_command(command.main, args)
+        compiled = None
+        if args.spec is not None:  # `sftc eval RUN --spec SPEC`: optional, the edited spec's gates
+            compiled = compile_spec(args.spec, _console(stderr=True))
+            if compiled is None:
+                return ExitCode.FAIL
+        return run_command(command.main, args, compiled)
 
     return handler
 
 
-def _evaluate(args: argparse.Namespace) -> int:
-    """`sftc eval RUN [--spec SPEC]`: the edited spec's gates are compiled here."""
-    from runtime.platform.compilation_cache import use_compilation_cache
-
-    use_compilation_cache()  # before JAX is imported
-    from runtime.commands import sftc_eval as evaluate
-
-    edited = None
-    if args.spec is not None:
-        compiled = compile_spec(args.spec, _console(stderr=True))
-        if compiled is None:
-            return 1
-        edited = compiled.plan
-    return evaluate.main(args, edited)
-
-
 def _register_runtime_commands(commands) -> None:
-    plan = commands.add_parser("plan", help="what a run will do: data, steps, parameters, mesh, memory, FLOPs")
-    plan.add_argument("spec", metavar="SPEC")
-    plan.add_argument("--json", action="store_true", help="print the report as one JSON object")
-    plan.set_defaults(run=_runtime_command("plan", spec=True))
+    """Each runtime command as its module declares it (`runtime.commands.COMMANDS`, in order).
+    The modules import nothing heavy: building the parser keeps `sftc check` JAX-free."""
+    import importlib
 
-    preview = commands.add_parser("preview", help="rendered examples as the model sees them, with the loss mask")
-    preview.add_argument("spec", metavar="SPEC")
-    preview.add_argument("-n", type=int, default=3, help="how many examples (default 3)")
-    preview.add_argument("--source", default=None, help="only this data source")
-    preview.add_argument("--tokens", action="store_true", help="mark token boundaries")
-    preview.add_argument("--json", action="store_true", help="one JSON object per example")
-    preview.set_defaults(run=_runtime_command("preview", spec=True))
+    from runtime.commands import COMMANDS
 
-    run = commands.add_parser("run", help="train, evaluate, apply `accept`, export")
-    run.add_argument("spec", metavar="SPEC")
-    run.add_argument("--fresh", action="store_true", help="start a new run even if an unfinished one can be resumed")
-    run.add_argument("--export", action="store_true", help="export even when a gate fails")
-    job = run.add_argument_group("many processes (docs/scaling.md): every process runs the same command")
-    job.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, reachable from every process")
-    job.add_argument("--num-processes", type=int, metavar="N", help="processes in the job")
-    job.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1 (0 prints and writes)")
-    job.add_argument(
-        "--distributed", action="store_true", help="join the job JAX detects (SLURM, Cloud TPU, Kubernetes, Open MPI)"
-    )
-    run.set_defaults(run=_runtime_command("run", spec=True))
-
-    evaluate = commands.add_parser(
-        "eval", help="re-evaluate a run's checkpoint (optionally with an edited spec's gates)"
-    )
-    evaluate.add_argument("run_dir", metavar="RUN", help="a run directory: runs/<name>/<timestamp>")
-    evaluate.add_argument("--spec", default=None, help="judge with this spec's `eval` and `accept` blocks")
-    evaluate.add_argument("--step", type=int, default=None, help="a checkpoint step (default: the latest)")
-    evaluate.set_defaults(run=_evaluate)
-
-    for name, text in (
-        ("generate", "completions from a trained run"),
-        ("chat", "talk to a trained run, streaming tokens"),
-    ):
-        sub = commands.add_parser(name, help=text)
-        sub.add_argument("run_dir", metavar="RUN", help="a run directory: runs/<name>/<timestamp>")
-        if name == "generate":
-            sub.add_argument("--prompt", default=None, help="the input text (fills the template's one placeholder)")
-            sub.add_argument(
-                "--file",
-                default=None,
-                help="a JSON-lines file of rows in the source's columns (a conversation's last assistant turn is dropped)",
-            )
-            sub.add_argument("--json", action="store_true", help="one JSON object per completion")
-        sub.add_argument("--source", default=None, help="use this source's template (default: the first)")
-        sub.add_argument("--step", type=int, default=None, help="a checkpoint step (default: the latest)")
-        sub.add_argument(
-            "--max-new-tokens", type=int, default=None, help="(default: the spec's eval.generate, else 128)"
-        )
-        sub.add_argument(
-            "--temperature", type=float, default=None, help="0 is greedy (default: the spec's eval.generate)"
-        )
-        sub.add_argument(
-            "--top-p",
-            type=float,
-            default=None,
-            help="nucleus sampling, in (0, 1]; applies when temperature > 0 (default: the spec's)",
-        )
-        sub.add_argument(
-            "--top-k",
-            type=int,
-            default=None,
-            help="sample among the k likeliest tokens, 0 = all; applies when temperature > 0 (default: the spec's)",
-        )
-        sub.add_argument(
-            "--seed", type=int, default=None, help="the sampling seed (default: the spec's eval.generate seed)"
-        )
-        sub.set_defaults(run=_runtime_command(name))
-
-    export = commands.add_parser("export", help="write a checkpoint transformers / peft / vLLM load as is")
-    export.add_argument("run_dir", metavar="RUN", help="a run directory: runs/<name>/<timestamp>")
-    export.add_argument("--format", choices=("hf", "peft"), default="hf")
-    export.add_argument("--step", type=int, default=None, help="a checkpoint step (default: the latest)")
-    export.add_argument("out", metavar="OUT", help="the directory to write")
-    export.set_defaults(run=_runtime_command("export"))
-
-    review = commands.add_parser("review", help="a local web page to score, flag and correct a run's eval answers")
-    review.add_argument("run_dir", metavar="RUN", help="a run directory: runs/<name>/<timestamp>")
-    review.add_argument("--port", type=int, default=8765, help="(default 8765; 0: any free port)")
-    review.add_argument(
-        "--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1; any other needs --token)"
-    )
-    review.add_argument("--token", default=None, help="a secret every request must carry (required off 127.0.0.1)")
-    review.add_argument("--reviewer", default=None, help="judge as this reviewer (default: the page asks)")
-    review.add_argument(
-        "--blind", action="store_true", help="show the tuned and base answers as A/B in a random order per row"
-    )
-    review.add_argument(
-        "--export",
-        metavar="FILE",
-        default=None,
-        help="write the corrections as JSON-lines data rows to FILE; no server",
-    )
-    review.set_defaults(run=_runtime_command("review"))
-
-    bench = commands.add_parser("bench", help="steady-state training throughput of the spec's model and shapes")
-    bench.add_argument("spec", metavar="SPEC")
-    bench.add_argument("--steps", type=int, default=10, help="timed steps after the warm-up (default 10)")
-    bench.add_argument("--json", action="store_true", help="one JSON object")
-    bench.set_defaults(run=_runtime_command("bench", spec=True))
+    for name in COMMANDS:
+        command = importlib.import_module(f"runtime.commands.sftc_{name}")
+        parser = commands.add_parser(command.NAME, help=command.HELP)
+        command.add_arguments(parser)
+        parser.set_defaults(run=_runtime_handler(command))
 
 
 # ---------------------------------------------------------------- parser
@@ -383,9 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except KeyboardInterrupt:
-        return 130
+        return ExitCode.INTERRUPTED
     except BrokenPipeError:
-        return 0
+        return ExitCode.OK
     except Exception as error:  # noqa: BLE001 - never a traceback on screen (SFTC_DEBUG=1 shows it)
         from runtime.commands import internal_error
 

@@ -1,24 +1,50 @@
 """The commands that execute a compiled plan or use a trained run: `sftc plan`, `preview`,
-`run`, `eval`, `generate`, `chat`, `export`, `bench`, one module each.
+`run`, `eval`, `generate`, `chat`, `export`, `review`, `bench`, one module each.
 
-They never read `.sft` text: `sftlang.cli` checks and lowers a spec and hands each
-command a `Compiled` (the Plan and the resolved spec text), or, for the commands that
-act on a run directory, only the parsed arguments. This module holds what they share:
-exit codes, how errors are shown, and loading a trained run.
+Each module declares its command next to its handler: `NAME`, `HELP`, `TAKES_SPEC` (the
+compiler checks and lowers `args.spec`, when given, before the handler runs),
+`add_arguments(parser)` and `main(args, console[, compiled])`. `sftlang.cli` registers the
+modules of `COMMANDS` and runs their handlers through `run_command`. Building the parser
+imports these modules, and `sftc check` must stay a one-second, JAX-free gate: they import
+nothing heavy at module level (their handlers do).
+
+They never read `.sft` text: `sftlang.cli` hands a command that takes a spec a `Compiled`
+(the Plan and the resolved spec text); the commands that act on a run directory get only
+the parsed arguments. This module holds what they share: the runner (how errors are shown,
+exit codes), and loading a trained run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runtime.plan.sftc_error import ExitCode, SftcError
+
 if TYPE_CHECKING:
+    import argparse
+
     from rich.console import Console
 
     from runtime.plan.run_plan import Plan
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_REJECTED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+__all__ = [
+    "COMMANDS",
+    "Compiled",
+    "ExitCode",
+    "SftcError",
+    "internal_error",
+    "load",
+    "run_command",
+    "say",
+    "show_error",
+    "start_runtime",
+]
+
+COMMANDS = ("plan", "preview", "run", "eval", "generate", "chat", "export", "review", "bench")
+"""The runtime's commands, in `sftc --help` order; each is `runtime.commands.sftc_<name>`."""
 
 
 @dataclass(frozen=True)
@@ -45,9 +71,36 @@ def say(console: Console, kind: str, message: str) -> None:
     console.print(Text.assemble((kind, style), f": {message}"), soft_wrap=True)
 
 
-def runtime_error(console: Console, error: Exception) -> int:
+def show_error(console: Console, error: SftcError) -> int:
+    """`error: <message>` (and `  = help: ...` when the error has a help line); its exit code."""
     say(console, "error", str(error))
-    return EXIT_FAIL
+    if error.help:
+        console.print(f"  = help: {error.help}", soft_wrap=True, markup=False, highlight=False)
+    return error.exit_code
+
+
+def run_command(handler: Callable[..., int], args: argparse.Namespace, *rest: object) -> int:
+    """Run a command's handler `handler(args, console, *rest)` with a console on stderr: an
+    `SftcError` is shown as one line and ends with its exit code, Ctrl-C with 130, anything
+    else is a bug (`internal_error`)."""
+    from rich.console import Console
+
+    console = Console(stderr=True, highlight=False)
+    try:
+        return handler(args, console, *rest)
+    except SftcError as error:
+        return show_error(console, error)
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): `sftlang.cli.main` ends quietly
+    except Exception as error:  # noqa: BLE001 - never a traceback on screen (SFTC_DEBUG=1 shows it)
+        return internal_error(console, error)
+
+
+def runtime_errors() -> tuple[type[Exception], ...]:
+    """The errors whose message already says what to do: every `SftcError`, shown as one line."""
+    return (SftcError,)
 
 
 def internal_error(console: Console, error: BaseException, run_dir: Path | None = None) -> int:
@@ -77,19 +130,7 @@ def internal_error(console: Console, error: BaseException, run_dir: Path | None 
         "error",
         f"sftc failed unexpectedly: {type(error).__name__}: {error}\n  = note: {detail}; please report it",
     )
-    return EXIT_FAIL
-
-
-def runtime_errors() -> tuple[type[Exception], ...]:
-    """The errors whose message already says what to do: shown as one line, exit 1."""
-    from runtime.checkpoints.hf_checkpoint import CheckpointError
-    from runtime.checkpoints.tokenizer_files import TokenizerError
-    from runtime.plan.data_errors import DataError
-    from runtime.platform.mesh import MeshError
-    from runtime.train.engine import EngineError
-    from runtime.train.prepare import PrepareError
-
-    return (DataError, CheckpointError, EngineError, MeshError, PrepareError, TokenizerError)
+    return ExitCode.FAIL
 
 
 def load(args, console: Console):

@@ -28,8 +28,8 @@ def main(args: argparse.Namespace, console: Console, compiled: Compiled) -> int:
 
     from rich.console import Console
 
-    from runtime.train.throughput import bench_plan, format_bench
     from runtime.preflight.prepare import default_cache, load_tokenizer, model_config
+    from runtime.train.throughput import bench_plan, format_bench
 
     plan = compiled.plan
     with console.status("loading the tokenizer and the model config"):

@@ -2,20 +2,33 @@
 
 from __future__ import annotations
 
-import argparse
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+from runtime.commands import ExitCode, load, say
+from runtime.commands.sftc_generate import add_generation_arguments, generation_settings
 
-from runtime.commands import EXIT_OK, EXIT_USAGE, load, runtime_error, runtime_errors
-from runtime.commands.sftc_generate import generation_settings
+if TYPE_CHECKING:
+    import argparse
+
+    from rich.console import Console
+
+NAME = "chat"
+HELP = "talk to a trained run, streaming tokens"
+TAKES_SPEC = False
 
 
-def main(args: argparse.Namespace) -> int:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN", help="a run directory: runs/<name>/<timestamp>")
+    add_generation_arguments(parser)
+
+
+def main(args: argparse.Namespace, console: Console) -> int:
     """Talk to a run: each answer streamed as it is decoded; chat templates keep the conversation."""
+    from rich.console import Console
+
     from runtime.data.prompts import PromptError, check_text, render_prompt, stop_ids
     from runtime.runs.trained_run import reply, source_mode
 
-    console = Console(stderr=True, highlight=False)
     try:
         trained = load(args, console)
         mode = source_mode(trained.plan, args.run_dir, args.source)
@@ -23,15 +36,12 @@ def main(args: argparse.Namespace) -> int:
         settings = generation_settings(args, trained)
         stops = stop_ids(trained.tokenizer)
     except (PromptError, ValueError) as error:
-        runtime_error(console, error)
-        return EXIT_USAGE
-    except runtime_errors() as error:
-        return runtime_error(console, error)
+        say(console, "error", str(error))
+        return ExitCode.USAGE
     conversational = mode.kind == "messages" or mode.chat
     out = Console(highlight=False)
-    out.print(
-        f"[dim]{trained.plan.name} at step {trained.step}; {'a conversation' if conversational else 'each line is a new prompt'}; Ctrl-D to quit[/]"
-    )
+    what = "a conversation" if conversational else "each line is a new prompt"
+    out.print(f"[dim]{trained.plan.name} at step {trained.step}; {what}; Ctrl-D to quit[/]")
     history: list[dict] = []
     turn = 0
     while True:
@@ -39,13 +49,13 @@ def main(args: argparse.Namespace) -> int:
             text = input("> ")
         except (EOFError, KeyboardInterrupt):
             out.print()
-            return EXIT_OK
+            return ExitCode.OK
         if not text.strip():
             continue
         try:
             prompt = render_prompt(trained.tokenizer, mode, text, history)
         except PromptError as error:
-            runtime_error(console, error)
+            say(console, "error", str(error))
             continue
         produced: list[int] = []
         shown = ""

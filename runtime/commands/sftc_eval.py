@@ -30,10 +30,9 @@ def main(args: argparse.Namespace, console: Console, compiled: Compiled | None) 
     from runtime.evaluate.final import score
     from runtime.evaluate.gates import accepted
     from runtime.evaluate.report import print_before_after, print_gates, write_report
-    from runtime.train.token_metrics import token_metrics
     from runtime.preflight.input_fingerprints import gather
     from runtime.runs.run_directory import new_run_dir
-
+    from runtime.train.token_metrics import token_metrics
 
     trained = load(args, console)
     plan = trained.plan

@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+from runtime.commands import ExitCode, load
 
-from runtime.commands import EXIT_OK, EXIT_USAGE, load, runtime_error, runtime_errors
+if TYPE_CHECKING:
+    import argparse
+
+    from rich.console import Console
+
+NAME = "export"
+HELP = "write a checkpoint transformers / peft / vLLM load as is"
+TAKES_SPEC = False
 
 
-def main(args: argparse.Namespace) -> int:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN", help="a run directory: runs/<name>/<timestamp>")
+    parser.add_argument("--format", choices=("hf", "peft"), default="hf")
+    parser.add_argument("--step", type=int, default=None, help="a checkpoint step (default: the latest)")
+    parser.add_argument("out", metavar="OUT", help="the directory to write")
+
+
+def main(args: argparse.Namespace, console: Console) -> int:
     from runtime.evaluate.final import export_model
 
-    console = Console(stderr=True, highlight=False)
-    try:
-        trained = load(args, console)
-        if args.format == "peft" and trained.plan.model.adapter is None:
-            console.print("[bold red]error[/]: this run trained every weight (no LoRA adapter); use --format hf")
-            return EXIT_USAGE
-        path = export_model(trained.prepared, trained.model, Path(args.out), args.format)
-    except runtime_errors() as error:
-        return runtime_error(console, error)
+    trained = load(args, console)
+    if args.format == "peft" and trained.plan.model.adapter is None:
+        console.print("[bold red]error[/]: this run trained every weight (no LoRA adapter); use --format hf")
+        return ExitCode.USAGE
+    path = export_model(trained.prepared, trained.model, Path(args.out), args.format)
     console.print(f"[bold green]✓[/] exported step {trained.step} of {args.run_dir} to {path} ({args.format})")
-    return EXIT_OK
+    return ExitCode.OK

@@ -2,12 +2,58 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+from runtime.commands import ExitCode, load, say
 
-from runtime.commands import EXIT_OK, EXIT_USAGE, load, runtime_error, runtime_errors
+if TYPE_CHECKING:
+    import argparse
+
+    from rich.console import Console
+
+NAME = "generate"
+HELP = "completions from a trained run"
+TAKES_SPEC = False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN", help="a run directory: runs/<name>/<timestamp>")
+    parser.add_argument("--prompt", default=None, help="the input text (fills the template's one placeholder)")
+    parser.add_argument(
+        "--file",
+        default=None,
+        help="a JSON-lines file of rows in the source's columns (a conversation's last assistant turn is dropped)",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per completion")
+    add_generation_arguments(parser)
+
+
+def add_generation_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options `sftc generate` and `sftc chat` share: the source, the step, the sampling."""
+    parser.add_argument("--source", default=None, help="use this source's template (default: the first)")
+    parser.add_argument("--step", type=int, default=None, help="a checkpoint step (default: the latest)")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=None, help="(default: the spec's eval.generate, else 128)"
+    )
+    parser.add_argument(
+        "--temperature", type=float, default=None, help="0 is greedy (default: the spec's eval.generate)"
+    )
+    parser.add_argument(
+        "--top-p",
+        type=float,
+        default=None,
+        help="nucleus sampling, in (0, 1]; applies when temperature > 0 (default: the spec's)",
+    )
+    parser.add_argument(
+        "--top-k",
+        type=int,
+        default=None,
+        help="sample among the k likeliest tokens, 0 = all; applies when temperature > 0 (default: the spec's)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=None, help="the sampling seed (default: the spec's eval.generate seed)"
+    )
 
 
 def generation_settings(args, trained):
@@ -36,17 +82,16 @@ def _read_rows(path: str) -> list[tuple[int, object]]:
     return rows
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace, console: Console) -> int:
     """Completions of `--prompt` or of each `--file` row, rendered and decoded as evaluation does."""
     import json
 
     from runtime.data.prompts import PromptError, render_prompt
     from runtime.runs.trained_run import answers, source_mode
 
-    console = Console(stderr=True, highlight=False)
     if (args.prompt is None) == (args.file is None):
         console.print("[bold red]error[/]: give exactly one of --prompt TEXT or --file prompts.jsonl")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     try:
         inputs = [(None, args.prompt)] if args.prompt is not None else _read_rows(args.file)
         trained = load(args, console)
@@ -61,16 +106,15 @@ def main(args: argparse.Namespace) -> int:
         with console.status(f"generating {len(prompts)} completion{'s' * (len(prompts) != 1)}"):
             results = answers(trained, prompts, settings)
     except ValueError as error:  # a file that is not JSON rows, an impossible sampling setting
-        runtime_error(console, error)
-        return EXIT_USAGE
+        say(console, "error", str(error))
+        return ExitCode.USAGE
     except OSError as error:
-        return runtime_error(console, error)
-    except runtime_errors() as error:
-        return runtime_error(console, error)
+        say(console, "error", str(error))
+        return ExitCode.FAIL
     for (_, value), (ids, finished) in zip(inputs, results):
         text = trained.tokenizer.decode(ids, skip_special_tokens=True)
         if args.json:
             print(json.dumps({"input": value, "completion": text, "tokens": len(ids), "finished": finished}))
         else:
             print(text)
-    return EXIT_OK
+    return ExitCode.OK

@@ -4,13 +4,39 @@ corrections as data rows instead."""
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import secrets
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+from runtime.commands import ExitCode, say
 
-from runtime.commands import EXIT_FAIL, EXIT_OK, EXIT_USAGE, say
+if TYPE_CHECKING:
+    import argparse
+
+    from rich.console import Console
+
+NAME = "review"
+HELP = "a local web page to score, flag and correct a run's eval answers"
+TAKES_SPEC = False
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run_dir", metavar="RUN", help="a run directory: runs/<name>/<timestamp>")
+    parser.add_argument("--port", type=int, default=8765, help="(default 8765; 0: any free port)")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="the address to listen on (default 127.0.0.1; any other needs --token)"
+    )
+    parser.add_argument("--token", default=None, help="a secret every request must carry (required off 127.0.0.1)")
+    parser.add_argument("--reviewer", default=None, help="judge as this reviewer (default: the page asks)")
+    parser.add_argument(
+        "--blind", action="store_true", help="show the tuned and base answers as A/B in a random order per row"
+    )
+    parser.add_argument(
+        "--export",
+        metavar="FILE",
+        default=None,
+        help="write the corrections as JSON-lines data rows to FILE; no server",
+    )
 
 
 def _loopback(host: str) -> bool:
@@ -37,29 +63,24 @@ def _export(args: argparse.Namespace, console: Console) -> int:
             f"{'s' * (len(result.refused) != 1)} refused (see above)",
             highlight=False,
         )
-        return EXIT_FAIL
+        return ExitCode.FAIL
     console.print(f"wrote {rows} to {result.path}", highlight=False)
-    return EXIT_OK
+    return ExitCode.OK
 
 
-def main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace, console: Console) -> int:
     """Serve the review page of `args.run_dir` until Ctrl-C, or export its corrections."""
     from runtime.review.display import odd_character
-    from runtime.review.rows import ReviewError, load_rows
+    from runtime.review.rows import load_rows
     from runtime.review.store import valid_reviewer
 
-    console = Console(stderr=True, highlight=False)
     if args.reviewer is not None and valid_reviewer(args.reviewer):
         odd = args.reviewer.strip() and odd_character(args.reviewer)
         say(console, "error", f"--reviewer: {valid_reviewer(args.reviewer)}{f' (it holds {odd})' if odd else ''}")
-        return EXIT_USAGE
-    try:
-        if args.export is not None:
-            return _export(args, console)
-        rows = load_rows(args.run_dir)
-    except ReviewError as error:
-        say(console, "error", str(error))
-        return EXIT_FAIL
+        return ExitCode.USAGE
+    if args.export is not None:
+        return _export(args, console)
+    rows = load_rows(args.run_dir)  # a ReviewError (an SftcError) is shown as one line, exit 1
     if not _loopback(args.host) and not args.token:
         say(
             console,
@@ -68,13 +89,13 @@ def main(args: argparse.Namespace) -> int:
             f"data and write reviews; pass --token T (every request must then carry it), "
             f"or keep the default --host 127.0.0.1",
         )
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if args.token is not None and len(args.token) < 16:
         say(console, "error", f"--token: use at least 16 characters (for example: {secrets.token_urlsafe(24)})")
-        return EXIT_USAGE
+        return ExitCode.USAGE
     if not 0 <= args.port <= 65535:
         say(console, "error", f"--port {args.port}: a port is 0-65535 (0: any free port)")
-        return EXIT_USAGE
+        return ExitCode.USAGE
 
     from runtime.platform.library_logs import route_library_logs
     from runtime.review.app import create_app, serve
@@ -102,6 +123,6 @@ def main(args: argparse.Namespace) -> int:
         pass
     except OSError as error:  # the port is taken, the address is not this machine's
         say(console, "error", f"cannot listen on {args.host}:{args.port}: {error}")
-        return EXIT_FAIL
+        return ExitCode.FAIL
     console.print("stopped; every saved judgement is in reviews.sqlite", highlight=False)
-    return EXIT_OK
+    return ExitCode.OK

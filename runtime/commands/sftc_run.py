@@ -2,26 +2,46 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rich.console import Console
+from runtime.commands import Compiled, ExitCode, SftcError, internal_error, say, show_error
 
-from runtime.commands import EXIT_FAIL, EXIT_INTERRUPTED, EXIT_OK, EXIT_REJECTED, EXIT_USAGE, Compiled, internal_error, runtime_error, runtime_errors, say
+if TYPE_CHECKING:
+    import argparse
+
+    from rich.console import Console
+
+NAME = "run"
+HELP = "train, evaluate, apply `accept`, export"
+TAKES_SPEC = True
 
 
-def main(args: argparse.Namespace, compiled: Compiled) -> int:
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", metavar="SPEC")
+    parser.add_argument("--fresh", action="store_true", help="start a new run even if an unfinished one can be resumed")
+    parser.add_argument("--export", action="store_true", help="export even when a gate fails")
+    job = parser.add_argument_group("many processes (docs/scaling.md): every process runs the same command")
+    job.add_argument("--coordinator", metavar="HOST:PORT", help="process 0's address, reachable from every process")
+    job.add_argument("--num-processes", type=int, metavar="N", help="processes in the job")
+    job.add_argument("--process-id", type=int, metavar="I", help="this process, 0..N-1 (0 prints and writes)")
+    job.add_argument(
+        "--distributed", action="store_true", help="join the job JAX detects (SLURM, Cloud TPU, Kubernetes, Open MPI)"
+    )
+
+
+def main(args: argparse.Namespace, console: Console, compiled: Compiled) -> int:
+    from rich.console import Console
     from rich.text import Text
 
-    from runtime.preflight.input_fingerprints import gather
     from runtime.platform import distributed
     from runtime.platform.library_logs import route_library_logs
+    from runtime.preflight.input_fingerprints import gather
+    from runtime.preflight.prepare import prepare
     from runtime.runs import run_directory as rundir
     from runtime.runs.resume import differences
-    from runtime.preflight.prepare import prepare
 
-    console = Console(stderr=True, highlight=False)
     try:
         distributed.join(
             distributed.Launch(
@@ -31,11 +51,9 @@ def main(args: argparse.Namespace, compiled: Compiled) -> int:
                 getattr(args, "distributed", False),
             )
         )
-    except distributed.LaunchError as error:
+    except distributed.LaunchError as error:  # a flag that cannot work: a usage error
         say(console, "error", str(error))
-        return EXIT_USAGE
-    except distributed.JoinError as error:
-        return runtime_error(console, error)
+        return ExitCode.USAGE
     primary = distributed.is_primary()
     if not primary:  # one process prints; the others say only what went wrong, and which process they are
         errors = Console(stderr=True, highlight=False)
@@ -74,9 +92,9 @@ def main(args: argparse.Namespace, compiled: Compiled) -> int:
             decided = None if refused else f"{int(resuming)}{run_dir}"
         decided = distributed.broadcast_text(decided if primary else None)  # every process: the primary's run
         if decided is None:
-            return EXIT_FAIL
-    except runtime_errors() as error:
-        return runtime_error(console if primary else errors, error)
+            return ExitCode.FAIL
+    except SftcError as error:
+        return show_error(console if primary else errors, error)
     resuming, run_dir = decided[0] == "1", Path(decided[1:])
     evaluating_only = resuming and rundir.read_status(run_dir).get("status") == "trained"
     checkpoints = run_dir / "checkpoints"  # shared: every process writes its part of each checkpoint
@@ -99,14 +117,14 @@ def main(args: argparse.Namespace, compiled: Compiled) -> int:
         prepared.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
     try:
         code = _train_and_evaluate(args, console, prepared, run_dir, started, inputs, checkpoints)
-    except runtime_errors() as error:
+    except SftcError as error:
         rundir.write_status(run_dir, "error", message=str(error))
-        return runtime_error(console if primary else errors, error)
+        return show_error(console if primary else errors, error)
     except Exception as error:  # noqa: BLE001 - a bug: say where the details are, no traceback on screen
         return internal_error(console if primary else errors, error, run_dir)
     # The primary's verdict (its export check included) is the job's; waiting for it also keeps
     # the others alive while the primary evaluates and exports.
-    return int(distributed.broadcast_text(str(code) if primary else None))
+    return int(distributed.broadcast_text(str(int(code)) if primary else None))
 
 
 def _train_and_evaluate(
@@ -141,9 +159,9 @@ def _train_and_evaluate(
         )
         if result.status == "interrupted":
             console.print(f"[yellow]{result.message}[/]")
-            return EXIT_INTERRUPTED
+            return ExitCode.INTERRUPTED
         say(console, "error", result.message)
-        return EXIT_FAIL
+        return ExitCode.FAIL
     # Trained, not yet evaluated: an interruption from here on leaves `trained`, and the next
     # `sftc run` finishes the evaluation instead of training again.
     rundir.write_status(run_dir, "trained", steps=result.steps, skipped_steps=result.skipped, seconds=seconds)
@@ -180,4 +198,4 @@ def _train_and_evaluate(
         say(console, "error", outcome.export_check.message)
     elif outcome.export is None and not outcome.accepted and plan.output.export != "none":
         console.print("no export: the run was not accepted (`sftc run --export` exports anyway)")
-    return EXIT_OK if outcome.accepted else EXIT_REJECTED
+    return ExitCode.OK if outcome.accepted else ExitCode.REJECTED
