@@ -197,9 +197,7 @@ def _runtime_handler(command):
 
     def handler(args: argparse.Namespace) -> int:
         from runtime.commands import run_command
-        from runtime.platform.compilation_cache import use_compilation_cache
 
-        use_compilation_cache()  # before JAX is imported
         if not command.TAKES_SPEC:
             return run_command(command.main, args)
         compiled = None

@@ -56,11 +56,14 @@ class Compiled:
 
 
 def start_runtime() -> None:
-    """Before any library is imported: its warnings go to a log file (see runtime.platform.library_logs).
+    """Before any library is imported: its warnings go to a log file (see runtime.platform.library_logs),
+    and JAX, once imported, uses the persistent compilation cache (runtime.platform.compilation_cache).
     (Host memory is tuned for JAX later, after the data is tokenized: `runtime.platform.allocator`.)"""
+    from runtime.platform.compilation_cache import use_compilation_cache
     from runtime.platform.library_logs import route_library_logs
 
     route_library_logs()
+    use_compilation_cache()
 
 
 def say(console: Console, kind: str, message: str) -> None:
