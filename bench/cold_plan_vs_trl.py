@@ -99,7 +99,8 @@ def main() -> None:
             theirs.append(timed([sys.executable, "-c", TRL], root, fresh_env(root)))
     a, b = min(ours), min(theirs)
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}"
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+        f"python {platform.python_version()}"
     )
     print(f"{args.rows:,} rows, cold process, empty caches, pack to 512 tokens (best of {args.repeats})")
     print(f"sftc plan    {a:7.2f} s  {args.rows / a:9,.0f} rows/s   (all: {', '.join(f'{x:.1f}' for x in ours)})")

@@ -39,7 +39,8 @@ PEER_GENERATE = """
 import sys, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 tokenizer = AutoTokenizer.from_pretrained(sys.argv[1]); model = AutoModelForCausalLM.from_pretrained(sys.argv[1]).eval()
-text = tokenizer.apply_chat_template([{"role": "user", "content": sys.argv[2]}], tokenize=False, add_generation_prompt=True)
+messages = [{"role": "user", "content": sys.argv[2]}]
+text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")
 with torch.inference_mode():
     out = model.generate(**ids, max_new_tokens=48, do_sample=False)

@@ -50,7 +50,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[100_000, 1_000_000])
     args = parser.parse_args()
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}"
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+        f"python {platform.python_version()}"
     )
     print(
         f"{'rows':>10}  {'cold s':>8}  {'rows/s':>8}  {'peak MiB':>9}  {'warm s':>7}  {'peak MiB':>9}  {'file MiB':>9}"

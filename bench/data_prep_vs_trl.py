@@ -33,7 +33,7 @@ WORDS = (
 def synthetic_rows(n: int, seed: int = 0) -> list[dict]:
     rng = random.Random(seed)
     rows = []
-    for i in range(n):
+    for _ in range(n):
         prompt = " ".join(rng.choice(WORDS) for _ in range(rng.randint(8, 30)))
         answer = json.dumps({"intent": rng.choice(WORDS), "order_id": f"{rng.randint(10000, 99999)}"})
         rows.append({"prompt": f"Message: {prompt}\nJSON:", "completion": f" {answer}"})
@@ -71,7 +71,7 @@ def run_sftc(path: Path, tokenizer, cache: Path, seq_len: int) -> float:
     )
     started = time.perf_counter()
     pipeline = DataPipeline(plan, tokenizer, str(cache))
-    pipeline.total_steps  # packs epoch 0
+    _ = pipeline.total_steps  # packs epoch 0
     return time.perf_counter() - started
 
 
@@ -121,7 +121,8 @@ def main() -> None:
         ours = run_sftc(path, tokenizer, tmp / "sftc-cache", args.seq_len)
         theirs = run_trl(path, tokenizer, tmp, args.seq_len)
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}"
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+        f"python {platform.python_version()}"
     )
     print(f"{args.rows:,} rows, template + tokenize + pack to {args.seq_len} tokens")
     print(f"sftc  {ours:7.2f} s  {args.rows / ours:9,.0f} rows/s")

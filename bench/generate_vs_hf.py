@@ -142,7 +142,7 @@ def run_sftc(a) -> dict:
     out = {}
     for mode, sampling in (("greedy", Sampling()), ("sampling", Sampling(**SAMPLING))):
 
-        def call():
+        def call(sampling=sampling):
             return generate_many(
                 model,
                 prompts,
@@ -175,7 +175,7 @@ def run_hf(a) -> dict:
     out = {}
     for mode, settings in (("greedy", {"do_sample": False}), ("sampling", {"do_sample": True, **SAMPLING, "top_k": 0})):
 
-        def call():
+        def call(settings=settings):
             torch.manual_seed(0)
             rows = [None] * len(prompts)
             for start in range(0, len(order), a.batch):

@@ -102,7 +102,8 @@ def main() -> None:
                 )
                 times[side].append(json.loads(out.stdout.strip().splitlines()[-1]))
     print(
-        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, python {platform.python_version()}"
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cpus, "
+        f"python {platform.python_version()}"
     )
     print(
         f"{args.rows:,} prompt/completion rows, byte-level BPE, tokenize_source with an empty cache "

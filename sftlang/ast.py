@@ -7,7 +7,7 @@ thing however they are laid out (this is what `sftc fmt` round-trips against).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Union
+from typing import TypeAlias
 
 from .source import Source, Span
 
@@ -21,7 +21,7 @@ _span = field(default=None, compare=False, repr=False)
 class Str:
     value: str
     raw: str = field(compare=False, repr=False, default="")  # exactly as written, quotes included
-    span: Span = _span
+    span: Span | None = _span
 
     @property
     def triple(self) -> bool:
@@ -32,20 +32,20 @@ class Str:
 class Number:
     value: int | float
     text: str = field(compare=False, default="")
-    span: Span = _span
+    span: Span | None = _span
 
 
 @dataclass(frozen=True)
 class Percent:
     value: float  # as a fraction: `5%` is 0.05
     text: str = field(compare=False, default="")
-    span: Span = _span
+    span: Span | None = _span
 
 
 @dataclass(frozen=True)
 class Name:
     name: str
-    span: Span = _span
+    span: Span | None = _span
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class Quantity:
 
     amount: Number
     unit: Name
-    span: Span = _span
+    span: Span | None = _span
 
 
 @dataclass(frozen=True)
@@ -64,14 +64,14 @@ class Arg:
 
     name: Name | Str | None
     value: Value
-    span: Span = _span
+    span: Span | None = _span
 
 
 @dataclass(frozen=True)
 class Call:
     head: Name
     args: tuple[Arg, ...]
-    span: Span = _span
+    span: Span | None = _span
 
     def kwarg(self, key: str) -> Arg | None:
         return next((a for a in self.args if isinstance(a.name, Name) and a.name.name == key), None)
@@ -86,13 +86,13 @@ class Tuple:
     """`(data = auto, fsdp = 1)`."""
 
     args: tuple[Arg, ...]
-    span: Span = _span
+    span: Span | None = _span
 
 
 @dataclass(frozen=True)
 class List:
     items: tuple[Value, ...]
-    span: Span = _span
+    span: Span | None = _span
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class Init:
     """`init llama(layers = 4, ...)`: fresh weights of a named architecture."""
 
     call: Call
-    span: Span = _span
+    span: Span | None = _span
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class TrainOn:
 
     call: Call
     source: Name
-    span: Span = _span
+    span: Span | None = _span
 
 
 @dataclass(frozen=True)
@@ -119,7 +119,7 @@ class Every:
     amount: Number
     unit: Name
     keep: Number | None
-    span: Span = _span
+    span: Span | None = _span
 
 
 @dataclass(frozen=True)
@@ -128,7 +128,7 @@ class Seeded:
 
     value: Value
     seed: Number
-    span: Span = _span
+    span: Span | None = _span
 
 
 @dataclass(frozen=True)
@@ -137,7 +137,7 @@ class Weighted:
 
     value: Value
     weight: Value
-    span: Span = _span
+    span: Span | None = _span
 
 
 @dataclass(frozen=True)
@@ -145,7 +145,7 @@ class Sum:
     """`tickets * 0.7 + faq * 0.3`."""
 
     terms: tuple[Value, ...]
-    span: Span = _span
+    span: Span | None = _span
 
 
 def text_of(node: Name | Str) -> str:
@@ -153,7 +153,9 @@ def text_of(node: Name | Str) -> str:
     return node.name if isinstance(node, Name) else node.value
 
 
-Value = Union[Str, Number, Percent, Name, Quantity, Call, Tuple, List, Init, TrainOn, Every, Seeded, Weighted, Sum]
+Value: TypeAlias = (
+    Str | Number | Percent | Name | Quantity | Call | Tuple | List | Init | TrainOn | Every | Seeded | Weighted | Sum
+)
 
 
 # ---------------------------------------------------------------- statements
@@ -166,7 +168,7 @@ class Assign:
     key: Name
     label: Name | None
     value: Value
-    span: Span = _span
+    span: Span | None = _span
 
 
 @dataclass(frozen=True)
@@ -176,28 +178,28 @@ class Gate:
     metric: Name | Call
     op: str
     value: Value
-    span: Span = _span
+    span: Span | None = _span
 
 
-Entry = Union[Assign, Gate]
+Entry: TypeAlias = Assign | Gate
 
 
 @dataclass(frozen=True)
 class Body:
     entries: tuple[Entry, ...]
-    span: Span = _span
+    span: Span | None = _span
 
 
 @dataclass(frozen=True)
 class Header:
     name: Str
-    span: Span = _span
+    span: Span | None = _span
 
 
 @dataclass(frozen=True)
 class Use:
     path: Str
-    span: Span = _span
+    span: Span | None = _span
 
 
 @dataclass(frozen=True)
@@ -205,7 +207,7 @@ class DataDecl:
     name: Name
     source: Value
     body: Body | None
-    span: Span = _span
+    span: Span | None = _span
 
 
 @dataclass(frozen=True)
@@ -213,23 +215,23 @@ class TemplateDecl:
     name: Name
     sources: tuple[Name, ...]
     body: Body
-    span: Span = _span
+    span: Span | None = _span
 
 
 @dataclass(frozen=True)
 class Block:
     kind: Name
     body: Body
-    span: Span = _span
+    span: Span | None = _span
 
 
-Item = Union[Header, Use, DataDecl, TemplateDecl, Block]
+Item: TypeAlias = Header | Use | DataDecl | TemplateDecl | Block
 
 
 @dataclass(frozen=True)
 class Comment:
     text: str  # with its leading `#`
-    span: Span = _span
+    span: Span | None = _span
 
 
 @dataclass(frozen=True)

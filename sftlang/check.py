@@ -119,7 +119,8 @@ def _check_model(ctx: _Context) -> None:
                     "E024",
                     "an `init` model has no tokenizer of its own",
                     spec.span("model", "tokenizer") or base.span,
-                    'set `tokenizer = train sentencepiece(vocab = N) on SOURCE`, `hf("dir")` or `sentencepiece("file.model")`',
+                    'set `tokenizer = train sentencepiece(vocab = N) on SOURCE`, `hf("dir")` or '
+                    '`sentencepiece("file.model")`',
                 )
             )
         if isinstance(adapter, ast.Call):
@@ -207,7 +208,8 @@ def _check_model(ctx: _Context) -> None:
                     "E072",
                     f"`quantize = {quantize.name}` needs `adapter = lora(...)`",
                     quantize.span,
-                    "a quantized base is frozen and only LoRA adapters train over it: add `adapter = lora(rank = 16)`, or remove `quantize`",
+                    "a quantized base is frozen and only LoRA adapters train over it: add `adapter = lora(rank = 16)`, "
+                    "or remove `quantize`",
                 )
             )
     export = spec.value("output", "export")
@@ -248,7 +250,8 @@ def _check_tokenizer_vocab(ctx: _Context, tokenizer: ast.TrainOn) -> None:
             ctx.report(
                 Diagnostic(
                     "E047",
-                    f"vocab {vocab.value} is too small: it needs {fixed_pieces(byte_fallback)} + a piece per distinct character of `{source.name}`'s text",
+                    f"vocab {vocab.value} is too small: it needs {fixed_pieces(byte_fallback)} + a piece per distinct "
+                    f"character of `{source.name}`'s text",
                     vocab.span,
                     f"set `vocab` above {smallest_vocab(0, byte_fallback)}",
                 )
@@ -259,7 +262,8 @@ def _check_tokenizer_vocab(ctx: _Context, tokenizer: ast.TrainOn) -> None:
         ctx.report(
             Diagnostic(
                 "E047",
-                f"vocab {vocab.value} is too small for the text of `{source.name}`: it needs {explain(needed, byte_fallback)}",
+                f"vocab {vocab.value} is too small for the text of `{source.name}`: it needs "
+                f"{explain(needed, byte_fallback)}",
                 vocab.span,
                 f"set `vocab` to at least {smallest_vocab(needed, byte_fallback)}",
             )
@@ -297,7 +301,8 @@ def _check_model_dir(ctx: _Context, call: ast.Call, base_dir: Path, what: str = 
                     "W001",
                     f"{what} `{path.value}` not checked: {ctx.hub_skip_reason()}",
                     path.span,
-                    f"there is no local directory {looked_for}, so it is read as a hub id; it must be in the Hugging Face cache or the hub reachable when the run starts",
+                    f"there is no local directory {looked_for}, so it is read as a hub id; it must be in the Hugging "
+                    "Face cache or the hub reachable when the run starts",
                 )
             )
         return
@@ -573,7 +578,8 @@ def _check_templates(ctx: _Context, columns: dict[str, Columns | None]) -> None:
                     "E042",
                     f"{where} needs `prompt` and `completion`, `messages` or `format`",
                     anchor,
-                    "`prompt`/`completion` for text columns, `messages = COLUMN` for conversations, `format = alpaca` or `format = tokens` for those row shapes",
+                    "`prompt`/`completion` for text columns, `messages = COLUMN` for conversations, `format = alpaca` "
+                    "or `format = tokens` for those row shapes",
                 )
             )
         elif has_prompt and "completion" not in settings:
@@ -606,7 +612,8 @@ def _check_templates(ctx: _Context, columns: dict[str, Columns | None]) -> None:
             ctx.report(
                 Diagnostic(
                     "E042",
-                    "`chat = on` wraps prompt/completion; a `messages` template is rendered with the chat template already",
+                    "`chat = on` wraps prompt/completion; a `messages` template is rendered with the chat template "
+                    "already",
                     chat.span,
                 )
             )
@@ -628,7 +635,8 @@ def _check_templates(ctx: _Context, columns: dict[str, Columns | None]) -> None:
                     "E042",
                     "a `messages` template takes no `system`",
                     settings["system"].span,
-                    f'set it on the source instead, `data {first} = ... {{ system = "..." }}`: it goes first in each conversation that has none',
+                    f'set it on the source instead, `data {first} = ... {{ system = "..." }}`: it goes first in each '
+                    "conversation that has none",
                 )
             )
         elif "system" in settings and not chat_on:
@@ -670,7 +678,8 @@ def _check_templates(ctx: _Context, columns: dict[str, Columns | None]) -> None:
                     f"`{name}` has no template and no conventional columns",
                     source.span,
                     f'add `template NAME for {name} {{ prompt = "..."  completion = "..." }}`, or give the rows '
-                    f"`messages` or `conversations`, `input_ids`, `instruction` + `output`, `prompt` + `completion`, or `text` (columns: {', '.join(known.all)})",
+                    "`messages` or `conversations`, `input_ids`, `instruction` + `output`, `prompt` + `completion`, "
+                    f"or `text` (columns: {', '.join(known.all)})",
                 )
             )
 
@@ -769,7 +778,8 @@ def _check_shape_columns(ctx: _Context, shape: ast.Name, source: str, known: Col
                     shape.span,
                     join_help(
                         did_you_mean(column, known.names),
-                        f"a column of another name can take it: `rename = (OLD = {column})` on the source (columns: {', '.join(known.all)})",
+                        f"a column of another name can take it: `rename = (OLD = {column})` on the source (columns: "
+                        f"{', '.join(known.all)})",
                     ),
                 )
             )
@@ -779,7 +789,8 @@ def _check_shape_columns(ctx: _Context, shape: ast.Name, source: str, known: Col
                 "E040",
                 f"`format = {shape.name}` needs a `{'` or `'.join(one_of)}` column, which `{source}` does not have",
                 shape.span,
-                f"`labels` as long as `input_ids` (-100: not trained), or a 0/1 `loss_mask` (columns: {', '.join(known.all)})",
+                "`labels` as long as `input_ids` (-100: not trained), or a 0/1 `loss_mask` (columns: "
+                f"{', '.join(known.all)})",
             )
         )
 
@@ -964,7 +975,10 @@ def _check_source_system(ctx: _Context, columns: dict[str, Columns | None]) -> N
         reason, fix = refused
         if template is None and shape.kind in ("prompt_completion", "alpaca"):
             body = "format = alpaca" if shape.kind == "alpaca" else 'prompt = "{prompt}"  completion = "{completion}"'
-            fix = f"give it a template with `chat = on`, `template NAME for {source.name} {{ {body}  chat = on }}`, or remove `system`"
+            fix = (
+                f"give it a template with `chat = on`, `template NAME for {source.name} {{ {body}  chat = on }}`, "
+                "or remove `system`"
+            )
         elif template is not None and shape.kind in ("prompt_completion", "alpaca"):
             fix = fix.replace("on its template", f"on template `{template.name}`")
         ctx.report(Diagnostic("E045", f"`system` does not apply to `{source.name}`: {reason}", setting.span, fix))
@@ -1054,7 +1068,8 @@ def _check_file_shapes(
                 "W007",
                 f"`where` keeps none of the {len(sample.rows):,} rows sampled from `{shown}`",
                 source.settings["where"].span,
-                'compare with the file\'s values: CSV values are strings (`"5"`, not `5`), `on`/`off` match true/false only',
+                'compare with the file\'s values: CSV values are strings (`"5"`, not `5`), `on`/`off` match true/false '
+                "only",
                 checked,
             )
         )
@@ -1067,7 +1082,8 @@ def _sampled_note(count: int, sample: Sample) -> str:
     if sample.total is None:
         return f"checked the file's first {count:,} row{'s' * (count != 1)}"
     unit = "lines" if sample.unit == "line" else "rows"
-    return f"checked {count:,} sampled row{'s' * (count != 1)} of {'about ' if sample.estimated else ''}{sample.total:,} {unit}"
+    about = "about " if sample.estimated else ""
+    return f"checked {count:,} sampled row{'s' * (count != 1)} of {about}{sample.total:,} {unit}"
 
 
 # ---------------------------------------------------------------- train
@@ -1357,7 +1373,8 @@ def _check_baseline(ctx: _Context) -> str:
         ctx.report(
             Diagnostic(
                 "E066",
-                f"`baseline = {kind}` compares with the base model, but this model is trained from scratch (`init`): there is no base to compare with",
+                f"`baseline = {kind}` compares with the base model, but this model is trained from scratch (`init`): "
+                "there is no base to compare with",
                 spec.span("eval", "baseline"),
                 'remove `baseline`, or fine-tune a pretrained `base = hf("dir")`',
             )
@@ -1376,10 +1393,15 @@ def _check_compared(ctx: _Context, gate: ast.Gate, metric: schema.Metric, baseli
     )
     if baseline == "off":
         scratch = isinstance(spec.value("model", "base"), ast.Init)
+        why = (
+            "this model is trained from scratch (`init`), so there is none"
+            if scratch
+            else "the spec sets `baseline = off`"
+        )
         ctx.report(
             Diagnostic(
                 "E066",
-                f"{what}, but {'this model is trained from scratch (`init`), so there is none' if scratch else 'the spec sets `baseline = off`'}",
+                f"{what}, but {why}",
                 gate.metric.span,
                 'remove the gate, or fine-tune a pretrained `base = hf("dir")`'
                 if scratch

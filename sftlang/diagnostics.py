@@ -226,7 +226,10 @@ CODES: dict[str, str] = {
     "E063": "a threshold outside the metric's range",
     "E064": "two gates on the same bound of a metric",
     "E065": "`gain` of a metric that has no better direction, or of a review metric",
-    "E066": "a comparison with a baseline that does not exist (scratch model, `baseline = off`, or a metric the baseline lacks)",
+    "E066": (
+        "a comparison with a baseline that does not exist (scratch model, `baseline = off`, "
+        "or a metric the baseline lacks)"
+    ),
     "E070": "an export format the model cannot produce",
     "E071": "a sampled row of a data file that the run would stop at as a bad row",
     "E072": "a quantized base (`quantize`) without a LoRA adapter to train over it",

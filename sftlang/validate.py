@@ -310,7 +310,8 @@ def _validate_threshold(metric: schema.Metric, gate: ast.Gate, report: Report, g
                     "E063",
                     f"a gain of {value.text} in `{metric.name}` can never be reached",
                     value.span,
-                    f"`{metric.name}` lies in [{_num(metric.low)}, {_num(metric.high)}], so a gain lies within ±{_num(span)}",
+                    f"`{metric.name}` lies in [{_num(metric.low)}, {_num(metric.high)}], "
+                    f"so a gain lies within ±{_num(span)}",
                 )
             )
         return

@@ -40,12 +40,12 @@ import numpy as np
 
 from runtime.data.batches import BATCH_KEYS, assemble, empty_batch
 from runtime.data.packing import pack_bfd, pack_table, packing_efficiency
-from runtime.platform.process_share import Share
 from runtime.data.sources import LoadedSource, load_source
 from runtime.data.stats import DataStats, SourceStats, no_train_examples
 from runtime.data.tokenize import TokenizedSource, tokenize_source
 from runtime.plan.data_errors import DataError, SequenceTooLongError, shorten
 from runtime.plan.data_plan import DataPlan, SourceSpec, TemplateSpec
+from runtime.platform.process_share import Share
 
 _TAG_SHUFFLE, _TAG_ROWS, _TAG_SOURCE = 0, 1, 100
 
@@ -150,7 +150,9 @@ class DataPipeline:
             if (eval_part := spec.eval_part()) is not None:
                 parts.append((eval_part, "eval"))
             for part_spec, forced_split in parts:
-                loaded = share.first(f"read {part_spec.name}", lambda: load_source(part_spec, cache_dir))
+                loaded = share.first(
+                    f"read {part_spec.name}", lambda part_spec=part_spec: load_source(part_spec, cache_dir)
+                )
                 ts = tokenize_source(loaded, template, tokenizer, cache_dir, num_proc=num_proc, share=share)
                 t = len(self._tables)
                 self._tables.append(ts)
@@ -211,7 +213,10 @@ class DataPipeline:
                     else:
                         st.eval_examples += len(sel)
                         st.eval_tokens += n_tok
-        cat = lambda xs, dt: np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)
+
+        def cat(xs, dt):
+            return np.concatenate(xs).astype(dt) if xs else np.zeros(0, dt)
+
         self.ex_table = cat(gid_src, np.int32)
         self.ex_local = cat(gid_local, np.int64)
         self.ex_keep = cat(gid_keep, np.int64)  # tokens kept (positions used = keep - 1)

@@ -192,7 +192,8 @@ def generate_eval(
     for ex, prompt, _ in chosen:
         if len(prompt) == 0:
             raise DataError(
-                f"data {ex.source} ({where(ex.file, ex.line, ex.turn)}): the eval example has no prompt tokens (every token "
+                f"data {ex.source} ({where(ex.file, ex.line, ex.turn)}): the eval example has no prompt tokens "
+                f"(every token "
                 f"is trained), so there is nothing to generate from. help: give the source a "
                 f"prompt/completion or messages template, or gate it on token metrics only"
             )

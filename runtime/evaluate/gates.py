@@ -179,7 +179,10 @@ def _why_missing(gate: Any) -> str:
     where = f"source `{gate.source}`" if gate.source else "the eval split"
     if getattr(gate, "gain", 0):
         inner = metric_key(gate.metric, gate.source, gate.pattern)
-        return f"not computed: `{inner}` of the tuned model or of the baseline is missing (no baseline ran, or no eval rows)"
+        return (
+            f"not computed: `{inner}` of the tuned model or of the baseline is missing "
+            "(no baseline ran, or no eval rows)"
+        )
     if gate.metric in REVIEW_METRICS:
         return f"not computed: no reviewed rows for {where} (`sftc review RUN`)"
     if gate.metric in TOKEN_METRICS:

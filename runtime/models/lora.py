@@ -7,7 +7,8 @@ Public API::
     graphdef, params, frozen = nnx.split(model, lora.trainable_filter(plan.model.adapter), ...)
     trainable, total = lora.count_params(model)
     plain = lora.merge_lora(model)       # W + scale * A @ B folded in: export = hf
-    # export = peft: runtime.checkpoints.hf_checkpoint.save_peft(model, config, dir, base_model_name_or_path, plan.model.adapter)
+    # export = peft:
+    #   runtime.checkpoints.hf_checkpoint.save_peft(model, config, dir, base_model_name_or_path, plan.model.adapter)
 
 Each targeted projection (``q k v o`` of attention, ``gate up down`` of the
 MLP, in every layer) becomes a `LoraLinear`: the same ``kernel``/``bias``

@@ -124,7 +124,8 @@ def quantize_model(model: nnx.Module, kind: str, dtype=None) -> nnx.Module:
 
 
 def converter(kind: str, dtype) -> Callable[[tuple, jax.Array], object]:
-    """For `runtime.checkpoints.hf_checkpoint.load_pretrained`: quantize each block projection's kernel as it is read."""
+    """For `runtime.checkpoints.hf_checkpoint.load_pretrained`: quantize each block projection's kernel as
+    it is read."""
     dtype = jnp.dtype(dtype)
 
     def convert(key_path: tuple, array: jax.Array):

@@ -111,11 +111,11 @@ class Attention(nnx.Module):
             self.q_norm = self.k_norm = None
 
     def __call__(self, x_td, shape, cos, sin, mask, kv=None, segments=None, window=None):
-        b, l = shape
+        b, length = shape
         n, k, h = self.num_heads, self.num_kv_heads, self.head_dim
-        q = self.q(x_td).reshape(b, l, n, h)
-        key = self.k(x_td).reshape(b, l, k, h)
-        val = self.v(x_td).reshape(b, l, k, h)
+        q = self.q(x_td).reshape(b, length, n, h)
+        key = self.k(x_td).reshape(b, length, k, h)
+        val = self.v(x_td).reshape(b, length, k, h)
         if self.q_norm is not None:
             q, key = self.q_norm(q), self.k_norm(key)
         q, key = apply_rope(q, cos, sin), apply_rope(key, cos, sin)
@@ -129,7 +129,7 @@ class Attention(nnx.Module):
             new_kv = (key, val)
         out = attend(q, key, val, mask, self.impl, segments=segments, window=window)
         out = constrain(out, ("batch", "length", "heads", "head_dim"))
-        return self.o(out.reshape(b * l, n * h)), new_kv
+        return self.o(out.reshape(b * length, n * h)), new_kv
 
 
 class MLP(nnx.Module):
@@ -276,17 +276,17 @@ class Transformer(nnx.Module):
 
     def _trunk(self, input_ids, positions, masks, cache: KVCache | None):
         """The final hidden states ``[B*L, D]`` (normalised) and the new cache entries."""
-        b, l = input_ids.shape
-        x = self.embed(input_ids.reshape(b * l))
+        b, length = input_ids.shape
+        x = self.embed(input_ids.reshape(b * length))
         x = constrain(x, ("batch", "embed"))
         cos, sin = rope_tables(positions, inverse_frequencies(self.config))
         new_keys, new_values = [], []
         for i, layer in enumerate(self.layers):
             if cache is None and self.config.remat != "off":
-                x = _rematerialized(layer, x, (b, l), cos, sin, masks, self.config.remat)
+                x = _rematerialized(layer, x, (b, length), cos, sin, masks, self.config.remat)
                 continue
             kv = None if cache is None else (cache.keys[i], cache.values[i], cache.index)
-            x, kv = layer(x, (b, l), cos, sin, masks, kv)
+            x, kv = layer(x, (b, length), cos, sin, masks, kv)
             if kv is not None:
                 new_keys.append(kv[0])
                 new_values.append(kv[1])
@@ -327,24 +327,24 @@ class Transformer(nnx.Module):
         the last prompt token's, and the head of a 49k vocabulary over every prompt token
         would cost as much as a third of the prompt's forward pass.
         """
-        b, l = input_ids.shape
+        b, length = input_ids.shape
         segment_ids = jnp.asarray(segment_ids, jnp.int32)
         positions = jnp.asarray(positions, jnp.int32)
         start = cache.index
         k_seg = jax.lax.dynamic_update_slice(cache.segment, segment_ids, (0, start))
         k_pos = jax.lax.dynamic_update_slice(cache.positions, positions, (0, start))
         s = cache.segment.shape[1]
-        q_idx = start + jnp.arange(l, dtype=jnp.int32)
+        q_idx = start + jnp.arange(length, dtype=jnp.int32)
         k_idx = jnp.arange(s, dtype=jnp.int32)
         # A padding query (segment 0) would otherwise see the empty cache slots; it
         # attends to itself only through the same-segment rule, which is harmless.
         masks = self._masks(segment_ids, k_seg, q_idx, k_idx, positions, k_pos)
         x, (keys, values) = self._trunk(input_ids, positions, masks, cache)
         if last is None:
-            logits = self.logits_of(x, self.head_weight()).reshape(b, l, -1)
+            logits = self.logits_of(x, self.head_weight()).reshape(b, length, -1)
         else:
-            logits = self.logits_of(x.reshape(b, l, -1)[jnp.arange(b), last], self.head_weight())[:, None]
-        return logits, KVCache(keys, values, k_seg, k_pos, start + l)
+            logits = self.logits_of(x.reshape(b, length, -1)[jnp.arange(b), last], self.head_weight())[:, None]
+        return logits, KVCache(keys, values, k_seg, k_pos, start + length)
 
 
 def build(config: ModelConfig, rngs: nnx.Rngs | int = 0, dtype="float32", param_dtype=None) -> Transformer:

@@ -320,7 +320,7 @@ def _render_conversation(
     specials = _special_strings(tokenizer)
     turns = shapes.trained_turns(msgs, column, train_on)
     spans, calls = [], []
-    for n, i in enumerate(turns):
+    for i in turns:
         through, start, end = _turn_span(render, msgs, i, column, specials)
         if not full.startswith(through):
             if per_turn:

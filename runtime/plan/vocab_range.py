@@ -67,4 +67,5 @@ def fixed_pieces(byte_fallback: bool) -> str:
 
 def explain(characters: int, byte_fallback: bool) -> str:
     """The sum behind `smallest_vocab`: `256 byte pieces + 4 special pieces + 22 distinct characters = 282`."""
-    return f"{fixed_pieces(byte_fallback)} + {characters} distinct characters = {smallest_vocab(characters, byte_fallback)}"
+    total = smallest_vocab(characters, byte_fallback)
+    return f"{fixed_pieces(byte_fallback)} + {characters} distinct characters = {total}"

@@ -339,13 +339,15 @@ def _render(r: dict, plan, stats, memory_kind: str) -> str:
     if plan.model.quantize is not None:
         tuning += f" over an {plan.model.quantize} base"
     lines = [
-        f"model    {m['architecture']} {_human(m['params'])} ({m['layers']} layers, dim {m['dim']}, {m['heads']} heads / {m['kv_heads']} kv, vocab {m['vocab']:,})   {tuning}, {m['dtype']}",
+        f"model    {m['architecture']} {_human(m['params'])} ({m['layers']} layers, dim {m['dim']}, "
+        f"{m['heads']} heads / {m['kv_heads']} kv, vocab {m['vocab']:,})   {tuning}, {m['dtype']}",
         f"         trainable {m['trainable']:,} of {m['params']:,} parameters   from {m['source']}",
     ]
     lines += stats.summary().splitlines()[:2] + stats.source_lines()
     epochs = f"{r['epochs']:.1f} epochs" if r["epochs"] else "?"
     lines.append(
-        f"steps    {r['steps']:,} ({epochs})   {plan.data.global_batch_size} seq x {plan.data.seq_len} tok = {r['tokens_per_step']:,} tok/step"
+        f"steps    {r['steps']:,} ({epochs})   {plan.data.global_batch_size} seq x {plan.data.seq_len} tok "
+        f"= {r['tokens_per_step']:,} tok/step"
         f"   warmup {r['warmup_steps']}   accumulation {r['accumulation']}"
     )
     o, schedule = plan.train.optimizer, plan.train.schedule
@@ -358,12 +360,14 @@ def _render(r: dict, plan, stats, memory_kind: str) -> str:
     shape = r["mesh"]
     count = shape["data"] * shape["fsdp"] * shape["tensor"]
     lines.append(
-        f"mesh     {count} device{'s' * (count != 1)}: data {shape['data']} x fsdp {shape['fsdp']} x tensor {shape['tensor']}"
+        f"mesh     {count} device{'s' * (count != 1)}: "
+        f"data {shape['data']} x fsdp {shape['fsdp']} x tensor {shape['tensor']}"
     )
     lines.append("         " + "   ".join(f"{k} {v}" for k, v in r["shardings"].items()))
     available = f" of {mem['available'] / GiB:.1f} GiB {memory_kind}" if mem["available"] else ""
     lines.append(
-        f"memory   {mem['total'] / GiB:.3f} GiB/device (params {mem['params'] / GiB:.3f}, grads {mem['grads'] / GiB:.3f}, "
+        f"memory   {mem['total'] / GiB:.3f} GiB/device "
+        f"(params {mem['params'] / GiB:.3f}, grads {mem['grads'] / GiB:.3f}, "
         f"optimizer {mem['optimizer'] / GiB:.3f}, activations {mem['activations'] / GiB:.3f}; estimate){available}"
     )
     if r["memory_advice"]:

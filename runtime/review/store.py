@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ANSWERS", "DB_NAME", "Judgement", "ReviewStore", "answer_sha", "row_id", "row_ids", "valid_reviewer"]
+__all__ = ["ANSWERS", "DB_NAME", "Judgement", "ReviewStore", "answer_sha", "row_ids", "valid_reviewer"]
 
 DB_NAME = "reviews.sqlite"
 ANSWERS = ("tuned", "base")

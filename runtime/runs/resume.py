@@ -15,16 +15,25 @@ take effect from the resumed step on.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from runtime.plan.run_inputs import Inputs
 from runtime.plan.run_plan import Plan
 
 # Keys of the plan that do not change what a step computes.
 FREE_TO_CHANGE = {
-    "spec_hash", "spec_path", "version", "eval", "gates", "output",
-    "train.checkpoint_every", "train.checkpoint_every_epochs", "train.keep", "train.log_every",
+    "spec_hash",
+    "spec_path",
+    "version",
+    "eval",
+    "gates",
+    "output",
+    "train.checkpoint_every",
+    "train.checkpoint_every_epochs",
+    "train.keep",
+    "train.log_every",
     "train.max_skipped_steps",
 }
 
@@ -71,13 +80,17 @@ def differences(run_dir: Path, plan: Plan, inputs: Inputs) -> list[str]:
     run_dir = Path(run_dir)
     saved_plan = json.loads((run_dir / "plan.json").read_text())
     if saved_plan.get("version") != plan.version:
-        return [f"~ plan format: version {saved_plan.get('version')} -> {plan.version} (the run was made by another sftc)"]
+        return [
+            f"~ plan format: version {saved_plan.get('version')} -> {plan.version} (the run was made by another sftc)"
+        ]
     lines = plan_differences(saved_plan, json.loads(plan.to_json()))  # as saved: lists, not tuples
     manifest_path = run_dir / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
     saved = Inputs.from_dict(manifest.get("inputs"))
     if saved is None:
-        return lines + ["~ inputs: the run was recorded by an older sftc, without the identity of its base weights "
-                        "and tokenizer, so they cannot be compared"]
+        return lines + [
+            "~ inputs: the run was recorded by an older sftc, without the identity of its base weights "
+            "and tokenizer, so they cannot be compared"
+        ]
     said = {line.split(":", 1)[0] for line in lines}  # `~ model.dtype` is a setting of the plan too: once
     return lines + [line for line in inputs.changes(saved, "resume") if line.split(":", 1)[0] not in said]
