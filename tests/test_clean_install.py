@@ -75,10 +75,10 @@ def _readme_install(venv: Path) -> str:
 
 
 @pytest.mark.slow
-def test_the_readme_install_alone_runs_the_chat_path(tmp_path):
+def test_the_readme_install_alone_runs_the_chat_path(tmp_path, source_tree):
     venv = tmp_path / "venv"
-    installed = subprocess.run(
-        _readme_install(venv), shell=True, cwd=ROOT, capture_output=True, text=True, timeout=1200
+    installed = subprocess.run(  # from a copy of the sources: an install writes *.egg-info beside them
+        _readme_install(venv), shell=True, cwd=source_tree, capture_output=True, text=True, timeout=1200
     )
     assert installed.returncode == 0, installed.stderr[-3000:]
     python = venv / "bin" / "python"

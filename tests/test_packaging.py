@@ -8,7 +8,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_wheel_ships_the_grammar_and_parses_outside_the_checkout(tmp_path):
+def test_wheel_ships_the_grammar_and_parses_outside_the_checkout(tmp_path, source_tree):
+    # built from a copy: setuptools writes build/ and sftc.egg-info beside the sources it builds
     built = subprocess.run(
         [
             sys.executable,
@@ -20,7 +21,7 @@ def test_wheel_ships_the_grammar_and_parses_outside_the_checkout(tmp_path):
             "-q",
             "-w",
             str(tmp_path / "dist"),
-            str(ROOT),
+            str(source_tree),
         ],
         capture_output=True,
         text=True,

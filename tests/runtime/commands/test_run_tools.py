@@ -24,23 +24,16 @@ GATED = SPEC.replace(
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("tools")
-    import os
-
-    old_cwd, old_cache = os.getcwd(), os.environ.get("SFTC_CACHE")
-    os.chdir(root)
-    os.environ["SFTC_CACHE"] = str(root / "cache")
-    wordlevel_tokenizer().save_pretrained(str(root / "tok"))
-    rows = [{"a": NUMBERS[a], "b": NUMBERS[b], "c": NUMBERS[(a + b) % 10]} for a in range(10) for b in range(10)]
-    (root / "sums.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (root / "tiny.sft").write_text(GATED)
-    assert main(["run", "tiny.sft"]) == 0
-    (run_dir,) = sorted((root / "runs" / "tiny").iterdir())
-    yield root, run_dir
-    os.chdir(old_cwd)
-    if old_cache is None:
-        os.environ.pop("SFTC_CACHE", None)
-    else:
-        os.environ["SFTC_CACHE"] = old_cache
+    with pytest.MonkeyPatch.context() as mp:  # cwd and SFTC_CACHE restored even when the setup fails
+        mp.chdir(root)
+        mp.setenv("SFTC_CACHE", str(root / "cache"))
+        wordlevel_tokenizer().save_pretrained(str(root / "tok"))
+        rows = [{"a": NUMBERS[a], "b": NUMBERS[b], "c": NUMBERS[(a + b) % 10]} for a in range(10) for b in range(10)]
+        (root / "sums.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        (root / "tiny.sft").write_text(GATED)
+        assert main(["run", "tiny.sft"]) == 0
+        (run_dir,) = sorted((root / "runs" / "tiny").iterdir())
+        yield root, run_dir
 
 
 def test_report_has_the_gates(trained):
