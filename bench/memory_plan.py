@@ -1,7 +1,8 @@
 """How far `sftc plan`'s memory estimate is from what the compiled train step needs.
 
 For several shapes (full fine-tune and LoRA, float32 and bfloat16, remat off / full / dots,
-longer rows, LoRA over an int8 and an nf4 base) it builds the step a run builds (`runtime.train.throughput.StepBench`: the engine's own
+longer rows, LoRA over an int8 and an nf4 base) it builds the step a run builds
+(`runtime.train.throughput.StepBench`: the engine's own
 step, state and frozen base), asks XLA for its accounting of the compiled program
 (`compiled.memory_analysis()`: the arguments, the outputs not aliased onto them, and the
 temporaries its buffer assignment needs at the peak) and prints that beside the estimate
@@ -71,8 +72,8 @@ def measure(shape: Shape) -> dict:
     from runtime.plan.run_plan import LoraPlan
     from runtime.plan.settings import SCHEDULES, Length
     from runtime.preflight.plan_report import memory_estimate, parameter_count
-    from runtime.train.throughput import DEFAULT_OPTIMIZER, StepBench
     from runtime.train.engine import StepSettings
+    from runtime.train.throughput import DEFAULT_OPTIMIZER, StepBench
 
     config = ModelConfig.llama(
         layers=shape.layers, dim=shape.dim, heads=shape.heads, kv_heads=shape.kv_heads, ffn=shape.ffn, vocab=shape.vocab

@@ -149,8 +149,8 @@ def run_sftc(a, storage: str) -> dict:
     from runtime.plan.run_plan import LoraPlan
     from runtime.plan.settings import SCHEDULES, AdamW
     from runtime.platform import allocator
-    from runtime.train.throughput import StepBench
     from runtime.train.engine import StepSettings
+    from runtime.train.throughput import StepBench
 
     dtype, quantize = HOW[storage]
     s = SHAPE
@@ -529,8 +529,10 @@ def _cell(r: dict | None, key: str, fmt: str) -> str:
 
 def _print(rows, machine, shape) -> None:
     print(
-        f"model    Llama {shape['layers']} layers, hidden {shape['hidden']}, {shape['heads']}/{shape['kv_heads']} heads "
-        f"of {shape['head_dim']}, ffn {shape['ffn']}, vocab {shape['vocab']}, tied; LoRA r16 a32 on q,k,v,o; AdamW 1e-4; "
+        f"model    Llama {shape['layers']} layers, hidden {shape['hidden']}, {shape['heads']}/{shape['kv_heads']} "
+        "heads "
+        f"of {shape['head_dim']}, ffn {shape['ffn']}, vocab {shape['vocab']}, tied; LoRA r16 a32 on q,k,v,o; AdamW "
+        "1e-4; "
         f"batch {shape['batch']} x {shape['seq_len']} (micro {shape['micro']}), median of {shape['steps']} steps "
         f"after {shape['warmup']} warm-up"
     )
@@ -550,12 +552,14 @@ def _print(rows, machine, shape) -> None:
         speed = f"{row['speed_ratio']:.2f}" if "speed_ratio" in row else "-"
         memory = f"{row['memory_ratio']:.2f}" if "memory_ratio" in row else "-"
         print(
-            f"| {row['storage']} ({row['compute']} compute) | {_cell(s, 'peak_mib', ',.0f')} | {_cell(p, 'peak_mib', ',.0f')} "
+            f"| {row['storage']} ({row['compute']} compute) | {_cell(s, 'peak_mib', ',.0f')} | "
+            f"{_cell(p, 'peak_mib', ',.0f')} "
             f"| {_cell(s, 'step_ms', ',.0f')} | {_cell(p, 'step_ms', ',.0f')} | {speed} | {memory} |"
         )
     print()
     print(
-        "| storage | side | after load MiB | peak MiB | ms/step (best) | tokens/s | loss first -> last | XLA args + temps MiB |"
+        "| storage | side | after load MiB | peak MiB | ms/step (best) | tokens/s | loss first -> last | XLA args + "
+        "temps MiB |"
     )
     print("|---|---|---|---|---|---|---|---|")
     notes: dict[str, list[str]] = {}
@@ -575,7 +579,8 @@ def _print(rows, machine, shape) -> None:
             fell = "" if r["loss_last"] < r["loss_first"] else " (did not fall)"
             print(
                 f"| {row['storage']} | {side} | {r['loaded_mib']:,.0f} | {r['peak_mib']:,.0f} | {r['step_ms']:,.0f} "
-                f"({r['step_ms_min']:,.0f}) | {r['tokens_per_s']:,.0f} | {r['loss_first']:.4f} -> {r['loss_last']:.4f}{fell} "
+                f"({r['step_ms_min']:,.0f}) | {r['tokens_per_s']:,.0f} | {r['loss_first']:.4f} -> "
+                f"{r['loss_last']:.4f}{fell} "
                 f"| {xla} |"
             )
             for note in r.get("notes", []):

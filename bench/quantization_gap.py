@@ -91,8 +91,8 @@ def load_one(dtype: str, quantize: str | None) -> dict:
     from runtime.checkpoints.hf_checkpoint import read_config, resolve_checkpoint
     from runtime.plan.run_plan import LoraPlan
     from runtime.plan.settings import SCHEDULES, Length
-    from runtime.train.throughput import DEFAULT_OPTIMIZER
     from runtime.train.engine import StepSettings, load_weights
+    from runtime.train.throughput import DEFAULT_OPTIMIZER
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     directory = resolve_checkpoint(smollm2())
@@ -162,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     print(
-        f"{'dtype':9} {'quantize':8} {'max |Δ logit|':>14} {'of largest':>11} {'mean |Δ|':>9} {'same top-1':>11} {'load s':>7}"
+        f"{'dtype':9} {'quantize':8} {'max |Δ logit|':>14} {'of largest':>11} "
+        f"{'mean |Δ|':>9} {'same top-1':>11} {'load s':>7}"
     )
     for r in rows:
         print(

@@ -76,8 +76,8 @@ def main(argv=None) -> dict:
     from runtime.models import ModelConfig
     from runtime.plan.run_plan import LoraPlan
     from runtime.plan.settings import SCHEDULES, AdamW
-    from runtime.train.throughput import StepBench
     from runtime.train.engine import StepSettings
+    from runtime.train.throughput import StepBench
 
     s = SHAPE
     config = ModelConfig(

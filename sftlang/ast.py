@@ -243,7 +243,7 @@ class SpecFile:
 
 def children(node) -> list:
     """The direct child nodes of any tree node (for generic walks)."""
-    out = []
+    out: list = []
     for name in getattr(node, "__dataclass_fields__", {}):
         if name in ("span", "source", "comments", "raw", "text"):
             continue

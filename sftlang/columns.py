@@ -11,6 +11,7 @@ import io
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .files import FileSystem
 
@@ -241,6 +242,7 @@ class _Bytes:
     """A seekable view of a file: the file itself in the working tree, its bytes at a git revision."""
 
     def __init__(self, files: FileSystem, path: Path):
+        self.handle: BinaryIO
         if type(files) is FileSystem:
             self.handle = open(path, "rb")
             self.size = path.stat().st_size

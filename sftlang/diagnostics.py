@@ -12,6 +12,7 @@ import difflib
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .source import Span
 
@@ -129,7 +130,7 @@ def _position(span: Span, end: bool) -> dict:
 
 
 def to_json(d: Diagnostic) -> dict:
-    out = {"severity": d.severity, "code": d.code, "summary": d.message, "detail": d.help or ""}
+    out: dict[str, Any] = {"severity": d.severity, "code": d.code, "summary": d.message, "detail": d.help or ""}
     if d.note:
         out["note"] = d.note
     if d.span is not None:

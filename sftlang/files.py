@@ -10,7 +10,9 @@ from pathlib import Path
 class FileSystem:
     """The working tree."""
 
-    label = ""
+    @property
+    def label(self) -> str:
+        return ""
 
     def read_bytes(self, path: Path) -> bytes:
         return Path(path).read_bytes()

@@ -19,6 +19,12 @@ class Placeholder:
     span: Span
 
 
+def _span(node: ast.Str) -> Span:
+    """The span of a string read from a file (only those hold placeholders to check)."""
+    assert node.span is not None, node
+    return node.span
+
+
 def placeholders(node: ast.Str) -> tuple[list[Placeholder], list[Diagnostic]]:
     raw = node.raw or f'"{node.value}"'
     quote = 3 if raw.startswith('"""') else 1
@@ -39,7 +45,7 @@ def placeholders(node: ast.Str) -> tuple[list[Placeholder], list[Diagnostic]]:
         if ch == "}":
             problems.append(
                 Diagnostic(
-                    "E041", "`}` without a matching `{`", node.span.sub(i, i + 1), "write `}}` for a literal brace"
+                    "E041", "`}` without a matching `{`", _span(node).sub(i, i + 1), "write `}}` for a literal brace"
                 )
             )
             i += 1
@@ -49,12 +55,14 @@ def placeholders(node: ast.Str) -> tuple[list[Placeholder], list[Diagnostic]]:
             newline = raw.find("\n", i + 1, end)
             if close == -1 or (newline != -1 and newline < close) or "{" in raw[i + 1 : close]:
                 problems.append(
-                    Diagnostic("E041", "`{` is never closed", node.span.sub(i, i + 1), "write `{{` for a literal brace")
+                    Diagnostic(
+                        "E041", "`{` is never closed", _span(node).sub(i, i + 1), "write `{{` for a literal brace"
+                    )
                 )
                 i += 1
                 continue
             path = raw[i + 1 : close].strip()
-            span = node.span.sub(i, close + 1)
+            span = _span(node).sub(i, close + 1)
             if not path or any(not part.strip() for part in path.split(".")):
                 problems.append(
                     Diagnostic(

@@ -136,9 +136,9 @@ def _before_after(old_report: dict, new_report: dict) -> list[BeforeAfter]:
     def pairs(report: dict) -> dict[str, tuple[float, float]]:
         base, tuned = report.get("baseline", {}).get("metrics", {}), report.get("metrics", {})
         return {
-            k: (_number(base[k]), _number(tuned[k]))
+            k: (b, t)
             for k in base
-            if k in tuned and _number(base[k]) is not None and _number(tuned[k]) is not None
+            if k in tuned and (b := _number(base[k])) is not None and (t := _number(tuned[k])) is not None
         }
 
     old, new = pairs(old_report), pairs(new_report)
@@ -195,9 +195,12 @@ def render_lines(result: RunDiff, old_label: str, new_label: str, all_metrics: b
     for name, old, new in result.packages:
         lines.append((f"~ package {name}  {old} -> {new}", "yellow"))
     if result.devices is not None:
-        old, new = result.devices
-        describe = lambda d: f"{d.get('count')} x {d.get('kind')}"  # noqa: E731
-        lines.append((f"~ devices  {describe(old)} -> {describe(new)}", "yellow"))
+        old_devices, new_devices = result.devices
+
+        def describe(d: dict) -> str:
+            return f"{d.get('count')} x {d.get('kind')}"
+
+        lines.append((f"~ devices  {describe(old_devices)} -> {describe(new_devices)}", "yellow"))
     return lines
 
 

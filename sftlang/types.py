@@ -329,8 +329,8 @@ def check_args(head: str, args, signature: Signature, report: Report, what: str,
             )
             continue
         else:
-            param = signature.param(arg.name.name)
-            if param is None:
+            named = signature.param(arg.name.name)
+            if named is None:
                 report(
                     Diagnostic(
                         "E012",
@@ -343,6 +343,7 @@ def check_args(head: str, args, signature: Signature, report: Report, what: str,
                     )
                 )
                 continue
+            param = named
         if param.name in given:
             report(Diagnostic("E013", f"argument `{param.name}` is given twice", (arg.name or arg).span))
             continue
@@ -696,7 +697,7 @@ class Mapping(Type):
                         "E013",
                         f"`{key}` is given twice in {where or 'this tuple'}",
                         arg.name.span,
-                        f"first given at line {seen[key].span.line}" if seen[key].span else None,
+                        f"first given at line {first.line}" if (first := seen[key].span) else None,
                     )
                 )
                 continue

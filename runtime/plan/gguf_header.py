@@ -108,7 +108,7 @@ def is_gguf_path(path: str | os.PathLike) -> bool:
 
 
 _T = gguf.GGUFValueType
-_SCALARS = {
+_SCALARS: dict[int, str] = {
     _T.UINT8: "B",
     _T.INT8: "b",
     _T.UINT16: "H",

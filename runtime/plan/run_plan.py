@@ -19,7 +19,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from runtime.plan.data_plan import DataPlan, SourceSpec
-from runtime.plan.settings import ARCHITECTURES, OPTIMIZERS, SCHEDULES, TOKENIZER_TRAINERS, LlamaInit, Optimizer, Schedule, SentencepieceTraining, variant
+from runtime.plan.settings import (
+    ARCHITECTURES,
+    OPTIMIZERS,
+    SCHEDULES,
+    TOKENIZER_TRAINERS,
+    LlamaInit,
+    Optimizer,
+    Schedule,
+    SentencepieceTraining,
+    variant,
+)
 from runtime.plan.sftc_error import SftcError
 
 PLAN_VERSION = 2  # 2: typed optimizer, schedule, init and tokenizer-training settings
@@ -222,7 +232,8 @@ class Plan:
         if version != PLAN_VERSION:
             other = "an older" if isinstance(version, int) and version < PLAN_VERSION else "another"
             raise PlanVersionError(
-                f"this plan was written by {other} sftc (plan version {version}; this sftc reads version {PLAN_VERSION}); "
+                f"this plan was written by {other} sftc (plan version {version}; this sftc reads version "
+                f"{PLAN_VERSION}); "
                 "compile the spec again (`sftc run --fresh SPEC` for a new run), or use the sftc that wrote it"
             )
         return cls(

@@ -15,7 +15,7 @@ cannot disagree with itself. Standard library only: the compiler's run diff impo
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 __all__ = ["SampleKey", "sample_id", "sample_key", "where"]
@@ -25,7 +25,7 @@ SampleKey = tuple[str, str | None, int, int | None]  # (source, file, line, turn
 
 def sample_key(sample: Mapping[str, Any] | Any) -> SampleKey:
     """The identity of a sample (a `Sample`, an `Example` or a report's sample dict)."""
-    get = sample.get if isinstance(sample, Mapping) else (lambda k, d=None: getattr(sample, k, d))
+    get: Callable[..., Any] = sample.get if isinstance(sample, Mapping) else (lambda k, d=None: getattr(sample, k, d))
     turn = get("turn")
     return str(get("source")), get("file"), int(get("line")), None if turn is None else int(turn)
 

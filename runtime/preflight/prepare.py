@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from runtime.platform.process_share import Share
 from runtime.models.config import ModelConfig
 from runtime.plan.data_plan import SourceSpec, TemplateSpec
 from runtime.plan.run_plan import Plan
 from runtime.plan.sftc_error import SftcError
 from runtime.platform.allocator import reuse_freed_memory
 from runtime.platform.cache_dir import default_cache
+from runtime.platform.process_share import Share
 
 TOKENIZER_CACHE_VERSION = 2  # 2: the default chat template renders tools and tool calls
 

@@ -203,8 +203,8 @@ class _Reader:
     def row(self, source: str, file: str, line: int, expected_fingerprint: str, where: str) -> dict:
         from runtime.data.sources import load_source
         from runtime.plan.data_errors import DataError
-        from runtime.preflight.input_fingerprints import eval_rows_fingerprint
         from runtime.platform.cache_dir import default_cache
+        from runtime.preflight.input_fingerprints import eval_rows_fingerprint
 
         try:
             if source not in self.current:  # the data the run saw: a changed file has other rows at that line

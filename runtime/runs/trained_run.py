@@ -10,9 +10,10 @@ streamed token by token for `sftc chat`): one rule each, whoever asks.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import jax
 
@@ -21,7 +22,7 @@ from runtime.data.tokenize import Mode, resolve_mode
 from runtime.evaluate.answers import answer_ids, pad_id, sampling_for
 from runtime.models.decode import Sampling, stream
 from runtime.plan.run_plan import Plan
-from runtime.preflight.prepare import PrepareError, Prepared, model_config
+from runtime.preflight.prepare import Prepared, PrepareError, model_config
 from runtime.runs.run_directory import read_plan
 
 
@@ -53,8 +54,8 @@ def load_trained(run_dir: str | Path, step: int | None = None) -> Trained:
     from flax import nnx
 
     from runtime.checkpoints import tokenizer_files as tok
-    from runtime.train.engine import Engine, StepSettings, frozen_weights
     from runtime.checkpoints.orbax_checkpoints import Checkpoints, RestoreError
+    from runtime.train.engine import Engine, StepSettings, frozen_weights
 
     run_dir = Path(run_dir)
     if not (run_dir / "plan.json").is_file():
@@ -87,7 +88,9 @@ def load_trained(run_dir: str | Path, step: int | None = None) -> Trained:
     except (PrepareError, RestoreError):  # RestoreError: not damage; its message says what failed
         raise
     except Exception as error:  # noqa: BLE001 - orbax raises many types for a bad checkpoint
-        raise PrepareError(f"checkpoint {step} of {run_dir} does not restore: {type(error).__name__}: {error}") from None
+        raise PrepareError(
+            f"checkpoint {step} of {run_dir} does not restore: {type(error).__name__}: {error}"
+        ) from None
     finally:
         checkpoints.close()
     model = nnx.merge(engine.graphdef, state.params, frozen)
@@ -116,8 +119,9 @@ def source_mode(plan: Plan, run_dir: str | Path, source: str | None = None) -> M
     except (OSError, ValueError, KeyError) as error:
         if template.mode != "conventional":
             return resolve_mode(template, [], spec)
-        raise PrepareError(f"{manifest} does not say which columns source `{name}` was trained on "
-                           f"({type(error).__name__}: {error})") from None
+        raise PrepareError(
+            f"{manifest} does not say which columns source `{name}` was trained on ({type(error).__name__}: {error})"
+        ) from None
     if stats.get("columns"):
         return resolve_mode(template, stats["columns"], spec)
     if template.mode != "conventional":  # a run from before the manifest kept the columns
@@ -134,8 +138,14 @@ class Decoding:
     seed: int
 
 
-def decoding(plan: Plan, max_new_tokens: int | None = None, temperature: float | None = None,
-             top_p: float | None = None, top_k: int | None = None, seed: int | None = None) -> Decoding:
+def decoding(
+    plan: Plan,
+    max_new_tokens: int | None = None,
+    temperature: float | None = None,
+    top_p: float | None = None,
+    top_k: int | None = None,
+    seed: int | None = None,
+) -> Decoding:
     """The run's generation settings with overrides (None keeps the spec's; no `eval.generate`: greedy, 128 tokens)."""
     generation = plan.eval.generate
     if max_new_tokens is None:
@@ -147,18 +157,32 @@ def decoding(plan: Plan, max_new_tokens: int | None = None, temperature: float |
 
 def answers(trained: Trained, prompts: Sequence[Prompt], settings: Decoding) -> list[tuple[list[int], bool]]:
     """Each prompt's answer ids (stop token removed) and whether it stopped: evaluation's decoding."""
-    return answer_ids(trained.model, trained.tokenizer, [p.ids for p in prompts], settings.max_new_tokens,
-                      settings.sampling, settings.seed)
+    return answer_ids(
+        trained.model,
+        trained.tokenizer,
+        [p.ids for p in prompts],
+        settings.max_new_tokens,
+        settings.sampling,
+        settings.seed,
+    )
 
 
-def reply(trained: Trained, prompt: Prompt, settings: Decoding, turn: int = 0,
-          stops: Sequence[int] | None = None) -> Iterator[int]:
+def reply(
+    trained: Trained, prompt: Prompt, settings: Decoding, turn: int = 0, stops: Sequence[int] | None = None
+) -> Iterator[int]:
     """Stream one answer's ids, the stop token not yielded: the tokens `answers` gives for ``prompt`` alone
     (turn ``t`` draws from ``fold_in(key(seed), t)``, so turn 0 is batch 0 of ``sftc generate``)."""
     stops = stop_ids(trained.tokenizer) if stops is None else stops
     key = jax.random.fold_in(jax.random.key(settings.seed), turn)
-    for token in stream(trained.model, prompt.ids, settings.max_new_tokens, stops, settings.sampling, key,
-                        pad_id=pad_id(trained.tokenizer)):
+    for token in stream(
+        trained.model,
+        prompt.ids,
+        settings.max_new_tokens,
+        stops,
+        settings.sampling,
+        key,
+        pad_id=pad_id(trained.tokenizer),
+    ):
         if token in stops:
             return
         yield token

@@ -31,11 +31,11 @@ import jax
 
 from runtime.checkpoints.hf_checkpoint import CheckpointError
 from runtime.checkpoints.orbax_checkpoints import Checkpoints
-from runtime.train.token_metrics import token_metrics
 from runtime.platform.distributed import gather
+from runtime.preflight.prepare import Prepared, log_interval
 from runtime.train.engine import Engine, StepSettings, load_weights
 from runtime.train.metrics_log import MetricsLog
-from runtime.preflight.prepare import Prepared, log_interval
+from runtime.train.token_metrics import token_metrics
 
 _NONFINITE_HELP = (
     "lower the learning rate or clip, check the data at these steps, or allow a few skipped "
