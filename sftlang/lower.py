@@ -16,8 +16,28 @@ from pathlib import Path
 
 from runtime.plan.data_plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
 from runtime.plan.hub_policy import local_path_reason
-from runtime.plan.run_plan import BaselinePlan, EvalPlan, GatePlan, GenerationPlan, LoraPlan, ModelPlan, OutputPlan, Plan, TokenizerPlan, TrainPlan
-from runtime.plan.settings import ARCHITECTURES, LENGTH, OPTIMIZERS, SCHEDULES, SHARE_OF_LR, TOKENIZER_TRAINERS, Length, Schedule
+from runtime.plan.run_plan import (
+    BaselinePlan,
+    EvalPlan,
+    GatePlan,
+    GenerationPlan,
+    LoraPlan,
+    ModelPlan,
+    OutputPlan,
+    Plan,
+    TokenizerPlan,
+    TrainPlan,
+)
+from runtime.plan.settings import (
+    ARCHITECTURES,
+    LENGTH,
+    OPTIMIZERS,
+    SCHEDULES,
+    SHARE_OF_LR,
+    TOKENIZER_TRAINERS,
+    Length,
+    Schedule,
+)
 
 from . import ast, schema
 from .check import arg, baseline_kind, pairs, where_pairs
@@ -227,7 +247,7 @@ def _schedule(call: ast.Call, lr: float) -> Schedule:
     (`min_lr`), which a share multiplies out by lr."""
     settings = SCHEDULES[call.head.name]
     forms = {f.name: f.metadata["rule"].form for f in dataclasses.fields(settings) if f.init}
-    arguments = {}
+    arguments: dict[str, Length | float] = {}
     for a in call.args:
         name, value = a.name.name, a.value
         if forms[name] == LENGTH:

@@ -3,8 +3,8 @@
 The checker validates against these tables, the resolver fills their defaults,
 `sftc diff` compares through them and docs/language.md documents them. Defaults
 are written as source text, exactly as a user would write them. The calls whose
-settings the plan carries as typed classes (optimizers, `init llama`, `train
-sentencepiece`) take their names, defaults and ranges from those classes
+settings the plan carries as typed classes (optimizers, schedules, `init llama`,
+`train sentencepiece`) take their names, defaults and ranges from those classes
 (`runtime.plan.settings`), so each exists once.
 """
 
@@ -63,6 +63,7 @@ SEED = Num(low=0, integer=True)
 PATH = Str(non_empty=True, doc="a path string")
 OFF = Enum(("off",))
 STEPS_OR_SHARE = OneOf((Share(low=0, high=1, open_high=True), Quantity(("steps",)), Num(low=0, high=0)))
+SHARE_OF_LR = Share(low=0, high=1)
 
 
 def source_text(value) -> str:
@@ -74,24 +75,41 @@ def source_text(value) -> str:
     return str(value)
 
 
+def length_text(length: plan_types.Length) -> str:
+    """A Length as a user writes it: `0`, `20 steps`, `10%`."""
+    if length.share is not None:
+        return f"{length.share * 100:g}%"
+    return f"{length.steps} steps" if length.steps else "0"
+
+
 def _type_of(rule: plan_types.Rule) -> Type:
+    if rule.form == plan_types.LENGTH:
+        return STEPS_OR_SHARE
     if rule.flag:
         return Bool()
     if rule.choices:
         return Enum(rule.choices)
-    return Num(rule.low, rule.high, rule.integer, rule.open_low, rule.open_high)
+    number = Num(rule.low, rule.high, rule.integer, rule.open_low, rule.open_high)
+    if rule.form == plan_types.SHARE_OF_LR:
+        return OneOf((SHARE_OF_LR, number))
+    return number
+
+
+def _default_text(value) -> str:
+    return length_text(value) if isinstance(value, plan_types.Length) else source_text(value)
 
 
 def signature_of(settings: type, doc: str = "") -> Signature:
     """The call signature of a typed plan setting: its fields in order, their defaults
-    (None: absent unless given), ranges and docs."""
+    (None: absent unless given) as the spec writes them, types (a Rule's `form` for a
+    value the spec writes in another shape), ranges and docs."""
     params = []
     for f in dataclasses.fields(settings):
         if not f.init:
             continue
         rule = f.metadata["rule"]
         required = f.default is dataclasses.MISSING
-        default = None if required or f.default is None else source_text(f.default)
+        default = None if required or f.default is None else _default_text(f.default)
         params.append(Param(f.name, _type_of(rule), default, required, rule.doc, rule.default_from))
     return Signature(tuple(params), doc=doc)
 
@@ -186,7 +204,10 @@ MODEL_KEYS = (
         "tokenizer",
         TOKENIZER,
         "base",
-        doc='`base` (the checkpoint\'s), `hf("dir")`, `sentencepiece("file.model")` or `train sentencepiece(vocab = N) on SOURCE`',
+        doc=(
+            '`base` (the checkpoint\'s), `hf("dir")`, `sentencepiece("file.model")` or `train '
+            "sentencepiece(vocab = N) on SOURCE`"
+        ),
     ),
     Key(
         "dtype",
@@ -199,7 +220,10 @@ MODEL_KEYS = (
         "quantize",
         Enum(("none",) + QUANTIZATIONS),
         "none",
-        doc="how the frozen base of a LoRA run is stored: `none` (in `dtype`), `int8` (8-bit, one scale per output channel) or `nf4` (4-bit NormalFloat, one scale per 64 inputs, as QLoRA)",
+        doc=(
+            "how the frozen base of a LoRA run is stored: `none` (in `dtype`), `int8` (8-bit, one scale per "
+            "output channel) or `nf4` (4-bit NormalFloat, one scale per 64 inputs, as QLoRA)"
+        ),
     ),
 )
 
@@ -269,12 +293,18 @@ DATA_KEYS = (
     Key(
         "where",
         Mapping(Literal(lists=True), "COLUMN"),
-        doc="keep only the rows whose column (a dotted path) equals the value, or one of a list; the others are counted as filtered",
+        doc=(
+            "keep only the rows whose column (a dotted path) equals the value, or one of a list; the others are "
+            "counted as filtered"
+        ),
     ),
     Key(
         "system",
         Str(non_empty=True),
-        doc="a system message for every conversation of this source that has none (conversation rows, and prompt/completion or Alpaca rows with `chat = on`; other rows refuse it, E045)",
+        doc=(
+            "a system message for every conversation of this source that has none (conversation rows, and "
+            "prompt/completion or Alpaca rows with `chat = on`; other rows refuse it, E045)"
+        ),
     ),
 )
 
@@ -285,7 +315,10 @@ TEMPLATE_KEYS = (
     Key(
         "format",
         Enum(FORMATS),
-        doc="a whole-row shape instead of prompt/completion: `alpaca` (columns instruction, input, output) or `tokens` (input_ids with labels or loss_mask)",
+        doc=(
+            "a whole-row shape instead of prompt/completion: `alpaca` (columns instruction, input, output) or "
+            "`tokens` (input_ids with labels or loss_mask)"
+        ),
     ),
     Key(
         "train_on",
@@ -295,7 +328,10 @@ TEMPLATE_KEYS = (
     Key(
         "roles",
         Mapping(Enum(CONVERSATION_ROLES), "ROLE"),
-        doc="more role names of the conversations: `(bot = assistant, ...)`, each mapped to system, user, assistant or tool",
+        doc=(
+            "more role names of the conversations: `(bot = assistant, ...)`, each mapped to system, user, "
+            "assistant or tool"
+        ),
     ),
     Key(
         "keys",
@@ -318,7 +354,10 @@ TEMPLATE_KEYS = (
         "chat",
         Bool(),
         "off",
-        doc="render prompt/completion through the tokenizer's chat template: the prompt as the user turn, the completion as the assistant's (for instruct models)",
+        doc=(
+            "render prompt/completion through the tokenizer's chat template: the prompt as the user turn, the "
+            "completion as the assistant's (for instruct models)"
+        ),
     ),
     Key("system", Str(), doc="a system message before the prompt (with `chat = on`)"),
 )
@@ -327,25 +366,9 @@ TEMPLATE_KEYS = (
 
 OPTIMIZERS = Calls({name: signature_of(settings) for name, settings in plan_types.OPTIMIZERS.items()}, what="optimizer")
 
-# Schedules are written as the user thinks of them (`warmup = 3%`, `min_lr = 10%`) and
-# lowered to plan_types' Length and absolute rates; tests/runtime/plan/test_settings.py ties the
-# names and defaults below to plan_types.SCHEDULES.
-MIN_LR = OneOf((Share(low=0, high=1), NON_NEGATIVE))
-SCHEDULES = Calls(
-    {
-        "constant": Signature((Param("warmup", STEPS_OR_SHARE, "0"),)),
-        "linear": Signature((Param("warmup", STEPS_OR_SHARE, "0"), Param("min_lr", MIN_LR, "0"))),
-        "cosine": Signature((Param("warmup", STEPS_OR_SHARE, "0"), Param("min_lr", MIN_LR, "0"))),
-        "wsd": Signature(
-            (
-                Param("warmup", STEPS_OR_SHARE, "0"),
-                Param("decay", STEPS_OR_SHARE, "10%", doc="length of the final decay"),
-                Param("min_lr", MIN_LR, "0"),
-            )
-        ),
-    },
-    what="schedule",
-)
+# Schedules are written as the user thinks of them (`warmup = 3%`, `min_lr = 10%`): their
+# fields' Rules say so (`form`), and `sftlang.lower` turns them into Lengths and absolute rates.
+SCHEDULES = Calls({name: signature_of(settings) for name, settings in plan_types.SCHEDULES.items()}, what="schedule")
 
 AUTO_OR_COUNT = OneOf((Enum(("auto",)), COUNT))
 MESH = Record(
@@ -366,7 +389,12 @@ TRAIN_KEYS = (
     Key("micro", COUNT, default_from="batch", doc="sequences per forward pass; accumulation = batch / micro"),
     Key("seq_len", Num(low=8, high=1_048_576, integer=True), "1024", doc="tokens per sequence"),
     Key("packing", Bool(), "off", doc="pack several examples into each sequence"),
-    Key("optimizer", OPTIMIZERS, "adamw(lr = 2e-5)", doc="adamw, adafactor, lion or sgd"),
+    Key(
+        "optimizer",
+        OPTIMIZERS,
+        f"{plan_types.AdamW.name}(lr = {source_text(plan_types.DEFAULT_LR)})",
+        doc="adamw, adafactor, lion or sgd",
+    ),
     Key(
         "schedule",
         SCHEDULES,
@@ -395,7 +423,10 @@ TRAIN_KEYS = (
         "max_skipped_steps",
         Num(low=0, integer=True),
         "0",
-        doc="steps with a non-finite loss or gradient that may be skipped (update refused, counted and reported) before the run stops; 0 stops at the first",
+        doc=(
+            "steps with a non-finite loss or gradient that may be skipped (update refused, counted and reported) "
+            "before the run stops; 0 stops at the first"
+        ),
     ),
 )
 
@@ -452,7 +483,11 @@ EVAL_KEYS = (
         "baseline",
         BASELINE,
         "auto",
-        doc="what the tuned model is compared with: `base` (the pretrained model, same prompts), `few_shot(k = 3)` (the base with k training pairs in the prompt) or `off`; `auto` is `base` for a pretrained base and `off` for `init`",
+        doc=(
+            "what the tuned model is compared with: `base` (the pretrained model, same prompts), `few_shot(k = "
+            "3)` (the base with k training pairs in the prompt) or `off`; `auto` is `base` for a pretrained base "
+            "and `off` for `init`"
+        ),
     ),
 )
 

@@ -89,21 +89,21 @@ def spec_for(names, shape, mesh: jax.sharding.Mesh, rules=RULES) -> jax.P:
 def logical_names(state: nnx.State) -> dict:
     """The pure-dict tree of `state` with each array replaced by its logical axis names. A
     quantized kernel (a qwix QArray) gives its names to each of its arrays: codes and scales."""
-    tree = state.to_pure_dict()
-    for path, variable in state.flat_state():
+    tree = nnx.to_pure_dict(state)
+    for path, variable in nnx.to_flat_state(state):
         names = variable.get_metadata().get("out_sharding")
         names = tuple(names) if names else (None,) * len(variable.shape)
         node = tree
         for key in path[:-1]:
             node = node[key]
-        node[path[-1]] = jax.tree.map(lambda _: names, variable.get_value())
+        node[path[-1]] = jax.tree.map(lambda _, names=names: names, variable.get_value())
     return tree
 
 
 def state_shardings(state: nnx.State, mesh: jax.sharding.Mesh, rules=RULES) -> dict:
     """NamedShardings (a pure-dict tree) for every array of an nnx State, from each
     Variable's logical names."""
-    shapes = state.to_pure_dict()
+    shapes = nnx.to_pure_dict(state)
     names = logical_names(state)
     return jax.tree.map(
         lambda n, leaf: jax.NamedSharding(mesh, spec_for(n, leaf.shape, mesh, rules)),

@@ -134,7 +134,7 @@ def load_weights(settings: StepSettings, config: ModelConfig, checkpoint: Path |
         model = nnx.merge(graphdef, nnx.split(loaded)[1])
     model = _with_adapter(model, settings, settings.seed)
     _, params, frozen = nnx.split(model, _trainable(settings), ...)
-    return params.to_pure_dict(), steplib.cast(frozen.to_pure_dict(), compute)
+    return nnx.to_pure_dict(params), steplib.cast(nnx.to_pure_dict(frozen), compute)
 
 
 def frozen_weights(settings: StepSettings, config: ModelConfig, checkpoint: Path | None):
@@ -142,7 +142,7 @@ def frozen_weights(settings: StepSettings, config: ModelConfig, checkpoint: Path
     fine-tune freezes nothing, so nothing is read or initialised only to be replaced."""
     _, _, frozen = _abstract_model(settings, config)
     if not jax.tree.leaves(frozen):
-        return frozen.to_pure_dict()
+        return nnx.to_pure_dict(frozen)
     return load_weights(settings, config, checkpoint)[1]
 
 
@@ -156,7 +156,7 @@ def over_original_base(model, settings: StepSettings, config: ModelConfig, check
     _, frozen = load_weights(plain, config, checkpoint)
     graphdef, _, _ = _abstract_model(plain, config)
     _, params, _ = nnx.split(model, _trainable(settings), ...)
-    return nnx.merge(graphdef, params.to_pure_dict(), frozen)
+    return nnx.merge(graphdef, nnx.to_pure_dict(params), frozen)
 
 
 class Engine:
@@ -182,7 +182,7 @@ class Engine:
         self.tx = optim.optimizer(settings.optimizer, self.schedule, settings.clip)
         self.compute = compute_dtype(settings.dtype)
         self.graphdef, abstract_params, abstract_frozen = _abstract_model(settings, config)
-        pure = abstract_params.to_pure_dict()
+        pure = nnx.to_pure_dict(abstract_params)
         self.abstract_state = jax.eval_shape(lambda p: steplib.start_state(p, self.tx), pure)
         self.shardings = steplib.state_shardings(
             self.abstract_state, meshlib.state_shardings(abstract_params, self.mesh), self.mesh

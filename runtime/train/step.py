@@ -102,13 +102,13 @@ def train_step(
     denominator = jnp.maximum(tokens, 1.0)
     grads = jax.tree.map(lambda g: g / denominator, grads)
     loss = loss_sum / denominator
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     # The schedule reads the state's step (refused steps included), never a count of applied
     # updates: the rate applied is the rate logged (`optim.at_step`).
     old_opt_state = at_step(state.opt_state, state.step)
     updates, opt_state = tx.update(grads, old_opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.global_norm(params))
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & jnp.isfinite(optax.tree.norm(params))
     kept = jax.tree.map(
         lambda new, old: jnp.where(finite, new, old), (params, opt_state), (state.params, old_opt_state)
     )

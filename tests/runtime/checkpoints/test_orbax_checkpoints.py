@@ -16,15 +16,15 @@ _PROBE = textwrap.dedent(
     from flax import nnx
     from runtime.platform import mesh as meshlib
     from runtime.models import ModelConfig, build
-    from runtime.plan.settings import AdamW
+    from runtime.plan.settings import AdamW, Constant
     from runtime.train import optim, schedule, step
     from runtime.checkpoints.orbax_checkpoints import Checkpoints, abstract_like
 
     config = ModelConfig.llama(layers=1, dim=64, heads=4, kv_heads=2, ffn=128, vocab=128)
     tx = optim.optimizer(AdamW(lr=1e-2),
-                         schedule.learning_rate("constant", 1e-2, 0.0, 10, 0), clip=1.0)
+                         schedule.build(Constant(), 1e-2, 10), clip=1.0)
     graphdef, params, _ = nnx.split(build(config, 0), nnx.Param, ...)
-    params = params.to_pure_dict()
+    params = nnx.to_pure_dict(params)
     abstract = nnx.split(nnx.eval_shape(lambda: build(config, 0)), nnx.Param, ...)[1]
     abstract_state = jax.eval_shape(lambda p: step.start_state(p, tx), params)
 

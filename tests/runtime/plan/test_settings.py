@@ -58,8 +58,42 @@ def test_an_optimizer_written_bare_lowers_to_the_class_defaults(tmp_path, name):
 
 @pytest.mark.parametrize("name", list(plan_types.SCHEDULES))
 def test_a_schedule_written_bare_lowers_to_the_class_defaults(tmp_path, name):
-    """Schedules are tied by this test, not derived: the spec writes `warmup = 3%`, the plan a Length."""
     assert lowered(tmp_path, f"schedule = {name}()").train.schedule == plan_types.SCHEDULES[name]()
+
+
+@pytest.mark.parametrize("name", list(plan_types.SCHEDULES))
+def test_a_schedules_default_texts_read_back_as_its_class_defaults(tmp_path, name):
+    """The spec writes a schedule's Lengths and min_lr in another shape than the plan holds
+    them (`warmup = 3%`, `min_lr = 10%`): each default text the schema derives, written out,
+    lowers to the class's own default."""
+    arguments = ", ".join(f"{p.name} = {p.default}" for p in schema.SCHEDULES.variants[name].params)
+    assert lowered(tmp_path, f"schedule = {name}({arguments})").train.schedule == plan_types.SCHEDULES[name]()
+
+
+def test_a_fields_form_gives_its_spec_type_and_default_text():
+    """Derived, not copied: a Length reads as `0`, `N steps` or a percentage and takes steps or
+    a share; min_lr reads as a number and takes a share of lr or a rate."""
+
+    @dataclasses.dataclass(frozen=True, kw_only=True)
+    class Ramp(plan_types.Schedule):
+        name: str = dataclasses.field(default="ramp", init=False)
+        warmup: Length = plan_types.length_setting(Length(steps=20))
+        decay: Length = plan_types.length_setting(Length(share=0.03), doc="the tail")
+        min_lr: float = plan_types.min_lr_setting()
+
+    warmup, decay, min_lr = schema.signature_of(Ramp).params
+    assert (warmup.default, decay.default, decay.doc, min_lr.default) == ("20 steps", "3%", "the tail", "0")
+    assert warmup.type == decay.type == schema.STEPS_OR_SHARE
+    assert min_lr.type == schema.OneOf((schema.SHARE_OF_LR, schema.NON_NEGATIVE))
+    assert Ramp().decided(100) == Ramp(warmup=Length(steps=20), decay=Length(steps=3))
+
+
+def test_the_default_learning_rate_is_stated_once():
+    """Every optimizer's lr and the language's default optimizer come from DEFAULT_LR."""
+    assert {c().lr for c in plan_types.OPTIMIZERS.values()} == {plan_types.DEFAULT_LR}
+    optimizer = schema.keys_of("train")["optimizer"]
+    assert optimizer.default == "adamw(lr = 2e-5)"
+    assert {v.param("lr").default for v in schema.OPTIMIZERS.variants.values()} == {"2e-5"}
 
 
 def test_init_and_tokenizer_training_lower_to_the_class_defaults(tmp_path):
@@ -77,6 +111,12 @@ def test_defaults_read_as_the_user_writes_them():
         ("eps", "1e-8"),
         ("weight_decay", "0.0"),
     ]
+    assert {name: [(p.name, p.default) for p in v.params] for name, v in schema.SCHEDULES.variants.items()} == {
+        "constant": [("warmup", "0")],
+        "linear": [("warmup", "0"), ("min_lr", "0")],
+        "cosine": [("warmup", "0"), ("min_lr", "0")],
+        "wsd": [("warmup", "0"), ("decay", "10%"), ("min_lr", "0")],
+    }
     llama = schema.BASE_MODEL.options[1].calls.variants["llama"]
     assert [(p.name, p.default, p.required) for p in llama.params if p.default or p.required] == [
         ("layers", None, True),
@@ -99,6 +139,10 @@ def test_construction_refuses_what_the_language_refuses():
         SentencepieceTraining(vocab=300, model_type="wordpiece")
     with pytest.raises(ValueError, match="steps or a share"):
         Length(steps=3, share=0.1)
+    with pytest.raises(ValueError, match=r"cosine\(warmup = 3\): warmup must be a Length \(steps or a share\)"):
+        Cosine(warmup=3)
+    with pytest.raises(ValueError, match=r"wsd\(min_lr = -0.1\): min_lr must be in \[0, inf\]"):
+        Wsd(min_lr=-0.1)
     with pytest.raises(TypeError, match="ffn"):
         LlamaInit(layers=2, dim=64, heads=4)
     assert AdamW(weight_decay=0).weight_decay == 0.0 and isinstance(AdamW(weight_decay=0).weight_decay, float)

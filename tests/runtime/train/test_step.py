@@ -19,7 +19,7 @@ import pytest
 from flax import nnx
 
 from runtime.models import ModelConfig, build
-from runtime.plan.settings import Adafactor, AdamW, Lion, Sgd
+from runtime.plan.settings import Adafactor, AdamW, Constant, Cosine, Length, Linear, Lion, Sgd, Wsd
 from runtime.platform import mesh as meshlib
 from runtime.train import optim, schedule, step
 
@@ -32,7 +32,7 @@ ADAMW = AdamW(lr=1e-2, weight_decay=0.01)
 
 
 def test_warmup_then_cosine_by_hand():
-    lr = schedule.learning_rate("cosine", 1.0, 0.1, total=11, warmup=2)
+    lr = schedule.build(Cosine(warmup=Length(steps=2), min_lr=0.1), 1.0, 11)
     got = [float(lr(s)) for s in range(11)]
     expected = [0.5, 1.0] + [0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (s - 2) / 8)) for s in range(2, 11)]
     assert got == pytest.approx(expected, abs=1e-6)
@@ -40,17 +40,17 @@ def test_warmup_then_cosine_by_hand():
 
 
 def test_linear_constant_and_wsd_by_hand():
-    linear = schedule.learning_rate("linear", 1.0, 0.0, total=5, warmup=0)
+    linear = schedule.build(Linear(), 1.0, 5)
     assert [float(linear(s)) for s in range(5)] == pytest.approx([1.0, 0.75, 0.5, 0.25, 0.0])
-    constant = schedule.learning_rate("constant", 2.0, 0.0, total=4, warmup=1)
+    constant = schedule.build(Constant(warmup=Length(steps=1)), 2.0, 4)
     assert [float(constant(s)) for s in range(4)] == pytest.approx([2.0, 2.0, 2.0, 2.0])
-    wsd = schedule.learning_rate("wsd", 1.0, 0.0, total=10, warmup=2, decay=4)
+    wsd = schedule.build(Wsd(warmup=Length(steps=2), decay=Length(steps=4)), 1.0, 10)
     assert [float(wsd(s)) for s in range(10)] == pytest.approx([0.5, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25, 0.0])
 
 
 def test_warmup_must_be_shorter_than_training():
     with pytest.raises(ValueError, match="warmup"):
-        schedule.learning_rate("cosine", 1.0, 0.0, total=10, warmup=10)
+        schedule.build(Cosine(warmup=Length(steps=10)), 1.0, 10)
 
 
 def test_weight_decay_skips_norms_and_biases():
@@ -78,10 +78,10 @@ def _random_batch(rng, accumulation, micro, length=24):
 def setup():
     model = build(CONFIG, 0)
     graphdef, params, frozen = nnx.split(model, nnx.Param, ...)
-    params, frozen = params.to_pure_dict(), frozen.to_pure_dict()
+    params, frozen = nnx.to_pure_dict(params), nnx.to_pure_dict(frozen)
     mesh = meshlib.make_mesh(meshlib.mesh_shape({"data": "auto"}, jax.device_count()))
     abstract = nnx.split(nnx.eval_shape(lambda: build(CONFIG, 0)), nnx.Param, ...)[1]
-    lr = schedule.learning_rate("constant", 1e-2, 0.0, total=100, warmup=0)
+    lr = schedule.build(Constant(), 1e-2, 100)
     tx = optim.optimizer(ADAMW, lr, clip=1.0)
     abstract_state = jax.eval_shape(lambda p: step.start_state(p, tx), params)
     shardings = step.state_shardings(abstract_state, meshlib.state_shardings(abstract, mesh), mesh)
@@ -196,7 +196,7 @@ def test_the_rate_applied_after_a_refused_step_is_the_rate_logged_for_its_step(s
         replicated = jax.tree.map(lambda _: meshlib.replicated(mesh), frozen)
         return sgd, shardings, step.compile_step(graphdef, sgd, lr, jnp.float32, shardings, replicated, mesh)
 
-    decaying = schedule.learning_rate("linear", 0.1, 0.0, total=5, warmup=0)  # 0.1, 0.075, 0.05, 0.025, 0
+    decaying = schedule.build(Linear(), 0.1, 5)  # 0.1, 0.075, 0.05, 0.025, 0
     sgd, shardings, fn = compiled(decaying)
     batch = _random_batch(np.random.default_rng(5), 1, 2)
     state = step.init_state(params, sgd, shardings)
@@ -247,7 +247,7 @@ _SHARDED = textwrap.dedent(
     from flax import nnx
     from runtime.platform import mesh as meshlib
     from runtime.models import ModelConfig, build
-    from runtime.plan.settings import Adafactor, AdamW, Lion, Sgd
+    from runtime.plan.settings import Adafactor, AdamW, Cosine, Length, Lion, Sgd
     from runtime.train import optim, schedule, step
 
     config = ModelConfig.llama(layers=2, dim=64, heads=4, kv_heads=2, ffn=128, vocab=128)
@@ -265,9 +265,9 @@ _SHARDED = textwrap.dedent(
         batch = {k: v.reshape(accumulation, 8 // accumulation, 16) for k, v in global_batch.items()}
         model = build(config, 0)
         graphdef, params, frozen = nnx.split(model, nnx.Param, ...)
-        params, frozen = params.to_pure_dict(), frozen.to_pure_dict()
+        params, frozen = nnx.to_pure_dict(params), nnx.to_pure_dict(frozen)
         abstract = nnx.split(nnx.eval_shape(lambda: build(config, 0)), nnx.Param, ...)[1]
-        lr = schedule.learning_rate("cosine", 1e-2, 1e-3, total=10, warmup=2)
+        lr = schedule.build(Cosine(warmup=Length(steps=2), min_lr=1e-3), 1e-2, 10)
         tx = optim.optimizer(plan, lr, clip=1.0)
         abstract_state = jax.eval_shape(lambda p: step.start_state(p, tx), params)
         shardings = step.state_shardings(abstract_state, meshlib.state_shardings(abstract, mesh), mesh)
@@ -314,7 +314,7 @@ def test_loss_trajectory_is_the_same_on_every_mesh_and_accumulation():
 )
 def test_every_optimizer_trains(setup, plan):
     _, graphdef, params, frozen, _, _, _ = setup
-    lr = schedule.learning_rate("constant", plan.lr, 0.0, total=100, warmup=0)
+    lr = schedule.build(Constant(), plan.lr, 100)
     tx = optim.optimizer(plan, lr, clip=1.0)
     mesh = meshlib.make_mesh(meshlib.mesh_shape({"data": "auto"}, jax.device_count()))
     abstract = nnx.split(nnx.eval_shape(lambda: build(CONFIG, 0)), nnx.Param, ...)[1]
