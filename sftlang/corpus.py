@@ -1,7 +1,7 @@
 """The characters of a local source's training text, so `sftc check` can prove that
 `train sentencepiece(vocab = N) on SOURCE` is large enough before a run starts.
 
-The text is what the run trains the tokenizer on (runtime/train/prepare.py `_texts`): each
+The text is what the run trains the tokenizer on (runtime/preflight/prepare.py `_texts`): each
 row, after the source's `rename` and `where`, rendered by its template's prompt and
 completion, the turns of a conversation joined by newlines (after the source's system
 message, tool calls as their JSON), the Alpaca prompt and output, the `prompt` and

@@ -45,7 +45,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow as pa
 
-from runtime.platform.process_share import Share
 from runtime.data.sources import LoadedSource, RejectedRow
 from runtime.plan import row_shapes as shapes
 from runtime.plan.data_errors import (
@@ -69,6 +68,7 @@ from runtime.plan.row_templates import (
     require_chat_template,
     special_ids,
 )
+from runtime.platform.process_share import Share
 
 if TYPE_CHECKING:
     import datasets

@@ -74,8 +74,21 @@ def unfinished(root: Path) -> Path | None:
 def package_versions() -> dict[str, str]:
     from runtime.preflight.input_fingerprints import versions
 
-    return versions(("sftc", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "transformers", "datasets",
-                     "tokenizers", "sentencepiece", "numpy"))
+    return versions(
+        (
+            "sftc",
+            "jax",
+            "jaxlib",
+            "flax",
+            "optax",
+            "orbax-checkpoint",
+            "transformers",
+            "datasets",
+            "tokenizers",
+            "sentencepiece",
+            "numpy",
+        )
+    )
 
 
 def devices_summary() -> dict[str, Any]:
