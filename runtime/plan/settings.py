@@ -16,8 +16,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Mapping
-from dataclasses import MISSING, dataclass, field
-from typing import Any
+from dataclasses import MISSING, Field, dataclass, field
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,11 @@ class Settings:
     """Base of every variant: `name` (an init=False field) tags it; construction checks
     each field against its Rule and stores an integer given for a real number as a float,
     so `weight_decay = 0` and `0.0` make equal plans."""
+
+    # what @dataclass gives every variant, declared so that the base's methods type-check
+    # as a dataclass's (`dataclasses.fields`, `replace`)
+    __dataclass_fields__: ClassVar[dict[str, Field[Any]]]
+    name: str
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):
@@ -184,7 +189,10 @@ class Length:
             raise ValueError(f"a length's share is in [0, 1), not {self.share!r}")
 
     def in_steps(self, total: int) -> int:
-        return self.steps if self.steps is not None else int(round(self.share * total))
+        if self.steps is not None:
+            return self.steps
+        assert self.share is not None  # __post_init__: steps or a share
+        return int(round(self.share * total))
 
 
 NO_WARMUP = Length(steps=0)
