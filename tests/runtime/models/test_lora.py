@@ -142,7 +142,7 @@ def test_train_step_updates_only_the_adapters():
     filt = lora.trainable_filter(PLAN)
     assert filt is nnx.LoRAParam and lora.trainable_filter(None) is nnx.Param
     graphdef, params, frozen = nnx.split(model, filt, ...)
-    params, frozen = params.to_pure_dict(), frozen.to_pure_dict()
+    params, frozen = nnx.to_pure_dict(params), nnx.to_pure_dict(frozen)
     names = {path[-1] for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]}
     assert names == {jax.tree_util.DictKey("lora_a"), jax.tree_util.DictKey("lora_b")}
     frozen_names = {str(path[-1]) for path, _ in jax.tree_util.tree_flatten_with_path(frozen)[0]}

@@ -187,7 +187,7 @@ def test_a_checkpoint_is_quantized_as_it_is_read_and_exports_over_the_original(h
     assert jnp.array_equal(again.qvalue, q.qvalue) and jnp.array_equal(again.scale, q.scale)
     # the engine's abstract model has the same structure as what was loaded
     graphdef, abstract_params, abstract_frozen = _abstract_model(settings, config)
-    assert jax.tree.structure(abstract_frozen.to_pure_dict()) == jax.tree.structure(frozen)
+    assert jax.tree.structure(nnx.to_pure_dict(abstract_frozen)) == jax.tree.structure(frozen)
     model = nnx.merge(graphdef, params, frozen)
     with pytest.raises(ValueError, match="quantized"):
         lora.merge_lora(model)
