@@ -37,11 +37,11 @@ def _renderer(source: DataSource, template: Template | None, columns: set[str]):
     if shape is None or shape.kind == "tokens":
         return None
     settings = template.settings if template is not None else {}
-    system = settings.get("system") or source.settings.get("system")
-    system = system.value.value if system is not None and isinstance(system.value, ast.Str) else None
+    given = settings.get("system") or source.settings.get("system")
+    system = given.value.value if given is not None and isinstance(given.value, ast.Str) else None
     parts = None
     if shape.kind == "prompt_completion" and "prompt" in settings:
-        prompt, completion = settings.get("prompt"), settings.get("completion")
+        prompt, completion = settings["prompt"], settings.get("completion")
         if completion is None or not (isinstance(prompt.value, ast.Str) and isinstance(completion.value, ast.Str)):
             return None
         parts = parse_template(prompt.value.value) + parse_template(completion.value.value)
@@ -54,11 +54,11 @@ def _renderer(source: DataSource, template: Template | None, columns: set[str]):
 
     def render(row: dict) -> str | None:
         try:
-            row = shapes.transform_row(row, rename, where)
-            if row is None:
+            kept = shapes.transform_row(row, rename, where)
+            if kept is None:
                 return None
             return training_text(
-                row,
+                kept,
                 parts,
                 conversation=conversation,
                 roles=shape.roles,
@@ -83,7 +83,11 @@ def training_characters(source: DataSource, template: Template | None, files: Fi
     )
     if path is None:
         return None
-    options = {a.name.name: a.value.value for a in source.source.args if a.name and isinstance(a.value, ast.Str)}
+    options = {
+        a.name.name: a.value.value
+        for a in source.source.args
+        if isinstance(a.name, ast.Name) and isinstance(a.value, ast.Str)
+    }
     try:
         on_bad_row = source.settings.get("on_bad_row")
         skip = on_bad_row is not None and getattr(on_bad_row.value, "name", None) == "skip"

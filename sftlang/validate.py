@@ -5,9 +5,16 @@ from __future__ import annotations
 
 from . import ast, schema
 from .diagnostics import Diagnostic, did_you_mean, join_help, one_of
+from .source import Span
 from .types import Report
 
 _TOP_WORDS = tuple(schema.BLOCKS) + schema.DECLARATIONS
+
+
+def _line(span: Span | None) -> int:
+    """The line of a node read from a file (the parser gives every node its span)."""
+    assert span is not None
+    return span.line
 
 
 def validate_file(tree: ast.SpecFile, report: Report) -> None:
@@ -40,13 +47,13 @@ def validate_file(tree: ast.SpecFile, report: Report) -> None:
                 )
                 continue
             if kind in seen_blocks:
-                first = seen_blocks[kind].kind.span
+                first = _line(seen_blocks[kind].kind.span)
                 report(
                     Diagnostic(
                         "E013",
                         f"block `{kind}` appears twice",
                         item.kind.span,
-                        f"merge it into the first one at line {first.line}",
+                        f"merge it into the first one at line {first}",
                     )
                 )
                 continue
@@ -63,7 +70,7 @@ def validate_file(tree: ast.SpecFile, report: Report) -> None:
                         "E013",
                         f"data source `{name}` is declared twice",
                         item.name.span,
-                        f"first declared at line {seen_data[name].name.span.line}",
+                        f"first declared at line {_line(seen_data[name].name.span)}",
                     )
                 )
                 continue
@@ -79,7 +86,7 @@ def validate_file(tree: ast.SpecFile, report: Report) -> None:
                         "E013",
                         f"template `{name}` is declared twice",
                         item.name.span,
-                        f"first declared at line {seen_templates[name].name.span.line}",
+                        f"first declared at line {_line(seen_templates[name].name.span)}",
                     )
                 )
                 continue
@@ -132,7 +139,7 @@ def _validate_body(body: ast.Body, keys: dict[str, schema.Key], where: str, repo
                     "E013",
                     f"`{name}` is set twice in {where}",
                     entry.key.span,
-                    f"first set at line {seen[name].key.span.line}",
+                    f"first set at line {_line(seen[name].key.span)}",
                 )
             )
             continue
@@ -177,7 +184,9 @@ def metric_parts(metric: ast.Name | ast.Call) -> tuple[str, ast.Name | None, ast
     if isinstance(metric, ast.Name):
         return metric.name, None, None
     args = [a.value for a in metric.args]
-    pattern = args.pop(0) if args and isinstance(args[0], ast.Str) else None
+    pattern = args[0] if args and isinstance(args[0], ast.Str) else None
+    if pattern is not None:
+        args.pop(0)
     source = args[0] if args and isinstance(args[0], ast.Name) else None
     return metric.head.name, source, pattern
 
@@ -197,10 +206,11 @@ def _validate_gates(body: ast.Body, report: Report) -> None:
             continue
         metric_node = entry.metric
         gain = isinstance(metric_node, ast.Call) and metric_node.head.name == schema.GAIN
-        if gain:
-            metric_node = _gain_inner(metric_node, report)
-            if metric_node is None:
+        if gain and isinstance(metric_node, ast.Call):
+            inner = _gain_inner(metric_node, report)
+            if inner is None:
                 continue
+            metric_node = inner
         name_node = metric_node if isinstance(metric_node, ast.Name) else metric_node.head
         metric = schema.METRICS.get(name_node.name)
         if metric is None:
@@ -238,7 +248,7 @@ def _validate_gates(body: ast.Body, report: Report) -> None:
                     "E064",
                     f"`{key[0]}` has two {key[1]} bounds",
                     entry.span,
-                    f"keep one; the other is at line {seen[key].span.line}",
+                    f"keep one; the other is at line {_line(seen[key].span)}",
                 )
             )
             continue
