@@ -23,7 +23,7 @@ from .devices import detect_devices
 from .diagnostics import Diagnostic, did_you_mean, join_help
 from .files import FileSystem, first_match, is_glob, present_file
 from .placeholders import placeholders
-from .resolve import DataSource, Spec, load_spec
+from .resolve import DataSource, Spec, Template, load_spec
 from .types import BOOLEANS
 from .validate import gate_key, metric_parts, metric_text, unwrap_gain
 
@@ -389,25 +389,26 @@ def _skips_bad_rows(source: DataSource) -> bool:
 def _source_columns(ctx: _Context, source: DataSource, call: ast.Call) -> Columns | None:
     """Columns of a source call (None when unknown); reports missing/empty/broken files."""
     kind = call.head.name
-    options = {a.name.name: a.value.value for a in call.args if a.name and isinstance(a.value, ast.Str)}
+    options = {
+        a.name.name: a.value.value for a in call.args if isinstance(a.name, ast.Name) and isinstance(a.value, ast.Str)
+    }
     if kind == "hf_dataset":
         return _hub_columns(ctx, call, options)
     path_node = arg(call, "path")
     if not isinstance(path_node, ast.Str):
         return None
     path = first_match(ctx.files, source.base_dir, path_node.value)
-    if is_glob(path_node.value):
-        if path is None:
-            ctx.report(
-                Diagnostic(
-                    "E035",
-                    f"no file matches `{path_node.value}`",
-                    path_node.span,
-                    f"paths are relative to {source.base_dir}",
-                )
+    if path is None:  # a glob that matches nothing (a plain path is returned whether it exists or not)
+        ctx.report(
+            Diagnostic(
+                "E035",
+                f"no file matches `{path_node.value}`",
+                path_node.span,
+                f"paths are relative to {source.base_dir}",
             )
-            return None
-    else:
+        )
+        return None
+    if not is_glob(path_node.value):
         exists = ctx.files.exists(path) if kind == "disk" else ctx.files.is_file(path)
         if not exists:
             ctx.report(
@@ -459,17 +460,16 @@ def _check_data(ctx: _Context) -> dict[str, Columns | None]:
     columns: dict[str, Columns | None] = {}
     for source in ctx.spec.data.values():
         before = ctx.errors()
-        columns[source.name] = _source_columns(ctx, source, source.source)
+        known = _source_columns(ctx, source, source.source)
         split = source.settings.get("split")
         if split is not None and isinstance(split.value, ast.Call):
             eval_columns = _source_columns(ctx, source, split.value)
-            if columns[source.name] is not None and eval_columns is not None:
-                columns[source.name] = Columns(
-                    columns[source.name].names & eval_columns.names, columns[source.name].nested & eval_columns.nested
-                )
+            if known is not None and eval_columns is not None:
+                known = Columns(known.names & eval_columns.names, known.nested & eval_columns.nested)
         _check_renames(ctx, source)
-        if columns[source.name] is not None:
-            columns[source.name] = _transformed(ctx, source, columns[source.name])
+        if known is not None:
+            known = _transformed(ctx, source, known)
+        columns[source.name] = known
         if ctx.errors() > before:
             ctx.broken.add(source.name)
     return columns
@@ -563,12 +563,12 @@ def _check_templates(ctx: _Context, columns: dict[str, Columns | None]) -> None:
                 )
             )
         elif has_messages and has_prompt:
-            first = settings.get("prompt") or settings.get("completion")
+            first_set = settings["prompt"] if "prompt" in settings else settings["completion"]
             ctx.report(
                 Diagnostic(
                     "E042",
                     f"{where} mixes `messages` with `prompt`/`completion`",
-                    first.span,
+                    first_set.span,
                     "a template is either prompt/completion or messages",
                 )
             )
@@ -608,7 +608,7 @@ def _check_templates(ctx: _Context, columns: dict[str, Columns | None]) -> None:
                 )
         chat = settings.get("chat")
         chat_on = chat is not None and isinstance(chat.value, ast.Name) and chat.value.name in ("on", "true")
-        if has_messages and chat_on:
+        if has_messages and chat is not None and chat_on:  # chat_on: chat is set
             ctx.report(
                 Diagnostic(
                     "E042",
@@ -666,17 +666,17 @@ def _check_templates(ctx: _Context, columns: dict[str, Columns | None]) -> None:
             _check_template_columns(ctx, template, source.name, known)
         if ctx.errors() > before:
             ctx.broken.update(s.name for s in template.sources)
-    for name, source in ctx.spec.data.items():
-        if name in covered or columns.get(name) is None or name in ctx.broken:
+    for name, declared in ctx.spec.data.items():
+        known = columns.get(name)
+        if name in covered or known is None or name in ctx.broken:
             continue  # a broken `rename` has said what is wrong already
-        known = columns[name]
         if conventional_shape(known.names) is None:
             ctx.broken.add(name)
             ctx.report(
                 Diagnostic(
                     "E044",
                     f"`{name}` has no template and no conventional columns",
-                    source.span,
+                    declared.span,
                     f'add `template NAME for {name} {{ prompt = "..."  completion = "..." }}`, or give the rows '
                     "`messages` or `conversations`, `input_ids`, `instruction` + `output`, `prompt` + `completion`, "
                     f"or `text` (columns: {', '.join(known.all)})",
@@ -701,7 +701,7 @@ def conventional_shape(names) -> tuple[str, str | None] | None:
     return None
 
 
-def _check_template_columns(ctx: _Context, template, source: str, known: Columns | None) -> None:
+def _check_template_columns(ctx: _Context, template: Template, source: str, known: Columns | None) -> None:
     for key in ("prompt", "completion"):
         setting = template.settings.get(key)
         if setting is None or not isinstance(setting.value, ast.Str):
@@ -820,7 +820,7 @@ class _Shape:
 
     def columns(self) -> tuple[str, ...]:
         """The columns the shape rules read."""
-        if self.kind == "conversation":
+        if self.kind == "conversation" and self.column is not None:  # shape_of names a conversation's column
             return (self.column,) + ((self.tools,) if self.tools else ())
         if self.kind == "prompt_completion":
             return tuple(
@@ -829,7 +829,7 @@ class _Shape:
                 if text
                 for name in templates.placeholders(text)
             )
-        if self.kind == "text":
+        if self.kind == "text" and self.column is not None:  # a text shape reads its column
             return (self.column,)
         return {"alpaca": ("instruction", "input", "output"), "tokens": ("input_ids", "labels", "loss_mask")}.get(
             self.kind, ()
@@ -848,7 +848,7 @@ def shape_of(template, known: Columns) -> _Shape | None:
     """What the run reads a source's rows as, from its template and its columns after `rename`."""
     settings = template.settings if template is not None else {}
     if "prompt" in settings:
-        prompt, completion, chat = (settings.get(key) for key in ("prompt", "completion", "chat"))
+        prompt, completion, chat = settings["prompt"], settings.get("completion"), settings.get("chat")
         if (
             isinstance(prompt.value, ast.Str)
             and completion is not None
@@ -883,14 +883,14 @@ def shape_of(template, known: Columns) -> _Shape | None:
     )
 
 
-def _row_problem(shape: _Shape, row: dict, rename: tuple, where: tuple):
+def _row_problem(shape: _Shape, read: dict, rename: tuple, where: tuple):
     """The runtime's shape rules on one row, in its order: None (the run takes it), _FILTERED,
     or the `RowProblem` the run would count as a bad row."""
     try:
-        row = shapes.transform_row(row, rename, where)
+        row = shapes.transform_row(read, rename, where)
         if row is None:
             return _FILTERED
-        if shape.kind == "conversation":
+        if shape.kind == "conversation" and shape.column is not None:  # shape_of names a conversation's column
             if shape.column not in row:
                 raise shapes.RowProblem(f"missing column {shape.column!r}", column=shape.column)
             messages = shapes.conversation(row[shape.column], shape.column, shape.roles, shape.keys)
@@ -902,7 +902,7 @@ def _row_problem(shape: _Shape, row: dict, rename: tuple, where: tuple):
             shapes.alpaca_prompt(row)
         elif shape.kind == "tokens":
             shapes.token_row(row, vocab_size=2**31 - 1)  # the vocabulary is the run's to check
-        elif shape.kind == "prompt_completion" and shape.completion is not None:
+        elif shape.kind == "prompt_completion" and shape.prompt is not None and shape.completion is not None:
             parts = templates.parse_template(shape.prompt), templates.parse_template(shape.completion)
             if shape.chat:
                 templates.chat_messages(*parts, row, None)
@@ -923,8 +923,8 @@ def _local_file(ctx: _Context, source: DataSource, call: ast.Call) -> Path | Non
     return present_file(ctx.files, source.base_dir, path.value)
 
 
-def _templates_by_source(ctx: _Context) -> dict:
-    templates = {}
+def _templates_by_source(ctx: _Context) -> dict[str, Template]:
+    templates: dict[str, Template] = {}
     for template in ctx.spec.templates.values():
         for name in template.sources:
             templates.setdefault(name.name, template)
@@ -934,10 +934,13 @@ def _templates_by_source(ctx: _Context) -> dict:
 def _check_tokenizer_source(ctx: _Context, columns: dict[str, Columns | None]) -> None:
     """`train sentencepiece(...) on SOURCE` learns from text: a pre-tokenized source has none."""
     tokenizer = ctx.spec.value("model", "tokenizer")
-    if not isinstance(tokenizer, ast.TrainOn) or columns.get(tokenizer.source.name) is None:
+    if not isinstance(tokenizer, ast.TrainOn):
         return
     name = tokenizer.source.name
-    shape = shape_of(_templates_by_source(ctx).get(name), columns[name])
+    known = columns.get(name)
+    if known is None:
+        return
+    shape = shape_of(_templates_by_source(ctx).get(name), known)
     if shape is not None and shape.kind == "tokens":
         ctx.report(
             Diagnostic(
@@ -967,9 +970,11 @@ def _check_source_system(ctx: _Context, columns: dict[str, Columns | None]) -> N
             shape = shape_of(template, known or Columns(frozenset(), frozenset()))
         except (AttributeError, KeyError):
             continue  # a malformed template, reported already
+        if shape is None:
+            continue
         chat = settings.get("chat")
         chat_on = chat is not None and isinstance(chat.value, ast.Name) and chat.value.name in ("on", "true")
-        refused = shape is not None and shapes.system_refused(shape.kind, chat_on)
+        refused = shapes.system_refused(shape.kind, chat_on)
         if not refused:
             continue
         reason, fix = refused
@@ -1006,8 +1011,8 @@ def _check_shapes(ctx: _Context, columns: dict[str, Columns | None]) -> None:
 def _check_file_shapes(
     ctx: _Context, source: DataSource, call: ast.Call, shape: _Shape, rename: tuple, where: tuple
 ) -> None:
-    path = _local_file(ctx, source, call)
-    if path is None:
+    written, path = arg(call, "path"), _local_file(ctx, source, call)
+    if path is None or not isinstance(written, ast.Str):  # _local_file: the path is a string
         return
     back = {new: old for old, new in rename}
     needed = [old for old, _ in rename] + [back.get(c, c) for c in (p.split(".")[0] for p, _ in where)]
@@ -1024,6 +1029,7 @@ def _check_file_shapes(
     found, filtered = [], 0
     for sampled in sample.rows:
         if sampled.row is None:
+            assert sampled.problem is not None  # columns.SampledRow: a row that could not be read says why
             found.append((sampled, shapes.RowProblem(sampled.problem)))
             continue
         problem = _row_problem(shape, sampled.row, rename, where)
@@ -1031,11 +1037,7 @@ def _check_file_shapes(
             filtered += 1
         elif problem is not None:
             found.append((sampled, problem))
-    shown = (
-        os.path.relpath(path, source.base_dir)
-        if any(ch in str(arg(call, "path").value) for ch in "*?[")
-        else arg(call, "path").value
-    )
+    shown = os.path.relpath(path, source.base_dir) if is_glob(written.value) else written.value
     checked = _sampled_note(len(sample.rows), sample) + (f" ({filtered:,} left out by `where`)" if filtered else "")
     skip = _skips_bad_rows(source)
     for sampled, problem in found[:SHOWN_ROWS]:
@@ -1125,12 +1127,12 @@ def _check_train(ctx: _Context) -> list[str]:
             seen.add(name.name)
             if _check_source_ref(ctx, name):
                 trained.append(name.name)
-        for name, source in spec.data.items():
-            if name not in seen:
+        for declared, source in spec.data.items():
+            if declared not in seen:
                 ctx.report(
                     Diagnostic(
                         "W004",
-                        f"data `{name}` is declared but not trained on",
+                        f"data `{declared}` is declared but not trained on",
                         source.span,
                         "add it to `train.data` or remove it",
                     )
@@ -1207,9 +1209,9 @@ def _check_mesh(ctx: _Context, batch: int | None, micro: int | None) -> None:
     if not isinstance(mesh, ast.Tuple):
         return
     span = ctx.spec.span("train", "mesh")
-    sizes = {a.name.name: a.value for a in mesh.args if a.name}
+    sizes = {a.name.name: a.value for a in mesh.args if isinstance(a.name, ast.Name)}
     autos = [name for name, v in sizes.items() if isinstance(v, ast.Name)]
-    fixed = 1
+    fixed: int | float = 1
     for v in sizes.values():
         if isinstance(v, ast.Number):
             fixed *= v.value
@@ -1238,7 +1240,10 @@ def _check_mesh(ctx: _Context, batch: int | None, micro: int | None) -> None:
             )
         )
         return
-    parallel = sizes["data"].value * sizes["fsdp"].value
+    data, fsdp = sizes["data"], sizes["fsdp"]
+    # validate.py types each axis as a count or `auto` (MESH), and the one `auto` is a count by now
+    assert isinstance(data, ast.Number) and isinstance(fsdp, ast.Number)
+    parallel = data.value * fsdp.value
     for label, count in (("batch", batch), ("micro", micro)):
         if count and count % parallel:
             ctx.report(
@@ -1278,7 +1283,8 @@ def _check_schedule(ctx: _Context, total_steps: int | None) -> None:
         and warmup.amount.value + decay.amount.value > total_steps
     ):
         ctx.report(Diagnostic("E054", "warmup and decay add up to more than the whole run", decay.span))
-    min_lr, lr = arg(schedule, "min_lr"), arg(ctx.spec.value("train", "optimizer"), "lr")
+    optimizer = ctx.spec.value("train", "optimizer")
+    min_lr, lr = arg(schedule, "min_lr"), arg(optimizer, "lr") if isinstance(optimizer, ast.Call) else None
     if isinstance(min_lr, ast.Number) and isinstance(lr, ast.Number) and min_lr.value > lr.value:
         ctx.report(
             Diagnostic(
@@ -1343,15 +1349,22 @@ def _check_accept(ctx: _Context, trained: list[str]) -> None:
     for text, sides in bounds.items():
         upper, lower = sides.get("upper"), sides.get("lower")
         if upper is not None and lower is not None:
-            hi, lo = upper.value.value, lower.value.value
+            high, low = _threshold(upper), _threshold(lower)
+            hi, lo = high.value, low.value
             if lo > hi or (lo == hi and (upper.op == "<" or lower.op == ">")):
                 ctx.report(
                     Diagnostic(
                         "E062",
-                        f"`{text}` cannot be both {lower.op} {lower.value.text} and {upper.op} {upper.value.text}",
+                        f"`{text}` cannot be both {lower.op} {low.text} and {upper.op} {high.text}",
                         upper.span,
                     )
                 )
+
+
+def _threshold(gate: ast.Gate) -> ast.Number | ast.Percent:
+    # validate.py's _validate_threshold refuses any other threshold (E020)
+    assert isinstance(gate.value, (ast.Number, ast.Percent))
+    return gate.value
 
 
 def baseline_kind(spec: Spec) -> str:
