@@ -33,7 +33,7 @@ from runtime.plan import data_fingerprint as content
 
 from . import ast, schema
 from .files import FileSystem, GitRevision
-from .resolve import normalize
+from .resolve import normalize_call
 
 LINE_KINDS = ("jsonl", "text", "csv")
 _CHUNK = 1 << 20
@@ -70,7 +70,9 @@ def row_delta(old: Fingerprint, new: Fingerprint) -> tuple[int, int] | None:
 
 
 def _string_args(call: ast.Call) -> dict[str, str]:
-    return {a.name.name: a.value.value for a in call.args if a.name is not None and isinstance(a.value, ast.Str)}
+    return {
+        a.name.name: a.value.value for a in call.args if isinstance(a.name, ast.Name) and isinstance(a.value, ast.Str)
+    }
 
 
 def _expand(files: FileSystem, pattern: Path, kind: str) -> list[Path]:
@@ -209,7 +211,7 @@ def fingerprint_source(
     `lines=True` also collects the row-hash multiset of a jsonl/text/csv source.
     """
     files = files or FileSystem()
-    call = normalize(call, schema.SOURCES)  # positional arguments named, defaults filled
+    call = normalize_call(call, schema.SOURCES)  # positional arguments named, defaults filled
     kind = call.head.name
     options = _string_args(call)
     if kind == "hf_dataset":
@@ -222,6 +224,7 @@ def fingerprint_source(
     multiset: Counter | None = Counter() if lines and kind in LINE_KINDS else None
     rows: int | None = 0
     digests = []
+    count: int | None  # the rows of one file; None when they cannot be counted
     for path in paths:
         digests.append(content.file_digest(_chunks(files, path)))
         if kind in ("jsonl", "text"):

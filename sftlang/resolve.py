@@ -91,7 +91,9 @@ def parse_value(text: str) -> ast.Value:
     """A value from source text (the schema's defaults)."""
     tree, problems = parse(f"b {{\n    v = {text}\n}}\n", "<default>")
     assert tree is not None and not problems, (text, problems)
-    return tree.items[0].body.entries[0].value
+    block = tree.items[0]
+    assert isinstance(block, ast.Block)  # the one item of the text above
+    return block.body.entries[0].value
 
 
 def _pick(type_: Type, node) -> Type | None:
@@ -111,7 +113,7 @@ def _fill_args(args: tuple[ast.Arg, ...], signature: Signature, span: Span | Non
     given: dict[str, ast.Value] = {}
     arg_spans: dict[str, Span | None] = {}
     for index, arg in enumerate(args):
-        name = arg.name.name if arg.name is not None else signature.params[index].name
+        name = ast.text_of(arg.name) if arg.name is not None else signature.params[index].name
         given[name] = arg.value
         arg_spans[name] = arg.span
     out = []
@@ -131,19 +133,27 @@ def _fill_args(args: tuple[ast.Arg, ...], signature: Signature, span: Span | Non
 def normalize(node: ast.Value, type_: Type) -> ast.Value:
     """A checked value in canonical form: calls with every argument named and filled."""
     chosen = _pick(type_, node)
-    if isinstance(chosen, Calls):
+    if isinstance(chosen, Calls) and isinstance(node, (ast.Call, ast.Name)):  # a bare name: `cosine`
         call = node if isinstance(node, ast.Call) else ast.Call(node, (), node.span)
         signature = chosen.variants.get(call.head.name)
         if signature is None:
             return node
         return ast.Call(call.head, _fill_args(call.args, signature, call.span), call.span)
     if isinstance(chosen, InitModel) and isinstance(node, ast.Init):
-        return ast.Init(normalize(node.call, chosen.calls), node.span)
+        return ast.Init(normalize_call(node.call, chosen.calls), node.span)
     if isinstance(chosen, TrainTokenizer) and isinstance(node, ast.TrainOn):
-        return ast.TrainOn(normalize(node.call, chosen.calls), node.source, node.span)
+        return ast.TrainOn(normalize_call(node.call, chosen.calls), node.source, node.span)
     if isinstance(chosen, Record) and isinstance(node, ast.Tuple):
         return ast.Tuple(_fill_args(node.args, chosen.signature, node.span), node.span)
     return node
+
+
+def normalize_call(call: ast.Call, calls: Calls) -> ast.Call:
+    """`normalize` of a call of one of `calls`' functions, which stays a call."""
+    signature = calls.variants.get(call.head.name)
+    if signature is None:
+        return call
+    return ast.Call(call.head, _fill_args(call.args, signature, call.span), call.span)
 
 
 def fill_defaults(keys: tuple[schema.Key, ...], settings: dict[str, Setting]) -> dict[str, Setting]:
@@ -171,7 +181,7 @@ def _named_args(args: tuple[ast.Arg, ...], signature: Signature) -> dict[str, as
     named: dict[str, ast.Arg] = {}
     for index, arg in enumerate(args):
         if arg.name is not None:
-            named[arg.name.name] = arg
+            named[ast.text_of(arg.name)] = arg
         elif index < len(signature.params):
             named[signature.params[index].name] = ast.Arg(ast.Name(signature.params[index].name), arg.value, arg.span)
         else:
@@ -186,10 +196,15 @@ def merge_call(base: ast.Value, override: ast.Value, type_: Type) -> ast.Value:
     `sentencepiece(...)`: a `revision` belongs to its path), replaces the base's value whole."""
     chosen = _pick(type_, override)
     if isinstance(chosen, InitModel) and isinstance(base, ast.Init) and isinstance(override, ast.Init):
-        return ast.Init(merge_call(base.call, override.call, chosen.calls), override.span)
+        return ast.Init(_merge_calls(base.call, override.call, chosen.calls), override.span)
     if not (isinstance(chosen, Calls) and isinstance(base, ast.Call) and isinstance(override, ast.Call)):
         return override
-    signature = chosen.variants.get(override.head.name)
+    return _merge_calls(base, override, chosen)
+
+
+def _merge_calls(base: ast.Call, override: ast.Call, calls: Calls) -> ast.Call:
+    """`merge_call` of two calls of `calls`' functions."""
+    signature = calls.variants.get(override.head.name)
     if (
         base.head.name != override.head.name
         or signature is None
@@ -281,7 +296,8 @@ def _merge(files: list[tuple[ast.SpecFile, Path]], root: Path) -> Spec:
                 name, header_span = item.name.value, item.span
             elif isinstance(item, ast.Block) and item.kind.name in schema.BLOCKS:
                 kind = item.kind.name
-                block_spans[kind] = item.kind.span
+                if item.kind.span is not None:  # a parsed block's name has its span
+                    block_spans[kind] = item.kind.span
                 if kind == "accept":
                     for entry in item.body.entries:
                         if isinstance(entry, ast.Gate):
@@ -325,7 +341,7 @@ def _fill(spec: Spec) -> Spec:
     for block, settings in spec.blocks.items():
         spec.blocks[block] = fill_defaults(schema.BLOCKS[block], settings)
     for source in spec.data.values():
-        source.source = normalize(source.source, schema.SOURCES)
+        source.source = normalize_call(source.source, schema.SOURCES)
         source.settings = fill_defaults(schema.DATA_KEYS, source.settings)
     for template in spec.templates.values():
         template.settings = fill_defaults(schema.TEMPLATE_KEYS, template.settings)
@@ -355,6 +371,6 @@ def load_spec(path: str | Path, files: FileSystem | None = None) -> tuple[Spec |
         return None, loader.problems
     spec = _fill(_merge(ordered, root))
     root_tree = ordered[-1][0]
-    spec.anchor = root_tree.source.span(0, 0)
+    spec.anchor = root_tree.source.span(0, 0) if root_tree.source is not None else None
     spec.files = list(dict.fromkeys(loader.loaded))
     return spec, loader.problems
