@@ -29,6 +29,7 @@ from __future__ import annotations
 import difflib
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from . import ast, schema
 from .fingerprint import Fingerprint, row_delta
@@ -110,10 +111,10 @@ class _Entry:
 def _source_text(call: ast.Call) -> str:
     """A source call with its positional parameters unnamed: `jsonl("a.jsonl")`."""
     signature = schema.SOURCES.variants.get(call.head.name)
-    positional = signature.positional if signature is not None else 0
+    positional = [p.name for p in signature.params[: signature.positional]] if signature is not None else []
     args = [
         format_value(a.value)
-        if index < positional and a.name is not None and a.name.name == signature.params[index].name
+        if index < len(positional) and isinstance(a.name, ast.Name) and a.name.name == positional[index]
         else format_value(a)
         for index, a in enumerate(call.args)
     ]
@@ -198,8 +199,7 @@ def _merged_order(old: list[str], new: list[str]) -> list[str]:
         else:
             order.extend(k for k in old[i1:i2] if k not in new)
             order.extend(k for k in new[j1:j2] if k not in order)
-    seen: set[str] = set()
-    return [k for k in order if not (k in seen or seen.add(k))]
+    return list(dict.fromkeys(order))  # each key once, where it first stands
 
 
 # ---------------------------------------------------------------- text diffs
@@ -292,20 +292,27 @@ def diff_specs(
         owner = _owner(path)
         if owner is not None and ((owner in a) != (owner in b)):
             continue  # folded into its added/removed declaration
-        shown = (after or before).shown or path
+        either = after or before
+        assert either is not None  # every path is a key of one side at least
+        shown = either.shown or path
         category = _category(path)
-        if before is None:
+        if before is None:  # added: `either` is `after`
             settings = _settings_of(b, path) if category in ("source", "template") else ()
-            changes.append(Change("added", shown, None, after.text, category, settings=settings))
+            changes.append(Change("added", shown, None, either.text, category, settings=settings))
         elif after is None:
             settings = _settings_of(a, path) if category in ("source", "template") else ()
             changes.append(Change("removed", shown, before.text, None, category, settings=settings))
         elif before.value != after.value:
             old_text, new_text = before.text, after.text
-            if path.startswith("accept:") and before.value[0] != after.value[0]:  # `<=` became `<`
+            if (
+                path.startswith("accept:")  # a gate's value: (op, threshold)
+                and isinstance(before.value, tuple)
+                and isinstance(after.value, tuple)
+                and before.value[0] != after.value[0]
+            ):  # `<=` became `<`
                 shown = f"accept.{path[len('accept:') :].rsplit('|', 1)[0]}"
                 old_text, new_text = f"{before.value[0]} {old_text}", f"{after.value[0]} {new_text}"
-            diff = ()
+            diff: tuple[str, ...] = ()
             if path.startswith("template.") and path.rsplit(".", 1)[1] in TEXT_KEYS:
                 if isinstance(before.value, ast.Str) and isinstance(after.value, ast.Str):
                     diff = text_diff(before.value.value, after.value.value)
@@ -324,6 +331,7 @@ def diff_specs(
 
 def _rows_text(change: Change) -> str:
     rows = change.rows
+    assert rows is not None  # a data change carries its row counts (_content_change)
 
     def side(digest, n):
         if digest is None:
@@ -349,6 +357,7 @@ def _line_value(change: Change) -> str:
         text = change.old
     else:
         text = f"{change.old} -> {change.new}"
+    assert text is not None  # an added change has its new text, a removed one its old
     if change.settings:
         text += " { " + "; ".join(f"{k} = {v}" for k, v in change.settings) + " }"
     return text
@@ -383,7 +392,7 @@ def render_human(result: SpecDiff) -> str:
 def to_json(result: SpecDiff, old_label: str | None = None, new_label: str | None = None) -> str:
     changes = []
     for change in result.changes:
-        item = {
+        item: dict[str, Any] = {
             "kind": change.kind,
             "path": change.path,
             "category": change.category,
@@ -404,7 +413,7 @@ def to_json(result: SpecDiff, old_label: str | None = None, new_label: str | Non
         if change.error is not None:
             item["error"] = change.error
         changes.append(item)
-    out = {"same": result.same}
+    out: dict[str, Any] = {"same": result.same}
     if old_label is not None:
         out["old"] = old_label
     if new_label is not None:

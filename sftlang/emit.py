@@ -21,7 +21,7 @@ def _rebase(call: ast.Call, base_dir: Path, target_dir: Path | None) -> ast.Call
         return call
     args = []
     for a in call.args:
-        if a.name is not None and a.name.name == "path" and isinstance(a.value, ast.Str):
+        if isinstance(a.name, ast.Name) and a.name.name == "path" and isinstance(a.value, ast.Str):
             path = Path(a.value.value).expanduser()
             full = os.path.normpath(path if path.is_absolute() else base_dir / path)
             text = full if target_dir is None else os.path.relpath(full, target_dir)
@@ -41,7 +41,11 @@ def _model_settings(spec: Spec, target_dir: Path | None) -> list[ast.Assign]:
         value = setting.value
         if key in ("base", "tokenizer") and isinstance(value, ast.Call) and value.head.name in ("hf", "sentencepiece"):
             path = value.kwarg("path")
-            local = spec.dir_of("model", key) / path.value.value if path is not None else None
+            local = (
+                spec.dir_of("model", key) / path.value.value
+                if path is not None and isinstance(path.value, ast.Str)
+                else None
+            )
             if local is not None and local.exists():
                 text = str(local.resolve()) if target_dir is None else os.path.relpath(local.resolve(), target_dir)
                 rest = tuple(a for a in value.args if a is not path)
@@ -65,10 +69,10 @@ def emit_spec(spec: Spec, absolute_paths: bool = False) -> str:
         call = _rebase(source.source, source.base_dir, target_dir)
         items.append(ast.DataDecl(ast.Name(source.name), call, ast.Body(tuple(entries))))
     for template in spec.templates.values():
-        entries = tuple(_assign(s) for s in template.settings.values())
+        settings = tuple(_assign(s) for s in template.settings.values())
         items.append(
             ast.TemplateDecl(
-                ast.Name(template.name), tuple(ast.Name(n.name) for n in template.sources), ast.Body(entries)
+                ast.Name(template.name), tuple(ast.Name(n.name) for n in template.sources), ast.Body(settings)
             )
         )
     for block in ("train", "eval"):
