@@ -3,39 +3,14 @@ sums of number words, its spec, and readers of what a run leaves on disk."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from tests.fixtures import copy_fixtures, fixture_text
 from tests.runtime.data_helpers import wordlevel_tokenizer
 
 NUMBERS = "zero one two three four five six seven eight nine".split()
 
-SPEC = """\
-sft "tiny"
-model {
-    base = init llama(layers = 1, dim = 32, heads = 2, ffn = 64)
-    tokenizer = hf("tok")
-}
-data sums = jsonl("sums.jsonl") {
-    split eval = 10% seed 1
-}
-template add for sums {
-    prompt = "what is {a} plus {b} ? "
-    completion = "{c}"
-}
-train {
-    steps = 12
-    batch = 8
-    micro = 4
-    seq_len = 16
-    optimizer = adamw(lr = 1e-2)
-    schedule = cosine(warmup = 2 steps)
-    checkpoint = every 4 steps keep 5
-}
-output {
-    dir = "runs/{name}"
-}
-"""
+SPEC = fixture_text("tiny.sft")  # tests/fixtures/specs/tiny.sft: edited by replacing parts of it
 
 
 def runs(project: Path) -> list[Path]:
@@ -65,11 +40,9 @@ def final_params(run_dir: Path):
 
 
 def write_project(directory: Path) -> Path:
-    """The tokenizer, the data and `tiny.sft` in `directory`."""
+    """The tokenizer, the data, `tiny.sft` and `sums.sft` (tests/fixtures/) in `directory`."""
     wordlevel_tokenizer().save_pretrained(str(directory / "tok"))
-    rows = [{"a": NUMBERS[a], "b": NUMBERS[b], "c": NUMBERS[(a + b) % 10]} for a in range(10) for b in range(10)]
-    (directory / "sums.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (directory / "tiny.sft").write_text(SPEC)
+    copy_fixtures(directory, "sums.jsonl", "tiny.sft", "sums.sft")
     return directory
 
 

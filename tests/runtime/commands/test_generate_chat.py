@@ -18,14 +18,12 @@ from runtime.models import Sampling
 from runtime.plan.run_plan import GenerationPlan
 from runtime.runs.trained_run import answers, decoding, load_trained, reply, source_mode
 from sftlang.cli import main
+from tests.fixtures import copy_fixtures
 from tests.runtime.data_helpers import CHATML, LLAMA3, WORDS, bpe_tokenizer, wordlevel_tokenizer
 
 SPEC = """\
 sft "agree"
-model {
-    base = init llama(layers = 1, dim = 32, heads = 2, ffn = 64)
-    tokenizer = hf("tok")
-}
+use "tiny-model.sft"  # tests/fixtures/specs/tiny-model.sft, copied beside this spec
 data pc = jsonl("pc.jsonl") {
     split eval = 25% seed 1
 }
@@ -116,6 +114,7 @@ def runs(tmp_path_factory):
             _write(root / "chat.jsonl", [{"q": _phrase(rnd, 6), "a": _answer(rnd)} for _ in range(16)])
             _write(root / "conv.jsonl", [{"dialog": _turns(rnd)} for _ in range(16)])
             _write(root / "plain.jsonl", [{"messages": _turns(rnd)} for _ in range(16)])
+            copy_fixtures(root, "tiny-model.sft")
             (root / "agree.sft").write_text(SPEC)
             assert main(["run", "agree.sft"]) == 0
             (run_dir,) = sorted((root / "runs" / "agree").iterdir())

@@ -126,16 +126,10 @@ def test_invalid_spec_runs_nothing(project, capsys):
 
 LORA_SPEC = """\
 sft "tiny-lora"
+use "sums.sft"  # tests/fixtures/specs/sums.sft, beside sums.jsonl (write_project copies both)
 model {
     base = hf("base")
     adapter = lora(rank = 4, alpha = 8, dropout = 0.1, targets = [q, v])
-}
-data sums = jsonl("sums.jsonl") {
-    split eval = 10% seed 1
-}
-template add for sums {
-    prompt = "what is {a} plus {b} ? "
-    completion = "{c}"
 }
 train {
     steps = 6

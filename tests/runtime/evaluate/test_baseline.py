@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from sftlang.cli import main
+from tests.fixtures import copy_fixtures
 from tests.runtime.data_helpers import wordlevel_tokenizer
 from tests.runtime.run_helpers import NUMBERS
 
@@ -67,8 +68,7 @@ def _write(root, spec: str = SPEC) -> None:
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(root / "base")
     tokenizer.save_pretrained(str(root / "base"))
-    rows = [{"a": NUMBERS[a], "b": NUMBERS[b], "c": NUMBERS[(a + b) % 10]} for a in range(10) for b in range(10)]
-    (root / "sums.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    copy_fixtures(root, "sums.jsonl")  # tests/fixtures/data/sums.jsonl
     (root / "ba.sft").write_text(spec)
 
 

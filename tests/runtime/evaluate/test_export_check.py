@@ -12,16 +12,14 @@ import random
 import pytest
 
 from sftlang.cli import main
+from tests.fixtures import copy_fixtures
 from tests.runtime.data_helpers import CHATML, LLAMA3, WORDS, wordlevel_tokenizer
 
 pytestmark = pytest.mark.slow  # whole runs and exports: about 20 s on 2 cores
 
 SPEC = """\
 sft "served"
-model {
-    base = init llama(layers = 1, dim = 32, heads = 2, ffn = 64)
-    tokenizer = hf("tok")
-}
+use "tiny-model.sft"  # tests/fixtures/specs/tiny-model.sft, copied beside this spec
 data chat = jsonl("chat.jsonl") {
     split eval = 25% seed 1
 }
@@ -64,6 +62,7 @@ def _write_project(root, style: str) -> None:
         for _ in range(24)
     ]
     (root / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    copy_fixtures(root, "tiny-model.sft")
     (root / "served.sft").write_text(SPEC)
 
 

@@ -5,13 +5,11 @@ need not), so transformers prints its "PyTorch was not found" advisory on import
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 
-from tests.runtime.data_helpers import wordlevel_tokenizer
-from tests.runtime.run_helpers import NUMBERS, SPEC
+from tests.runtime.run_helpers import write_project
 
 # A child Python that cannot import torch, then runs `sftc ARGS...`.
 WITHOUT_TORCH = """
@@ -37,10 +35,7 @@ def _sftc(cwd, *args):
 
 
 def test_plan_shows_only_sftc_output_and_logs_the_rest(tmp_path):
-    wordlevel_tokenizer().save_pretrained(str(tmp_path / "tok"))
-    rows = [{"a": NUMBERS[a], "b": NUMBERS[b], "c": NUMBERS[(a + b) % 10]} for a in range(10) for b in range(10)]
-    (tmp_path / "sums.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "tiny.sft").write_text(SPEC)
+    write_project(tmp_path)  # the tokenizer, tests/fixtures' sums.jsonl and tiny.sft
     done = _sftc(tmp_path, "plan", "tiny.sft")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("model ")

@@ -13,6 +13,7 @@ import pytest
 from runtime.plan.sample_origin import sample_id as row_id
 from runtime.review.store import Judgement, ReviewStore, answer_sha, row_ids
 from runtime.review.summary import review_summary
+from tests.fixtures import copy_fixtures
 
 FP = {"faq": "f" * 64, "chat": "c" * 64}
 
@@ -228,10 +229,7 @@ def test_wins_average_over_reviewers_who_scored_both(run):
 
 SPEC = """\
 sft "corr"
-model {
-    base = init llama(layers = 1, dim = 32, heads = 2, ffn = 64)
-    tokenizer = hf("tok")
-}
+use "tiny-model.sft"  # tests/fixtures/specs/tiny-model.sft, copied beside this spec
 data qa = jsonl("qa.jsonl") { split eval = 50% seed 1 }
 data chat = jsonl("chat.jsonl") { split eval = 50% seed 1 }
 data lit = jsonl("lit.jsonl") { split eval = 50% seed 1 }
@@ -287,6 +285,7 @@ def export_run(tmp_path_factory):
     ]
     (root / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chat))
     (root / "lit.jsonl").write_text("".join(json.dumps(r) + "\n" for r in qa))
+    copy_fixtures(root, "tiny-model.sft")
     (root / "corr.sft").write_text(SPEC)
     spec, problems = check_spec_file(str(root / "corr.sft"))
     assert spec is not None and not [p for p in problems if p.is_error], problems

@@ -15,17 +15,11 @@ from tests.runtime.data_helpers import wordlevel_tokenizer
 
 SPEC = """\
 sft "tiny-qlora"
+use "sums.sft"  # tests/fixtures/specs/sums.sft, beside sums.jsonl (write_project copies both)
 model {
     base = hf("base")
     adapter = lora(rank = 8, alpha = 16, targets = [q, k, v, o, gate, up, down])
     quantize = nf4
-}
-data sums = jsonl("sums.jsonl") {
-    split eval = 10% seed 1
-}
-template add for sums {
-    prompt = "what is {a} plus {b} ? "
-    completion = "{c}"
 }
 train {
     steps = 30
