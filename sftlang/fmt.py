@@ -47,6 +47,7 @@ from decimal import Decimal
 from . import ast
 from .diagnostics import Diagnostic
 from .parse import parse
+from .source import Span
 
 INDENT = "    "
 
@@ -174,16 +175,23 @@ class _Line:
         return "\n" in self.left or "\n" in self.right
 
 
+def _at(comment: ast.Comment) -> Span:
+    """Where a comment the formatter places stands (it places only comments with a span)."""
+    assert comment.span is not None
+    return comment.span
+
+
 class _Formatter:
     """Walks the items in order, handing out each comment exactly once."""
 
     def __init__(self, tree: ast.SpecFile):
         self.source = tree.source
         self.text = tree.source.text if tree.source is not None else None
-        placed, unplaced = [], []
+        placed: list[ast.Comment] = []
+        unplaced: list[ast.Comment] = []
         for comment in tree.comments:
             (placed if self._span(comment) is not None else unplaced).append(comment)
-        self.comments = sorted(placed, key=lambda c: c.span.start)
+        self.comments = sorted(placed, key=lambda c: _at(c).start)
         self.unplaced = unplaced  # comments of a tree built by code: they go at the end
         self.next = 0
         self.out: list[str] = []
@@ -200,7 +208,7 @@ class _Formatter:
         if offset is None:
             return []
         taken = []
-        while self.next < len(self.comments) and self.comments[self.next].span.start < offset:
+        while self.next < len(self.comments) and _at(self.comments[self.next]).start < offset:
             taken.append(self.comments[self.next])
             self.next += 1
         return taken
@@ -210,7 +218,8 @@ class _Formatter:
         if self.next >= len(self.comments):
             return None
         comment = self.comments[self.next]
-        if comment.span.line == line and comment.span.start >= end and (limit is None or comment.span.start < limit):
+        span = _at(comment)
+        if span.line == line and span.start >= end and (limit is None or span.start < limit):
             self.next += 1
             return comment
         return None
@@ -223,12 +232,13 @@ class _Formatter:
     def _gap(self, after: int | None, comments: list[ast.Comment], before: int | None) -> list:
         """Own-line comments between two things, with a blank marker wherever the
         source had at least one blank line."""
-        seq, last = [], after
+        seq: list[tuple[str, ...]] = []
+        last = after
         for comment in comments:
-            if self._blank_between(last, comment.span.start):
+            if self._blank_between(last, _at(comment).start):
                 seq.append(_BLANK)
             seq.append(("comment", _comment_text(comment)))
-            last = comment.span.end
+            last = _at(comment).end
         if self._blank_between(last, before):
             seq.append(_BLANK)
         return seq
@@ -297,7 +307,7 @@ class _Formatter:
             return None
         trailing = self._take_trailing(span.end_line, span.end)
         self.out.append(code + (f"  {_comment_text(trailing)}" if trailing else ""))
-        return trailing.span.end if trailing else span.end
+        return _at(trailing).end if trailing else span.end
 
     def _block(self, head: str, body: ast.Body) -> int | None:
         span = self._span(body)
@@ -308,10 +318,10 @@ class _Formatter:
         first = self._span(body.entries[0]) if body.entries else None
         opening = None
         if span is not None:
-            opening = self._take_trailing(span.line, open_at + 1, first.start if first else close_at)
+            opening = self._take_trailing(span.line, span.start + 1, first.start if first else close_at)
 
         elements: list = []
-        after = opening.span.end if opening else (open_at + 1 if span else None)
+        after = _at(opening).end if opening else (span.start + 1 if span else None)
         for index, entry in enumerate(body.entries):
             entry_span = self._span(entry)
             start = entry_span.start if entry_span else None
@@ -324,7 +334,7 @@ class _Formatter:
             if entry_span is not None:
                 trailing = self._take_trailing(entry_span.end_line, entry_span.end, close_at)
             elements.append(_Line(*_entry_parts(entry), _comment_text(trailing) if trailing else None))
-            after = trailing.span.end if trailing else (entry_span.end if entry_span else None)
+            after = _at(trailing).end if trailing else (entry_span.end if entry_span else None)
         closing_gap = self._gap(after, self._take_before(close_at), close_at)
         elements.extend(_strip(closing_gap, leading=not body.entries, trailing=True))
 
@@ -338,7 +348,7 @@ class _Formatter:
             self.out.append(close_text)
         if span is None:
             return None
-        return closing.span.end if closing else span.end
+        return _at(closing).end if closing else span.end
 
 
 def _render_body(elements: list) -> list[str]:

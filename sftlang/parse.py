@@ -159,6 +159,24 @@ def _dedent_long(body: str) -> str:
 # ---------------------------------------------------------------- tree -> ast
 
 
+def _token_span(source: Source, token: Token) -> ast.Span:
+    """The span of a token the lexer made (lark types its positions Optional; the lexer sets them)."""
+    assert token.start_pos is not None and token.end_pos is not None
+    return source.span(token.start_pos, token.end_pos)
+
+
+def _token(child: Token | Tree) -> Token:
+    """A child the grammar makes a token (a NAME, a STRING)."""
+    assert isinstance(child, Token), child
+    return child
+
+
+def _subtree(child: Token | Tree) -> Tree:
+    """A child the grammar makes a rule's tree (each item of the file)."""
+    assert isinstance(child, Tree), child
+    return child
+
+
 class _Builder:
     def __init__(self, source: Source):
         self.source = source
@@ -166,7 +184,7 @@ class _Builder:
 
     def span_of(self, node) -> ast.Span:
         if isinstance(node, Token):
-            return self.source.span(node.start_pos, node.end_pos)
+            return _token_span(self.source, node)
         return self.source.span(node.meta.start_pos, node.meta.end_pos)
 
     def name(self, token: Token) -> ast.Name:
@@ -231,7 +249,7 @@ class _Builder:
 
     def call(self, node: Tree) -> ast.Call:
         head, *rest = node.children
-        return ast.Call(self.name(head), self.args(rest), self.span_of(node))
+        return ast.Call(self.name(_token(head)), self.args(rest), self.span_of(node))
 
     def args(self, kids) -> tuple[ast.Arg, ...]:
         out = []
@@ -252,7 +270,10 @@ class _Builder:
         if node.data == "assign":
             key, label, value = node.children
             return ast.Assign(
-                self.name(key), self.name(label) if label is not None else None, self.value(value), self.span_of(node)
+                self.name(_token(key)),
+                self.name(_token(label)) if label is not None else None,
+                self.value(value),
+                self.span_of(node),
             )
         metric, op, value = node.children
         metric_node = self.name(metric) if isinstance(metric, Token) else self.call(metric)
@@ -261,23 +282,22 @@ class _Builder:
     def item(self, node: Tree) -> ast.Item:
         kids, span = node.children, self.span_of(node)
         if node.data == "header":
-            return ast.Header(
-                self.string(kids[0].children[0]) if isinstance(kids[0], Tree) else self.string(kids[0]), span
-            )
+            text = kids[0].children[0] if isinstance(kids[0], Tree) else kids[0]
+            return ast.Header(self.string(_token(text)), span)
         if node.data == "use":
-            return ast.Use(self.string(kids[0]), span)
+            return ast.Use(self.string(_token(kids[0])), span)
         if node.data == "data_decl":
             name, source, body = kids
             return ast.DataDecl(
-                self.name(name), self.value(source), self.body(body) if body is not None else None, span
+                self.name(_token(name)), self.value(source), self.body(body) if body is not None else None, span
             )
         if node.data == "template_decl":
             name, names, body = kids
-            sources = tuple(self.name(t) for t in names.children)
-            return ast.TemplateDecl(self.name(name), sources, self.body(body), span)
+            sources = tuple(self.name(_token(t)) for t in names.children)
+            return ast.TemplateDecl(self.name(_token(name)), sources, self.body(body), span)
         if node.data == "block":
             kind, body = kids
-            return ast.Block(self.name(kind), self.body(body), span)
+            return ast.Block(self.name(_token(kind)), self.body(body), span)
         raise AssertionError(node.data)
 
 
@@ -286,16 +306,20 @@ class _Builder:
 
 def _syntax_diagnostic(error: lark.exceptions.UnexpectedInput, source: Source, layout: _Layout) -> Diagnostic:
     if isinstance(error, lark.exceptions.UnexpectedCharacters):
-        ch = source.text[error.pos_in_stream] if error.pos_in_stream < len(source.text) else ""
-        span = source.span(error.pos_in_stream, error.pos_in_stream + 1)
+        pos = error.pos_in_stream
+        assert pos is not None  # the lexer's position, always set on UnexpectedCharacters
+        ch = source.text[pos] if pos < len(source.text) else ""
+        span = source.span(pos, pos + 1)
         if ch == '"':
             return Diagnostic(
                 "E002",
                 "unterminated string",
-                source.span(error.pos_in_stream, error.pos_in_stream + len(source.line(span.line)) - span.column + 1),
+                source.span(pos, pos + len(source.line(span.line)) - span.column + 1),
                 'close it with `"` on the same line, or use `"""` for text over several lines',
             )
         return Diagnostic("E002", f"unexpected character `{ch}`", span, None)
+    # the parser's other two kinds of UnexpectedInput
+    assert isinstance(error, (lark.exceptions.UnexpectedToken, lark.exceptions.UnexpectedEOF))
     token = error.token
     expected = sorted({_describe(t) for t in getattr(error, "expected", ()) or () if t != "$END"})
     if token.type == "$END" or isinstance(error, lark.exceptions.UnexpectedEOF):
@@ -305,18 +329,20 @@ def _syntax_diagnostic(error: lark.exceptions.UnexpectedInput, source: Source, l
             return Diagnostic(
                 "E004",
                 f"`{opener}` is never closed",
-                source.span(opener.start_pos, opener.end_pos),
+                _token_span(source, opener),
                 f"add the matching `{closer}`",
             )
         end = len(source.text)
         return Diagnostic("E004", "unexpected end of file", source.span(end, end), None)
-    span = source.span(token.start_pos, token.end_pos if token.end_pos is not None else token.start_pos + 1)
+    start = token.start_pos
+    assert start is not None  # a token the lexer made (not the end of input)
+    span = source.span(start, token.end_pos if token.end_pos is not None else start + 1)
     found = "a new line" if token.type == "_NL" else f"`{token}`"
     if token.type == "_NL":
-        span = source.span(token.start_pos, token.start_pos + 1)
+        span = source.span(start, start + 1)
     if token.type == "_NL" and layout.open and layout.open[-1].type != "LBRACE":
         opener = layout.open[-1]
-        return Diagnostic("E004", f"`{opener}` is never closed", source.span(opener.start_pos, opener.end_pos), None)
+        return Diagnostic("E004", f"`{opener}` is never closed", _token_span(source, opener), None)
     message = f"unexpected {found}"
     help_ = f"expected {' or '.join(expected)}" if 0 < len(expected) <= 6 else None
     if expected == ["`=`"]:
@@ -354,7 +380,7 @@ def parse(text: str, name: str = "<spec>") -> tuple[ast.SpecFile | None, list[Di
         if problems:
             return None, problems
         builder = _Builder(source)
-        items = tuple(builder.item(node) for node in tree.children)
-        found = tuple(ast.Comment(str(t), source.span(t.start_pos, t.end_pos)) for t in comments.tokens)
+        items = tuple(builder.item(_subtree(node)) for node in tree.children)
+        found = tuple(ast.Comment(str(t), _token_span(source, t)) for t in comments.tokens)
         return ast.SpecFile(items, found, source), builder.problems
     return None, problems
