@@ -98,38 +98,32 @@ def _write(path, rows):
 def runs(tmp_path_factory):
     """``runs(style)``: a tiny trained run with one source of each kind, under the chat template
     ``style``; its directory, loaded weights and data pipeline. Built once per style."""
-    import os
 
     built: dict = {}
-    old_cwd, old_cache = os.getcwd(), os.environ.get("SFTC_CACHE")
+    with pytest.MonkeyPatch.context() as mp:  # cwd and SFTC_CACHE restored even when a build fails
 
-    def get(style: str):
-        if style not in built:
-            root = tmp_path_factory.mktemp(style)
-            os.chdir(root)
-            os.environ["SFTC_CACHE"] = str(root / "cache")
-            wordlevel_tokenizer({"chatml": CHATML, "llama3": LLAMA3}[style]).save_pretrained(str(root / "tok"))
-            rnd = random.Random(0)
-            _write(root / "pc.jsonl", [{"q": _phrase(rnd, 6), "a": _answer(rnd)} for _ in range(16)])
-            _write(root / "chat.jsonl", [{"q": _phrase(rnd, 6), "a": _answer(rnd)} for _ in range(16)])
-            _write(root / "conv.jsonl", [{"dialog": _turns(rnd)} for _ in range(16)])
-            _write(root / "plain.jsonl", [{"messages": _turns(rnd)} for _ in range(16)])
-            copy_fixtures(root, "tiny-model.sft")
-            (root / "agree.sft").write_text(SPEC)
-            assert main(["run", "agree.sft"]) == 0
-            (run_dir,) = sorted((root / "runs" / "agree").iterdir())
-            trained = load_trained(run_dir)
-            built[style] = (root, run_dir, trained, trained.with_data().pipeline)
-        os.chdir(built[style][0])
-        os.environ["SFTC_CACHE"] = str(built[style][0] / "cache")
-        return built[style]
+        def get(style: str):
+            if style not in built:
+                root = tmp_path_factory.mktemp(style)
+                mp.chdir(root)
+                mp.setenv("SFTC_CACHE", str(root / "cache"))
+                wordlevel_tokenizer({"chatml": CHATML, "llama3": LLAMA3}[style]).save_pretrained(str(root / "tok"))
+                rnd = random.Random(0)
+                _write(root / "pc.jsonl", [{"q": _phrase(rnd, 6), "a": _answer(rnd)} for _ in range(16)])
+                _write(root / "chat.jsonl", [{"q": _phrase(rnd, 6), "a": _answer(rnd)} for _ in range(16)])
+                _write(root / "conv.jsonl", [{"dialog": _turns(rnd)} for _ in range(16)])
+                _write(root / "plain.jsonl", [{"messages": _turns(rnd)} for _ in range(16)])
+                copy_fixtures(root, "tiny-model.sft")
+                (root / "agree.sft").write_text(SPEC)
+                assert main(["run", "agree.sft"]) == 0
+                (run_dir,) = sorted((root / "runs" / "agree").iterdir())
+                trained = load_trained(run_dir)
+                built[style] = (root, run_dir, trained, trained.with_data().pipeline)
+            mp.chdir(built[style][0])
+            mp.setenv("SFTC_CACHE", str(built[style][0] / "cache"))
+            return built[style]
 
-    yield get
-    os.chdir(old_cwd)
-    if old_cache is None:
-        os.environ.pop("SFTC_CACHE", None)
-    else:
-        os.environ["SFTC_CACHE"] = old_cache
+        yield get
 
 
 def _eval_rows(root, pipeline, source):

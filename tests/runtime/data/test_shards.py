@@ -14,8 +14,8 @@ import pytest
 
 from runtime.data import tokenize as tokenize_mod
 from runtime.data.pipeline import DataPipeline
-from runtime.platform.process_share import Share
 from runtime.plan.data_plan import DataPlan, SourceSpec
+from runtime.platform.process_share import Share
 from tests.runtime.data_helpers import wordlevel_tokenizer
 
 NUMBERS = "zero one two three four five six seven eight nine".split()

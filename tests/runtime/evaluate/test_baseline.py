@@ -4,7 +4,6 @@ shows base → tuned in its report, judges `gain(...)` gates, and caches the bas
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -76,17 +75,12 @@ def _write(root, spec: str = SPEC) -> None:
 def project(tmp_path_factory):
     """A random pretrained base, the sums data and a first run on it (exit 0: every gain gate holds)."""
     root = tmp_path_factory.mktemp("before_after")
-    old_cwd, old_cache = os.getcwd(), os.environ.get("SFTC_CACHE")
-    os.chdir(root)
-    os.environ["SFTC_CACHE"] = str(root / "cache")
-    _write(root)
-    assert main(["run", "ba.sft"]) == 0
-    yield root
-    os.chdir(old_cwd)
-    if old_cache is None:
-        os.environ.pop("SFTC_CACHE", None)
-    else:
-        os.environ["SFTC_CACHE"] = old_cache
+    with pytest.MonkeyPatch.context() as mp:  # cwd and SFTC_CACHE restored even when the setup fails
+        mp.chdir(root)
+        mp.setenv("SFTC_CACHE", str(root / "cache"))
+        _write(root)
+        assert main(["run", "ba.sft"]) == 0
+        yield root
 
 
 def _runs(root):

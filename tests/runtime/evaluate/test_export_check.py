@@ -6,7 +6,6 @@ export does not reproduce the run's metrics."""
 from __future__ import annotations
 
 import json
-import os
 import random
 
 import pytest
@@ -70,25 +69,20 @@ def _write_project(root, style: str) -> None:
 def runs(tmp_path_factory):
     """``runs(style)``: (root, run_dir) of a tiny chat run exported as `hf`, built once per style."""
     built: dict = {}
-    old_cwd, old_cache = os.getcwd(), os.environ.get("SFTC_CACHE")
+    with pytest.MonkeyPatch.context() as mp:  # cwd and SFTC_CACHE restored even when a build fails
 
-    def get(style: str):
-        if style not in built:
-            root = tmp_path_factory.mktemp(style)
-            os.chdir(root)
-            os.environ["SFTC_CACHE"] = str(root / "cache")
-            _write_project(root, style)
-            assert main(["run", "served.sft"]) == 0
-            (run_dir,) = sorted((root / "runs" / "served").iterdir())
-            built[style] = (root, run_dir)
-        return built[style]
+        def get(style: str):
+            if style not in built:
+                root = tmp_path_factory.mktemp(style)
+                mp.chdir(root)
+                mp.setenv("SFTC_CACHE", str(root / "cache"))
+                _write_project(root, style)
+                assert main(["run", "served.sft"]) == 0
+                (run_dir,) = sorted((root / "runs" / "served").iterdir())
+                built[style] = (root, run_dir)
+            return built[style]
 
-    yield get
-    os.chdir(old_cwd)
-    if old_cache is None:
-        os.environ.pop("SFTC_CACHE", None)
-    else:
-        os.environ["SFTC_CACHE"] = old_cache
+        yield get
 
 
 @pytest.mark.parametrize("style", ["chatml", pytest.param("llama3", marks=pytest.mark.slow)])

@@ -272,9 +272,9 @@ def test_a_frozen_bf16_base_is_read_in_bf16_with_the_values_of_a_float32_read(hf
 
     from runtime.checkpoints.hf_checkpoint import load_pretrained
     from runtime.plan.settings import SCHEDULES, Length
-    from runtime.train.throughput import DEFAULT_OPTIMIZER
     from runtime.train.engine import StepSettings, load_weights
     from runtime.train.step import cast
+    from runtime.train.throughput import DEFAULT_OPTIMIZER
 
     directory, _ = hf_checkpoint("llama")
     _, config = load_pretrained(directory)

@@ -24,8 +24,8 @@ from runtime.models import ModelConfig, build, forward, lora
 from runtime.models.quantize import is_quantized, nf4_block, quantize_kernel, quantize_model
 from runtime.plan.run_plan import LoraPlan
 from runtime.plan.settings import SCHEDULES, Length
-from runtime.train.throughput import DEFAULT_OPTIMIZER, StepBench
 from runtime.train.engine import EngineError, StepSettings, _abstract_model, load_weights, over_original_base
+from runtime.train.throughput import DEFAULT_OPTIMIZER, StepBench
 
 ROOT = Path(__file__).resolve().parents[3]
 PLAN = LoraPlan(rank=4, alpha=8, dropout=0.0, targets=("q", "k", "v", "o"))

@@ -237,8 +237,8 @@ def test_resume_names_a_changed_setting_once(project):
 
 def test_the_plan_caches_inputs_never_read_the_base_weights(project, monkeypatch):
     """`sftc plan` of unchanged inputs reads only metadata: its part of the identity hashes no weight file."""
-    from runtime.platform import file_hashes
     from runtime.plan.run_inputs import CONSUMERS
+    from runtime.platform import file_hashes
     from runtime.preflight.input_fingerprints import gather
 
     read = []

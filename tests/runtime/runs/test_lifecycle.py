@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from runtime.train.metrics_log import read_metrics
+from sftlang.cli import main
 from tests.runtime.data_helpers import wordlevel_tokenizer
 from tests.runtime.run_helpers import SLOW_RUN, SPEC
 from tests.runtime.run_helpers import final_params as _final_params
 from tests.runtime.run_helpers import runs as _runs
-
-from runtime.train.metrics_log import read_metrics
-from sftlang.cli import main
 
 
 def _status(run_dir: Path) -> dict:
@@ -56,7 +56,9 @@ def _interrupt(monkeypatch, at: int):
 def test_a_non_finite_step_between_log_steps_is_seen_and_stops_the_run(project, monkeypatch, capsys):
     """Issue 9.1: with `log_every = 4 steps` a poisoned batch at step 5 used to pass unseen (exit 0,
     accepted). Now it is counted on the device and the default `max_skipped_steps = 0` stops."""
-    (project / "tiny.sft").write_text(SPEC.replace("checkpoint = every 4 steps keep 5", "checkpoint = every 4 steps keep 5\n    log_every = 4 steps"))
+    (project / "tiny.sft").write_text(
+        SPEC.replace("checkpoint = every 4 steps keep 5", "checkpoint = every 4 steps keep 5\n    log_every = 4 steps")
+    )
     _poison(monkeypatch, at=4)  # batch 4 is the 5th step
     assert main(["run", "tiny.sft"]) == 1
     (run_dir,) = _runs(project)
@@ -71,14 +73,21 @@ def test_a_non_finite_step_between_log_steps_is_seen_and_stops_the_run(project, 
     # Running again does not slip past the refused step: the spec must allow it first.
     assert main(["run", "tiny.sft"]) == 1
     assert "this run has skipped 1 non-finite step" in capsys.readouterr().err
-    spec = (project / "tiny.sft").read_text().replace("log_every = 4 steps", "log_every = 4 steps\n    max_skipped_steps = 1")
+    spec = (
+        (project / "tiny.sft")
+        .read_text()
+        .replace("log_every = 4 steps", "log_every = 4 steps\n    max_skipped_steps = 1")
+    )
     (project / "tiny.sft").write_text(spec)
     assert main(["run", "tiny.sft"]) == 0  # allowing skipped steps does not touch the weights: it resumes
     assert _runs(project) == [run_dir] and _status(run_dir)["skipped_steps"] == 1
 
 
 def test_skipped_steps_within_the_specs_allowance_are_counted_everywhere(project, monkeypatch):
-    spec = SPEC.replace("checkpoint = every 4 steps keep 5", "checkpoint = every 4 steps keep 5\n    log_every = 4 steps\n    max_skipped_steps = 1")
+    spec = SPEC.replace(
+        "checkpoint = every 4 steps keep 5",
+        "checkpoint = every 4 steps keep 5\n    log_every = 4 steps\n    max_skipped_steps = 1",
+    )
     (project / "tiny.sft").write_text(spec + "accept {\n    loss <= 100\n}\n")
     _poison(monkeypatch, at=4)
     assert main(["run", "tiny.sft"]) == 0
@@ -199,7 +208,9 @@ def test_resume_refuses_edited_data_tokenizer_or_plan_and_accepts_harmless_edits
     shutil.rmtree(project / "tok")
     wordlevel_tokenizer().save_pretrained(str(project / "tok"))
 
-    (project / "tiny.sft").write_text(SPEC.replace("checkpoint = every 4 steps keep 5", "checkpoint = every 4 steps keep 5\n    log_every = 2 steps"))
+    (project / "tiny.sft").write_text(
+        SPEC.replace("checkpoint = every 4 steps keep 5", "checkpoint = every 4 steps keep 5\n    log_every = 2 steps")
+    )
     assert main(["run", "tiny.sft"]) == 0  # logging more often does not touch the weights
     assert _runs(project) == [run_dir] and _status(run_dir)["status"] == "done"
     assert len(_runs(project)) == 1
@@ -256,8 +267,14 @@ def test_ctrl_c_stops_between_steps_and_saves_the_step_it_reached(project):
     import sys
     import time
 
-    child = subprocess.Popen([sys.executable, "-c", SLOW_RUN], cwd=project, env=os.environ.copy(),
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", SLOW_RUN],
+        cwd=project,
+        env=os.environ.copy(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and child.poll() is None:
         time.sleep(0.1)
@@ -279,7 +296,8 @@ def test_ctrl_c_stops_between_steps_and_saves_the_step_it_reached(project):
 
 @pytest.mark.slow
 def test_a_run_whose_every_checkpoint_is_damaged_stops_and_the_next_run_starts_a_new_directory(
-        project, monkeypatch, capsys):
+    project, monkeypatch, capsys
+):
     """Setting every checkpoint aside and training again from step 0 in the same directory made its
     metrics.jsonl go backwards. Now the run says nothing is left to resume and stops (exit 1); the
     next `sftc run` starts a new run directory."""
@@ -300,6 +318,7 @@ def test_a_run_whose_every_checkpoint_is_damaged_stops_and_the_next_run_starts_a
     assert _status(broken)["status"] == "error"
     assert sorted(p.name for p in (broken / "checkpoints.unusable").iterdir()) == ["4", "6"]
     assert [r["step"] for r in read_metrics(broken) if r["kind"] == "train"] == sorted(
-        r["step"] for r in read_metrics(broken) if r["kind"] == "train")  # never backwards
+        r["step"] for r in read_metrics(broken) if r["kind"] == "train"
+    )  # never backwards
     assert main(["run", "tiny.sft"]) == 0
     assert len(_runs(project)) == 2 and _status(_runs(project)[1])["status"] == "done"

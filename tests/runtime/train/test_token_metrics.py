@@ -36,8 +36,8 @@ def two_sources(project):
 
 
 def test_per_source_sums_combine_into_the_overall_figures_in_one_pass(two_sources):
-    from runtime.train.token_metrics import token_metrics
     from runtime.runs.trained_run import load_trained
+    from runtime.train.token_metrics import token_metrics
 
     trained = load_trained(two_sources)
     pipeline = trained.with_data().pipeline
