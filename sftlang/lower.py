@@ -13,6 +13,7 @@ import dataclasses
 import hashlib
 import os
 from pathlib import Path
+from typing import TypeVar
 
 from runtime.plan.data_plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
 from runtime.plan.hub_policy import local_path_reason
@@ -46,6 +47,44 @@ from .resolve import DataSource, Spec
 from .types import BOOLEANS, BYTE_UNITS, unit_of
 from .validate import metric_parts, metric_text, unwrap_gain
 
+_Node = TypeVar("_Node")
+
+
+def _as(node: ast.Value | None, kind: type[_Node]) -> _Node:
+    """`node` as the kind of value checking made it (lowering assumes a checked spec)."""
+    if isinstance(node, kind):
+        return node
+    raise TypeError(f"not {kind.__name__}: {node!r}")
+
+
+def _number(node: ast.Value | None) -> int | float:
+    """The number of a Number, or of a Percent (as a fraction)."""
+    if isinstance(node, (ast.Number, ast.Percent)):
+        return node.value
+    raise TypeError(f"not a number: {node!r}")
+
+
+def _int(node: ast.Value | None) -> int:
+    """The number of a Number that checking requires whole (`Num(integer = True)`)."""
+    if isinstance(node, ast.Number) and isinstance(node.value, int):
+        return node.value
+    raise TypeError(f"not an integer: {node!r}")
+
+
+def _key(arg: ast.Arg) -> str:
+    """The parameter a named argument of a call or a record names."""
+    if isinstance(arg.name, ast.Name):
+        return arg.name.name
+    raise TypeError(f"not a named argument: {arg!r}")
+
+
+def _unit(name: ast.Name) -> str:
+    """A checked unit's canonical name (`types.unit_of`)."""
+    unit = unit_of(name)
+    if unit is None:
+        raise TypeError(f"not a unit: {name!r}")
+    return unit
+
 
 def _py(node):
     """A plain Python value of a simple node."""
@@ -63,7 +102,7 @@ def _py(node):
 
 
 def _kwargs(call: ast.Call) -> dict:
-    return {a.name.name: _py(a.value) for a in call.args if a.name is not None}
+    return {_key(a): _py(a.value) for a in call.args if a.name is not None}
 
 
 def _local_or_hub(text: str, base_dir: Path, revision: str | None = None) -> str:
@@ -83,12 +122,9 @@ def _source_spec(name: str, call: ast.Call, base_dir: Path, settings: dict) -> S
     options = _kwargs(call)
     overflow = _py(settings["overflow"].value) if "overflow" in settings else "drop"
     on_bad_row = _py(settings["on_bad_row"].value) if "on_bad_row" in settings else "error"
+    rename, where = pairs(settings.get("rename")), where_pairs(settings.get("where"))
     system = settings.get("system")
-    transforms = dict(
-        rename=pairs(settings.get("rename")),
-        where=where_pairs(settings.get("where")),
-        system=system.value.value if system is not None else None,
-    )
+    system_text = _as(system.value, ast.Str).value if system is not None else None
     evaluation = None
     split = settings.get("split")
     if split is not None:
@@ -100,9 +136,9 @@ def _source_spec(name: str, call: ast.Call, base_dir: Path, settings: dict) -> S
             }
             evaluation = EvalSplit(source=_source_spec(f"{name}/eval", value, base_dir, inherited))
         elif isinstance(value, ast.Seeded):
-            evaluation = EvalSplit(fraction=value.value.value, seed=value.seed.value)
+            evaluation = EvalSplit(fraction=_number(value.value), seed=_int(value.seed))
         else:
-            evaluation = EvalSplit(fraction=value.value, seed=0)
+            evaluation = EvalSplit(fraction=_number(value), seed=0)
     if kind == "hf_dataset":
         return SourceSpec(
             name=name,
@@ -114,7 +150,9 @@ def _source_spec(name: str, call: ast.Call, base_dir: Path, settings: dict) -> S
             eval=evaluation,
             overflow=overflow,
             on_bad_row=on_bad_row,
-            **transforms,
+            rename=rename,
+            where=where,
+            system=system_text,
         )
     path = Path(options["path"]).expanduser()
     path = path if path.is_absolute() else base_dir / path
@@ -128,7 +166,9 @@ def _source_spec(name: str, call: ast.Call, base_dir: Path, settings: dict) -> S
         eval=evaluation,
         overflow=overflow,
         on_bad_row=on_bad_row,
-        **transforms,
+        rename=rename,
+        where=where,
+        system=system_text,
     )
 
 
@@ -136,34 +176,37 @@ def _template_spec(settings: dict) -> TemplateSpec:
     if "messages" in settings:
         tools = settings.get("tools")
         return TemplateSpec(
-            messages=settings["messages"].value.name,
+            messages=_as(settings["messages"].value, ast.Name).name,
             train_on=_py(settings["train_on"].value),
             roles=pairs(settings.get("roles")),
             keys=pairs(settings.get("keys")),
-            tools=tools.value.name if tools is not None else None,
+            tools=_as(tools.value, ast.Name).name if tools is not None else None,
         )
     system = settings.get("system")
     chat = _py(settings["chat"].value) if "chat" in settings else False
+    system_text = _as(system.value, ast.Str).value if system is not None else None
     if "format" in settings:
-        shape = settings["format"].value.name
-        return TemplateSpec(format=shape, chat=chat, system=system.value.value if system is not None else None)
+        shape = _as(settings["format"].value, ast.Name).name
+        return TemplateSpec(format=shape, chat=chat, system=system_text)
     return TemplateSpec(
-        prompt=settings["prompt"].value.value,
-        completion=settings["completion"].value.value,
+        prompt=_as(settings["prompt"].value, ast.Str).value,
+        completion=_as(settings["completion"].value, ast.Str).value,
         chat=chat,
-        system=system.value.value if system is not None else None,
+        system=system_text,
     )
 
 
-def _mixture(value) -> tuple[list[str], dict[str, float] | None]:
+def _mixture(value: ast.Value) -> tuple[list[str], dict[str, float] | None]:
     terms = value.terms if isinstance(value, ast.Sum) else (value,)
-    names, weights = [], {}
+    names: list[str] = []
+    weights: dict[str, float] = {}
     for term in terms:
         if isinstance(term, ast.Weighted):
-            names.append(term.value.name)
-            weights[term.value.name] = float(term.weight.value)
+            name = _as(term.value, ast.Name).name
+            names.append(name)
+            weights[name] = float(_number(term.weight))
         else:
-            names.append(term.name)
+            names.append(_as(term, ast.Name).name)
     return names, (weights or None)
 
 
@@ -223,7 +266,7 @@ def _model_plan(spec: Spec) -> ModelPlan:
     if isinstance(base, ast.Init):
         init = ARCHITECTURES[base.call.head.name](**_kwargs(base.call))
         return ModelPlan("init", dtype, tokenizer_plan, init=init, adapter=lora, quantize=quantize)
-    options = _kwargs(base)
+    options = _kwargs(_as(base, ast.Call))
     path = _local_or_hub(options["path"], base_dir, options.get("revision"))
     return ModelPlan(
         "hf", dtype, tokenizer_plan, path=path, revision=options.get("revision"), adapter=lora, quantize=quantize
@@ -233,13 +276,13 @@ def _model_plan(spec: Spec) -> ModelPlan:
 # ---------------------------------------------------------------- train / eval
 
 
-def _length(node) -> Length:
+def _length(node: ast.Value) -> Length:
     """`20 steps`, `3%` or `0`."""
     if isinstance(node, ast.Percent):
         return Length(share=node.value)
     if isinstance(node, ast.Quantity):
         return Length(steps=int(node.amount.value))
-    return Length(steps=int(node.value))
+    return Length(steps=int(_number(node)))
 
 
 def _schedule(call: ast.Call, lr: float) -> Schedule:
@@ -249,25 +292,25 @@ def _schedule(call: ast.Call, lr: float) -> Schedule:
     forms = {f.name: f.metadata["rule"].form for f in dataclasses.fields(settings) if f.init}
     arguments: dict[str, Length | float] = {}
     for a in call.args:
-        name, value = a.name.name, a.value
+        name, value = _key(a), a.value
         if forms[name] == LENGTH:
             arguments[name] = _length(value)
         elif forms[name] == SHARE_OF_LR and isinstance(value, ast.Percent):
             arguments[name] = value.value * lr
         else:
-            arguments[name] = float(value.value)
+            arguments[name] = float(_number(value))
     return settings(**arguments)
 
 
 def _train_plan(spec: Spec) -> TrainPlan:
     get = lambda key: spec.value("train", key)  # noqa: E731
-    optimizer = get("optimizer")
+    optimizer = _as(get("optimizer"), ast.Call)
     optimizer_settings = OPTIMIZERS[optimizer.head.name](**_kwargs(optimizer))
     checkpoint = get("checkpoint")
     every_steps = every_epochs = None
     keep = 3
     if isinstance(checkpoint, ast.Every):
-        keep = checkpoint.keep.value if checkpoint.keep is not None else 3
+        keep = _int(checkpoint.keep) if checkpoint.keep is not None else 3
         if unit_of(checkpoint.unit) == "steps":
             every_steps = int(checkpoint.amount.value)
         else:
@@ -279,14 +322,14 @@ def _train_plan(spec: Spec) -> TrainPlan:
         steps=_py(get("steps")),
         micro=_py(get("micro")),
         optimizer=optimizer_settings,
-        schedule=_schedule(get("schedule"), optimizer_settings.lr),
-        clip=None if isinstance(clip, ast.Name) else float(clip.value),
-        remat=get("remat").name,
-        mesh={a.name.name: _py(a.value) for a in mesh.args},
+        schedule=_schedule(_as(get("schedule"), ast.Call), optimizer_settings.lr),
+        clip=None if isinstance(clip, ast.Name) else float(_number(clip)),
+        remat=_as(get("remat"), ast.Name).name,
+        mesh={_key(a): _py(a.value) for a in _as(mesh, ast.Tuple).args},
         checkpoint_every=every_steps,
         checkpoint_every_epochs=every_epochs,
         keep=keep,
-        log_every=None if isinstance(log_every, ast.Name) else int(log_every.amount.value),
+        log_every=None if isinstance(log_every, ast.Name) else int(_as(log_every, ast.Quantity).amount.value),
         max_skipped_steps=int(_py(get("max_skipped_steps"))),
     )
 
@@ -306,7 +349,7 @@ def _eval_plan(spec: Spec) -> EvalPlan:
         generation = GenerationPlan(greedy=generate.head.name == "greedy", **options)
     samples = spec.value("eval", "samples")
     return EvalPlan(
-        every_steps, every_epochs, generation, None if isinstance(samples, ast.Name) else samples.value, _baseline(spec)
+        every_steps, every_epochs, generation, None if isinstance(samples, ast.Name) else _int(samples), _baseline(spec)
     )
 
 
@@ -326,7 +369,7 @@ def _gates(spec: Spec) -> tuple[GatePlan, ...]:
             GatePlan(
                 metric=name,
                 op=gate.op,
-                threshold=float(gate.value.value),
+                threshold=float(_number(gate.value)),
                 source=source.name if source is not None else None,
                 pattern=pattern.value if pattern is not None else None,
                 text=metric_text(gate.metric),
@@ -337,12 +380,12 @@ def _gates(spec: Spec) -> tuple[GatePlan, ...]:
 
 
 def _output_plan(spec: Spec) -> OutputPlan:
-    directory = spec.value("output", "dir").value.replace("{name}", spec.name)
-    size = spec.value("output", "shard_size")
+    directory = _as(spec.value("output", "dir"), ast.Str).value.replace("{name}", spec.name)
+    size = _as(spec.value("output", "shard_size"), ast.Quantity)
     return OutputPlan(
         dir=str(Path(directory).expanduser().resolve()),
         export=_py(spec.value("output", "export")),
-        shard_size=int(size.amount.value * BYTE_UNITS[unit_of(size.unit)]),
+        shard_size=int(size.amount.value * BYTE_UNITS[_unit(size.unit)]),
     )
 
 
