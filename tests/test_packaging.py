@@ -32,7 +32,10 @@ def test_wheel_ships_the_grammar_and_parses_outside_the_checkout(tmp_path, sourc
         names = archive.namelist()
         assert "sftlang/grammar/sft.lark" in names
         archive.extractall(tmp_path / "site")
-    probe = "from sftlang.parse import parse; import sftlang; print(sftlang.__file__); print(parse('model {\\n base = hf(\"x\")\\n}\\n')[1])"
+    probe = (
+        "from sftlang.parse import parse; import sftlang; print(sftlang.__file__); "
+        "print(parse('model {\\n base = hf(\"x\")\\n}\\n')[1])"
+    )
     done = subprocess.run(
         [sys.executable, "-c", probe],
         cwd=tmp_path,

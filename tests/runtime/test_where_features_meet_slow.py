@@ -121,7 +121,7 @@ def test_the_baseline_answers_every_eval_sample_of_the_shape_with_the_same_promp
         assert base[key]["prompt"] == sample["prompt"] and base[key]["reference"] == sample["reference"], key
     if shape == "think":  # per turn: two samples of each row, its answers at messages 1 and 3
         turns = {}
-        for source, file, line, turn in tuned:
+        for _, _, line, turn in tuned:
             turns.setdefault(line, set()).add(turn)
         assert set(map(frozenset, turns.values())) == {frozenset({1, 3})}
     else:
@@ -320,11 +320,14 @@ def test_a_resumed_run_ends_with_the_uninterrupted_runs_weights(trained, resumed
 @pytest.mark.parametrize("shape", SHAPES)
 def test_a_resumed_run_answers_every_eval_sample_as_the_uninterrupted_run(trained, resumed, shape):
     _, first = trained
-    answers = lambda run, part: {
-        sample_key(s): (s["prompt"], s["reference"], s["generated"])  # noqa: E731
-        for s in part(_report(run))
-        if s["source"] == shape
-    }
+
+    def answers(run, part):
+        return {
+            sample_key(s): (s["prompt"], s["reference"], s["generated"])
+            for s in part(_report(run))
+            if s["source"] == shape
+        }
+
     tuned, base = (lambda r: r["samples"]), (lambda r: r["baseline"]["samples"])
     assert answers(first, tuned) and answers(resumed, tuned) == answers(first, tuned)
     assert answers(resumed, base) == answers(first, base)

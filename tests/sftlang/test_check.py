@@ -128,7 +128,8 @@ def test_github_format(project, capsys):
     assert main(["check", "bad.sft", "--format", "github", "--devices", "1"]) == 1
     out = capsys.readouterr().out.strip().splitlines()
     assert out == [
-        "::error file=bad.sft,line=20,col=23,endLine=20,endColumn=26,title=E012::unknown argument `lrr` for optimizer `adamw` "
+        "::error file=bad.sft,line=20,col=23,endLine=20,endColumn=26,title=E012::"
+        "unknown argument `lrr` for optimizer `adamw` "
         "(help: did you mean `lr`?  (adamw takes lr, b1, b2, eps, weight_decay))"
     ]
 
@@ -273,8 +274,8 @@ def test_no_template_and_no_conventional_columns_lists_them_in_order(project):
     (problem,) = [d for d in problems if d.code == "E044"]
     assert problem.message == "`rows` has no template and no conventional columns"
     assert (
-        "`messages` or `conversations`, `input_ids`, `instruction` + `output`, `prompt` + `completion`, or `text` (columns: a, q)"
-        in problem.help
+        "`messages` or `conversations`, `input_ids`, `instruction` + `output`, `prompt` + `completion`, "
+        "or `text` (columns: a, q)" in problem.help
     )
 
 
@@ -306,7 +307,8 @@ def test_trained_tokenizer_vocab_must_hold_every_character(project):
             "E047",
             4,
             45,
-            "vocab 200 is too small for the text of `words`: it needs 256 byte pieces + 4 special pieces + 22 distinct characters = 282",
+            "vocab 200 is too small for the text of `words`: "
+            "it needs 256 byte pieces + 4 special pieces + 22 distinct characters = 282",
             "set `vocab` to at least 282",
         )
     ]
@@ -330,7 +332,8 @@ def test_trained_tokenizer_vocab_on_text_not_read(project):
     assert [(d.code, d.message, d.help) for d in problems] == [
         (
             "E047",
-            "vocab 260 is too small: it needs 256 byte pieces + 4 special pieces + a piece per distinct character of `words`'s text",
+            "vocab 260 is too small: "
+            "it needs 256 byte pieces + 4 special pieces + a piece per distinct character of `words`'s text",
             "set `vocab` above 260",
         )
     ]

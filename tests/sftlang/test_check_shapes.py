@@ -36,13 +36,6 @@ train {{
 """
 
 
-@pytest.fixture()
-def project(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "tok.model").write_bytes(b"not read by check")
-    return tmp_path
-
-
 def jsonl(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
@@ -291,7 +284,12 @@ def test_eval_file_is_read_like_its_source_and_sampled(project):
     row = {"dialog": [{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}]}
     jsonl(project / "train.jsonl", [row])
     jsonl(project / "eval.jsonl", [row, {"dialog": [{"from": "human", "value": "a"}, {"from": "bot", "value": "b"}]}])
-    data = 'data chats = jsonl("train.jsonl") {\n    rename = (dialog = conversations)\n    split eval = jsonl("eval.jsonl")\n}'
+    data = (
+        'data chats = jsonl("train.jsonl") {\n'
+        "    rename = (dialog = conversations)\n"
+        '    split eval = jsonl("eval.jsonl")\n'
+        "}"
+    )
     (problem,) = check(project, spec_text(data))
     assert problem.code == "E071" and problem.message.startswith(
         "data chats: eval.jsonl line 2, column `conversations`"

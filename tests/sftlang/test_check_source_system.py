@@ -13,7 +13,7 @@ import pytest
 from sftlang.check import check_spec_file
 from sftlang.diagnostics import render_plain
 
-from .test_check_shapes import project, spec_text  # noqa: F401 - the same tiny project and spec
+from .test_check_shapes import spec_text  # the same tiny spec; `project` comes from conftest.py
 
 SYSTEM = '    system = "Be brief."'
 
@@ -32,26 +32,34 @@ CASES = {  # rows, template, the reason, the help
     "prompt/completion": (
         PC,
         'template t for rows {\n    prompt = "{q}"\n    completion = " {a}"\n}',
-        "its prompt/completion rows are rendered as plain text, without the chat template, so no turn would carry the system message",
-        "set `chat = on` on template `t` (the prompt becomes a user turn after the system message, rendered with the tokenizer's chat template), or remove `system`",
+        "its prompt/completion rows are rendered as plain text, without the chat template, "
+        "so no turn would carry the system message",
+        "set `chat = on` on template `t` (the prompt becomes a user turn after the system message, "
+        "rendered with the tokenizer's chat template), or remove `system`",
     ),
     "prompt/completion columns": (
         [{"prompt": "2 + 2?", "completion": " 4"}],
         "",
-        "its prompt/completion rows are rendered as plain text, without the chat template, so no turn would carry the system message",
-        'give it a template with `chat = on`, `template NAME for rows { prompt = "{prompt}"  completion = "{completion}"  chat = on }`, or remove `system`',
+        "its prompt/completion rows are rendered as plain text, without the chat template, "
+        "so no turn would carry the system message",
+        "give it a template with `chat = on`, "
+        '`template NAME for rows { prompt = "{prompt}"  completion = "{completion}"  chat = on }`, or remove `system`',
     ),
     "alpaca": (
         ALPACA,
         "template t for rows {\n    format = alpaca\n}",
-        "its Alpaca rows are rendered as plain text, without the chat template, so no turn would carry the system message",
-        "set `chat = on` on template `t` (the prompt becomes a user turn after the system message, rendered with the tokenizer's chat template), or remove `system`",
+        "its Alpaca rows are rendered as plain text, without the chat template, "
+        "so no turn would carry the system message",
+        "set `chat = on` on template `t` (the prompt becomes a user turn after the system message, "
+        "rendered with the tokenizer's chat template), or remove `system`",
     ),
     "alpaca columns": (
         ALPACA,
         "",
-        "its Alpaca rows are rendered as plain text, without the chat template, so no turn would carry the system message",
-        "give it a template with `chat = on`, `template NAME for rows { format = alpaca  chat = on }`, or remove `system`",
+        "its Alpaca rows are rendered as plain text, without the chat template, "
+        "so no turn would carry the system message",
+        "give it a template with `chat = on`, "
+        "`template NAME for rows { format = alpaca  chat = on }`, or remove `system`",
     ),
     "text": (
         [{"text": "hello world"}],

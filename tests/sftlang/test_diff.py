@@ -198,7 +198,8 @@ def test_template_prompt_text_diff(tmp_path, capsys):
         "a",
         BASE.replace(
             '"### Question:\\n{question}\\n### Answer:\\n"',
-            '"""\n        System: be brief.\n        ### Question:\n        {question}\n        ### Answer:\n        """',
+            '"""\n        System: be brief.\n        ### Question:\n'
+            '        {question}\n        ### Answer:\n        """',
         ),
     )
     b = project(
@@ -453,7 +454,12 @@ def test_source_transforms_and_template_shapes_show(tmp_path, capsys):
     chat = "template answer for tickets {\n    messages = conversations\n    roles = (bot = assistant)\n}"
     template = BASE[BASE.index("template answer") : BASE.index("train {")].strip()
     a = project(tmp_path, "a", BASE.replace(template, chat))
-    body = '    split eval = 5% seed 7\n    rename = (dialog = conversations)\n    where = ("meta.lang" = ["en", "de"])\n    system = "Be kind."\n'
+    body = (
+        "    split eval = 5% seed 7\n"
+        "    rename = (dialog = conversations)\n"
+        '    where = ("meta.lang" = ["en", "de"])\n'
+        '    system = "Be kind."\n'
+    )
     edited = chat.replace("(bot = assistant)", "(bot = assistant, customer = user)") + "\n"
     edited = edited.replace("roles", "keys = (role = speaker)\n    tools = functions\n    roles")
     b = project(tmp_path, "b", BASE.replace(template, edited).replace("    split eval = 5% seed 7\n", body))

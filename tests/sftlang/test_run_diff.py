@@ -5,7 +5,16 @@ import json
 
 from sftlang.cli import main
 
-SPEC = 'sft "r"\nmodel {\n    base = hf("org/model")\n}\ndata d = jsonl("{data}")\ntrain {\n    optimizer = adamw(lr = {lr})\n}\n'
+SPEC = (
+    'sft "r"\n'
+    "model {\n"
+    '    base = hf("org/model")\n'
+    "}\n"
+    'data d = jsonl("{data}")\n'
+    "train {\n"
+    "    optimizer = adamw(lr = {lr})\n"
+    "}\n"
+)
 
 
 def _run(root, name, lr, metrics, fingerprint, jax_version, report=None):

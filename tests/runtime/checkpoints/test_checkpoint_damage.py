@@ -228,7 +228,8 @@ _JOB = textwrap.dedent(
         checkpoints.manager.restore = broken
     try:
         restored = checkpoints.restore_newest_good(abstract)
-        out = {"step": restored.step, "skipped": [s for s, _ in restored.skipped], "why": [r for _, r in restored.skipped],
+        out = {"step": restored.step, "skipped": [s for s, _ in restored.skipped],
+               "why": [r for _, r in restored.skipped],
                "w": np.asarray(restored.state["w"].addressable_data(0)).tolist()}
     except CheckpointError as error:
         out = {"error": str(error)}

@@ -41,7 +41,8 @@ _PROBE = textwrap.dedent(
     saver.close()
     eight = shardings({"data": 2, "fsdp": 2, "tensor": 2}, jax.devices())
     restored, record = Checkpoints(directory, keep=2).restore(abstract_like(abstract_state, eight))
-    same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)))
+    same = all(np.array_equal(np.asarray(a), np.asarray(b))
+               for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)))
     q = restored.params["layers"][0]["attn"]["q"]["kernel"]
     mu = restored.opt_state[1][0].mu["layers"][0]["attn"]["q"]["kernel"]
     print(json.dumps({"same": same, "step": int(restored.step), "record": record,

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.slow  # whole runs of the tool-call spec: about 25 s on
 
 GATED = SPEC.replace(
     'output {\n    dir = "runs/{name}"\n}\n',
-    'eval {\n    generate = greedy(max_new_tokens = 3)\n}\naccept {\n    loss <= 50\n    json_valid >= 0\n}\noutput {\n    dir = "runs/{name}"\n}\n',
+    "eval {\n    generate = greedy(max_new_tokens = 3)\n}\n"
+    "accept {\n    loss <= 50\n    json_valid >= 0\n}\n"
+    'output {\n    dir = "runs/{name}"\n}\n',
 )
 
 

@@ -189,7 +189,8 @@ def test_hf_dataset_offline_without_cache_fails_fast_and_clearly(tmp_path):
         "from runtime.data.sources import load_source; from runtime.plan.data_plan import SourceSpec\n"
         "from runtime.plan.data_errors import HubUnavailableError\n"
         "try:\n"
-        f"    load_source(SourceSpec(name='faq', kind='hf_dataset', hub='org/not-cached'), cache_dir={str(tmp_path)!r})\n"
+        "    load_source(SourceSpec(name='faq', kind='hf_dataset', hub='org/not-cached'), "
+        f"cache_dir={str(tmp_path)!r})\n"
         "except HubUnavailableError as e:\n"
         "    print('ERR', len(attempts), e)\n"
     )

@@ -60,7 +60,7 @@ def test_lora_matches_peft_and_merged_export(case, plan, hf_checkpoint, tmp_path
     np.testing.assert_array_equal(np.asarray(forward(model, IDS)), base)
     layers = dict(lora.lora_layers(model))
     assert len(layers) == config.num_layers * len(plan.targets)
-    for path, layer in layers.items():
+    for _, layer in layers.items():
         a, b = np.asarray(layer.lora_a[...]), np.asarray(layer.lora_b[...])
         assert a.shape == (layer.in_features, plan.rank) and b.shape == (plan.rank, layer.out_features)
         assert not b.any() and a.std() > 0 and np.abs(a).max() <= 1 / np.sqrt(layer.in_features)

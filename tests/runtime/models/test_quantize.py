@@ -223,7 +223,8 @@ def test_sharded_quantized_step_equals_unsharded(tmp_path):
         from runtime.train.throughput import StepBench
         from tests.runtime.models.test_quantize import CONFIG, _settings
         out = {{}}
-        for name, mesh, devices in (("one", {{"data": 1}}, jax.devices()[:1]), ("fsdp", {{"data": 1, "fsdp": 2}}, jax.devices()[:2])):
+        meshes = (("one", {{"data": 1}}, jax.devices()[:1]), ("fsdp", {{"data": 1, "fsdp": 2}}, jax.devices()[:2]))
+        for name, mesh, devices in meshes:
             b = StepBench(CONFIG, dataclasses.replace(_settings("nf4"), mesh=mesh), seq_len=32, devices=devices)
             out[name] = [float(b.run(1) and b.loss) for _ in range(4)]
         print(json.dumps(out))

@@ -105,9 +105,8 @@ def test_a_quantized_base_shrinks_the_frozen_weights_and_is_advised_for_lora():
         lora=True,
         **lora,
     )
-    assert advice == [
-        f"`quantize = nf4` would need {memory_estimate(CONFIG, **lora, dtype='bfloat16', remat='full', micro_tokens=256, quantize='nf4')['total'] / GiB:.2f} GiB"
-    ]
+    need = memory_estimate(CONFIG, **lora, dtype="bfloat16", remat="full", micro_tokens=256, quantize="nf4")["total"]
+    assert advice == [f"`quantize = nf4` would need {need / GiB:.2f} GiB"]
     # a full fine-tune is never told to quantize its (trained) base
     assert not any(
         "`quantize =" in line

@@ -312,19 +312,22 @@ def test_export_replaces_the_trained_part_and_refuses_what_it_cannot_map(export_
     ids = row_ids(samples)
     store = ReviewStore(run_dir)
     try:
-        j = lambda i, reviewer, correction, score=2: store.add(
-            Judgement(
-                row_id=ids[i],
-                answer="tuned",
-                reviewer=reviewer,
-                score=score,
-                flagged=False,
-                correction=correction,
-                note=None,
-                data_fingerprint=fps[samples[i]["source"]],
-                answer_sha=answer_sha(samples[i]["generated"]),
+
+        def j(i, reviewer, correction, score=2):
+            return store.add(
+                Judgement(
+                    row_id=ids[i],
+                    answer="tuned",
+                    reviewer=reviewer,
+                    score=score,
+                    flagged=False,
+                    correction=correction,
+                    note=None,
+                    data_fingerprint=fps[samples[i]["source"]],
+                    answer_sha=answer_sha(samples[i]["generated"]),
+                )
             )
-        )
+
         j(0, "ann", "three (fixed by ann)")
         j(0, "bob", "three")  # two reviewers: the latest wins, with a warning
         j(2, "ann", "two, again")

@@ -254,8 +254,10 @@ _SHARDED = textwrap.dedent(
     plan = AdamW(lr=1e-2, weight_decay=0.01)
     rng = np.random.default_rng(0)
     ids = rng.integers(0, 128, (1, 8, 16)).astype(np.int32)
-    global_batch = {"input_ids": ids, "targets": np.roll(ids, -1, -1), "loss_mask": (rng.random(ids.shape) > 0.3).astype(np.float32),
-                    "positions": np.broadcast_to(np.arange(16, dtype=np.int32), ids.shape).copy(), "segment_ids": np.ones_like(ids)}
+    global_batch = {"input_ids": ids, "targets": np.roll(ids, -1, -1),
+                    "loss_mask": (rng.random(ids.shape) > 0.3).astype(np.float32),
+                    "positions": np.broadcast_to(np.arange(16, dtype=np.int32), ids.shape).copy(),
+                    "segment_ids": np.ones_like(ids)}
     cases = [("1,1,1", 1), ("8,1,1", 1), ("2,4,1", 1), ("2,2,2", 1), ("1,1,1", 4)]
     out = {}
     for name, accumulation in cases:
@@ -271,7 +273,8 @@ _SHARDED = textwrap.dedent(
         tx = optim.optimizer(plan, lr, clip=1.0)
         abstract_state = jax.eval_shape(lambda p: step.start_state(p, tx), params)
         shardings = step.state_shardings(abstract_state, meshlib.state_shardings(abstract, mesh), mesh)
-        fn = step.compile_step(graphdef, tx, lr, jnp.float32, shardings, jax.tree.map(lambda _: meshlib.replicated(mesh), frozen), mesh)
+        frozen_shardings = jax.tree.map(lambda _: meshlib.replicated(mesh), frozen)
+        fn = step.compile_step(graphdef, tx, lr, jnp.float32, shardings, frozen_shardings, mesh)
         state = step.init_state(params, tx, shardings)
         losses = []
         for _ in range(5):
