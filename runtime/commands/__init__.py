@@ -101,11 +101,6 @@ def run_command(handler: Callable[..., int], args: argparse.Namespace, *rest: ob
         return internal_error(console, error)
 
 
-def runtime_errors() -> tuple[type[Exception], ...]:
-    """The errors whose message already says what to do: every `SftcError`, shown as one line."""
-    return (SftcError,)
-
-
 def internal_error(console: Console, error: BaseException, run_dir: Path | None = None) -> int:
     """A failure sftc did not foresee (a bug, or an environment problem): one line on the
     screen, the traceback in a file (and in `status.json` of a run), never a wall of text."""

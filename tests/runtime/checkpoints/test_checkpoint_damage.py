@@ -26,7 +26,7 @@ import pytest
 
 from runtime.checkpoints.hf_checkpoint import CheckpointError
 from runtime.checkpoints.orbax_checkpoints import Checkpoints
-from runtime.commands import runtime_errors
+from runtime.plan.sftc_error import SftcError
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -145,7 +145,7 @@ def test_a_failure_of_the_machine_stops_and_moves_nothing(saved, kind, monkeypat
         checkpoints.restore_newest_good(_abstract())
     checkpoints.close()
     message = str(raised.value)
-    assert isinstance(raised.value, runtime_errors())  # shown as one line by every command, exit 1
+    assert isinstance(raised.value, SftcError)  # shown as one line by every command, exit 1
     assert message.startswith(f"checkpoint 8 in {saved} did not restore: ") and said in message
     assert "nothing was set aside" in message and "help:" in message
     assert sorted(p.name for p in saved.iterdir()) == ["4", "8"]
