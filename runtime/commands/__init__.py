@@ -43,7 +43,7 @@ __all__ = [
     "start_runtime",
 ]
 
-COMMANDS = ("plan", "preview", "run", "eval", "generate", "chat", "export", "review", "bench")
+COMMANDS = ("plan", "preview", "audit", "run", "eval", "generate", "chat", "export", "review", "bench")
 """The runtime's commands, in `sftc --help` order; each is `runtime.commands.sftc_<name>`."""
 
 
