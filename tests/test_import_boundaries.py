@@ -148,3 +148,17 @@ def test_the_runtime_commands_never_load_the_compiler_and_plan_never_loads_the_b
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+def test_every_package_ships():
+    """pyproject.toml lists the packages by hand (the grammar maps to `sftlang.grammar`): each
+    package of the tree must be there, or an installed sftc lacks it."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {
+        ".".join(p.parent.relative_to(ROOT).parts)
+        for top in ("sftlang", "runtime")
+        for p in (ROOT / top).rglob("__init__.py")
+    }
+    assert packages - listed == set(), "add these to [tool.setuptools] packages in pyproject.toml"

@@ -108,7 +108,6 @@ def audit(examples: Sequence[AuditedExample], settings: AuditSettings | None = N
     then by the first row)."""
     settings = settings or AuditSettings()
     copies = find_copies(examples, settings.near_threshold, settings.num_perm)
-    t = settings.near_threshold
     ordered: list[tuple[int, int, Finding]] = []
 
     def add(kind: str, rows: Sequence[int], finding: Finding) -> None:
@@ -125,7 +124,7 @@ def audit(examples: Sequence[AuditedExample], settings: AuditSettings | None = N
                 "exact",
                 g.rows,
                 f"{len(g.rows)} training rows have the same text; {n} {'copy' if n == 1 else 'copies'} of the first",
-                "keep the first and drop the copies (dedup = exact), or vary them: a copy weighs the row twice",
+                "keep the first and remove the copies from the data, or vary them: a copy weighs the row twice",
             ),
         )
     for g in copies.near_duplicates:
@@ -138,7 +137,7 @@ def audit(examples: Sequence[AuditedExample], settings: AuditSettings | None = N
                 "near",
                 g.rows,
                 f"{len(g.rows)} training rows are near copies (similarity ≥ {g.similarity:.2f})",
-                f"keep the first and drop or rewrite the others (dedup = near({t:g}))",
+                "keep the first and remove or rewrite the others",
             ),
         )
     for leak in copies.leaks:

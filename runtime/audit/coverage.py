@@ -50,7 +50,7 @@ def coverage(examples: Sequence[AuditedExample], k: int | None = None, seed: int
     distinct = len({e.prompt for e in train})
     why = (
         "TF-IDF over the training prompts with k-means (scikit-learn): no model is needed, it is "
-        "deterministic and fast on a million rows; words, not meaning, decide the groups"
+        "deterministic, and cheap (mini-batch k-means beyond 20k prompts); words, not meaning, decide the groups"
     )
     if distinct < 4:
         return Coverage(f"none: {distinct} distinct training prompts are too few to group", 0, [])
