@@ -45,7 +45,7 @@ def _env(project: Path, devices: int) -> dict:
         **os.environ,
         "SFTC_CACHE": str(project / "cache"),
         "JAX_NUM_CPU_DEVICES": str(devices),
-        "PYTHONPATH": os.pathsep.join([str(ROOT), str(ROOT / "tests" / "runtime")]),
+        "PYTHONPATH": str(ROOT),  # the tests package (tests.runtime.*) imports from the checkout
     }
 
 
