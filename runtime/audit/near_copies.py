@@ -23,14 +23,13 @@ candidate with probability ≥ 0.99; the confirmation removes the extra candidat
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from datasketch import MinHash, MinHashLSH
+from datasketch import MinHash
 
 from runtime.audit.audited_example import AuditedExample
 
@@ -129,13 +128,247 @@ def lsh_bands(threshold: float, num_perm: int, recall: float = 0.99) -> tuple[in
     return num_perm // 2, 2 if num_perm >= 4 else 1
 
 
-def _identity(value):
-    return value
+_FOLD = np.uint64(0x9E3779B97F4A7C15)
+_LOW32 = np.uint64(0xFFFFFFFF)
+_FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))
+CHUNK_CHARS = 2_000_000  # code points shingled at once: bounds the temporaries (~100 MB)
+PAIR_BLOCK = 8_192  # candidate pairs confirmed at once
+BIG_RUN = 256  # rows sharing one band key above which their pairs are listed run by run
 
 
-def _band_key(data: bytes) -> bytes:
-    """Bands stored as 8-byte digests: a smaller index for a million rows."""
-    return hashlib.blake2b(data, digest_size=8).digest()
+def _sorted_distinct(values: np.ndarray) -> np.ndarray:
+    """``np.unique`` by sorting (numpy 2's hash-table ``np.unique`` is many times slower on
+    millions of 64-bit keys)."""
+    values = np.sort(values)
+    if len(values) < 2:
+        return values
+    return values[np.r_[True, values[1:] != values[:-1]]]
+
+
+def _lower(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def _window_hashes(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Every shingle of every (lowercased, whitespace-collapsed) string as (owner, hash): the
+    position of its string and the 32-bit hash ``shingles`` gives it; grouped by owner, in order,
+    repeats kept. All the strings' windows are hashed in one numpy pass over their code points."""
+    lengths = np.fromiter(map(len, strings), dtype=np.int64, count=len(strings))
+    counts = np.where(lengths >= SHINGLE, lengths - SHINGLE + 1, 0)
+    owner = np.repeat(np.arange(len(strings), dtype=np.int64), counts)
+    total = int(counts.sum())
+    if total:
+        points = np.frombuffer("".join(strings).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+        n = len(points) - SHINGLE + 1
+        h = np.zeros(n, dtype=np.uint64)
+        for j in range(SHINGLE):
+            h = h * np.uint64(1_000_003) + points[j : j + n] + np.uint64(1)
+        del points
+        starts = np.cumsum(lengths) - lengths
+        first = np.cumsum(counts) - counts
+        h = h[starts[owner] + (np.arange(total, dtype=np.int64) - first[owner])]
+        hashes = (((h ^ (h >> np.uint64(29))) * _FOLD) >> np.uint64(32)).astype(np.uint32)
+    else:
+        hashes = np.zeros(0, dtype=np.uint32)
+    short = np.flatnonzero((lengths > 0) & (lengths < SHINGLE))
+    if len(short):  # a text shorter than a shingle is one shingle
+        owner = np.concatenate([owner, short])
+        hashes = np.concatenate([hashes, np.concatenate([shingles(strings[i]) for i in short])])
+        order = np.argsort(owner, kind="stable")
+        owner, hashes = owner[order], hashes[order]
+    return owner, hashes
+
+
+def _chunks(texts: Sequence[str], rows: Sequence[int]) -> Iterable[tuple[int, int]]:
+    """[start, end) slices of ``rows`` with about CHUNK_CHARS characters each."""
+    start, chars = 0, 0
+    for k, i in enumerate(rows):
+        chars += len(texts[i])
+        if chars >= CHUNK_CHARS:
+            yield start, k + 1
+            start, chars = k + 1, 0
+    if start < len(rows):
+        yield start, len(rows)
+
+
+class _Shingler:
+    """The shingles of each text less its source's boilerplate, computed for a batch of rows at
+    once and on demand (nothing kept per row)."""
+
+    def __init__(self, texts: Sequence[str], sources: Sequence[str], indices: Iterable[int]) -> None:
+        self.texts, self.sources = texts, sources
+        self.boilerplate: dict[str, np.ndarray] = {}
+        by_source: dict[str, list[int]] = defaultdict(list)
+        for i in indices:
+            by_source[sources[i]].append(i)
+        for source, rows in by_source.items():
+            if len(rows) < BOILERPLATE_MIN_TEXTS:
+                continue
+            sample = rows if len(rows) <= BOILERPLATE_SAMPLE else random.Random(0).sample(rows, BOILERPLATE_SAMPLE)
+            _, values = self.rows(sample, distinct=True)
+            if not len(values):
+                continue
+            values = np.sort(values)
+            starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
+            counts = np.diff(np.r_[starts, len(values)])
+            common = values[starts][counts > BOILERPLATE_SHARE * len(sample)]
+            if len(common):
+                self.boilerplate[source] = common
+
+    def rows(self, rows: Sequence[int], distinct: bool) -> tuple[np.ndarray, np.ndarray]:
+        """(owner, hash) of the shingles of ``rows`` (owner: the position in ``rows``), grouped by
+        owner; ``distinct``: each text's hashes sorted and distinct (its shingle set)."""
+        owners, values = [], []
+        for start, end in _chunks(self.texts, rows):
+            part = rows[start:end]
+            owner, hashes = _window_hashes([_lower(self.texts[i]) for i in part])
+            if distinct:
+                key = _sorted_distinct((owner.astype(np.uint64) << np.uint64(32)) | hashes)
+                owner, hashes = (key >> np.uint64(32)).astype(np.int64), (key & _LOW32).astype(np.uint32)
+            if self.boilerplate:
+                owner, hashes = self._content(part, owner, hashes)
+            owners.append(owner + start)
+            values.append(hashes)
+        if not owners:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint32)
+        return np.concatenate(owners), np.concatenate(values)
+
+    def _content(self, part: Sequence[int], owner: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Leave out each text's boilerplate shingles, unless that leaves none (all template:
+        the whole text is compared)."""
+        drop = np.zeros(len(hashes), dtype=bool)
+        sources = np.array([self.sources[i] for i in part], dtype=object)
+        for source, common in self.boilerplate.items():
+            mine = sources == source
+            if mine.any():
+                drop |= mine[owner] & np.isin(hashes, common)
+        if not drop.any():
+            return owner, hashes
+        n = len(part)
+        emptied = (np.bincount(owner[~drop], minlength=n) == 0) & (np.bincount(owner, minlength=n) > 0)
+        keep = ~drop | emptied[owner]
+        return owner[keep], hashes[keep]
+
+
+def _band_keys(shingler: _Shingler, rows: Sequence[int], num_perm: int, bands: int, width: int) -> np.ndarray:
+    """[len(rows), bands] uint64: each row's MinHash signature, one key per LSH band (equal bands,
+    equal keys). The signature is `datasketch.MinHash(num_perm, seed=1)` updated with the row's
+    shingle hashes (datasketch's permutations and murmur pre-mix), for all rows of a chunk at once:
+    one ``np.minimum.reduceat`` per permutation over the chunk's concatenated shingle hashes."""
+    a, b = MinHash(num_perm=num_perm, seed=1).permutations.astype(np.uint32)
+    keys = np.zeros((len(rows), bands), dtype=np.uint64)
+    for start, end in _chunks(shingler.texts, rows):
+        owner, hv = shingler.rows(rows[start:end], distinct=False)
+        s1, m1, s2, m2, s3 = _FMIX32
+        hv = hv ^ (hv >> s1)
+        hv = hv * m1
+        hv = hv ^ (hv >> s2)
+        hv = hv * m2
+        hv = hv ^ (hv >> s3)
+        signature = np.full((end - start, num_perm), np.uint32(0xFFFFFFFF), dtype=np.uint32)
+        if len(hv):
+            firsts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
+            present = owner[firsts]
+            for p in range(num_perm):
+                signature[present, p] = np.minimum.reduceat(hv * a[p] + b[p], firsts)
+        key = np.zeros((end - start, bands), dtype=np.uint64)
+        for c in range(width):
+            key = key * np.uint64(0x100000001B3) + signature[:, c : bands * width : width].astype(np.uint64)
+            key ^= key >> np.uint64(31)
+        keys[start:end] = key
+    return keys
+
+
+def _candidates(keys: np.ndarray, skip_from: int) -> np.ndarray:
+    """Distinct pairs (lo, hi) of row positions sharing at least one band key, as codes
+    lo * n + hi, sorted; pairs whose lower position is ``skip_from`` or more are left out."""
+    n = len(keys)
+    found = []
+    for band in range(keys.shape[1]):
+        order = np.argsort(keys[:, band], kind="stable")
+        sorted_keys = keys[order, band]
+        same = sorted_keys[1:] == sorted_keys[:-1]
+        if not same.any():
+            continue
+        run = np.cumsum(np.r_[True, ~same]) - 1
+        size = np.bincount(run)
+        small = (size[run] >= 2) & (size[run] <= BIG_RUN)
+        members, member_run = order[small], run[small]
+        d = 1
+        while d < len(members):
+            linked = member_run[d:] == member_run[:-d]
+            if not linked.any():
+                break
+            x, y = members[:-d][linked], members[d:][linked]
+            found.append(np.minimum(x, y) * n + np.maximum(x, y))
+            d += 1
+        starts = np.cumsum(size) - size
+        for r in np.flatnonzero(size > BIG_RUN):
+            rows = np.sort(order[starts[r] : starts[r] + size[r]])
+            i, j = np.triu_indices(len(rows), 1)
+            found.append(rows[i] * n + rows[j])
+    if not found:
+        return np.zeros(0, dtype=np.int64)
+    codes = _sorted_distinct(np.concatenate(found))
+    return codes[codes // n < skip_from] if skip_from < n else codes
+
+
+def _segments(offsets: np.ndarray, sizes: np.ndarray, which: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pair number, position) of every element of the segments ``which``."""
+    lengths = sizes[which]
+    pair = np.repeat(np.arange(len(which), dtype=np.int64), lengths)
+    first = np.cumsum(lengths) - lengths
+    return pair, offsets[which][pair] + (np.arange(int(lengths.sum()), dtype=np.int64) - first[pair])
+
+
+def _jaccards(shingler: _Shingler, rows: Sequence[int], lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """The exact Jaccard of each pair of row positions: their shingle sets are computed for a
+    block of pairs at a time and intersected by sorting (pair, hash) keys."""
+    out = np.zeros(len(lo), dtype=np.float64)
+    for s in range(0, len(lo), PAIR_BLOCK):
+        a, b = lo[s : s + PAIR_BLOCK], hi[s : s + PAIR_BLOCK]
+        involved = _sorted_distinct(np.concatenate([a, b]))
+        owner, values = shingler.rows([rows[k] for k in involved], distinct=True)
+        sizes = np.bincount(owner, minlength=len(involved))
+        offsets = np.cumsum(sizes) - sizes
+        ia, ib = np.searchsorted(involved, a), np.searchsorted(involved, b)
+        pa, xa = _segments(offsets, sizes, ia)
+        pb, xb = _segments(offsets, sizes, ib)
+        keys = np.concatenate(
+            [
+                (pa.astype(np.uint64) << np.uint64(32)) | values[xa],
+                (pb.astype(np.uint64) << np.uint64(32)) | values[xb],
+            ]
+        )
+        keys.sort()
+        repeated = keys[1:][keys[1:] == keys[:-1]]
+        common = np.bincount((repeated >> np.uint64(32)).astype(np.int64), minlength=len(a)).astype(np.float64)
+        union = sizes[ia] + sizes[ib] - common
+        out[s : s + len(a)] = np.divide(common, union, out=np.ones(len(a)), where=union > 0)
+    return out
+
+
+def _near_pairs(
+    texts: Sequence[str],
+    sources: Sequence[str],
+    rows: Sequence[int],
+    threshold: float,
+    num_perm: int,
+    boilerplate_rows: Iterable[int] | None = None,
+    skip_from: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs of ``rows`` (as positions lo < hi) whose exact Jaccard is at least ``threshold``,
+    found through MinHash LSH: (lo, hi, similarity). Boilerplate is judged over
+    ``boilerplate_rows`` (default ``rows``); pairs with lo ≥ ``skip_from`` are not compared."""
+    shingler = _Shingler(texts, sources, rows if boilerplate_rows is None else boilerplate_rows)
+    bands, width = lsh_bands(threshold, num_perm)
+    codes = _candidates(
+        _band_keys(shingler, rows, num_perm, bands, width), len(rows) if skip_from is None else skip_from
+    )
+    lo, hi = codes // len(rows), codes % len(rows)
+    similarity = _jaccards(shingler, rows, lo, hi)
+    confirmed = similarity >= threshold
+    return lo[confirmed], hi[confirmed], similarity[confirmed]
 
 
 class _UnionFind:
@@ -167,69 +400,6 @@ class _UnionFind:
         return out
 
 
-class _ShingleSets:
-    """The shingle set of each text, less its source's boilerplate; computed on demand (nothing
-    kept per row, so memory stays bounded by the index)."""
-
-    def __init__(self, texts: Sequence[str], sources: Sequence[str], indices: Iterable[int]) -> None:
-        self.texts, self.sources = texts, sources
-        by_source: dict[str, list[int]] = defaultdict(list)
-        for i in indices:
-            by_source[sources[i]].append(i)
-        self.boilerplate: dict[str, np.ndarray] = {}
-        for source, rows in by_source.items():
-            if len(rows) < BOILERPLATE_MIN_TEXTS:
-                continue
-            sample = rows if len(rows) <= BOILERPLATE_SAMPLE else random.Random(0).sample(rows, BOILERPLATE_SAMPLE)
-            values, counts = np.unique(np.concatenate([shingles(texts[i]) for i in sample]), return_counts=True)
-            common = values[counts > BOILERPLATE_SHARE * len(sample)]
-            if len(common):
-                self.boilerplate[source] = common
-
-    def __call__(self, i: int) -> np.ndarray:
-        full = shingles(self.texts[i])
-        common = self.boilerplate.get(self.sources[i])
-        if common is None:
-            return full
-        content = np.setdiff1d(full, common, assume_unique=True)
-        return content if len(content) else full  # all template: compare the whole text
-
-
-class _NearIndex:
-    """MinHash LSH over shingle sets, confirming candidates with the exact Jaccard."""
-
-    def __init__(self, sets: Callable[[int], np.ndarray], threshold: float, num_perm: int) -> None:
-        self.sets, self.threshold = sets, threshold
-        self.template = MinHash(num_perm=num_perm, seed=1, hashfunc=_identity)
-        self.lsh = MinHashLSH(num_perm=num_perm, params=lsh_bands(threshold, num_perm), hashfunc=_band_key)
-
-    def minhash(self, values: np.ndarray) -> MinHash:
-        m = self.template.copy()
-        if len(values):
-            m.update_batch(values)
-        return m
-
-    def matches(self, i: int, values: np.ndarray, m: MinHash) -> list[tuple[int, float]]:
-        """Indexed rows whose exact Jaccard with row ``i`` is at least the threshold."""
-        found = []
-        for j in self.lsh.query(m):
-            similarity = jaccard(values, self.sets(j))
-            if similarity >= self.threshold:
-                found.append((j, similarity))
-        return sorted(found)
-
-    def add_and_link(self, rows: Iterable[int], union: _UnionFind, weakest: dict[int, float]) -> None:
-        """Index each row after linking it to the indexed rows it nearly copies."""
-        for i in rows:
-            values = self.sets(i)
-            m = self.minhash(values)
-            for j, similarity in self.matches(i, values, m):
-                union.union(i, j)
-                weakest[i] = min(weakest.get(i, 1.0), similarity)
-                weakest[j] = min(weakest.get(j, 1.0), similarity)
-            self.lsh.insert(i, m, check_duplication=False)
-
-
 def _distinct(rows: Iterable[int], keys: Sequence[str]) -> dict[str, list[int]]:
     """Rows by key, in first-seen order."""
     out: dict[str, list[int]] = {}
@@ -255,11 +425,23 @@ def find_copies(examples: Sequence[AuditedExample], threshold: float = 0.9, num_
     duplicates = [CopyGroup(tuple(rows), True, 1.0) for rows in by_text.values() if len(rows) > 1]
     representatives = [rows[0] for rows in by_text.values()]
 
-    # near duplicates among the distinct training texts
-    sets = _ShingleSets(texts, sources, representatives + _unique_evals(evals, keys))
-    index = _NearIndex(sets, threshold, num_perm)
+    # near duplicates among the distinct training texts, and the eval texts that nearly copy one
+    unique_evals = _unique_evals(evals, keys)
+    open_evals = [i for i in unique_evals if keys[i] not in by_text]
+    rows = representatives + open_evals
+    lo, hi, similarity = _near_pairs(
+        texts, sources, rows, threshold, num_perm, representatives + unique_evals, len(representatives)
+    )
     union, weakest = _UnionFind(), {}
-    index.add_and_link(representatives, union, weakest)
+    leaked: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for a, b, s in zip(lo.tolist(), hi.tolist(), similarity.tolist()):
+        i, j = rows[a], rows[b]
+        if b >= len(representatives):  # an eval text and the training text it copies
+            leaked[keys[j]].append((i, s))
+            continue
+        union.union(i, j)
+        weakest[i] = min(weakest.get(i, 1.0), s)
+        weakest[j] = min(weakest.get(j, 1.0), s)
     near = [
         CopyGroup(tuple(members), False, min(weakest.get(m, 1.0) for m in members))
         for members in union.groups().values()
@@ -273,11 +455,9 @@ def find_copies(examples: Sequence[AuditedExample], threshold: float = 0.9, num_
         if copied:
             leaks.append(Leak(i, tuple(copied), True, 1.0))
             continue
-        values = sets(i)
-        found = index.matches(i, values, index.minhash(values))
+        found = sorted(leaked.get(keys[i], ()))
         if found:
             leaks.append(Leak(i, tuple(j for j, _ in found), False, min(s for _, s in found)))
-    del index
 
     conflicts = _conflicts(examples, train, threshold, num_perm)
     near.sort(key=lambda g: g.rows)
@@ -299,8 +479,9 @@ def _conflicts(examples: Sequence[AuditedExample], train: list[int], threshold: 
     single_turn = [i for i in representatives if "#" not in examples[i].id]
     if len(single_turn) > 1:
         texts = [e.prompt for e in examples]
-        sets = _ShingleSets(texts, [e.source for e in examples], single_turn)
-        _NearIndex(sets, threshold, num_perm).add_and_link(single_turn, union, {})
+        lo, hi, _ = _near_pairs(texts, [e.source for e in examples], single_turn, threshold, num_perm)
+        for a, b in zip(lo.tolist(), hi.tolist()):
+            union.union(single_turn[a], single_turn[b])
     groups = union.groups()
     clusters = [groups.get(i, [i]) for i in representatives if union.find(i) == i]
     out = []
