@@ -1325,7 +1325,10 @@ def _check_accept(ctx: _Context, trained: list[str]) -> None:
                     "add `generate = greedy(max_new_tokens = 128)` to the `eval` block",
                 )
             )
-        if source is not None:
+        if metric.data:  # counted on the data before the first step: no eval rows needed
+            if source is not None:
+                _check_source_ref(ctx, source)
+        elif source is not None:
             if _check_source_ref(ctx, source) and not has_eval_rows(spec.data[source.name]):
                 ctx.report(
                     Diagnostic(

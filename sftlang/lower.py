@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import TypeVar
 
-from runtime.plan.data_plan import DataPlan, EvalSplit, SourceSpec, TemplateSpec
+from runtime.plan.data_plan import DataPlan, Dedup, EvalSplit, SourceSpec, TemplateSpec
 from runtime.plan.hub_policy import local_path_reason
 from runtime.plan.run_plan import (
     BaselinePlan,
@@ -125,6 +125,7 @@ def _source_spec(name: str, call: ast.Call, base_dir: Path, settings: dict) -> S
     rename, where = pairs(settings.get("rename")), where_pairs(settings.get("where"))
     system = settings.get("system")
     system_text = _as(system.value, ast.Str).value if system is not None else None
+    dedup = _dedup(settings.get("dedup"))
     evaluation = None
     split = settings.get("split")
     if split is not None:
@@ -153,6 +154,7 @@ def _source_spec(name: str, call: ast.Call, base_dir: Path, settings: dict) -> S
             rename=rename,
             where=where,
             system=system_text,
+            dedup=dedup,
         )
     path = Path(options["path"]).expanduser()
     path = path if path.is_absolute() else base_dir / path
@@ -169,7 +171,18 @@ def _source_spec(name: str, call: ast.Call, base_dir: Path, settings: dict) -> S
         rename=rename,
         where=where,
         system=system_text,
+        dedup=dedup,
     )
+
+
+def _dedup(setting) -> Dedup | None:
+    """`dedup = exact` or `dedup = near(0.9)` (the resolver named the threshold and filled its default)."""
+    if setting is None:
+        return None
+    value = setting.value
+    if isinstance(value, ast.Call):
+        return Dedup("near", float(_kwargs(value).get("threshold", 0.9)))
+    return Dedup(_as(value, ast.Name).name)
 
 
 def _template_spec(settings: dict) -> TemplateSpec:
@@ -361,10 +374,13 @@ def _baseline(spec: Spec) -> BaselinePlan | None:
     return BaselinePlan(kind, **(_kwargs(value) if isinstance(value, ast.Call) else {}))
 
 
-def _gates(spec: Spec) -> tuple[GatePlan, ...]:
+def _gates(spec: Spec, data: bool = False) -> tuple[GatePlan, ...]:
+    """The gates on the trained model, or (``data``) those on the data (`leakage == 0`)."""
     out = []
     for gate in spec.gates:
         name, source, pattern = metric_parts(gate.metric)
+        if schema.METRICS[name].data != data:
+            continue
         out.append(
             GatePlan(
                 metric=name,
@@ -402,4 +418,5 @@ def lower(spec: Spec) -> Plan:
         eval=_eval_plan(spec),
         gates=_gates(spec),
         output=_output_plan(spec),
+        data_gates=_gates(spec, data=True),
     )

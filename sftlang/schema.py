@@ -306,6 +306,35 @@ DATA_KEYS = (
             "prompt/completion or Alpaca rows with `chat = on`; other rows refuse it, E045)"
         ),
     ),
+    Key(
+        "dedup",
+        OneOf(
+            (
+                Enum(("exact",)),
+                Calls(
+                    {
+                        "near": Signature(
+                            (
+                                Param(
+                                    "threshold",
+                                    Num(low=0, high=1, open_low=True),
+                                    "0.9",
+                                    doc="the Jaccard similarity of the rendered texts' 5-character shingles",
+                                ),
+                            ),
+                            positional=1,
+                            doc="near copies too: a similarity of at least the threshold",
+                        )
+                    },
+                    what="dedup",
+                ),
+            )
+        ),
+        doc=(
+            "drop copies among this source's training examples before training, keeping the first of each: "
+            "`exact` (the same rendered text) or `near(0.9)`; counted and reported; eval rows are never dropped"
+        ),
+    ),
 )
 
 TEMPLATE_KEYS = (
@@ -526,11 +555,12 @@ class Metric:
     doc: str
     pattern: bool = False  # takes a regex pattern as first argument
     review: bool = False  # read from expert reviews (`sftc review`), not computed
+    data: bool = False  # a property of the data (`sftc audit`), judged before the first step; `==` allowed
 
     @property
     def gains(self) -> bool:
-        """Whether `gain(metric)` is defined: a computed metric with a better direction."""
-        return self.better is not None and not self.review
+        """Whether `gain(metric)` is defined: a computed metric of the model with a better direction."""
+        return self.better is not None and not self.review and not self.data
 
 
 METRICS: dict[str, Metric] = {
@@ -569,8 +599,45 @@ METRICS: dict[str, Metric] = {
             "share of rows where experts scored the tuned answer above the baseline's",
             review=True,
         ),
+        Metric(
+            "leakage",
+            "lower",
+            0,
+            math.inf,
+            False,
+            "eval rows with an exact or near copy in the training data (`sftc audit`), before the first step",
+            data=True,
+        ),
+        Metric(
+            "duplicates",
+            "lower",
+            0,
+            1,
+            False,
+            "share of training rows that are exact or near copies of an earlier one, after `dedup`",
+            data=True,
+        ),
+        Metric(
+            "conflicts",
+            "lower",
+            0,
+            math.inf,
+            False,
+            "groups of training rows with the same or nearly the same prompt and different answers",
+            data=True,
+        ),
+        Metric(
+            "suspects",
+            "lower",
+            0,
+            math.inf,
+            False,
+            "suspect training and eval rows (empty answers, truncated, personal data, ...)",
+            data=True,
+        ),
     )
 }
+DATA_COMPARATORS = ("==",)  # also allowed for data metrics: `leakage == 0`
 GAIN = "gain"  # `gain(rouge_l) >= 0.1`: the improvement over the baseline (lower-is-better metrics: baseline - tuned)
 COMPARATORS = ("<=", ">=", "<", ">")
 

@@ -229,6 +229,8 @@ def _validate_gates(body: ast.Body, report: Report) -> None:
             why = (
                 "it is read from expert reviews; gate `review_wins` instead"
                 if metric.review
+                else "it counts the data, not the model's answers"
+                if metric.data
                 else "neither a higher nor a lower value is better"
             )
             report(
@@ -301,7 +303,7 @@ def _gain_inner(node: ast.Call, report: Report) -> ast.Name | ast.Call | None:
 
 def _validate_threshold(metric: schema.Metric, gate: ast.Gate, report: Report, gain: bool = False) -> None:
     value = gate.value
-    if gate.op not in schema.COMPARATORS:
+    if gate.op not in schema.COMPARATORS and not (metric.data and gate.op in schema.DATA_COMPARATORS):
         report(Diagnostic("E020", f"a gate compares with {one_of(schema.COMPARATORS)}, not `{gate.op}`", gate.span))
         return
     if isinstance(value, ast.Percent):

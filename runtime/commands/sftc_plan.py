@@ -44,10 +44,29 @@ def main(args: argparse.Namespace, console: Console, compiled: Compiled) -> int:
 
     with console.status("tokenizing and packing the data (cached after the first time)"):
         plan, config, stats = decided(compiled.plan)
+    verdicts = _data_verdicts(plan, stats)
     if args.json:
         import json
 
-        print(json.dumps(plan_report(plan, config, stats, as_dict=True), indent=2))
+        report = plan_report(plan, config, stats, as_dict=True)
+        if verdicts is not None:
+            report["data_gates"] = [v.to_dict() for v in verdicts]
+        print(json.dumps(report, indent=2))
     else:
-        Console(highlight=False, soft_wrap=True).print(plan_report(plan, config, stats))
+        out = Console(highlight=False, soft_wrap=True)
+        out.print(plan_report(plan, config, stats))
+        if verdicts is not None:
+            out.print("data gates, judged on the audit `sftc run` repeats before the first step:")
+            from runtime.evaluate.report import print_gates
+
+            print_gates(verdicts, out)
     return ExitCode.OK
+
+
+def _data_verdicts(plan, stats) -> list | None:
+    """The spec's data gates (`leakage == 0`, ...) against the audited values; None without any."""
+    if not plan.data_gates:
+        return None
+    from runtime.evaluate.gates import judge
+
+    return judge(plan.data_gates, stats.data_values or {})

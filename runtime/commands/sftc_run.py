@@ -66,6 +66,8 @@ def main(args: argparse.Namespace, console: Console, compiled: Compiled) -> int:
     try:
         with console.status("preparing: tokenizer, data (cached after the first time)"):
             prepared = prepare(plan, share=distributed.data_share())  # a job's processes split the work
+        if prepared.data_audit is not None and not _data_gates_pass(console, prepared):
+            return ExitCode.REJECTED  # before the first step: no run directory, no checkpoint
         inputs = gather(prepared.plan)  # the identity of every input, for resume, the baseline, review, diff
         refused = False
         if primary:
@@ -125,6 +127,36 @@ def main(args: argparse.Namespace, console: Console, compiled: Compiled) -> int:
     # The primary's verdict (its export check included) is the job's; waiting for it also keeps
     # the others alive while the primary evaluates and exports.
     return int(distributed.broadcast_text(str(int(code)) if primary else None))
+
+
+def _data_gates_pass(console: Console, prepared) -> bool:
+    """Judge the spec's data gates (`leakage == 0`, ...) on the audit `prepare` made; when one
+    fails, print the gate table and the findings behind it as `sftc audit` prints them. Every
+    process of a job audits the same data, so each reaches the same verdict."""
+    from rich.console import Console
+
+    from runtime.commands import sftc_audit
+    from runtime.evaluate.gates import accepted, judge
+    from runtime.evaluate.report import print_gates
+
+    plan, found = prepared.plan, prepared.data_audit
+    verdicts = judge(plan.data_gates, found.values)
+    if accepted(verdicts):
+        shown = ", ".join(f"{v.gate} {v.op} {v.threshold:g} ({v.value:g})" for v in verdicts if v.value is not None)
+        console.print(f"[bold green]✓[/] the data passes its gates: {shown}", highlight=False)
+        return True
+    console.print("the data fails its gates; nothing was trained:", style="bold red", highlight=False)
+    print_gates(verdicts, console)
+    failing = [v.metric for v in verdicts if not v.passed]
+    names = [s.name for s in plan.data.sources]
+    out = Console(stderr=True, highlight=False, soft_wrap=True, quiet=console.quiet)  # a finding on one line
+    sftc_audit.show(out, found.findings_for(failing), found.examples, names, None)
+    console.print(
+        "  = help: fix the data (`sftc audit SPEC` lists every finding), or set `dedup` on a source to drop copies",
+        markup=False,
+        soft_wrap=True,
+    )
+    return False
 
 
 def _train_and_evaluate(

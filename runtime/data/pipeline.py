@@ -32,7 +32,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -120,8 +120,17 @@ def trained_between(trained: np.ndarray, starts: np.ndarray, ends: np.ndarray, c
     return total
 
 
+# (pipeline, source, its train example ids) -> the ids of the copies to drop (`dedup`)
+CopyFinder = Callable[["DataPipeline", SourceSpec, np.ndarray], np.ndarray]
+
+
 class DataPipeline:
-    """Tokenized, split and length-checked examples of a DataPlan, and the batches they form."""
+    """Tokenized, split and length-checked examples of a DataPlan, and the batches they form.
+
+    ``find_copies`` applies the sources' ``dedup``: it names the copies among a source's train
+    examples (`runtime.preflight.data_audit` gives it, from `runtime.audit`); they are dropped
+    and counted (``SourceStats.deduplicated``). Without it, copies stay: a pipeline built only
+    to evaluate (eval rows are never deduplicated)."""
 
     def __init__(
         self,
@@ -130,6 +139,7 @@ class DataPipeline:
         cache_dir: str | None = None,
         num_proc: int | None = None,
         share: Share = Share(),
+        find_copies: CopyFinder | None = None,
     ):
         self.plan = plan
         self.tokenizer = tokenizer
@@ -225,6 +235,8 @@ class DataPipeline:
         names = [s.name for s in plan.sources]
         owner_of_table = np.asarray([names.index(o) for o in self._owner], np.int32)
         self.ex_owner = owner_of_table[self.ex_table] if len(self.ex_table) else np.zeros(0, np.int32)
+        if find_copies is not None:
+            self._deduplicate(find_copies)
         self._train_by_source = {
             s.name: np.nonzero((self.ex_owner == k) & (self.ex_split == 0))[0] for k, s in enumerate(plan.sources)
         }
@@ -267,6 +279,37 @@ class DataPipeline:
                 keep[i] = 0
                 st.dropped_no_trainable += 1
         return keep
+
+    def _deduplicate(self, find_copies: CopyFinder) -> None:
+        """Drop the copies among each `dedup` source's train examples (the first of each stays),
+        counting them and taking their tokens out of the source's counts."""
+        drop = np.zeros(len(self.ex_table), bool)
+        for k, spec in enumerate(self.plan.sources):
+            if spec.dedup is None:
+                continue
+            st = self.stats.sources[spec.name]
+            st.dedup = spec.dedup.text
+            train = np.nonzero((self.ex_owner == k) & (self.ex_split == 0))[0]
+            copies = np.unique(np.asarray(find_copies(self, spec, train), np.int64))
+            if len(copies) == 0:
+                continue
+            if not np.isin(copies, train).all():
+                raise ValueError(f"data {spec.name}: dedup named an example that is not one of its train examples")
+            drop[copies] = True
+            st.deduplicated += len(copies)
+            st.train_examples -= len(copies)
+            st.train_tokens -= int((self.ex_keep[copies] - 1).sum())
+            for gid in copies:
+                ts = self._tables[int(self.ex_table[gid])]
+                local, keep = int(self.ex_local[gid]), int(self.ex_keep[gid])
+                start = int(ts.offsets[local])
+                st.train_trained_tokens -= int(ts.trained[start + 1 : start + keep].sum())
+                if ts.tool_tokens is not None:
+                    st.tool_call_tokens -= int(ts.tool_tokens[local])
+        if drop.any():
+            kept = ~drop
+            self.ex_table, self.ex_local, self.ex_keep = self.ex_table[kept], self.ex_local[kept], self.ex_keep[kept]
+            self.ex_split, self.ex_full, self.ex_owner = self.ex_split[kept], self.ex_full[kept], self.ex_owner[kept]
 
     def _check_weights(self) -> None:
         w = self.plan.weights

@@ -14,7 +14,7 @@ class SourceStats:
     """Counts for one source. Every row is accounted for:
 
     ``rows - bad_rows - filtered + (per_turn_examples - per_turn_rows)
-    == train_examples + eval_examples + dropped_overflow + dropped_no_trainable``
+    == train_examples + eval_examples + dropped_overflow + dropped_no_trainable + deduplicated``
     (a conversation rendered per turn is several examples; ``truncated`` examples are kept,
     so they are inside the example counts).
     """
@@ -45,6 +45,8 @@ class SourceStats:
     per_turn_examples: int = 0
     tool_call_tokens: int = 0  # trained tokens of train examples in assistant turns that call tools (before truncation)
     unclosed_turns: int = 0  # trained turns that do not end on an end-of-turn token
+    dedup: str | None = None  # the source's `dedup` (`exact`, `near(0.9)`); None: copies kept
+    deduplicated: int = 0  # train examples dropped as copies of an earlier one (`dedup`)
 
     def trained_from(self) -> str:
         """Which parts of the examples train, in words."""
@@ -76,6 +78,9 @@ class DataStats:
     total_steps: int = 0
     efficiency: float = 0.0  # non-padding share of train positions in epoch 0
     eval_rows: int = 0
+    # the values of the spec's data gates (`leakage`, `duplicates(faq)`, ...) by gate text, from
+    # the audit before the first step; None when the spec has no data gate
+    data_values: dict[str, float] | None = None
 
     @property
     def tokens_per_step(self) -> int:
@@ -84,6 +89,11 @@ class DataStats:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["tokens_per_step"] = self.tokens_per_step
+        for source in d["sources"].values():  # without `dedup`, written as before the setting existed
+            if source["dedup"] is None:
+                del source["dedup"], source["deduplicated"]
+        if self.data_values is None:
+            del d["data_values"]
         return d
 
     def summary(self) -> str:
@@ -93,11 +103,14 @@ class DataStats:
         trunc = sum(s.truncated for s in self.sources.values())
         bad = sum(s.bad_rows for s in self.sources.values())
         filtered = sum(s.filtered for s in self.sources.values())
+        deduplicated = sum(s.deduplicated for s in self.sources.values())
+        dedup = any(s.dedup is not None for s in self.sources.values())
         lines = [
             "data     " + "   ".join(parts),
             f"         {'packing' if self.packing else 'padding'} {self.efficiency * 100:.1f} % full   "
             f"dropped {dropped:,} (overflow)   truncated {trunc:,}   bad rows {bad:,}"
-            + (f"   filtered {filtered:,} (where)" if filtered else ""),
+            + (f"   filtered {filtered:,} (where)" if filtered else "")
+            + (f"   deduplicated {deduplicated:,} (dedup)" if dedup else ""),
             *self.source_lines(),
             f"steps    {self.total_steps:,} ({self.steps_per_epoch:.1f} per epoch)   "
             f"{self.global_batch_size} seq x {self.seq_len} tok = {self.tokens_per_step:,} tok/step",
@@ -109,6 +122,11 @@ class DataStats:
         lines = []
         for s in self.sources.values():
             lines.append(f"         {s.name}: {s.train_trained_tokens:,} trained tokens, from {s.trained_from()}")
+            if s.dedup is not None:
+                lines.append(
+                    f"         {s.name}: {s.deduplicated:,} train example{'s' * (s.deduplicated != 1)} dropped as "
+                    f"copies of an earlier one (dedup = {s.dedup}); eval rows are never dropped"
+                )
             if s.per_turn_rows:
                 lines.append(
                     f"         {s.name}: {s.per_turn_rows:,} conversations became {s.per_turn_examples:,} "

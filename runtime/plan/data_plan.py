@@ -96,6 +96,35 @@ class EvalSplit:
         )
 
 
+DEDUP_KINDS = ("exact", "near")
+
+
+@dataclass(frozen=True)
+class Dedup:
+    """``dedup = exact`` -> ``Dedup("exact")``; ``dedup = near(0.9)`` -> ``Dedup("near", 0.9)``:
+    copies among a source's training examples are dropped before training, the first of each
+    kept. Exact: the same rendered text, whitespace collapsed; near: also texts whose 5-character
+    shingles have a Jaccard similarity of at least ``threshold`` (`runtime.audit.near_copies`)."""
+
+    kind: str
+    threshold: float | None = None
+
+    def __post_init__(self) -> None:
+        _check(self.kind in DEDUP_KINDS, f"dedup must be one of {DEDUP_KINDS}, got {self.kind!r}")
+        if self.kind == "near":
+            _check(
+                self.threshold is not None and 0.0 < float(self.threshold) <= 1.0,
+                f"dedup near(threshold): the threshold is in (0, 1], got {self.threshold}",
+            )
+        else:
+            _check(self.threshold is None, "dedup exact takes no threshold")
+
+    @property
+    def text(self) -> str:
+        """As the spec writes it: `exact`, `near(0.9)`."""
+        return "exact" if self.kind == "exact" else f"near({float(self.threshold or 0):g})"
+
+
 @dataclass(frozen=True)
 class SourceSpec:
     """One ``data NAME = kind(...) { ... }`` block.
@@ -148,6 +177,7 @@ class SourceSpec:
     system: str | None = None
     where: tuple[tuple[str, tuple[Any, ...]], ...] = ()
     delimiter: str | None = None  # csv only: the field separator (None: ",")
+    dedup: Dedup | None = None  # copies among the training examples dropped (None: kept); never eval rows
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "paths", tuple(self.paths))
@@ -201,6 +231,8 @@ class SourceSpec:
     def from_dict(cls, d: Mapping[str, Any]) -> SourceSpec:
         d = dict(d)
         ev = d.pop("eval", None)
+        dedup = d.pop("dedup", None)  # absent in plans written before `dedup`: off
+        d["dedup"] = Dedup(**dedup) if dedup is not None else None
         d["paths"] = tuple(d.get("paths") or ())
         d["rename"] = tuple(tuple(pair) for pair in d.get("rename") or ())
         d["where"] = tuple((c, tuple(v)) for c, v in d.get("where") or ())
@@ -365,6 +397,8 @@ class DataPlan:
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
+        for source in d["sources"]:
+            drop_unset_dedup(source)
         d["templates"] = {k: dataclasses.asdict(v) for k, v in self.templates.items()}
         d["weights"] = dict(self.weights) if self.weights is not None else None
         return d
@@ -385,3 +419,12 @@ class DataPlan:
     @classmethod
     def from_json(cls, s: str) -> DataPlan:
         return cls.from_dict(json.loads(s))
+
+
+def drop_unset_dedup(source: dict[str, Any]) -> None:
+    """A source without `dedup` is written as before the setting existed (plan.json unchanged)."""
+    if source.get("dedup", 0) is None:
+        del source["dedup"]
+    evaluation = source.get("eval")
+    if evaluation is not None and evaluation.get("source") is not None:
+        drop_unset_dedup(evaluation["source"])

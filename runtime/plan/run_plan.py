@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from runtime.plan.data_plan import DataPlan, SourceSpec
+from runtime.plan.data_plan import DataPlan, SourceSpec, drop_unset_dedup
 from runtime.plan.settings import (
     ARCHITECTURES,
     OPTIMIZERS,
@@ -211,6 +211,9 @@ class Plan:
     gates: tuple[GatePlan, ...]
     output: OutputPlan
     version: int = PLAN_VERSION
+    # `leakage == 0`, `duplicates <= 1%`: gates on the data (`sftc audit`), judged before the first
+    # step; not among `gates`, which judge the trained model. Absent from plan.json when none.
+    data_gates: tuple[GatePlan, ...] = ()
 
     @property
     def accumulation(self) -> int:
@@ -220,6 +223,10 @@ class Plan:
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["data"] = self.data.to_dict()
+        if d["model"]["tokenizer"].get("source") is not None:
+            drop_unset_dedup(d["model"]["tokenizer"]["source"])
+        if not self.data_gates:
+            del d["data_gates"]
         return d
 
     def to_json(self, **kw: Any) -> str:
@@ -244,6 +251,7 @@ class Plan:
                 "train": TrainPlan.from_dict(d["train"]),
                 "eval": EvalPlan.from_dict(d["eval"]),
                 "gates": tuple(GatePlan(**g) for g in d["gates"]),
+                "data_gates": tuple(GatePlan(**g) for g in d.get("data_gates") or ()),
                 "output": OutputPlan(**d["output"]),
             }
         )

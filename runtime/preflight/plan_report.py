@@ -383,7 +383,7 @@ def _render(r: dict, plan, stats, memory_kind: str) -> str:
     lines.append(f"compute  {_human(r['flops_per_step'], 'FLOP')}/step, {_human(r['flops_total'], 'FLOP')} in total")
     if r["baseline"]:
         lines.append(f"compare  with {r['baseline']} on the same eval rows (cached after the first run)")
-    gates = ", ".join(g.text for g in plan.gates) or "nothing (no `accept` block)"
+    gates = ", ".join(g.text for g in (*plan.gates, *plan.data_gates)) or "nothing (no `accept` block)"
     total_tokens = r["tokens_per_step"] * r["steps"]
     lines.append(f"[bold]Plan:[/] {r['steps']:,} steps over {_human(total_tokens)} tokens; accept on {gates}.")
     return "\n".join(lines)

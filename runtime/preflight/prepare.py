@@ -38,6 +38,7 @@ class Prepared:
     pipeline: Any  # runtime.data.pipeline.DataPipeline
     config: ModelConfig
     checkpoint: Path | None  # the base checkpoint directory of an `hf(...)` model
+    data_audit: Any = None  # runtime.preflight.data_audit.DataAudit when the spec has data gates
 
 
 # ---------------------------------------------------------------- tokenizer
@@ -105,12 +106,24 @@ def trained_tokenizer_dir(plan: Plan, cache_dir: Path) -> Path:
             source_fingerprint(spec.source, str(cache_dir / "data")),
             dataclasses.asdict(_tokenizer_template(plan)),
             spec.training.arguments(),
-            dataclasses.asdict(spec.source.eval) if spec.source.eval else None,
+            _eval_key(spec.source.eval),
             TOKENIZER_CACHE_VERSION,
         ],
         sort_keys=True,
     )
     return cache_dir / "tokenizers" / hashlib.sha256(key.encode()).hexdigest()[:20]
+
+
+def _eval_key(evaluation) -> dict | None:
+    """The tokenizer cache's part for an eval split, as before `dedup` existed when it is unset."""
+    if evaluation is None:
+        return None
+    from runtime.plan.data_plan import drop_unset_dedup
+
+    d = dataclasses.asdict(evaluation)
+    if d.get("source") is not None:
+        drop_unset_dedup(d["source"])
+    return d
 
 
 def load_tokenizer(plan: Plan, cache_dir: Path):
@@ -220,19 +233,30 @@ def log_interval(plan: Plan) -> int:
 def prepare(plan: Plan, cache_dir: Path | None = None, share: Share = Share()) -> Prepared:
     """Tokenizer, model config, tokenized data and the decided plan (cached work is reused).
     In a job, ``share`` splits the work between its processes (`runtime.platform.process_share`)."""
-    from runtime.data.pipeline import DataPipeline
+    from runtime.data.pipeline import CopyFinder, DataPipeline
     from runtime.preflight import plan_cache
 
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache()
     inputs = plan_cache.inputs_key(plan, cache_dir) if share.index == 0 else None
     tokenizer = share.first("tokenizer", lambda: load_tokenizer(plan, cache_dir))
     config, checkpoint = planned_config(plan, tokenizer)
-    pipeline = DataPipeline(plan.data, tokenizer, str(cache_dir / "data"), share=share)
+    copies: CopyFinder | None = None
+    if any(s.dedup is not None for s in plan.data.sources):  # only then is the audit imported
+        from runtime.preflight.data_audit import copies_to_drop
+
+        copies = copies_to_drop
+    pipeline = DataPipeline(plan.data, tokenizer, str(cache_dir / "data"), share=share, find_copies=copies)
     steps = plan.train.steps if plan.train.steps is not None else pipeline.total_steps
     decided = decide(plan, steps)
+    data_audit = None
+    if plan.data_gates:  # a spec without data gates pays nothing for them
+        from runtime.preflight.data_audit import audit_data
+
+        data_audit = audit_data(pipeline, plan.data_gates)
+        pipeline.stats.data_values = data_audit.values
     plan_cache.record(inputs, cache_dir, decided, pipeline.stats, tokenizer)
     reuse_freed_memory()  # after tokenizing (its threads would queue on one arena), before JAX computes
-    return Prepared(decided, tokenizer, pipeline, config, checkpoint)
+    return Prepared(decided, tokenizer, pipeline, config, checkpoint, data_audit)
 
 
 def planned_config(plan: Plan, tokenizer) -> tuple[ModelConfig, Path | None]:
