@@ -230,22 +230,29 @@ def log_interval(plan: Plan) -> int:
     return max(1, math.ceil(plan.train.steps / 200)) if plan.train.steps > 200 else 1
 
 
+def data_pipeline(plan: Plan, tokenizer: Any, cache_dir: Path, share: Share = Share()) -> Any:
+    """The plan's data pipeline, the one way every command builds it: with the sources' `dedup`
+    applied (the audit is imported only when a source asks for it)."""
+    from runtime.data.pipeline import CopyFinder, DataPipeline
+
+    copies: CopyFinder | None = None
+    if any(s.dedup is not None for s in plan.data.sources):
+        from runtime.preflight.data_audit import copies_to_drop
+
+        copies = copies_to_drop
+    return DataPipeline(plan.data, tokenizer, str(cache_dir / "data"), share=share, find_copies=copies)
+
+
 def prepare(plan: Plan, cache_dir: Path | None = None, share: Share = Share()) -> Prepared:
     """Tokenizer, model config, tokenized data and the decided plan (cached work is reused).
     In a job, ``share`` splits the work between its processes (`runtime.platform.process_share`)."""
-    from runtime.data.pipeline import CopyFinder, DataPipeline
     from runtime.preflight import plan_cache
 
     cache_dir = Path(cache_dir) if cache_dir is not None else default_cache()
     inputs = plan_cache.inputs_key(plan, cache_dir) if share.index == 0 else None
     tokenizer = share.first("tokenizer", lambda: load_tokenizer(plan, cache_dir))
     config, checkpoint = planned_config(plan, tokenizer)
-    copies: CopyFinder | None = None
-    if any(s.dedup is not None for s in plan.data.sources):  # only then is the audit imported
-        from runtime.preflight.data_audit import copies_to_drop
-
-        copies = copies_to_drop
-    pipeline = DataPipeline(plan.data, tokenizer, str(cache_dir / "data"), share=share, find_copies=copies)
+    pipeline = data_pipeline(plan, tokenizer, cache_dir, share)
     steps = plan.train.steps if plan.train.steps is not None else pipeline.total_steps
     decided = decide(plan, steps)
     data_audit = None

@@ -29,6 +29,7 @@ FREE_TO_CHANGE = {
     "version",
     "eval",
     "gates",
+    "data_gates",
     "output",
     "train.checkpoint_every",
     "train.checkpoint_every_epochs",

@@ -42,10 +42,9 @@ class Trained:
     def with_data(self) -> Prepared:
         """The prepared plan with its (cached) data pipeline, for evaluation."""
         if self.prepared.pipeline is None:
-            from runtime.data.pipeline import DataPipeline
-            from runtime.preflight.prepare import default_cache
+            from runtime.preflight.prepare import data_pipeline, default_cache
 
-            self.prepared.pipeline = DataPipeline(self.plan.data, self.tokenizer, str(default_cache() / "data"))
+            self.prepared.pipeline = data_pipeline(self.plan, self.tokenizer, default_cache())
         return self.prepared
 
 
