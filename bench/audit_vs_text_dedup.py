@@ -229,14 +229,18 @@ def main() -> None:
                 print(f"  {side}: {r['seconds']:.1f} s, peak {r['peak_mib']:.0f} MiB", flush=True)
     print(f"machine: {cpu_model()}, {os.cpu_count()} cpus, python {platform.python_version()}")
     print(
-        f"{args.rows:,} rows ({len(exact):,} planted exact copies, {len(near):,} near copies), threshold {args.threshold}"
+        f"{args.rows:,} rows ({len(exact):,} planted exact copies, {len(near):,} near copies), "
+        f"threshold {args.threshold}"
     )
     for side, runs in results.items():
         best = min(runs, key=lambda r: r["seconds"])
         spread = ", ".join(f"{r['seconds']:.1f}" for r in runs)
         extra = f" (workers {best['children_mib']:.0f} MiB)" if best["children_mib"] else ""
         if "find_seconds" in best:
-            extra += f" (load {best['load_seconds']:.1f} s + find_copies {best['find_seconds']:.1f} s; data alone {best['loaded_mib']:.0f} MiB)"
+            extra += (
+                f" (load {best['load_seconds']:.1f} s + find_copies {best['find_seconds']:.1f} s; "
+                f"data alone {best['loaded_mib']:.0f} MiB)"
+            )
         print(
             f"{side:10s} {best['seconds']:7.1f} s [{spread}]  peak {best['peak_mib']:6.0f} MiB{extra}  "
             f"flagged {best['flagged']:,} rows  recall exact {best['recall_exact']:.3f} near {best['recall_near']:.3f}"
