@@ -156,6 +156,7 @@ def test_without_dedup_nothing_is_dropped_and_the_stats_read_as_before(project):
     assert "data_values" not in json.loads(out)["data"] and "data_gates" not in json.loads(out)
 
 
+@pytest.mark.slow  # it trains once the leak is gone
 def test_a_leaking_eval_split_stops_the_run_before_the_first_step(project):
     name = spec(project, "leaks", accept="leakage == 0", eval_file="leaking.jsonl")
     code, out, err = sftc(project, "plan", name)
