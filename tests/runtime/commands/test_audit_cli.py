@@ -20,56 +20,17 @@ from pathlib import Path
 import pytest
 
 from sftlang.cli import main
+from tests.runtime.test_where_features_meet import SPEC as EVERY_SHAPE
 
 ROOT = Path(__file__).resolve().parents[3]
 TOKENIZER = ROOT / "specs" / "data" / "shapes-tokenizer"
 
-SPEC = """\
-sft "audited"
-model {
-    base      = init llama(layers = 1, dim = 32, heads = 2, ffn = 64, max_seq_len = 512)
-    tokenizer = hf("TOKENIZER")
-}
-data pc = jsonl("pc.jsonl") { split eval = 25% seed 1 }
-data chat = jsonl("chat.jsonl") { split eval = 25% seed 1 }
-data msgs = jsonl("msgs.jsonl") { split eval = 25% seed 1 }
-data share = jsonl("share.jsonl") {
-    split eval = 25% seed 1
-    rename     = (dialog = conversations)
-}
-data alp = jsonl("alpaca.jsonl") { split eval = 25% seed 1 }
-data tools = jsonl("tools.jsonl") { split eval = 25% seed 1 }
-data think = jsonl("think.jsonl") { split eval = 25% seed 1 }
-data toks = jsonl("tokens.jsonl") { split eval = 25% seed 1 }
-data sep = jsonl("sep.jsonl") { split eval = jsonl("sep-eval.jsonl") }
-template qa for pc, sep {
-    prompt     = "Q: {q}\\nA:"
-    completion = " {a}"
-}
-template asked for chat {
-    prompt     = "{q}"
-    completion = "{a}"
-    chat       = on
-}
-template talk for share {
-    messages = conversations
-    roles    = (bot = assistant, customer = user)
-    keys     = (role = speaker, content = text)
-}
-template instr for alp {
-    format = alpaca
-}
-train {
-    steps     = 2
-    batch     = 4
-    seq_len   = 512
-    optimizer = adamw(lr = 1e-3)
-}
-output {
-    dir    = "runs/{name}"
-    export = none
-}
-"""
+# the every-shape project of the where-features-meet tests, with its own chat file (a row of its own)
+SPEC = EVERY_SHAPE.replace('sft "meet"', 'sft "audited"').replace(
+    'data chat = jsonl("pc.jsonl") { split eval = 25% seed 2 }',
+    'data chat = jsonl("chat.jsonl") { split eval = 25% seed 1 }',
+)
+assert 'sft "audited"' in SPEC and '"chat.jsonl"' in SPEC, "the every-shape spec changed: update the replacements"
 SHAPES = ["pc", "chat", "msgs", "share", "alp", "tools", "think", "toks", "sep"]
 FILES = {
     "pc": "pc.jsonl",
