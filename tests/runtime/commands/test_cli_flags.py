@@ -17,6 +17,9 @@ import pytest
 from sftlang.cli import main
 from tests.runtime.run_helpers import SPEC, write_project
 
+# every test shares one trained run (about 40 s on 2 cores): the default suite stays under five minutes
+pytestmark = pytest.mark.slow
+
 # A gate no 12-step run meets: `sftc run` rejects it, exit 3.
 REJECTED = SPEC.replace(
     "output {\n",
