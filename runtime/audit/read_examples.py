@@ -12,6 +12,7 @@ tokens are kept (``<|im_start|>``, the EOS a completion ends with): the text is 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -19,7 +20,7 @@ import numpy as np
 from runtime.audit.audited_example import AuditedExample
 from runtime.plan.sample_origin import sample_id, where
 
-__all__ = ["read_examples", "shown_path"]
+__all__ = ["audited", "read_examples", "shown_path"]
 
 BATCH = 4096  # examples decoded per `batch_decode` call
 
@@ -38,7 +39,11 @@ def shown_path(file: str | None) -> str | None:
 def read_examples(pipeline: Any) -> list[AuditedExample]:
     """Every kept example of every source, train then eval as the pipeline orders them (source
     by source, in row order), decoded with the pipeline's tokenizer in batches."""
-    examples = pipeline.examples()
+    return audited(pipeline.tokenizer, pipeline.examples())
+
+
+def audited(tokenizer: Any, examples: Sequence[Any]) -> list[AuditedExample]:
+    """These pipeline examples (`runtime.data.pipeline.Example`) as the audit reads them."""
     out: list[AuditedExample] = []
     for start in range(0, len(examples), BATCH):
         chunk = examples[start : start + BATCH]
@@ -48,8 +53,8 @@ def read_examples(pipeline: Any) -> list[AuditedExample]:
             trained = np.asarray(ex.trained) > 0
             prompts.append(tokens[~trained].tolist())
             completions.append(tokens[trained].tolist())
-        prompt_texts = _decode(pipeline.tokenizer, prompts)
-        completion_texts = _decode(pipeline.tokenizer, completions)
+        prompt_texts = _decode(tokenizer, prompts)
+        completion_texts = _decode(tokenizer, completions)
         for ex, prompt, completion in zip(chunk, prompt_texts, completion_texts, strict=True):
             out.append(
                 AuditedExample(

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -19,23 +18,16 @@ import numpy as np
 from runtime.audit.audit_report import Audit, AuditSettings, audit
 from runtime.audit.audited_example import AuditedExample
 from runtime.audit.near_copies import find_copies
-from runtime.audit.read_examples import read_examples
+from runtime.audit.read_examples import audited, read_examples
 from runtime.plan.data_plan import SourceSpec
 from runtime.plan.run_plan import GatePlan
 
-DATA_METRICS = ("leakage", "duplicates", "conflicts", "suspects")
-KINDS_OF = {  # the findings a data gate counts
+KINDS_OF = {  # the data gates (`sftlang.schema`'s data metrics) and the findings each counts
     "leakage": ("leak",),
     "duplicates": ("duplicate", "near_duplicate"),
     "conflicts": ("conflict",),
     "suspects": ("suspect",),
 }
-
-
-def _audited(pipeline: Any, gids: np.ndarray) -> list[AuditedExample]:
-    """These examples as the audit reads them (`read_examples`, on just these)."""
-    chosen = [pipeline.example(int(g)) for g in gids]
-    return read_examples(SimpleNamespace(examples=lambda: chosen, tokenizer=pipeline.tokenizer))
 
 
 def copies_to_drop(pipeline: Any, spec: SourceSpec, train: np.ndarray) -> np.ndarray:
@@ -44,7 +36,7 @@ def copies_to_drop(pipeline: Any, spec: SourceSpec, train: np.ndarray) -> np.nda
     dedup = spec.dedup
     if dedup is None or len(train) < 2:
         return np.zeros(0, np.int64)
-    examples = _audited(pipeline, train)
+    examples = audited(pipeline.tokenizer, [pipeline.example(int(g)) for g in train])
     threshold = float(dedup.threshold) if dedup.kind == "near" and dedup.threshold is not None else 1.0
     copies = find_copies(examples, threshold)
     groups = list(copies.duplicates) + (list(copies.near_duplicates) if dedup.kind == "near" else [])
@@ -101,4 +93,4 @@ def _value(result: Audit, metric: str, source: str | None, source_of: dict[str, 
         return copies / rows if rows else 0.0
     if metric in ("conflicts", "suspects"):
         return float(sum(1 for f in result.of(KINDS_OF[metric][0]) if mine(f.ids)))
-    raise ValueError(f"`{metric}` is not a data metric ({', '.join(DATA_METRICS)})")
+    raise ValueError(f"`{metric}` is not a data metric ({', '.join(KINDS_OF)})")

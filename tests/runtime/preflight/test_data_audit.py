@@ -176,3 +176,10 @@ def test_a_leaking_eval_split_stops_the_run_before_the_first_step(project):
     (run_dir,) = (project / "runs" / "fixed").iterdir()
     assert list((run_dir / "checkpoints").iterdir())
     assert json.loads((run_dir / "status.json").read_text())["status"] == "done"
+
+
+def test_every_data_metric_of_the_language_has_its_findings():
+    from runtime.preflight.data_audit import KINDS_OF
+    from sftlang.schema import METRICS
+
+    assert set(KINDS_OF) == {name for name, metric in METRICS.items() if metric.data}
