@@ -69,8 +69,11 @@ def main(args: argparse.Namespace, console: Console, compiled: Compiled) -> int:
 
     with console.status("tokenizing the data"):
         prepared = prepare(plan)
-    with console.status("reading the examples as training renders them"):
-        examples = read_examples(prepared.pipeline)
+    if prepared.data_audit is not None:  # the spec's data gates already read them
+        examples = prepared.data_audit.examples
+    else:
+        with console.status("reading the examples as training renders them"):
+            examples = read_examples(prepared.pipeline)
     with console.status(f"auditing {len(examples):,} examples"):
         result = audit(examples, _settings(AuditSettings, args))
     out = Console(highlight=False, soft_wrap=True)
