@@ -18,7 +18,8 @@ KINDS = ("duplicate", "near_duplicate", "leak", "conflict", "suspect")
 
 @dataclass(frozen=True)
 class Finding:
-    """``kind``: one of `KINDS`; ``what``: "exact" or "near" for copies and conflicts, and for
+    """``kind``: one of `KINDS`; ``what``: "exact" or "near" for copies and conflicts ("prompt"
+    for an eval row whose prompt alone is trained, with another answer), and for
     suspect rows one of `runtime.audit.suspect_rows.WHAT` ("empty_answer", "truncated", …).
     ``source``: the source of the first row (the one that stays, or the eval row that leaks);
     ``ids`` and ``wheres``: every row involved, in the order of the examples."""
@@ -103,6 +104,23 @@ SUSPECT_HELP = {
 }
 
 
+def prompt_leaks(examples: Sequence[AuditedExample], leaked: set[int]) -> list[tuple[int, list[int]]]:
+    """Eval rows (not in ``leaked``, the copies already found) whose exact prompt is a training
+    row's: the model is taught that prompt, so its eval measures recall, not generalization.
+    Prompts are matched by hash, then compared; an empty prompt (text rows) matches nothing."""
+    train: dict[int, list[int]] = {}
+    for i, e in enumerate(examples):
+        if e.split == "train" and e.prompt.strip():
+            train.setdefault(hash(e.prompt), []).append(i)
+    found = []
+    for i, e in enumerate(examples):
+        if e.split != "train" and i not in leaked and e.prompt.strip():
+            rows = [t for t in train.get(hash(e.prompt), ()) if examples[t].prompt == e.prompt]
+            if rows:
+                found.append((i, rows))
+    return found
+
+
 def audit(examples: Sequence[AuditedExample], settings: AuditSettings | None = None) -> Audit:
     """Every check over the examples as training renders them; findings in a stable order (by kind,
     then by the first row)."""
@@ -153,6 +171,23 @@ def audit(examples: Sequence[AuditedExample], settings: AuditSettings | None = N
                 rows,
                 f"the eval row is {how} of {len(leak.train_rows)} training row{'s' * (len(leak.train_rows) > 1)}",
                 "drop the eval row or the training rows: a leaked eval row inflates every metric and gate",
+            ),
+        )
+    leaked = {leak.eval_row for leak in copies.leaks}
+    for eval_row, train_rows in prompt_leaks(examples, leaked):
+        rows = (eval_row, *train_rows)
+        n = len(train_rows)
+        add(
+            "leak",
+            rows,
+            _finding(
+                examples,
+                "leak",
+                "prompt",
+                rows,
+                f"the eval row's prompt is trained, with another answer, in {n} training row{'s' * (n > 1)}",
+                "evaluate on rows the model is not trained on: move the row out of the eval split or drop the "
+                "training rows (a review correction of an eval row, added as data, is this)",
             ),
         )
     for c in copies.conflicts:

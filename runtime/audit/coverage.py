@@ -1,6 +1,7 @@
 """Which topics the training prompts cover, and how thinly: the prompts grouped with TF-IDF and
 k-means (scikit-learn), each group with its size, its top terms as a label and a few example
-prompts. Deterministic: a fixed random_state."""
+prompts. Every example, train and eval, is given the topic it falls in (an eval prompt: the
+nearest group's centre), so eval results can be read per topic. Deterministic: a fixed random_state."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class Coverage:
     method: str  # how the prompts were grouped, and why
     k: int
     topics: list[Topic]
+    topic_of: dict[str, int] = field(default_factory=dict)  # example id (train and eval) -> index in `topics`
 
 
 def topic_count(n: int) -> int:
@@ -71,7 +73,7 @@ def coverage(examples: Sequence[AuditedExample], k: int | None = None, seed: int
     labels = model.fit_predict(matrix)
     terms = vectorizer.get_feature_names_out()
     distances = model.transform(matrix)
-    topics = []
+    found = []  # (topic, its cluster)
     for c in range(k):
         members = np.flatnonzero(labels == c)
         if not len(members):
@@ -79,8 +81,17 @@ def coverage(examples: Sequence[AuditedExample], k: int | None = None, seed: int
         top = tuple(str(terms[t]) for t in np.argsort(-model.cluster_centers_[c])[:TERMS_PER_TOPIC])
         nearest = members[np.argsort(distances[members, c], kind="stable")[:EXAMPLES_PER_TOPIC]]
         sources = Counter(train[i].source for i in members)
-        topics.append(
-            Topic(", ".join(top), top, len(members), tuple(train[i].id for i in nearest), dict(sorted(sources.items())))
+        topic = Topic(
+            ", ".join(top), top, len(members), tuple(train[i].id for i in nearest), dict(sorted(sources.items()))
         )
-    topics.sort(key=lambda t: (-t.size, t.label))
-    return Coverage(method, k, topics)
+        found.append((topic, c))
+    found.sort(key=lambda tc: (-tc[0].size, tc[0].label))
+    index_of = {c: i for i, (_, c) in enumerate(found)}
+    topic_of = {e.id: index_of[int(c)] for e, c in zip(train, labels, strict=True)}
+    held_out = [e for e in examples if e.split != "train"]
+    if held_out:  # an eval prompt belongs to the nearest centre of a topic (mini-batch k-means may leave one empty)
+        kept = np.asarray([c for _, c in found])
+        nearest_kept = model.transform(vectorizer.transform([e.prompt for e in held_out]))[:, kept].argmin(axis=1)
+        for e, i in zip(held_out, nearest_kept, strict=True):
+            topic_of[e.id] = int(i)
+    return Coverage(method, k, [t for t, _ in found], topic_of)

@@ -44,6 +44,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--topics", type=int, default=None, metavar="K", help="coverage groups (default: chosen)")
     parser.add_argument("--source", default=None, metavar="NAME", help="show only this source's findings")
+    parser.add_argument(
+        "--run",
+        dest="run_dir",  # `args.run` is the command's handler
+        default=None,
+        metavar="RUN",
+        help="an evaluated run of this spec: each topic's eval score, base → tuned gain and review score",
+    )
+    parser.add_argument(
+        "--chart", default=None, metavar="FILE", help="with --run: the topic chart's PNG (default RUN/audit-topics.png)"
+    )
 
 
 def main(args: argparse.Namespace, console: Console, compiled: Compiled) -> int:
@@ -59,36 +69,87 @@ def main(args: argparse.Namespace, console: Console, compiled: Compiled) -> int:
         say(console, "error", f"--topics {args.topics}: the number of coverage groups is at least 1")
         return ExitCode.USAGE
 
+    if args.chart is not None and args.run_dir is None:
+        say(console, "error", "--chart draws the topics of a run's eval: give the run with --run RUN")
+        return ExitCode.USAGE
+    if args.run_dir is not None:
+        problem = _not_evaluated(args.run_dir)
+        if problem:
+            say(console, "error", problem)
+            return ExitCode.USAGE
+
+    import dataclasses
     import json
 
     from rich.console import Console
 
     from runtime.audit.audit_report import AuditSettings, audit
-    from runtime.audit.read_examples import read_examples
+    from runtime.audit.coverage import coverage
     from runtime.preflight.prepare import prepare
 
-    with console.status("tokenizing the data"):
-        prepared = prepare(plan)
-    if prepared.data_audit is not None:  # the spec's data gates already read them
-        examples = prepared.data_audit.examples
-    else:
-        with console.status("reading the examples as training renders them"):
-            examples = read_examples(prepared.pipeline)
+    with console.status("tokenizing and auditing the data"):
+        prepared = prepare(plan)  # its audit has every finding at the default settings
+    found, examples = prepared.data_audit.audit, prepared.data_audit.examples
+    settings = AuditSettings(near_threshold=args.near, topics=args.topics)
     with console.status(f"auditing {len(examples):,} examples"):
-        result = audit(examples, _settings(AuditSettings, args))
+        if (settings.near_threshold, settings.num_perm) == (found.settings.near_threshold, found.settings.num_perm):
+            result = dataclasses.replace(found, settings=settings, coverage=coverage(examples, settings.topics))
+        else:
+            result = audit(examples, settings)
+    table = chart = None
+    if args.run_dir is not None:
+        table, chart = _run_topics(args.run_dir, result.coverage, args.chart)
     out = Console(highlight=False, soft_wrap=True)
     if args.json:
         report = result.to_dict()
         if args.source is not None:
             report = _only_source(report, args.source, {e.id: e.source for e in examples})
+        if table is not None:
+            report["topics"] = {**table.to_dict(), "run": args.run_dir, "chart": str(chart) if chart else None}
         print(json.dumps(report, ensure_ascii=False))
         return ExitCode.OK
-    show(out, result, examples, names, args.source)
+    show(out, result, examples, names, args.source, table)
+    if table is not None:
+        _show_run_topics(out, table, args.run_dir, chart)
     return ExitCode.OK
 
 
-def _settings(settings_class: Any, args: argparse.Namespace) -> Any:
-    return settings_class(near_threshold=args.near, topics=args.topics)
+def _not_evaluated(run: str) -> str | None:
+    """Why ``run`` cannot give eval results per topic, or None."""
+    from pathlib import Path
+
+    path = Path(run)
+    if not (path / "plan.json").is_file():
+        return f"--run {run}: not a run directory (it has no plan.json); `sftc run SPEC` makes one under runs/"
+    if not (path / "report.json").is_file():
+        return f"--run {run}: the run has no evaluation yet (no report.json); `sftc run SPEC` finishes it"
+    return None
+
+
+def _run_topics(run: str, cover: Any, chart_path: str | None) -> tuple[Any, Any]:
+    """The run's eval results per topic (`runtime.evaluate.topic_scores`) and its chart."""
+    import json
+    from pathlib import Path
+
+    from runtime.evaluate.topic_chart import write_topic_chart
+    from runtime.evaluate.topic_scores import run_reviews, score_metric, topic_table
+    from runtime.plan.run_inputs import eval_fingerprints
+    from runtime.runs.run_directory import read_plan
+
+    run_dir = Path(run)
+    report = json.loads((run_dir / "report.json").read_text())
+    manifest_path = run_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    baseline = report.get("baseline")
+    table = topic_table(
+        cover,
+        report.get("samples") or [],
+        baseline.get("samples") if baseline else None,
+        score_metric(read_plan(run_dir).gates),
+        run_reviews(run_dir, eval_fingerprints(manifest)),
+    )
+    chart = write_topic_chart(Path(chart_path) if chart_path else run_dir / "audit-topics.png", table)
+    return table, chart
 
 
 def _touches(finding: Any, source: str, source_of: dict[str, str]) -> bool:
@@ -108,13 +169,11 @@ def _only_source(report: dict, source: str, source_of: dict[str, str]) -> dict:
 # ---------------------------------------------------------------- the human report
 
 
-def show(out: Console, result: Any, examples: list, names: list[str], only: str | None) -> None:
+def show(out: Console, result: Any, examples: list, names: list[str], only: str | None, table: Any = None) -> None:
     """Per source: the counts per kind, then each finding with its rows and help line; then
-    the counts over all sources and the coverage groups. A finding is listed under every source
-    it names a row of."""
+    the counts over all sources and the coverage groups (with a run's ``table``, each group's
+    eval results). A finding is listed under every source it names a row of."""
     from rich.text import Text
-
-    from runtime.audit.audit_report import KINDS
 
     source_of = {e.id: e.source for e in examples}
     for name in [only] if only is not None else names:
@@ -127,7 +186,7 @@ def show(out: Console, result: Any, examples: list, names: list[str], only: str 
                 f": {counts.get('train', 0):,} train, {counts.get('eval', 0):,} eval examples",
             )
         )
-        out.print("  " + _counts(counts, KINDS), markup=False)
+        out.print("  " + _counts(counts), markup=False)
         for finding in mine:
             _show_finding(out, finding)
         out.print()
@@ -139,14 +198,15 @@ def show(out: Console, result: Any, examples: list, names: list[str], only: str 
                 f": {counts.get('train', 0):,} train, {counts.get('eval', 0):,} eval examples",
             )
         )
-        out.print("  " + _counts(counts, KINDS), markup=False)
+        out.print("  " + _counts(counts), markup=False)
         out.print()
-    _show_coverage(out, result, {e.id: e.prompt for e in examples})
+    _show_coverage(out, result, {e.id: e.prompt for e in examples}, table)
 
 
-def _counts(counts: dict, kinds: tuple[str, ...]) -> str:
-    found = [f"{counts[k]} {k.replace('_', ' ')}" for k in kinds if counts.get(k)]
-    return ", ".join(found) if found else "no findings"
+def _counts(counts: dict) -> str:
+    from runtime.data.stats import findings_text
+
+    return findings_text(counts)
 
 
 def _show_finding(out: Console, finding: Any) -> None:
@@ -170,7 +230,7 @@ def _show_finding(out: Console, finding: Any) -> None:
     out.print(f"    = help: {finding.help}", markup=False)
 
 
-def _show_coverage(out: Console, result: Any, prompts: dict[str, str]) -> None:
+def _show_coverage(out: Console, result: Any, prompts: dict[str, str], table: Any = None) -> None:
     from rich.text import Text
 
     cover = result.coverage
@@ -182,10 +242,48 @@ def _show_coverage(out: Console, result: Any, prompts: dict[str, str]) -> None:
     if not cover.topics:
         return
     width = max(len(f"{t.size:,}") for t in cover.topics)
-    for topic in cover.topics:
-        out.print(Text.assemble(f"  {topic.size:>{width},} ", (topic.label, "cyan")))
+    scores = table.topics if table is not None else [None] * len(cover.topics)
+    weakest = table.weakest if table is not None else None
+    for topic, score in zip(cover.topics, scores, strict=True):
+        out.print(
+            Text.assemble(
+                f"  {topic.size:>{width},} ",
+                (topic.label, "cyan"),
+                *(_score_cells(score, table.metric, score is weakest) if score is not None else ()),
+            )
+        )
         for example_id in list(topic.example_ids)[:PROMPTS_SHOWN]:
             out.print(f"  {'':>{width}}   · {_one_line(prompts.get(example_id, example_id))}", markup=False)
+
+
+def _score_cells(score: Any, metric: str, weakest: bool) -> tuple:
+    """A topic's eval results after its label: `· 4 eval rows, rouge_l 0.31 (base 0.12, +0.19), review 3.5`."""
+    if not score.eval_rows:
+        return (("  · no eval rows", "dim"),)
+    text = f"  · {score.eval_rows:,} eval row{'s' * (score.eval_rows != 1)}, {metric} {score.tuned:.2f}"
+    if score.base is not None:
+        text += f" (base {score.base:.2f}, {score.gain:+.2f})"
+    if score.review_score is not None:
+        text += f", review {score.review_score:.2f} ({score.reviewed} reviewed)"
+    return (((text + ", the lowest", "bold red") if weakest else (text, "")),)
+
+
+def _show_run_topics(out: Console, table: Any, run: str, chart: Any) -> None:
+    """Under the coverage: the weakest topic against the thinnest, what was left out, the chart."""
+    out.print()
+    verdict = table.verdict()
+    if verdict is not None:
+        out.print(f"weakest topic of {run}: {verdict}", markup=False)
+    elif not table.scored:
+        out.print(f"no eval answers of {run} fall in these topics (eval.generate off, or other data)", markup=False)
+    if table.unmatched:
+        out.print(
+            f"  {table.unmatched:,} eval answer{'s' * (table.unmatched != 1)} of {run} of rows this spec's data "
+            "does not have (the data changed since the run?): left out",
+            style="yellow",
+        )
+    if chart is not None:
+        out.print(f"chart: {chart}", markup=False)
 
 
 def _one_line(text: str, limit: int = 100) -> str:

@@ -27,7 +27,7 @@ def main(args: argparse.Namespace, console: Console, compiled: Compiled | None) 
     """Re-evaluate a run's checkpoint, with its own gates or those of an edited spec (`compiled`)."""
     import dataclasses
 
-    from runtime.evaluate.final import score
+    from runtime.evaluate.final import score, topic_scores
     from runtime.evaluate.gates import accepted
     from runtime.evaluate.report import print_before_after, print_gates, write_report
     from runtime.preflight.input_fingerprints import gather
@@ -43,6 +43,7 @@ def main(args: argparse.Namespace, console: Console, compiled: Compiled | None) 
     with console.status("evaluating"):
         prepared = trained.with_data()
         by_source = token_metrics(trained.engine, trained.frozen, prepared.pipeline, trained.params)
+        inputs = gather(plan)
         scores = score(
             prepared,
             trained.engine,
@@ -51,7 +52,7 @@ def main(args: argparse.Namespace, console: Console, compiled: Compiled | None) 
             trained.model,
             by_source,
             Path(args.run_dir),
-            gather(plan),
+            inputs,
         )
     out = new_run_dir(Path(args.run_dir) / "evals")
     facts = {"run": str(args.run_dir), "step": trained.step, "spec": args.spec or "the run's own"}
@@ -65,6 +66,7 @@ def main(args: argparse.Namespace, console: Console, compiled: Compiled | None) 
         records=[],
         baseline=scores.baseline,
         base_values=scores.base_values,
+        topics=topic_scores(prepared, scores, Path(args.run_dir), inputs),
     )
     print_before_after(scores.values, scores.base_values, scores.baseline, console)
     if scores.verdicts:

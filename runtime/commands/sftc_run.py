@@ -66,7 +66,7 @@ def main(args: argparse.Namespace, console: Console, compiled: Compiled) -> int:
     try:
         with console.status("preparing: tokenizer, data (cached after the first time)"):
             prepared = prepare(plan, share=distributed.data_share())  # a job's processes split the work
-        if prepared.data_audit is not None and not _data_gates_pass(console, prepared):
+        if plan.data_gates and not _data_gates_pass(console, prepared):
             return ExitCode.REJECTED  # before the first step: no run directory, no checkpoint
         inputs = gather(prepared.plan)  # the identity of every input, for resume, the baseline, review, diff
         refused = False
@@ -115,6 +115,7 @@ def main(args: argparse.Namespace, console: Console, compiled: Compiled) -> int:
     (run_dir / "spec.sft").write_text(f"# resolved by sftc from {plan.spec_path}\n" + resolved_text)
     rundir.write_plan(run_dir, plan)  # when resuming, only settings that do not shape the weights may differ
     rundir.write_manifest(run_dir, plan, prepared.pipeline.stats.to_dict(), inputs)
+    rundir.write_audit(run_dir, prepared.data_audit.audit)
     if not resuming:
         prepared.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
     try:

@@ -81,6 +81,9 @@ class DataStats:
     # the values of the spec's data gates (`leakage`, `duplicates(faq)`, ...) by gate text, from
     # the audit before the first step; None when the spec has no data gate
     data_values: dict[str, float] | None = None
+    # the audit's counts per source (and "all"): examples, train, eval and each kind of finding
+    # (`runtime.audit.audit_report.Audit.counts`); None where the data was not audited
+    audit: dict[str, dict[str, int]] | None = None
 
     @property
     def tokens_per_step(self) -> int:
@@ -94,6 +97,8 @@ class DataStats:
                 del source["dedup"], source["deduplicated"]
         if self.data_values is None:
             del d["data_values"]
+        if self.audit is None:
+            del d["audit"]
         return d
 
     def summary(self) -> str:
@@ -112,6 +117,7 @@ class DataStats:
             + (f"   filtered {filtered:,} (where)" if filtered else "")
             + (f"   deduplicated {deduplicated:,} (dedup)" if dedup else ""),
             *self.source_lines(),
+            *self.audit_lines(),
             f"steps    {self.total_steps:,} ({self.steps_per_epoch:.1f} per epoch)   "
             f"{self.global_batch_size} seq x {self.seq_len} tok = {self.tokens_per_step:,} tok/step",
         ]
@@ -139,6 +145,39 @@ class DataStats:
                     "end-of-turn token, so the model may not learn to stop there"
                 )
         return lines
+
+    def audit_lines(self) -> list[str]:
+        """The audit's findings per source in a few words; the sources without any on one line."""
+        if self.audit is None:
+            return []
+        named = [s for s in self.sources if s in self.audit]
+        found = [f"{name}: {findings_text(self.audit[name])}" for name in named if _any_finding(self.audit[name])]
+        clean = [name for name in named if not _any_finding(self.audit[name])]
+        if clean:
+            found.append("no findings in " + ("any source" if len(clean) == len(named) else ", ".join(clean)))
+        if len(clean) < len(named):
+            found.append("`sftc audit SPEC` names every row and what to do")
+        return [("audit    " if k == 0 else "         ") + line for k, line in enumerate(found)]
+
+
+FINDING_NAMES = {  # each kind of `runtime.audit.audit_report.KINDS`: (one, many)
+    "duplicate": ("duplicate", "duplicates"),
+    "near_duplicate": ("near duplicate", "near duplicates"),
+    "leak": ("eval leak", "eval leaks"),
+    "conflict": ("conflict", "conflicts"),
+    "suspect": ("suspect row", "suspect rows"),
+}
+
+
+def _any_finding(counts: dict[str, int]) -> bool:
+    return any(counts.get(kind) for kind in FINDING_NAMES)
+
+
+def findings_text(counts: dict[str, int]) -> str:
+    """An audit's counts in words: `2 duplicates, 1 eval leak` (or `no findings`), the one way
+    `sftc plan`, `sftc audit` and the report say them."""
+    found = [f"{counts[k]:,} {FINDING_NAMES[k][counts[k] != 1]}" for k in FINDING_NAMES if counts.get(k)]
+    return ", ".join(found) if found else "no findings"
 
 
 def no_train_examples(headline: str, sources: list[tuple[SourceStats, np.ndarray, str]], seq_len: int) -> str:

@@ -170,8 +170,29 @@ def evaluate_run(
         export_check=check.to_dict() if check else None,
         baseline=scores.baseline,
         base_values=scores.base_values,
+        topics=topic_scores(prepared, scores, run_dir, inputs),
     )
     return Outcome(ok, verdicts, values, samples, report, export_dir, check, scores.baseline, scores.base_values)
+
+
+def topic_scores(prepared, scores: Scores, run_dir: Path, inputs):
+    """The eval results per topic of the training prompts (`runtime.evaluate.topic_scores`), when
+    the run generated answers: where the model fails, beside how much data each topic has."""
+    if not scores.samples:
+        return None
+    from runtime.audit.coverage import coverage
+    from runtime.audit.read_examples import read_examples
+    from runtime.evaluate.topic_scores import run_reviews, score_metric, topic_table
+    from runtime.plan.run_inputs import eval_fingerprints
+
+    baseline = scores.baseline
+    return topic_table(
+        coverage(prepared.data_audit.examples if prepared.data_audit is not None else read_examples(prepared.pipeline)),
+        [s.to_dict() for s in scores.samples],
+        [s.to_dict() for s in baseline.samples] if baseline is not None else None,
+        score_metric(prepared.plan.gates),
+        run_reviews(run_dir, eval_fingerprints(inputs.parts)),
+    )
 
 
 def original_base(prepared, model):

@@ -272,6 +272,49 @@ def _data_lines(stats: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _about_data_lines(counts: Mapping[str, Mapping[str, int]] | None, topics: Any, chart: Path | None) -> list[str]:
+    """The audit of the data the run trained on (per source, each kind of finding), then the eval
+    results per topic of the training prompts, the weakest topic and the chart."""
+    from runtime.data.stats import FINDING_NAMES
+
+    lines = ["## About the data", ""]
+    if counts:
+        rows = [
+            [name if name != "all" else "**all**", f"{c.get('train', 0):,}", f"{c.get('eval', 0):,}"]
+            + [f"{c.get(kind, 0):,}" for kind in FINDING_NAMES]
+            for name, c in counts.items()
+        ]
+        header = ["source", "train", "eval", *(many for _, many in FINDING_NAMES.values())]
+        lines += _table(header, rows, ["l", *("r" * (len(header) - 1))]) + [""]
+        if any(counts.get("all", {}).get(kind) for kind in FINDING_NAMES):
+            lines += ["`sftc audit SPEC` names every row of each finding and what to do.", ""]
+    if topics is None:
+        return lines
+    lines += [f"Eval results per topic of the training prompts ({topics.method}).", ""]
+    rows = []
+    for t in topics.topics:
+        cells = [_cell(t.label), f"{t.train_rows:,}", f"{t.eval_rows:,}"]
+        cells.append(f"{t.tuned:.3f}" if t.tuned is not None else "")
+        cells.append(f"{t.base:.3f}" if t.base is not None else "")
+        cells.append(f"{t.gain:+.3f}" if t.gain is not None else "")
+        cells.append(f"{t.review_score:.2f} ({t.reviewed})" if t.review_score is not None else "")
+        rows.append(cells)
+    header = ["topic", "training rows", "eval rows", topics.metric, "base", "gain", "review (rows)"]
+    lines += _table(header, rows, ["l", "r", "r", "r", "r", "r", "r"]) + [""]
+    verdict = topics.verdict()
+    if verdict:
+        lines += [f"**Weakest topic** {verdict}.", ""]
+    if topics.unmatched:
+        n = topics.unmatched
+        lines += [
+            f"{n:,} eval answer{'s' * (n != 1)} of rows the audit did not read (the data changed?): left out.",
+            "",
+        ]
+    if chart is not None:
+        lines += [f"![{topics.metric} per topic against its training rows]({chart.name})", ""]
+    return lines
+
+
 def _baseline_title(baseline: Any) -> str:
     what = (
         "the base model"
@@ -434,6 +477,7 @@ def write_report(
     export_check: Mapping[str, Any] | None = None,
     baseline: Any = None,
     base_values: Mapping[str, float] | None = None,
+    topics: Any = None,
 ) -> tuple[Path, Path]:
     """Write `report.md`, `report.json` and `loss.png` into ``run_dir``; returns the two report paths.
 
@@ -447,7 +491,8 @@ def write_report(
     `ExportCheck.to_dict()`; when it did not pass, the run is reported rejected.
     ``baseline`` (a `runtime.evaluate.baseline.Baseline`) and its ``base_values`` add the
     before → after table and each row's baseline answer; in the JSON, ``baseline.samples``
-    are in the order of ``samples``.
+    are in the order of ``samples``. ``topics`` (a `runtime.evaluate.topic_scores.TopicTable`)
+    adds the eval results per topic of the data to "About the data", with its chart `topics.png`.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -503,6 +548,13 @@ def write_report(
     md += [f"![loss curve]({chart.name})", ""] if chart is not None else ["No losses were logged.", ""]
     if data_stats:
         md += ["## Data", ""] + _data_lines(data_stats)
+    topic_chart = None
+    if topics is not None:
+        from runtime.evaluate.topic_chart import write_topic_chart
+
+        topic_chart = write_topic_chart(run_dir / "topics.png", topics)
+    if (data_stats and data_stats.get("audit")) or topics is not None:
+        md += _about_data_lines((data_stats or {}).get("audit"), topics, topic_chart)
     md += ["## Generations", ""]
     base = {b.key: b for b in baseline.samples} if baseline is not None else None
     md += (
@@ -533,6 +585,7 @@ def write_report(
         "per_source": per_source,
         "loss_curve": chart.name if chart is not None else None,
         "data": data_stats,
+        "topics": {**topics.to_dict(), "chart": topic_chart.name if topic_chart else None} if topics else None,
         "export_check": export_check,
         "ranked_by": by.gate if by is not None else None,
         "samples": [{**s.to_dict(), "score": score} for s, score in ranked],

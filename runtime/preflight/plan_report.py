@@ -343,7 +343,7 @@ def _render(r: dict, plan, stats, memory_kind: str) -> str:
         f"{m['heads']} heads / {m['kv_heads']} kv, vocab {m['vocab']:,})   {tuning}, {m['dtype']}",
         f"         trainable {m['trainable']:,} of {m['params']:,} parameters   from {m['source']}",
     ]
-    lines += stats.summary().splitlines()[:2] + stats.source_lines()
+    lines += stats.summary().splitlines()[:2] + stats.source_lines() + stats.audit_lines()
     epochs = f"{r['epochs']:.1f} epochs" if r["epochs"] else "?"
     lines.append(
         f"steps    {r['steps']:,} ({epochs})   {plan.data.global_batch_size} seq x {plan.data.seq_len} tok "

@@ -38,7 +38,7 @@ class Prepared:
     pipeline: Any  # runtime.data.pipeline.DataPipeline
     config: ModelConfig
     checkpoint: Path | None  # the base checkpoint directory of an `hf(...)` model
-    data_audit: Any = None  # runtime.preflight.data_audit.DataAudit when the spec has data gates
+    data_audit: Any = None  # runtime.preflight.data_audit.DataAudit: the findings and the spec's data gates' values
 
 
 # ---------------------------------------------------------------- tokenizer
@@ -255,11 +255,11 @@ def prepare(plan: Plan, cache_dir: Path | None = None, share: Share = Share()) -
     pipeline = data_pipeline(plan, tokenizer, cache_dir, share)
     steps = plan.train.steps if plan.train.steps is not None else pipeline.total_steps
     decided = decide(plan, steps)
-    data_audit = None
-    if plan.data_gates:  # a spec without data gates pays nothing for them
-        from runtime.preflight.data_audit import audit_data
+    from runtime.preflight.data_audit import audit_data
 
-        data_audit = audit_data(pipeline, plan.data_gates)
+    data_audit = audit_data(pipeline, plan.data_gates)  # every run knows what is wrong with its data
+    pipeline.stats.audit = data_audit.audit.counts
+    if plan.data_gates:
         pipeline.stats.data_values = data_audit.values
     plan_cache.record(inputs, cache_dir, decided, pipeline.stats, tokenizer)
     reuse_freed_memory()  # after tokenizing (its threads would queue on one arena), before JAX computes

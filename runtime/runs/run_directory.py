@@ -5,12 +5,13 @@ manifest, metrics, checkpoints, the report and the export.
         spec.sft        the resolved spec (use applied, defaults written, absolute paths)
         plan.json       the plan with every number decided
         manifest.json   spec hash, the identity of every input (runtime.plan.run_inputs), data stats, versions, devices
+        audit.json      what `sftc audit` finds in the data trained on (runtime.audit.audit_report.Audit.to_dict)
         metrics.jsonl   training and eval records (runtime.train.metrics_log)
         tb/             TensorBoard event files
         tokenizer/      the tokenizer the run used (Hugging Face files)
         checkpoints/    Orbax checkpoints (train state + data position)
         status.json     where the run stands: trained (evaluation to do) | done | interrupted | nan | error
-        loss.png, report.md, report.json, export/
+        loss.png, topics.png, report.md, report.json, export/
 
 `sftc run` resumes the latest run directory when it is unfinished (interrupted, or
 trained but not yet evaluated) and its inputs still match (`runtime.runs.resume`); when they
@@ -121,6 +122,11 @@ def write_manifest(run_dir: Path, plan: Plan, stats: dict, inputs: Any) -> None:
         "cwd": os.getcwd(),
     }
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def write_audit(run_dir: Path, audit: Any) -> None:
+    """The audit of the data the run trains on (an `Audit`): `sftc diff RUN RUN` compares findings."""
+    (run_dir / "audit.json").write_text(json.dumps(audit.to_dict(), ensure_ascii=False, indent=1) + "\n")
 
 
 def write_plan(run_dir: Path, plan: Plan) -> None:

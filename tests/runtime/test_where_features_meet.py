@@ -379,3 +379,117 @@ def test_an_edited_eval_file_retires_its_judgements_and_refuses_their_export(pro
     result = export_corrections(run_dir, tmp_path / "fixes.jsonl", cache_dir=str(root / "cache" / "data"))
     assert result.written == 0 and len(result.refused) == len(moved)
     assert all("changed since the run" in r for r in result.refused)
+
+
+# ---------------------------------------------------------------- the audit: topics, review corrections
+
+
+def test_every_eval_sample_falls_in_a_topic_with_its_own_base_answer_and_its_own_reviews(project, tmp_path):
+    """Each sample of every shape is scored in the topic of its prompt: the base model answers
+    exactly (the reference) only on the reasoning turns, so a topic's base score is its share of
+    them; a reviewer scores turn 3 five and the rest one, so a topic's review score is its mix."""
+    from runtime.audit.coverage import coverage
+    from runtime.evaluate.topic_scores import run_reviews, topic_table
+    from runtime.plan.sample_origin import sample_id
+    from runtime.review.rows import load_rows
+    from runtime.review.store import Judgement, ReviewStore, answer_sha
+
+    root, prepared, samples = project
+    run_dir = make_run(tmp_path, prepared, samples, "a", base_text=lambda s, k: s.reference if s.turn else "no")
+    rows = load_rows(run_dir)
+    store = ReviewStore(run_dir)
+    for r in rows.rows:
+        store.add(
+            Judgement(
+                r.id, "tuned", "ada", 5 if r.turn == 3 else 1, False, None, None, r.fingerprint, answer_sha(r.tuned)
+            )
+        )
+    cover = coverage(prepared.data_audit.examples)
+    ids = [sample_id(s.source, s.file, s.line, s.turn) for s in samples]
+    assert all(i in cover.topic_of for i in ids)
+    report = json.loads((run_dir / "report.json").read_text())
+    base = report["baseline"]["samples"]
+    table = topic_table(cover, report["samples"], base, "exact_match", run_reviews(run_dir, rows.fingerprints))
+    assert table.unmatched == 0 and sum(t.eval_rows for t in table.topics) == len(samples)
+    for k, topic in enumerate(table.topics):
+        mine = [s for s, i in zip(samples, ids) if cover.topic_of[i] == k]
+        assert topic.eval_rows == len(mine)
+        if mine:
+            assert topic.tuned == 0.0 and topic.base == pytest.approx(sum(s.turn is not None for s in mine) / len(mine))
+            scores = [5 if s.turn == 3 else 1 for s in mine]
+            assert (topic.review_score, topic.reviewed) == (pytest.approx(sum(scores) / len(scores)), len(mine))
+
+
+def test_sftc_audit_reads_a_runs_answers_per_topic(project, tmp_path, capsys, monkeypatch):
+    root, prepared, samples = project
+    run_dir = make_run(tmp_path, prepared, samples, "a")
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("SFTC_CACHE", str(root / "cache"))
+    assert main(["audit", "meet.sft", "--run", str(run_dir), "--json"]) == 0
+    topics = json.loads(capsys.readouterr().out)["topics"]
+    assert topics["unmatched"] == 0 and topics["metric"] == "rouge_l"
+    assert sum(t["eval_rows"] for t in topics["topics"]) == len(samples)
+    assert topics["chart"] == str(run_dir / "audit-topics.png") and (run_dir / "audit-topics.png").is_file()
+    assert main(["audit", "meet.sft", "--run", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "eval rows, rouge_l" in out and f"chart: {run_dir / 'audit-topics.png'}" in out
+    assert main(["audit", "meet.sft", "--run", str(tmp_path)]) == 2  # not a run directory
+    assert "not a run directory" in capsys.readouterr().err
+
+
+FIX_SOURCES = {  # shape -> the source that reads its exported corrections (settings, the template it shares)
+    "pc": ("", "qa"),
+    "sep": ("", "qa"),
+    "chat": ("", "asked"),
+    "msgs": ("", None),
+    "share": (" { rename = (dialog = conversations) }", "talk"),
+    "alp": ("", "instr"),
+    "tools": ("", None),
+    "think": ("", None),
+}
+
+
+def test_review_corrections_added_as_data_are_audited_as_eval_leaks_in_every_shape(project, tmp_path, capsys):
+    """The corrections of every shape, each written back as a source of its own shape: every
+    corrected eval row is flagged, its prompt now trained (with the corrected answer), naming the
+    eval row and the correction's line."""
+    import os
+
+    from runtime.review.corrections import export_corrections
+
+    root, prepared, samples = project
+    run_dir = make_run(tmp_path, prepared, samples, "a")
+    _correct_all(run_dir, lambda r: f"fixed {r.id}")
+    export_corrections(run_dir, tmp_path / "fixes.jsonl", cache_dir=str(root / "cache" / "data"))
+    copy = tmp_path / "project"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("cache", "runs"))
+    by_shape: dict[str, list[str]] = {}
+    for line in (tmp_path / "fixes.jsonl").read_text().splitlines():
+        by_shape.setdefault(json.loads(line)["review"]["row"].split(":")[0], []).append(line)
+    assert set(by_shape) == set(FIX_SOURCES)
+    spec = (copy / "meet.sft").read_text()
+    for shape, (settings, template) in FIX_SOURCES.items():
+        (copy / f"fix-{shape}.jsonl").write_text("\n".join(by_shape[shape]) + "\n")
+        spec = spec.replace(
+            "template qa for", f'data fix_{shape} = jsonl("fix-{shape}.jsonl"){settings}\ntemplate qa for', 1
+        )
+        if template is not None:
+            spec = spec.replace(f"template {template} for ", f"template {template} for fix_{shape}, ", 1)
+    (copy / "fixed.sft").write_text(spec)
+    old = os.getcwd()
+    os.chdir(copy)
+    try:
+        assert main(["audit", "fixed.sft", "--json"]) == 0, capsys.readouterr().err
+    finally:
+        os.chdir(old)
+    report = json.loads(capsys.readouterr().out)
+    leaked = {}
+    for f in report["findings"]:
+        if f["kind"] == "leak" and any(i.startswith("fix_") for i in f["ids"]):
+            leaked[f["ids"][0]] = f
+    for s in samples:
+        if s.source == "toks":
+            continue  # pre-tokenized rows are refused by the export
+        row = f"{s.source}:{Path(s.file).name}:{s.line}" + (f"#{s.turn}" if s.turn is not None else "")
+        assert row in leaked, row
+        assert any(f"fix-{s.source}.jsonl:" in w for w in leaked[row]["wheres"]), leaked[row]

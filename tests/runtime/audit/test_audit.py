@@ -155,6 +155,27 @@ def test_coverage_groups_topics_deterministically():
     assert coverage(rows[:2]).topics == []
 
 
+def test_every_example_is_given_its_topic_and_an_eval_prompt_the_nearest():
+    m = Maker(seed=7)
+    pools = [m.vocab[k * 100 : k * 100 + 40] for k in range(3)]
+    rows, held_out = [], []
+    for p, pool in enumerate(pools):
+        for n in range(44):
+            q = " ".join(m.rng.choice(pool) for _ in range(12))
+            rows.append(m.row("qa", q, m.answer(), split="eval" if n >= 40 else "train"))
+            if n >= 40:
+                held_out.append((rows[-1].id, p))
+    result = coverage(rows, k=3)
+    assert set(result.topic_of) == {e.id for e in rows}
+    for e in rows:
+        if e.split == "train":  # a training prompt's topic is the group that counts it
+            terms = result.topics[result.topic_of[e.id]].terms
+            assert all(term in next(p for p in pools if terms[0] in p) for term in terms)
+    for example_id, p in held_out:  # an eval prompt of a pool falls in that pool's topic
+        assert result.topics[result.topic_of[example_id]].terms[0] in pools[p]
+    assert sum(t.size for t in result.topics) == 120  # eval prompts are assigned, not counted
+
+
 @pytest.mark.slow
 def test_a_hundred_thousand_rows():
     p = planted(seed=11, n=100_000, per_kind=40)
@@ -164,3 +185,25 @@ def test_a_hundred_thousand_rows():
         precision, recall = precision_recall(found, p.truth[kind])
         assert precision >= 0.95 and recall >= 0.95, (kind, precision, recall)
     assert result.coverage is not None and 2 <= len(result.coverage.topics) <= 20
+
+
+def test_every_kind_of_finding_has_its_words():
+    from runtime.data.stats import FINDING_NAMES, findings_text
+
+    assert tuple(FINDING_NAMES) == KINDS
+    assert findings_text({"duplicate": 2, "leak": 1, "examples": 9}) == "2 duplicates, 1 eval leak"
+    assert findings_text({"examples": 9, "suspect": 0}) == "no findings"
+
+
+def test_an_eval_prompt_trained_with_another_answer_is_a_leak():
+    m = Maker(seed=8)
+    rows = clean(m, 60, 10)
+    question = rows[-1].prompt.removeprefix("### Question:\n").removesuffix("\n### Answer:\n")
+    taught = m.row("fixes", question, "a corrected answer of a reviewer, nothing like the eval reference")
+    result = audit([*rows, taught], AuditSettings(coverage=False))
+    (leak,) = result.of("leak")
+    assert (leak.what, leak.ids) == ("prompt", (rows[-1].id, taught.id)) and "another answer" in leak.message
+    assert result.counts["fixes"]["leak"] == 1 and not result.of("conflict")
+    copy = m.row("fixes", question, rows[-1].completion)  # the same text: an exact leak, said once
+    (leak,) = audit([*rows, copy], AuditSettings(coverage=False)).of("leak")
+    assert leak.what == "exact"

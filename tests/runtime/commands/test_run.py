@@ -28,6 +28,7 @@ def test_run_writes_a_complete_run_directory(project, capsys):
         "loss.png",
         "report.md",
         "report.json",
+        "audit.json",
         "tokenizer/tokenizer.json",
         "export/config.json",
         "export/model.safetensors",
@@ -40,6 +41,10 @@ def test_run_writes_a_complete_run_directory(project, capsys):
     assert set(manifest["data"]["fingerprints"]) == {"sums"} and manifest["packages"]["jax"]
     assert manifest["spec_hash"] == plan["spec_hash"]
     assert json.loads((run_dir / "status.json").read_text())["status"] == "done"
+    audit = json.loads((run_dir / "audit.json").read_text())  # what `sftc diff RUN RUN` compares
+    assert audit["counts"]["sums"]["train"] + audit["counts"]["sums"]["eval"] == 100
+    assert manifest["data"]["stats"]["audit"] == audit["counts"]
+    assert "## About the data" in (run_dir / "report.md").read_text()
     train = [r for r in read_metrics(run_dir) if r["kind"] == "train"]
     assert [r["step"] for r in train] == list(range(1, 13))  # a short run logs every step
     assert all({"loss", "lr", "tokens_per_s", "grad_norm"} <= set(r) for r in train)
