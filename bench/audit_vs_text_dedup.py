@@ -16,7 +16,16 @@ JSON lines, and runs each side in a fresh process on the same file:
 
 Prints each side's seconds (load included), peak RSS (the process and, for text-dedup, its
 largest worker), how many rows each marks as copies, recall on the planted pairs, their ratio
-and the machine.
+and the machine. For sftc also the split of its time (loading the rows as `AuditedExample`s, then
+`find_copies`) and the peak once the rows are loaded ("data alone"), so that what `find_copies`
+adds shows.
+
+A side's peak is its own process's high-water RSS (``VmHWM`` of /proc/self/status), not
+``getrusage``'s ``ru_maxrss``: on Linux a process started from this one inherits this one's peak
+in ``ru_maxrss`` (the kernel carries it over the fork and exec), and this one held the generated
+rows, so ``ru_maxrss`` would report this script's memory whenever it is the larger. Workers'
+peaks (text-dedup's ``--num_proc``) are ``ru_maxrss`` of the waited-for children: forked from the
+side's process, they count the pages they share with it at the fork.
 """
 
 from __future__ import annotations
@@ -86,8 +95,17 @@ def generate(n: int, seed: int = 0) -> tuple[list[dict], list[tuple[int, int]], 
 
 
 def peak_mib() -> tuple[float, float]:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    """(this process's peak RSS, its largest waited-for child's) in MiB. The process's own is
+    VmHWM, which starts afresh at exec (``ru_maxrss`` carries the parent's over; see above)."""
+    unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / unit / 1024
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                own = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / unit / 1024
     return own, children
 
 

@@ -6,10 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class AuditedExample:
     """``id`` is the sample's one identity (`runtime.plan.sample_origin.sample_id`: source,
-    file, line and turn); ``where`` is ``file:line`` (plus ``#turn``) for messages."""
+    file, line and turn); ``where`` is ``file:line`` (plus ``#turn``) for messages.
+
+    Slotted: an audit holds one per row (a million at once), and a per-instance ``__dict__``
+    would cost about 100 bytes more per row than the fields' slots."""
 
     id: str
     source: str

@@ -15,9 +15,19 @@ computed with numpy for a chunk of texts at once instead of one MinHash object a
 per band per row: per-row Python work made 134k rows take 157 s. A chunk's shingles are hashed in
 one pass over its code points, each permutation's minima are one ``np.minimum.reduceat``, each
 band is one uint64 key per row and rows sharing a key are found by sorting, and the candidate pairs'
-Jaccards are computed a block at a time by sorting (pair, shingle) keys. Nothing is kept per row
-but the band keys (8 bytes per band); shingle sets are recomputed for the rows of a block of
-candidates. The results are those of the per-row datasketch index this replaced.
+Jaccards are computed a block at a time by sorting (pair, shingle) keys. The results are those of
+the per-row datasketch index this replaced.
+
+Memory is a fixed few bytes per row besides the examples themselves: texts are read from the
+examples a chunk at a time and never copied per row; exact copies are found by an 8-byte digest
+of each normalized text (rows that share a digest are compared text by text, so a collision
+cannot join two texts); what is kept per row is that digest, row numbers and the band keys
+(8 bytes per band, 72 bytes for 64 permutations at 0.9), in numpy arrays; shingle sets are
+recomputed for the rows of a block of candidates. Besides, one chunk's temporaries (CHUNK_CHARS)
+and one block of candidates' shingle sets (PAIR_BLOCK). On bench/audit_vs_text_dedup.py's 1M rows
+(about 470 characters each) the peak is about 170 MiB above the 760 MiB the examples take
+(AMD EPYC, 2 cores: 1,015 MiB in all, 42 s); copies of the texts and normalized keys per row had
+made it 2,550 MiB.
 
 Why 5-character shingles and not 3-word ones: at a threshold of 0.9 a single edited word in a
 40-word text already takes word 3-shingles to about 0.85 (three shingles lost, three gained), so
@@ -34,10 +44,13 @@ candidate with probability ≥ 0.99; the confirmation removes the extra candidat
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
 
 import numpy as np
 from datasketch import MinHash
@@ -142,8 +155,9 @@ def lsh_bands(threshold: float, num_perm: int, recall: float = 0.99) -> tuple[in
 _FOLD = np.uint64(0x9E3779B97F4A7C15)
 _LOW32 = np.uint64(0xFFFFFFFF)
 _FMIX32 = (np.uint32(16), np.uint32(0x85EBCA6B), np.uint32(13), np.uint32(0xC2B2AE35), np.uint32(16))
-CHUNK_CHARS = 2_000_000  # code points shingled at once: bounds the temporaries (~100 MB)
-PAIR_BLOCK = 8_192  # candidate pairs confirmed at once
+CHUNK_CHARS = 500_000  # code points shingled at once: bounds the temporaries (~30 MB; larger is no faster)
+ROW_BLOCK = 65_536  # rows whose indices (or text digests) are Python objects at once
+PAIR_BLOCK = 1_024  # candidate pairs confirmed at once: their shingle sets are held (~30 MB for 500-char texts)
 BIG_RUN = 256  # rows sharing one band key above which their pairs are listed run by run
 
 
@@ -168,17 +182,26 @@ def _window_hashes(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
     counts = np.where(lengths >= SHINGLE, lengths - SHINGLE + 1, 0)
     owner = np.repeat(np.arange(len(strings), dtype=np.int64), counts)
     total = int(counts.sum())
-    if total:
+    if total:  # hashed in place: the temporaries are a few arrays of the chunk's length
         points = np.frombuffer("".join(strings).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
         n = len(points) - SHINGLE + 1
-        h = np.zeros(n, dtype=np.uint64)
-        for j in range(SHINGLE):
-            h = h * np.uint64(1_000_003) + points[j : j + n] + np.uint64(1)
+        h = points[:n] + np.uint64(1)
+        for j in range(1, SHINGLE):
+            h *= np.uint64(1_000_003)
+            h += points[j : j + n]
+            h += np.uint64(1)
         del points
-        starts = np.cumsum(lengths) - lengths
-        first = np.cumsum(counts) - counts
-        h = h[starts[owner] + (np.arange(total, dtype=np.int64) - first[owner])]
-        hashes = (((h ^ (h >> np.uint64(29))) * _FOLD) >> np.uint64(32)).astype(np.uint32)
+        crossing = np.zeros(n + SHINGLE, dtype=bool)  # windows that start in a string and end in the next
+        ends = np.cumsum(lengths)
+        for k in range(1, SHINGLE):
+            crossing[ends[lengths >= k] - k] = True
+        h = h[~crossing[:n]]
+        del crossing
+        h ^= h >> np.uint64(29)
+        h *= _FOLD
+        h >>= np.uint64(32)
+        hashes = h.astype(np.uint32)
+        del h
     else:
         hashes = np.zeros(0, dtype=np.uint32)
     short = np.flatnonzero((lengths > 0) & (lengths < SHINGLE))
@@ -190,65 +213,120 @@ def _window_hashes(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return owner, hashes
 
 
-def _chunks(texts: Sequence[str], rows: Sequence[int]) -> Iterable[tuple[int, int]]:
-    """[start, end) slices of ``rows`` with about CHUNK_CHARS characters each."""
-    start, chars = 0, 0
-    for k, i in enumerate(rows):
-        chars += len(texts[i])
-        if chars >= CHUNK_CHARS:
-            yield start, k + 1
-            start, chars = k + 1, 0
-    if start < len(rows):
-        yield start, len(rows)
+class _Column:
+    """One text attribute of each example, read when asked for (nothing copied per row)."""
+
+    def __init__(self, examples: Sequence[Any], attribute: str) -> None:
+        self.examples, self.get = examples, attrgetter(attribute)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, row: int) -> str:
+        return self.get(self.examples[row])
+
+
+Texts = Sequence[str] | _Column  # a text per row
+
+
+def _source_codes(sources: Iterable[str], count: int) -> np.ndarray:
+    """Each row's source as a small integer (the order in which sources first appear)."""
+    codes: dict[str, int] = {}
+    return np.fromiter((codes.setdefault(s, len(codes)) for s in sources), dtype=np.int32, count=count)
+
+
+def _as_rows(rows: Iterable[int]) -> np.ndarray:
+    return rows if isinstance(rows, np.ndarray) else np.asarray(list(rows), dtype=np.int64)
 
 
 class _Shingler:
     """The shingles of each text less its source's boilerplate, computed for a batch of rows at
-    once and on demand (nothing kept per row)."""
+    once and on demand (nothing kept per row). ``texts``: a text per row (a list, or a `_Column`
+    read as needed); ``sources``: a source per row (names, or `_source_codes`)."""
 
-    def __init__(self, texts: Sequence[str], sources: Sequence[str], indices: Iterable[int]) -> None:
+    def __init__(self, texts: Texts, sources: Sequence[str] | np.ndarray, indices: Iterable[int]) -> None:
+        if not isinstance(sources, np.ndarray):
+            sources = _source_codes(sources, len(sources))
         self.texts, self.sources = texts, sources
-        self.boilerplate: dict[str, np.ndarray] = {}
-        by_source: dict[str, list[int]] = defaultdict(list)
-        for i in indices:
-            by_source[sources[i]].append(i)
-        for source, rows in by_source.items():
+        self.boilerplate: dict[int, np.ndarray] = {}
+        indices = _as_rows(indices)
+        present = self.sources[indices]
+        for source in np.unique(present).tolist():
+            rows = indices[present == source]  # in the order of ``indices``
             if len(rows) < BOILERPLATE_MIN_TEXTS:
                 continue
-            sample = rows if len(rows) <= BOILERPLATE_SAMPLE else random.Random(0).sample(rows, BOILERPLATE_SAMPLE)
-            _, values = self.rows(sample, distinct=True)
-            if not len(values):
-                continue
-            values = np.sort(values)
-            starts = np.flatnonzero(np.r_[True, values[1:] != values[:-1]])
-            counts = np.diff(np.r_[starts, len(values)])
-            common = values[starts][counts > BOILERPLATE_SHARE * len(sample)]
+            if len(rows) > BOILERPLATE_SAMPLE:  # random.sample draws the same positions for any population
+                rows = rows[random.Random(0).sample(range(len(rows)), BOILERPLATE_SAMPLE)]
+            common = self._common(rows)
             if len(common):
                 self.boilerplate[source] = common
 
-    def rows(self, rows: Sequence[int], distinct: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _common(self, rows: np.ndarray) -> np.ndarray:
+        """The sorted hashes in more than BOILERPLATE_SHARE of the texts of ``rows``, without
+        holding all their shingles: a hash above the share of all the texts is above it in one
+        chunk of them at least, so each chunk proposes its own, and a second pass counts those."""
+        proposed = [np.zeros(0, dtype=np.uint32)]
+        for start, end, _, hashes in self.chunks(rows, distinct=True):
+            if not len(hashes):
+                continue
+            hashes = np.sort(hashes)
+            starts = np.flatnonzero(np.r_[True, hashes[1:] != hashes[:-1]])
+            texts = np.diff(np.r_[starts, len(hashes)])
+            proposed.append(hashes[starts][texts > BOILERPLATE_SHARE * (end - start)])
+        candidates = _sorted_distinct(np.concatenate(proposed))
+        if not len(candidates):
+            return candidates
+        texts = np.zeros(len(candidates), dtype=np.int64)
+        for *_, hashes in self.chunks(rows, distinct=True):
+            found = np.searchsorted(candidates, hashes[np.isin(hashes, candidates)])
+            texts += np.bincount(found, minlength=len(candidates))
+        return candidates[texts > BOILERPLATE_SHARE * len(rows)]
+
+    def chunks(
+        self, rows: Sequence[int] | np.ndarray, distinct: bool
+    ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+        """(start, end, owner, hash) for consecutive slices ``rows[start:end]`` of about
+        CHUNK_CHARS characters: the shingles of those rows, grouped by owner (the position in
+        the slice); ``distinct``: each text's hashes sorted and distinct (its shingle set). Only
+        one slice's texts and arrays are held at a time."""
+        rows = _as_rows(rows)
+        start, strings, chars = 0, [], 0
+        for block in range(0, len(rows), ROW_BLOCK):
+            for i in rows[block : block + ROW_BLOCK].tolist():
+                strings.append(_lower(self.texts[i]))
+                chars += len(strings[-1])
+                if chars >= CHUNK_CHARS:
+                    end = start + len(strings)
+                    yield start, end, *self._hashes(rows[start:end], strings, distinct)
+                    start, strings, chars = end, [], 0
+        if strings:
+            yield start, len(rows), *self._hashes(rows[start:], strings, distinct)
+
+    def rows(self, rows: Sequence[int] | np.ndarray, distinct: bool) -> tuple[np.ndarray, np.ndarray]:
         """(owner, hash) of the shingles of ``rows`` (owner: the position in ``rows``), grouped by
         owner; ``distinct``: each text's hashes sorted and distinct (its shingle set)."""
         owners, values = [], []
-        for start, end in _chunks(self.texts, rows):
-            part = rows[start:end]
-            owner, hashes = _window_hashes([_lower(self.texts[i]) for i in part])
-            if distinct:
-                key = _sorted_distinct((owner.astype(np.uint64) << np.uint64(32)) | hashes)
-                owner, hashes = (key >> np.uint64(32)).astype(np.int64), (key & _LOW32).astype(np.uint32)
-            if self.boilerplate:
-                owner, hashes = self._content(part, owner, hashes)
+        for start, _, owner, hashes in self.chunks(rows, distinct):
             owners.append(owner + start)
             values.append(hashes)
         if not owners:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.uint32)
         return np.concatenate(owners), np.concatenate(values)
 
-    def _content(self, part: Sequence[int], owner: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _hashes(self, part: np.ndarray, strings: list[str], distinct: bool) -> tuple[np.ndarray, np.ndarray]:
+        owner, hashes = _window_hashes(strings)
+        if distinct:
+            key = _sorted_distinct((owner.astype(np.uint64) << np.uint64(32)) | hashes)
+            owner, hashes = (key >> np.uint64(32)).astype(np.int64), (key & _LOW32).astype(np.uint32)
+        if self.boilerplate:
+            owner, hashes = self._content(part, owner, hashes)
+        return owner, hashes
+
+    def _content(self, part: np.ndarray, owner: np.ndarray, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Leave out each text's boilerplate shingles, unless that leaves none (all template:
         the whole text is compared)."""
         drop = np.zeros(len(hashes), dtype=bool)
-        sources = np.array([self.sources[i] for i in part], dtype=object)
+        sources = self.sources[part]
         for source, common in self.boilerplate.items():
             mine = sources == source
             if mine.any():
@@ -268,51 +346,59 @@ def _signatures(owner: np.ndarray, hashes: np.ndarray, n: int, a: np.ndarray, b:
     a text without shingles keeps the all-maximum signature of an empty MinHash."""
     s1, m1, s2, m2, s3 = _FMIX32
     hv = hashes ^ (hashes >> s1)
-    hv = hv * m1
-    hv = hv ^ (hv >> s2)
-    hv = hv * m2
-    hv = hv ^ (hv >> s3)
+    hv *= m1
+    hv ^= hv >> s2
+    hv *= m2
+    hv ^= hv >> s3
     signature = np.full((n, len(a)), np.uint32(0xFFFFFFFF), dtype=np.uint32)
     if len(hv):
         firsts = np.flatnonzero(np.r_[True, owner[1:] != owner[:-1]])
         present = owner[firsts]
+        permuted = np.empty_like(hv)
         for p in range(len(a)):
-            signature[present, p] = np.minimum.reduceat(hv * a[p] + b[p], firsts)
+            np.multiply(hv, a[p], out=permuted)
+            permuted += b[p]
+            signature[present, p] = np.minimum.reduceat(permuted, firsts)
     return signature
 
 
-def _band_keys(shingler: _Shingler, rows: Sequence[int], num_perm: int, bands: int, width: int) -> np.ndarray:
-    """[len(rows), bands] uint64: each row's MinHash signature, one key per LSH band (equal bands,
-    equal keys). The signature is `datasketch.MinHash(num_perm, seed=1)` updated with the row's
-    shingle hashes (datasketch's permutations and murmur pre-mix), for all rows of a chunk at once:
-    one ``np.minimum.reduceat`` per permutation over the chunk's concatenated shingle hashes."""
+def _band_keys(shingler: _Shingler, rows: np.ndarray, num_perm: int, bands: int, width: int) -> np.ndarray:
+    """[bands, len(rows)] uint64: each row's MinHash signature, one key per LSH band (equal bands,
+    equal keys), band by band (each band's keys contiguous, to be sorted). The signature is
+    `datasketch.MinHash(num_perm, seed=1)` updated with the row's shingle hashes (datasketch's
+    permutations and murmur pre-mix), for all rows of a chunk at once: one ``np.minimum.reduceat``
+    per permutation over the chunk's concatenated shingle hashes."""
     a, b = MinHash(num_perm=num_perm, seed=1).permutations.astype(np.uint32)
-    keys = np.zeros((len(rows), bands), dtype=np.uint64)
-    for start, end in _chunks(shingler.texts, rows):
-        owner, hv = shingler.rows(rows[start:end], distinct=False)
+    keys = np.zeros((bands, len(rows)), dtype=np.uint64)
+    for start, end, owner, hv in shingler.chunks(rows, distinct=False):
         signature = _signatures(owner, hv, end - start, a, b)
         key = np.zeros((end - start, bands), dtype=np.uint64)
         for c in range(width):
             key = key * np.uint64(0x100000001B3) + signature[:, c : bands * width : width].astype(np.uint64)
             key ^= key >> np.uint64(31)
-        keys[start:end] = key
+        keys[:, start:end] = key.T
     return keys
 
 
 def _candidates(keys: np.ndarray, skip_from: int) -> np.ndarray:
     """Distinct pairs (lo, hi) of row positions sharing at least one band key, as codes
     lo * n + hi, sorted; pairs whose lower position is ``skip_from`` or more are left out."""
-    n = len(keys)
+    n = keys.shape[1]
     found = []
-    for band in range(keys.shape[1]):
-        order = np.argsort(keys[:, band], kind="stable")
-        sorted_keys = keys[order, band]
-        same = sorted_keys[1:] == sorted_keys[:-1]
+    for band in keys:
+        order = np.argsort(band, kind="stable")
+        ordered = band[order]
+        same = ordered[1:] == ordered[:-1]
+        del ordered
         if not same.any():
             continue
-        run = np.cumsum(np.r_[True, ~same]) - 1
+        run = np.cumsum(np.r_[True, ~same])
+        run -= 1
+        del same
         size = np.bincount(run)
-        small = (size[run] >= 2) & (size[run] <= BIG_RUN)
+        run_size = size[run]
+        small = (run_size >= 2) & (run_size <= BIG_RUN)
+        del run_size
         members, member_run = order[small], run[small]
         d = 1
         while d < len(members):
@@ -322,8 +408,9 @@ def _candidates(keys: np.ndarray, skip_from: int) -> np.ndarray:
             x, y = members[:-d][linked], members[d:][linked]
             found.append(np.minimum(x, y) * n + np.maximum(x, y))
             d += 1
-        starts = np.cumsum(size) - size
-        for r in np.flatnonzero(size > BIG_RUN):
+        big = np.flatnonzero(size > BIG_RUN)
+        starts = np.cumsum(size) - size if len(big) else size
+        for r in big:
             rows = np.sort(order[starts[r] : starts[r] + size[r]])
             i, j = np.triu_indices(len(rows), 1)
             found.append(rows[i] * n + rows[j])
@@ -341,14 +428,14 @@ def _segments(offsets: np.ndarray, sizes: np.ndarray, which: np.ndarray) -> tupl
     return pair, offsets[which][pair] + (np.arange(int(lengths.sum()), dtype=np.int64) - first[pair])
 
 
-def _jaccards(shingler: _Shingler, rows: Sequence[int], lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+def _jaccards(shingler: _Shingler, rows: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """The exact Jaccard of each pair of row positions: their shingle sets are computed for a
     block of pairs at a time and intersected by sorting (pair, hash) keys."""
     out = np.zeros(len(lo), dtype=np.float64)
     for s in range(0, len(lo), PAIR_BLOCK):
         a, b = lo[s : s + PAIR_BLOCK], hi[s : s + PAIR_BLOCK]
         involved = _sorted_distinct(np.concatenate([a, b]))
-        owner, values = shingler.rows([rows[k] for k in involved], distinct=True)
+        owner, values = shingler.rows(rows[involved], distinct=True)
         sizes = np.bincount(owner, minlength=len(involved))
         offsets = np.cumsum(sizes) - sizes
         ia, ib = np.searchsorted(involved, a), np.searchsorted(involved, b)
@@ -369,12 +456,12 @@ def _jaccards(shingler: _Shingler, rows: Sequence[int], lo: np.ndarray, hi: np.n
 
 
 def _near_pairs(
-    texts: Sequence[str],
-    sources: Sequence[str],
-    rows: Sequence[int],
+    texts: Texts,
+    sources: Sequence[str] | np.ndarray,
+    rows: np.ndarray,
     threshold: float,
     num_perm: int,
-    boilerplate_rows: Iterable[int] | None = None,
+    boilerplate_rows: np.ndarray | None = None,
     skip_from: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs of ``rows`` (as positions lo < hi) whose exact Jaccard is at least ``threshold``,
@@ -420,48 +507,117 @@ class _UnionFind:
         return out
 
 
-def _distinct(rows: Iterable[int], keys: Sequence[str]) -> dict[str, list[int]]:
-    """Rows by key, in first-seen order."""
-    out: dict[str, list[int]] = {}
-    for i in rows:
-        out.setdefault(keys[i], []).append(i)
-    return out
+def _digest(text: str) -> bytes:
+    """8 bytes that stand for a normalized text: equal texts, equal digests (different texts
+    that share one are told apart by comparing them, see `_same_text`)."""
+    return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=8).digest()
+
+
+def _groups(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(order, starts, sizes): positions sorted by key (stably: ascending within a key), and
+    where each run of equal keys starts in that order and how long it is."""
+    order = np.argsort(keys, kind="stable")
+    if not len(order):
+        return order, order, order
+    ordered = keys[order]
+    starts = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1]])
+    return order, starts, np.diff(np.r_[starts, len(order)])
+
+
+def _first_alike(rows: np.ndarray, keys: np.ndarray) -> np.ndarray:
+    """For each of ``rows`` (ascending), the first of ``rows`` with the same key."""
+    order, starts, sizes = _groups(keys)
+    first = np.empty(len(rows), dtype=np.int64)
+    first[order] = np.repeat(rows[order[starts]], sizes)
+    return first
+
+
+def _same_text(rows: np.ndarray, text: Callable[[int], str]) -> np.ndarray:
+    """For each of ``rows`` (ascending), the first of ``rows`` whose text is the same once
+    normalized (`normalized`). What is kept per row is an 8-byte digest, not the text: rows are
+    grouped by digest, and the members of a group are compared with its first one by one, so
+    that texts that only share a digest are told apart."""
+    digests = np.empty(len(rows), dtype=np.uint64)
+    for start in range(0, len(rows), ROW_BLOCK):
+        part = rows[start : start + ROW_BLOCK].tolist()
+        digests[start : start + len(part)] = np.frombuffer(
+            b"".join([_digest(normalized(text(i))) for i in part]), dtype=np.uint64
+        )
+    order, starts, sizes = _groups(digests)
+    del digests
+    first = np.empty(len(rows), dtype=np.int64)
+    first[order] = np.repeat(rows[order[starts]], sizes)
+    for start, size in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist()):
+        members = rows[order[start : start + size]].tolist()
+        head = normalized(text(members[0]))
+        if all(normalized(text(i)) == head for i in members[1:]):
+            continue
+        seen: dict[str, int] = {}  # a digest shared by different texts: group them by the text
+        for k, i in zip(order[start : start + size].tolist(), members):
+            first[k] = seen.setdefault(normalized(text(i)), i)
+    return first
+
+
+def _listed(rows: np.ndarray, first: np.ndarray) -> list[tuple[int, ...]]:
+    """The groups of ``rows`` that share their ``first`` row and have two rows or more, each in
+    row order, in the order of their first rows."""
+    order, starts, sizes = _groups(first)
+    return [
+        tuple(rows[order[s : s + z]].tolist()) for s, z in zip(starts[sizes > 1].tolist(), sizes[sizes > 1].tolist())
+    ]
 
 
 def find_copies(examples: Sequence[AuditedExample], threshold: float = 0.9, num_perm: int = 64) -> Copies:
     """Duplicates and near duplicates among the training examples (within a source and across
     sources), eval examples leaked from them, and conflicting answers. Rows are indices into
-    ``examples``; each group is in the order of ``examples`` (the first stays)."""
+    ``examples``; each group is in the order of ``examples`` (the first stays).
+
+    Memory beyond the examples is a few arrays of a few bytes per row (an 8-byte text digest and
+    row numbers, and ``num_perm`` / rows-per-band LSH keys of 8 bytes) and one chunk of texts
+    being shingled; texts are read from the examples as needed and never copied per row."""
     if not 0 < threshold <= 1:
         raise ValueError(f"the near-copy threshold is a Jaccard similarity in (0, 1], not {threshold}")
-    texts = [e.text for e in examples]
-    sources = [e.source for e in examples]
-    train = [i for i, e in enumerate(examples) if e.split == "train"]
-    evals = [i for i, e in enumerate(examples) if e.split != "train"]
-    keys = [normalized(t) for t in texts]
+    n = len(examples)
+    texts = _Column(examples, "text")
+    sources = _source_codes((e.source for e in examples), n)
+    is_train = np.fromiter((e.split == "train" for e in examples), dtype=bool, count=n)
+    train, evals = np.flatnonzero(is_train), np.flatnonzero(~is_train)
+    del is_train
+    same = _same_text(np.arange(n, dtype=np.int64), texts.__getitem__)  # the first row with the same text
 
     # exact duplicates: one group per normalized text, the first row stays
-    by_text = _distinct(train, keys)
-    duplicates = [CopyGroup(tuple(rows), True, 1.0) for rows in by_text.values() if len(rows) > 1]
-    representatives = [rows[0] for rows in by_text.values()]
+    first_train = _first_alike(train, same[train])
+    duplicates = [CopyGroup(rows, True, 1.0) for rows in _listed(train, first_train)]
+    representatives = train[first_train == train]
+    del first_train
+    taught = np.zeros(n, dtype=bool)  # by `same`: a text that some training row has
+    taught[same[train]] = True
 
     # near duplicates among the distinct training texts, and the eval texts that nearly copy one
-    unique_evals = _unique_evals(evals, keys)
-    open_evals = [i for i in unique_evals if keys[i] not in by_text]
-    rows = representatives + open_evals
+    unique_evals = evals[_first_alike(evals, same[evals]) == evals]
+    open_evals = unique_evals[~taught[same[unique_evals]]]
+    rows = np.concatenate([representatives, open_evals])
     lo, hi, similarity = _near_pairs(
-        texts, sources, rows, threshold, num_perm, representatives + unique_evals, len(representatives)
+        texts,
+        sources,
+        rows,
+        threshold,
+        num_perm,
+        np.concatenate([representatives, unique_evals]),
+        len(representatives),
     )
-    union, weakest = _UnionFind(), {}
-    leaked: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    del unique_evals, open_evals
+    union, weakest = _UnionFind(), dict[int, float]()
+    leaked: dict[int, list[tuple[int, float]]] = defaultdict(list)  # by `same` of the eval row
     for a, b, s in zip(lo.tolist(), hi.tolist(), similarity.tolist()):
-        i, j = rows[a], rows[b]
+        i, j = int(rows[a]), int(rows[b])
         if b >= len(representatives):  # an eval text and the training text it copies
-            leaked[keys[j]].append((i, s))
+            leaked[int(same[j])].append((i, s))
             continue
         union.union(i, j)
         weakest[i] = min(weakest.get(i, 1.0), s)
         weakest[j] = min(weakest.get(j, 1.0), s)
+    del rows, representatives, lo, hi, similarity
     near = [
         CopyGroup(tuple(members), False, min(weakest.get(m, 1.0) for m in members))
         for members in union.groups().values()
@@ -470,50 +626,64 @@ def find_copies(examples: Sequence[AuditedExample], threshold: float = 0.9, num_
 
     # leakage: each eval row with the training rows it copies
     leaks = []
-    for i in evals:
-        copied = by_text.get(keys[i])
-        if copied:
-            leaks.append(Leak(i, tuple(copied), True, 1.0))
+    exact = taught[same[evals]]
+    copying = exact | np.isin(same[evals], np.fromiter(leaked, dtype=np.int64, count=len(leaked)))
+    order = np.argsort(same[train], kind="stable")
+    taught_as = same[train][order]  # training rows by text, in row order within a text
+    for i, is_exact in zip(evals[copying].tolist(), exact[copying].tolist()):
+        if is_exact:
+            k = int(same[i])
+            copied = train[order[np.searchsorted(taught_as, k) : np.searchsorted(taught_as, k, side="right")]]
+            leaks.append(Leak(i, tuple(copied.tolist()), True, 1.0))
             continue
-        found = sorted(leaked.get(keys[i], ()))
-        if found:
-            leaks.append(Leak(i, tuple(j for j, _ in found), False, min(s for _, s in found)))
+        found = sorted(leaked[int(same[i])])
+        leaks.append(Leak(i, tuple(j for j, _ in found), False, min(s for _, s in found)))
+    del same, taught, order, taught_as, evals
 
-    conflicts = _conflicts(examples, train, threshold, num_perm)
+    conflicts = _conflicts(examples, train, sources, threshold, num_perm)
     near.sort(key=lambda g: g.rows)
     return Copies(duplicates, near, leaks, conflicts, threshold)
 
 
-def _unique_evals(evals: list[int], keys: Sequence[str]) -> list[int]:
-    return [rows[0] for rows in _distinct(evals, keys).values()]
-
-
-def _conflicts(examples: Sequence[AuditedExample], train: list[int], threshold: float, num_perm: int) -> list[Conflict]:
+def _conflicts(
+    examples: Sequence[AuditedExample], train: np.ndarray, sources: np.ndarray, threshold: float, num_perm: int
+) -> list[Conflict]:
     """Prompts (the same after normalizing, or nearly the same at ``threshold``) taught with
     answers that are not near copies of one another. A per-turn example's prompt is its whole
     conversation so far: it conflicts only with an example whose prompt is exactly the same."""
-    prompts = [normalized(e.prompt) for e in examples]
-    by_prompt = _distinct(train, prompts)
-    representatives = [rows[0] for rows in by_prompt.values()]
+    prompts = _Column(examples, "prompt")
+    first = _same_text(train, prompts.__getitem__)  # the first training row with the same prompt
+    representatives = train[first == train]
     union = _UnionFind()
-    single_turn = [i for i in representatives if "#" not in examples[i].id]
+    single_turn = representatives[
+        np.fromiter(
+            ("#" not in examples[i].id for i in representatives.tolist()), dtype=bool, count=len(representatives)
+        )
+    ]
+    del representatives
     if len(single_turn) > 1:
-        texts = [e.prompt for e in examples]
-        lo, hi, _ = _near_pairs(texts, [e.source for e in examples], single_turn, threshold, num_perm)
+        lo, hi, _ = _near_pairs(prompts, sources, single_turn, threshold, num_perm)
         for a, b in zip(lo.tolist(), hi.tolist()):
-            union.union(single_turn[a], single_turn[b])
-    groups = union.groups()
-    clusters = [groups.get(i, [i]) for i in representatives if union.find(i) == i]
+            union.union(int(single_turn[a]), int(single_turn[b]))
+    del single_turn
+    order, starts, sizes = _groups(first)
+    by_first = first[order]  # training rows by prompt, in row order within a prompt
+
+    def taught(prompt: int) -> list[int]:
+        at = np.searchsorted(by_first, prompt)
+        return train[order[at : np.searchsorted(by_first, prompt, side="right")]].tolist()
+
+    # the clusters of two rows or more: prompts joined as near copies, and prompts of several rows
+    clusters = list(union.groups().values())
+    joined = {p for cluster in clusters for p in cluster}
+    clusters += [[p] for p in train[order[starts[sizes > 1]]].tolist() if p not in joined]
     out = []
-    answer_sets: dict[str, np.ndarray] = {}
     for cluster in clusters:
-        rows = sorted(r for p in cluster for r in by_prompt[prompts[p]])
-        if len(rows) < 2:
-            continue
+        rows = sorted(r for p in cluster for r in taught(p))
         answers = list(dict.fromkeys(normalized(examples[r].completion) for r in rows))
         if len(answers) < 2:
             continue
-        different = _distinct_answers(answers, threshold, answer_sets)
+        different = _distinct_answers(answers, threshold, {})
         if different > 1:
             out.append(Conflict(tuple(rows), len(cluster) == 1, different))
     out.sort(key=lambda c: c.rows)

@@ -1,6 +1,7 @@
 """Rows that are probably wrong on their own: an empty answer, an answer that repeats the prompt,
 a length far from the rest of the source or cut at seq_len, text that looks like personal data,
-an answer in another language than most of the source. Dependency-free and linear in the rows."""
+an answer in another language than most of the source. Linear in the rows; what is kept per row is
+a row number, a log length and a language guess (normalized texts are computed again where needed)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import math
 import os
 import re
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from runtime.audit.audited_example import AuditedExample
 
@@ -54,15 +57,14 @@ def find_suspects(examples: Sequence[AuditedExample], min_rows: int = MIN_ROWS) 
 def _answers(examples: Sequence[AuditedExample], rows: list[int]) -> list[Suspect]:
     """Empty answers, and answers that repeat the prompt: the whole rendered prompt, or all of
     what varies in it across the source (the template's fixed prefix and suffix taken off)."""
-    prompts = {i: _norm(examples[i].prompt) for i in rows}
-    prefix, suffix = _common_affixes(list(dict.fromkeys(prompts.values())))
+    prefix, suffix = _common_affixes(_norm(examples[i].prompt) for i in rows)
     out = []
     for i in rows:
         answer = _norm(examples[i].completion)
         if not answer:
             out.append(Suspect(i, "empty_answer", "the answer is empty or only whitespace"))
             continue
-        prompt = prompts[i]
+        prompt = _norm(examples[i].prompt)
         middle = prompt[len(prefix) : len(prompt) - len(suffix)] if len(prefix) + len(suffix) < len(prompt) else ""
         middle = middle.strip()
         if answer == prompt or (middle and answer in prompt and len(answer) >= len(middle)):
@@ -70,16 +72,25 @@ def _answers(examples: Sequence[AuditedExample], rows: list[int]) -> list[Suspec
     return out
 
 
-def _common_affixes(texts: list[str]) -> tuple[str, str]:
-    """The longest prefix and suffix all texts share (the template around the prompts)."""
-    if len(texts) < 2:
-        return "", ""
-    prefix = os.path.commonprefix(texts)
-    suffix = os.path.commonprefix([t[::-1] for t in texts])[::-1]
-    return prefix, suffix
+def _common_affixes(texts: Iterable[str]) -> tuple[str, str]:
+    """The longest prefix and suffix all texts share (the template around the prompts), or none
+    when there are fewer than two different texts. One pass, holding only the two affixes."""
+    first: str | None = None
+    prefix = suffix = ""
+    different = False
+    for text in texts:
+        if first is None:
+            first = prefix = suffix = text
+            continue
+        different = different or text != first
+        if not text.startswith(prefix):
+            prefix = os.path.commonprefix([prefix, text])
+        if not text.endswith(suffix):
+            suffix = os.path.commonprefix([suffix[::-1], text[::-1]])[::-1]
+    return (prefix, suffix) if different else ("", "")
 
 
-def _quantile(values: list[float], q: float) -> float:
+def _quantile(values: Sequence[float] | np.ndarray, q: float) -> float:
     position = (len(values) - 1) * q
     low = math.floor(position)
     high = min(low + 1, len(values) - 1)
@@ -96,8 +107,8 @@ def _lengths(examples: Sequence[AuditedExample], rows: list[int], min_rows: int)
     ]
     if len(rows) < min_rows:
         return out
-    logs = sorted(math.log1p(examples[i].full_tokens) for i in rows)
-    q1, median, q3 = _quantile(logs, 0.25), _quantile(logs, 0.5), _quantile(logs, 0.75)
+    logs = np.sort(np.fromiter((math.log1p(examples[i].full_tokens) for i in rows), dtype=np.float64, count=len(rows)))
+    q1, median, q3 = (float(_quantile(logs, q)) for q in (0.25, 0.5, 0.75))
     low, high = q1 - FENCE * (q3 - q1), q3 + FENCE * (q3 - q1)
     typical = math.expm1(median)
     for i in rows:
@@ -263,8 +274,8 @@ def _languages(examples: Sequence[AuditedExample], rows: list[int], min_rows: in
     """Answers in another language than a clear majority (80 %) of the source's judged answers."""
     if len(rows) < min_rows:
         return []
-    guesses = {i: language(examples[i].completion) for i in rows}
-    judged = Counter(g for g in guesses.values() if g)
+    guesses = [language(examples[i].completion) for i in rows]  # aligned with rows
+    judged = Counter(g for g in guesses if g)
     if sum(judged.values()) < min_rows:
         return []
     majority, count = judged.most_common(1)[0]
@@ -273,6 +284,6 @@ def _languages(examples: Sequence[AuditedExample], rows: list[int], min_rows: in
     name = LANGUAGE_NAMES.get(majority, majority)
     return [
         Suspect(i, "language", f"the answer looks {LANGUAGE_NAMES.get(g, g)}; most of the source is {name}")
-        for i, g in guesses.items()
+        for i, g in zip(rows, guesses)
         if g and g != majority
     ]
