@@ -57,7 +57,7 @@ def find_suspects(examples: Sequence[AuditedExample], min_rows: int = MIN_ROWS) 
 def _answers(examples: Sequence[AuditedExample], rows: list[int]) -> list[Suspect]:
     """Empty answers, and answers that repeat the prompt: the whole rendered prompt, or all of
     what varies in it across the source (the template's fixed prefix and suffix taken off)."""
-    prefix, suffix = _common_affixes(_norm(examples[i].prompt) for i in rows)
+    prefix, suffix = common_affixes(_norm(examples[i].prompt) for i in rows)
     out = []
     for i in rows:
         answer = _norm(examples[i].completion)
@@ -72,7 +72,7 @@ def _answers(examples: Sequence[AuditedExample], rows: list[int]) -> list[Suspec
     return out
 
 
-def _common_affixes(texts: Iterable[str]) -> tuple[str, str]:
+def common_affixes(texts: Iterable[str]) -> tuple[str, str]:
     """The longest prefix and suffix all texts share (the template around the prompts), or none
     when there are fewer than two different texts. One pass, holding only the two affixes."""
     first: str | None = None

@@ -132,7 +132,7 @@ def _run_topics(run: str, cover: Any, chart_path: str | None) -> tuple[Any, Any]
     from pathlib import Path
 
     from runtime.evaluate.topic_chart import write_topic_chart
-    from runtime.evaluate.topic_scores import run_reviews, score_metric, topic_table
+    from runtime.evaluate.topic_scores import run_reviews, score_metrics, topic_table
     from runtime.plan.run_inputs import eval_fingerprints
     from runtime.runs.run_directory import read_plan
 
@@ -145,7 +145,7 @@ def _run_topics(run: str, cover: Any, chart_path: str | None) -> tuple[Any, Any]
         cover,
         report.get("samples") or [],
         baseline.get("samples") if baseline else None,
-        score_metric(read_plan(run_dir).gates),
+        score_metrics(read_plan(run_dir).gates),
         run_reviews(run_dir, eval_fingerprints(manifest)),
     )
     chart = write_topic_chart(Path(chart_path) if chart_path else run_dir / "audit-topics.png", table)
@@ -200,7 +200,29 @@ def show(out: Console, result: Any, examples: list, names: list[str], only: str 
         )
         out.print("  " + _counts(counts), markup=False)
         out.print()
-    _show_coverage(out, result, {e.id: e.prompt for e in examples}, table)
+    _show_coverage(out, result, _varying_prompts(examples), table)
+
+
+def _varying_prompts(examples: list) -> dict[str, str]:
+    """Each prompt without what every training prompt of its source shares (the template, a
+    system prompt), so an example prompt shows the part that tells topics apart."""
+    from runtime.audit.suspect_rows import common_affixes
+
+    affixes = {
+        source: common_affixes(e.prompt for e in examples if e.source == source and e.split == "train")
+        for source in dict.fromkeys(e.source for e in examples)
+    }
+    shown = {}
+    for e in examples:
+        prefix, suffix = affixes[e.source]
+        end = len(e.prompt) - len(suffix)
+        middle = e.prompt[len(prefix) : end] if len(prefix) < end else e.prompt
+        shown[e.id] = (
+            ("…" if prefix and middle is not e.prompt else "")
+            + middle
+            + ("…" if suffix and middle is not e.prompt else "")
+        )
+    return shown
 
 
 def _counts(counts: dict) -> str:
@@ -249,20 +271,24 @@ def _show_coverage(out: Console, result: Any, prompts: dict[str, str], table: An
             Text.assemble(
                 f"  {topic.size:>{width},} ",
                 (topic.label, "cyan"),
-                *(_score_cells(score, table.metric, score is weakest) if score is not None else ()),
+                *(_score_cells(score, table.metrics, score is weakest) if score is not None else ()),
             )
         )
         for example_id in list(topic.example_ids)[:PROMPTS_SHOWN]:
             out.print(f"  {'':>{width}}   · {_one_line(prompts.get(example_id, example_id))}", markup=False)
 
 
-def _score_cells(score: Any, metric: str, weakest: bool) -> tuple:
-    """A topic's eval results after its label: `· 4 eval rows, rouge_l 0.31 (base 0.12, +0.19), review 3.5`."""
+def _score_cells(score: Any, metrics: list[str], weakest: bool) -> tuple:
+    """A topic's eval results after its label: `· 4 eval rows, exact_match 0.50 (base 0.00, +0.50), review 3.5`."""
     if not score.eval_rows:
         return (("  · no eval rows", "dim"),)
-    text = f"  · {score.eval_rows:,} eval row{'s' * (score.eval_rows != 1)}, {metric} {score.tuned:.2f}"
-    if score.base is not None:
-        text += f" (base {score.base:.2f}, {score.gain:+.2f})"
+    parts = []
+    for metric in metrics:
+        part = f"{metric} {score.tuned[metric]:.2f}"
+        if score.gain(metric) is not None:
+            part += f" (base {score.base[metric]:.2f}, {score.gain(metric):+.2f})"
+        parts.append(part)
+    text = f"  · {score.eval_rows:,} eval row{'s' * (score.eval_rows != 1)}, " + ", ".join(parts)
     if score.review_score is not None:
         text += f", review {score.review_score:.2f} ({score.reviewed} reviewed)"
     return (((text + ", the lowest", "bold red") if weakest else (text, "")),)

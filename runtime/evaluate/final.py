@@ -182,7 +182,7 @@ def topic_scores(prepared, scores: Scores, run_dir: Path, inputs):
         return None
     from runtime.audit.coverage import coverage
     from runtime.audit.read_examples import read_examples
-    from runtime.evaluate.topic_scores import run_reviews, score_metric, topic_table
+    from runtime.evaluate.topic_scores import run_reviews, score_metrics, topic_table
     from runtime.plan.run_inputs import eval_fingerprints
 
     baseline = scores.baseline
@@ -190,7 +190,7 @@ def topic_scores(prepared, scores: Scores, run_dir: Path, inputs):
         coverage(prepared.data_audit.examples if prepared.data_audit is not None else read_examples(prepared.pipeline)),
         [s.to_dict() for s in scores.samples],
         [s.to_dict() for s in baseline.samples] if baseline is not None else None,
-        score_metric(prepared.plan.gates),
+        score_metrics(prepared.plan.gates),
         run_reviews(run_dir, eval_fingerprints(inputs.parts)),
     )
 

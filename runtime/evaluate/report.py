@@ -291,16 +291,21 @@ def _about_data_lines(counts: Mapping[str, Mapping[str, int]] | None, topics: An
     if topics is None:
         return lines
     lines += [f"Eval results per topic of the training prompts ({topics.method}).", ""]
+    gains = any(t.base for t in topics.topics)
     rows = []
     for t in topics.topics:
         cells = [_cell(t.label), f"{t.train_rows:,}", f"{t.eval_rows:,}"]
-        cells.append(f"{t.tuned:.3f}" if t.tuned is not None else "")
-        cells.append(f"{t.base:.3f}" if t.base is not None else "")
-        cells.append(f"{t.gain:+.3f}" if t.gain is not None else "")
+        for metric in topics.metrics:
+            value = f"{t.tuned[metric]:.3f}" if metric in t.tuned else ""
+            if t.gain(metric) is not None:
+                value += f" ({t.gain(metric):+.3f})"
+            cells.append(value)
         cells.append(f"{t.review_score:.2f} ({t.reviewed})" if t.review_score is not None else "")
         rows.append(cells)
-    header = ["topic", "training rows", "eval rows", topics.metric, "base", "gain", "review (rows)"]
-    lines += _table(header, rows, ["l", "r", "r", "r", "r", "r", "r"]) + [""]
+    header = ["topic", "training rows", "eval rows", *topics.metrics, "review (rows)"]
+    lines += _table(header, rows, ["l", *("r" * (len(header) - 1))]) + [""]
+    if gains:
+        lines += ["In parentheses: the gain over the base model on the same rows.", ""]
     verdict = topics.verdict()
     if verdict:
         lines += [f"**Weakest topic** {verdict}.", ""]

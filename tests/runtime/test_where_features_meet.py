@@ -409,13 +409,14 @@ def test_every_eval_sample_falls_in_a_topic_with_its_own_base_answer_and_its_own
     assert all(i in cover.topic_of for i in ids)
     report = json.loads((run_dir / "report.json").read_text())
     base = report["baseline"]["samples"]
-    table = topic_table(cover, report["samples"], base, "exact_match", run_reviews(run_dir, rows.fingerprints))
+    table = topic_table(cover, report["samples"], base, ["exact_match"], run_reviews(run_dir, rows.fingerprints))
     assert table.unmatched == 0 and sum(t.eval_rows for t in table.topics) == len(samples)
     for k, topic in enumerate(table.topics):
         mine = [s for s, i in zip(samples, ids) if cover.topic_of[i] == k]
         assert topic.eval_rows == len(mine)
         if mine:
-            assert topic.tuned == 0.0 and topic.base == pytest.approx(sum(s.turn is not None for s in mine) / len(mine))
+            share = sum(s.turn is not None for s in mine) / len(mine)
+            assert topic.tuned == {"exact_match": 0.0} and topic.base == {"exact_match": pytest.approx(share)}
             scores = [5 if s.turn == 3 else 1 for s in mine]
             assert (topic.review_score, topic.reviewed) == (pytest.approx(sum(scores) / len(scores)), len(mine))
 
@@ -427,7 +428,7 @@ def test_sftc_audit_reads_a_runs_answers_per_topic(project, tmp_path, capsys, mo
     monkeypatch.setenv("SFTC_CACHE", str(root / "cache"))
     assert main(["audit", "meet.sft", "--run", str(run_dir), "--json"]) == 0
     topics = json.loads(capsys.readouterr().out)["topics"]
-    assert topics["unmatched"] == 0 and topics["metric"] == "rouge_l"
+    assert topics["unmatched"] == 0 and topics["metrics"] == ["rouge_l"]
     assert sum(t["eval_rows"] for t in topics["topics"]) == len(samples)
     assert topics["chart"] == str(run_dir / "audit-topics.png") and (run_dir / "audit-topics.png").is_file()
     assert main(["audit", "meet.sft", "--run", str(run_dir)]) == 0

@@ -18,7 +18,7 @@ import pytest
 import runtime.audit.near_copies as nc
 from runtime.audit.audited_example import AuditedExample
 from runtime.audit.near_copies import _same_text, _Shingler, find_copies, shingles
-from runtime.audit.suspect_rows import _common_affixes
+from runtime.audit.suspect_rows import common_affixes
 from tests.runtime.audit.planted import planted
 
 DIGEST = nc._digest
@@ -126,7 +126,7 @@ def test_memory_that_grows_with_the_rows_is_far_below_a_copy_of_the_texts(monkey
     assert (peaks[1] - peaks[0]) / 600 < 600, peaks
 
 
-def test_common_affixes_in_one_pass_are_those_of_the_distinct_texts():
+def testcommon_affixes_in_one_pass_are_those_of_the_distinct_texts():
     rng = random.Random(1)
     for _ in range(200):
         pool = ["".join(rng.choice("ab ") for _ in range(rng.randint(0, 6))) for _ in range(3)]
@@ -135,7 +135,7 @@ def test_common_affixes_in_one_pass_are_those_of_the_distinct_texts():
         expected = ("", "")
         if len(distinct) >= 2:
             expected = (os.path.commonprefix(distinct), os.path.commonprefix([t[::-1] for t in distinct])[::-1])
-        assert _common_affixes(iter(texts)) == expected, texts
+        assert common_affixes(iter(texts)) == expected, texts
 
 
 def test_an_audited_example_is_slotted_and_keeps_its_attributes():

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from runtime.audit.coverage import Coverage, Topic
-from runtime.evaluate.topic_scores import TopicTable, score_metric, topic_table
+from runtime.evaluate.topic_scores import TopicTable, score_metrics, topic_table
 
 
 def _sample(source, line, generated, reference, turn=None):
@@ -54,26 +54,37 @@ SAMPLES = [
 
 def test_each_sample_is_scored_in_its_own_topic_with_its_own_base_answer():
     base = [dict(s, generated=s["reference"] if s["line"] == 2 else "nothing") for s in reversed(SAMPLES)]
-    table = topic_table(COVERAGE, SAMPLES, base, "exact_match")
+    table = topic_table(COVERAGE, SAMPLES, base, ["exact_match"])
     orders, returns, greetings = table.topics
-    assert (orders.train_rows, orders.eval_rows, orders.tuned, orders.base) == (40, 3, pytest.approx(2 / 3), 1 / 3)
-    assert orders.gain == pytest.approx(1 / 3)
-    assert (returns.eval_rows, returns.tuned, returns.base, returns.gain) == (2, 0.5, 0.0, 0.5)
-    assert (greetings.eval_rows, greetings.tuned, greetings.base) == (0, None, None)
+    assert (orders.train_rows, orders.eval_rows) == (40, 3)
+    assert (orders.tuned, orders.base) == ({"exact_match": pytest.approx(2 / 3)}, {"exact_match": pytest.approx(1 / 3)})
+    assert orders.gain("exact_match") == pytest.approx(1 / 3)
+    assert (returns.eval_rows, returns.tuned, returns.base) == (2, {"exact_match": 0.5}, {"exact_match": 0.0})
+    assert (greetings.eval_rows, greetings.tuned, greetings.base, greetings.gain("exact_match")) == (0, {}, {}, None)
     assert table.unmatched == 1
     assert table.weakest is returns and table.thinnest is returns
     assert "`returns, refund`: 12 training rows, exact_match 0.50, the lowest" in table.verdict()
     assert "also the topic with the least data" in table.verdict()
     doc = json.loads(json.dumps(table.to_dict()))
-    assert doc["weakest"] == "returns, refund" and doc["topics"][0]["gain"] == pytest.approx(1 / 3)
+    assert doc["weakest"] == "returns, refund" and doc["topics"][0]["gain"] == {"exact_match": pytest.approx(1 / 3)}
 
 
 def test_without_a_baseline_there_is_no_gain_and_a_rich_topic_can_be_the_weakest():
     samples = [dict(s, generated="wrong") if s["line"] in (1, 2) else s for s in SAMPLES]
-    table = topic_table(COVERAGE, samples, None, "exact_match")
-    assert all(t.base is None and t.gain is None for t in table.topics)
+    table = topic_table(COVERAGE, samples, None, ["exact_match"])
+    assert all(t.base == {} and t.gain("exact_match") is None for t in table.topics)
     assert table.weakest.label == "orders, shipping" and table.thinnest.label == "returns, refund"
     assert "not the topic with the least data (`returns, refund`, 12 rows" in table.verdict()
+
+
+def test_a_metric_every_topic_saturates_does_not_decide_and_equal_scores_name_no_weakest():
+    right = [dict(s, generated=s["reference"]) for s in SAMPLES]
+    table = topic_table(COVERAGE, right, None, ["json_valid", "exact_match"])
+    assert table.metric == "json_valid" and table.weakest is None  # both score 0 and 1 everywhere: no weakest
+    assert table.verdict() == "every topic scores json_valid 0.00: none is weaker than the others"
+    table = topic_table(COVERAGE, SAMPLES, None, ["json_valid", "exact_match"])
+    assert table.metric == "exact_match"  # json_valid is 0 in every topic: exact_match tells them apart
+    assert table.weakest.label == "returns, refund"
 
 
 def test_review_scores_are_read_per_topic():
@@ -83,30 +94,30 @@ def test_review_scores_are_read_per_topic():
         seen.append(sorted((s["source"], s["line"], s["turn"]) for s in samples))
         return 4.0 if len(samples) == 3 else None, len(samples) if len(samples) == 3 else 0
 
-    table = topic_table(COVERAGE, SAMPLES, None, "rouge_l", reviews)
+    table = topic_table(COVERAGE, SAMPLES, None, ["rouge_l"], reviews)
     assert seen == [[("chat", 4, 3), ("faq", 1, None), ("faq", 2, None)], [("chat", 4, 1), ("faq", 3, None)]]
     assert (table.topics[0].review_score, table.topics[0].reviewed) == (4.0, 3)
     assert table.topics[1].review_score is None
 
 
-def test_the_score_metric_is_the_first_gate_that_grades_answers():
-    gates = [SimpleNamespace(metric=m) for m in ("loss", "max_tokens", "regex", "json_valid", "exact_match")]
-    assert score_metric(gates) == "json_valid"
-    assert score_metric([SimpleNamespace(metric="loss")]) == "rouge_l"
+def test_the_score_metrics_are_the_gates_that_grade_answers_in_their_order():
+    metrics = ("loss", "max_tokens", "regex", "json_valid", "exact_match", "json_valid")
+    assert score_metrics([SimpleNamespace(metric=m) for m in metrics]) == ["json_valid", "exact_match"]
+    assert score_metrics([SimpleNamespace(metric="loss")]) == ["rouge_l"]
 
 
 def test_the_chart_draws_one_point_per_scored_topic_and_the_weakest_in_red(tmp_path):
     from runtime.evaluate.topic_chart import chart, write_topic_chart
 
     base = [dict(s, generated="nothing") for s in SAMPLES]
-    table = topic_table(COVERAGE, SAMPLES, base, "exact_match")
+    table = topic_table(COVERAGE, SAMPLES, base, ["exact_match"])
     axes = chart(table).axes[0]
     points = [tuple(c.get_offsets()[0]) for c in axes.collections]
     assert (40, pytest.approx(2 / 3)) in points and (12, 0.5) in points  # tuned
     assert (40, 0.0) in points and (12, 0.0) in points  # the base model, hollow
     assert {t.get_text() for t in axes.texts} == {"orders, shipping", "returns, refund"}
     assert write_topic_chart(tmp_path / "t.png", table).read_bytes()[:4] == b"\x89PNG"
-    empty = TopicTable("exact_match", [], 0)
+    empty = TopicTable(["exact_match"], [], 0)
     assert write_topic_chart(tmp_path / "none.png", empty) is None and not (tmp_path / "none.png").exists()
 
 
@@ -117,12 +128,12 @@ def test_the_report_says_what_is_wrong_with_the_data_and_where_the_model_fails(t
         "faq": {"examples": 60, "train": 50, "eval": 10, "duplicate": 2, "leak": 1},
         "all": {"examples": 60, "train": 50, "eval": 10, "duplicate": 2, "leak": 1},
     }
-    table = topic_table(COVERAGE, SAMPLES, None, "exact_match")
+    table = topic_table(COVERAGE, SAMPLES, None, ["exact_match"])
     md, js = write_report(tmp_path, verdicts=[], values={}, data_stats={"audit": counts}, records=[], topics=table)
     text = md.read_text()
     about = text[text.index("## About the data") :]
     assert "| faq | 50 | 10 | 2 | 0 | 1 | 0 | 0 |" in about and "`sftc audit SPEC` names every row" in about
-    assert "| returns, refund | 12 | 2 | 0.500 |" in about
+    assert "| returns, refund | 12 | 2 | 0.500 |  |" in about
     assert "**Weakest topic** `returns, refund`" in about and "![exact_match per topic" in about
     assert "1 eval answer of rows the audit did not read" in about
     report = json.loads(js.read_text())
