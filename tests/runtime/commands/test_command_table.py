@@ -33,7 +33,7 @@ COMMAND_FLAGS = {
     "diff": ["A", "B", "--format"],
     "plan": ["SPEC", "--json"],
     "preview": ["SPEC", "-n", "--source", "--tokens", "--json"],
-    "audit": ["SPEC", "--json", "--near", "--topics", "--source"],
+    "audit": ["SPEC", "--json", "--near", "--topics", "--source", "--run", "--chart"],
     "run": [
         "SPEC",
         "--fresh",
