@@ -128,50 +128,35 @@ def audit(examples: Sequence[AuditedExample], settings: AuditSettings | None = N
     copies = find_copies(examples, settings.near_threshold, settings.num_perm)
     ordered: list[tuple[int, int, Finding]] = []
 
-    def add(kind: str, rows: Sequence[int], finding: Finding) -> None:
-        ordered.append((KINDS.index(kind), rows[0], finding))
+    def add(kind: str, what: str, rows: Sequence[int], message: str, help: str) -> None:
+        ordered.append((KINDS.index(kind), rows[0], _finding(examples, kind, what, rows, message, help)))
 
     for g in copies.duplicates:
         n = len(g.rows) - 1
         add(
             "duplicate",
+            "exact",
             g.rows,
-            _finding(
-                examples,
-                "duplicate",
-                "exact",
-                g.rows,
-                f"{len(g.rows)} training rows have the same text; {n} {'copy' if n == 1 else 'copies'} of the first",
-                "keep the first and remove the copies from the data, or vary them: a copy weighs the row twice",
-            ),
+            f"{len(g.rows)} training rows have the same text; {n} {'copy' if n == 1 else 'copies'} of the first",
+            "keep the first and remove the copies from the data, or vary them: a copy weighs the row twice",
         )
     for g in copies.near_duplicates:
         add(
             "near_duplicate",
+            "near",
             g.rows,
-            _finding(
-                examples,
-                "near_duplicate",
-                "near",
-                g.rows,
-                f"{len(g.rows)} training rows are near copies (similarity ≥ {g.similarity:.2f})",
-                "keep the first and remove or rewrite the others",
-            ),
+            f"{len(g.rows)} training rows are near copies (similarity ≥ {g.similarity:.2f})",
+            "keep the first and remove or rewrite the others",
         )
     for leak in copies.leaks:
         rows = (leak.eval_row, *leak.train_rows)
         how = "an exact copy" if leak.exact else f"a near copy (similarity ≥ {leak.similarity:.2f})"
         add(
             "leak",
+            "exact" if leak.exact else "near",
             rows,
-            _finding(
-                examples,
-                "leak",
-                "exact" if leak.exact else "near",
-                rows,
-                f"the eval row is {how} of {len(leak.train_rows)} training row{'s' * (len(leak.train_rows) > 1)}",
-                "drop the eval row or the training rows: a leaked eval row inflates every metric and gate",
-            ),
+            f"the eval row is {how} of {len(leak.train_rows)} training row{'s' * (len(leak.train_rows) > 1)}",
+            "drop the eval row or the training rows: a leaked eval row inflates every metric and gate",
         )
     leaked = {leak.eval_row for leak in copies.leaks}
     for eval_row, train_rows in prompt_leaks(examples, leaked):
@@ -179,33 +164,23 @@ def audit(examples: Sequence[AuditedExample], settings: AuditSettings | None = N
         n = len(train_rows)
         add(
             "leak",
+            "prompt",
             rows,
-            _finding(
-                examples,
-                "leak",
-                "prompt",
-                rows,
-                f"the eval row's prompt is trained, with another answer, in {n} training row{'s' * (n > 1)}",
-                "evaluate on rows the model is not trained on: move the row out of the eval split or drop the "
-                "training rows (a review correction of an eval row, added as data, is this)",
-            ),
+            f"the eval row's prompt is trained, with another answer, in {n} training row{'s' * (n > 1)}",
+            "evaluate on rows the model is not trained on: move the row out of the eval split or drop the "
+            "training rows (a review correction of an eval row, added as data, is this)",
         )
     for c in copies.conflicts:
         same = "the same prompt" if c.exact else "nearly the same prompt"
         add(
             "conflict",
+            "exact" if c.exact else "near",
             c.rows,
-            _finding(
-                examples,
-                "conflict",
-                "exact" if c.exact else "near",
-                c.rows,
-                f"{len(c.rows)} training rows have {same} and {c.answers} different answers",
-                "decide which answer is right and fix or drop the others: the model is taught both",
-            ),
+            f"{len(c.rows)} training rows have {same} and {c.answers} different answers",
+            "decide which answer is right and fix or drop the others: the model is taught both",
         )
     for s in find_suspects(examples, settings.min_rows):
-        add("suspect", (s.row,), _finding(examples, "suspect", s.what, (s.row,), s.detail, SUSPECT_HELP[s.what]))
+        add("suspect", s.what, (s.row,), s.detail, SUSPECT_HELP[s.what])
     ordered.sort(key=lambda x: (x[0], x[1], x[2].what))
     findings = [f for _, _, f in ordered]
 
