@@ -37,6 +37,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="write the corrections as JSON-lines data rows to FILE; no server",
     )
+    parser.add_argument(
+        "--export-pairs",
+        metavar="FILE",
+        default=None,
+        help="write the judgements as preference pairs (prompt, chosen, rejected: TRL's DPO rows) to FILE; no server",
+    )
 
 
 def _loopback(host: str) -> bool:
@@ -68,6 +74,24 @@ def _export(args: argparse.Namespace, console: Console) -> int:
     return ExitCode.OK
 
 
+def _export_pairs(args: argparse.Namespace, console: Console) -> int:
+    from runtime.review.preference_pairs import export_pairs
+
+    result = export_pairs(args.run_dir, args.export_pairs)
+    for warning in result.warnings:
+        say(console, "warning", warning)
+    pairs = f"{result.written} preference pair{'s' * (result.written != 1)}"
+    console.print(
+        f"wrote {pairs} to {result.path}: {result.by_correction} a correction over the tuned answer, "
+        f"{result.by_scores} the higher-scored of the tuned and base answers; no pair from {result.ties} "
+        f"tie{'s' * (result.ties != 1)}, {result.unchanged} correction{'s' * (result.unchanged != 1)} equal to "
+        f"the answer, {result.undecided} row{'s' * (result.undecided != 1)} with neither a correction "
+        "nor both answers scored",
+        highlight=False,
+    )
+    return ExitCode.OK
+
+
 def main(args: argparse.Namespace, console: Console) -> int:
     """Serve the review page of `args.run_dir` until Ctrl-C, or export its corrections."""
     from runtime.review.display import odd_character
@@ -78,8 +102,13 @@ def main(args: argparse.Namespace, console: Console) -> int:
         odd = args.reviewer.strip() and odd_character(args.reviewer)
         say(console, "error", f"--reviewer: {valid_reviewer(args.reviewer)}{f' (it holds {odd})' if odd else ''}")
         return ExitCode.USAGE
+    if args.export is not None and args.export_pairs is not None:
+        say(console, "error", "--export and --export-pairs: one export at a time")
+        return ExitCode.USAGE
     if args.export is not None:
         return _export(args, console)
+    if args.export_pairs is not None:
+        return _export_pairs(args, console)
     rows = load_rows(args.run_dir)  # a ReviewError (an SftcError) is shown as one line, exit 1
     if not _loopback(args.host) and not args.token:
         say(

@@ -176,6 +176,7 @@ def make_run(root: Path, prepared, samples, name: str, base_text=lambda s, k: f"
 
     run_dir = root / "runs" / "meet" / name
     run_dir.mkdir(parents=True)
+    prepared.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
     write_plan(run_dir, prepared.plan)
     write_manifest(run_dir, prepared.plan, prepared.pipeline.stats.to_dict(), gather(prepared.plan, root / "cache"))
     base = [dict(s.to_dict(), generated=base_text(s, k)) for k, s in enumerate(samples)][::-1]
@@ -494,3 +495,55 @@ def test_review_corrections_added_as_data_are_audited_as_eval_leaks_in_every_sha
         row = f"{s.source}:{Path(s.file).name}:{s.line}" + (f"#{s.turn}" if s.turn is not None else "")
         assert row in leaked, row
         assert any(f"fix-{s.source}.jsonl:" in w for w in leaked[row]["wheres"]), leaked[row]
+
+
+# ---------------------------------------------------------------- review judgements as preference pairs
+
+
+def test_preference_pairs_pair_each_sample_with_its_own_answers_and_trl_reads_the_runs_prompt(project, tmp_path):
+    """Sample k: k % 4 == 0 corrected, 1 tuned scored over base, 2 base over tuned, 3 a tie. Each
+    pair holds its own sample's answers (the baseline is stored in reverse order) in every shape,
+    and TRL's DPO tokenization of its prompt gives the tokens the run's model saw."""
+    from trl.data_utils import _tokenize
+
+    from runtime.evaluate.answers import select_prompts
+    from runtime.plan.sample_origin import sample_id
+    from runtime.review.preference_pairs import export_pairs
+    from runtime.review.rows import load_rows
+    from runtime.review.store import Judgement, ReviewStore, answer_sha
+
+    root, prepared, samples = project
+    run_dir = make_run(tmp_path, prepared, samples, "a")
+    store = ReviewStore(run_dir)
+    for r in load_rows(run_dir).rows:
+        k = int(r.tuned.split()[-1])
+        tuned, base = {0: (2, None), 1: (4, 2), 2: (2, 5), 3: (3, 3)}[k % 4]
+        fix = f"fixed {k}" if k % 4 == 0 else None
+        store.add(Judgement(r.id, "tuned", "ada", tuned, False, fix, None, r.fingerprint, answer_sha(r.tuned)))
+        if base is not None:
+            store.add(Judgement(r.id, "base", "ada", base, False, None, None, r.fingerprint, answer_sha(r.base)))
+    result = export_pairs(run_dir, tmp_path / "pairs.jsonl")
+    pairs = [json.loads(line) for line in (tmp_path / "pairs.jsonl").read_text().splitlines()]
+    kinds = [k % 4 for k in range(len(samples))]
+    assert (result.by_correction, result.by_scores, result.ties) == (
+        kinds.count(0),
+        kinds.count(1) + kinds.count(2),
+        kinds.count(3),
+    )
+    assert result.undecided == result.unchanged == 0 and len(pairs) == result.written
+    prompts = {
+        sample_id(ex.source, ex.file, ex.line, ex.turn): list(prompt)
+        for ex, prompt, _ in select_prompts(prepared.pipeline, None)
+    }
+    by_row = {p["review"]["row"]: p for p in pairs}
+    assert {row.split(":")[0] for row in by_row} == set(SHAPES)
+    for k, s in enumerate(samples):
+        row = sample_id(s.source, s.file, s.line, s.turn)
+        if k % 4 == 3:
+            assert row not in by_row
+            continue
+        pair = by_row[row]
+        expected = {0: (f"fixed {k}", f"tuned {k}"), 1: (f"tuned {k}", f"base {k}"), 2: (f"base {k}", f"tuned {k}")}
+        assert (pair["chosen"], pair["rejected"]) == expected[k % 4], (row, pair)
+        assert pair["prompt"] == s.prompt
+        assert _tokenize(prepared.tokenizer, pair["prompt"])["input_ids"] == prompts[row], row

@@ -59,7 +59,7 @@ COMMAND_FLAGS = {
     ],
     "chat": ["RUN", "--source", "--step", "--max-new-tokens", "--temperature", "--top-p", "--top-k", "--seed"],
     "export": ["RUN", "--format", "--step", "OUT"],
-    "review": ["RUN", "--port", "--host", "--token", "--reviewer", "--blind", "--export"],
+    "review": ["RUN", "--port", "--host", "--token", "--reviewer", "--blind", "--export", "--export-pairs"],
     "bench": ["SPEC", "--steps", "--json"],
 }
 
