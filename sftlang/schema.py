@@ -524,7 +524,12 @@ EVAL_KEYS = (
 
 OUTPUT_KEYS = (
     Key("dir", Str(non_empty=True), '"runs/{name}"', doc="run directory; `{name}` is the spec's name"),
-    Key("export", Enum(("hf", "peft", "none")), "hf", doc="format written after an accepted run"),
+    Key(
+        "export",
+        Enum(("hf", "peft", "gguf", "none")),
+        "hf",
+        doc="format written after an accepted run (`gguf`: one f16 GGUF file and an Ollama Modelfile)",
+    ),
     Key(
         "shard_size",
         Quantity(("KiB", "MiB", "GiB", "KB", "MB", "GB")),

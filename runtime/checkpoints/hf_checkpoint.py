@@ -51,6 +51,7 @@ __all__ = [
     "read_config",
     "resolve_checkpoint",
     "hf_to_ours_name",
+    "hf_tensors",
     "save_peft",
     "load_peft",
     "serving_generation_config",
@@ -342,7 +343,8 @@ def parse_size(size: int | str) -> int:
     return int(float(m.group(1)) * _UNITS[(m.group(2) or "B").upper()])
 
 
-def _hf_tensors(model: Transformer, dtype: str | None) -> Iterator[tuple[str, np.ndarray]]:
+def hf_tensors(model: Transformer, dtype: str | None) -> Iterator[tuple[str, np.ndarray]]:
+    """``(Hugging Face name, array in HF layout)`` of every parameter: what an export writes."""
     import ml_dtypes  # noqa: F401  (numpy bfloat16)
 
     for key_path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
@@ -426,7 +428,7 @@ def save_pretrained(
     shards: list[dict[str, np.ndarray]] = [{}]
     sizes = [0]
     total = 0
-    for name, array in _hf_tensors(model, save_dtype):
+    for name, array in hf_tensors(model, save_dtype):
         if sizes[-1] and sizes[-1] + array.nbytes > limit:
             shards.append({})
             sizes.append(0)

@@ -21,6 +21,14 @@ What must agree (see docs/evaluation.md, "The export check"):
 
 Token metrics (loss, perplexity, token accuracy) are not re-scored (that is a full eval pass);
 the logits comparison covers what they measure.
+
+* GGUF exports (`gguf`, for llama.cpp and Ollama): the file is read back with sftc's own GGUF
+  import (`runtime.checkpoints.gguf_checkpoint`, the reader that loads GGUF bases) and its logits
+  must stay within `GGUF_LOGITS` of the largest logit (the rounding ``f16`` or ``q8_0`` implies),
+  its generation metrics within `SIXTEEN_BIT` of their scale; the chat template it carries must
+  be the run's (and render the eval prompts as training did), its tokenizer must turn each eval
+  prompt's text into training's ids, and its EOS and end-of-turn ids must be the run's stop ids
+  (`runtime.data.prompts.stop_ids`), or llama.cpp would not stop where the run did.
 """
 
 from __future__ import annotations
@@ -45,6 +53,10 @@ SIXTEEN_BIT_LOGITS = 0.05  # of the largest logit magnitude
 # of the largest logit magnitude: the gap between a quantized base and the original, measured on
 # SmolLM2-135M-Instruct over English, code and chat text (int8 5-8 %, nf4 43 %) with headroom
 QUANTIZED_LOGITS = {"int8": 0.15, "nf4": 0.6}
+# of the largest logit magnitude: what rounding the GGUF's matrices implies. f16 keeps 11 bits
+# (relative error 2^-11 per weight), q8_0 8 bits per block of 32 (about 2^-8); measured gaps are
+# in docs/export.md; a wrong tensor or permutation moves them by about the logits themselves
+GGUF_LOGITS = {"f16": 0.02, "q8_0": 0.1}
 
 
 @dataclass
@@ -59,14 +71,15 @@ class ExportCheck:
     logits: dict[str, float] = field(default_factory=dict)  # max_abs_diff, tolerance
     message: str = ""
     quantization: dict[str, Any] = field(default_factory=dict)  # kind, max_abs_diff, tolerance (quantized bases)
+    gguf: dict[str, Any] = field(default_factory=dict)  # file, quant, template, tokenizer and stop agreement
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-def reload_export(prepared, directory: Path, kind: str):
-    """The model as a server would get it: the exported files (for `peft`, the base + the adapter),
-    built with the run's structure and compute dtype."""
+def reload_export(prepared, directory: Path, kind: str, quant: str = "f16"):
+    """The model as a server would get it: the exported files (for `peft`, the base + the adapter;
+    for `gguf`, the file read by sftc's GGUF import), built with the run's structure and compute dtype."""
     import jax.numpy as jnp
     from flax import nnx
 
@@ -77,6 +90,10 @@ def reload_export(prepared, directory: Path, kind: str):
     plan = prepared.plan
     if kind == "hf":
         loaded, _ = load_pretrained(directory, dtype="float32")
+    elif kind == "gguf":
+        from runtime.evaluate.final import gguf_file
+
+        loaded, _ = load_pretrained(gguf_file(directory, quant), dtype="float32")
     elif kind == "peft":
         loaded, _ = load_pretrained(plan.model.path, dtype="float32", revision=plan.model.revision)
     else:
@@ -108,15 +125,70 @@ def _logits_gap(model, exported, prompts: list[list[int]]) -> tuple[float, float
     return gap, peak
 
 
-def check_export(prepared, model, samples: list, directory: Path, kind: str, rows: int = ROWS) -> ExportCheck:
-    """Re-score the export at ``directory`` against ``model`` (the run's) and its eval ``samples``."""
+def gguf_agreement(prepared, path: Path, prompts: list[list[int]]) -> tuple[dict[str, Any], list[str]]:
+    """(figures, problems) of the GGUF file at ``path`` against the run: its chat template renders
+    the eval prompts as training did, its tokenizer gives training's ids, its EOS and end-of-turn
+    ids are the run's stop ids."""
+    from runtime.checkpoints.gguf_checkpoint import build_tokenizer
+    from runtime.data.prompts import stop_ids
+    from runtime.plan.gguf_header import read_header
+
+    ours = prepared.tokenizer
+    header = read_header(
+        path,
+        arrays=("tokenizer.ggml.tokens", "tokenizer.ggml.merges", "tokenizer.ggml.token_type", "tokenizer.ggml.scores"),
+    )
+    theirs = build_tokenizer(header)
+    problems: list[str] = []
+    texts = [ours.decode(ids, skip_special_tokens=False) for ids in prompts]
+    differing_ids = sum(list(theirs(t, add_special_tokens=False)["input_ids"]) != ids for t, ids in zip(texts, prompts))
+    if differing_ids:
+        problems.append(
+            f"the GGUF's tokenizer gives other ids than training's for {differing_ids} of {len(prompts)} eval prompts"
+        )
+    template = header.metadata.get("tokenizer.chat_template")
+    run_template = getattr(ours, "chat_template", None)
+    differing_renders = 0
+    if template != run_template:
+        problems.append("the GGUF's chat template is not the run's")
+    elif template:
+        for text in texts:
+            turn = [{"role": "user", "content": text}]
+            a = ours.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+            b = theirs.apply_chat_template(turn, tokenize=False, add_generation_prompt=True)
+            differing_renders += a != b
+        if differing_renders:
+            problems.append(f"the GGUF's chat template renders {differing_renders} eval prompts unlike training")
+    stops = stop_ids(ours)
+    ends = sorted(
+        {int(v) for k in ("eos", "eot") if (v := header.metadata.get(f"tokenizer.ggml.{k}_token_id")) is not None}
+    )
+    if ends != stops:
+        problems.append(f"the GGUF ends answers on ids {ends} (EOS, end of turn), the run on {stops}")
+    figures = {
+        "file": str(path),
+        "chat_template": "none" if not template else ("the run's" if template == run_template else "different"),
+        "prompts_rendered_differently": differing_renders,
+        "prompts_tokenized_differently": differing_ids,
+        "stop_ids": ends,
+        "run_stop_ids": stops,
+    }
+    return figures, problems
+
+
+def check_export(
+    prepared, model, samples: list, directory: Path, kind: str, rows: int = ROWS, quant: str = "f16"
+) -> ExportCheck:
+    """Re-score the export at ``directory`` against ``model`` (the run's) and its eval ``samples``
+    (none: the logits and, for `gguf`, the template, tokenizer and stop ids are checked)."""
     from runtime.evaluate.answers import generate_eval, select_prompts
     from runtime.evaluate.final import original_base
 
     plan = prepared.plan
-    exact = plan.model.dtype == "float32"
+    gguf = kind == "gguf"
+    exact = plan.model.dtype == "float32" and not gguf
     quantize = plan.model.quantize
-    exported = reload_export(prepared, directory, kind)
+    exported = reload_export(prepared, directory, kind, quant)
     # what the export must reproduce: the run's model, or for a quantized base the run's adapters
     # over the original base (the gap to the run's own model is checked below)
     reference = original_base(prepared, model)
@@ -126,10 +198,24 @@ def check_export(prepared, model, samples: list, directory: Path, kind: str, row
         [int(prepared.tokenizer.bos_token_id or 0)]
     ]
     gap, peak = _logits_gap(reference, exported, prompts[:LOGIT_PROMPTS])
-    logits_tolerance = FLOAT32_LOGITS if exact else SIXTEEN_BIT_LOGITS * peak + FLOAT32_LOGITS
+    share = GGUF_LOGITS[quant] if gguf else SIXTEEN_BIT_LOGITS
+    logits_tolerance = FLOAT32_LOGITS if exact else share * peak + FLOAT32_LOGITS
     problems = (
         [] if gap <= logits_tolerance else [f"logits differ by up to {gap:.4g} (tolerance {logits_tolerance:.4g})"]
     )
+    gguf_figures: dict[str, Any] = {}
+    if gguf:
+        from runtime.evaluate.final import gguf_file
+
+        gguf_figures, gguf_problems = gguf_agreement(prepared, gguf_file(directory, quant), prompts)
+        gguf_figures = {
+            "quant": quant,
+            "logit_prompts": len(prompts[:LOGIT_PROMPTS]),
+            "share": gap / max(peak, 1e-9),
+            "tolerance_share": share,
+            **gguf_figures,
+        }
+        problems += gguf_problems
     quantization: dict[str, Any] = {}
     if quantize is not None:
         quantized_gap, quantized_peak = _logits_gap(model, exported, prompts[:LOGIT_PROMPTS])
@@ -183,7 +269,7 @@ def check_export(prepared, model, samples: list, directory: Path, kind: str, row
             if not agrees:
                 problems.append(f"{key} is {b:.4g} from the export, {a:.4g} in the run (tolerance {tolerance:g})")
     passed = not problems
-    where = f"{directory} ({kind})"
+    where = f"{directory} ({kind}{' ' + quant if gguf else ''})"
     message = (
         f"export check passed: {where} reloaded from disk agrees with the run on {len(chosen)} eval rows"
         if passed
@@ -198,4 +284,5 @@ def check_export(prepared, model, samples: list, directory: Path, kind: str, row
         {"max_abs_diff": gap, "tolerance": logits_tolerance},
         message,
         quantization,
+        gguf_figures,
     )

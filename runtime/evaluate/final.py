@@ -203,23 +203,52 @@ def original_base(prepared, model):
     return over_original_base(model, StepSettings.of(prepared.plan), prepared.config, prepared.checkpoint)
 
 
-def export_model(prepared, model, directory: Path, kind: str) -> Path:
-    """A checkpoint transformers (`hf`) or peft (`peft`) loads as is, with the tokenizer."""
+def merged_model(prepared, model):
+    """The weights an export holds: the run's adapters merged into its (original) base, or the
+    fully tuned model. The one merge behind the `hf` and `gguf` exports."""
+    if prepared.plan.model.adapter is None:
+        return model
+    from runtime.models.lora import merge_lora
+
+    return merge_lora(original_base(prepared, model))
+
+
+def gguf_file(directory: Path, quant: str) -> Path:
+    """Where a `gguf` export in ``directory`` keeps its file."""
+    return directory / f"model-{quant}.gguf"
+
+
+def export_model(prepared, model, directory: Path, kind: str, quant: str = "f16") -> Path:
+    """A checkpoint transformers (`hf`) or peft (`peft`) loads as is, with the tokenizer; or one GGUF
+    file (`gguf`, matrices in ``quant``) with an Ollama Modelfile beside it."""
     from runtime.checkpoints.hf_checkpoint import save_pretrained
 
     if kind == "hf":
-        if prepared.plan.model.adapter is not None:
-            from runtime.models.lora import merge_lora
-
-            model = merge_lora(original_base(prepared, model))
         return save_pretrained(
-            model,
+            merged_model(prepared, model),
             prepared.config,
             directory,
             tokenizer=prepared.tokenizer,
             max_shard_size=prepared.plan.output.shard_size,
             dtype=prepared.plan.model.dtype,
         )
+    if kind == "gguf":
+        from runtime.checkpoints.gguf_export import write_gguf
+        from runtime.checkpoints.ollama_modelfile import write_modelfile
+        from runtime.data.prompts import stop_ids
+
+        stops = stop_ids(prepared.tokenizer)
+        path = write_gguf(
+            merged_model(prepared, model),
+            prepared.config,
+            prepared.tokenizer,
+            gguf_file(directory, quant),
+            quant=quant,
+            stops=stops,
+            name=prepared.plan.name,
+        )
+        write_modelfile(directory, path.name, prepared.tokenizer, stops)
+        return directory
     if kind == "peft":
         from runtime.checkpoints.hf_checkpoint import save_peft
 

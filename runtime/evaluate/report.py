@@ -426,7 +426,14 @@ def _sample_lines(
 def _export_check_lines(check: Mapping[str, Any]) -> list[str]:
     """The export reloaded from disk against the run: per gate metric, and the logits."""
     verdict = "✓ pass" if check["passed"] else "✗ fail"
-    rule = "identical answers (float32)" if check["exact"] else "within tolerance (16-bit weights)"
+    gguf = check.get("gguf") or {}
+    rule = (
+        "identical answers (float32)"
+        if check["exact"]
+        else f"within tolerance ({gguf['quant']} GGUF)"
+        if gguf
+        else "within tolerance (16-bit weights)"
+    )
     quantization = check.get("quantization") or {}
     against = " (against the adapters over the original base)" if quantization else ""
     lines = [
@@ -442,6 +449,15 @@ def _export_check_lines(check: Mapping[str, Any]) -> list[str]:
             f"original base: {quantization.get('rows_differing_from_run', 0)} answer(s) differ from the run's, "
             f"and the logits by up to {quantization['max_abs_diff']:.3g} ({quantization['share']:.0%} of the "
             f"largest; tolerance {quantization['tolerance']:.3g}).",
+            "",
+        ]
+    if gguf:
+        lines += [
+            f"The GGUF file `{gguf['file']}`, read back with sftc's GGUF import: logits within "
+            f"{gguf['share']:.2%} of the largest (tolerance {gguf['tolerance_share']:.0%} for {gguf['quant']}); "
+            f"chat template: {gguf['chat_template']}, {gguf['prompts_rendered_differently']} eval prompt(s) "
+            f"rendered and {gguf['prompts_tokenized_differently']} tokenized unlike training; it stops on ids "
+            f"{gguf['stop_ids']} (the run on {gguf['run_stop_ids']}).",
             "",
         ]
     rows = [

@@ -195,7 +195,7 @@ class GatePlan:
 @dataclass(frozen=True)
 class OutputPlan:
     dir: str  # absolute; `{name}` already filled in
-    export: str  # hf | peft | none
+    export: str  # hf | peft | gguf | none
     shard_size: int  # bytes
 
 

@@ -58,7 +58,7 @@ COMMAND_FLAGS = {
         "--seed",
     ],
     "chat": ["RUN", "--source", "--step", "--max-new-tokens", "--temperature", "--top-p", "--top-k", "--seed"],
-    "export": ["RUN", "--format", "--step", "OUT"],
+    "export": ["RUN", "--format", "--quant", "--step", "OUT"],
     "review": ["RUN", "--port", "--host", "--token", "--reviewer", "--blind", "--export", "--export-pairs"],
     "bench": ["SPEC", "--steps", "--json"],
 }

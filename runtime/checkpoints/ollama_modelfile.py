@@ -1,0 +1,167 @@
+"""The Ollama ``Modelfile`` beside a GGUF export: ``ollama create NAME -f Modelfile`` serves the
+model with the prompt format and stop tokens the run trained and evaluated with.
+
+Ollama does not run Jinja chat templates: its ``TEMPLATE`` is a Go template over ``.Messages``.
+So the run's template is matched against the styles sftc knows (ChatML, Llama 3, Mistral
+``[INST]``) by rendering probe conversations with both and comparing the text; a match writes
+that style's Go template (and, when the run's template inserts a default system message, that
+message as ``SYSTEM``). A template that matches none is not guessed at: the Modelfile says so and
+carries the Jinja text as comments, and the GGUF keeps it (``tokenizer.chat_template``).
+
+``PARAMETER stop`` is written for every token of `runtime.data.prompts.stop_ids`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ChatStyle", "STYLES", "chat_style", "modelfile_text", "write_modelfile"]
+
+Messages = Sequence[dict[str, str]]
+_SYSTEM_MARK = "\x00system\x00"
+
+
+@dataclass(frozen=True)
+class ChatStyle:
+    """A prompt format both Jinja (the run's template) and Go (Ollama's) can express."""
+
+    name: str
+    render: Callable[[Messages, str], str]  # (messages, eos text) -> text with the generation prompt
+    go_template: str
+    system: bool = True  # whether the format has system turns
+
+
+def _chatml(messages: Messages, eos: str) -> str:
+    turns = "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in messages)
+    return turns + "<|im_start|>assistant\n"
+
+
+def _llama3(messages: Messages, eos: str) -> str:
+    turns = "".join(f"<|start_header_id|>{m['role']}<|end_header_id|>\n\n{m['content']}<|eot_id|>" for m in messages)
+    return turns + "<|start_header_id|>assistant<|end_header_id|>\n\n"
+
+
+def _mistral(messages: Messages, eos: str) -> str:
+    return "".join(
+        f"[INST] {m['content']} [/INST]" if m["role"] == "user" else f"{m['content']}{eos}" for m in messages
+    )
+
+
+STYLES = (
+    ChatStyle(
+        "ChatML",
+        _chatml,
+        "{{- range .Messages }}<|im_start|>{{ .Role }}\n{{ .Content }}<|im_end|>\n{{ end }}<|im_start|>assistant\n",
+    ),
+    ChatStyle(
+        "Llama 3",
+        _llama3,
+        "{{- range .Messages }}<|start_header_id|>{{ .Role }}<|end_header_id|>\n\n{{ .Content }}<|eot_id|>{{ end }}"
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    ),
+    ChatStyle(
+        "Mistral",
+        _mistral,
+        '{{- range .Messages }}{{ if eq .Role "user" }}[INST] {{ .Content }} [/INST]'
+        '{{ else if eq .Role "assistant" }}{{ .Content }}{{ eos }}{{ end }}{{ end }}',
+        system=False,
+    ),
+)
+
+_PROBE = [
+    {"role": "user", "content": "What is two plus three?"},
+    {"role": "assistant", "content": "Five."},
+    {"role": "user", "content": "And four plus four?"},
+]
+
+
+def _jinja(tokenizer: Any, messages: Messages) -> str | None:
+    """The run's rendering of ``messages`` with the generation prompt, a leading BOS text taken off
+    (llama.cpp adds BOS itself when the GGUF says so); None when the template refuses them."""
+    try:
+        text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
+    except Exception:  # noqa: BLE001 - a template's raise_exception (e.g. no system role) is its answer
+        return None
+    bos = tokenizer.bos_token
+    return text[len(bos) :] if bos and text.startswith(bos) else text
+
+
+def _default_system(style: ChatStyle, tokenizer: Any, eos: str) -> str | None | bool:
+    """The system message the run's template inserts when a conversation has none: None when it
+    inserts none, False when the no-system rendering fits the style in no way."""
+    rendered = _jinja(tokenizer, _PROBE)
+    if rendered == style.render(_PROBE, eos):
+        return None
+    if not style.system or rendered is None:
+        return False
+    before, _, after = style.render([{"role": "system", "content": _SYSTEM_MARK}] + _PROBE, eos).partition(_SYSTEM_MARK)
+    if not (rendered.startswith(before) and rendered.endswith(after)):
+        return False
+    system = rendered[len(before) : len(rendered) - len(after)]
+    if style.render([{"role": "system", "content": system}] + _PROBE, eos) == rendered:
+        return system
+    return False
+
+
+def chat_style(tokenizer: Any) -> tuple[ChatStyle | None, str | None]:
+    """(the style the run's chat template renders, its default system message), or (None, None)."""
+    template = getattr(tokenizer, "chat_template", None)
+    if not template:
+        return None, None
+    eos = tokenizer.eos_token or ""
+    for style in STYLES:
+        if style.system:
+            with_system = [{"role": "system", "content": "You answer briefly."}] + _PROBE
+            if _jinja(tokenizer, with_system) != style.render(with_system, eos):
+                continue
+        default = _default_system(style, tokenizer, eos)
+        if default is not False:
+            return style, default if isinstance(default, str) else None
+    return None, None
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def modelfile_text(gguf_name: str, tokenizer: Any, stops: Sequence[int]) -> str:
+    """The Modelfile for the GGUF file ``gguf_name`` (a path relative to the Modelfile)."""
+    lines = [
+        "# Written by `sftc export --format gguf`: `ollama create NAME -f Modelfile` in this directory.",
+        f"FROM ./{gguf_name}",
+        "",
+    ]
+    style, system = chat_style(tokenizer)
+    eos = tokenizer.eos_token or ""
+    if style is not None:
+        template = style.go_template.replace("{{ eos }}", eos)
+        lines += [f"# the run's chat template is {style.name} style; this is the same prompt format in Go form"]
+        lines += [f'TEMPLATE """{template}"""']
+        if system:
+            lines += [f'SYSTEM """{system}"""']
+    elif getattr(tokenizer, "chat_template", None):
+        lines += [
+            "# NOTE: the run's chat template is not ChatML, Llama 3 or Mistral style, so sftc wrote no TEMPLATE:",
+            "# Ollama's Go templates cannot run it as is. Write a TEMPLATE that renders like this Jinja text",
+            "# (the GGUF carries it too, as tokenizer.chat_template):",
+        ]
+        lines += [f"#   {line}" for line in tokenizer.chat_template.splitlines()]
+    else:
+        lines += [
+            "# the run trained without a chat template: prompts are raw text, rendered as training did",
+            'TEMPLATE """{{ .Prompt }}"""',
+        ]
+    lines.append("")
+    for token in tokenizer.convert_ids_to_tokens([int(s) for s in stops]):
+        lines.append(f"PARAMETER stop {_quoted(token)}")
+    return "\n".join(lines) + "\n"
+
+
+def write_modelfile(directory: str | Path, gguf_name: str, tokenizer: Any, stops: Sequence[int]) -> Path:
+    """Write ``directory/Modelfile`` for the GGUF file ``gguf_name`` in that directory."""
+    path = Path(directory) / "Modelfile"
+    path.write_text(modelfile_text(gguf_name, tokenizer, stops))
+    return path
