@@ -299,7 +299,7 @@ def _show_run_topics(out: Console, table: Any, run: str, chart: Any) -> None:
     out.print()
     verdict = table.verdict()
     if verdict is not None:
-        out.print(f"weakest topic of {run}: {verdict}", markup=False)
+        out.print(f"the answers of {run} by topic: {verdict}", markup=False)
     elif not table.scored:
         out.print(f"no eval answers of {run} fall in these topics (eval.generate off, or other data)", markup=False)
     if table.unmatched:
