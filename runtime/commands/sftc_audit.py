@@ -216,12 +216,10 @@ def _varying_prompts(examples: list) -> dict[str, str]:
     for e in examples:
         prefix, suffix = affixes[e.source]
         end = len(e.prompt) - len(suffix)
-        middle = e.prompt[len(prefix) : end] if len(prefix) < end else e.prompt
-        shown[e.id] = (
-            ("…" if prefix and middle is not e.prompt else "")
-            + middle
-            + ("…" if suffix and middle is not e.prompt else "")
-        )
+        if len(prefix) < end:  # something varies between the affixes: show it, marking what was cut
+            shown[e.id] = "…" * bool(prefix) + e.prompt[len(prefix) : end] + "…" * bool(suffix)
+        else:
+            shown[e.id] = e.prompt
     return shown
 
 
