@@ -149,8 +149,9 @@ def _pre_name(pre_tokenizer: dict | None) -> str:
     )
 
 
-def _adds(tokenizer: Any) -> tuple[bool, bool]:
-    """(the tokenizer adds BOS, adds EOS) when it encodes a text with its special tokens."""
+def adds_special_tokens(tokenizer: Any) -> tuple[bool, bool]:
+    """(the tokenizer adds BOS, adds EOS) when it encodes a text with its special tokens: what the
+    GGUF says llama.cpp must add (`tokenizer.ggml.add_bos_token`), and the Modelfile relies on."""
     plain = list(tokenizer("a b", add_special_tokens=False)["input_ids"])
     full = list(tokenizer("a b")["input_ids"])
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
@@ -184,7 +185,7 @@ def gguf_vocab(tokenizer: Any, vocab_size: int) -> GgufVocab:
         else:
             tokens.append(token)
             types.append(T.NORMAL)
-    add_bos, add_eos = _adds(tokenizer)
+    add_bos, add_eos = adds_special_tokens(tokenizer)
     kinds = [p["type"] for p in _components(state.get("pre_tokenizer"))]
     if model["type"] == "BPE" and "ByteLevel" in kinds:
         merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]

@@ -78,21 +78,21 @@ _PROBE = [
 ]
 
 
-def _jinja(tokenizer: Any, messages: Messages) -> str | None:
-    """The run's rendering of ``messages`` with the generation prompt, a leading BOS text taken off
-    (llama.cpp adds BOS itself when the GGUF says so); None when the template refuses them."""
+def _jinja(tokenizer: Any, messages: Messages, strip_bos: bool) -> str | None:
+    """The run's rendering of ``messages`` with the generation prompt (with ``strip_bos``, a leading
+    BOS text taken off); None when the template refuses them."""
     try:
         text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True)
     except Exception:  # noqa: BLE001 - a template's raise_exception (e.g. no system role) is its answer
         return None
     bos = tokenizer.bos_token
-    return text[len(bos) :] if bos and text.startswith(bos) else text
+    return text[len(bos) :] if strip_bos and bos and text.startswith(bos) else text
 
 
-def _default_system(style: ChatStyle, tokenizer: Any, eos: str) -> str | None | bool:
-    """The system message the run's template inserts when a conversation has none: None when it
-    inserts none, False when the no-system rendering fits the style in no way."""
-    rendered = _jinja(tokenizer, _PROBE)
+def _default_system(style: ChatStyle, rendered: str | None, eos: str) -> str | None | bool:
+    """The system message the run's template inserts when a conversation has none (``rendered``:
+    its rendering of the probe): None when it inserts none, False when the rendering fits the style
+    in no way."""
     if rendered == style.render(_PROBE, eos):
         return None
     if not style.system or rendered is None:
@@ -106,21 +106,29 @@ def _default_system(style: ChatStyle, tokenizer: Any, eos: str) -> str | None | 
     return False
 
 
-def chat_style(tokenizer: Any) -> tuple[ChatStyle | None, str | None]:
-    """(the style the run's chat template renders, its default system message), or (None, None)."""
+def chat_style(tokenizer: Any) -> tuple[ChatStyle | None, str | None, str]:
+    """(the style the run's chat template renders, its default system message, the text the Go
+    template must start with), or (None, None, ""). The template's rendering is matched as it is
+    (SmolLM2's BOS is ``<|im_start|>``, the start of every ChatML turn), then with a leading BOS
+    text off (Llama 3's ``{{ bos_token }}``): that BOS is the Go template's first text unless the
+    tokenizer adds it itself, as llama.cpp then does (`adds_special_tokens`, the GGUF's flag)."""
+    from runtime.checkpoints.gguf_export import adds_special_tokens
+
     template = getattr(tokenizer, "chat_template", None)
     if not template:
-        return None, None
+        return None, None, ""
     eos = tokenizer.eos_token or ""
-    for style in STYLES:
-        if style.system:
-            with_system = [{"role": "system", "content": "You answer briefly."}] + _PROBE
-            if _jinja(tokenizer, with_system) != style.render(with_system, eos):
+    with_system = [{"role": "system", "content": "You answer briefly."}] + _PROBE
+    for strip_bos in (False, True):
+        for style in STYLES:
+            if style.system and _jinja(tokenizer, with_system, strip_bos) != style.render(with_system, eos):
                 continue
-        default = _default_system(style, tokenizer, eos)
-        if default is not False:
-            return style, default if isinstance(default, str) else None
-    return None, None
+            default = _default_system(style, _jinja(tokenizer, _PROBE, strip_bos), eos)
+            if default is False:
+                continue
+            lead = tokenizer.bos_token if strip_bos and not adds_special_tokens(tokenizer)[0] else ""
+            return style, default if isinstance(default, str) else None, lead
+    return None, None, ""
 
 
 def _quoted(text: str) -> str:
@@ -134,10 +142,10 @@ def modelfile_text(gguf_name: str, tokenizer: Any, stops: Sequence[int]) -> str:
         f"FROM ./{gguf_name}",
         "",
     ]
-    style, system = chat_style(tokenizer)
+    style, system, lead = chat_style(tokenizer)
     eos = tokenizer.eos_token or ""
     if style is not None:
-        template = style.go_template.replace("{{ eos }}", eos)
+        template = lead + style.go_template.replace("{{ eos }}", eos)
         lines += [f"# the run's chat template is {style.name} style; this is the same prompt format in Go form"]
         lines += [f'TEMPLATE """{template}"""']
         if system:

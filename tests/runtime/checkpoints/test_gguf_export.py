@@ -93,6 +93,10 @@ def test_the_modelfile_carries_the_template_and_every_stop_token():
     )
     assert text.endswith('PARAMETER stop "</s>"\nPARAMETER stop "<|im_end|>"\n')
     assert [chat_style(bpe_tokenizer(t))[0].name for t in (LLAMA3, MISTRAL)] == ["Llama 3", "Mistral"]
+    # their `{{ bos_token }}`, which this tokenizer does not add (so neither does llama.cpp), opens the Go template
+    assert chat_style(bpe_tokenizer(LLAMA3))[2] == "<s>" and 'TEMPLATE """<s>{{- range' in modelfile_text(
+        "m.gguf", bpe_tokenizer(LLAMA3), [2]
+    )
     # a template none of the styles renders: no guessed TEMPLATE, the Jinja text as a note
     zephyr = modelfile_text("m.gguf", bpe_tokenizer(ZEPHYR), [2])
     assert "TEMPLATE" not in zephyr.replace("no TEMPLATE", "").replace("Write a TEMPLATE", "")
@@ -105,7 +109,7 @@ def test_a_default_system_message_becomes_system():
         "{% if messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are SmolLM.<|im_end|>\n' }}{% endif %}"
         "{% for message in messages %}",
     )
-    assert chat_style(bpe_tokenizer(template)) == (chat_style(bpe_tokenizer(CHATML))[0], "You are SmolLM.")
+    assert chat_style(bpe_tokenizer(template)) == (chat_style(bpe_tokenizer(CHATML))[0], "You are SmolLM.", "")
     assert 'SYSTEM """You are SmolLM."""' in modelfile_text("m.gguf", bpe_tokenizer(template), [2])
 
 
@@ -155,3 +159,18 @@ def test_transformers_gguf_loader_gives_the_same_logits_and_tokens(quant, model,
     share = _share(np.asarray(net(ids)), theirs)
     print(f"{quant}: transformers' GGUF loader, max |Δ logit| {share:.3%} of the largest")
     assert share < GGUF_LOGITS[quant] / 5
+
+
+def test_a_bos_the_tokenizer_does_not_add_is_the_templates_own_text(smollm2_gguf):
+    """SmolLM2's BOS is `<|im_start|>` and its tokenizer never adds it: the ChatML turns begin
+    with it. The real model's Modelfile is ChatML with its default system message."""
+    smollm2 = load_tokenizer(resolve_checkpoint(smollm2_gguf))
+    assert smollm2.bos_token == "<|im_start|>" and smollm2("")["input_ids"] == []
+    style, system, lead = chat_style(smollm2)
+    assert (style.name, system, lead) == (
+        "ChatML",
+        "You are a helpful AI assistant named SmolLM, trained by Hugging Face",
+        "",
+    )
+    text = modelfile_text("model-f16.gguf", smollm2, stop_ids(smollm2))
+    assert 'TEMPLATE """{{- range .Messages }}<|im_start|>' in text and text.endswith('PARAMETER stop "<|im_end|>"\n')
