@@ -8,6 +8,8 @@ that style's Go template (and, when the run's template inserts a default system 
 message as ``SYSTEM``). A template that matches none is not guessed at: the Modelfile says so and
 carries the Jinja text as comments, and the GGUF keeps it (``tokenizer.chat_template``).
 
+``SYSTEM`` is the system message the run trained with when every source has the same one (the
+spec's `system`, `runtime.plan.data_plan.system_message`): the model learned its task under it.
 ``PARAMETER stop`` is written for every token of `runtime.data.prompts.stop_ids`.
 """
 
@@ -135,8 +137,10 @@ def _quoted(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def modelfile_text(gguf_name: str, tokenizer: Any, stops: Sequence[int]) -> str:
-    """The Modelfile for the GGUF file ``gguf_name`` (a path relative to the Modelfile)."""
+def modelfile_text(gguf_name: str, tokenizer: Any, stops: Sequence[int], trained_system: str | None = None) -> str:
+    """The Modelfile for the GGUF file ``gguf_name`` (a path relative to the Modelfile).
+    ``trained_system``: the system message the run trained every conversation with (the spec's
+    `system`); it is the ``SYSTEM`` then, in place of the template's default."""
     lines = [
         "# Written by `sftc export --format gguf`: `ollama create NAME -f Modelfile` in this directory.",
         f"FROM ./{gguf_name}",
@@ -148,7 +152,10 @@ def modelfile_text(gguf_name: str, tokenizer: Any, stops: Sequence[int]) -> str:
         template = lead + style.go_template.replace("{{ eos }}", eos)
         lines += [f"# the run's chat template is {style.name} style; this is the same prompt format in Go form"]
         lines += [f'TEMPLATE """{template}"""']
-        if system:
+        if trained_system is not None and style.system:
+            lines += ["# the system message the run trained with (the spec's `system`)"]
+            lines += [f'SYSTEM """{trained_system}"""']
+        elif system:
             lines += [f'SYSTEM """{system}"""']
     elif getattr(tokenizer, "chat_template", None):
         lines += [
@@ -168,8 +175,10 @@ def modelfile_text(gguf_name: str, tokenizer: Any, stops: Sequence[int]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_modelfile(directory: str | Path, gguf_name: str, tokenizer: Any, stops: Sequence[int]) -> Path:
+def write_modelfile(
+    directory: str | Path, gguf_name: str, tokenizer: Any, stops: Sequence[int], trained_system: str | None = None
+) -> Path:
     """Write ``directory/Modelfile`` for the GGUF file ``gguf_name`` in that directory."""
     path = Path(directory) / "Modelfile"
-    path.write_text(modelfile_text(gguf_name, tokenizer, stops))
+    path.write_text(modelfile_text(gguf_name, tokenizer, stops, trained_system))
     return path

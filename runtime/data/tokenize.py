@@ -55,7 +55,7 @@ from runtime.plan.data_errors import (
     TemplateNotPrefixStableError,
     shorten,
 )
-from runtime.plan.data_plan import SourceSpec, TemplateSpec
+from runtime.plan.data_plan import SourceSpec, TemplateSpec, system_message
 from runtime.plan.row_templates import (
     Rendered,
     RowProblem,
@@ -179,7 +179,7 @@ def _resolve_mode(template: TemplateSpec, columns: list[str], source: SourceSpec
             "already has; rename that one too, or choose another name"
         )
     columns = [renamed.get(c, c) for c in columns]
-    system = template.system or (spec.system if spec is not None else None)
+    system = system_message(template, spec)
     common = dict(rename=rename, where=where)
 
     def conversation(column: str) -> Mode:

@@ -213,6 +213,15 @@ def merged_model(prepared, model):
     return merge_lora(original_base(prepared, model))
 
 
+def trained_system(plan) -> str | None:
+    """The system message every source trained with (`system_message`), or None: none set, or
+    sources that differ (an export then keeps its template's default)."""
+    from runtime.plan.data_plan import system_message
+
+    systems = {system_message(plan.data.template_for(s.name), s) for s in plan.data.sources}
+    return systems.pop() if len(systems) == 1 else None
+
+
 def gguf_file(directory: Path, quant: str) -> Path:
     """Where a `gguf` export in ``directory`` keeps its file."""
     return directory / f"model-{quant}.gguf"
@@ -247,7 +256,7 @@ def export_model(prepared, model, directory: Path, kind: str, quant: str = "f16"
             stops=stops,
             name=prepared.plan.name,
         )
-        write_modelfile(directory, path.name, prepared.tokenizer, stops)
+        write_modelfile(directory, path.name, prepared.tokenizer, stops, trained_system(prepared.plan))
         return directory
     if kind == "peft":
         from runtime.checkpoints.hf_checkpoint import save_peft

@@ -421,6 +421,12 @@ class DataPlan:
         return cls.from_dict(json.loads(s))
 
 
+def system_message(template: TemplateSpec, source: SourceSpec | None) -> str | None:
+    """The system message a source's conversations get when they have none of their own: its
+    template's `system`, else the source's. Training renders with it; an export states it."""
+    return template.system or (source.system if source is not None else None)
+
+
 def drop_unset_dedup(source: dict[str, Any]) -> None:
     """A source without `dedup` is written as before the setting existed (plan.json unchanged)."""
     if source.get("dedup", 0) is None:

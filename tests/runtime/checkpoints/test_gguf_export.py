@@ -174,3 +174,26 @@ def test_a_bos_the_tokenizer_does_not_add_is_the_templates_own_text(smollm2_gguf
     )
     text = modelfile_text("model-f16.gguf", smollm2, stop_ids(smollm2))
     assert 'TEMPLATE """{{- range .Messages }}<|im_start|>' in text and text.endswith('PARAMETER stop "<|im_end|>"\n')
+
+
+def test_the_system_message_the_run_trained_with_is_the_modelfiles(smollm2_gguf):
+    """A spec's `system` (the template's, else the source's) replaces the template's default
+    `SYSTEM` when every source has the same; sources that differ keep the default."""
+    from types import SimpleNamespace
+
+    from runtime.evaluate.final import trained_system
+    from runtime.plan.data_plan import DataPlan, SourceSpec, TemplateSpec
+
+    def plan(*systems: tuple[str | None, str | None]):
+        sources = tuple(
+            SourceSpec(f"s{i}", "jsonl", (f"s{i}.jsonl",), system=own) for i, (_, own) in enumerate(systems)
+        )
+        templates = {f"s{i}": TemplateSpec("{q}", "{a}", chat=True, system=t) for i, (t, _) in enumerate(systems)}
+        return SimpleNamespace(data=DataPlan(sources, templates, seq_len=64, global_batch_size=1, epochs=1))
+
+    assert trained_system(plan(("Extract JSON.", None), (None, "Extract JSON."))) == "Extract JSON."
+    assert trained_system(plan(("Extract JSON.", None), (None, None))) is None
+    assert trained_system(plan((None, None))) is None
+    smollm2 = load_tokenizer(resolve_checkpoint(smollm2_gguf))
+    text = modelfile_text("m.gguf", smollm2, stop_ids(smollm2), "Extract JSON.")
+    assert 'SYSTEM """Extract JSON."""' in text and "named SmolLM" not in text
