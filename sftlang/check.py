@@ -6,9 +6,11 @@ acceptance consistency. Per-file checks (syntax, keys, types) ran in validate.py
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from runtime.plan import row_shapes as shapes
 from runtime.plan import row_templates as templates
@@ -1451,6 +1453,49 @@ def _check_output(ctx: _Context) -> None:
                         "only `{name}` (the spec's name) is filled in",
                     )
                 )
+    _check_trackers(ctx)
+
+
+def _check_trackers(ctx: _Context) -> None:
+    """`track = [...]`: each tracker's package is installed, and no credentials sit in the spec
+    (the spec is copied into every run directory)."""
+    track = ctx.spec.value("output", "track")
+    for item in track.items if isinstance(track, ast.List) else ():
+        head = item.head if isinstance(item, ast.Call) else item
+        if not isinstance(head, ast.Name):
+            continue
+        package = schema.TRACKER_PACKAGES.get(head.name)
+        if package is not None and not package_installed(package):
+            ctx.report(
+                Diagnostic(
+                    "E073",
+                    f"`{head.name}` needs the `{package}` package, which is not installed: "
+                    f"pip install 'sftc[{head.name}]'",
+                    head.span,
+                    f"or remove `{head.name}` from `track`",
+                )
+            )
+        uri = arg(item, "uri") if isinstance(item, ast.Call) else None
+        if isinstance(uri, ast.Str):
+            parts = urlsplit(uri.value)
+            if parts.username or parts.password:
+                ctx.report(
+                    Diagnostic(
+                        "E074",
+                        f"the `uri` of `{head.name}` holds credentials, which the run directory would keep",
+                        uri.span,
+                        "drop them from the uri and set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD "
+                        "(or MLFLOW_TRACKING_TOKEN) in the environment",
+                    )
+                )
+
+
+def package_installed(name: str) -> bool:
+    """Whether `import name` would find the package, without importing it (`sftc check` stays fast)."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
 
 
 # ---------------------------------------------------------------- entry points

@@ -234,6 +234,8 @@ CODES: dict[str, str] = {
     "E070": "an export format the model cannot produce",
     "E071": "a sampled row of a data file that the run would stop at as a bad row",
     "E072": "a quantized base (`quantize`) without a LoRA adapter to train over it",
+    "E073": "a tracker whose Python package is not installed (the message names the extra to install)",
+    "E074": "credentials written into a tracker's `uri` (they belong in the environment)",
     "W001": "a check skipped because the hub is offline or unreachable",
     "W004": "a data source declared but not trained on",
     "W005": "an interval longer than the whole run",

@@ -27,6 +27,7 @@ from runtime.plan.run_plan import (
     OutputPlan,
     Plan,
     TokenizerPlan,
+    TrackerPlan,
     TrainPlan,
 )
 from runtime.plan.settings import (
@@ -402,7 +403,20 @@ def _output_plan(spec: Spec) -> OutputPlan:
         dir=str(Path(directory).expanduser().resolve()),
         export=_py(spec.value("output", "export")),
         shard_size=int(size.amount.value * BYTE_UNITS[_unit(size.unit)]),
+        track=tuple(_tracker(item, spec.name) for item in _as(spec.value("output", "track"), ast.List).items),
     )
+
+
+def _tracker(item: ast.Value, name: str) -> TrackerPlan:
+    """`tensorboard`, `mlflow` or `mlflow(uri = ..., experiment = ...)`; an MLflow experiment
+    defaults to the spec's name, its uri to the environment's (read when the run starts)."""
+    if isinstance(item, ast.Call):
+        kind, options = item.head.name, _kwargs(item)
+    else:
+        kind, options = _as(item, ast.Name).name, {}
+    if kind == "mlflow":
+        options.setdefault("experiment", name)
+    return TrackerPlan(kind, **options)
 
 
 def lower(spec: Spec) -> Plan:

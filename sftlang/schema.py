@@ -522,6 +522,26 @@ EVAL_KEYS = (
 
 # ---------------------------------------------------------------- output
 
+TRACKERS = Calls(
+    {
+        "tensorboard": Signature((), doc="TensorBoard event files under `RUN/tb/`"),
+        "mlflow": Signature(
+            (
+                Param(
+                    "uri",
+                    Str(non_empty=True),
+                    doc="tracking server or store; default: `MLFLOW_TRACKING_URI`, else `sqlite:///` beside the runs",
+                ),
+                Param("experiment", Str(non_empty=True), doc="the MLflow experiment; default: the spec's name"),
+            ),
+            doc="an MLflow run: the plan as params, every metric at its step, gates, verdict, report artifacts",
+        ),
+    },
+    what="tracker",
+)
+# The package each tracker needs beyond sftc's own, and the extra that installs it.
+TRACKER_PACKAGES = {"mlflow": "mlflow"}
+
 OUTPUT_KEYS = (
     Key("dir", Str(non_empty=True), '"runs/{name}"', doc="run directory; `{name}` is the spec's name"),
     Key(
@@ -535,6 +555,12 @@ OUTPUT_KEYS = (
         Quantity(("KiB", "MiB", "GiB", "KB", "MB", "GB")),
         "5 GiB",
         doc="largest safetensors shard of the export",
+    ),
+    Key(
+        "track",
+        ListOf(OneOf((Enum(("tensorboard",)), TRACKERS))),
+        "[tensorboard]",
+        doc="where metrics go besides `metrics.jsonl`: `tensorboard`, `mlflow(uri = ..., experiment = ...)`",
     ),
 )
 

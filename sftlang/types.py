@@ -275,7 +275,7 @@ class ListOf(Type):
         seen = set()
         for item in node.items:
             self.item.check(item, report, where)
-            key = getattr(item, "name", None)
+            key = item.head.name if isinstance(item, ast.Call) else getattr(item, "name", None)
             if key is not None and key in seen:
                 report(Diagnostic("E013", f"`{key}` is listed twice", item.span))
             seen.add(key)
@@ -551,7 +551,7 @@ class OneOf(Type):
             if isinstance(option, Enum) and not isinstance(option, Bool) and isinstance(node, ast.Name):
                 names = [n for o in self.options if isinstance(o, Enum) for n in o.choices]
                 names += [n for o in self.options if isinstance(o, Calls) for n in o.variants]
-                return Enum(tuple(names)).check(node, report, where)
+                return Enum(tuple(dict.fromkeys(names))).check(node, report, where)
             if isinstance(option, Calls) and isinstance(node, ast.Call):
                 return option.check(node, report, where)
         mismatch(node, self, report, where)

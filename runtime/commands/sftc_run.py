@@ -163,6 +163,26 @@ def _data_gates_pass(console: Console, prepared) -> bool:
 def _train_and_evaluate(
     args, console: Console, prepared, run_dir: Path, started: float, inputs, checkpoints: Path
 ) -> int:
+    """Train and judge with the spec's trackers (`track = [...]`) open throughout; each tracker's
+    run ends FINISHED when judged (accepted or not), KILLED when interrupted, else FAILED."""
+    from runtime.platform import distributed
+    from runtime.train.trackers import start_trackers
+
+    trackers = start_trackers(
+        prepared.plan, run_dir, distributed.is_primary(), lambda message: say(console, "warning", message)
+    )
+    code = None
+    try:
+        code = _train_and_judge(args, console, prepared, run_dir, started, inputs, checkpoints, trackers)
+        return code
+    finally:
+        ended = {ExitCode.OK: "FINISHED", ExitCode.REJECTED: "FINISHED", ExitCode.INTERRUPTED: "KILLED"}
+        trackers.close(ended.get(code, "FAILED") if code is not None else "FAILED")
+
+
+def _train_and_judge(
+    args, console: Console, prepared, run_dir: Path, started: float, inputs, checkpoints: Path, trackers
+) -> int:
     from runtime.evaluate.final import evaluate_run
     from runtime.evaluate.report import print_before_after, print_gates
     from runtime.runs import run_directory as rundir
@@ -172,7 +192,7 @@ def _train_and_evaluate(
 
     plan = prepared.plan
     console.print(prepared.pipeline.stats.summary())
-    log = MetricsLog(run_dir)
+    log = MetricsLog(run_dir, tensorboard=trackers.tensorboard, trackers=trackers)
     try:
         with progress_for(console) as progress:
             result = train(prepared, run_dir, progress=progress, log=log, checkpoint_dir=checkpoints)
@@ -212,6 +232,7 @@ def _train_and_evaluate(
     baseline = " and the baseline's" if plan.eval.baseline is not None else ""
     with console.status(f"evaluating: generating eval completions{baseline}"):
         outcome = evaluate_run(prepared, result, run_dir, facts, inputs, force_export=args.export)
+    trackers.finish(outcome, result.steps, run_dir)
     rundir.write_status(
         run_dir,
         "done",

@@ -193,10 +193,31 @@ class GatePlan:
 
 
 @dataclass(frozen=True)
+class TrackerPlan:
+    """One entry of `track = [...]`: where the run's metrics go besides `metrics.jsonl`.
+    The environment (`MLFLOW_TRACKING_URI`, credentials) is read by the runtime, never stored here."""
+
+    kind: str  # tensorboard | mlflow
+    uri: str | None = None  # mlflow: None means MLFLOW_TRACKING_URI, else a SQLite store beside the runs
+    experiment: str | None = None  # mlflow: the spec's name unless the spec says
+
+
+@dataclass(frozen=True)
 class OutputPlan:
     dir: str  # absolute; `{name}` already filled in
     export: str  # hf | peft | gguf | none
     shard_size: int  # bytes
+    track: tuple[TrackerPlan, ...] = (TrackerPlan("tensorboard"),)  # a plan.json from before `track`: today's
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> OutputPlan:
+        track = d.get("track")
+        return cls(
+            **{
+                **d,
+                "track": tuple(TrackerPlan(**t) for t in track) if track is not None else cls.track,
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -252,7 +273,7 @@ class Plan:
                 "eval": EvalPlan.from_dict(d["eval"]),
                 "gates": tuple(GatePlan(**g) for g in d["gates"]),
                 "data_gates": tuple(GatePlan(**g) for g in d.get("data_gates") or ()),
-                "output": OutputPlan(**d["output"]),
+                "output": OutputPlan.from_dict(d["output"]),
             }
         )
 

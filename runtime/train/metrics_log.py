@@ -1,5 +1,7 @@
 """Where training metrics go: `metrics.jsonl` in the run directory (one JSON object
-per line, appended across resumes) and TensorBoard event files under `tb/`.
+per line, appended across resumes), TensorBoard event files under `tb/` (when `track` lists
+`tensorboard`), and every train and eval record to the run's other trackers
+(`runtime.train.trackers`), from this one place.
 
 Record kinds, told apart by `kind`:
 
@@ -17,11 +19,15 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from runtime.train.trackers import Trackers
 
 
 class MetricsLog:
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True):
+    def __init__(self, run_dir: str | Path, tensorboard: bool = True, trackers: Trackers | None = None):
+        self.trackers = trackers
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._file = open(self.path, "a", encoding="utf-8")
@@ -36,6 +42,8 @@ class MetricsLog:
         record.setdefault("time", round(time.time(), 3))
         self._file.write(json.dumps(record) + "\n")
         self._file.flush()
+        if self.trackers is not None:
+            self.trackers.metrics(record)
         if self._writer is not None and record.get("kind") in ("train", "eval"):
             prefix = record["kind"] if record.get("source") is None else f"eval/{record['source']}"
             for key, value in record.items():
