@@ -87,6 +87,7 @@ def _mlflow_run(run_dir: Path, uri: str):
     return MlflowClient(uri), run_id
 
 
+@pytest.mark.slow  # ~30 s with the server's start: keeps the default suite under 5 minutes
 def test_a_run_is_tracked_in_mlflow(project, mlflow_server, monkeypatch, capsys):
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "someone")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", SECRET)  # the server has no auth; it must not be kept
@@ -189,6 +190,7 @@ def test_plan_params_fit_mlflow_limits():
     assert shown("https://me:secret@example.com:8443/x") == "https://example.com:8443/x"
 
 
+@pytest.mark.slow  # the real server: started once for the slow cases of this module
 def test_a_resumed_run_whose_mlflow_run_is_gone_is_not_tracked_twice(tmp_path, mlflow_server):
     from runtime.plan.run_plan import TrackerPlan
     from runtime.train import mlflow_tracker
