@@ -197,3 +197,70 @@ def test_the_system_message_the_run_trained_with_is_the_modelfiles(smollm2_gguf)
     smollm2 = load_tokenizer(resolve_checkpoint(smollm2_gguf))
     text = modelfile_text("m.gguf", smollm2, stop_ids(smollm2), "Extract JSON.")
     assert 'SYSTEM """Extract JSON."""' in text and "named SmolLM" not in text
+
+
+GGUF_SPEC = """\
+sft "served"
+model {
+    base      = init llama(layers = 1, dim = 32, heads = 2, ffn = 64)
+    tokenizer = hf("tok")
+}
+data chat = jsonl("chat.jsonl") {
+    split eval = 25% seed 1
+}
+template instruct for chat {
+    prompt     = "{q}"
+    completion = "{a}"
+    chat       = on
+}
+train {
+    steps = 4
+    batch = 4
+    seq_len = 48
+    optimizer = adamw(lr = 1e-2)
+    checkpoint = every 4 steps keep 1
+}
+eval {
+    generate = greedy(max_new_tokens = 4)
+}
+output {
+    dir    = "runs/{name}"
+    export = gguf
+}
+"""
+
+
+@pytest.mark.slow  # a whole run and its export
+def test_a_gguf_export_that_differs_from_the_run_rejects_it(tmp_path, monkeypatch, capsys):
+    """The writer is handed other weights than the run's (a bad conversion): the check reads the
+    file back, finds the logits apart and rejects the run; the report says so."""
+    import json
+
+    import jax
+    from flax import nnx
+
+    import runtime.checkpoints.gguf_export as gguf_export
+    from sftlang.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    bpe_tokenizer(CHATML).save_pretrained(str(tmp_path / "tok"))
+    rows = [{"q": f"what is {a} plus {b}?", "a": str(a + b)} for a in range(6) for b in range(4)]
+    (tmp_path / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "served.sft").write_text(GGUF_SPEC)
+    write = gguf_export.write_gguf
+
+    def other_weights(model, *args, **kwargs):
+        graphdef, state = nnx.split(model)
+        leaves, tree = jax.tree.flatten(state)
+        leaves[0] = leaves[0] * 1.5  # the first parameter (the embedding) off by half
+        return write(nnx.merge(graphdef, jax.tree.unflatten(tree, leaves)), *args, **kwargs)
+
+    monkeypatch.setattr(gguf_export, "write_gguf", other_weights)
+    assert main(["run", "served.sft"]) == 3
+    assert "export check failed" in capsys.readouterr().err
+    (run_dir,) = sorted((tmp_path / "runs" / "served").iterdir())
+    report = json.loads((run_dir / "report.json").read_text())
+    check = report["export_check"]
+    assert report["accepted"] is False and check["passed"] is False
+    assert check["logits"]["max_abs_diff"] > check["logits"]["tolerance"]
+    assert "export check failed" in (run_dir / "report.md").read_text()
