@@ -199,35 +199,13 @@ def test_the_system_message_the_run_trained_with_is_the_modelfiles(smollm2_gguf)
     assert 'SYSTEM """Extract JSON."""' in text and "named SmolLM" not in text
 
 
-GGUF_SPEC = """\
-sft "served"
-model {
-    base      = init llama(layers = 1, dim = 32, heads = 2, ffn = 64)
-    tokenizer = hf("tok")
-}
-data chat = jsonl("chat.jsonl") {
-    split eval = 25% seed 1
-}
-template instruct for chat {
-    prompt     = "{q}"
-    completion = "{a}"
-    chat       = on
-}
-train {
-    steps = 4
-    batch = 4
-    seq_len = 48
-    optimizer = adamw(lr = 1e-2)
-    checkpoint = every 4 steps keep 1
-}
-eval {
-    generate = greedy(max_new_tokens = 4)
-}
-output {
-    dir    = "runs/{name}"
-    export = gguf
-}
-"""
+def _served_gguf_spec() -> str:
+    """test_export_check's served spec (`use "tiny-model.sft"`), exporting GGUF."""
+    from tests.runtime.evaluate.test_export_check import SPEC
+
+    spec = SPEC.replace("export = hf", "export = gguf")
+    assert spec != SPEC, "test_export_check's SPEC changed: update the replacement"
+    return spec
 
 
 @pytest.mark.slow  # a whole run and its export
@@ -241,12 +219,14 @@ def test_a_gguf_export_that_differs_from_the_run_rejects_it(tmp_path, monkeypatc
 
     import runtime.checkpoints.gguf_export as gguf_export
     from sftlang.cli import main
+    from tests.fixtures import copy_fixtures
 
     monkeypatch.chdir(tmp_path)
     bpe_tokenizer(CHATML).save_pretrained(str(tmp_path / "tok"))
     rows = [{"q": f"what is {a} plus {b}?", "a": str(a + b)} for a in range(6) for b in range(4)]
     (tmp_path / "chat.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    (tmp_path / "served.sft").write_text(GGUF_SPEC)
+    copy_fixtures(tmp_path, "tiny-model.sft")
+    (tmp_path / "served.sft").write_text(_served_gguf_spec())
     write = gguf_export.write_gguf
 
     def other_weights(model, *args, **kwargs):
