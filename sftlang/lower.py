@@ -408,14 +408,19 @@ def _output_plan(spec: Spec) -> OutputPlan:
 
 
 def _tracker(item: ast.Value, name: str) -> TrackerPlan:
-    """`tensorboard`, `mlflow` or `mlflow(uri = ..., experiment = ...)`; an MLflow experiment
-    defaults to the spec's name, its uri to the environment's (read when the run starts)."""
+    """`tensorboard`, `mlflow(uri = ..., experiment = ...)`, `wandb(project = ..., entity = ...,
+    mode = ...)` or `trackio(project = ...)`, each with or without its arguments; an MLflow experiment
+    and a W&B or Trackio project default to the spec's name, MLflow's uri to the environment's."""
     if isinstance(item, ast.Call):
         kind, options = item.head.name, _kwargs(item)
     else:
         kind, options = _as(item, ast.Name).name, {}
     if kind == "mlflow":
         options.setdefault("experiment", name)
+    if kind in ("wandb", "trackio"):
+        options.setdefault("project", name)
+    if kind == "wandb":
+        options.setdefault("mode", "online")
     return TrackerPlan(kind, **options)
 
 

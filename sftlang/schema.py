@@ -536,11 +536,28 @@ TRACKERS = Calls(
             ),
             doc="an MLflow run: the plan as params, every metric at its step, gates, verdict, report artifacts",
         ),
+        "wandb": Signature(
+            (
+                Param("project", Str(non_empty=True), doc="the W&B project; default: the spec's name"),
+                Param("entity", Str(non_empty=True), doc="the W&B team or user; default: the API key's"),
+                Param(
+                    "mode",
+                    Enum(("online", "offline")),
+                    "online",
+                    doc="`offline` keeps the run in `RUN/wandb/` for `wandb sync`",
+                ),
+            ),
+            doc="a W&B run: the plan as config, every metric at its step, gates and verdict in its summary, the report",
+        ),
+        "trackio": Signature(
+            (Param("project", Str(non_empty=True), doc="the Trackio project; default: the spec's name"),),
+            doc="a Trackio run in its local store: the plan as config, every metric at its step, final values",
+        ),
     },
     what="tracker",
 )
 # The package each tracker needs beyond sftc's own, and the extra that installs it.
-TRACKER_PACKAGES = {"mlflow": "mlflow"}
+TRACKER_PACKAGES = {"mlflow": "mlflow", "wandb": "wandb", "trackio": "trackio"}
 
 OUTPUT_KEYS = (
     Key("dir", Str(non_empty=True), '"runs/{name}"', doc="run directory; `{name}` is the spec's name"),
@@ -560,7 +577,8 @@ OUTPUT_KEYS = (
         "track",
         ListOf(OneOf((Enum(("tensorboard",)), TRACKERS))),
         "[tensorboard]",
-        doc="where metrics go besides `metrics.jsonl`: `tensorboard`, `mlflow(uri = ..., experiment = ...)`",
+        doc="where metrics go besides `metrics.jsonl`: `tensorboard`, `mlflow(uri = ..., experiment = ...)`, "
+        "`wandb(project = ..., entity = ..., mode = online | offline)`, `trackio(project = ...)`",
     ),
 )
 

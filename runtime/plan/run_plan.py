@@ -197,9 +197,12 @@ class TrackerPlan:
     """One entry of `track = [...]`: where the run's metrics go besides `metrics.jsonl`.
     The environment (`MLFLOW_TRACKING_URI`, credentials) is read by the runtime, never stored here."""
 
-    kind: str  # tensorboard | mlflow
+    kind: str  # tensorboard | mlflow | wandb | trackio
     uri: str | None = None  # mlflow: None means MLFLOW_TRACKING_URI, else a SQLite store beside the runs
     experiment: str | None = None  # mlflow: the spec's name unless the spec says
+    project: str | None = None  # wandb, trackio: the spec's name unless the spec says
+    entity: str | None = None  # wandb: None means the API key's default entity
+    mode: str | None = None  # wandb: online | offline
 
 
 @dataclass(frozen=True)

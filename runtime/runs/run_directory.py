@@ -8,7 +8,8 @@ manifest, metrics, checkpoints, the report and the export.
         audit.json      what `sftc audit` finds in the data trained on (runtime.audit.audit_report.Audit.to_dict)
         metrics.jsonl   training and eval records (runtime.train.metrics_log)
         tb/             TensorBoard event files
-        trackers.json   the MLflow run this run logs to, continued on resume (runtime.train.trackers)
+        trackers.json   the MLflow, W&B or Trackio run this run logs to, continued on resume (runtime.train.trackers)
+        wandb/          W&B's files of the run (`track = [wandb(...)]`; offline: what `wandb sync` uploads)
         tokenizer/      the tokenizer the run used (Hugging Face files)
         checkpoints/    Orbax checkpoints (train state + data position)
         status.json     where the run stands: trained (evaluation to do) | done | interrupted | nan | error

@@ -3,20 +3,23 @@
 
 `metrics.jsonl` is the record and stays complete whatever happens to a tracker. TensorBoard is
 written by `runtime.train.metrics_log` itself (a local file, nothing can fail); a remote tracker
-(MLflow, `runtime.train.mlflow_tracker`) receives every train and eval record from the same
+(MLflow, W&B, Trackio: `runtime.train.KIND_tracker`, one module each) receives every train and eval record from the same
 `MetricsLog.write`, then the outcome (gates, verdict, baseline and gains, report files) once the
 run is judged. Only the primary process of a job has trackers: the others would log the same run
 twice. A tracker that cannot be reached is dropped with one warning; the run goes on.
 
 `RUN/trackers.json` keeps what a resumed run needs to continue the same tracker run (an MLflow
-run id), never a credential:
+run id, a W&B run id, a Trackio run name), never a credential:
 
     {"mlflow": {"run_id": "...", "experiment_id": "1", "experiment": "support",
-                "tracking_uri": "http://127.0.0.1:5000"}}
+                "tracking_uri": "http://127.0.0.1:5000"},
+     "wandb": {"run_id": "k2x9...", "project": "support", "entity": null, "mode": "offline", "dir": "..."},
+     "trackio": {"project": "support", "run": "20261207-..."}}
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -59,13 +62,13 @@ def start_trackers(plan: Plan, run_dir: Path, primary: bool, warn: Warn) -> Trac
     if not primary:
         return trackers
     for setting in plan.output.track:
-        if setting.kind == "mlflow":
-            from runtime.train import mlflow_tracker
-
-            started = mlflow_tracker.start(setting, plan, run_dir, read_trackers(run_dir).get("mlflow"), warn)
-            if started is not None:
-                record_tracker(run_dir, "mlflow", started.identity())
-                trackers.live.append(started)
+        if setting.kind == "tensorboard":
+            continue
+        module = importlib.import_module(f"runtime.train.{setting.kind}_tracker")  # mlflow | wandb | trackio
+        started = module.start(setting, plan, run_dir, read_trackers(run_dir).get(setting.kind), warn)
+        if started is not None:
+            record_tracker(run_dir, setting.kind, started.identity())
+            trackers.live.append(started)
     return trackers
 
 

@@ -1,8 +1,9 @@
 """`output { track = [...] }`: the trackers a run logs to, lowered to `OutputPlan.track`.
 
-The default is today's `[tensorboard]`; `mlflow`'s experiment defaults to the spec's name and
-its uri stays unset (the runtime reads MLFLOW_TRACKING_URI); a plan.json from before the key
-still loads; unknown and repeated trackers and credentials in a uri are refused.
+The default is today's `[tensorboard]`; `mlflow`'s experiment, `wandb`'s and `trackio`'s
+project default to the spec's name (`wandb`'s mode to online) and MLflow's uri stays unset (the
+runtime reads MLFLOW_TRACKING_URI); a plan.json from before the key still loads; unknown and
+repeated trackers and credentials in a uri are refused.
 """
 
 from __future__ import annotations
@@ -67,6 +68,20 @@ def test_mlflow_lowers_with_the_spec_name_as_its_experiment(tmp_path):
     assert compiled(tmp_path, "[mlflow]").output.track == (TrackerPlan("mlflow", experiment="support"),)
 
 
+def test_wandb_and_trackio_lower_with_the_spec_name_as_their_project(tmp_path):
+    plan = compiled(tmp_path, '[tensorboard, wandb(entity = "team", mode = offline), trackio]')
+    assert plan.output.track == (
+        TrackerPlan("tensorboard"),
+        TrackerPlan("wandb", project="support", entity="team", mode="offline"),
+        TrackerPlan("trackio", project="support"),
+    )
+    assert Plan.from_json(plan.to_json()) == plan
+    assert compiled(tmp_path, '[wandb(project = "p"), trackio(project = "q")]').output.track == (
+        TrackerPlan("wandb", project="p", mode="online"),
+        TrackerPlan("trackio", project="q"),
+    )
+
+
 def test_the_emitted_spec_keeps_the_trackers(tmp_path):
     spec, _ = check_spec_file(write(tmp_path, '[mlflow(experiment = "team")]'), devices=1, offline=True)
     assert spec is not None
@@ -85,7 +100,10 @@ def test_a_plan_from_before_track_loads_with_tensorboard(tmp_path):
     "track, expected",
     [
         ("[tensorbord]", "error[E015]: unknown value `tensorbord` for `track`"),
-        ('[wandb(project = "x")]', "error[E015]: unknown tracker `wandb`"),
+        ('[neptune(project = "x")]', "error[E015]: unknown tracker `neptune`"),
+        ('[wandb(projet = "x")]', "error[E012]: unknown argument `projet` for tracker `wandb`"),
+        ("[wandb(mode = offlin)]", "error[E015]"),
+        ('[trackio(entity = "x")]', "error[E012]: unknown argument `entity` for tracker `trackio`"),
         ('[mlflow(urI = "x")]', "error[E012]: unknown argument `urI` for tracker `mlflow`"),
         ('[mlflow, mlflow(experiment = "x")]', "error[E013]: `mlflow` is listed twice"),
         ("[]", "error[E022]: `track` must not be empty"),
