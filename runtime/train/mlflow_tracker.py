@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import queue
 import re
@@ -32,7 +31,8 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from runtime.plan.run_plan import Plan, TrackerPlan
-from runtime.train.trackers import Warn
+from runtime.train import trackers
+from runtime.train.trackers import Warn, reason
 
 # The connection check: one try, five seconds (MLflow's defaults retry for minutes).
 CHECK_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "5"}
@@ -43,8 +43,6 @@ SEND_ENV = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
 }
 # The files of a run directory logged as artifacts, when present.
-ARTIFACTS = ("report.md", "report.json", "loss.png", "topics.png", "audit.json", "spec.sft", "plan.json")
-RECORD_FIELDS_SKIPPED = ("kind", "step", "time", "source", "split")
 
 
 def tracking_uri(setting: TrackerPlan, plan: Plan) -> str:
@@ -66,9 +64,9 @@ def shown(uri: str) -> str:
 
 
 def metric_name(text: str) -> str:
-    """`bleu(faq)` -> `bleu/faq`: MLflow names take letters, digits, `_ - . / : ` and spaces."""
-    text = text.replace("(", "/").replace(")", "").replace(", ", "/").replace('"', "")
-    return re.sub(r"[^/\w.\- :]", "_", text)[:250]
+    """`bleu(faq)` -> `bleu/faq` (`trackers.metric_name`), then what MLflow names cannot hold
+    replaced: they take letters, digits, `_ - . / : ` and spaces."""
+    return re.sub(r"[^/\w.\- :]", "_", trackers.metric_name(text))[:250]
 
 
 def plan_params(plan: Plan) -> dict[str, str]:
@@ -103,12 +101,6 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-def _reason(error: BaseException) -> str:
-    """The first line of an error, short: MLflow's connection errors run to many lines."""
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return first if len(first) <= 160 else first[:157] + "..."
 
 
 def start(setting: TrackerPlan, plan: Plan, run_dir: Path, known: dict | None, warn: Warn) -> MlflowTracker | None:
@@ -146,7 +138,7 @@ def start(setting: TrackerPlan, plan: Plan, run_dir: Path, known: dict | None, w
                 logged = {}
     except Exception as error:  # noqa: BLE001 - any failure to reach the tracker: say so once, train on
         warn(
-            f"mlflow: cannot reach {shown(uri)} ({_reason(error)}); this run is not tracked there, its metrics "
+            f"mlflow: cannot reach {shown(uri)} ({reason(error)}); this run is not tracked there, its metrics "
             f"stay in {Path(run_dir) / 'metrics.jsonl'}"
         )
         return None
@@ -182,35 +174,20 @@ class MlflowTracker:
 
     def metrics(self, record: dict[str, Any]) -> None:
         """A train or eval record of `metrics.jsonl`, under TensorBoard's names."""
-        if record.get("kind") not in ("train", "eval"):
+        values = trackers.record_values(record)
+        if values is None:
             return
-        prefix = record["kind"] if record.get("source") is None else f"eval/{record['source']}"
         stamp = int(record.get("time", time.time()) * 1000)
-        values = {
-            metric_name(f"{prefix}/{key}"): float(value)
-            for key, value in record.items()
-            if key not in RECORD_FIELDS_SKIPPED and isinstance(value, (int, float)) and not isinstance(value, bool)
-        }
-        self.send(("metrics", values, int(record["step"]), stamp))
+        self.send(("metrics", {metric_name(k): v for k, v in values.items()}, int(record["step"]), stamp))
 
     def finish(self, outcome, steps: int, run_dir: Path) -> None:
         """Final metrics, the baseline's and the gains; each gate; the verdict; the report's files."""
-        values = {k: v for k, v in (outcome.values or {}).items() if _finite(v)}
-        base = {k: v for k, v in (outcome.base_values or {}).items() if _finite(v)}
-        metrics = {metric_name(f"final/{k}"): float(v) for k, v in values.items()}
-        metrics |= {metric_name(f"baseline/{k}"): float(v) for k, v in base.items()}
-        metrics |= {metric_name(f"gain/{k}"): float(values[k] - base[k]) for k in base if k in values}
+        metrics = {metric_name(k): v for k, v in trackers.outcome_values(outcome).items()}
         tags = {"sftc.verdict": "accepted" if outcome.accepted else "rejected"}
-        for verdict in outcome.verdicts or ():
-            name = metric_name(verdict.gate)
-            metrics[f"gate/{name}"] = 1.0 if verdict.passed else 0.0
-            value = "missing" if verdict.value is None else f"{verdict.value:g}"
-            tags[f"sftc.gate.{name}"] = (
-                f"{'passed' if verdict.passed else 'failed'}: {value} {verdict.op} {verdict.threshold:g}"
-            )
+        tags |= {f"sftc.gate.{metric_name(name)}": text for name, text in trackers.gate_texts(outcome).items()}
         self.send(("metrics", metrics, steps, int(time.time() * 1000)))
         self.send(("tags", tags))
-        for name in ARTIFACTS:
+        for name in trackers.REPORT_FILES:
             if (Path(run_dir) / name).exists():
                 self.send(("artifact", str(Path(run_dir) / name)))
 
@@ -248,7 +225,7 @@ class MlflowTracker:
             except Exception as error:  # noqa: BLE001 - a lost server never stops the run: say so once
                 self.lost = True
                 self.warn(
-                    f"mlflow: lost {shown(self.uri)} ({_reason(error)}); the rest of this run is not tracked there, "
+                    f"mlflow: lost {shown(self.uri)} ({reason(error)}); the rest of this run is not tracked there, "
                     "its metrics stay in the run directory"
                 )
 
@@ -263,7 +240,3 @@ def _exists(client, run_id: str) -> bool:
             return False
         raise
     return True
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

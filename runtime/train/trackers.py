@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,61 @@ from typing import Any
 from runtime.plan.run_plan import Plan
 
 Warn = Callable[[str], None]
+
+REPORT_FILES = ("report.md", "report.json", "loss.png", "topics.png", "audit.json", "spec.sft", "plan.json")
+RECORD_FIELDS_SKIPPED = ("kind", "step", "time", "source", "split")  # a record's fields that are not metrics
+
+
+def metric_name(text: str) -> str:
+    """`bleu(faq)` -> `bleu/faq`: a metric's or gate's name as TensorBoard shows it, for every tracker."""
+    return text.replace("(", "/").replace(")", "").replace(", ", "/").replace('"', "")
+
+
+def finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def reason(error: BaseException) -> str:
+    """The first line of an error, short: a library's connection errors run to many lines."""
+    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return first if len(first) <= 160 else first[:157] + "..."
+
+
+def record_values(record: dict[str, Any]) -> dict[str, float] | None:
+    """A train or eval record of `metrics.jsonl` as metrics under TensorBoard's names (`train/loss`,
+    `eval/faq/loss`); None for any other record."""
+    if record.get("kind") not in ("train", "eval"):
+        return None
+    prefix = record["kind"] if record.get("source") is None else f"eval/{record['source']}"
+    return {
+        metric_name(f"{prefix}/{key}"): float(value)
+        for key, value in record.items()
+        if key not in RECORD_FIELDS_SKIPPED and isinstance(value, (int, float)) and not isinstance(value, bool)
+    }
+
+
+def outcome_values(outcome: Any) -> dict[str, float]:
+    """The judged run as metrics: `final/…`, `baseline/…`, `gain/…` (finite values only) and
+    `gate/…` (1 passed, 0 failed)."""
+    values = {k: v for k, v in (outcome.values or {}).items() if finite(v)}
+    base = {k: v for k, v in (outcome.base_values or {}).items() if finite(v)}
+    metrics = {metric_name(f"final/{k}"): float(v) for k, v in values.items()}
+    metrics |= {metric_name(f"baseline/{k}"): float(v) for k, v in base.items()}
+    metrics |= {metric_name(f"gain/{k}"): float(values[k] - base[k]) for k in base if k in values}
+    for verdict in outcome.verdicts or ():
+        metrics[f"gate/{metric_name(verdict.gate)}"] = 1.0 if verdict.passed else 0.0
+    return metrics
+
+
+def gate_texts(outcome: Any) -> dict[str, str]:
+    """Each gate's verdict in words, by its metric name: `passed: 0.93 >= 0.5`."""
+    texts = {}
+    for verdict in outcome.verdicts or ():
+        value = "missing" if verdict.value is None else f"{verdict.value:g}"
+        texts[metric_name(verdict.gate)] = (
+            f"{'passed' if verdict.passed else 'failed'}: {value} {verdict.op} {verdict.threshold:g}"
+        )
+    return texts
 
 
 @dataclass

@@ -15,25 +15,14 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import math
 from pathlib import Path
 from typing import Any
 
 from runtime.plan.run_plan import Plan, TrackerPlan
-from runtime.train.trackers import Warn
+from runtime.train import trackers
+from runtime.train.trackers import Warn, reason
 
-RECORD_FIELDS_SKIPPED = ("kind", "step", "time", "source", "split")
 LOG = logging.getLogger("sftc.trackio")
-
-
-def metric_name(text: str) -> str:
-    """`bleu(faq)` -> `bleu/faq`, the names TensorBoard and MLflow show."""
-    return text.replace("(", "/").replace(")", "").replace(", ", "/").replace('"', "")
-
-
-def _reason(error: BaseException) -> str:
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return first if len(first) <= 160 else first[:157] + "..."
 
 
 @contextlib.contextmanager
@@ -69,7 +58,7 @@ def start(setting: TrackerPlan, plan: Plan, run_dir: Path, known: dict | None, w
             )
     except Exception as error:  # noqa: BLE001 - a tracker never stops the run: say so once
         warn(
-            f"trackio: cannot start a Trackio run ({_reason(error)}); this run is not tracked there, its metrics "
+            f"trackio: cannot start a Trackio run ({reason(error)}); this run is not tracked there, its metrics "
             f"stay in {Path(run_dir) / 'metrics.jsonl'}"
         )
         return None
@@ -95,32 +84,20 @@ class TrackioTracker:
         except Exception as error:  # noqa: BLE001 - a lost tracker never stops the run: say so once
             self.lost = True
             self.warn(
-                f"trackio: the Trackio run stopped taking records ({_reason(error)}); the rest of this run is not "
+                f"trackio: the Trackio run stopped taking records ({reason(error)}); the rest of this run is not "
                 "tracked there, its metrics stay in the run directory"
             )
 
     def metrics(self, record: dict[str, Any]) -> None:
         """A train or eval record of `metrics.jsonl`, under TensorBoard's names, at its step."""
-        if record.get("kind") not in ("train", "eval"):
-            return
-        prefix = record["kind"] if record.get("source") is None else f"eval/{record['source']}"
-        values = {
-            metric_name(f"{prefix}/{key}"): float(value)
-            for key, value in record.items()
-            if key not in RECORD_FIELDS_SKIPPED and isinstance(value, (int, float)) and not isinstance(value, bool)
-        }
-        self._log(values, int(record["step"]))
+        values = trackers.record_values(record)
+        if values is not None:
+            self._log(values, int(record["step"]))
 
     def finish(self, outcome, steps: int, run_dir: Path) -> None:
         """At the last step: final metrics, the baseline's and the gains, each gate, the verdict."""
-        values = {k: v for k, v in (outcome.values or {}).items() if _finite(v)}
-        base = {k: v for k, v in (outcome.base_values or {}).items() if _finite(v)}
-        metrics = {metric_name(f"final/{k}"): float(v) for k, v in values.items()}
-        metrics |= {metric_name(f"baseline/{k}"): float(v) for k, v in base.items()}
-        metrics |= {metric_name(f"gain/{k}"): float(values[k] - base[k]) for k in base if k in values}
+        metrics = trackers.outcome_values(outcome)
         metrics["sftc/accepted"] = 1.0 if outcome.accepted else 0.0
-        for verdict in outcome.verdicts or ():
-            metrics[f"gate/{metric_name(verdict.gate)}"] = 1.0 if verdict.passed else 0.0
         self._log(metrics, steps)
 
     def close(self, status: str) -> None:
@@ -131,8 +108,4 @@ class TrackioTracker:
 
                 trackio.finish()  # the current run (this one): finished, and not again at exit
         except Exception as error:  # noqa: BLE001
-            self.warn(f"trackio: the Trackio run did not end cleanly ({_reason(error)})")
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            self.warn(f"trackio: the Trackio run did not end cleanly ({reason(error)})")

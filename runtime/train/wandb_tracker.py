@@ -19,7 +19,6 @@ itself: sftc neither stores nor prints them.
 
 from __future__ import annotations
 
-import math
 import os
 import secrets
 import string
@@ -27,30 +26,19 @@ from pathlib import Path
 from typing import Any
 
 from runtime.plan.run_plan import Plan, TrackerPlan
-from runtime.train.trackers import Warn
+from runtime.train import trackers
+from runtime.train.trackers import Warn, reason
 
 # Reaching W&B at the start: a few seconds, not W&B's default minute and a half.
 INIT_TIMEOUT_S = 10.0
 # The files of a run directory saved with the W&B run, when present.
-FILES = ("report.md", "report.json", "loss.png", "topics.png", "audit.json", "spec.sft", "plan.json")
-RECORD_FIELDS_SKIPPED = ("kind", "step", "time", "source", "split")
 EXIT_CODES = {"FINISHED": 0, "KILLED": 130, "FAILED": 1}
-
-
-def metric_name(text: str) -> str:
-    """`bleu(faq)` -> `bleu/faq`, the names TensorBoard and MLflow show."""
-    return text.replace("(", "/").replace(")", "").replace(", ", "/").replace('"', "")
 
 
 def new_run_id() -> str:
     """A W&B run id (8 lowercase letters and digits, W&B's own shape), chosen here so that
     `trackers.json` can name the run before W&B has started it."""
     return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
-
-
-def _reason(error: BaseException) -> str:
-    first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-    return first if len(first) <= 160 else first[:157] + "..."
 
 
 def _init(setting: TrackerPlan, plan: Plan, run_dir: Path, run_id: str, mode: str):
@@ -90,7 +78,7 @@ def start(setting: TrackerPlan, plan: Plan, run_dir: Path, known: dict | None, w
             if mode != "online":
                 raise
             warn(
-                f"wandb: cannot reach W&B ({_reason(error)}); this run is kept offline in {run_dir / 'wandb'}: "
+                f"wandb: cannot reach W&B ({reason(error)}); this run is kept offline in {run_dir / 'wandb'}: "
                 f"`wandb sync {run_dir / 'wandb'}/offline-run-*-{run_id}` uploads it later"
             )
             mode = "offline"
@@ -103,7 +91,7 @@ def start(setting: TrackerPlan, plan: Plan, run_dir: Path, known: dict | None, w
             run.define_metric(prefix, step_metric="step")
     except Exception as error:  # noqa: BLE001 - a tracker never stops the run: say so once
         warn(
-            f"wandb: cannot start a W&B run ({_reason(error)}); this run is not tracked there, its metrics "
+            f"wandb: cannot start a W&B run ({reason(error)}); this run is not tracked there, its metrics "
             f"stay in {run_dir / 'metrics.jsonl'}"
         )
         return None
@@ -135,42 +123,27 @@ class WandbTracker:
         except Exception as error:  # noqa: BLE001 - a lost tracker never stops the run: say so once
             self.lost = True
             self.warn(
-                f"wandb: the W&B run stopped taking records ({_reason(error)}); the rest of this run is not tracked "
+                f"wandb: the W&B run stopped taking records ({reason(error)}); the rest of this run is not tracked "
                 "there, its metrics stay in the run directory"
             )
 
     def metrics(self, record: dict[str, Any]) -> None:
         """A train or eval record of `metrics.jsonl`, under TensorBoard's names, at its step."""
-        if record.get("kind") not in ("train", "eval"):
+        values: dict[str, Any] | None = trackers.record_values(record)
+        if values is None:
             return
-        prefix = record["kind"] if record.get("source") is None else f"eval/{record['source']}"
-        values: dict[str, Any] = {
-            metric_name(f"{prefix}/{key}"): float(value)
-            for key, value in record.items()
-            if key not in RECORD_FIELDS_SKIPPED and isinstance(value, (int, float)) and not isinstance(value, bool)
-        }
         values["step"] = int(record["step"])
         self._do(self.run.log, values)
 
     def finish(self, outcome, steps: int, run_dir: Path) -> None:
         """In the summary: final metrics, the baseline's and the gains, each gate, the verdict; the
         report's files saved with the run."""
-        values = {k: v for k, v in (outcome.values or {}).items() if _finite(v)}
-        base = {k: v for k, v in (outcome.base_values or {}).items() if _finite(v)}
-        summary: dict[str, Any] = {metric_name(f"final/{k}"): float(v) for k, v in values.items()}
-        summary |= {metric_name(f"baseline/{k}"): float(v) for k, v in base.items()}
-        summary |= {metric_name(f"gain/{k}"): float(values[k] - base[k]) for k in base if k in values}
+        summary: dict[str, Any] = dict(trackers.outcome_values(outcome))
         summary["sftc/verdict"] = "accepted" if outcome.accepted else "rejected"
         summary["sftc/steps"] = steps
-        for verdict in outcome.verdicts or ():
-            name = metric_name(verdict.gate)
-            summary[f"gate/{name}"] = 1.0 if verdict.passed else 0.0
-            value = "missing" if verdict.value is None else f"{verdict.value:g}"
-            summary[f"sftc/gate/{name}"] = (
-                f"{'passed' if verdict.passed else 'failed'}: {value} {verdict.op} {verdict.threshold:g}"
-            )
+        summary |= {f"sftc/gate/{name}": text for name, text in trackers.gate_texts(outcome).items()}
         self._do(self.run.summary.update, summary)
-        for name in FILES:
+        for name in trackers.REPORT_FILES:
             if (Path(run_dir) / name).exists():
                 self._do(self.run.save, str(Path(run_dir) / name), base_path=str(run_dir), policy="now")
 
@@ -182,8 +155,4 @@ class WandbTracker:
             self.run.finish(exit_code=EXIT_CODES.get(status, 1))
             wandb.teardown()  # W&B's service process ends once everything is written to RUN/wandb/
         except Exception as error:  # noqa: BLE001
-            self.warn(f"wandb: the W&B run did not end cleanly ({_reason(error)})")
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            self.warn(f"wandb: the W&B run did not end cleanly ({reason(error)})")
