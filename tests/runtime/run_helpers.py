@@ -58,3 +58,26 @@ DataPipeline.batch = slow
 from sftlang.cli import main
 sys.exit(main(["run", "tiny.sft"]))
 """
+
+
+def interrupt_at(monkeypatch, step: int):
+    """Runs in this process stop as on Ctrl-C when they reach ``step``; returns the undo."""
+    from runtime.data.pipeline import DataPipeline
+
+    original = DataPipeline.batch
+
+    def interrupted(self, at, rows=None):
+        if at == step:
+            raise KeyboardInterrupt
+        return original(self, at, rows)
+
+    monkeypatch.setattr(DataPipeline, "batch", interrupted)
+    return lambda: monkeypatch.setattr(DataPipeline, "batch", original)
+
+
+def assert_secret_nowhere(secret: str, printed: str, run_dir: Path) -> None:
+    """A credential is neither printed nor written into the run directory."""
+    assert secret not in printed
+    for path in run_dir.rglob("*"):
+        if path.is_file() and path.stat().st_size < 5_000_000:
+            assert secret.encode() not in path.read_bytes(), path

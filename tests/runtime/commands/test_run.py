@@ -11,7 +11,7 @@ import pytest
 from runtime.train.metrics_log import read_metrics
 from sftlang.cli import main
 from tests.runtime.data_helpers import wordlevel_tokenizer
-from tests.runtime.run_helpers import SLOW_RUN, SPEC
+from tests.runtime.run_helpers import SLOW_RUN, SPEC, interrupt_at
 from tests.runtime.run_helpers import final_params as _final_params
 from tests.runtime.run_helpers import runs as _runs
 
@@ -60,20 +60,11 @@ def test_run_writes_a_complete_run_directory(project, capsys):
 def test_resumed_run_equals_uninterrupted_run(project, monkeypatch):
     assert main(["run", "tiny.sft"]) == 0
     (whole,) = _runs(project)
-    from runtime.data.pipeline import DataPipeline
-
-    original = DataPipeline.batch
-
-    def interrupt_at_seven(self, step, rows=None):
-        if step == 7:
-            raise KeyboardInterrupt
-        return original(self, step, rows)
-
-    monkeypatch.setattr(DataPipeline, "batch", interrupt_at_seven)
+    resume = interrupt_at(monkeypatch, 7)
     assert main(["run", "tiny.sft", "--fresh"]) == 130
     interrupted = _runs(project)[-1]
     assert json.loads((interrupted / "status.json").read_text())["status"] == "interrupted"
-    monkeypatch.setattr(DataPipeline, "batch", original)
+    resume()
     assert main(["run", "tiny.sft"]) == 0  # resumes the unfinished run, in the same directory
     assert _runs(project)[-1] == interrupted
     events = [r["event"] for r in read_metrics(interrupted) if r["kind"] == "event"]

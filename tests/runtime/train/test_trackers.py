@@ -18,7 +18,7 @@ import pytest
 
 from runtime.train.metrics_log import read_metrics
 from sftlang.cli import main
-from tests.runtime.run_helpers import SPEC
+from tests.runtime.run_helpers import SPEC, assert_secret_nowhere, interrupt_at
 from tests.runtime.run_helpers import runs as _runs
 
 pytest.importorskip("mlflow")
@@ -120,30 +120,19 @@ def test_a_run_is_tracked_in_mlflow(project, mlflow_server, monkeypatch, capsys)
     assert (run_dir / "tb").is_dir()  # tensorboard, as before
     # credentials: neither printed nor written
     out = capsys.readouterr()
-    assert SECRET not in out.out + out.err
-    for path in run_dir.rglob("*"):
-        if path.is_file() and path.stat().st_size < 5_000_000:
-            assert SECRET.encode() not in path.read_bytes(), path
+    assert_secret_nowhere(SECRET, out.out + out.err, run_dir)
 
 
 @pytest.mark.slow  # ~25 s: an interrupted run and its resume
 def test_a_resumed_run_continues_the_same_mlflow_run(project, mlflow_server, monkeypatch):
-    from runtime.data.pipeline import DataPipeline
 
     _tracked_spec(project, mlflow_server, "resumed")
-    original = DataPipeline.batch
-
-    def interrupt_at_seven(self, step, rows=None):
-        if step == 7:
-            raise KeyboardInterrupt
-        return original(self, step, rows)
-
-    monkeypatch.setattr(DataPipeline, "batch", interrupt_at_seven)
+    resume = interrupt_at(monkeypatch, 7)
     assert main(["run", "tiny.sft"]) == 130
     (run_dir,) = _runs(project)
     client, run_id = _mlflow_run(run_dir, mlflow_server)
     assert client.get_run(run_id).info.status == "KILLED"
-    monkeypatch.setattr(DataPipeline, "batch", original)
+    resume()
     assert main(["run", "tiny.sft"]) == 0
     assert _runs(project) == [run_dir]
     assert _mlflow_run(run_dir, mlflow_server)[1] == run_id

@@ -19,7 +19,7 @@ import pytest
 
 from runtime.train.metrics_log import read_metrics
 from sftlang.cli import main
-from tests.runtime.run_helpers import SPEC
+from tests.runtime.run_helpers import SPEC, assert_secret_nowhere, interrupt_at
 from tests.runtime.run_helpers import runs as _runs
 
 pytest.importorskip("wandb")
@@ -131,29 +131,18 @@ def test_a_run_is_tracked_in_wandb_offline(project, wandb_env, capsys):
     assert (run_dir / "tb").is_dir()  # tensorboard, as before
     # the API key: neither printed nor written
     out = capsys.readouterr()
-    assert SECRET not in out.out + out.err
-    for path in run_dir.rglob("*"):
-        if path.is_file() and path.stat().st_size < 5_000_000:
-            assert SECRET.encode() not in path.read_bytes(), path
+    assert_secret_nowhere(SECRET, out.out + out.err, run_dir)
 
 
 @pytest.mark.slow  # ~25 s: an interrupted run and its resume
 def test_a_resumed_run_continues_the_same_wandb_run(project, wandb_env, monkeypatch):
-    from runtime.data.pipeline import DataPipeline
 
     _tracked_spec(project, 'wandb(project = "resumed", mode = offline)')
-    original = DataPipeline.batch
-
-    def interrupt_at_seven(self, step, rows=None):
-        if step == 7:
-            raise KeyboardInterrupt
-        return original(self, step, rows)
-
-    monkeypatch.setattr(DataPipeline, "batch", interrupt_at_seven)
+    resume = interrupt_at(monkeypatch, 7)
     assert main(["run", "tiny.sft"]) == 130
     (run_dir,) = _runs(project)
     run_id = json.loads((run_dir / "trackers.json").read_text())["wandb"]["run_id"]
-    monkeypatch.setattr(DataPipeline, "batch", original)
+    resume()
     assert main(["run", "tiny.sft"]) == 0
     assert _runs(project) == [run_dir]
     assert json.loads((run_dir / "trackers.json").read_text())["wandb"]["run_id"] == run_id
@@ -220,20 +209,11 @@ def trackio_store(tmp_path, monkeypatch):
 def test_a_run_is_tracked_in_trackio_and_resumes_into_the_same_run(project, trackio_store, monkeypatch, capsys):
     from trackio.sqlite_storage import SQLiteStorage
 
-    from runtime.data.pipeline import DataPipeline
-
     _tracked_spec(project, 'trackio(project = "tracked")')
-    original = DataPipeline.batch
-
-    def interrupt_at_seven(self, step, rows=None):
-        if step == 7:
-            raise KeyboardInterrupt
-        return original(self, step, rows)
-
-    monkeypatch.setattr(DataPipeline, "batch", interrupt_at_seven)
+    resume = interrupt_at(monkeypatch, 7)
     assert main(["run", "tiny.sft"]) == 130
     (run_dir,) = _runs(project)
-    monkeypatch.setattr(DataPipeline, "batch", original)
+    resume()
     assert main(["run", "tiny.sft"]) == 0
     known = json.loads((run_dir / "trackers.json").read_text())["trackio"]
     assert known == {"project": "tracked", "run": run_dir.name}
