@@ -6,6 +6,7 @@ nearest group's centre), so eval results can be read per topic. Deterministic: a
 from __future__ import annotations
 
 import math
+import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ def coverage(examples: Sequence[AuditedExample], k: int | None = None, seed: int
     """Topics of the training prompts. TF-IDF leaves out English stop words and terms in more than
     half the prompts (the template); the groups are sorted largest first."""
     from sklearn.cluster import KMeans, MiniBatchKMeans
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     train = [e for e in examples if e.split == "train"]
@@ -70,7 +72,9 @@ def coverage(examples: Sequence[AuditedExample], k: int | None = None, seed: int
     else:
         model = KMeans(n_clusters=k, random_state=seed, n_init=10)
         method = why
-    labels = model.fit_predict(matrix)
+    with warnings.catch_warnings():  # prompts alike in their words make fewer groups: the empty ones are left out
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        labels = model.fit_predict(matrix)
     terms = vectorizer.get_feature_names_out()
     distances = model.transform(matrix)
     found = []  # (topic, its cluster)

@@ -207,3 +207,17 @@ def test_an_eval_prompt_trained_with_another_answer_is_a_leak():
     copy = m.row("fixes", question, rows[-1].completion)  # the same text: an exact leak, said once
     (leak,) = audit([*rows, copy], AuditSettings(coverage=False)).of("leak")
     assert leak.what == "exact"
+
+
+def test_prompts_alike_in_their_words_make_fewer_topics_without_a_warning():
+    import warnings
+
+    m = Maker(seed=9)
+    prompts = (
+        ["apple banana"] * 10 + ["cherry grape"] * 10 + ["melon lemon"] * 10 + ["apple banana the", "the apple banana"]
+    )
+    rows = [m.row("qa", q, m.answer()) for q in prompts]  # 5 distinct prompts, 3 distinct in their words
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = coverage(rows, k=7)
+    assert result.k == 5 and sorted(t.size for t in result.topics) == [10, 10, 12]
