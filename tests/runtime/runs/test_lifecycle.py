@@ -15,7 +15,7 @@ import pytest
 from runtime.train.metrics_log import read_metrics
 from sftlang.cli import main
 from tests.runtime.data_helpers import wordlevel_tokenizer
-from tests.runtime.run_helpers import SLOW_RUN, SPEC
+from tests.runtime.run_helpers import SLOW_RUN, SPEC, interrupt_at
 from tests.runtime.run_helpers import final_params as _final_params
 from tests.runtime.run_helpers import runs as _runs
 
@@ -36,20 +36,6 @@ def _poison(monkeypatch, at: int):
         return batch
 
     monkeypatch.setattr(DataPipeline, "batch", poisoned)
-
-
-def _interrupt(monkeypatch, at: int):
-    from runtime.data.pipeline import DataPipeline
-
-    original = DataPipeline.batch
-
-    def interrupted(self, step, rows=None):
-        if step == at:
-            raise KeyboardInterrupt
-        return original(self, step, rows)
-
-    monkeypatch.setattr(DataPipeline, "batch", interrupted)
-    return original
 
 
 @pytest.mark.slow
@@ -110,15 +96,14 @@ def test_a_corrupt_newest_checkpoint_falls_back_to_the_one_before(project, monke
     one it skipped and why, and ends where an uninterrupted run ends."""
     assert main(["run", "tiny.sft"]) == 0
     (whole,) = _runs(project)
-    original = _interrupt(monkeypatch, at=10)
+    resume = interrupt_at(monkeypatch, 10)
     assert main(["run", "tiny.sft", "--fresh"]) == 130
     broken = _runs(project)[-1]
     assert sorted(int(p.name) for p in (broken / "checkpoints").iterdir() if p.name.isdigit()) == [4, 8, 10]
     for victim in ("state/_METADATA", "state/manifest.ocdbt"):  # as a crash or a careless `rm` leaves it
         (broken / "checkpoints" / "10" / victim).unlink()
-    from runtime.data.pipeline import DataPipeline
 
-    monkeypatch.setattr(DataPipeline, "batch", original)
+    resume()
     capsys.readouterr()
     assert main(["run", "tiny.sft"]) == 0
     err = capsys.readouterr().err
@@ -144,12 +129,11 @@ def test_a_restore_error_that_is_not_damage_stops_the_run_and_keeps_every_checkp
 
     from runtime.checkpoints.orbax_checkpoints import Checkpoints
 
-    original = _interrupt(monkeypatch, at=10)
+    resume = interrupt_at(monkeypatch, 10)
     assert main(["run", "tiny.sft"]) == 130
     (run_dir,) = _runs(project)
-    from runtime.data.pipeline import DataPipeline
 
-    monkeypatch.setattr(DataPipeline, "batch", original)
+    resume()
 
     def failing(self, abstract_state, step=None):
         raise OSError(errno.EIO, "Input/output error", str(self.directory / str(step)))
@@ -179,12 +163,11 @@ def test_a_restore_error_that_is_not_damage_stops_the_run_and_keeps_every_checkp
 @pytest.mark.slow
 def test_resume_refuses_edited_data_tokenizer_or_plan_and_accepts_harmless_edits(project, monkeypatch, capsys):
     """Issue 9.5: an unfinished run used to resume whatever changed on disk."""
-    original = _interrupt(monkeypatch, at=6)
+    resume = interrupt_at(monkeypatch, 6)
     assert main(["run", "tiny.sft"]) == 130
     (run_dir,) = _runs(project)
-    from runtime.data.pipeline import DataPipeline
 
-    monkeypatch.setattr(DataPipeline, "batch", original)
+    resume()
     data = (project / "sums.jsonl").read_text()
 
     (project / "sums.jsonl").write_text(data + json.dumps({"a": "one", "b": "one", "c": "two"}) + "\n")
@@ -301,16 +284,15 @@ def test_a_run_whose_every_checkpoint_is_damaged_stops_and_the_next_run_starts_a
     """Setting every checkpoint aside and training again from step 0 in the same directory made its
     metrics.jsonl go backwards. Now the run says nothing is left to resume and stops (exit 1); the
     next `sftc run` starts a new run directory."""
-    original = _interrupt(monkeypatch, at=6)
+    resume = interrupt_at(monkeypatch, 6)
     assert main(["run", "tiny.sft"]) == 130
     (broken,) = _runs(project)
     steps = sorted(int(p.name) for p in (broken / "checkpoints").iterdir() if p.name.isdigit())
     assert steps == [4, 6]
     for step in steps:
         (broken / "checkpoints" / str(step) / "state" / "_METADATA").unlink()
-    from runtime.data.pipeline import DataPipeline
 
-    monkeypatch.setattr(DataPipeline, "batch", original)
+    resume()
     capsys.readouterr()
     assert main(["run", "tiny.sft"]) == 1
     err = " ".join(capsys.readouterr().err.split())
