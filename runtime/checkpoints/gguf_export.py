@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 
 from runtime.checkpoints.gguf_checkpoint import GGUF_TABLE
+from runtime.data.prompts import adds_special_tokens
 from runtime.plan.sftc_error import SftcError
 
 __all__ = ["GGUF_QUANTS", "GgufExportError", "GgufVocab", "gguf_vocab", "permute", "write_gguf"]
@@ -147,17 +148,6 @@ def _pre_name(pre_tokenizer: dict | None) -> str:
         f"the tokenizer's pre-tokenizer ({' + '.join(kinds) or 'none'}) has no llama.cpp name sftc knows "
         "(GPT-2, SmolLM, Llama 3 and Qwen 2 splits are known); use `--format hf` and llama.cpp's converter"
     )
-
-
-def adds_special_tokens(tokenizer: Any) -> tuple[bool, bool]:
-    """(the tokenizer adds BOS, adds EOS) when it encodes a text with its special tokens: what the
-    GGUF says llama.cpp must add (`tokenizer.ggml.add_bos_token`), and the Modelfile relies on."""
-    plain = list(tokenizer("a b", add_special_tokens=False)["input_ids"])
-    full = list(tokenizer("a b")["input_ids"])
-    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
-    adds_bos = bos is not None and len(full) > len(plain) and full[0] == bos and full[1:][: len(plain)] == plain
-    adds_eos = eos is not None and len(full) > len(plain) and full[-1] == eos and plain[-1:] != [eos]
-    return adds_bos, adds_eos
 
 
 def gguf_vocab(tokenizer: Any, vocab_size: int) -> GgufVocab:

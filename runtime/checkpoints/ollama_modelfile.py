@@ -114,7 +114,7 @@ def chat_style(tokenizer: Any) -> tuple[ChatStyle | None, str | None, str]:
     (SmolLM2's BOS is ``<|im_start|>``, the start of every ChatML turn), then with a leading BOS
     text off (Llama 3's ``{{ bos_token }}``): that BOS is the Go template's first text unless the
     tokenizer adds it itself, as llama.cpp then does (`adds_special_tokens`, the GGUF's flag)."""
-    from runtime.checkpoints.gguf_export import adds_special_tokens
+    from runtime.data.prompts import adds_special_tokens
 
     template = getattr(tokenizer, "chat_template", None)
     if not template:

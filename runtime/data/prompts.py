@@ -254,3 +254,15 @@ def stop_ids(tokenizer: Any) -> list[int]:
     if end is not None:
         stops.add(end)
     return sorted(stops)
+
+
+def adds_special_tokens(tokenizer: Any) -> tuple[bool, bool]:
+    """(the tokenizer adds BOS, adds EOS) when it encodes a text with its special tokens: what a
+    GGUF says llama.cpp must add (`tokenizer.ggml.add_bos_token`), what its Modelfile and a
+    preference pair's prompt leave to the reader to add."""
+    plain = list(tokenizer("a b", add_special_tokens=False)["input_ids"])
+    full = list(tokenizer("a b")["input_ids"])
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    adds_bos = bos is not None and len(full) > len(plain) and full[0] == bos and full[1:][: len(plain)] == plain
+    adds_eos = eos is not None and len(full) > len(plain) and full[-1] == eos and plain[-1:] != [eos]
+    return adds_bos, adds_eos

@@ -95,12 +95,15 @@ def preference(row: Row, correction: Any, answers: dict[str, dict[str, Any]]) ->
 
 
 def trainer_prompt(tokenizer: Any, prompt: str) -> str:
-    """``prompt`` without the text of the special tokens ``tokenizer`` adds at the start of any
-    text (a BOS), which a trainer's tokenization adds back: tokenized with them, the result is the
-    run's prompt tokens again, not two BOS."""
-    first = tokenizer("")["input_ids"]  # what the tokenizer puts around an empty text: its BOS, if any
-    lead = tokenizer.decode(first, skip_special_tokens=False, clean_up_tokenization_spaces=False) if first else ""
-    return prompt[len(lead) :] if lead and prompt.startswith(lead) else prompt
+    """``prompt`` without the BOS text the tokenizer adds itself (`adds_special_tokens`), which a
+    trainer's tokenization adds back: tokenized with it, the result is the run's prompt tokens
+    again, not two BOS."""
+    from runtime.data.prompts import adds_special_tokens
+
+    bos = tokenizer.bos_token
+    if bos and adds_special_tokens(tokenizer)[0] and prompt.startswith(bos):
+        return prompt[len(bos) :]
+    return prompt
 
 
 def export_pairs(run_dir: str | Path, out: str | Path) -> PairsResult:
