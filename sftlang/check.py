@@ -1305,19 +1305,149 @@ def has_eval_rows(source: DataSource) -> bool:
     return "split" in source.settings
 
 
+def benchmark_tasks(spec: Spec) -> list[str]:
+    """The task names `eval.benchmarks = lm_eval(tasks = [...])` lists, in order; [] when off."""
+    value = spec.value("eval", "benchmarks")
+    tasks = arg(value, "tasks") if isinstance(value, ast.Call) else None
+    if not isinstance(tasks, ast.List):
+        return []
+    return [name for item in tasks.items if (name := _task_name(item)) is not None]
+
+
+def _task_name(item: ast.Value) -> str | None:
+    """A task of `tasks = [...]`: a name, or a string for one that is not an identifier."""
+    if isinstance(item, ast.Name):
+        return item.name
+    return item.value if isinstance(item, ast.Str) else None
+
+
+def _check_benchmarks(ctx: _Context) -> dict[str, tuple[str, ...] | None]:
+    """`benchmarks = lm_eval(...)`: lm_eval is installed, the `include` folder exists, each task is
+    the spec's own or one lm_eval ships, and no task shares a data source's name (`acc(x)` would
+    not say which). Returns each task's metrics where its YAML names them (None: not known here)."""
+    from .benchmark_tasks import installed_tasks, local_tasks
+
+    spec = ctx.spec
+    value = spec.value("eval", "benchmarks")
+    if not isinstance(value, ast.Call):
+        return {}
+    if not package_installed("lm_eval"):
+        ctx.report(
+            Diagnostic(
+                "E073",
+                "`lm_eval` needs the `lm_eval` package, which is not installed: pip install 'sftc[lm_eval]'",
+                value.head.span,
+                "or set `benchmarks = off`",
+            )
+        )
+    own: dict = {}
+    include = arg(value, "include")
+    if isinstance(include, ast.Str):
+        folder = spec.dir_of("eval", "benchmarks") / Path(include.value).expanduser()
+        if not ctx.files.exists(folder) or ctx.files.is_file(folder):
+            ctx.report(
+                Diagnostic(
+                    "E036",
+                    f"no task folder `{include.value}`: looked for {os.path.abspath(folder)}",
+                    include.span,
+                    "`include` names a folder of lm_eval task YAML files, relative to the spec",
+                )
+            )
+        elif type(ctx.files) is FileSystem:
+            own = local_tasks(folder)
+    tasks_node = arg(value, "tasks")
+    known: dict[str, tuple[str, ...] | None] = {}
+    shipped = None
+    for item in tasks_node.items if isinstance(tasks_node, ast.List) else ():
+        name = _task_name(item)
+        if name is None:
+            continue
+        if name in spec.data:
+            ctx.report(
+                Diagnostic(
+                    "E075",
+                    f"benchmark task `{name}` has the name of a data source, so `acc({name})` would not say which",
+                    item.span,
+                    f"rename `data {name}`",
+                )
+            )
+        if name in own:
+            known[name] = own[name].metrics or None
+            continue
+        known[name] = None
+        shipped = installed_tasks() if shipped is None else shipped
+        if shipped is not None and name not in shipped:
+            ctx.report(
+                Diagnostic(
+                    "W008",
+                    f"`{name}` is not a task of the `include` folder nor one lm_eval ships, as far as its YAML "
+                    "files show; the run asks lm_eval before its first step",
+                    item.span,
+                    did_you_mean(name, sorted(set(own) | shipped)),
+                )
+            )
+    return known
+
+
+def _check_benchmark_gate(
+    ctx: _Context, gate: ast.Gate, name: str, task: ast.Name, metrics: tuple[str, ...] | None
+) -> None:
+    """`acc(task)`: a metric lm_eval tasks report, and one this task reports where its YAML says."""
+    metric = schema.METRICS[name]
+    if not (metric.benchmark or name in schema.BENCHMARK_SHARED):
+        shared = [m.name for m in schema.METRICS.values() if m.benchmark] + list(schema.BENCHMARK_SHARED)
+        ctx.report(
+            Diagnostic(
+                "E076",
+                f"`{name}` is not a metric of benchmark tasks; `{task.name}` is a task of `eval.benchmarks`",
+                gate.metric.span,
+                f"(benchmark metrics: {', '.join(shared)})",
+            )
+        )
+    elif metrics is not None and name not in metrics:
+        ctx.report(
+            Diagnostic(
+                "E076",
+                f"task `{task.name}` does not report `{name}`",
+                gate.metric.span,
+                join_help(did_you_mean(name, metrics), f"(its metric_list: {', '.join(metrics)})"),
+            )
+        )
+
+
 def _check_accept(ctx: _Context, trained: list[str]) -> None:
     spec = ctx.spec
     generate = spec.value("eval", "generate")
     generating = not (isinstance(generate, ast.Name) and generate.name == "off")
     any_eval = any(has_eval_rows(spec.data[name]) for name in trained if name in spec.data)
     baseline = _check_baseline(ctx)
+    tasks = _check_benchmarks(ctx)
     bounds: dict[str, dict[str, ast.Gate]] = {}
     for gate in spec.gates:
         name, source, _pattern = metric_parts(gate.metric)
         metric = schema.METRICS[name]
         _, gain = unwrap_gain(gate.metric)
+        on_task = source is not None and source.name in tasks
         if gain or name == "review_wins":
-            _check_compared(ctx, gate, metric, baseline)
+            _check_compared(ctx, gate, metric, baseline, on_task)
+        if source is not None and on_task:
+            _check_benchmark_gate(ctx, gate, name, source, tasks[source.name])
+            text, side = gate_key(gate)
+            bounds.setdefault(text, {})[side] = gate
+            continue
+        if metric.benchmark:
+            listed = benchmark_tasks(spec)
+            ctx.report(
+                Diagnostic(
+                    "E075",
+                    f"`{source.name if source else name}` is not a task of `eval.benchmarks`",
+                    source.span if source is not None else gate.metric.span,
+                    join_help(did_you_mean(source.name, listed), f"(tasks: {', '.join(listed)})")
+                    if listed and source is not None
+                    else f"add `benchmarks = lm_eval(tasks = [{source.name if source else 'arc_easy'}])` to `eval`",
+                )
+            )
+            continue
         if metric.generation and not generating:
             ctx.report(
                 Diagnostic(
@@ -1401,8 +1531,9 @@ def _check_baseline(ctx: _Context) -> str:
     return kind
 
 
-def _check_compared(ctx: _Context, gate: ast.Gate, metric: schema.Metric, baseline: str) -> None:
-    """`gain(...)` and `review_wins` gates compare with a baseline, which must exist and have the metric."""
+def _check_compared(ctx: _Context, gate: ast.Gate, metric: schema.Metric, baseline: str, on_task: bool = False) -> None:
+    """`gain(...)` and `review_wins` gates compare with a baseline, which must exist and have the metric
+    (a benchmark task always runs on the base itself, whatever the baseline's prompts)."""
     spec = ctx.spec
     what = (
         "`review_wins` compares the tuned answers with the baseline's"
@@ -1426,7 +1557,7 @@ def _check_compared(ctx: _Context, gate: ast.Gate, metric: schema.Metric, baseli
                 else "set `baseline = base` (or `few_shot(k = 3)`) in the `eval` block",
             )
         )
-    elif baseline == "few_shot" and not metric.generation:
+    elif baseline == "few_shot" and not metric.generation and not on_task:
         ctx.report(
             Diagnostic(
                 "E066",

@@ -19,6 +19,7 @@ from runtime.plan.data_plan import DataPlan, Dedup, EvalSplit, SourceSpec, Templ
 from runtime.plan.hub_policy import local_path_reason
 from runtime.plan.run_plan import (
     BaselinePlan,
+    BenchmarkPlan,
     EvalPlan,
     GatePlan,
     GenerationPlan,
@@ -42,7 +43,7 @@ from runtime.plan.settings import (
 )
 
 from . import ast, schema
-from .check import arg, baseline_kind, pairs, where_pairs
+from .check import arg, baseline_kind, benchmark_tasks, pairs, where_pairs
 from .emit import emit_spec
 from .resolve import DataSource, Spec
 from .types import BOOLEANS, BYTE_UNITS, unit_of
@@ -363,8 +364,26 @@ def _eval_plan(spec: Spec) -> EvalPlan:
         generation = GenerationPlan(greedy=generate.head.name == "greedy", **options)
     samples = spec.value("eval", "samples")
     return EvalPlan(
-        every_steps, every_epochs, generation, None if isinstance(samples, ast.Name) else _int(samples), _baseline(spec)
+        every_steps,
+        every_epochs,
+        generation,
+        None if isinstance(samples, ast.Name) else _int(samples),
+        _baseline(spec),
+        _benchmarks(spec),
     )
+
+
+def _benchmarks(spec: Spec) -> BenchmarkPlan | None:
+    """`lm_eval(tasks = [...], include = "dir", ...)`, its folder made absolute (relative to the spec)."""
+    value = spec.value("eval", "benchmarks")
+    if not isinstance(value, ast.Call):
+        return None
+    options = _kwargs(value)
+    include = options.pop("include", None)
+    if include is not None:
+        include = str((spec.dir_of("eval", "benchmarks") / Path(include).expanduser()).resolve())
+    options.pop("tasks", None)
+    return BenchmarkPlan(tasks=tuple(benchmark_tasks(spec)), include=include, **options)
 
 
 def _baseline(spec: Spec) -> BaselinePlan | None:
@@ -378,16 +397,19 @@ def _baseline(spec: Spec) -> BaselinePlan | None:
 def _gates(spec: Spec, data: bool = False) -> tuple[GatePlan, ...]:
     """The gates on the trained model, or (``data``) those on the data (`leakage == 0`)."""
     out = []
+    tasks = set(benchmark_tasks(spec))
     for gate in spec.gates:
         name, source, pattern = metric_parts(gate.metric)
         if schema.METRICS[name].data != data:
             continue
+        on_task = source is not None and source.name in tasks
         out.append(
             GatePlan(
                 metric=name,
                 op=gate.op,
                 threshold=float(_number(gate.value)),
-                source=source.name if source is not None else None,
+                source=source.name if source is not None and not on_task else None,
+                task=source.name if source is not None and on_task else None,
                 pattern=pattern.value if pattern is not None else None,
                 text=metric_text(gate.metric),
                 gain=(1 if schema.METRICS[name].better == "higher" else -1) if unwrap_gain(gate.metric)[1] else 0,

@@ -494,6 +494,33 @@ BASELINE = OneOf(
     )
 )
 
+BENCHMARKS = Calls(
+    {
+        "lm_eval": Signature(
+            (
+                Param(
+                    "tasks",
+                    ListOf(NameOrString()),
+                    required=True,
+                    doc="lm-evaluation-harness tasks (or groups): the spec's own in `include`, or lm_eval's",
+                ),
+                Param(
+                    "include",
+                    Str(non_empty=True),
+                    doc="a folder of task YAML files, relative to the spec (lm_eval's `--include_path`)",
+                ),
+                Param("limit", COUNT, doc="the first N documents of each task; default: all"),
+                Param(
+                    "num_fewshot", Num(low=0, integer=True), doc="examples before each question; default: the task's"
+                ),
+                Param("batch_size", COUNT, "16", doc="requests scored per forward pass"),
+            ),
+            doc="lm-evaluation-harness tasks scored on the tuned model and on the base, with sftc's own model",
+        )
+    },
+    what="benchmark suite",
+)
+
 EVAL_KEYS = (
     Key(
         "every",
@@ -517,6 +544,13 @@ EVAL_KEYS = (
             "3)` (the base with k training pairs in the prompt) or `off`; `auto` is `base` for a pretrained base "
             "and `off` for `init`"
         ),
+    ),
+    Key(
+        "benchmarks",
+        OneOf((OFF, BENCHMARKS)),
+        "off",
+        doc="standard benchmarks on the tuned model and the base: `lm_eval(tasks = [...], limit = N)`; gate them as "
+        "`acc(task)`",
     ),
 )
 
@@ -605,6 +639,7 @@ class Metric:
     pattern: bool = False  # takes a regex pattern as first argument
     review: bool = False  # read from expert reviews (`sftc review`), not computed
     data: bool = False  # a property of the data (`sftc audit`), judged before the first step; `==` allowed
+    benchmark: bool = False  # an lm_eval task's metric: `acc(arc_easy)` names the task, never a source
 
     @property
     def gains(self) -> bool:
@@ -648,6 +683,13 @@ METRICS: dict[str, Metric] = {
             "share of rows where experts scored the tuned answer above the baseline's",
             review=True,
         ),
+        Metric("acc", "higher", 0, 1, False, "accuracy on an lm_eval task: `acc(arc_easy)`", benchmark=True),
+        Metric("acc_norm", "higher", 0, 1, False, "length-normalised accuracy on an lm_eval task", benchmark=True),
+        Metric("f1", "higher", 0, 1, False, "F1 on an lm_eval task", benchmark=True),
+        Metric("mcc", "higher", -1, 1, False, "Matthews correlation on an lm_eval task", benchmark=True),
+        Metric("word_perplexity", "lower", 1, math.inf, False, "word perplexity on an lm_eval task", benchmark=True),
+        Metric("byte_perplexity", "lower", 1, math.inf, False, "byte perplexity on an lm_eval task", benchmark=True),
+        Metric("bits_per_byte", "lower", 0, math.inf, False, "bits per byte on an lm_eval task", benchmark=True),
         Metric(
             "leakage",
             "lower",
@@ -686,6 +728,8 @@ METRICS: dict[str, Metric] = {
         ),
     )
 }
+# metrics of sftc's own that an lm_eval task reports too, on the same scale: `exact_match(gsm8k)`
+BENCHMARK_SHARED = ("exact_match", "bleu", "chrf")
 DATA_COMPARATORS = ("==",)  # also allowed for data metrics: `leakage == 0`
 GAIN = "gain"  # `gain(rouge_l) >= 0.1`: the improvement over the baseline (lower-is-better metrics: baseline - tuned)
 COMPARATORS = ("<=", ">=", "<", ">")

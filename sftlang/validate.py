@@ -259,6 +259,16 @@ def _validate_gates(body: ast.Body, report: Report) -> None:
 
 def _validate_metric_args(metric: schema.Metric, node: ast.Name | ast.Call, report: Report) -> bool:
     if isinstance(node, ast.Name):
+        if metric.benchmark:
+            report(
+                Diagnostic(
+                    "E014",
+                    f"`{metric.name}` is a metric of a benchmark task: name the task",
+                    node.span,
+                    f"write `{metric.name}(arc_easy)` with a task of `eval.benchmarks = lm_eval(tasks = [...])`",
+                )
+            )
+            return False
         if metric.pattern:
             report(
                 Diagnostic("E014", f"`{metric.name}` needs a pattern", node.span, f'write `{metric.name}("^\\\\{{")`')
@@ -266,7 +276,13 @@ def _validate_metric_args(metric: schema.Metric, node: ast.Name | ast.Call, repo
             return False
         return True
     args = list(node.args)
-    usage = f'`{metric.name}("pattern"[, source])`' if metric.pattern else f"`{metric.name}(source)`"
+    usage = (
+        f'`{metric.name}("pattern"[, source])`'
+        if metric.pattern
+        else f"`{metric.name}(task)`"
+        if metric.benchmark
+        else f"`{metric.name}(source)`"
+    )
     if any(a.name is not None for a in args):
         report(Diagnostic("E012", f"`{metric.name}` takes no named arguments", args[0].span, f"write {usage}"))
         return False

@@ -68,6 +68,11 @@ def main(args: argparse.Namespace, console: Console, compiled: Compiled) -> int:
             prepared = prepare(plan, share=distributed.data_share())  # a job's processes split the work
         if plan.data_gates and not _data_gates_pass(console, prepared):
             return ExitCode.REJECTED  # before the first step: no run directory, no checkpoint
+        if plan.eval.benchmarks is not None:  # a misspelt task or a missing lm_eval: before the first step
+            from runtime.evaluate.benchmarks import check_tasks
+
+            with console.status("benchmarks: looking up the lm_eval tasks"):
+                check_tasks(plan.eval.benchmarks)
         inputs = gather(prepared.plan)  # the identity of every input, for resume, the baseline, review, diff
         refused = False
         if primary:
@@ -230,7 +235,8 @@ def _train_and_judge(
         "spec_hash": plan.spec_hash,
     }
     baseline = " and the baseline's" if plan.eval.baseline is not None else ""
-    with console.status(f"evaluating: generating eval completions{baseline}"):
+    benchmarks = ", then the benchmark tasks" if plan.eval.benchmarks is not None else ""
+    with console.status(f"evaluating: generating eval completions{baseline}{benchmarks}"):
         outcome = evaluate_run(prepared, result, run_dir, facts, inputs, force_export=args.export)
     trackers.finish(outcome, result.steps, run_dir)
     rundir.write_status(
@@ -241,7 +247,7 @@ def _train_and_judge(
         seconds=round(time.time() - started, 1),
         accepted=outcome.accepted,
     )
-    print_before_after(outcome.values, outcome.base_values, outcome.baseline, console)
+    print_before_after(outcome.values, outcome.base_values, outcome.baseline, console, outcome.benchmarks)
     if outcome.verdicts:
         print_gates(outcome.verdicts, console)
     console.print(f"report: {outcome.report}")

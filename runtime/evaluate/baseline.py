@@ -49,6 +49,7 @@ class Baseline:
     samples: list[Sample]
     token_metrics: dict[str | None, dict] = field(default_factory=dict)
     cached: bool = False  # read from the cache, not computed by this run
+    benchmarks: Any = None  # the base's `BenchmarkResult` (`eval.benchmarks`), or None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -57,12 +58,23 @@ class Baseline:
             "cached": self.cached,
             "token_metrics": {("null" if s is None else s): m for s, m in self.token_metrics.items()},
             "samples": [s.to_dict() for s in self.samples],
+            "benchmarks": self.benchmarks.to_dict() if self.benchmarks is not None else None,
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], cached: bool = False) -> Baseline:
         tokens = {(None if s == "null" else s): m for s, m in d.get("token_metrics", {}).items()}
-        return cls(d["kind"], int(d.get("k", 0)), [Sample.from_dict(s) for s in d["samples"]], tokens, cached)
+        benchmarks = None
+        if d.get("benchmarks") is not None:
+            from runtime.evaluate.benchmarks import BenchmarkResult
+
+            benchmarks = BenchmarkResult.from_dict(d["benchmarks"])
+        samples = [Sample.from_dict(s) for s in d["samples"]]
+        return cls(d["kind"], int(d.get("k", 0)), samples, tokens, cached, benchmarks)
+
+    def values(self) -> dict[str, float]:
+        """The base's benchmark scores under their gate keys (`acc(arc_easy)`); {} without benchmarks."""
+        return self.benchmarks.values() if self.benchmarks is not None else {}
 
 
 def baseline_key(plan: Any, inputs: Any) -> str | None:
@@ -81,6 +93,7 @@ def baseline_key(plan: Any, inputs: Any) -> str | None:
         "generate": dataclasses.asdict(plan.eval.generate) if plan.eval.generate is not None else None,
         "samples": plan.eval.samples,
         "baseline": dataclasses.asdict(plan.eval.baseline),
+        "benchmarks": dataclasses.asdict(plan.eval.benchmarks) if plan.eval.benchmarks is not None else None,
     }
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:32]
 
@@ -170,7 +183,8 @@ def evaluate_baseline(prepared: Any, engine: Any, params: Any, frozen: Any, inpu
 
     plan, pipeline = prepared.plan, prepared.pipeline
     spec = plan.eval.baseline
-    if spec is None or prepared.checkpoint is None or not any(s.eval is not None for s in plan.data.sources):
+    has_rows = any(s.eval is not None for s in plan.data.sources)
+    if spec is None or prepared.checkpoint is None or not (has_rows or plan.eval.benchmarks is not None):
         return None
     key = baseline_key(plan, inputs)
     cached = _read_cached(key) if key is not None else None
@@ -178,7 +192,7 @@ def evaluate_baseline(prepared: Any, engine: Any, params: Any, frozen: Any, inpu
         return cached
     model, params, frozen = base_model(engine, params, frozen, prepared.checkpoint)
     samples: list[Sample] = []
-    if plan.eval.generate is not None:
+    if plan.eval.generate is not None and has_rows:
         context = None
         if spec.kind == "few_shot":
             bos = prepared.tokenizer.bos_token_id
@@ -194,8 +208,10 @@ def evaluate_baseline(prepared: Any, engine: Any, params: Any, frozen: Any, inpu
             max_length=prepared.config.max_position_embeddings if context else None,
             spread=True,
         )
-    tokens = token_metrics(engine, frozen, pipeline, params) if spec.kind == "base" else {}
-    baseline = Baseline(spec.kind, spec.k, samples, tokens)
+    tokens = token_metrics(engine, frozen, pipeline, params) if spec.kind == "base" and has_rows else {}
+    from runtime.evaluate.final import benchmark_scores
+
+    baseline = Baseline(spec.kind, spec.k, samples, tokens, benchmarks=benchmark_scores(prepared, model))
     if is_primary() and key is not None:
         _write_cached(key, baseline)
     return baseline

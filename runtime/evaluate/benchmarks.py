@@ -53,6 +53,7 @@ __all__ = [
     "BenchmarkResult",
     "LmEvalMissingError",
     "UnknownTaskError",
+    "check_tasks",
     "evaluate_lm",
     "run_benchmarks",
     "task_names",
@@ -394,6 +395,15 @@ def evaluate_lm(lm: Any, plan: Any, *, log_samples: bool = False) -> BenchmarkRe
     return _read_results(results)
 
 
+def check_tasks(plan: Any) -> None:
+    """Refuse a `BenchmarkPlan` whose lm_eval is missing or whose task names lm_eval does not know
+    (`UnknownTaskError`, with close names): `sftc run` asks before its first step, so a misspelt
+    task costs seconds, not a training run."""
+    _lm_eval()
+    with _quiet():
+        _manager_for(list(plan.tasks), plan.include)
+
+
 def run_benchmarks(
     model: Any,
     tokenizer: Any,
@@ -409,10 +419,8 @@ def run_benchmarks(
     ``log_samples`` keeps each document's requests, answers and metrics in
     `BenchmarkResult.samples`; ``console`` (rich) shows a progress line per request kind.
     """
-    _lm_eval()
     from runtime.evaluate.lm_eval_model import SftcLM
 
-    with _quiet():
-        _manager_for(list(plan.tasks), plan.include)  # a wrong name is refused before the model is touched
+    check_tasks(plan)  # a wrong name is refused before the model is touched
     lm = SftcLM(model, tokenizer, batch_size=plan.batch_size, max_length=max_length, console=console)
     return evaluate_lm(lm, plan, log_samples=log_samples)

@@ -30,6 +30,7 @@ class Outcome:
     export_check: Any = None  # an `ExportCheck` when the run exported
     baseline: Any = None  # a `Baseline` when the run is compared with one
     base_values: dict | None = None  # the baseline's metric values
+    benchmarks: Any = None  # the tuned model's `BenchmarkResult` (`eval.benchmarks`)
 
 
 def final_token_metrics(run_dir: Path, step: int) -> dict[str | None, dict]:
@@ -56,6 +57,18 @@ class Scores:
     verdicts: list
     baseline: Any = None  # a `Baseline`, or None
     base_values: dict | None = None  # the baseline's metric values
+    benchmarks: Any = None  # the tuned model's `BenchmarkResult`, or None
+
+
+def benchmark_scores(prepared, model):
+    """The plan's lm-evaluation-harness tasks (`eval.benchmarks`) scored on ``model``: the one call
+    behind the tuned model's scores and the baseline's. None without benchmarks."""
+    bench = prepared.plan.eval.benchmarks
+    if bench is None:
+        return None
+    from runtime.evaluate.benchmarks import run_benchmarks
+
+    return run_benchmarks(model, prepared.tokenizer, bench, max_length=int(prepared.config.max_position_embeddings))
 
 
 def score(prepared, engine, params, frozen, model, token_values: dict, run_dir: Path, inputs) -> Scores:
@@ -82,17 +95,23 @@ def score(prepared, engine, params, frozen, model, token_values: dict, run_dir: 
             spread=True,
         )
     eval_sources = [s.name for s in plan.data.sources if s.eval is not None]
+    benchmarks = benchmark_scores(prepared, model)
     baseline = evaluate_baseline(prepared, engine, params, frozen, inputs)
     base_values = None
     if baseline is not None:
         base_values = compute_metrics(
-            baseline.samples, baseline.token_metrics, gates=plan.gates, eval_sources=eval_sources
+            baseline.samples,
+            baseline.token_metrics,
+            gates=plan.gates,
+            eval_sources=eval_sources,
+            extra=baseline.values(),
         )
     reviews, pending = review_values(run_dir, plan.gates, samples, baseline, eval_fingerprints(inputs.parts))
-    values = compute_metrics(samples, token_values, gates=plan.gates, eval_sources=eval_sources, extra=reviews)
+    extra = {**reviews, **(benchmarks.values() if benchmarks is not None else {})}
+    values = compute_metrics(samples, token_values, gates=plan.gates, eval_sources=eval_sources, extra=extra)
     if base_values is not None:
         values.update(gains(values, base_values, plan.gates))
-    return Scores(samples, values, judge(plan.gates, values, pending), baseline, base_values)
+    return Scores(samples, values, judge(plan.gates, values, pending), baseline, base_values, benchmarks)
 
 
 def review_values(run_dir: Path, gates, samples, baseline, fingerprints: dict[str, str]) -> tuple[dict, dict]:
@@ -171,8 +190,11 @@ def evaluate_run(
         baseline=scores.baseline,
         base_values=scores.base_values,
         topics=topic_scores(prepared, scores, run_dir, inputs),
+        benchmarks=scores.benchmarks,
     )
-    return Outcome(ok, verdicts, values, samples, report, export_dir, check, scores.baseline, scores.base_values)
+    return Outcome(
+        ok, verdicts, values, samples, report, export_dir, check, scores.baseline, scores.base_values, scores.benchmarks
+    )
 
 
 def topic_scores(prepared, scores: Scores, run_dir: Path, inputs):

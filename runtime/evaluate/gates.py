@@ -7,6 +7,7 @@
     exact_match, rouge_l, bleu, ...           all generated samples
     rouge_l(faq), bleu(faq), ...              one source's generated samples
     regex("^\\{"), regex("^\\{", faq)         only where a gate names the pattern
+    acc(arc_easy), exact_match(gsm8k)         an lm_eval task's metric (`runtime.evaluate.benchmarks`)
 
 and every gate's own text (`GatePlan.text`) is also a key of its value, so
 `values[gate.text]` is what the gate is judged on.
@@ -61,7 +62,12 @@ def metric_key(metric: str, source: str | None = None, pattern: str | None = Non
 
 def gate_key(gate: Any) -> str:
     """The key of a gate's value: its text as written in the spec, else `metric_key`."""
-    return gate.text or metric_key(gate.metric, gate.source, gate.pattern)
+    return gate.text or canonical_key(gate)
+
+
+def canonical_key(gate: Any) -> str:
+    """The key of the metric a gate reads (inside its `gain(...)`): over a source, or an lm_eval task."""
+    return metric_key(gate.metric, gate.source or getattr(gate, "task", None), gate.pattern)
 
 
 def _token_values(values: Mapping[str, Any]) -> dict[str, float]:
@@ -122,7 +128,7 @@ def compute_metrics(
                 values[metric_key(metric, name)] = v
     values.update(extra or {})
     for gate in gates:
-        canonical = metric_key(gate.metric, gate.source, gate.pattern)
+        canonical = canonical_key(gate)
         if gate.metric == "regex" and gate.pattern is not None:
             chosen = [s for s in samples if gate.source is None or s.source == gate.source]
             if chosen:
@@ -138,7 +144,7 @@ def gains(values: Mapping[str, float], baseline: Mapping[str, float], gates: Ite
     out = {}
     for gate in gates:
         sign = getattr(gate, "gain", 0)
-        canonical = metric_key(gate.metric, gate.source, gate.pattern)
+        canonical = canonical_key(gate)
         if sign and canonical in values and canonical in baseline:
             out[gate_key(gate)] = sign * (float(values[canonical]) - float(baseline[canonical]))
     return out
@@ -157,6 +163,7 @@ class Verdict:
     source: str | None = None
     pattern: str | None = None  # regex gates
     reason: str = ""  # why a gate failed without a comparable value
+    task: str | None = None  # a gate on an lm_eval task's metric: `acc(arc_easy)`
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -174,11 +181,19 @@ def _fmt(x: float) -> str:
 
 
 def _why_missing(gate: Any) -> str:
+    task = getattr(gate, "task", None)
+    if task is not None:
+        return (
+            f"not computed: no `{gate.metric}` for benchmark task `{task}` of the tuned model or of the baseline "
+            "(the task reports other metrics, or no benchmarks ran)"
+            if getattr(gate, "gain", 0)
+            else f"not computed: benchmark task `{task}` reports no `{gate.metric}` (or no benchmarks ran)"
+        )
     if gate.metric not in ALL_METRICS:
         return f"unknown metric `{gate.metric}` (metrics: {', '.join(ALL_METRICS)})"
     where = f"source `{gate.source}`" if gate.source else "the eval split"
     if getattr(gate, "gain", 0):
-        inner = metric_key(gate.metric, gate.source, gate.pattern)
+        inner = canonical_key(gate)
         return (
             f"not computed: `{inner}` of the tuned model or of the baseline is missing "
             "(no baseline ran, or no eval rows)"
@@ -210,6 +225,7 @@ def judge(gates: Iterable[Any], values: Mapping[str, float], pending: Mapping[st
             metric=gate.metric,
             source=gate.source,
             pattern=gate.pattern,
+            task=getattr(gate, "task", None),
         )
         if gate.op not in _OPS:
             verdicts.append(

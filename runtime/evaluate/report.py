@@ -146,7 +146,11 @@ def write_loss_chart(
 
 
 def _ranking_verdict(verdicts: Sequence[Verdict]) -> Verdict | None:
-    gen = [v for v in verdicts if v.metric in _GENERATION and not (v.metric == "regex" and v.pattern is None)]
+    gen = [
+        v
+        for v in verdicts
+        if v.metric in _GENERATION and v.task is None and not (v.metric == "regex" and v.pattern is None)
+    ]
     failing = [v for v in gen if not v.passed]
     return (failing or gen or [None])[0]
 
@@ -353,6 +357,40 @@ def before_after_rows(
     return rows
 
 
+def benchmark_rows(tuned: Any, base: Any) -> list[tuple[str, str, str, str, str, str]]:
+    """(task, metric, base, tuned, change, documents) for every score of the tuned model's
+    `BenchmarkResult`, with ± its standard error where lm_eval gives one: the one table behind
+    report.md's "Standard benchmarks" and the terminal's."""
+    rows = []
+    for task, scores in tuned.scores.items():
+        for metric, after in scores.items():
+            before = base.scores.get(task, {}).get(metric) if base is not None else None
+            err = tuned.stderr.get(task, {}).get(metric)
+            shown = format_value(metric, after) + (f" ± {err:.4f}" if err is not None and math.isfinite(err) else "")
+            change = "—"
+            if before is not None:
+                delta = float(after) - float(before)
+                change = ("+" if delta >= 0 else "") + format_value(metric, delta)
+            rows.append(
+                (task, metric, format_value(metric, before), shown, change, str(tuned.documents.get(task, "—")))
+            )
+    return rows
+
+
+def _benchmark_lines(tuned: Any, base: Any) -> list[str]:
+    lines = ["## Standard benchmarks", ""]
+    lines += [
+        "lm-evaluation-harness tasks, scored with sftc's own model (no chat template; lm_eval's prompts, "
+        "few-shot examples and metrics)" + (" on the base model and the tuned one." if base is not None else "."),
+        "",
+    ]
+    rows = [[f"`{t}`", f"`{m}`", *rest] for t, m, *rest in benchmark_rows(tuned, base)]
+    if not rows:
+        return lines + ["The tasks reported no score.", ""]
+    head = ["task", "metric", "base", "tuned", "change", "documents"]
+    return lines + _table(head, rows, ["l", "l", "r", "r", "r", "r"]) + [""]
+
+
 def _before_after_lines(
     values: Mapping[str, float], base_values: Mapping[str, float], sources: Sequence[str], baseline: Any
 ) -> list[str]:
@@ -499,6 +537,7 @@ def write_report(
     baseline: Any = None,
     base_values: Mapping[str, float] | None = None,
     topics: Any = None,
+    benchmarks: Any = None,
 ) -> tuple[Path, Path]:
     """Write `report.md`, `report.json` and `loss.png` into ``run_dir``; returns the two report paths.
 
@@ -514,6 +553,8 @@ def write_report(
     before → after table and each row's baseline answer; in the JSON, ``baseline.samples``
     are in the order of ``samples``. ``topics`` (a `runtime.evaluate.topic_scores.TopicTable`)
     adds the eval results per topic of the data to "About the data", with its chart `topics.png`.
+    ``benchmarks`` (the tuned model's `runtime.evaluate.benchmarks.BenchmarkResult`) adds "Standard
+    benchmarks", beside the baseline's own scores where it has them.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -522,10 +563,12 @@ def write_report(
         data_stats = data_stats.to_dict()
     if sources is None:
         seen = [s.source for s in samples]
+        tasks = set(benchmarks.scores) if benchmarks is not None else set()
         for key in values:
             if key.endswith(")") and "(" in key and not key.startswith("regex("):
                 seen.append(key[key.index("(") + 1 : -1])
-        sources = list(dict.fromkeys(seen))
+        sources = [s for s in dict.fromkeys(seen) if s not in tasks]
+    base_benchmarks = baseline.benchmarks if baseline is not None else None
     chart = write_loss_chart(run_dir, records)
     ranked, by = rank_samples(samples, verdicts)
     ok = accepted(verdicts) and (export_check is None or bool(export_check["passed"]))
@@ -554,6 +597,8 @@ def write_report(
         md += _export_check_lines(export_check)
     if baseline is not None and base_values is not None:
         md += _before_after_lines(values, base_values, sources, baseline)
+    if benchmarks is not None:
+        md += _benchmark_lines(benchmarks, base_benchmarks)
     md += ["## Metrics", ""]
     metric_rows = _metric_rows(values, sources)
     if metric_rows:
@@ -608,6 +653,14 @@ def write_report(
         "data": data_stats,
         "topics": {**topics.to_dict(), "chart": topic_chart.name if topic_chart else None} if topics else None,
         "export_check": export_check,
+        "benchmarks": (
+            {
+                "tuned": benchmarks.to_dict(),
+                "base": base_benchmarks.to_dict() if base_benchmarks is not None else None,
+            }
+            if benchmarks is not None
+            else None
+        ),
         "ranked_by": by.gate if by is not None else None,
         "samples": [{**s.to_dict(), "score": score} for s, score in ranked],
     }
@@ -646,25 +699,40 @@ def gate_table(verdicts: Sequence[Verdict], title: str | None = None):
 
 
 def print_before_after(
-    values: Mapping[str, float], base_values: Mapping[str, float] | None, baseline: Any, console=None
+    values: Mapping[str, float],
+    base_values: Mapping[str, float] | None,
+    baseline: Any,
+    console=None,
+    benchmarks: Any = None,
 ) -> None:
-    """The terminal's before → after table (every eval row's scope only; report.md has each source)."""
+    """The terminal's before → after table (every eval row's scope only; report.md has each source),
+    then the standard benchmarks' table when the run scored any."""
     from rich.console import Console
     from rich.table import Table
 
-    if baseline is None or base_values is None:
-        return
-    rows = [r for r in before_after_rows(values, base_values, []) if r[1] == "all"]
-    if not rows:
-        return
     console = console or Console()
-    console.print(f"[bold]Before → after[/] ({_baseline_title(baseline)[len('Baseline: ') :]})")
-    table = Table(show_edge=False, pad_edge=False)
-    for name, justify in (("metric", "left"), ("baseline", "right"), ("tuned", "right"), ("change", "right")):
-        table.add_column(name, justify=justify, style="bold" if name == "metric" else None)
-    for metric, _, before, after, change in rows:
-        table.add_row(metric, before, after, change)
-    console.print(table)
+    rows = (
+        [r for r in before_after_rows(values, base_values, []) if r[1] == "all"]
+        if baseline is not None and base_values is not None
+        else []
+    )
+    if rows:
+        console.print(f"[bold]Before → after[/] ({_baseline_title(baseline)[len('Baseline: ') :]})")
+        table = Table(show_edge=False, pad_edge=False)
+        for name, justify in (("metric", "left"), ("baseline", "right"), ("tuned", "right"), ("change", "right")):
+            table.add_column(name, justify=justify, style="bold" if name == "metric" else None)
+        for metric, _, before, after, change in rows:
+            table.add_row(metric, before, after, change)
+        console.print(table)
+    if benchmarks is not None:
+        base = baseline.benchmarks if baseline is not None else None
+        console.print("[bold]Standard benchmarks[/] (lm-evaluation-harness)")
+        bench = Table(show_edge=False, pad_edge=False)
+        for name in ("task", "metric", "base", "tuned", "change", "documents"):
+            bench.add_column(name, justify="left" if name in ("task", "metric") else "right")
+        for row in benchmark_rows(benchmarks, base):
+            bench.add_row(*row)
+        console.print(bench)
 
 
 def print_gates(verdicts: Sequence[Verdict], console=None) -> None:

@@ -13,6 +13,8 @@ Every input that can change what a run computes is fingerprinted here, by one ru
                        install keeps one version number across commits)
     data_libraries     versions of the libraries that change how rows are read and rendered
     numeric_libraries  versions of the libraries that change the numbers a model computes
+    benchmarks         the lm_eval tasks' own files (`include`), by content, and lm_eval's version;
+                       "none" without `eval.benchmarks`
 
 Content digests are sha256 of the bytes (`runtime.platform.file_hashes`: remembered per file by path,
 size, mtime and inode, so a multi-GB base is read once per change, not once per command).
@@ -54,11 +56,22 @@ PARTS = (
     "code",
     "data_libraries",
     "numeric_libraries",
+    "benchmarks",
 )
 CONSUMERS: dict[str, tuple[str, ...]] = {
     "resume": ("data", "tokenizer", "base", "weights"),
     "plan_cache": ("data", "eval_data", "tokenizer", "base_config", "weights", "code", "data_libraries"),
-    "baseline": ("data", "eval_data", "tokenizer", "base", "weights", "code", "data_libraries", "numeric_libraries"),
+    "baseline": (
+        "data",
+        "eval_data",
+        "tokenizer",
+        "base",
+        "weights",
+        "code",
+        "data_libraries",
+        "numeric_libraries",
+        "benchmarks",
+    ),
     "run_diff": PARTS,
 }
 _WHAT = {
@@ -66,6 +79,7 @@ _WHAT = {
     "base": "the base checkpoint's files changed",
     "base_config": "the base checkpoint's config or tokenizer files changed",
     "code": "another sftc (its version or source files)",
+    "benchmarks": "the benchmark tasks' files or lm_eval's version changed",
 }
 
 

@@ -160,21 +160,39 @@ class BaselinePlan:
 
 
 @dataclass(frozen=True)
+class BenchmarkPlan:
+    """`benchmarks = lm_eval(tasks = [...], ...)`: lm-evaluation-harness tasks run on the tuned model
+    and on the baseline's base, scored like any metric (`acc(task)`)."""
+
+    tasks: tuple[str, ...]
+    include: str | None = None  # absolute folder of the spec's own task YAML files (lm_eval's include_path)
+    limit: int | None = None  # the first N documents of each task; None: all
+    num_fewshot: int | None = None  # None: each task's own setting
+    batch_size: int = 16
+
+
+@dataclass(frozen=True)
 class EvalPlan:
     every_steps: int | None
     every_epochs: float | None
     generate: GenerationPlan | None
     samples: int | None  # None: all eval rows
     baseline: BaselinePlan | None = None  # None: no comparison (`off`, or a model trained from scratch)
+    benchmarks: BenchmarkPlan | None = None  # None: no standard benchmarks
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> EvalPlan:
-        generate, baseline = d.get("generate"), d.get("baseline")
+        generate, baseline, benchmarks = d.get("generate"), d.get("baseline"), d.get("benchmarks")
         return cls(
             **{
                 **d,
                 "generate": GenerationPlan(**generate) if generate is not None else None,
                 "baseline": BaselinePlan(**baseline) if baseline is not None else None,
+                "benchmarks": (
+                    BenchmarkPlan(**{**benchmarks, "tasks": tuple(benchmarks["tasks"])})
+                    if benchmarks is not None
+                    else None
+                ),
             }
         )
 
@@ -189,6 +207,7 @@ class GatePlan:
     source: str | None = None
     pattern: str | None = None
     text: str = ""  # as written in the spec, for tables
+    task: str | None = None  # `acc(arc_easy)`: a metric of the lm_eval task `arc_easy` (`eval.benchmarks`)
     gain: int = 0  # `gain(bleu(faq))`: +1 judges tuned - baseline, -1 baseline - tuned (lower is better); 0 the metric
 
 

@@ -146,6 +146,16 @@ def eval_rows_fingerprint(spec: Any, cache_dir: Path, load: bool = False) -> str
     return _part_fingerprint(spec.eval_part() or spec, cache_dir, load)
 
 
+def _benchmarks(plan: Any) -> Any:
+    """The ``benchmarks`` part: the `include` folder's files by content and lm_eval's version."""
+    bench = getattr(plan.eval, "benchmarks", None)
+    if bench is None:
+        return "none"
+    folder = Path(bench.include) if bench.include else None
+    tasks = _digest_named(_directory_files(folder)) if folder is not None and folder.is_dir() else "none"
+    return {"tasks": tasks, **versions(("lm-eval",))}
+
+
 def gather(plan: Any, cache_dir: Path | None = None, load: bool = True, consumer: str | None = None) -> Inputs:
     """The inputs of ``plan`` as they are now: every part, or only those ``consumer`` depends on
     (`sftc plan`'s cache never reads the base's weights). ``load=False`` never loads a dataset (a
@@ -165,5 +175,6 @@ def gather(plan: Any, cache_dir: Path | None = None, load: bool = True, consumer
         "code": code_identity,
         "data_libraries": lambda: versions(DATA_LIBRARIES),
         "numeric_libraries": lambda: versions(NUMERIC_LIBRARIES),
+        "benchmarks": lambda: _benchmarks(plan),
     }
     return Inputs({name: compute[name]() for name in (CONSUMERS[consumer] if consumer else PARTS)})

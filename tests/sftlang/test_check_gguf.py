@@ -161,6 +161,7 @@ def test_the_shipped_gguf_spec_checks_with_the_file_in_models(tmp_path, smollm2_
     (tmp_path / "specs").mkdir()
     shutil.copy(ROOT / "specs" / "support-smollm2.sft", tmp_path / "specs")
     (tmp_path / "specs" / "data").symlink_to(ROOT / "specs" / "data")
+    (tmp_path / "specs" / "benchmarks").symlink_to(ROOT / "specs" / "benchmarks")
     (tmp_path / "models").mkdir()
     (tmp_path / "models" / smollm2_gguf.name).symlink_to(smollm2_gguf)
     assert errors(tmp_path / "specs" / "support-smollm2.sft") == []

@@ -43,7 +43,7 @@ COMMAND_FLAGS = {
         "--process-id",
         "--distributed",
     ],
-    "eval": ["RUN", "--spec", "--step"],
+    "eval": ["RUN", "--spec", "--step", "--benchmarks", "--include", "--limit", "--num-fewshot"],
     "generate": [
         "RUN",
         "--prompt",

