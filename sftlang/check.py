@@ -1437,10 +1437,12 @@ def _check_accept(ctx: _Context, trained: list[str]) -> None:
             continue
         if metric.benchmark:
             listed = benchmark_tasks(spec)
+            what = "a data source, not a task" if source is not None and source.name in spec.data else "not a task"
             ctx.report(
                 Diagnostic(
                     "E075",
-                    f"`{source.name if source else name}` is not a task of `eval.benchmarks`",
+                    f"`{name}` is a metric of benchmark tasks, and `{source.name if source else name}` is {what} "
+                    "of `eval.benchmarks`",
                     source.span if source is not None else gate.metric.span,
                     join_help(did_you_mean(source.name, listed), f"(tasks: {', '.join(listed)})")
                     if listed and source is not None

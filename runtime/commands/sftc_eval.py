@@ -66,6 +66,7 @@ def main(args: argparse.Namespace, console: Console, compiled: Compiled | None) 
             by_source,
             Path(args.run_dir),
             inputs,
+            console,
         )
     out = new_run_dir(Path(args.run_dir) / "evals")
     facts = {"run": str(args.run_dir), "step": trained.step, "spec": args.spec or "the run's own"}

@@ -237,7 +237,7 @@ def _train_and_judge(
     baseline = " and the baseline's" if plan.eval.baseline is not None else ""
     benchmarks = ", then the benchmark tasks" if plan.eval.benchmarks is not None else ""
     with console.status(f"evaluating: generating eval completions{baseline}{benchmarks}"):
-        outcome = evaluate_run(prepared, result, run_dir, facts, inputs, force_export=args.export)
+        outcome = evaluate_run(prepared, result, run_dir, facts, inputs, force_export=args.export, console=console)
     trackers.finish(outcome, result.steps, run_dir)
     rundir.write_status(
         run_dir,

@@ -173,7 +173,9 @@ def _without_bos(ids: list[int], bos: int | None) -> list[int]:
     return ids[1:] if bos is not None and ids[:1] == [bos] else ids
 
 
-def evaluate_baseline(prepared: Any, engine: Any, params: Any, frozen: Any, inputs: Any) -> Baseline | None:
+def evaluate_baseline(
+    prepared: Any, engine: Any, params: Any, frozen: Any, inputs: Any, console: Any = None
+) -> Baseline | None:
     """The plan's baseline (None when it has none, or no eval rows), from the cache when it holds it.
 
     ``params``/``frozen`` are the run's (trained) parameters on ``engine``: a LoRA baseline
@@ -211,7 +213,9 @@ def evaluate_baseline(prepared: Any, engine: Any, params: Any, frozen: Any, inpu
     tokens = token_metrics(engine, frozen, pipeline, params) if spec.kind == "base" and has_rows else {}
     from runtime.evaluate.final import benchmark_scores
 
-    baseline = Baseline(spec.kind, spec.k, samples, tokens, benchmarks=benchmark_scores(prepared, model))
+    baseline = Baseline(
+        spec.kind, spec.k, samples, tokens, benchmarks=benchmark_scores(prepared, model, console, "base")
+    )
     if is_primary() and key is not None:
         _write_cached(key, baseline)
     return baseline

@@ -60,22 +60,33 @@ class Scores:
     benchmarks: Any = None  # the tuned model's `BenchmarkResult`, or None
 
 
-def benchmark_scores(prepared, model):
+def benchmark_scores(prepared, model, console=None, which: str = "tuned"):
     """The plan's lm-evaluation-harness tasks (`eval.benchmarks`) scored on ``model``: the one call
-    behind the tuned model's scores and the baseline's. None without benchmarks."""
+    behind the tuned model's scores and the baseline's (``which``: "tuned" or "base"; ``console``:
+    where their progress shows). None without benchmarks."""
     bench = prepared.plan.eval.benchmarks
     if bench is None:
         return None
     from runtime.evaluate.benchmarks import run_benchmarks
 
-    return run_benchmarks(model, prepared.tokenizer, bench, max_length=int(prepared.config.max_position_embeddings))
+    if console is not None and is_primary():
+        console.print(f"benchmarks on the {which} model: {', '.join(bench.tasks)}", highlight=False)
+
+    return run_benchmarks(
+        model,
+        prepared.tokenizer,
+        bench,
+        max_length=int(prepared.config.max_position_embeddings),
+        console=console if is_primary() else None,
+    )
 
 
-def score(prepared, engine, params, frozen, model, token_values: dict, run_dir: Path, inputs) -> Scores:
+def score(prepared, engine, params, frozen, model, token_values: dict, run_dir: Path, inputs, console=None) -> Scores:
     """Generate, compare with the baseline, read the reviews and judge the gates: the one
     evaluation `sftc run` and `sftc eval` share. ``token_values`` are the model's token metrics
     by source; ``run_dir`` is the run whose reviews (`reviews.sqlite`) count; ``inputs`` the
-    `runtime.plan.run_inputs.Inputs` of this evaluation (the baseline's cache key, the reviews' data)."""
+    `runtime.plan.run_inputs.Inputs` of this evaluation (the baseline's cache key, the reviews' data);
+    ``console`` shows the benchmarks' progress."""
     from runtime.evaluate.baseline import evaluate_baseline
     from runtime.evaluate.gates import gains
     from runtime.plan.run_inputs import eval_fingerprints
@@ -95,8 +106,8 @@ def score(prepared, engine, params, frozen, model, token_values: dict, run_dir: 
             spread=True,
         )
     eval_sources = [s.name for s in plan.data.sources if s.eval is not None]
-    benchmarks = benchmark_scores(prepared, model)
-    baseline = evaluate_baseline(prepared, engine, params, frozen, inputs)
+    benchmarks = benchmark_scores(prepared, model, console)
+    baseline = evaluate_baseline(prepared, engine, params, frozen, inputs, console)
     base_values = None
     if baseline is not None:
         base_values = compute_metrics(
@@ -154,6 +165,7 @@ def evaluate_run(
     inputs,
     export: str | None = None,
     force_export: bool = False,
+    console=None,
 ) -> Outcome:
     """Evaluate the trained model, judge the gates, write report.md/json, export if accepted."""
     plan = prepared.plan
@@ -167,6 +179,7 @@ def evaluate_run(
         final_token_metrics(run_dir, result.steps),
         run_dir,
         inputs,
+        console,
     )
     samples, values, verdicts = scores.samples, scores.values, scores.verdicts
     ok = accepted(verdicts)

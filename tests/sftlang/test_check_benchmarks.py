@@ -90,7 +90,7 @@ def test_without_benchmarks_the_plan_has_none(project):
     ("gate", "benchmarks", "code", "words"),
     [
         ("acc >= 0.2", None, "E014", "name the task"),
-        ("acc(rows) >= 0.2", None, "E075", "is not a task of `eval.benchmarks`"),
+        ("acc(rows) >= 0.2", None, "E075", "`rows` is a data source, not a task"),
         ("acc(my_mcq) >= 0.2", None, "E075", "did you mean `my_mc`"),
         ("f1(my_mc) >= 0.2", None, "E076", "does not report `f1`"),
         ("rouge_l(my_mc) >= 0.2", None, "E076", "not a metric of benchmark tasks"),

@@ -261,7 +261,8 @@ def test_one_rule_for_metric_keys_filters_stderr_and_groups():
 @pytest.mark.slow
 def test_smollm2_scores_the_shipped_tasks_as_hflm_does(smollm2_gguf):
     """The real SmolLM2-135M-Instruct (Q4_1 GGUF), read by sftc and by transformers (``gguf_file=``):
-    every request of both shipped tasks, all documents. About 3 minutes on 2 cores."""
+    every request of the first 24 documents of both shipped tasks (all of them take about 3 minutes
+    on 2 cores; CI's budget is tight, and these 24 cover both request kinds with real text)."""
     import torch
     from lm_eval.models.huggingface import HFLM
 
@@ -269,7 +270,7 @@ def test_smollm2_scores_the_shipped_tasks_as_hflm_does(smollm2_gguf):
     from runtime.checkpoints.tokenizer_files import load_tokenizer
 
     torch.set_num_threads(2)
-    plan = BenchmarkPlan(tasks=TASKS, include=str(SHIPPED), batch_size=16)
+    plan = BenchmarkPlan(tasks=TASKS, include=str(SHIPPED), limit=24, batch_size=16)
     model, _ = load_pretrained(smollm2_gguf, dtype="float32")
     ours = run_benchmarks(model, load_tokenizer(resolve_checkpoint(smollm2_gguf)), plan, log_samples=True)
     del model
@@ -282,7 +283,7 @@ def test_smollm2_scores_the_shipped_tasks_as_hflm_does(smollm2_gguf):
     )
     theirs = evaluate_lm(hflm, plan, log_samples=True)
     print(f"SmolLM2-135M-Instruct: {ours.values()}")
-    assert ours.documents == {"sftc_general_mc": 60, "sftc_arith_gen": 40}
+    assert ours.documents == {"sftc_general_mc": 24, "sftc_arith_gen": 24}
     gap = 0.0
     for mine, ref in zip(ours.samples["sftc_general_mc"], theirs.samples["sftc_general_mc"], strict=True):
         ll, ref_ll = np.array([a[0] for a in _answers(mine)]), np.array([a[0] for a in _answers(ref)])
