@@ -13,12 +13,13 @@
   correction are stored; a review gate waits for the rows not reviewed yet; the correction is
   exported as a data row that the next spec adds (`sftc diff` shows the new source).
 
-Slow: one run of the shipped spec (about five minutes on 2 cores)."""
+Slow: one run of the shipped spec (about eleven minutes on 2 cores, its benchmark included)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -33,7 +34,7 @@ SYSTEM = "Extract the request as JSON with intent, order_id, product and urgency
 IM_END = 2
 
 
-def sftc(project: Path, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+def sftc(project: Path, *args: str, timeout: int = 1800) -> subprocess.CompletedProcess:
     """`sftc ARGS` in its own process, in ``project``, with the project's cache."""
     env = {**os.environ, "SFTC_CACHE": str(project / "cache"), "PYTHONPATH": str(ROOT), "COLUMNS": "160"}
     return subprocess.run(
@@ -153,12 +154,10 @@ def test_an_unmet_gain_gate_rejects_and_the_base_answers_come_from_the_cache(pro
     text = (project / SPEC).read_text()
     edited = project / "specs" / "more-gain.sft"
     wanted = f"{min(gain + 0.05, 1):.2f}"
-    assert "gain(exact_match) >= 0.5" in text and "gain(rouge_l)     >= 0.3" in text
-    edited.write_text(
-        text.replace("gain(exact_match) >= 0.5", f"gain(exact_match) >= {wanted}").replace(
-            "gain(rouge_l)     >= 0.3", "gain(rouge_l)     >= 1.0"
-        )
-    )
+    more = re.sub(r"gain\(exact_match\)( +)>= 0\.5\n", rf"gain(exact_match)\1>= {wanted}\n", text)
+    more = re.sub(r"gain\(rouge_l\)( +)>= 0\.3\n", r"gain(rouge_l)\1>= 1.0\n", more)
+    assert more.count(f">= {wanted}\n") == 1 and more.count(">= 1.0\n") == 1, "the spec's gain gates moved"
+    edited.write_text(more)
     done = sftc(project, "eval", str(run_dir), "--spec", str(edited))
     assert done.returncode == 3, (done.stdout + done.stderr)[-3000:]
     (evaluation,) = sorted((run_dir / "evals").iterdir())
