@@ -13,6 +13,28 @@ NUMBERS = "zero one two three four five six seven eight nine".split()
 SPEC = fixture_text("tiny.sft")  # tests/fixtures/specs/tiny.sft: edited by replacing parts of it
 
 
+def save_tiny_base(directory: Path, positions: int = 64, seed: int = 0) -> Path:
+    """A random one-layer Llama with the word-level tokenizer, saved as a Hugging Face checkpoint:
+    the pretrained base of the end-to-end tests that need one (a baseline, LoRA, benchmarks)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tokenizer = wordlevel_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=positions,
+    )
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(directory)
+    tokenizer.save_pretrained(str(directory))
+    return directory
+
+
 def runs(project: Path) -> list[Path]:
     return sorted((project / "runs" / "tiny").iterdir())
 

@@ -11,7 +11,7 @@ import pytest
 from runtime.train.metrics_log import read_metrics
 from sftlang.cli import main
 from tests.runtime.data_helpers import wordlevel_tokenizer
-from tests.runtime.run_helpers import SLOW_RUN, SPEC, interrupt_at
+from tests.runtime.run_helpers import SLOW_RUN, SPEC, interrupt_at, save_tiny_base
 from tests.runtime.run_helpers import final_params as _final_params
 from tests.runtime.run_helpers import runs as _runs
 
@@ -145,21 +145,10 @@ output {
 def test_lora_run_trains_only_the_adapter_and_exports_for_peft(project):
     import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+    from transformers import AutoModelForCausalLM
 
+    save_tiny_base(project / "base")
     tokenizer = wordlevel_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(project / "base")
-    tokenizer.save_pretrained(str(project / "base"))
     (project / "lora.sft").write_text(LORA_SPEC)
     assert main(["run", "lora.sft"]) == 0
     (run_dir,) = sorted((project / "runs" / "tiny-lora").iterdir())

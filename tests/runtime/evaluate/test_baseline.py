@@ -10,8 +10,7 @@ import pytest
 
 from sftlang.cli import main
 from tests.fixtures import copy_fixtures
-from tests.runtime.data_helpers import wordlevel_tokenizer
-from tests.runtime.run_helpers import NUMBERS
+from tests.runtime.run_helpers import NUMBERS, save_tiny_base
 
 pytestmark = pytest.mark.slow  # whole runs over a pretrained base with a baseline: about 50 s on 2 cores
 
@@ -51,22 +50,7 @@ output {
 
 
 def _write(root, spec: str = SPEC) -> None:
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    tokenizer = wordlevel_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=64,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(root / "base")
-    tokenizer.save_pretrained(str(root / "base"))
+    save_tiny_base(root / "base")
     copy_fixtures(root, "sums.jsonl")  # tests/fixtures/data/sums.jsonl
     (root / "ba.sft").write_text(spec)
 

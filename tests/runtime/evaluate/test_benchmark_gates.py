@@ -17,7 +17,7 @@ import pytest
 
 from sftlang.cli import main
 from tests.fixtures import copy_fixtures
-from tests.runtime.data_helpers import wordlevel_tokenizer
+from tests.runtime.run_helpers import save_tiny_base
 
 pytestmark = pytest.mark.slow
 
@@ -63,27 +63,12 @@ output {
 def project(tmp_path_factory):
     """A random pretrained base with a 512-position window, the sums data, the shipped tasks
     copied (so that a test can edit one) and a first run."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     pytest.importorskip("lm_eval")
     root = tmp_path_factory.mktemp("bench")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.setenv("SFTC_CACHE", str(root / "cache"))
-        tokenizer = wordlevel_tokenizer()
-        config = LlamaConfig(
-            vocab_size=len(tokenizer),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            max_position_embeddings=512,
-        )
-        torch.manual_seed(0)
-        LlamaForCausalLM(config).save_pretrained(root / "base")
-        tokenizer.save_pretrained(str(root / "base"))
+        save_tiny_base(root / "base", positions=512)
         copy_fixtures(root, "sums.jsonl")
         shutil.copytree(ROOT / "specs" / "benchmarks", root / "tasks")
         (root / "bench.sft").write_text(SPEC)
