@@ -383,6 +383,15 @@ def _render(r: dict, plan, stats, memory_kind: str) -> str:
     lines.append(f"compute  {_human(r['flops_per_step'], 'FLOP')}/step, {_human(r['flops_total'], 'FLOP')} in total")
     if r["baseline"]:
         lines.append(f"compare  with {r['baseline']} on the same eval rows (cached after the first run)")
+    bench = plan.eval.benchmarks
+    if bench is not None:
+        scope = f"the first {bench.limit} documents" if bench.limit else "all documents"
+        shots = f"{bench.num_fewshot}-shot" if bench.num_fewshot is not None else "each task's few-shot setting"
+        models = "the tuned model and the base" if plan.eval.baseline is not None else "the tuned model"
+        lines.append(
+            f"bench    lm_eval {', '.join(bench.tasks)}: {scope}, {shots}, on {models} after training"
+            + (f" (tasks from {bench.include})" if bench.include else "")
+        )
     gates = ", ".join(g.text for g in (*plan.gates, *plan.data_gates)) or "nothing (no `accept` block)"
     total_tokens = r["tokens_per_step"] * r["steps"]
     lines.append(f"[bold]Plan:[/] {r['steps']:,} steps over {_human(total_tokens)} tokens; accept on {gates}.")
