@@ -1587,6 +1587,28 @@ def _check_output(ctx: _Context) -> None:
                     )
                 )
     _check_trackers(ctx)
+    _check_gguf_tokenizer(ctx)
+
+
+def _check_gguf_tokenizer(ctx: _Context) -> None:
+    """`export = gguf` with a trained unigram SentencePiece tokenizer: llama.cpp tokenizes every
+    SentencePiece (`llama`) vocabulary by merging pieces, as BPE, so the export would be refused
+    after training (`runtime.checkpoints.gguf_export`); say so before the first step."""
+    export, tokenizer = ctx.spec.value("output", "export"), ctx.spec.value("model", "tokenizer")
+    if not (isinstance(export, ast.Name) and export.name == "gguf" and isinstance(tokenizer, ast.TrainOn)):
+        return
+    kind = arg(tokenizer.call, "model_type")
+    if isinstance(kind, ast.Name) and kind.name == "bpe":
+        return
+    ctx.report(
+        Diagnostic(
+            "E077",
+            "`export = gguf` with a unigram SentencePiece tokenizer: llama.cpp tokenizes SentencePiece vocabularies "
+            "as BPE, so it would read other tokens than the run trained on",
+            (kind or tokenizer.call).span,
+            "set `model_type = bpe` in `train sentencepiece(...)`, or `export = hf`",
+        )
+    )
 
 
 def _check_trackers(ctx: _Context) -> None:

@@ -238,6 +238,7 @@ CODES: dict[str, str] = {
     "E074": "credentials written into a tracker's `uri` (they belong in the environment)",
     "E075": "a benchmark metric whose task is not in `eval.benchmarks`, or a task named like a data source",
     "E076": "a metric that a benchmark task does not report",
+    "E077": "`export = gguf` with a unigram SentencePiece tokenizer, which llama.cpp would tokenize differently",
     "W001": "a check skipped because the hub is offline or unreachable",
     "W004": "a data source declared but not trained on",
     "W005": "an interval longer than the whole run",

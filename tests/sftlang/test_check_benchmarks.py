@@ -125,3 +125,17 @@ def test_lm_eval_missing_names_the_extra(project, monkeypatch):
     _, problems = check(project, "acc(my_mc) >= 0.2")
     (missing,) = [p for p in problems if p.code == "E073"]
     assert "pip install 'sftc[lm_eval]'" in missing.message
+
+
+@pytest.mark.parametrize(
+    ("model_type", "code"), [("", "E077"), (", model_type = unigram", "E077"), (", model_type = bpe", None)]
+)
+def test_a_gguf_export_needs_a_bpe_sentencepiece_tokenizer(project, model_type, code):
+    """llama.cpp reads every SentencePiece vocabulary as BPE: a unigram one is refused before training."""
+    path = project / "spec.sft"
+    text = SPEC.format(benchmarks="off", gate="loss <= 3").replace(
+        "train sentencepiece(vocab = 300)", f"train sentencepiece(vocab = 300{model_type})"
+    )
+    path.write_text(text + "output {\n    export = gguf\n}\n")
+    _, problems = check_spec_file(path, devices=1, offline=True)
+    assert [p.code for p in problems if p.code == "E077"] == ([code] if code else [])
