@@ -72,7 +72,7 @@ class Baseline:
         samples = [Sample.from_dict(s) for s in d["samples"]]
         return cls(d["kind"], int(d.get("k", 0)), samples, tokens, cached, benchmarks)
 
-    def values(self) -> dict[str, float]:
+    def benchmark_values(self) -> dict[str, float]:
         """The base's benchmark scores under their gate keys (`acc(arc_easy)`); {} without benchmarks."""
         return self.benchmarks.values() if self.benchmarks is not None else {}
 

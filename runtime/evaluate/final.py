@@ -115,7 +115,7 @@ def score(prepared, engine, params, frozen, model, token_values: dict, run_dir: 
             baseline.token_metrics,
             gates=plan.gates,
             eval_sources=eval_sources,
-            extra=baseline.values(),
+            extra=baseline.benchmark_values(),
         )
     reviews, pending = review_values(run_dir, plan.gates, samples, baseline, eval_fingerprints(inputs.parts))
     extra = {**reviews, **(benchmarks.values() if benchmarks is not None else {})}
